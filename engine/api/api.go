@@ -1,0 +1,96 @@
+// Package api is the engine's local control protocol: the wire types, a
+// client for registrars and the CLI, and a server that hands requests to the
+// engine. One JSON request and one JSON response per Unix-socket connection,
+// each bounded in size and time.
+package api
+
+import "errors"
+
+// Operations a request can carry.
+const (
+	OpRegister   = "register"
+	OpUnregister = "unregister"
+	OpSync       = "sync"
+	OpList       = "list"
+	OpStatus     = "status"
+)
+
+// MaxMessageSize bounds one request or response line.
+const MaxMessageSize = 4 << 20
+
+// ErrNotFound is returned (wrapped) when an unregister names an unknown container.
+var ErrNotFound = errors.New("container not registered")
+
+// Container is one workload as a registrar sees it just before its first
+// instruction runs. CgroupID is the cgroup v2 inode number; a registrar that
+// knows only the path sets CgroupPath and the engine resolves it.
+type Container struct {
+	ID         string            `json:"id"`
+	CgroupID   uint64            `json:"cgroupId,omitempty"`
+	CgroupPath string            `json:"cgroupPath,omitempty"`
+	Namespace  string            `json:"namespace,omitempty"`
+	Pod        string            `json:"pod,omitempty"`
+	PodUID     string            `json:"podUid,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	Name       string            `json:"container,omitempty"`
+	Image      string            `json:"image,omitempty"`
+	// Source names the registrar ("oci-hook", "nri", "cli", "cri"); Sync
+	// replaces only the registrations of its own source.
+	Source string `json:"source,omitempty"`
+	// Policies is filled in by the engine: the policies that select it.
+	Policies []string `json:"policies,omitempty"`
+}
+
+// Request is what a client sends.
+type Request struct {
+	Op         string      `json:"op"`
+	Container  *Container  `json:"container,omitempty"`
+	ID         string      `json:"id,omitempty"`
+	Source     string      `json:"source,omitempty"`
+	Containers []Container `json:"containers,omitempty"`
+}
+
+// Response is what the engine answers. Error is set on failure only.
+type Response struct {
+	Error      string      `json:"error,omitempty"`
+	NotFound   bool        `json:"notFound,omitempty"`
+	Container  *Container  `json:"container,omitempty"`
+	Containers []Container `json:"containers,omitempty"`
+	Status     *Status     `json:"status,omitempty"`
+}
+
+// Status describes what the engine enforces and how.
+type Status struct {
+	Version    string          `json:"version"`
+	ABI        string          `json:"abi"`
+	BPFDir     string          `json:"bpfDir"`
+	StateDir   string          `json:"stateDir"`
+	CgroupRoot string          `json:"cgroupRoot"`
+	CgroupMode string          `json:"cgroupMode"` // unified or hybrid
+	Adopted    bool            `json:"adopted"`    // pins were adopted, not loaded
+	Controls   []Control       `json:"controls"`
+	Pinned     []PinnedObject  `json:"pinned"`
+	Policies   []PolicySummary `json:"policies"`
+	Containers int             `json:"containers"`
+	Rulesets   int             `json:"rulesets"`
+}
+
+// Control is one enforcement point and the mode it runs in.
+type Control struct {
+	Name   string `json:"name"`   // exec, connect
+	Mode   string `json:"mode"`   // lsm, kill, cgroup
+	Reason string `json:"reason"` // why this mode was chosen
+}
+
+// PinnedObject is one program, link or map on bpffs.
+type PinnedObject struct {
+	Path string `json:"path"`
+	Kind string `json:"kind"` // program, link, map
+	ID   uint32 `json:"id"`
+}
+
+// PolicySummary is one loaded policy.
+type PolicySummary struct {
+	Name string `json:"name"`
+	File string `json:"file"`
+}
