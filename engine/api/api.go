@@ -13,6 +13,7 @@ const (
 	OpSync       = "sync"
 	OpList       = "list"
 	OpStatus     = "status"
+	OpReload     = "reload"
 )
 
 // MaxMessageSize bounds one request or response line.
@@ -73,6 +74,9 @@ type Status struct {
 	Policies   []PolicySummary `json:"policies"`
 	Containers int             `json:"containers"`
 	Rulesets   int             `json:"rulesets"`
+	// PolicyError is why the policy dir was last refused; the previous
+	// policies stay enforced.
+	PolicyError string `json:"policyError,omitempty"`
 }
 
 // Control is one enforcement point and the mode it runs in.

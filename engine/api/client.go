@@ -65,6 +65,15 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return resp.Status, nil
 }
 
+// Reload makes the engine re-read its policy dir. A bad policy is refused
+// with the reason and the enforced policies stay.
+func (c *Client) Reload(ctx context.Context) error {
+	if _, err := c.call(ctx, Request{Op: OpReload}); err != nil {
+		return fmt.Errorf("reload policies: %w", err)
+	}
+	return nil
+}
+
 func (c *Client) call(ctx context.Context, req Request) (*Response, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

@@ -23,6 +23,8 @@ type Handler interface {
 	Sync(ctx context.Context, source string, cs []Container) ([]Container, error)
 	List(ctx context.Context) ([]Container, error)
 	Status(ctx context.Context) (*Status, error)
+	// Reload re-reads the policies; on error the enforced ones stay.
+	Reload(ctx context.Context) error
 }
 
 // Server serves Handler on a Unix socket to root peers only.
@@ -167,6 +169,11 @@ func (s *Server) dispatch(ctx context.Context, req *Request) *Response {
 			return fail(err)
 		}
 		return &Response{Status: st}
+	case OpReload:
+		if err := s.Handler.Reload(ctx); err != nil {
+			return fail(err)
+		}
+		return &Response{}
 	default:
 		return &Response{Error: fmt.Sprintf("unknown op %q", req.Op)}
 	}

@@ -78,3 +78,11 @@ func MountBPFFS(dir string) error {
 func IsNotExist(err error) bool {
 	return errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH)
 }
+
+// Unmount lazily detaches the mount at dir.
+func Unmount(dir string) error {
+	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+		return &os.PathError{Op: "umount", Path: dir, Err: err}
+	}
+	return nil
+}

@@ -1,0 +1,127 @@
+package harness
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/test/require"
+)
+
+// Cgroup is a cgroup v2 directory a test created.
+type Cgroup struct {
+	Dir string
+	ID  uint64
+}
+
+// NewCgroup creates an empty cgroup v2 directory under the detected root and
+// removes it (killing anything left inside) when the test ends.
+func NewCgroup(t testing.TB) Cgroup {
+	t.Helper()
+	m, err := cgroup.Detect()
+	if err != nil {
+		require.Privileged(t, "cgroup v2", err)
+	}
+	dir, err := os.MkdirTemp(m.Root, "holdfast-test-")
+	if err != nil {
+		require.Privileged(t, "cgroup v2 create", err)
+	}
+	t.Cleanup(func() { removeCgroup(t, dir) })
+	id, err := cgroup.ID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Cgroup{Dir: dir, ID: id}
+}
+
+func removeCgroup(t testing.TB, dir string) {
+	os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := os.Remove(dir)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("remove cgroup %s: %v", dir, err)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Result is how a command run in a cgroup ended.
+type Result struct {
+	Stdout, Stderr string
+	ExitCode       int
+	Signal         syscall.Signal // set when the process was killed by a signal
+	Err            error          // start failure
+}
+
+// Killed reports whether the process died of SIGKILL.
+func (r Result) Killed() bool { return r.Signal == syscall.SIGKILL }
+
+func (r Result) String() string {
+	return fmt.Sprintf("exit=%d signal=%v err=%v stdout=%q stderr=%q", r.ExitCode, r.Signal, r.Err, r.Stdout, r.Stderr)
+}
+
+// Run starts name with args directly inside cg (clone into the cgroup, so
+// the very first instruction already runs there) and waits up to 30s.
+func (cg Cgroup) Run(t testing.TB, name string, args ...string) Result {
+	t.Helper()
+	return cg.RunCmd(t, exec.Command(name, args...))
+}
+
+// RunCmd runs a prepared command inside cg.
+func (cg Cgroup) RunCmd(t testing.TB, cmd *exec.Cmd) Result {
+	t.Helper()
+	fd, err := os.Open(cg.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.UseCgroupFD = true
+	cmd.SysProcAttr.CgroupFD = int(fd.Fd())
+	return runCmd(cmd)
+}
+
+// RunOutside runs a command in the test's own cgroup, for comparison.
+func RunOutside(name string, args ...string) Result {
+	return runCmd(exec.Command(name, args...))
+}
+
+func runCmd(cmd *exec.Cmd) Result {
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		return Result{Err: err, ExitCode: -1}
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		return Result{Err: errors.New("timed out after 30s"), ExitCode: -1, Stdout: stdout.String(), Stderr: stderr.String()}
+	}
+	r := Result{Stdout: stdout.String(), Stderr: stderr.String()}
+	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ws.Signaled() {
+		r.Signal = ws.Signal()
+		r.ExitCode = -1
+	} else {
+		r.ExitCode = ws.ExitStatus()
+	}
+	return r
+}
