@@ -102,9 +102,15 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 }
 
 func (s *Server) handle(ctx context.Context, conn *net.UnixConn) *Response {
-	cred, err := linux.PeerCred(conn)
-	if err != nil {
-		return &Response{Error: fmt.Sprintf("read peer credentials: %v", err)}
+	cred, credErr := linux.PeerCred(conn)
+	// Read the request even from a peer about to be refused, so the refusal
+	// reaches it instead of a broken pipe.
+	var req Request
+	dec := json.NewDecoder(&limitedReader{r: conn, n: MaxMessageSize})
+	decErr := dec.Decode(&req)
+
+	if credErr != nil {
+		return &Response{Error: fmt.Sprintf("read peer credentials: %v", credErr)}
 	}
 	allow := s.AllowUID
 	if allow == nil {
@@ -114,14 +120,11 @@ func (s *Server) handle(ctx context.Context, conn *net.UnixConn) *Response {
 		s.log().Warn("refused peer", "uid", cred.UID, "pid", cred.PID)
 		return &Response{Error: fmt.Sprintf("permission denied: peer uid %d (pid %d) is not root", cred.UID, cred.PID)}
 	}
-
-	var req Request
-	dec := json.NewDecoder(&limitedReader{r: conn, n: MaxMessageSize})
-	if err := dec.Decode(&req); err != nil {
-		if errors.Is(err, errTooLarge) {
+	if decErr != nil {
+		if errors.Is(decErr, errTooLarge) {
 			return &Response{Error: fmt.Sprintf("request larger than %d bytes", MaxMessageSize)}
 		}
-		return &Response{Error: fmt.Sprintf("malformed request: %v", err)}
+		return &Response{Error: fmt.Sprintf("malformed request: %v", decErr)}
 	}
 	return s.dispatch(ctx, &req)
 }

@@ -1,0 +1,178 @@
+package bpf
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/holdfast-dev/holdfast/engine/cgroup"
+)
+
+// Benchmark setups: no programs loaded, programs with only the benchmark's
+// cgroup registered, and programs with 10,000 cgroups over 1,000 rulesets.
+const (
+	benchNone = "no-programs"
+	benchOne  = "1-cgroup"
+	benchMany = "10000-cgroups-1000-rulesets"
+)
+
+// benchRuleset has exec and connect rules that the benchmark's own execs
+// and connects do not match, so every check runs to the end.
+func benchRuleset(id uint32) Ruleset {
+	rs := Ruleset{ID: id}
+	for i, p := range []string{"/usr/sbin/", "/usr/bin/id", "/usr/local/bin/", "/tmp/x/y/z"} {
+		components, prefix, _ := SplitPath(p)
+		kind := ExecExact
+		if prefix {
+			kind = ExecPrefix
+		}
+		rs.Exec = append(rs.Exec, ExecRule{Kind: kind, Hash: PathHash(components), RuleID: uint32(i)})
+	}
+	for i := range 3 {
+		prefix := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(id >> 8), byte(id), byte(i * 64)}), 26)
+		rs.Connect = append(rs.Connect, NetRule{Prefix: prefix, PortLo: 80, PortHi: 443, Proto: ProtoTCP, RuleID: uint32(10 + i)})
+	}
+	rs.Connect = append(rs.Connect, NetRule{Prefix: netip.MustParsePrefix("192.0.2.0/24"), PortHi: 65535, RuleID: 20})
+	return rs
+}
+
+func setupBench(b *testing.B, mode string) (*testCgroup, *Enforcer) {
+	env := newTestEnv(b)
+	cg := env.cgroup(b, "bench")
+	if mode == benchNone {
+		return cg, nil
+	}
+	e := env.open(b)
+	own := benchRuleset(1)
+	if err := e.PutRuleset(own); err != nil {
+		b.Fatal(err)
+	}
+	if err := e.SetCgroup(cg.id, own.ID); err != nil {
+		b.Fatal(err)
+	}
+	if mode == benchMany {
+		const rulesets, cgroups = 1000, 10000
+		for i := range uint32(rulesets) {
+			if err := e.PutRuleset(benchRuleset(2 + i)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		// IDs no real cgroup has; the hash map does not care.
+		for i := range uint64(cgroups - 1) {
+			if err := e.SetCgroup(1<<40+i, 2+uint32(i%rulesets)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	return cg, e
+}
+
+// bpfStatsRunTime is BPF_STATS_RUN_TIME.
+const bpfStatsRunTime = 0
+
+// measureProgram reports the mean run time of the named program over the
+// rest of the benchmark as bpf-ns/run. It counts every run on the machine,
+// but while the benchmark loops, nearly all runs are its own.
+func measureProgram(b *testing.B, e *Enforcer, name string) {
+	if e == nil {
+		return
+	}
+	stats, err := ebpf.EnableStats(bpfStatsRunTime)
+	if err != nil {
+		b.Logf("no bpf run-time stats: %v", err)
+		return
+	}
+	prog := e.progs[name]
+	before, err := prog.Stats()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		defer stats.Close()
+		after, err := prog.Stats()
+		if err != nil || after.RunCount == before.RunCount {
+			return
+		}
+		b.ReportMetric(float64(after.Runtime-before.Runtime)/float64(after.RunCount-before.RunCount), "bpf-ns/run")
+	})
+}
+
+func BenchmarkForkExec(b *testing.B) {
+	trueBin, err := filepath.EvalSymlinks("/bin/true")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mode := range []string{benchNone, benchOne, benchMany} {
+		b.Run(mode, func(b *testing.B) {
+			cg, e := setupBench(b, mode)
+			measureProgram(b, e, progExecKill)
+			for b.Loop() {
+				if err := command(cg, trueBin).Run(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// enterCgroup moves the whole test process into cg until the benchmark ends.
+func enterCgroup(b *testing.B, cg *testCgroup) {
+	mount, err := cgroup.Detect()
+	if err != nil {
+		b.Fatal(err)
+	}
+	orig, err := mount.DirOfPID(os.Getpid())
+	if err != nil {
+		b.Fatal(err)
+	}
+	move := func(dir string) error {
+		return os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0)
+	}
+	if err := move(cg.dir); err != nil {
+		b.Fatalf("enter cgroup %s: %v", cg.dir, err)
+	}
+	b.Cleanup(func() {
+		if err := move(orig); err != nil {
+			b.Errorf("return to cgroup %s: %v", orig, err)
+		}
+	})
+}
+
+func BenchmarkConnect(b *testing.B) {
+	for _, mode := range []string{benchNone, benchOne, benchMany} {
+		b.Run(mode, func(b *testing.B) {
+			cg, e := setupBench(b, mode)
+			l, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { l.Close() })
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					c.Close()
+				}
+			}()
+			enterCgroup(b, cg)
+			measureProgram(b, e, holdfastProgConnect4)
+			addr := l.Addr().String()
+			for b.Loop() {
+				c, err := net.Dial("tcp4", addr)
+				if err != nil {
+					b.Fatal(fmt.Errorf("connect %s: %w", addr, err))
+				}
+				c.(*net.TCPConn).SetLinger(0) // no TIME_WAIT pile-up
+				c.Close()
+			}
+		})
+	}
+}

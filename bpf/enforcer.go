@@ -1,0 +1,648 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/engine/linux"
+)
+
+// Enforcement points and the modes they run in.
+const (
+	ControlExec    = "exec"
+	ControlConnect = "connect"
+
+	ModeLSM    = "lsm"    // exec fails with EPERM (lsm/bprm_check_security)
+	ModeKill   = "kill"   // the new image gets SIGKILL before its first instruction
+	ModeCgroup = "cgroup" // connect/sendmsg fail with EPERM (cgroup sock_addr hooks)
+)
+
+// A Control is one enforcement point, the mode it runs in and why.
+type Control struct {
+	Name   string
+	Mode   string
+	Reason string
+}
+
+// A PinnedObject is one pin in the ABI directory.
+type PinnedObject struct {
+	Path string
+	Kind string // KindMap, KindProgram or KindLink
+	ID   uint32
+}
+
+// Options configure Open.
+type Options struct {
+	// CgroupRoot is the cgroup v2 directory the connect programs attach to;
+	// every cgroup below it is covered. Empty means the detected v2 root.
+	CgroupRoot string
+	// Log receives install, adoption and repair decisions. Nil discards them.
+	Log *slog.Logger
+}
+
+// Program names in holdfast.c; each is pinned under progs/ and its link
+// under links/ with the same name.
+const (
+	progExecKill = holdfastProgExecKill
+	progExecLSM  = holdfastProgExecLsm
+)
+
+// cgroupHooks are attached to Options.CgroupRoot with multi-attach links.
+var cgroupHooks = []struct {
+	prog   string
+	attach ebpf.AttachType
+}{
+	{holdfastProgConnect4, ebpf.AttachCGroupInet4Connect},
+	{holdfastProgConnect6, ebpf.AttachCGroupInet6Connect},
+	{holdfastProgSendmsg4, ebpf.AttachCGroupUDP4Sendmsg},
+	{holdfastProgSendmsg6, ebpf.AttachCGroupUDP6Sendmsg},
+}
+
+// errIncomplete means the ABI directory exists but cannot be adopted as is.
+var errIncomplete = errors.New("pinned set incomplete")
+
+// An Enforcer holds descriptors of one pinned program set and writes its
+// rule maps. Its methods are safe for concurrent use.
+type Enforcer struct {
+	layout     Layout
+	log        *slog.Logger
+	cgroupRoot string
+
+	maps     holdfastMaps
+	progs    map[string]*ebpf.Program
+	links    map[string]link.Link
+	adopted  bool
+	controls []Control
+
+	// mu orders ruleset writes, their conflict checks and the cgroup
+	// entries that point at rulesets.
+	mu sync.Mutex
+	// partial holds ruleset IDs with rule entries but no rulesets entry
+	// (an interrupted PutRuleset); putting such an ID clears them first so
+	// stale rules cannot merge into the new content.
+	partial map[uint32]bool
+}
+
+// Open adopts the complete pinned set of this ABI under layout, or loads,
+// attaches and pins a new one (repairing a partial set, and keeping its maps
+// and their rules when they are intact). Once this ABI's programs are
+// attached, pins of other ABIs under layout.Root are removed. bpffs is
+// mounted if nothing in Root's parent chain is one.
+func Open(layout Layout, opts Options) (*Enforcer, error) {
+	if err := layout.validate(); err != nil {
+		return nil, fmt.Errorf("open enforcer: %w", err)
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cgroupRoot := opts.CgroupRoot
+	if cgroupRoot == "" {
+		m, err := cgroup.Detect()
+		if err != nil {
+			return nil, fmt.Errorf("open enforcer: %w", err)
+		}
+		cgroupRoot = m.Root
+	}
+	cgroupID, err := cgroup.ID(cgroupRoot)
+	if err != nil {
+		return nil, fmt.Errorf("open enforcer: cgroup root: %w", err)
+	}
+	if err := ensureBPFFS(layout.Root); err != nil {
+		return nil, fmt.Errorf("open enforcer: %w", err)
+	}
+	spec, err := loadHoldfast()
+	if err != nil {
+		return nil, fmt.Errorf("open enforcer: %w", err)
+	}
+
+	e := &Enforcer{
+		layout:     layout,
+		log:        log,
+		cgroupRoot: cgroupRoot,
+		progs:      map[string]*ebpf.Program{},
+		links:      map[string]link.Link{},
+	}
+	err = e.adopt(spec, cgroupID)
+	switch {
+	case err == nil:
+		e.adopted = true
+		log.Info("adopted pinned bpf programs", "dir", layout.ABIDir())
+	case errors.Is(err, os.ErrNotExist) || errors.Is(err, errIncomplete):
+		log.Info("installing bpf programs", "dir", layout.ABIDir(), "reason", err.Error())
+		e.closeAll()
+		if err := e.install(spec); err != nil {
+			e.closeAll()
+			return nil, fmt.Errorf("open enforcer: %w", err)
+		}
+	default:
+		e.closeAll()
+		return nil, fmt.Errorf("open enforcer: %w", err)
+	}
+	if err := e.removeOtherABIs(); err != nil {
+		e.closeAll()
+		return nil, fmt.Errorf("open enforcer: %w", err)
+	}
+	rulesets, err := e.Rulesets()
+	if err != nil {
+		e.closeAll()
+		return nil, fmt.Errorf("open enforcer: %w", err)
+	}
+	e.partial = map[uint32]bool{}
+	for id, complete := range rulesets {
+		if !complete {
+			e.partial[id] = true
+		}
+	}
+	return e, nil
+}
+
+// Adopted reports whether Open took over an existing pinned set rather than
+// loading one.
+func (e *Enforcer) Adopted() bool { return e.adopted }
+
+// Controls reports each enforcement point's mode and why it was chosen.
+func (e *Enforcer) Controls() []Control { return slices.Clone(e.controls) }
+
+// Layout is where this enforcer's pins live.
+func (e *Enforcer) Layout() Layout { return e.layout }
+
+// Close releases this process's descriptors. The pins keep enforcing.
+func (e *Enforcer) Close() error {
+	e.closeAll()
+	return nil
+}
+
+func (e *Enforcer) closeAll() {
+	for name, l := range e.links {
+		l.Close()
+		delete(e.links, name)
+	}
+	for name, p := range e.progs {
+		p.Close()
+		delete(e.progs, name)
+	}
+	e.maps.Close()
+	e.maps = holdfastMaps{}
+}
+
+// Pinned lists the pins in this ABI's directory with their kernel IDs, as
+// bpffs has them now.
+func (e *Enforcer) Pinned() ([]PinnedObject, error) {
+	return pinnedObjects(e.layout.ABIDir())
+}
+
+// Uninstall removes the pins of every ABI under layout.Root and then the
+// directories. It returns once the programs are unloaded, or with an error
+// if a process still holds them open (close Enforcers first).
+func Uninstall(layout Layout) error {
+	if err := layout.validate(); err != nil {
+		return fmt.Errorf("uninstall: %w", err)
+	}
+	if _, err := os.Stat(layout.Root); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	others, err := layout.others()
+	if err != nil {
+		return fmt.Errorf("uninstall: %w", err)
+	}
+	for _, dir := range append(others, layout.ABIDir()) {
+		if err := layout.unpin(dir); err != nil {
+			return fmt.Errorf("uninstall: %w", err)
+		}
+	}
+	// Root itself goes unless it is the mount point of a bpffs.
+	if magic, err := linux.FSMagic(filepath.Dir(layout.Root)); err == nil && magic == linux.BPFFSMagic {
+		if err := os.Remove(layout.Root); err != nil {
+			return fmt.Errorf("uninstall: remove %s: %w", layout.Root, err)
+		}
+	}
+	return nil
+}
+
+// ensureBPFFS makes root a directory on a bpffs. If none is mounted on the
+// way to root, it mounts one on the nearest existing ancestor when that is an
+// empty directory (like /sys/fs/bpf, where directories cannot be created
+// before the mount) and on root itself otherwise, hiding nothing.
+func ensureBPFFS(root string) error {
+	dir := root
+	for {
+		if _, err := os.Stat(dir); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	if magic, err := linux.FSMagic(dir); err != nil || magic != linux.BPFFSMagic {
+		mountAt := root
+		if entries, err := os.ReadDir(dir); err == nil && len(entries) == 0 && dir != root {
+			mountAt = dir
+		}
+		if err := linux.MountBPFFS(mountAt); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return fmt.Errorf("create bpffs directory %s: %w", root, err)
+	}
+	if magic, err := linux.FSMagic(root); err != nil || magic != linux.BPFFSMagic {
+		return fmt.Errorf("bpffs directory %s: not on a bpf filesystem (magic %#x, %v)", root, magic, err)
+	}
+	return nil
+}
+
+// adopt takes over the pinned set in the ABI dir. It returns an error
+// wrapping os.ErrNotExist if there is none and errIncomplete if it is
+// partial or attached to another cgroup root.
+func (e *Enforcer) adopt(spec *ebpf.CollectionSpec, cgroupID uint64) error {
+	dir := e.layout.ABIDir()
+	if _, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("adopt %s: %w", dir, err)
+	}
+	maps, err := loadPinnedMaps(e.layout, spec)
+	if err != nil {
+		for _, m := range maps {
+			m.Close()
+		}
+		return err
+	}
+	e.maps = mapsByName(maps)
+
+	execProg := progExecKill
+	if _, err := os.Stat(e.layout.Pin(KindLink, progExecLSM)); err == nil {
+		execProg = progExecLSM
+	}
+	for _, name := range append([]string{execProg}, cgroupHookNames()...) {
+		if err := e.adoptLink(name, cgroupID); err != nil {
+			return err
+		}
+	}
+
+	probe := ProbeLSM()
+	if execProg == progExecLSM {
+		e.controls = append(e.controls, Control{ControlExec, ModeLSM, "adopted pinned lsm/bprm_check_security program"})
+	} else {
+		e.controls = append(e.controls, Control{ControlExec, ModeKill,
+			fmt.Sprintf("adopted pinned tp_btf/sched_process_exec program (BPF LSM %s: %s)", probe.Outcome, probe.Reason)})
+	}
+	e.controls = append(e.controls, connectControl(e.cgroupRoot))
+	return nil
+}
+
+// adoptLink loads a pinned program and its link and checks that the link
+// runs that program (and, for cgroup hooks, on the configured root).
+func (e *Enforcer) adoptLink(name string, cgroupID uint64) error {
+	progPath, linkPath := e.layout.Pin(KindProgram, name), e.layout.Pin(KindLink, name)
+	prog, err := ebpf.LoadPinnedProgram(progPath, nil)
+	if err != nil {
+		return fmt.Errorf("adopt program %s: %w: %w", progPath, errIncomplete, err)
+	}
+	e.progs[name] = prog
+	l, err := link.LoadPinnedLink(linkPath, nil)
+	if err != nil {
+		return fmt.Errorf("adopt link %s: %w: %w", linkPath, errIncomplete, err)
+	}
+	e.links[name] = l
+	linkInfo, err := l.Info()
+	if err != nil {
+		return fmt.Errorf("adopt link %s: info: %w", linkPath, err)
+	}
+	progInfo, err := prog.Info()
+	if err != nil {
+		return fmt.Errorf("adopt program %s: info: %w", progPath, err)
+	}
+	if id, ok := progInfo.ID(); !ok || id != linkInfo.Program {
+		return fmt.Errorf("adopt link %s: %w: it runs program %d, not the pinned %s", linkPath, errIncomplete, linkInfo.Program, progPath)
+	}
+	if slices.Contains(cgroupHookNames(), name) {
+		cg := linkInfo.Cgroup()
+		if cg == nil || cg.CgroupId != cgroupID {
+			return fmt.Errorf("adopt link %s: %w: attached to another cgroup than %s", linkPath, errIncomplete, e.cgroupRoot)
+		}
+	}
+	return nil
+}
+
+func cgroupHookNames() []string {
+	names := make([]string, len(cgroupHooks))
+	for i, h := range cgroupHooks {
+		names[i] = h.prog
+	}
+	return names
+}
+
+func connectControl(cgroupRoot string) Control {
+	return Control{ControlConnect, ModeCgroup,
+		fmt.Sprintf("cgroup/%s attached to %s", strings.Join(cgroupHookNames(), ","), cgroupRoot)}
+}
+
+// loadPinnedMaps loads every map of spec pinned in the ABI dir. Missing maps
+// are left out with errIncomplete; a map whose layout differs is an error,
+// since under one ABI it cannot happen by design.
+func loadPinnedMaps(layout Layout, spec *ebpf.CollectionSpec) (map[string]*ebpf.Map, error) {
+	maps := map[string]*ebpf.Map{}
+	var missing []string
+	for name, ms := range spec.Maps {
+		path := layout.Pin(KindMap, name)
+		m, err := ebpf.LoadPinnedMap(path, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			missing = append(missing, name)
+			continue
+		}
+		if err != nil {
+			return maps, fmt.Errorf("load pinned map %s: %w", path, err)
+		}
+		maps[name] = m
+		if err := ms.Compatible(m); err != nil {
+			return maps, fmt.Errorf("pinned map %s does not match ABI %s (remove it with uninstall): %w", path, ABI, err)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return maps, fmt.Errorf("%w: maps %s not pinned", errIncomplete, strings.Join(missing, ","))
+	}
+	return maps, nil
+}
+
+func mapsByName(maps map[string]*ebpf.Map) holdfastMaps {
+	return holdfastMaps{
+		CgroupRules: maps[holdfastMapCgroupRules],
+		Counters:    maps[holdfastMapCounters],
+		Events:      maps[holdfastMapEvents],
+		ExecRules:   maps[holdfastMapExecRules],
+		Net4Rules:   maps[holdfastMapNet4Rules],
+		Net6Rules:   maps[holdfastMapNet6Rules],
+		Rulesets:    maps[holdfastMapRulesets],
+	}
+}
+
+// install loads and attaches a new set and commits it to the ABI dir. Maps
+// already pinned there are kept, so a repair does not drop rules.
+func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
+	maps, err := loadPinnedMaps(e.layout, spec)
+	if err != nil && !errors.Is(err, errIncomplete) {
+		for _, m := range maps {
+			m.Close()
+		}
+		return err
+	}
+	for name, ms := range spec.Maps {
+		if maps[name] != nil {
+			continue
+		}
+		m, err := ebpf.NewMap(ms)
+		if err != nil {
+			for _, m := range maps {
+				m.Close()
+			}
+			return fmt.Errorf("create map %s: %w", name, err)
+		}
+		maps[name] = m
+	}
+	e.maps = mapsByName(maps)
+
+	if err := e.attachExec(spec, maps); err != nil {
+		return err
+	}
+	progs, err := loadPrograms(spec, maps, cgroupHookNames()...)
+	if err != nil {
+		return err
+	}
+	for name, p := range progs {
+		e.progs[name] = p
+	}
+	for _, h := range cgroupHooks {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: e.cgroupRoot, Attach: h.attach, Program: e.progs[h.prog]})
+		if err != nil {
+			return fmt.Errorf("attach %s to cgroup %s: %w", h.prog, e.cgroupRoot, err)
+		}
+		e.links[h.prog] = l
+	}
+	e.controls = append(e.controls, connectControl(e.cgroupRoot))
+	return e.commit(maps)
+}
+
+// attachExec attaches the exec program: the LSM one where the probe says it
+// works, else the tp_btf kill fallback. The reason is kept for Controls.
+func (e *Enforcer) attachExec(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
+	probe := ProbeLSM()
+	why := fmt.Sprintf("BPF LSM %s: %s", probe.Outcome, probe.Reason)
+	if probe.Outcome == Supported {
+		progs, err := loadPrograms(spec, maps, progExecLSM)
+		if err == nil {
+			l, err := link.AttachLSM(link.LSMOptions{Program: progs[progExecLSM]})
+			if err == nil {
+				e.progs[progExecLSM], e.links[progExecLSM] = progs[progExecLSM], l
+				e.controls = append(e.controls, Control{ControlExec, ModeLSM, why})
+				return nil
+			}
+			progs[progExecLSM].Close()
+			why = fmt.Sprintf("BPF LSM probe passed but attaching %s failed: %v", progExecLSM, err)
+		} else {
+			why = fmt.Sprintf("BPF LSM probe passed but loading %s failed: %v", progExecLSM, err)
+		}
+		e.log.Warn("falling back to kill mode for exec", "reason", why)
+	}
+	progs, err := loadPrograms(spec, maps, progExecKill)
+	if err != nil {
+		return err
+	}
+	e.progs[progExecKill] = progs[progExecKill]
+	l, err := link.AttachTracing(link.TracingOptions{Program: progs[progExecKill], AttachType: ebpf.AttachTraceRawTp})
+	if err != nil {
+		return fmt.Errorf("attach %s: %w", progExecKill, err)
+	}
+	e.links[progExecKill] = l
+	e.controls = append(e.controls, Control{ControlExec, ModeKill,
+		why + "; denied execs are killed by tp_btf/sched_process_exec before their first instruction"})
+	return nil
+}
+
+// loadPrograms loads the named programs of spec against the given maps.
+func loadPrograms(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map, names ...string) (map[string]*ebpf.Program, error) {
+	s := spec.Copy()
+	for name := range s.Programs {
+		if !slices.Contains(names, name) {
+			delete(s.Programs, name)
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: maps})
+	if err != nil {
+		return nil, fmt.Errorf("load programs %s: %w", strings.Join(names, ","), err)
+	}
+	defer coll.Close()
+	progs := map[string]*ebpf.Program{}
+	for _, name := range names {
+		progs[name] = coll.DetachProgram(name)
+	}
+	return progs, nil
+}
+
+// commit pins the set under a staging directory and renames it to the ABI
+// dir in one step. A previous (partial) ABI dir is moved aside first and
+// removed last, so its links stay attached until the new ones are pinned.
+func (e *Enforcer) commit(maps map[string]*ebpf.Map) error {
+	root := e.layout.Root
+	staging, err := os.MkdirTemp(root, stagingPrefix+ABI+"-")
+	if err != nil {
+		return fmt.Errorf("create staging dir in %s: %w", root, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			e.layout.remove(staging)
+		}
+	}()
+	for _, sub := range kindDirs {
+		if err := os.Mkdir(filepath.Join(staging, sub), 0o700); err != nil {
+			return fmt.Errorf("create staging dir: %w", err)
+		}
+	}
+	for name, m := range maps {
+		// A clone has no pin path, so Pin adds a pin instead of moving the
+		// one of the set being repaired.
+		clone, err := m.Clone()
+		if err != nil {
+			return fmt.Errorf("pin map %s: %w", name, err)
+		}
+		err = clone.Pin(pinIn(staging, KindMap, name))
+		clone.Close()
+		if err != nil {
+			return fmt.Errorf("pin map %s: %w", name, err)
+		}
+	}
+	for name, p := range e.progs {
+		if err := p.Pin(pinIn(staging, KindProgram, name)); err != nil {
+			return fmt.Errorf("pin program %s: %w", name, err)
+		}
+	}
+	for name, l := range e.links {
+		if err := l.Pin(pinIn(staging, KindLink, name)); err != nil {
+			return fmt.Errorf("pin link %s: %w", name, err)
+		}
+	}
+
+	abiDir := e.layout.ABIDir()
+	trash := filepath.Join(root, trashPrefix+strings.TrimPrefix(filepath.Base(staging), stagingPrefix))
+	hadOld := false
+	if _, err := os.Stat(abiDir); err == nil {
+		if err := e.layout.rename(abiDir, trash); err != nil {
+			return err
+		}
+		hadOld = true
+	}
+	if err := e.layout.rename(staging, abiDir); err != nil {
+		if hadOld {
+			e.layout.rename(trash, abiDir)
+		}
+		return err
+	}
+	committed = true
+	if hadOld {
+		e.log.Info("replaced partial pinned set", "dir", abiDir)
+		return e.unpinReplaced(trash)
+	}
+	return nil
+}
+
+// removeOtherABIs unpins other ABI dirs and leftovers of interrupted
+// installs. It runs only after this ABI's programs are attached.
+func (e *Enforcer) removeOtherABIs() error {
+	others, err := e.layout.others()
+	if err != nil {
+		return err
+	}
+	for _, dir := range others {
+		e.log.Info("removing pins of another ABI or an interrupted install", "dir", dir)
+		if err := e.unpinReplaced(dir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unpinReplaced removes a set the new one replaces. Programs that another
+// process still holds are not an error here: the new set is attached, and
+// they go when that process exits.
+func (e *Enforcer) unpinReplaced(dir string) error {
+	err := e.layout.unpin(dir)
+	if errors.Is(err, errStillLoaded) {
+		e.log.Warn("replaced bpf programs are still loaded", "dir", dir, "err", err)
+		return nil
+	}
+	return err
+}
+
+// pinnedObjects lists the pins of one ABI dir.
+func pinnedObjects(dir string) ([]PinnedObject, error) {
+	var objs []PinnedObject
+	for _, kind := range []string{KindMap, KindProgram, KindLink} {
+		sub := filepath.Join(dir, kindDirs[kind])
+		entries, err := os.ReadDir(sub)
+		if err != nil {
+			return nil, fmt.Errorf("list pins in %s: %w", sub, err)
+		}
+		for _, ent := range entries {
+			path := filepath.Join(sub, ent.Name())
+			id, err := pinnedID(kind, path)
+			if err != nil {
+				return nil, err
+			}
+			objs = append(objs, PinnedObject{Path: path, Kind: kind, ID: id})
+		}
+	}
+	return objs, nil
+}
+
+func pinnedID(kind, path string) (uint32, error) {
+	switch kind {
+	case KindMap:
+		m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
+		if err != nil {
+			return 0, fmt.Errorf("load pinned map %s: %w", path, err)
+		}
+		defer m.Close()
+		info, err := m.Info()
+		if err != nil {
+			return 0, fmt.Errorf("info of map %s: %w", path, err)
+		}
+		id, _ := info.ID()
+		return uint32(id), nil
+	case KindProgram:
+		p, err := ebpf.LoadPinnedProgram(path, nil)
+		if err != nil {
+			return 0, fmt.Errorf("load pinned program %s: %w", path, err)
+		}
+		defer p.Close()
+		info, err := p.Info()
+		if err != nil {
+			return 0, fmt.Errorf("info of program %s: %w", path, err)
+		}
+		id, _ := info.ID()
+		return uint32(id), nil
+	default:
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			return 0, fmt.Errorf("load pinned link %s: %w", path, err)
+		}
+		defer l.Close()
+		info, err := l.Info()
+		if err != nil {
+			return 0, fmt.Errorf("info of link %s: %w", path, err)
+		}
+		return uint32(info.ID), nil
+	}
+}

@@ -1,0 +1,453 @@
+package bpf
+
+import (
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/engine/linux"
+	"github.com/holdfast-dev/holdfast/test/require"
+)
+
+func pinIDs(t *testing.T, pins []PinnedObject) map[string]uint32 {
+	t.Helper()
+	ids := map[string]uint32{}
+	for _, p := range pins {
+		ids[p.Path] = p.ID
+	}
+	return ids
+}
+
+func linkExists(id uint32) bool {
+	l, err := link.NewFromID(link.ID(id))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// waitLinkGone waits for the kernel to free an unpinned link, which
+// happens after an RCU grace period; the deadline only guards a hang.
+func waitLinkGone(t *testing.T, id uint32) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for linkExists(id) {
+		if time.Now().After(deadline) {
+			t.Fatalf("link %d still exists after its pin was removed", id)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// wantPins checks that dir holds exactly the pins of one set in kill mode.
+func wantPins(t *testing.T, layout Layout, pins []PinnedObject) {
+	t.Helper()
+	var got []string
+	for _, p := range pins {
+		rel, _ := filepath.Rel(layout.ABIDir(), p.Path)
+		got = append(got, p.Kind+":"+rel)
+		if p.ID == 0 {
+			t.Errorf("pin %s has no ID", p.Path)
+		}
+	}
+	var want []string
+	for _, m := range []string{"cgroup_rules", "counters", "events", "exec_rules", "net4_rules", "net6_rules", "rulesets"} {
+		want = append(want, KindMap+":maps/"+m)
+	}
+	for _, kind := range []string{KindProgram, KindLink} {
+		for _, p := range append([]string{progExecKill}, cgroupHookNames()...) {
+			want = append(want, kind+":"+kindDirs[kind]+"/"+p)
+		}
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("pins\n got %v\nwant %v", got, want)
+	}
+}
+
+func TestPinsSurviveAndAdopt(t *testing.T) {
+	env := newTestEnv(t)
+	cg := env.cgroup(t, "survive")
+	id := resolved(t, "/usr/bin/id")
+	trueBin := resolved(t, "/usr/bin/true")
+
+	// A process that loads, pins, writes rules and exits.
+	out, err := helper(nil, "install", env.layout.Root, env.cgroupRoot, strconv.FormatUint(cg.id, 10), id).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		errors.As(err, &ee)
+		t.Fatalf("install helper: %v: %s", err, ee.Stderr)
+	}
+	var installed []PinnedObject
+	if err := json.Unmarshal(out, &installed); err != nil {
+		t.Fatalf("install helper output %q: %v", out, err)
+	}
+	wantPins(t, env.layout, installed)
+
+	if err := command(cg, id).Run(); !killedBySIGKILL(err) {
+		t.Fatalf("after the loader exited: want SIGKILL, got %v", err)
+	}
+
+	e := env.open(t)
+	if !e.Adopted() {
+		t.Fatal("Open did not adopt the complete pinned set")
+	}
+	pins, err := e.Pinned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := pinIDs(t, pins), pinIDs(t, installed); !maps.Equal(got, want) {
+		t.Fatalf("adoption changed pinned objects:\n got %v\nwant %v", got, want)
+	}
+	controls := e.Controls()
+	if len(controls) != 2 || controls[0].Name != ControlExec || controls[0].Mode != ModeKill ||
+		!strings.Contains(controls[0].Reason, "adopted") || controls[1].Mode != ModeCgroup {
+		t.Errorf("controls after adoption: %+v", controls)
+	}
+	if cgroups, err := e.Cgroups(); err != nil || cgroups[cg.id] != 1 {
+		t.Errorf("cgroups after adoption: %v, %v", cgroups, err)
+	}
+
+	// Rules written after adoption take effect.
+	cg2 := env.cgroup(t, "after-adoption")
+	if err := e.PutRuleset(Ruleset{ID: 2, Exec: []ExecRule{mustExecRule(t, trueBin, 2)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetCgroup(cg2.id, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := command(cg2, trueBin).Run(); !killedBySIGKILL(err) {
+		t.Fatalf("rule added after adoption: want SIGKILL, got %v", err)
+	}
+	if err := command(cg2, id).Run(); err != nil {
+		t.Fatalf("id in the second cgroup: %v", err)
+	}
+	// A ruleset the exited loader stored can be given to new cgroups.
+	cg3 := env.cgroup(t, "adopted-ruleset")
+	if err := e.SetCgroup(cg3.id, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := command(cg3, id).Run(); !killedBySIGKILL(err) {
+		t.Fatalf("cgroup set to the adopted ruleset: want SIGKILL, got %v", err)
+	}
+
+	// Close keeps enforcing; Uninstall stops it and leaves nothing.
+	e.Close()
+	if err := command(cg, id).Run(); !killedBySIGKILL(err) {
+		t.Fatalf("after Close: want SIGKILL, got %v", err)
+	}
+	if err := Uninstall(env.layout); err != nil {
+		t.Fatal(err)
+	}
+	if err := command(cg, id).Run(); err != nil {
+		t.Fatalf("after Uninstall: %v", err)
+	}
+	if _, err := os.Stat(env.layout.Root); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after Uninstall, %s: %v", env.layout.Root, err)
+	}
+	for _, p := range installed {
+		if p.Kind == KindLink && linkExists(p.ID) {
+			t.Errorf("link %d (%s) still exists after Uninstall", p.ID, p.Path)
+		}
+	}
+	if err := Uninstall(env.layout); err != nil {
+		t.Errorf("second Uninstall: %v", err)
+	}
+}
+
+func TestRepairPartialSet(t *testing.T) {
+	env := newTestEnv(t)
+	cg := env.cgroup(t, "repair")
+	id := resolved(t, "/usr/bin/id")
+	ls := newListeners(t)
+
+	e := env.open(t)
+	rs := Ruleset{ID: 5,
+		Exec:    []ExecRule{mustExecRule(t, id, 1)},
+		Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.1/32"), PortHi: 65535, RuleID: 2}},
+	}
+	if err := e.PutRuleset(rs); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
+		t.Fatal(err)
+	}
+	before, err := e.Pinned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+
+	// A half-written set: one link pin is gone (and with it the hook, once
+	// the kernel has released the link).
+	if err := os.Remove(env.layout.Pin(KindLink, holdfastProgConnect4)); err != nil {
+		t.Fatal(err)
+	}
+	waitLinkGone(t, pinIDs(t, before)[env.layout.Pin(KindLink, holdfastProgConnect4)])
+	runNetCheck(t, cg, netCheck{"dial", "tcp4", "-", ls.tcp4, "OK"})
+
+	e2 := env.open(t)
+	if e2.Adopted() {
+		t.Fatal("Open adopted a set with a missing link")
+	}
+	after, err := e2.Pinned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPins(t, env.layout, after)
+	oldIDs, newIDs := pinIDs(t, before), pinIDs(t, after)
+	for _, p := range before {
+		switch p.Kind {
+		case KindMap:
+			if newIDs[p.Path] != p.ID {
+				t.Errorf("map %s was replaced (id %d -> %d); a repair keeps the rules", p.Path, p.ID, newIDs[p.Path])
+			}
+		case KindLink:
+			if newIDs[p.Path] == oldIDs[p.Path] {
+				t.Errorf("link %s was not replaced", p.Path)
+			}
+			if linkExists(p.ID) {
+				t.Errorf("old link %d (%s) still attached after the repair", p.ID, p.Path)
+			}
+		}
+	}
+	if err := command(cg, id).Run(); !killedBySIGKILL(err) {
+		t.Fatalf("after repair: want SIGKILL, got %v", err)
+	}
+	runNetCheck(t, cg, netCheck{"dial", "tcp4", "-", ls.tcp4, "EPERM"})
+	entries, err := os.ReadDir(env.layout.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != ABI {
+		t.Errorf("entries in %s after repair: %v, want only %s", env.layout.Root, entries, ABI)
+	}
+}
+
+// pinOldABI pins a v0 set: one map, one cgroup/connect4 program that allows
+// everything, and its link on the env's cgroup root. It returns the link ID.
+func pinOldABI(t *testing.T, env *testEnv) uint32 {
+	t.Helper()
+	old := filepath.Join(env.layout.Root, "v0")
+	for _, sub := range kindDirs {
+		if err := os.MkdirAll(filepath.Join(old, sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.CGroupSockAddr, AttachType: ebpf.AttachCGroupInet4Connect, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: env.cgroupRoot, Attach: ebpf.AttachCGroupInet4Connect, Program: prog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := m.Pin(filepath.Join(old, "maps", "old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := prog.Pin(filepath.Join(old, "progs", "connect4")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Pin(filepath.Join(old, "links", "connect4")); err != nil {
+		t.Fatal(err)
+	}
+	info, err := l.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint32(info.ID)
+}
+
+func TestOldABIRemovedAfterAttach(t *testing.T) {
+	env := newTestEnv(t)
+	if err := os.MkdirAll(env.layout.Root, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	oldLink := pinOldABI(t, env)
+	oldDir := filepath.Join(env.layout.Root, "v0")
+
+	// The new set cannot be committed (its directory name is taken by a
+	// dangling symlink): Open fails after attaching, and the old set must
+	// still be there, attached.
+	if err := os.Symlink("nowhere", env.layout.ABIDir()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(env.layout, Options{CgroupRoot: env.cgroupRoot, Log: testLogger(t)}); err == nil {
+		t.Fatal("Open succeeded with its ABI dir blocked")
+	}
+	if _, err := os.Stat(filepath.Join(oldDir, "links", "connect4")); err != nil {
+		t.Fatalf("old ABI removed although the new one failed: %v", err)
+	}
+	if !linkExists(oldLink) {
+		t.Fatal("old link detached although the new one failed")
+	}
+	entries, err := os.ReadDir(env.layout.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ent := range entries {
+		if strings.HasPrefix(ent.Name(), stagingPrefix) {
+			t.Errorf("failed Open left %s behind", ent.Name())
+		}
+	}
+
+	if err := os.Remove(env.layout.ABIDir()); err != nil {
+		t.Fatal(err)
+	}
+	e := env.open(t)
+	pins, err := e.Pinned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPins(t, env.layout, pins)
+	if _, err := os.Stat(oldDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("old ABI dir after Open: %v", err)
+	}
+	if linkExists(oldLink) {
+		t.Errorf("old ABI link %d still attached", oldLink)
+	}
+}
+
+func TestLayoutRefusesPathsOutside(t *testing.T) {
+	l := Layout{Root: "/sys/fs/bpf/holdfast"}
+	for _, p := range []string{"/sys/fs/bpf/holdfast", "/sys/fs/bpf/other", "/sys/fs/bpf", "/sys/fs/bpf/holdfast/../x", "v1"} {
+		err := l.remove(p)
+		var pe *fs.PathError
+		if !errors.As(err, &pe) || !errors.Is(err, ErrOutsideLayout) || pe.Path != p || pe.Op != "remove" {
+			t.Errorf("remove(%q) = %v, want a PathError for a path outside the layout", p, err)
+		}
+	}
+	for _, root := range []string{"", "relative", "/", "/a/../b", "/a/"} {
+		if _, err := Open(Layout{Root: root}, Options{}); err == nil || !strings.Contains(err.Error(), "layout root") {
+			t.Errorf("Open(%q) = %v, want a layout error", root, err)
+		}
+	}
+	if got := (Layout{Root: "/r"}).Pin(KindLink, "exec_kill"); got != "/r/"+ABI+"/links/exec_kill" {
+		t.Errorf("link pin path %q", got)
+	}
+}
+
+func TestControlsFollowLSMProbe(t *testing.T) {
+	env := newTestEnv(t)
+	e := env.open(t)
+	probe := ProbeLSM()
+	controls := e.Controls()
+	if len(controls) != 2 {
+		t.Fatalf("controls %+v", controls)
+	}
+	exec := controls[0]
+	wantMode := ModeKill
+	if probe.Outcome == Supported {
+		wantMode = ModeLSM
+	}
+	if exec.Name != ControlExec || exec.Mode != wantMode || !strings.Contains(exec.Reason, probe.Reason) {
+		t.Errorf("exec control %+v, want mode %s with the probe's reason %q", exec, wantMode, probe.Reason)
+	}
+	if c := controls[1]; c.Name != ControlConnect || c.Mode != ModeCgroup || !strings.Contains(c.Reason, env.cgroupRoot) {
+		t.Errorf("connect control %+v", c)
+	}
+}
+
+func TestLSMMode(t *testing.T) {
+	require.Root(t)
+	probe := ProbeLSM()
+	if probe.Outcome != Supported {
+		require.Unsupported(t, "BPF LSM (lsm/bprm_check_security)", probe.Err())
+	}
+	env := newTestEnv(t)
+	e := env.open(t)
+	if mode := e.Controls()[0].Mode; mode != ModeLSM {
+		t.Fatalf("probe says supported but exec runs in %s mode: %s", mode, e.Controls()[0].Reason)
+	}
+	id := resolved(t, "/usr/bin/id")
+	cg := env.cgroup(t, "lsm")
+	if err := e.PutRuleset(Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, id, 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetCgroup(cg.id, 1); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := command(cg, id).Run(); !errors.Is(err, os.ErrPermission) {
+		t.Fatalf("exec in lsm mode: %v, want EPERM", err)
+	}
+	if ev := readEvent(t, r); ev.Action != ActionExecDenied || ev.RuleID != 1 {
+		t.Errorf("event %+v, want exec-denied by rule 1", ev)
+	}
+}
+
+func TestOpenMountsBPFFS(t *testing.T) {
+	require.Root(t)
+	mount, err := cgroup.Detect()
+	require.Privileged(t, "cgroup v2", err)
+	for _, tc := range []struct {
+		name     string
+		keepFile bool // a non-empty parent must not be hidden by the mount
+	}{{"empty parent", false}, {"non-empty parent", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			parent := t.TempDir()
+			if tc.keepFile {
+				if err := os.WriteFile(filepath.Join(parent, "keep"), nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			layout := Layout{Root: filepath.Join(parent, "holdfast")}
+			mountPoint := parent
+			if tc.keepFile {
+				mountPoint = layout.Root
+			}
+			e, err := Open(layout, Options{CgroupRoot: mount.Root, Log: testLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				e.Close()
+				// Unmounting drops the pins, detaching the programs.
+				if out, err := exec.Command("umount", mountPoint).CombinedOutput(); err != nil {
+					t.Errorf("unmount %s: %v: %s", mountPoint, err, out)
+				}
+			})
+			if magic, err := linux.FSMagic(mountPoint); err != nil || magic != linux.BPFFSMagic {
+				t.Fatalf("%s is not a bpffs after Open: %#x, %v", mountPoint, magic, err)
+			}
+			if tc.keepFile {
+				if _, err := os.Stat(filepath.Join(parent, "keep")); err != nil {
+					t.Errorf("mount hid the parent's contents: %v", err)
+				}
+			}
+			if _, err := os.Stat(layout.Pin(KindLink, progExecKill)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/holdfast-dev/holdfast/bpf"
+	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/policy"
+)
+
+// labelFlags collects repeated --label k=v.
+type labelFlags map[string]string
+
+func (l labelFlags) String() string { return fmt.Sprint(map[string]string(l)) }
+
+func (l labelFlags) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("label %q is not key=value", v)
+	}
+	l[k] = val
+	return nil
+}
+
+func checkOutput(format string) error {
+	if format != "" && format != "json" && format != "text" {
+		return usageError{fmt.Sprintf("-o %q: want text or json", format)}
+	}
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlags("status")
+	socket := fs.String("socket", defaultSocket, "engine socket")
+	output := fs.String("o", "text", "output format: text or json")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := checkOutput(*output); err != nil {
+		return err
+	}
+	st, err := (&api.Client{Socket: *socket}).Status(ctx)
+	if err != nil {
+		return err
+	}
+	if *output == "json" {
+		return writeJSON(stdout, st)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "engine:\t%s (bpf ABI %s)\n", st.Version, st.ABI)
+	origin := "loaded by this engine"
+	if st.Adopted {
+		origin = "adopted from pins"
+	}
+	fmt.Fprintf(tw, "programs:\t%s under %s\n", origin, st.BPFDir)
+	fmt.Fprintf(tw, "cgroup v2:\t%s (%s)\n", st.CgroupRoot, st.CgroupMode)
+	for _, c := range st.Controls {
+		fmt.Fprintf(tw, "control %s:\t%s\t%s\n", c.Name, c.Mode, c.Reason)
+	}
+	fmt.Fprintf(tw, "containers:\t%d\n", st.Containers)
+	fmt.Fprintf(tw, "rulesets:\t%d\n", st.Rulesets)
+	for _, p := range st.Policies {
+		fmt.Fprintf(tw, "policy:\t%s\t%s\n", p.Name, p.File)
+	}
+	if st.PolicyError != "" {
+		fmt.Fprintf(tw, "policy error:\t%s\n", st.PolicyError)
+	}
+	for _, p := range st.Pinned {
+		fmt.Fprintf(tw, "pinned %s:\t%s\tid %d\n", p.Kind, p.Path, p.ID)
+	}
+	return tw.Flush()
+}
+
+func runContainers(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"containers: want add, remove or list"}
+	}
+	fs := newFlags("containers " + args[0])
+	socket := fs.String("socket", defaultSocket, "engine socket")
+	client := func() *api.Client { return &api.Client{Socket: *socket} }
+	switch args[0] {
+	case "add":
+		var c api.Container
+		labels := labelFlags{}
+		fs.StringVar(&c.ID, "id", "", "container id (required)")
+		fs.StringVar(&c.CgroupPath, "cgroup-path", "", "cgroup v2 directory, or path relative to the v2 root (required)")
+		fs.StringVar(&c.Namespace, "namespace", "", "pod namespace")
+		fs.StringVar(&c.Pod, "pod", "", "pod name")
+		fs.StringVar(&c.PodUID, "pod-uid", "", "pod uid")
+		fs.Var(labels, "label", "pod label key=value (repeatable)")
+		fs.StringVar(&c.Name, "container", "", "container name")
+		fs.StringVar(&c.Image, "image", "", "image reference")
+		if err := parse(fs, args[1:]); err != nil {
+			return err
+		}
+		if c.ID == "" || c.CgroupPath == "" {
+			return usageError{"containers add: --id and --cgroup-path are required"}
+		}
+		if len(labels) > 0 {
+			c.Labels = labels
+		}
+		c.Source = "cli"
+		got, err := client().Register(ctx, c)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "registered %s (cgroup %d), policies: %s\n", got.ID, got.CgroupID, orNone(got.Policies))
+		return nil
+	case "remove":
+		id := fs.String("id", "", "container id (required)")
+		if err := parse(fs, args[1:]); err != nil {
+			return err
+		}
+		if *id == "" {
+			return usageError{"containers remove: --id is required"}
+		}
+		if err := client().Unregister(ctx, *id); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "unregistered %s\n", *id)
+		return nil
+	case "list":
+		output := fs.String("o", "text", "output format: text or json")
+		if err := parse(fs, args[1:]); err != nil {
+			return err
+		}
+		if err := checkOutput(*output); err != nil {
+			return err
+		}
+		cs, err := client().List(ctx)
+		if err != nil {
+			return err
+		}
+		if *output == "json" {
+			if cs == nil {
+				cs = []api.Container{}
+			}
+			return writeJSON(stdout, cs)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tCGROUP\tNAMESPACE\tPOD\tCONTAINER\tSOURCE\tPOLICIES")
+		for _, c := range cs {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.CgroupID, dash(c.Namespace), dash(c.Pod), dash(c.Name), c.Source, orNone(c.Policies))
+		}
+		return tw.Flush()
+	}
+	return usageError{fmt.Sprintf("containers: unknown subcommand %q", args[0])}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func orNone(ps []string) string {
+	if len(ps) == 0 {
+		return "none"
+	}
+	return strings.Join(ps, ",")
+}
+
+func runPolicy(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"policy: want validate or reload"}
+	}
+	switch args[0] {
+	case "validate":
+		if len(args) < 2 {
+			return usageError{"policy validate: no files given"}
+		}
+		var errs []error
+		for _, file := range args[1:] {
+			ps, err := policy.ParseFile(file)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			names := make([]string, len(ps))
+			for i, p := range ps {
+				names[i] = p.Name
+			}
+			sort.Strings(names)
+			fmt.Fprintf(stdout, "%s: ok (%s)\n", file, strings.Join(names, ", "))
+		}
+		if len(errs) > 0 {
+			return fmt.Errorf("policy validation failed:\n%w", errors.Join(errs...))
+		}
+		return nil
+	case "reload":
+		fs := newFlags("policy reload")
+		socket := fs.String("socket", defaultSocket, "engine socket")
+		if err := parse(fs, args[1:]); err != nil {
+			return err
+		}
+		if err := (&api.Client{Socket: *socket}).Reload(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "policies reloaded")
+		return nil
+	}
+	return usageError{fmt.Sprintf("policy: unknown subcommand %q", args[0])}
+}
+
+func runUninstall(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "crio":
+			return uninstallCRIO(args[1:])
+		case "containerd":
+			return uninstallContainerd(args[1:])
+		}
+	}
+	fs := newFlags("uninstall")
+	bpfDir := fs.String("bpf-dir", defaultBPFDir, "bpffs directory of the pins")
+	stateDir := fs.String("state-dir", defaultStateDir, "engine state directory")
+	socket := fs.String("socket", defaultSocket, "engine socket (a running engine is refused)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if _, err := (&api.Client{Socket: *socket}).Status(ctx); err == nil {
+		return fmt.Errorf("uninstall: an engine is running at %s; stop it first (its open links would keep the programs attached)", *socket)
+	}
+	if err := bpf.Uninstall(bpf.Layout{Root: *bpfDir}); err != nil {
+		return fmt.Errorf("uninstall: %w", err)
+	}
+	fmt.Fprintf(stdout, "detached and removed pins under %s\n", *bpfDir)
+	for _, sub := range []string{"registry", "policies"} {
+		if err := os.RemoveAll(*stateDir + "/" + sub); err != nil {
+			return fmt.Errorf("uninstall: remove state: %w", err)
+		}
+	}
+	fmt.Fprintf(stdout, "removed engine state under %s\n", *stateDir)
+	return nil
+}
+
+func runInstall(args []string) error {
+	if len(args) == 0 {
+		return usageError{"install: want crio or containerd"}
+	}
+	switch args[0] {
+	case "crio":
+		return installCRIO(args[1:])
+	case "containerd":
+		return installContainerd(args[1:])
+	}
+	return usageError{fmt.Sprintf("install: unknown target %q (want crio or containerd)", args[0])}
+}

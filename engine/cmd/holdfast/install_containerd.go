@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	nriplugin "github.com/holdfast-dev/holdfast/nri-plugin"
+	"github.com/holdfast-dev/holdfast/nri-plugin/install"
+)
+
+// installContainerd enables NRI in containerd's config where needed and
+// installs holdfast-nri as a pre-registered plugin.
+func installContainerd(args []string) error {
+	fs := newFlags("install containerd")
+	o := containerdFlags(fs)
+	binary := fs.String("plugin-binary", "", "holdfast-nri to install (default: next to this holdfast binary)")
+	socket := fs.String("socket", nriplugin.DefaultEngineSocket, "engine socket the plugin connects to")
+	failMode := fs.String("fail-mode", string(nriplugin.FailOpen), "open (start unregistered containers) or closed (refuse them)")
+	failOpenNS := fs.String("fail-open-namespaces", "", "comma-separated namespaces that fail open even in closed mode")
+	engineNS := fs.String("engine-namespace", nriplugin.DefaultEngineNamespace, "the engine's own namespace, always fail-open")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if _, err := nriplugin.ParseFailMode(*failMode); err != nil {
+		return usageError{fmt.Sprintf("install containerd: --fail-mode: %v", err)}
+	}
+	if *binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("install containerd: find holdfast-nri next to holdfast: %w", err)
+		}
+		*binary = filepath.Join(filepath.Dir(exe), "holdfast-nri")
+	}
+	o.PluginBinary = *binary
+	o.Plugin = nriplugin.Config{
+		EngineSocket:    *socket,
+		FailMode:        nriplugin.FailMode(*failMode),
+		EngineNamespace: *engineNS,
+	}
+	for _, ns := range strings.Split(*failOpenNS, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			o.Plugin.FailOpenNamespaces = append(o.Plugin.FailOpenNamespaces, ns)
+		}
+	}
+	changes, err := install.Install(context.Background(), *o)
+	printContainerdChanges(changes)
+	return err
+}
+
+// uninstallContainerd removes the plugin and reverts holdfast's config edits.
+func uninstallContainerd(args []string) error {
+	fs := newFlags("uninstall containerd")
+	o := containerdFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	changes, err := install.Uninstall(context.Background(), *o)
+	printContainerdChanges(changes)
+	return err
+}
+
+func containerdFlags(fs *flag.FlagSet) *install.Options {
+	o := &install.Options{}
+	fs.StringVar(&o.ConfigPath, "config", install.DefaultConfigPath, "containerd config file")
+	fs.StringVar(&o.Containerd, "containerd", "containerd", "containerd binary, asked for its version")
+	fs.IntVar(&o.Major, "containerd-major", 0, "containerd major version, 1 or 2 (default: ask the binary)")
+	fs.StringVar(&o.Idx, "idx", install.DefaultIdx, "two-digit NRI plugin index")
+	fs.StringVar(&o.PluginDir, "plugin-dir", "", "NRI plugin_path (default: from the config)")
+	fs.StringVar(&o.PluginConfigDir, "plugin-config-dir", "", "NRI plugin_config_path (default: from the config)")
+	return o
+}
+
+func printContainerdChanges(changes []string) {
+	if len(changes) == 0 {
+		fmt.Println("containerd: nothing to change")
+	}
+	for _, c := range changes {
+		fmt.Println(c)
+	}
+}

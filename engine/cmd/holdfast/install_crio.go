@@ -1,0 +1,80 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/holdfast-dev/holdfast/hook"
+	"github.com/holdfast-dev/holdfast/hook/hooksd"
+)
+
+// installCRIO installs holdfast-oci-hook for CRI-O and podman (hooks.d).
+func installCRIO(args []string) error {
+	fs := newFlags("install crio")
+	hooksDir := fs.String("hooks-dir", hooksd.DefaultHooksDir, "hooks.d directory CRI-O or podman reads")
+	installDir := fs.String("install-dir", hooksd.DefaultInstallDir, "directory for the hook binary and its config file")
+	binary := fs.String("hook-binary", "", "holdfast-oci-hook to install (default: next to this holdfast binary)")
+	stage := fs.String("stage", string(hook.StageCreateContainer), "stage to register at: createContainer or createRuntime")
+	socket := fs.String("socket", hook.DefaultSocket, "engine socket the hook connects to")
+	failMode := fs.String("fail-mode", string(hook.DefaultFailMode), "open (start unregistered containers) or closed (refuse them)")
+	failOpenNS := fs.String("fail-open-namespaces", "", "comma-separated namespaces that fail open even in closed mode")
+	engineNS := fs.String("engine-namespace", hook.DefaultEngineNamespace, "the engine's own namespace, always fail-open")
+	timeout := fs.Duration("timeout", hook.DefaultTimeout, "deadline for one hook run")
+	logFile := fs.String("log", hook.DefaultLog, "hook decision log file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	st, err := hook.ParseStage(*stage)
+	if err != nil {
+		return usageError{fmt.Sprintf("install crio: --stage: %v", err)}
+	}
+	mode, err := hook.ParseFailMode(*failMode)
+	if err != nil {
+		return usageError{fmt.Sprintf("install crio: --fail-mode: %v", err)}
+	}
+	if *binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("install crio: find holdfast-oci-hook next to holdfast: %w", err)
+		}
+		*binary = filepath.Join(filepath.Dir(exe), hooksd.BinaryName)
+	}
+	cfg := hook.Config{
+		Socket:          *socket,
+		Timeout:         hook.Duration(*timeout),
+		FailMode:        mode,
+		EngineNamespace: *engineNS,
+		Log:             *logFile,
+	}
+	for _, ns := range strings.Split(*failOpenNS, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			cfg.FailOpenNamespaces = append(cfg.FailOpenNamespaces, ns)
+		}
+	}
+	changes, err := hooksd.Install(hooksd.Options{
+		HooksDir: *hooksDir, InstallDir: *installDir, Binary: *binary, Stage: st, Config: cfg,
+	})
+	printCRIOChanges(changes)
+	return err
+}
+
+// uninstallCRIO removes what installCRIO wrote.
+func uninstallCRIO(args []string) error {
+	fs := newFlags("uninstall crio")
+	hooksDir := fs.String("hooks-dir", hooksd.DefaultHooksDir, "hooks.d directory")
+	installDir := fs.String("install-dir", hooksd.DefaultInstallDir, "directory of the hook binary and its config file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	changes, err := hooksd.Uninstall(hooksd.Options{HooksDir: *hooksDir, InstallDir: *installDir})
+	printCRIOChanges(changes)
+	return err
+}
+
+func printCRIOChanges(changes []hooksd.Change) {
+	for _, c := range changes {
+		fmt.Println(c)
+	}
+}

@@ -1,0 +1,158 @@
+// Package cri lists a node's running containers through the Kubernetes CRI
+// API, as the engine's registrations, so the engine can adopt containers
+// that started before it or on a node without NRI. It only reads; the
+// connection lives for one List call.
+package cri
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/cgroup"
+)
+
+// Source names the registrations made from a CRI listing.
+const Source = "cri"
+
+// DefaultTimeout bounds one List when the context has no deadline.
+const DefaultTimeout = 10 * time.Second
+
+// Lister lists running containers from a CRI runtime.
+type Lister struct {
+	// Endpoint is the runtime's CRI socket, "unix:///run/containerd/containerd.sock"
+	// (a bare absolute path is taken as a unix socket).
+	Endpoint string
+	Cgroups  cgroup.Mount
+	Log      *slog.Logger
+}
+
+// List returns every running container with its pod identity and cgroup.
+// Containers whose cgroup cannot be found (they exited meanwhile) are left
+// out and logged; a runtime that does not answer is an error.
+func (l *Lister) List(ctx context.Context) ([]api.Container, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
+		defer cancel()
+	}
+	target, err := grpcTarget(l.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("connect to cri runtime at %s: %w", l.Endpoint, err)
+	}
+	defer conn.Close()
+	rt := runtime.NewRuntimeServiceClient(conn)
+
+	pods, err := rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("list pod sandboxes from %s: %w", l.Endpoint, err)
+	}
+	podByID := make(map[string]*runtime.PodSandbox, len(pods.GetItems()))
+	for _, p := range pods.GetItems() {
+		podByID[p.GetId()] = p
+	}
+	ctrs, err := rt.ListContainers(ctx, &runtime.ListContainersRequest{
+		Filter: &runtime.ContainerFilter{State: &runtime.ContainerStateValue{State: runtime.ContainerState_CONTAINER_RUNNING}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list containers from %s: %w", l.Endpoint, err)
+	}
+
+	out := make([]api.Container, 0, len(ctrs.GetContainers()))
+	for _, c := range ctrs.GetContainers() {
+		reg, err := l.describe(ctx, rt, podByID[c.GetPodSandboxId()], c)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("list containers from %s: %w", l.Endpoint, err)
+			}
+			l.log().Warn("not adopting container", "id", c.GetId(), "err", err)
+			continue
+		}
+		out = append(out, reg)
+	}
+	return out, nil
+}
+
+func (l *Lister) log() *slog.Logger {
+	if l.Log != nil {
+		return l.Log
+	}
+	return slog.Default()
+}
+
+// verboseInfo is the part of ContainerStatus's verbose "info" that
+// containerd and CRI-O both fill in.
+type verboseInfo struct {
+	Pid         int `json:"pid"`
+	RuntimeSpec struct {
+		Linux struct {
+			CgroupsPath string `json:"cgroupsPath"`
+		} `json:"linux"`
+	} `json:"runtimeSpec"`
+}
+
+func (l *Lister) describe(ctx context.Context, rt runtime.RuntimeServiceClient, pod *runtime.PodSandbox, c *runtime.Container) (api.Container, error) {
+	if pod == nil {
+		return api.Container{}, errors.New("its pod sandbox is not listed")
+	}
+	st, err := rt.ContainerStatus(ctx, &runtime.ContainerStatusRequest{ContainerId: c.GetId(), Verbose: true})
+	if err != nil {
+		return api.Container{}, fmt.Errorf("container status: %w", err)
+	}
+	var info verboseInfo
+	if raw := st.GetInfo()["info"]; raw != "" {
+		if err := json.Unmarshal([]byte(raw), &info); err != nil {
+			return api.Container{}, fmt.Errorf("parse verbose container status: %w", err)
+		}
+	}
+	path, id, err := ContainerCgroup(l.Cgroups, info.Pid, info.RuntimeSpec.Linux.CgroupsPath)
+	if err != nil {
+		return api.Container{}, fmt.Errorf("find cgroup: %w", err)
+	}
+	image := st.GetStatus().GetImage().GetImage()
+	if image == "" {
+		image = c.GetImage().GetImage()
+	}
+	name := c.GetMetadata().GetName()
+	if name == "" {
+		name = st.GetStatus().GetMetadata().GetName()
+	}
+	return api.Container{
+		ID:         c.GetId(),
+		CgroupID:   id,
+		CgroupPath: path,
+		Namespace:  pod.GetMetadata().GetNamespace(),
+		Pod:        pod.GetMetadata().GetName(),
+		PodUID:     pod.GetMetadata().GetUid(),
+		Labels:     maps.Clone(pod.GetLabels()),
+		Name:       name,
+		Image:      image,
+		Source:     Source,
+	}, nil
+}
+
+// grpcTarget turns a CRI endpoint into a gRPC target; only unix sockets
+// are accepted, the CRI is local.
+func grpcTarget(endpoint string) (string, error) {
+	switch {
+	case strings.HasPrefix(endpoint, "unix:///"):
+		return endpoint, nil
+	case strings.HasPrefix(endpoint, "/"):
+		return "unix://" + endpoint, nil
+	}
+	return "", fmt.Errorf("cri endpoint %q: want unix:///path/to/socket", endpoint)
+}

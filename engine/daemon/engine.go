@@ -1,0 +1,556 @@
+// Package daemon is the holdfast engine: it owns the registry of containers,
+// the loaded policies and the pinned BPF enforcer, and keeps the three in
+// step. The BPF state outlives the engine process; on start the engine
+// adopts it and reconciles it with its registry instead of reloading.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/holdfast-dev/holdfast/bpf"
+	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/engine/policy"
+	"github.com/holdfast-dev/holdfast/engine/registry"
+)
+
+// Version is the engine's version, reported by status.
+var Version = "0.1.0-dev"
+
+// Options configure an Engine. Zero values take the documented defaults.
+type Options struct {
+	PolicyDir string // --policies
+	StateDir  string // --state-dir
+	BPFDir    string // --bpf-dir
+	// CgroupRoot overrides the detected cgroup v2 mount (tests, unusual hosts).
+	CgroupRoot string
+	Events     io.Writer // JSON lines; nil discards
+	Log        *slog.Logger
+	// Discover lists containers that exist already (e.g. through CRI) to
+	// register at start under DiscoverSource. Optional.
+	Discover       func(ctx context.Context, m cgroup.Mount) ([]api.Container, error)
+	DiscoverSource string
+}
+
+// Engine implements api.Handler over the registry, policies and enforcer.
+type Engine struct {
+	opts     Options
+	log      *slog.Logger
+	cgroups  cgroup.Mount
+	enforcer *bpf.Enforcer
+
+	mu       sync.Mutex
+	reg      *registry.Store
+	policies *policy.Set
+	// policyErr is the last policy load failure; the previous set stays.
+	policyErr error
+	// rulesetOf caches the ruleset key each registered container uses.
+	rulesetOf map[string]string
+	// liveRulesets are ruleset IDs known to be written in the maps.
+	liveRulesets map[uint32]bool
+}
+
+var _ api.Handler = (*Engine)(nil)
+
+// New opens the registry and policies and adopts or loads the BPF programs.
+// Enforcement is in force for every registered container when it returns.
+func New(ctx context.Context, opts Options) (*Engine, error) {
+	e := &Engine{opts: opts, log: opts.Log, rulesetOf: map[string]string{}, liveRulesets: map[uint32]bool{}}
+	if e.log == nil {
+		e.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.CgroupRoot != "" {
+		e.cgroups = cgroup.Mount{Root: opts.CgroupRoot, Mode: "configured"}
+	} else {
+		m, err := cgroup.Detect()
+		if err != nil {
+			return nil, fmt.Errorf("start engine: %w", err)
+		}
+		e.cgroups = m
+	}
+
+	set, err := e.loadPolicies()
+	if err != nil {
+		return nil, fmt.Errorf("start engine: %w", err)
+	}
+	e.policies = set
+
+	reg, err := registry.Open(filepath.Join(opts.StateDir, "registry"))
+	if err != nil {
+		if reg == nil {
+			return nil, fmt.Errorf("start engine: %w", err)
+		}
+		e.log.Error("registry entries skipped", "err", err)
+	}
+	e.reg = reg
+
+	enf, err := bpf.Open(bpf.Layout{Root: opts.BPFDir}, bpf.Options{CgroupRoot: e.cgroups.Root, Log: e.log})
+	if err != nil {
+		return nil, fmt.Errorf("start engine: %w", err)
+	}
+	e.enforcer = enf
+	for _, c := range enf.Controls() {
+		e.log.Info("enforcement mode", "control", c.Name, "mode", c.Mode, "reason", c.Reason)
+	}
+
+	e.mu.Lock()
+	err = e.reconcileLocked()
+	e.mu.Unlock()
+	if err != nil {
+		enf.Close()
+		return nil, fmt.Errorf("start engine: %w", err)
+	}
+	if opts.Discover != nil {
+		found, err := opts.Discover(ctx, e.cgroups)
+		if err != nil {
+			e.log.Error("discover existing containers", "err", err)
+		} else if adopted, err := e.Sync(ctx, opts.DiscoverSource, found); err != nil {
+			e.log.Error("adopt existing containers", "err", err)
+		} else {
+			e.log.Info("adopted existing containers", "source", opts.DiscoverSource, "count", len(adopted))
+		}
+	}
+	return e, nil
+}
+
+// Close releases the engine's file descriptors. The pinned programs keep
+// enforcing.
+func (e *Engine) Close() error {
+	return e.enforcer.Close()
+}
+
+// Enforcer gives access to the BPF enforcer (events, status).
+func (e *Engine) Enforcer() *bpf.Enforcer { return e.enforcer }
+
+// loadPolicies reads the policy dir. If it is bad, the last good snapshot in
+// the state dir is used, so a typo never switches enforcement off.
+func (e *Engine) loadPolicies() (*policy.Set, error) {
+	snapshot := filepath.Join(e.opts.StateDir, "policies")
+	set, err := policy.LoadDir(e.opts.PolicyDir)
+	if err == nil {
+		if err := e.snapshotPolicies(set, snapshot); err != nil {
+			e.log.Error("save policy snapshot", "err", err)
+		}
+		return set, nil
+	}
+	e.policyErr = err
+	e.log.Error("policies refused; using the last good snapshot", "dir", e.opts.PolicyDir, "err", err)
+	prev, serr := policy.LoadDir(snapshot)
+	if serr != nil {
+		return nil, fmt.Errorf("load policies: %w (and no usable snapshot: %v)", err, serr)
+	}
+	return prev, nil
+}
+
+// snapshotPolicies copies the files of a good set into dir.
+func (e *Engine) snapshotPolicies(set *policy.Set, dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create policy snapshot %s: %w", dir, err)
+	}
+	want := map[string]bool{}
+	for _, p := range set.Policies() {
+		name := filepath.Base(p.File)
+		if want[name] {
+			continue
+		}
+		want[name] = true
+		data, err := os.ReadFile(p.File)
+		if err != nil {
+			return fmt.Errorf("snapshot policy file %s: %w", p.File, err)
+		}
+		if err := registry.WriteFileAtomic(filepath.Join(dir, name), data); err != nil {
+			return fmt.Errorf("snapshot policy file %s: %w", p.File, err)
+		}
+	}
+	old, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("read policy snapshot %s: %w", dir, err)
+	}
+	for _, f := range old {
+		if !want[f.Name()] {
+			os.Remove(filepath.Join(dir, f.Name()))
+		}
+	}
+	return nil
+}
+
+// Reload re-reads the policy dir. A bad dir is refused with the reason and
+// the enforced policies stay as they were.
+func (e *Engine) Reload(ctx context.Context) error {
+	set, err := policy.LoadDir(e.opts.PolicyDir)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err != nil {
+		e.policyErr = err
+		return fmt.Errorf("reload policies from %s: %w", e.opts.PolicyDir, err)
+	}
+	e.policyErr = nil
+	prev := e.policies
+	e.policies = set
+	if err := e.reconcileLocked(); err != nil {
+		e.policies = prev
+		return fmt.Errorf("reload policies from %s: %w", e.opts.PolicyDir, err)
+	}
+	if err := e.snapshotPolicies(set, filepath.Join(e.opts.StateDir, "policies")); err != nil {
+		e.log.Error("save policy snapshot", "err", err)
+	}
+	return nil
+}
+
+// identity is the part of a container that policies select on.
+func identity(c api.Container) policy.Identity {
+	return policy.Identity{Namespace: c.Namespace, Pod: c.Pod, Labels: c.Labels, Container: c.Name, Image: c.Image}
+}
+
+// rulesetKey names a set of policies by name and content, so a changed
+// policy gets a new ruleset (rulesets are immutable in the maps).
+func rulesetKey(ps []*policy.Policy) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = p.Name + "@" + p.Digest()
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+// rulesetFor finds or builds the ruleset that c's policies compile to and
+// makes sure it is written in the maps. It returns the key, the ruleset (nil
+// when no policy selects c) and the policies' names.
+func (e *Engine) rulesetFor(c api.Container) (string, *bpf.Ruleset, []string, error) {
+	ps := e.policies.Select(identity(c))
+	if len(ps) == 0 {
+		return "", nil, nil, nil
+	}
+	names := make([]string, len(ps))
+	for i, p := range ps {
+		names[i] = p.Name
+	}
+	key := rulesetKey(ps)
+	id, _, err := e.reg.RulesetID(key)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	rs, err := e.policies.Compile(id, ps)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("compile policies %v: %w", names, err)
+	}
+	if !e.liveRulesets[id] {
+		if err := e.enforcer.PutRuleset(rs); err != nil {
+			return "", nil, nil, fmt.Errorf("write ruleset %d: %w", id, err)
+		}
+		e.liveRulesets[id] = true
+	}
+	return key, &rs, names, nil
+}
+
+// resolveCgroup fills in CgroupID from CgroupPath, which may be an absolute
+// directory or a v2 path relative to the cgroup root.
+func (e *Engine) resolveCgroup(c *api.Container) error {
+	if c.CgroupPath == "" {
+		if c.CgroupID == 0 {
+			return errors.New("neither cgroupId nor cgroupPath given")
+		}
+		return nil
+	}
+	dir := c.CgroupPath
+	if !strings.HasPrefix(filepath.Clean(dir), e.cgroups.Root+"/") {
+		dir = e.cgroups.Dir(dir)
+	}
+	id, err := cgroup.ID(dir)
+	if err != nil {
+		return fmt.Errorf("unknown cgroup: %w", err)
+	}
+	if c.CgroupID != 0 && c.CgroupID != id {
+		return fmt.Errorf("cgroup %s has id %d, not the given %d", dir, id, c.CgroupID)
+	}
+	c.CgroupID = id
+	c.CgroupPath = dir
+	return nil
+}
+
+// Register implements api.Handler.
+func (e *Engine) Register(ctx context.Context, c api.Container) (*api.Container, error) {
+	if c.ID == "" {
+		return nil, errors.New("register: container has no id")
+	}
+	if err := e.resolveCgroup(&c); err != nil {
+		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
+	}
+	if c.Source == "" {
+		c.Source = "cli"
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
+	}
+	return e.registerLocked(c)
+}
+
+func (e *Engine) registerLocked(c api.Container) (*api.Container, error) {
+	key, rs, names, err := e.rulesetFor(c)
+	if err != nil {
+		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
+	}
+	c.Policies = names
+	prev, hadPrev := e.reg.Get(c.ID)
+	// Record intent first: a crash after this point is repaired on restart.
+	if err := e.reg.Put(c); err != nil {
+		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
+	}
+	if rs != nil {
+		if err := e.enforcer.SetCgroup(c.CgroupID, rs.ID); err != nil {
+			return nil, fmt.Errorf("register container %s: enforce on cgroup %d: %w", c.ID, c.CgroupID, err)
+		}
+		e.rulesetOf[c.ID] = key
+	} else {
+		delete(e.rulesetOf, c.ID)
+		if err := e.clearCgroupLocked(c.CgroupID, c.ID); err != nil {
+			return nil, fmt.Errorf("register container %s: %w", c.ID, err)
+		}
+	}
+	if hadPrev && prev.CgroupID != c.CgroupID {
+		if err := e.clearCgroupLocked(prev.CgroupID, c.ID); err != nil {
+			e.log.Error("clear previous cgroup", "id", c.ID, "cgroup", prev.CgroupID, "err", err)
+		}
+	}
+	e.log.Info("registered", "id", c.ID, "cgroup", c.CgroupID, "namespace", c.Namespace, "pod", c.Pod, "container", c.Name, "policies", names)
+	return &c, nil
+}
+
+// clearCgroupLocked removes a cgroup's map entry unless another registered
+// container (other than except) still uses that cgroup.
+func (e *Engine) clearCgroupLocked(cgroupID uint64, except string) error {
+	for _, other := range e.reg.List() {
+		if other.ID != except && other.CgroupID == cgroupID {
+			if _, ok := e.rulesetOf[other.ID]; ok {
+				return nil
+			}
+		}
+	}
+	if err := e.enforcer.DeleteCgroup(cgroupID); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("clear cgroup %d: %w", cgroupID, err)
+	}
+	return nil
+}
+
+// Unregister implements api.Handler.
+func (e *Engine) Unregister(ctx context.Context, id string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.unregisterLocked(id)
+}
+
+func (e *Engine) unregisterLocked(id string) error {
+	c, ok := e.reg.Get(id)
+	if !ok {
+		return fmt.Errorf("unregister %s: %w", id, api.ErrNotFound)
+	}
+	if err := e.reg.Delete(id); err != nil {
+		return fmt.Errorf("unregister %s: %w", id, err)
+	}
+	delete(e.rulesetOf, id)
+	if err := e.clearCgroupLocked(c.CgroupID, id); err != nil {
+		return fmt.Errorf("unregister %s: %w", id, err)
+	}
+	e.log.Info("unregistered", "id", id, "cgroup", c.CgroupID)
+	return e.collectRulesetsLocked()
+}
+
+// Sync implements api.Handler: source's registrations become exactly cs.
+func (e *Engine) Sync(ctx context.Context, source string, cs []api.Container) ([]api.Container, error) {
+	for i := range cs {
+		cs[i].Source = source
+		if cs[i].ID == "" {
+			return nil, fmt.Errorf("sync %s: container %d has no id", source, i)
+		}
+		if err := e.resolveCgroup(&cs[i]); err != nil {
+			return nil, fmt.Errorf("sync %s: container %s: %w", source, cs[i].ID, err)
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	keep := map[string]bool{}
+	out := make([]api.Container, 0, len(cs))
+	var errs []error
+	for _, c := range cs {
+		keep[c.ID] = true
+		r, err := e.registerLocked(c)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, *r)
+	}
+	for _, c := range e.reg.List() {
+		if c.Source == source && !keep[c.ID] {
+			if err := e.unregisterLocked(c.ID); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// List implements api.Handler.
+func (e *Engine) List(ctx context.Context) ([]api.Container, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.reg.List(), nil
+}
+
+// Status implements api.Handler.
+func (e *Engine) Status(ctx context.Context) (*api.Status, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := &api.Status{
+		Version:    Version,
+		ABI:        bpf.ABI,
+		BPFDir:     e.opts.BPFDir,
+		StateDir:   e.opts.StateDir,
+		CgroupRoot: e.cgroups.Root,
+		CgroupMode: e.cgroups.Mode,
+		Adopted:    e.enforcer.Adopted(),
+		Containers: e.reg.Len(),
+		Rulesets:   len(e.liveRulesets),
+	}
+	for _, c := range e.enforcer.Controls() {
+		st.Controls = append(st.Controls, api.Control{Name: c.Name, Mode: c.Mode, Reason: c.Reason})
+	}
+	pinned, err := e.enforcer.Pinned()
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	for _, p := range pinned {
+		st.Pinned = append(st.Pinned, api.PinnedObject{Path: p.Path, Kind: p.Kind, ID: p.ID})
+	}
+	for _, p := range e.policies.Policies() {
+		st.Policies = append(st.Policies, api.PolicySummary{Name: p.Name, File: p.File})
+	}
+	if e.policyErr != nil {
+		st.PolicyError = e.policyErr.Error()
+	}
+	return st, nil
+}
+
+// reconcileLocked makes the maps match the registry and policies: rulesets
+// first, then cgroup entries, then removal of what nothing references, so
+// no registered cgroup is ever without its rules.
+func (e *Engine) reconcileLocked() error {
+	inMaps, err := e.enforcer.Rulesets()
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	e.liveRulesets = map[uint32]bool{}
+	keys := e.reg.RulesetKeys()
+	for _, id := range keys {
+		if inMaps[id] {
+			e.liveRulesets[id] = true // immutable: same key, same content
+		}
+	}
+	cgroups, err := e.enforcer.Cgroups()
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	wanted := map[uint64]bool{}
+	var errs []error
+	for _, c := range e.reg.List() {
+		if c.CgroupPath != "" {
+			if id, err := cgroup.ID(c.CgroupPath); err != nil || id != c.CgroupID {
+				// The container went away while nobody watched.
+				e.log.Info("dropping registration of vanished cgroup", "id", c.ID, "cgroup", c.CgroupPath)
+				if err := e.reg.Delete(c.ID); err != nil {
+					errs = append(errs, err)
+				}
+				continue
+			}
+		}
+		key, rs, names, err := e.rulesetFor(c)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("reconcile container %s: %w", c.ID, err))
+			wanted[c.CgroupID] = true // keep whatever it had
+			continue
+		}
+		if !slicesEqual(c.Policies, names) {
+			c.Policies = names
+			if err := e.reg.Put(c); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if rs == nil {
+			delete(e.rulesetOf, c.ID)
+			continue
+		}
+		e.rulesetOf[c.ID] = key
+		wanted[c.CgroupID] = true
+		if cgroups[c.CgroupID] != rs.ID {
+			if err := e.enforcer.SetCgroup(c.CgroupID, rs.ID); err != nil {
+				errs = append(errs, fmt.Errorf("reconcile container %s: %w", c.ID, err))
+			}
+		}
+	}
+	for cg := range cgroups {
+		if !wanted[cg] {
+			if err := e.enforcer.DeleteCgroup(cg); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("reconcile: %w", err))
+			}
+		}
+	}
+	for id := range inMaps {
+		if !e.liveRulesets[id] {
+			if err := e.enforcer.DeleteRuleset(id); err != nil {
+				errs = append(errs, fmt.Errorf("reconcile: %w", err))
+			}
+		}
+	}
+	if err := e.collectRulesetsLocked(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// collectRulesetsLocked deletes rulesets no registered container uses.
+func (e *Engine) collectRulesetsLocked() error {
+	used := map[string]bool{}
+	for _, key := range e.rulesetOf {
+		used[key] = true
+	}
+	var errs []error
+	for key, id := range e.reg.RulesetKeys() {
+		if used[key] {
+			continue
+		}
+		if e.liveRulesets[id] {
+			if err := e.enforcer.DeleteRuleset(id); err != nil {
+				errs = append(errs, fmt.Errorf("delete unused ruleset %d: %w", id, err))
+				continue
+			}
+			delete(e.liveRulesets, id)
+		}
+		if err := e.reg.ForgetRuleset(key); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func slicesEqual(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,105 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/holdfast-dev/holdfast/bpf"
+)
+
+// Event is one enforcement decision as written to the events stream.
+type Event struct {
+	Time        time.Time       `json:"time"`
+	Action      string          `json:"action"`
+	PID         uint32          `json:"pid"`
+	Comm        string          `json:"comm,omitempty"`
+	Binary      string          `json:"binary,omitempty"`
+	Destination string          `json:"destination,omitempty"`
+	Protocol    string          `json:"protocol,omitempty"`
+	CgroupID    uint64          `json:"cgroupId"`
+	Container   *EventContainer `json:"container,omitempty"`
+	Policy      string          `json:"policy,omitempty"`
+	Rule        string          `json:"rule,omitempty"`
+}
+
+// EventContainer is the identity of the container an event happened in.
+type EventContainer struct {
+	ID        string            `json:"id"`
+	Namespace string            `json:"namespace,omitempty"`
+	Pod       string            `json:"pod,omitempty"`
+	PodUID    string            `json:"podUid,omitempty"`
+	Name      string            `json:"name,omitempty"`
+	Image     string            `json:"image,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+}
+
+// StreamEvents writes every kernel event as one JSON line until ctx is done.
+// Events produced while no engine ran wait in the pinned ring buffer and
+// come out first.
+func (e *Engine) StreamEvents(ctx context.Context) error {
+	if e.opts.Events == nil {
+		return nil
+	}
+	rd, err := e.enforcer.Events()
+	if err != nil {
+		return fmt.Errorf("stream events: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { rd.Close() })
+	defer stop()
+	enc := json.NewEncoder(e.opts.Events)
+	for {
+		ev, err := rd.Read()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("stream events: %w", err)
+		}
+		if err := enc.Encode(e.describe(ev)); err != nil {
+			e.log.Error("write event", "err", err)
+		}
+	}
+}
+
+// describe joins a kernel event with the container and policy it concerns.
+func (e *Engine) describe(ev bpf.Event) Event {
+	out := Event{Time: ev.Time, Action: ev.Action, PID: ev.TGID, Comm: ev.Comm, CgroupID: ev.CgroupID}
+	if ev.Filename != "" {
+		out.Binary = ev.Filename
+	}
+	if ev.Addr.IsValid() {
+		out.Destination = netip.AddrPortFrom(ev.Addr, ev.Port).String()
+		out.Protocol = protoName(ev.Proto)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, c := range e.reg.List() {
+		if c.CgroupID == ev.CgroupID {
+			out.Container = &EventContainer{ID: c.ID, Namespace: c.Namespace, Pod: c.Pod, PodUID: c.PodUID, Name: c.Name, Image: c.Image, Labels: c.Labels}
+			break
+		}
+	}
+	if info, ok := e.policies.Rule(ev.RuleID); ok {
+		out.Policy = info.Policy
+		out.Rule = info.Text
+	}
+	return out
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case bpf.ProtoTCP:
+		return "tcp"
+	case bpf.ProtoUDP:
+		return "udp"
+	case bpf.ProtoAny:
+		return ""
+	}
+	return strconv.Itoa(int(p))
+}

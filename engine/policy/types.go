@@ -1,0 +1,101 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// The one document type this package reads.
+const (
+	APIVersion = "holdfast.dev/v1alpha1"
+	Kind       = "WorkloadPolicy"
+)
+
+// document is one YAML document of a policy file, as written.
+type document struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	Metadata   Metadata `json:"metadata"`
+	Spec       *Spec    `json:"spec"`
+}
+
+// Metadata names a policy. Labels and annotations are optional and only
+// carried along, so tools like kustomize can add them.
+type Metadata struct {
+	Name        string            `json:"name"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// Spec says which containers a policy applies to and what it denies them.
+type Spec struct {
+	Selector Selector `json:"selector,omitzero"`
+	Exec     Exec     `json:"exec,omitzero"`
+	Network  Network  `json:"network,omitzero"`
+}
+
+// Selector picks containers. Every field given must match; an absent field
+// matches anything, so an empty selector selects every container.
+type Selector struct {
+	Namespaces []string `json:"namespaces,omitempty"`
+	// PodLabels has Kubernetes LabelSelector semantics.
+	PodLabels  *metav1.LabelSelector `json:"podLabels,omitempty"`
+	Containers []string              `json:"containers,omitempty"`
+	// Images are path.Match globs over the image reference as the runtime
+	// reports it, e.g. "docker.io/library/nginx:*".
+	Images []string `json:"images,omitempty"`
+}
+
+// Exec lists executables the selected containers may not run.
+type Exec struct {
+	// Deny holds absolute paths: a path denies exactly that file, a path
+	// with a trailing slash denies everything below that directory.
+	Deny []string `json:"deny,omitempty"`
+}
+
+// Network holds the network rules.
+type Network struct {
+	Connect Connect `json:"connect,omitzero"`
+}
+
+// Connect lists destinations the selected containers may not connect or
+// send to.
+type Connect struct {
+	Deny []Destination `json:"deny,omitempty"`
+}
+
+// Destination is one denied destination.
+type Destination struct {
+	// CIDR is an IPv4 or IPv6 prefix; a bare address means that one host.
+	CIDR string `json:"cidr"`
+	// Ports are "N" or "N-M"; none means every port.
+	Ports []PortRange `json:"ports,omitempty"`
+	// Protocol is "tcp", "udp" or "any" (the default).
+	Protocol string `json:"protocol,omitempty"`
+}
+
+// PortRange is "N" or "N-M". YAML authors often leave single ports
+// unquoted, so a number is accepted as well as a string.
+type PortRange string
+
+// UnmarshalJSON accepts a JSON string or number.
+func (p *PortRange) UnmarshalJSON(data []byte) error {
+	data = bytes.TrimSpace(data)
+	if len(data) > 0 && data[0] == '"' {
+		var s string
+		if err := json.Unmarshal(data, &s); err != nil {
+			return fmt.Errorf("decode port range: %w", err)
+		}
+		*p = PortRange(s)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(data, &n); err != nil {
+		return fmt.Errorf("decode port range: %w", err)
+	}
+	*p = PortRange(n.String())
+	return nil
+}

@@ -1,0 +1,392 @@
+package policy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"path"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/holdfast-dev/holdfast/bpf"
+)
+
+// Rule kinds, as reported in RuleInfo.Kind.
+const (
+	KindExec    = "exec"
+	KindConnect = "connect"
+)
+
+// A Policy is one validated WorkloadPolicy document. It must not be
+// modified: its Spec is in canonical form and its digest and rules are
+// derived from it.
+type Policy struct {
+	Name        string
+	Labels      map[string]string
+	Annotations map[string]string
+	File        string // as given to Parse or ParseFile
+	Document    int    // 1-based position of its document in File
+	// Spec is the spec as written, with every value in canonical form:
+	// exec paths cleaned, CIDRs masked, ports as "N" or "N-M", protocols
+	// lower case.
+	Spec Spec
+
+	loc    location
+	pods   labels.Selector
+	rules  []rule // in file order; a Set numbers them
+	digest string
+}
+
+// rule is one compiled rule before a Set gives it an ID.
+type rule struct {
+	kind  string
+	field string // where it was written, e.g. "spec.exec.deny[0]"
+	text  string
+	exec  bpf.ExecRule
+	net   bpf.NetRule
+}
+
+// Digest is "sha256:" and the hex SHA-256 of the canonical spec, so it
+// changes exactly when the policy's meaning or rule order changes, not when
+// only its formatting does.
+func (p *Policy) Digest() string { return p.digest }
+
+// Canonical returns the policy as a canonical JSON document (which is
+// also valid YAML); parsing it yields a policy with the same digest.
+func (p *Policy) Canonical() []byte {
+	spec := p.Spec
+	out, err := json.Marshal(document{
+		APIVersion: APIVersion,
+		Kind:       Kind,
+		Metadata:   Metadata{Name: p.Name, Labels: p.Labels, Annotations: p.Annotations},
+		Spec:       &spec,
+	})
+	if err != nil {
+		// Only strings, slices and maps of strings: cannot fail.
+		panic(fmt.Sprintf("encode policy %s: %v", p.Name, err))
+	}
+	return out
+}
+
+// RuleCount is how many rules the policy compiles to: one per exec path
+// and one per destination port range.
+func (p *Policy) RuleCount() int { return len(p.rules) }
+
+// containerName accepts Kubernetes (DNS-1123 label) and podman/docker
+// container names.
+var containerName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
+// policy validates a decoded document, putting it in canonical form.
+func (c *checker) policy(doc *document) *Policy {
+	switch doc.APIVersion {
+	case APIVersion:
+	case "":
+		c.addf("apiVersion", "required (want %q)", APIVersion)
+	default:
+		c.addf("apiVersion", "%q is not supported (want %q)", doc.APIVersion, APIVersion)
+	}
+	switch doc.Kind {
+	case Kind:
+	case "":
+		c.addf("kind", "required (want %q)", Kind)
+	default:
+		c.addf("kind", "%q is not supported (want %q)", doc.Kind, Kind)
+	}
+	c.metadata(&doc.Metadata)
+
+	p := &Policy{
+		Name:        doc.Metadata.Name,
+		Labels:      doc.Metadata.Labels,
+		Annotations: doc.Metadata.Annotations,
+		File:        c.loc.file,
+		Document:    c.loc.document,
+		loc:         c.loc,
+	}
+	if doc.Spec == nil {
+		c.addf("spec", "required")
+		return p
+	}
+	p.Spec = *doc.Spec
+	p.pods = c.selector(&p.Spec.Selector)
+	p.rules = append(c.exec(&p.Spec.Exec), c.connect(&p.Spec.Network.Connect)...)
+
+	spec, err := json.Marshal(p.Spec)
+	if err != nil {
+		c.addf("spec", "encode canonical spec: %w", err)
+		return p
+	}
+	sum := sha256.Sum256(spec)
+	p.digest = "sha256:" + hex.EncodeToString(sum[:])
+	return p
+}
+
+func (c *checker) metadata(m *Metadata) {
+	if m.Name == "" {
+		c.addf("metadata.name", "required")
+	} else if msgs := validation.IsDNS1123Subdomain(m.Name); len(msgs) > 0 {
+		c.addf("metadata.name", "%q is not a valid name: %s", m.Name, strings.Join(msgs, "; "))
+	}
+	for _, k := range sortedStringKeys(m.Labels) {
+		if _, err := labels.NewRequirement(k, selection.Equals, []string{m.Labels[k]}); err != nil {
+			c.addf(fmt.Sprintf("metadata.labels[%s]", k), "invalid label: %w", err)
+		}
+	}
+	for _, k := range sortedStringKeys(m.Annotations) {
+		if k == "" {
+			c.addf("metadata.annotations", "empty annotation key")
+		}
+	}
+}
+
+// selector validates a selector and compiles its pod label part. An absent
+// or empty podLabels selects every pod.
+func (c *checker) selector(s *Selector) labels.Selector {
+	const base = "spec.selector"
+	nonEmpty := func(name string, list []string) {
+		if list != nil && len(list) == 0 {
+			c.addf(base+"."+name, "empty list selects nothing; omit the field to match any")
+		}
+	}
+	nonEmpty("namespaces", s.Namespaces)
+	for i, ns := range s.Namespaces {
+		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+			c.addf(fmt.Sprintf("%s.namespaces[%d]", base, i), "%q is not a namespace name: %s", ns, strings.Join(msgs, "; "))
+		}
+	}
+	nonEmpty("containers", s.Containers)
+	for i, name := range s.Containers {
+		if !containerName.MatchString(name) {
+			c.addf(fmt.Sprintf("%s.containers[%d]", base, i), "%q is not a container name (letters, digits, '_', '.', '-')", name)
+		}
+	}
+	nonEmpty("images", s.Images)
+	for i, glob := range s.Images {
+		field := fmt.Sprintf("%s.images[%d]", base, i)
+		if glob == "" {
+			c.addf(field, "empty image pattern")
+		} else if _, err := path.Match(glob, ""); err != nil {
+			c.addf(field, "%q is not a valid glob: %w", glob, err)
+		}
+	}
+
+	ps := s.PodLabels
+	if ps == nil || len(ps.MatchLabels)+len(ps.MatchExpressions) == 0 {
+		s.PodLabels = nil // canonical: empty and absent mean the same
+		return labels.Everything()
+	}
+	valid := true
+	for _, k := range sortedStringKeys(ps.MatchLabels) {
+		if _, err := labels.NewRequirement(k, selection.Equals, []string{ps.MatchLabels[k]}); err != nil {
+			c.addf(fmt.Sprintf("%s.podLabels.matchLabels[%s]", base, k), "%w", err)
+			valid = false
+		}
+	}
+	for i, expr := range ps.MatchExpressions {
+		one := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{expr}}
+		if _, err := metav1.LabelSelectorAsSelector(one); err != nil {
+			c.addf(fmt.Sprintf("%s.podLabels.matchExpressions[%d]", base, i), "%w", err)
+			valid = false
+		}
+	}
+	if !valid {
+		return nil
+	}
+	sel, err := metav1.LabelSelectorAsSelector(ps)
+	if err != nil {
+		c.addf(base+".podLabels", "%w", err)
+		return nil
+	}
+	return sel
+}
+
+// exec validates exec paths, rewrites them in canonical form and returns
+// one rule per path.
+func (c *checker) exec(e *Exec) []rule {
+	var rules []rule
+	for i, p := range e.Deny {
+		field := fmt.Sprintf("spec.exec.deny[%d]", i)
+		components, prefix, err := bpf.SplitPath(p)
+		if err != nil {
+			c.addf(field, "%w", err)
+			continue
+		}
+		kind := bpf.ExecExact
+		text := "/" + strings.Join(components, "/")
+		if prefix {
+			kind = bpf.ExecPrefix
+			if len(components) > 0 {
+				text += "/"
+			}
+		}
+		e.Deny[i] = text
+		rules = append(rules, rule{
+			kind:  KindExec,
+			field: field,
+			text:  text,
+			exec:  bpf.ExecRule{Kind: kind, Hash: bpf.PathHash(components)},
+		})
+	}
+	return rules
+}
+
+// connect validates destinations, rewrites them in canonical form and
+// returns one rule per destination and port range.
+func (c *checker) connect(conn *Connect) []rule {
+	var rules []rule
+	for i := range conn.Deny {
+		d := &conn.Deny[i]
+		field := fmt.Sprintf("spec.network.connect.deny[%d]", i)
+		prefix, perr := parseCIDR(d.CIDR)
+		if perr != nil {
+			c.addf(field+".cidr", "%w", perr)
+		}
+		proto, name, proerr := parseProtocol(d.Protocol)
+		if proerr != nil {
+			c.addf(field+".protocol", "%w", proerr)
+		}
+		type portRange struct {
+			lo, hi uint16
+			field  string
+		}
+		ranges := []portRange{{lo: 0, hi: 65535, field: field}}
+		if len(d.Ports) > 0 {
+			ranges = ranges[:0]
+		}
+		valid := perr == nil && proerr == nil
+		for j, s := range d.Ports {
+			pfield := fmt.Sprintf("%s.ports[%d]", field, j)
+			lo, hi, err := parsePortRange(string(s))
+			if err != nil {
+				c.addf(pfield, "%w", err)
+				valid = false
+				continue
+			}
+			d.Ports[j] = formatPorts(lo, hi)
+			ranges = append(ranges, portRange{lo, hi, pfield})
+		}
+		if !valid {
+			continue
+		}
+		d.CIDR, d.Protocol = prefix.String(), name
+		for _, r := range ranges {
+			text := prefix.String()
+			switch {
+			case len(d.Ports) > 0:
+				text += " " + name + " " + string(formatPorts(r.lo, r.hi))
+			case proto != bpf.ProtoAny:
+				text += " " + name
+			}
+			rules = append(rules, rule{
+				kind:  KindConnect,
+				field: r.field,
+				text:  text,
+				net:   bpf.NetRule{Prefix: prefix, PortLo: r.lo, PortHi: r.hi, Proto: proto},
+			})
+		}
+	}
+	return rules
+}
+
+// parseCIDR accepts an IPv4 or IPv6 prefix, or a bare address as a single
+// host. Host bits are cleared; an IPv4-mapped IPv6 prefix becomes the IPv4
+// prefix it denotes, so it also applies to IPv4 sockets.
+func parseCIDR(s string) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, fmt.Errorf("required")
+	}
+	var p netip.Prefix
+	if strings.Contains(s, "/") {
+		var err error
+		if p, err = netip.ParsePrefix(s); err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR: %s", s, netipReason(err))
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR or an address: %s", s, netipReason(err))
+		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q: zoned addresses are not allowed", s)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
+}
+
+// netipReason drops the echo of the input that netip puts before its reason.
+func netipReason(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, "): "); i >= 0 {
+		return msg[i+3:]
+	}
+	return msg
+}
+
+func parseProtocol(s string) (proto uint8, name string, err error) {
+	switch strings.ToLower(s) {
+	case "", "any":
+		return bpf.ProtoAny, "any", nil
+	case "tcp":
+		return bpf.ProtoTCP, "tcp", nil
+	case "udp":
+		return bpf.ProtoUDP, "udp", nil
+	}
+	return 0, "", fmt.Errorf("%q is not a protocol (tcp, udp or any)", s)
+}
+
+// parsePortRange parses "N" or "N-M" with 1 <= N <= M <= 65535. Port 0
+// cannot be connected to, so a rule naming it would be a mistake.
+func parsePortRange(s string) (lo, hi uint16, err error) {
+	if a, b, isRange := strings.Cut(s, "-"); isRange {
+		l, okL := parsePort(a)
+		h, okH := parsePort(b)
+		if !okL || !okH {
+			return 0, 0, fmt.Errorf("%q is not a port range (N-M, each 1-65535)", s)
+		}
+		if l > h {
+			return 0, 0, fmt.Errorf("%q is not a port range: %d is above %d", s, l, h)
+		}
+		return l, h, nil
+	}
+	p, ok := parsePort(s)
+	if !ok {
+		return 0, 0, fmt.Errorf("%q is not a port (1-65535)", s)
+	}
+	return p, p, nil
+}
+
+func parsePort(s string) (uint16, bool) {
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || n < 1 || n > 65535 {
+		return 0, false
+	}
+	return uint16(n), true
+}
+
+func formatPorts(lo, hi uint16) PortRange {
+	if lo == hi {
+		return PortRange(strconv.Itoa(int(lo)))
+	}
+	return PortRange(fmt.Sprintf("%d-%d", lo, hi))
+}
+
+func sortedStringKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,244 @@
+package hook
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/test/require"
+)
+
+func TestParseCgroupsPath(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    string
+		wantErr string
+	}{
+		{in: "/hf/c1", want: "/hf/c1"},
+		{in: "/hf//c1/", want: "/hf/c1"},
+		{in: "/a/../../etc", want: "/etc"},
+		{in: "/..", want: "/"},
+		{in: "system.slice:runc:abc", want: "/system.slice/runc-abc.scope"},
+		{in: ":runc:abc", want: "/system.slice/runc-abc.scope"},
+		{in: "kubepods-besteffort-pod12.slice:crio:abc", want: "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod12.slice/crio-abc.scope"},
+		{in: "-.slice:p:abc", want: "/p-abc.scope"},
+		{in: "machine.slice:p:my.slice", want: "/machine.slice/my.slice"},
+		{in: "", wantErr: "empty"},
+		{in: "hf/c1", wantErr: "relative"},
+		{in: "system.slice:runc:", wantErr: "no unit name"},
+		{in: "system:runc:abc", wantErr: "does not end in .slice"},
+		{in: "a--b.slice:runc:abc", wantErr: "empty component"},
+		{in: "system.slice:runc:a/b", wantErr: "must not contain '/'"},
+		{in: "/a\x00b", wantErr: "NUL"},
+	}
+	for _, tt := range tests {
+		got, err := ParseCgroupsPath(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("ParseCgroupsPath(%q) = %q, %v; want error containing %q", tt.in, got, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("ParseCgroupsPath(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestRootAboveNamespace(t *testing.T) {
+	in := "" +
+		"45 44 254:0 / / rw,relatime - ext4 /dev/vda rw\n" +
+		"49 48 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n" +
+		"59 49 0:38 /../.. /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n" +
+		"60 49 0:39 /.. /sys/fs/cgroup/elsewhere rw,relatime - cgroup2 cgroup2 rw\n" +
+		"61 49 0:40 /../x /sys/fs/cgroup/sub rw,relatime - cgroup2 cgroup2 rw\n" +
+		"77 76 0:29 /../.. /sys/fs/cgroup/cpu ro,relatime - cgroup cgroup rw,cpu"
+	out, rewrote := rootAboveNamespace([]byte(in))
+	if !rewrote {
+		t.Fatal("did not report the namespaced cgroup2 mount")
+	}
+	m, err := cgroup.ParseMountinfo(strings.NewReader(string(out)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Root != "/sys/fs/cgroup/unified" {
+		t.Fatalf("v2 root = %q, want the shorter of the two hierarchy-root mounts", m.Root)
+	}
+	for _, keep := range []string{"/../x /sys/fs/cgroup/sub", "/../.. /sys/fs/cgroup/cpu"} {
+		if !strings.Contains(string(out), keep) {
+			t.Errorf("rewrote a line it should keep (%s):\n%s", keep, out)
+		}
+	}
+	host := "59 49 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n"
+	if out, rewrote := rootAboveNamespace([]byte(host)); rewrote || string(out) != host {
+		t.Fatalf("host mountinfo changed: %q rewrote=%v", out, rewrote)
+	}
+}
+
+// testCgroup is a real cgroup v2 directory owned by one test.
+type testCgroup struct {
+	Mount cgroup.Mount
+	Dir   string
+	Path  string // v2 path
+	ID    uint64
+}
+
+func newTestCgroup(t *testing.T) testCgroup {
+	t.Helper()
+	require.Root(t)
+	m, err := cgroup.Detect()
+	if err != nil {
+		require.Privileged(t, "cgroup v2", err)
+	}
+	dir, err := os.MkdirTemp(m.Root, "holdfast-hook-test-")
+	if err != nil {
+		require.Privileged(t, "cgroup v2 create", err)
+	}
+	t.Cleanup(func() {
+		os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+		if err := os.Remove(dir); err != nil && !os.IsNotExist(err) {
+			t.Errorf("remove test cgroup: %v", err)
+		}
+	})
+	id, err := cgroup.ID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testCgroup{Mount: m, Dir: dir, Path: strings.TrimPrefix(dir, m.Root), ID: id}
+}
+
+// startIn starts a sleeping process that is born inside the cgroup.
+func (cg testCgroup) startIn(t *testing.T) int {
+	t.Helper()
+	fd, err := os.Open(cg.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	cmd := exec.Command("sleep", "600")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start process in %s: %v", cg.Dir, err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd.Process.Pid
+}
+
+// deadPID returns the pid of a process that has exited and been reaped.
+func deadPID(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process.Pid
+}
+
+func TestResolveCreateRuntime(t *testing.T) {
+	cg := newTestCgroup(t)
+	pid := cg.startIn(t)
+	var r CgroupResolver
+
+	got, err := r.Resolve(StageCreateRuntime, pid, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != cg.ID || got.Path != cg.Path || got.Dir != cg.Dir {
+		t.Fatalf("Resolve = %+v, want id %d path %s", got, cg.ID, cg.Path)
+	}
+	if !strings.Contains(got.From, fmt.Sprintf("/proc/%d/cgroup", pid)) {
+		t.Errorf("From = %q, want the pid's cgroup file", got.From)
+	}
+
+	// A pid that is gone falls back to config.json's cgroupsPath.
+	dead := deadPID(t)
+	got, err = r.Resolve(StageCreateRuntime, dead, cg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != cg.ID || !strings.Contains(got.From, "cgroupsPath") {
+		t.Fatalf("fallback Resolve = %+v, want id %d from cgroupsPath", got, cg.ID)
+	}
+
+	// Neither: the error names both failures.
+	_, err = r.Resolve(StageCreateRuntime, dead, "")
+	if err == nil || !strings.Contains(err.Error(), "process does not exist") || !strings.Contains(err.Error(), "no linux.cgroupsPath") {
+		t.Fatalf("dead pid without cgroupsPath: error = %v", err)
+	}
+	_, err = r.Resolve(StageCreateRuntime, dead, cg.Path+"-missing")
+	if err == nil || !strings.Contains(err.Error(), "unknown cgroup") || !strings.Contains(err.Error(), cg.Path+"-missing") {
+		t.Fatalf("dead pid with an unknown cgroupsPath: error = %v", err)
+	}
+}
+
+// fakeProc builds a procfs stand-in whose self/ files are given, so the
+// createContainer view (the hook inside the container's cgroup, maybe in a
+// cgroup namespace) can be reproduced around a real cgroup.
+func fakeProc(t *testing.T, mountinfo, selfCgroup string) string {
+	t.Helper()
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "self"), 0o755)
+	os.WriteFile(filepath.Join(dir, "self", "mountinfo"), []byte(mountinfo), 0o644)
+	os.WriteFile(filepath.Join(dir, "self", "cgroup"), []byte(selfCgroup), 0o644)
+	return dir
+}
+
+func TestResolveCreateContainer(t *testing.T) {
+	cg := newTestCgroup(t)
+	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	host := CgroupResolver{Proc: fakeProc(t, string(mountinfo), "1:cpu:/\n0::"+cg.Path+"\n")}
+	got, err := host.Resolve(StageCreateContainer, 1, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != cg.ID {
+		t.Fatalf("Resolve = %+v, want id %d", got, cg.ID)
+	}
+
+	// In a cgroup namespace the hook sees "0::/" and the mount's root as
+	// "/..": only config.json can name the cgroup.
+	nsMountinfo := strings.Replace(string(mountinfo), " / "+cg.Mount.Root+" ", " /../.. "+cg.Mount.Root+" ", 1)
+	if nsMountinfo == string(mountinfo) {
+		t.Fatalf("could not find the cgroup2 mount %s in mountinfo", cg.Mount.Root)
+	}
+	ns := CgroupResolver{Proc: fakeProc(t, nsMountinfo, "0::/\n")}
+	got, err = ns.Resolve(StageCreateContainer, 1, cg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != cg.ID || !strings.Contains(got.From, "cgroupsPath") {
+		t.Fatalf("namespaced Resolve = %+v, want id %d from cgroupsPath", got, cg.ID)
+	}
+	_, err = ns.Resolve(StageCreateContainer, 1, "")
+	if err == nil || !strings.Contains(err.Error(), "cgroup namespace") {
+		t.Fatalf("namespaced without cgroupsPath: error = %v", err)
+	}
+
+	// Never the root cgroup, which would put the whole host under a policy.
+	root := CgroupResolver{Proc: fakeProc(t, string(mountinfo), "0::/\n")}
+	_, err = root.Resolve(StageCreateContainer, 1, "")
+	if err == nil || !strings.Contains(err.Error(), "root cgroup") {
+		t.Fatalf("root cgroup: error = %v", err)
+	}
+	_, err = root.Resolve(StageCreateContainer, 1, "/")
+	if err == nil || !strings.Contains(err.Error(), "root cgroup") {
+		t.Fatalf("root cgroupsPath: error = %v", err)
+	}
+
+	noV2 := CgroupResolver{Proc: fakeProc(t, "45 44 254:0 / / rw - ext4 /dev/vda rw\n", "0::/x\n")}
+	if _, err := noV2.Resolve(StageCreateContainer, 1, "/x"); err == nil || !strings.Contains(err.Error(), "no cgroup2") {
+		t.Fatalf("no cgroup2 mount: error = %v", err)
+	}
+	if _, err := host.Resolve(StagePoststop, 1, cg.Path); err == nil {
+		t.Fatal("Resolve at poststop succeeded")
+	}
+}

@@ -1,0 +1,133 @@
+// Command holdfast-oci-hook registers a container with the holdfast engine
+// from an OCI runtime hook (createContainer or createRuntime) and
+// unregisters it at poststop. The runtime passes the OCI state on stdin;
+// the stage comes from --stage. Settings are read from
+// holdfast-oci-hook.json next to the binary; flags override it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/hook"
+)
+
+// exitUsage is the status for a broken command line or config file.
+const exitUsage = 2
+
+func main() {
+	os.Exit(run(time.Now(), os.Args[1:], os.Stdin, os.Stderr))
+}
+
+func run(start time.Time, args []string, stdin io.Reader, stderr io.Writer) int {
+	stage, cfg, err := configure(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "holdfast-oci-hook: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+		return exitUsage
+	}
+	// One deadline for the whole run, counted from process start.
+	ctx, cancel := context.WithDeadline(context.Background(), start.Add(time.Duration(cfg.Timeout)))
+	defer cancel()
+	h := &hook.Hook{
+		Stage:  stage,
+		Config: cfg,
+		Engine: &api.Client{Socket: cfg.Socket},
+	}
+	d := h.Run(ctx, stdin)
+	if err := hook.AppendLog(cfg.Log, stderr, d); err != nil {
+		fmt.Fprintf(stderr, "holdfast-oci-hook: %v\n", err)
+	}
+	io.WriteString(stderr, d.StderrLine())
+	return d.ExitCode()
+}
+
+// configure parses flags over the config file and validates the result.
+func configure(args []string, stderr io.Writer) (hook.Stage, hook.Config, error) {
+	fs := flag.NewFlagSet("holdfast-oci-hook", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported as one line by the caller
+	stageFlag := fs.String("stage", "", "OCI hook stage this hook is installed at: createContainer, createRuntime or poststop (required)")
+	configFile := fs.String("config", "", "config file (default: "+hook.ConfigFileName+" next to this binary)")
+	socket := fs.String("socket", "", "engine socket (default "+hook.DefaultSocket+")")
+	timeout := fs.Duration("timeout", 0, "deadline for the whole run (default "+hook.DefaultTimeout.String()+")")
+	failMode := fs.String("fail-mode", "", "what a failed registration does: open (start the container) or closed (refuse it) (default "+string(hook.DefaultFailMode)+")")
+	failOpenNS := fs.String("fail-open-namespaces", "", "comma-separated namespaces that fail open even in closed mode")
+	engineNS := fs.String("engine-namespace", "", "the engine's own namespace, always fail-open (default "+hook.DefaultEngineNamespace+")")
+	logFile := fs.String("log", "", "decision log file, - for stderr, none to disable (default "+hook.DefaultLog+")")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintln(stderr, "usage: holdfast-oci-hook --stage STAGE [flags] < OCI state JSON")
+			fs.PrintDefaults()
+		}
+		return "", hook.Config{}, fmt.Errorf("parse flags: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return "", hook.Config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	stage, err := hook.ParseStage(*stageFlag)
+	if err != nil {
+		return "", hook.Config{}, fmt.Errorf("--stage: %w", err)
+	}
+
+	path := *configFile
+	if path == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return "", hook.Config{}, fmt.Errorf("find hook binary for its config file: %w", err)
+		}
+		path = filepath.Join(filepath.Dir(exe), hook.ConfigFileName)
+	}
+	cfg, found, err := hook.LoadConfigFile(path)
+	if err != nil {
+		return "", hook.Config{}, err
+	}
+	if !found && *configFile != "" {
+		return "", hook.Config{}, fmt.Errorf("config file %s does not exist", path)
+	}
+
+	var flagErr error
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "socket":
+			cfg.Socket = *socket
+		case "timeout":
+			cfg.Timeout = hook.Duration(*timeout)
+		case "fail-mode":
+			m, err := hook.ParseFailMode(*failMode)
+			if err != nil {
+				flagErr = fmt.Errorf("--fail-mode: %w", err)
+			}
+			cfg.FailMode = m
+		case "fail-open-namespaces":
+			cfg.FailOpenNamespaces = nil
+			for _, ns := range strings.Split(*failOpenNS, ",") {
+				if ns = strings.TrimSpace(ns); ns != "" {
+					cfg.FailOpenNamespaces = append(cfg.FailOpenNamespaces, ns)
+				}
+			}
+		case "engine-namespace":
+			cfg.EngineNamespace = *engineNS
+		case "log":
+			cfg.Log = *logFile
+		}
+	})
+	if flagErr != nil {
+		return "", hook.Config{}, flagErr
+	}
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return "", hook.Config{}, fmt.Errorf("hook config: %w", err)
+	}
+	return stage, cfg, nil
+}

@@ -1,0 +1,213 @@
+package hook
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Stage is the OCI lifecycle stage a run acts at.
+type Stage string
+
+// Stages the hook supports. The runtime does not tell a hook its stage, so
+// the hooks.d file or config.json passes it as --stage.
+const (
+	StageCreateContainer Stage = "createContainer"
+	StageCreateRuntime   Stage = "createRuntime"
+	StagePoststop        Stage = "poststop"
+)
+
+// ParseStage accepts the three supported stage names.
+func ParseStage(s string) (Stage, error) {
+	switch st := Stage(s); st {
+	case StageCreateContainer, StageCreateRuntime, StagePoststop:
+		return st, nil
+	}
+	return "", fmt.Errorf("unknown stage %q (want %s, %s or %s)", s, StageCreateContainer, StageCreateRuntime, StagePoststop)
+}
+
+// FailMode says what a failed registration does to container creation.
+type FailMode string
+
+// Fail modes.
+const (
+	FailOpen   FailMode = "open"   // log and let the container start unregistered
+	FailClosed FailMode = "closed" // exit non-zero so the runtime refuses the container
+)
+
+// ParseFailMode accepts "open" and "closed".
+func ParseFailMode(s string) (FailMode, error) {
+	switch m := FailMode(s); m {
+	case FailOpen, FailClosed:
+		return m, nil
+	}
+	return "", fmt.Errorf("unknown fail mode %q (want %s or %s)", s, FailOpen, FailClosed)
+}
+
+// Defaults.
+const (
+	DefaultSocket          = "/run/holdfast/engine.sock" // the engine's default --socket
+	DefaultTimeout         = 2 * time.Second
+	DefaultLog             = "/var/log/holdfast/oci-hook.log"
+	DefaultEngineNamespace = "holdfast-system"
+	DefaultFailMode        = FailOpen
+	// ConfigFileName is looked up in the directory of the hook binary.
+	ConfigFileName = "holdfast-oci-hook.json"
+	// Source names this registrar to the engine.
+	Source = "oci-hook"
+)
+
+// maxConfigFile bounds the hook's own config file.
+const maxConfigFile = 1 << 20
+
+// Config is the hook's configuration: the file next to the binary, with
+// flags laid over it. Zero fields mean "use the default".
+type Config struct {
+	Socket   string   `json:"socket,omitempty"`
+	Timeout  Duration `json:"timeout,omitempty"`
+	FailMode FailMode `json:"failMode,omitempty"`
+	// FailOpenNamespaces fail open even when FailMode is closed.
+	FailOpenNamespaces []string `json:"failOpenNamespaces,omitempty"`
+	// EngineNamespace always fails open, so a fail-closed node can still
+	// start holdfast itself.
+	EngineNamespace string `json:"engineNamespace,omitempty"`
+	// Log is the decision log file; "-" means stderr, "none" disables it.
+	Log string `json:"log,omitempty"`
+}
+
+// WithDefaults fills unset fields.
+func (c Config) WithDefaults() Config {
+	if c.Socket == "" {
+		c.Socket = DefaultSocket
+	}
+	if c.Timeout == 0 {
+		c.Timeout = Duration(DefaultTimeout)
+	}
+	if c.FailMode == "" {
+		c.FailMode = DefaultFailMode
+	}
+	if c.EngineNamespace == "" {
+		c.EngineNamespace = DefaultEngineNamespace
+	}
+	if c.Log == "" {
+		c.Log = DefaultLog
+	}
+	return c
+}
+
+// Validate checks a config after defaults are applied.
+func (c Config) Validate() error {
+	if !filepath.IsAbs(c.Socket) {
+		return fmt.Errorf("socket %q is not an absolute path", c.Socket)
+	}
+	if c.Timeout <= 0 {
+		return fmt.Errorf("timeout %v is not positive", time.Duration(c.Timeout))
+	}
+	if _, err := ParseFailMode(string(c.FailMode)); err != nil {
+		return err
+	}
+	if slices.Contains(c.FailOpenNamespaces, "") {
+		return errors.New("fail-open namespaces contain an empty name")
+	}
+	if c.Log != "-" && c.Log != "none" && !filepath.IsAbs(c.Log) {
+		return fmt.Errorf("log file %q is not an absolute path", c.Log)
+	}
+	return nil
+}
+
+// FailsOpen reports whether a failure for a container in namespace lets it
+// start, and why.
+func (c Config) FailsOpen(namespace string) (bool, string) {
+	switch {
+	case namespace != "" && namespace == c.EngineNamespace:
+		return true, fmt.Sprintf("namespace %s is the engine's own", namespace)
+	case namespace != "" && slices.Contains(c.FailOpenNamespaces, namespace):
+		return true, fmt.Sprintf("namespace %s is in the fail-open list", namespace)
+	case c.FailMode == FailOpen:
+		return true, "fail mode is open"
+	}
+	return false, "fail mode is closed"
+}
+
+// LoadConfigFile reads a config file. A missing file is not an error: it
+// returns the zero Config and found=false.
+func LoadConfigFile(path string) (cfg Config, found bool, err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return Config{}, false, nil
+	}
+	if err != nil {
+		return Config{}, false, fmt.Errorf("open hook config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
+	if err != nil {
+		return Config{}, true, fmt.Errorf("read hook config %s: %w", path, err)
+	}
+	if len(data) > maxConfigFile {
+		return Config{}, true, fmt.Errorf("hook config %s is larger than %d bytes", path, maxConfigFile)
+	}
+	cfg, err = ParseConfig(data)
+	if err != nil {
+		return Config{}, true, fmt.Errorf("hook config %s: %w", path, err)
+	}
+	return cfg, true, nil
+}
+
+// ParseConfig decodes a config file's contents strictly: unknown fields are
+// errors, so a misspelt "failMode" cannot silently leave a node fail-open.
+func ParseConfig(data []byte) (Config, error) {
+	var cfg Config
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return Config{}, fmt.Errorf("malformed JSON: %w", err)
+	}
+	if dec.More() {
+		return Config{}, errors.New("malformed JSON: data after the object")
+	}
+	if cfg.FailMode != "" {
+		if _, err := ParseFailMode(string(cfg.FailMode)); err != nil {
+			return Config{}, err
+		}
+	}
+	return cfg, nil
+}
+
+// Marshal renders a config file, indented, with a trailing newline.
+func (c Config) Marshal() ([]byte, error) {
+	data, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode hook config: %w", err)
+	}
+	return append(data, '\n'), nil
+}
+
+// Duration is a time.Duration written as "2s" in JSON.
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON reads a Go duration string such as "1500ms".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"2s\": %w", err)
+	}
+	v, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}

@@ -1,0 +1,163 @@
+package hook
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    Config
+		wantErr string
+	}{
+		{
+			name: "full",
+			in:   `{"socket":"/run/x.sock","timeout":"1500ms","failMode":"closed","failOpenNamespaces":["kube-system"],"engineNamespace":"sec","log":"none"}`,
+			want: Config{Socket: "/run/x.sock", Timeout: Duration(1500 * time.Millisecond), FailMode: FailClosed, FailOpenNamespaces: []string{"kube-system"}, EngineNamespace: "sec", Log: "none"},
+		},
+		{name: "empty object", in: `{}`, want: Config{}},
+		{name: "misspelt field", in: `{"failureMode":"closed"}`, wantErr: `unknown field "failureMode"`},
+		{name: "bad fail mode", in: `{"failMode":"shut"}`, wantErr: `unknown fail mode "shut"`},
+		{name: "numeric timeout", in: `{"timeout":2}`, wantErr: `duration must be a string`},
+		{name: "bad timeout", in: `{"timeout":"soon"}`, wantErr: `duration "soon"`},
+		{name: "trailing data", in: `{} {}`, wantErr: `data after the object`},
+		{name: "not json", in: `socket=/x`, wantErr: `malformed JSON`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseConfig([]byte(tt.in))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseConfig(%s) error = %v, want one containing %q", tt.in, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Socket != tt.want.Socket || got.Timeout != tt.want.Timeout || got.FailMode != tt.want.FailMode ||
+				strings.Join(got.FailOpenNamespaces, ",") != strings.Join(tt.want.FailOpenNamespaces, ",") ||
+				got.EngineNamespace != tt.want.EngineNamespace || got.Log != tt.want.Log {
+				t.Fatalf("ParseConfig(%s) = %+v, want %+v", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestConfigRoundTrip(t *testing.T) {
+	in := Config{Socket: "/run/h.sock", Timeout: Duration(3 * time.Second), FailMode: FailClosed, FailOpenNamespaces: []string{"a", "b"}}
+	data, err := in.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"timeout": "3s"`) {
+		t.Errorf("timeout not written as a duration string:\n%s", data)
+	}
+	out, err := ParseConfig(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Socket != in.Socket || out.Timeout != in.Timeout || out.FailMode != in.FailMode || len(out.FailOpenNamespaces) != 2 {
+		t.Fatalf("round trip changed the config: %+v -> %+v", in, out)
+	}
+}
+
+func TestLoadConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg, found, err := LoadConfigFile(filepath.Join(dir, "absent.json"))
+	if err != nil || found {
+		t.Fatalf("missing file: found=%v err=%v, want not found and no error", found, err)
+	}
+	if cfg.Socket != "" {
+		t.Fatalf("missing file gave config %+v", cfg)
+	}
+	bad := filepath.Join(dir, "bad.json")
+	os.WriteFile(bad, []byte(`{"failMode":"closed",`), 0o600)
+	if _, found, err := LoadConfigFile(bad); err == nil || !found || !strings.Contains(err.Error(), bad) {
+		t.Fatalf("malformed file: found=%v err=%v, want an error naming %s", found, err, bad)
+	}
+	good := filepath.Join(dir, "good.json")
+	os.WriteFile(good, []byte(`{"failMode":"closed"}`), 0o600)
+	cfg, found, err = LoadConfigFile(good)
+	if err != nil || !found || cfg.FailMode != FailClosed {
+		t.Fatalf("good file: cfg=%+v found=%v err=%v", cfg, found, err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := Config{}.WithDefaults()
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("defaults do not validate: %v", err)
+	}
+	if ok.Socket != DefaultSocket || time.Duration(ok.Timeout) != DefaultTimeout || ok.FailMode != FailOpen || ok.EngineNamespace != DefaultEngineNamespace || ok.Log != DefaultLog {
+		t.Fatalf("WithDefaults = %+v", ok)
+	}
+	tests := []struct {
+		name    string
+		mutate  func(*Config)
+		wantErr string
+	}{
+		{"relative socket", func(c *Config) { c.Socket = "run/h.sock" }, "not an absolute path"},
+		{"negative timeout", func(c *Config) { c.Timeout = Duration(-time.Second) }, "not positive"},
+		{"bad fail mode", func(c *Config) { c.FailMode = "maybe" }, "unknown fail mode"},
+		{"empty namespace", func(c *Config) { c.FailOpenNamespaces = []string{"a", ""} }, "empty name"},
+		{"relative log", func(c *Config) { c.Log = "hook.log" }, "log file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := ok
+			tt.mutate(&c)
+			if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Validate() = %v, want error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestFailsOpen(t *testing.T) {
+	closed := Config{FailMode: FailClosed, FailOpenNamespaces: []string{"kube-system"}}.WithDefaults()
+	open := Config{FailMode: FailOpen}.WithDefaults()
+	tests := []struct {
+		cfg       Config
+		namespace string
+		want      bool
+		why       string
+	}{
+		{closed, "default", false, "fail mode is closed"},
+		{closed, "", false, "fail mode is closed"},
+		{closed, "kube-system", true, "fail-open list"},
+		{closed, DefaultEngineNamespace, true, "engine's own"},
+		{open, "default", true, "fail mode is open"},
+		{open, DefaultEngineNamespace, true, "engine's own"},
+	}
+	for _, tt := range tests {
+		got, why := tt.cfg.FailsOpen(tt.namespace)
+		if got != tt.want || !strings.Contains(why, tt.why) {
+			t.Errorf("mode %s namespace %q: FailsOpen = %v (%s), want %v (%s)", tt.cfg.FailMode, tt.namespace, got, why, tt.want, tt.why)
+		}
+	}
+}
+
+func TestParseStageAndFailMode(t *testing.T) {
+	for _, s := range []string{"createContainer", "createRuntime", "poststop"} {
+		if _, err := ParseStage(s); err != nil {
+			t.Errorf("ParseStage(%q): %v", s, err)
+		}
+	}
+	for _, s := range []string{"", "prestart", "CreateContainer"} {
+		if _, err := ParseStage(s); err == nil {
+			t.Errorf("ParseStage(%q) accepted it", s)
+		}
+	}
+	if _, err := ParseFailMode("closed"); err != nil {
+		t.Error(err)
+	}
+	if _, err := ParseFailMode("Closed"); err == nil {
+		t.Error(`ParseFailMode("Closed") accepted it`)
+	}
+}

@@ -1,0 +1,196 @@
+package hook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/holdfast-dev/holdfast/engine/api"
+)
+
+// Engine is the part of the engine's API the hook calls; *api.Client
+// implements it.
+type Engine interface {
+	Register(ctx context.Context, c api.Container) (*api.Container, error)
+	Unregister(ctx context.Context, id string) error
+}
+
+// Hook is one configured hook run.
+type Hook struct {
+	// Stage is the stage the hook is installed at. A create stage also
+	// unregisters when the state says the container has stopped, so one
+	// hooks.d entry can list createContainer and poststop.
+	Stage   Stage
+	Config  Config // with defaults applied and validated
+	Engine  Engine
+	Cgroups CgroupResolver
+}
+
+// Outcomes a decision records.
+const (
+	OutcomeRegistered    = "registered"
+	OutcomeUnregistered  = "unregistered"
+	OutcomeNotRegistered = "not-registered" // poststop of a container the engine did not know
+	OutcomeFailOpen      = "fail-open"
+	OutcomeFailClosed    = "fail-closed"
+	OutcomeUnregisterErr = "unregister-failed"
+)
+
+// Decision is what one run did and why; it is logged as one line.
+type Decision struct {
+	Time      time.Time
+	Stage     Stage
+	Action    string // register or unregister
+	Outcome   string
+	Reason    string // why a failure was allowed or refused
+	Container api.Container
+	Cgroup    Cgroup
+	Err       error
+	Elapsed   time.Duration
+}
+
+// ExitCode is the hook process's exit status: non-zero only when failing
+// closed, which makes the runtime refuse the container.
+func (d *Decision) ExitCode() int {
+	if d.Outcome == OutcomeFailClosed {
+		return 1
+	}
+	return 0
+}
+
+// Run performs one hook run on the state read from stdin. It returns when
+// the work is done or ctx ends, whichever is first; a step still blocked at
+// the deadline (a stuck read, an engine that never answers) is abandoned
+// and the failure decided by the fail mode.
+func (h *Hook) Run(ctx context.Context, stdin io.Reader) *Decision {
+	start := time.Now()
+	d := &Decision{Time: start, Stage: h.Stage, Action: "register"}
+	if h.Stage == StagePoststop {
+		d.Action = "unregister"
+	}
+	err := h.run(ctx, stdin, d)
+	d.Elapsed = time.Since(start)
+	h.decide(d, err)
+	return d
+}
+
+func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
+	var st *specs.State
+	if err := within(ctx, "read OCI state", func() (err error) {
+		st, err = ReadState(stdin)
+		return err
+	}); err != nil {
+		return err
+	}
+	d.Container.ID = st.ID
+	if h.Stage == StagePoststop || st.Status == specs.StateStopped {
+		d.Action = "unregister"
+		return h.unregister(ctx, st, d)
+	}
+	if err := checkCreateState(st, h.Stage); err != nil {
+		return err
+	}
+
+	var cfg *BundleConfig
+	if err := within(ctx, "read bundle config of "+st.ID, func() (err error) {
+		cfg, err = ReadBundleConfig(st.Bundle)
+		return err
+	}); err != nil {
+		return err
+	}
+	ctr, err := Identity(st.ID, st.Annotations, cfg.Annotations)
+	d.Container = ctr // the namespace decides the fail mode, even on error
+	if err != nil {
+		return err
+	}
+	var cg Cgroup
+	if err := within(ctx, "resolve cgroup of "+st.ID, func() (err error) {
+		cg, err = h.Cgroups.Resolve(h.Stage, st.Pid, cfg.CgroupsPath())
+		return err
+	}); err != nil {
+		return fmt.Errorf("resolve cgroup of container %s: %w", st.ID, err)
+	}
+	d.Cgroup = cg
+	ctr.CgroupID = cg.ID
+	ctr.CgroupPath = cg.Path
+	stored, err := h.Engine.Register(ctx, ctr)
+	if err != nil {
+		return h.explainDeadline(ctx, err)
+	}
+	if stored != nil {
+		d.Container.Policies = stored.Policies
+	}
+	d.Container.CgroupID = cg.ID
+	d.Container.CgroupPath = cg.Path
+	d.Outcome = OutcomeRegistered
+	return nil
+}
+
+func (h *Hook) unregister(ctx context.Context, st *specs.State, d *Decision) error {
+	if ctr, err := Identity(st.ID, st.Annotations); err == nil {
+		d.Container = ctr
+	}
+	err := h.explainDeadline(ctx, h.Engine.Unregister(ctx, st.ID))
+	switch {
+	case err == nil:
+		d.Outcome = OutcomeUnregistered
+	case errors.Is(err, api.ErrNotFound):
+		d.Outcome = OutcomeNotRegistered
+	default:
+		return err
+	}
+	return nil
+}
+
+// explainDeadline says so when an engine call failed because the run's
+// deadline passed: the socket's own timeout can fire a moment before the
+// context records it, leaving only "i/o timeout" in err.
+func (h *Hook) explainDeadline(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("no answer from the engine before the hook's %v deadline: %w", time.Duration(h.Config.Timeout), err)
+	}
+	return err
+}
+
+// decide sets the outcome of a failed run.
+func (h *Hook) decide(d *Decision, err error) {
+	if err == nil {
+		return
+	}
+	d.Err = err
+	if d.Action == "unregister" {
+		// The container is gone whatever the hook says; a non-zero exit
+		// would only make the runtime's delete fail after the fact.
+		d.Outcome = OutcomeUnregisterErr
+		d.Reason = "poststop cannot refuse a container"
+		return
+	}
+	open, why := h.Config.FailsOpen(d.Container.Namespace)
+	d.Reason = why
+	if open {
+		d.Outcome = OutcomeFailOpen
+	} else {
+		d.Outcome = OutcomeFailClosed
+	}
+}
+
+// within runs f and returns its error, or ctx's once ctx ends first. f is
+// left running then; its results must not be read.
+func within(ctx context.Context, op string, f func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%s: not done before the hook's deadline: %w", op, context.Cause(ctx))
+	}
+}

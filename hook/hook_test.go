@@ -1,0 +1,353 @@
+package hook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/holdfast-dev/holdfast/engine/api"
+)
+
+// fakeEngine is an api.Handler behind a real api.Server on a Unix socket:
+// the boundary the hook talks to, without BPF behind it.
+type fakeEngine struct {
+	mu         sync.Mutex
+	registered map[string]api.Container
+	failWith   error
+	policies   []string
+}
+
+func (f *fakeEngine) Register(_ context.Context, c api.Container) (*api.Container, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failWith != nil {
+		return nil, f.failWith
+	}
+	c.Policies = f.policies
+	f.registered[c.ID] = c
+	return &c, nil
+}
+
+func (f *fakeEngine) Unregister(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.registered[id]; !ok {
+		return fmt.Errorf("unregister %s: %w", id, api.ErrNotFound)
+	}
+	delete(f.registered, id)
+	return nil
+}
+
+func (f *fakeEngine) Sync(context.Context, string, []api.Container) ([]api.Container, error) {
+	return nil, errors.New("not used by the hook")
+}
+
+func (f *fakeEngine) List(context.Context) ([]api.Container, error) {
+	return nil, errors.New("not used by the hook")
+}
+
+func (f *fakeEngine) Status(context.Context) (*api.Status, error) {
+	return nil, errors.New("not used by the hook")
+}
+
+func (f *fakeEngine) Reload(context.Context) error {
+	return errors.New("not used by the hook")
+}
+
+func (f *fakeEngine) get(id string) (api.Container, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.registered[id]
+	return c, ok
+}
+
+func startFakeEngine(t *testing.T) (*fakeEngine, string) {
+	t.Helper()
+	f := &fakeEngine{registered: map[string]api.Container{}}
+	sock := filepath.Join(t.TempDir(), "engine.sock")
+	l, err := api.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := &api.Server{Handler: f, AllowUID: func(uint32) bool { return true }}
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, l); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return f, sock
+}
+
+// startSilentEngine accepts connections and never answers.
+func startSilentEngine(t *testing.T) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "silent.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return sock
+}
+
+// bundle writes a config.json and returns the bundle dir.
+func bundle(t *testing.T, annotations map[string]string, cgroupsPath string) string {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := map[string]any{"ociVersion": "1.0.2", "annotations": annotations}
+	if cgroupsPath != "" {
+		cfg["linux"] = map[string]any{"cgroupsPath": cgroupsPath}
+	}
+	data, _ := json.Marshal(cfg)
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func stateJSON(id, status string, pid int, bundle string, annotations map[string]string) string {
+	data, _ := json.Marshal(map[string]any{"ociVersion": "1.0.2", "id": id, "status": status, "pid": pid, "bundle": bundle, "annotations": annotations})
+	return string(data)
+}
+
+func newHook(stage Stage, socket string, cfg Config) *Hook {
+	cfg.Socket = socket
+	return &Hook{Stage: stage, Config: cfg.WithDefaults(), Engine: &api.Client{Socket: socket}}
+}
+
+func deadline(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestRunRegistersAndUnregisters(t *testing.T) {
+	cg := newTestCgroup(t)
+	pid := cg.startIn(t)
+	eng, sock := startFakeEngine(t)
+	eng.policies = []string{"deny-shell"}
+	ann := map[string]string{CRIONamespace: "shop", CRIOPodName: "web", CRIOLabels: `{"app":"web"}`}
+	b := bundle(t, ann, "")
+
+	h := newHook(StageCreateRuntime, sock, Config{FailMode: FailClosed})
+	d := h.Run(deadline(t, 5*time.Second), strings.NewReader(stateJSON("c1", "creating", pid, b, nil)))
+	if d.Err != nil || d.Outcome != OutcomeRegistered || d.ExitCode() != 0 {
+		t.Fatalf("register: outcome %s exit %d err %v", d.Outcome, d.ExitCode(), d.Err)
+	}
+	got, ok := eng.get("c1")
+	if !ok {
+		t.Fatal("engine has no registration for c1")
+	}
+	if got.CgroupID != cg.ID || got.Namespace != "shop" || got.Pod != "web" || got.Labels["app"] != "web" || got.Source != Source {
+		t.Fatalf("engine got %+v, want cgroup %d of shop/web with app=web", got, cg.ID)
+	}
+	if strings.Join(d.Container.Policies, ",") != "deny-shell" {
+		t.Errorf("decision policies = %v", d.Container.Policies)
+	}
+
+	// One hooks.d entry serves both stages: a create-stage hook that sees
+	// status "stopped" unregisters.
+	d = h.Run(deadline(t, 5*time.Second), strings.NewReader(`{"ociVersion":"1.0.2","id":"c1","status":"stopped","bundle":"`+b+`"}`))
+	if d.Err != nil || d.Outcome != OutcomeUnregistered || d.Action != "unregister" {
+		t.Fatalf("unregister: outcome %s err %v", d.Outcome, d.Err)
+	}
+	if _, ok := eng.get("c1"); ok {
+		t.Fatal("c1 still registered after poststop")
+	}
+
+	post := newHook(StagePoststop, sock, Config{FailMode: FailClosed})
+	d = post.Run(deadline(t, 5*time.Second), strings.NewReader(`{"id":"c1","status":"stopped"}`))
+	if d.Err != nil || d.Outcome != OutcomeNotRegistered || d.ExitCode() != 0 {
+		t.Fatalf("second unregister: outcome %s err %v", d.Outcome, d.Err)
+	}
+}
+
+func TestRunFailureModes(t *testing.T) {
+	cg := newTestCgroup(t)
+	pid := cg.startIn(t)
+	refusing, refusingSock := startFakeEngine(t)
+	refusing.failWith = errors.New("policy store is read-only")
+	missingSock := filepath.Join(t.TempDir(), "absent.sock")
+	silentSock := startSilentEngine(t)
+
+	tests := []struct {
+		name      string
+		socket    string
+		cfg       Config
+		namespace string
+		stdin     string // default: a valid creating state
+		timeout   time.Duration
+		outcome   string
+		errHas    string
+	}{
+		{name: "engine down, open", socket: missingSock, cfg: Config{FailMode: FailOpen}, outcome: OutcomeFailOpen, errHas: "connect to engine"},
+		{name: "engine down, closed", socket: missingSock, cfg: Config{FailMode: FailClosed}, outcome: OutcomeFailClosed, errHas: "connect to engine"},
+		{name: "engine down, closed, engine namespace", socket: missingSock, cfg: Config{FailMode: FailClosed}, namespace: DefaultEngineNamespace, outcome: OutcomeFailOpen},
+		{name: "engine down, closed, listed namespace", socket: missingSock, cfg: Config{FailMode: FailClosed, FailOpenNamespaces: []string{"kube-system"}}, namespace: "kube-system", outcome: OutcomeFailOpen},
+		{name: "engine refuses, closed", socket: refusingSock, cfg: Config{FailMode: FailClosed}, outcome: OutcomeFailClosed, errHas: "policy store is read-only"},
+		{name: "engine never answers, closed", socket: silentSock, cfg: Config{FailMode: FailClosed}, timeout: 300 * time.Millisecond, outcome: OutcomeFailClosed, errHas: "before the hook's"},
+		{name: "engine never answers, open", socket: silentSock, cfg: Config{FailMode: FailOpen}, timeout: 300 * time.Millisecond, outcome: OutcomeFailOpen, errHas: "before the hook's"},
+		{name: "malformed stdin, closed", socket: refusingSock, cfg: Config{FailMode: FailClosed}, stdin: `{"id":`, outcome: OutcomeFailClosed, errHas: "malformed OCI state"},
+		{name: "empty stdin, open", socket: refusingSock, cfg: Config{FailMode: FailOpen}, stdin: " ", outcome: OutcomeFailOpen, errHas: "empty OCI state"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := bundle(t, map[string]string{CRIONamespace: tt.namespace}, "")
+			stdin := tt.stdin
+			if stdin == "" {
+				stdin = stateJSON("c-"+strings.ReplaceAll(tt.name, " ", "-"), "creating", pid, b, nil)
+			}
+			timeout := tt.timeout
+			if timeout == 0 {
+				timeout = 5 * time.Second
+			}
+			h := newHook(StageCreateRuntime, tt.socket, tt.cfg)
+			d := h.Run(deadline(t, timeout), strings.NewReader(stdin))
+			if d.Outcome != tt.outcome {
+				t.Fatalf("outcome = %s (%s), want %s; err %v", d.Outcome, d.Reason, tt.outcome, d.Err)
+			}
+			if d.Err == nil || !strings.Contains(d.Err.Error(), tt.errHas) {
+				t.Fatalf("err = %v, want one containing %q", d.Err, tt.errHas)
+			}
+			wantExit := 0
+			if tt.outcome == OutcomeFailClosed {
+				wantExit = 1
+			}
+			if d.ExitCode() != wantExit {
+				t.Errorf("exit code = %d, want %d", d.ExitCode(), wantExit)
+			}
+			line := d.StderrLine()
+			if tt.outcome == OutcomeFailClosed {
+				if strings.Count(line, "\n") != 1 || !strings.HasSuffix(line, "\n") || !strings.Contains(line, "refusing container") {
+					t.Errorf("stderr line = %q, want one line saying why", line)
+				}
+			} else if line != "" {
+				t.Errorf("fail-open printed %q on stderr", line)
+			}
+		})
+	}
+}
+
+func TestRunStdinNeverCloses(t *testing.T) {
+	_, sock := startFakeEngine(t)
+	r, w := io.Pipe()
+	t.Cleanup(func() { w.Close() })
+	h := newHook(StageCreateContainer, sock, Config{FailMode: FailClosed})
+	d := h.Run(deadline(t, 200*time.Millisecond), r)
+	if d.Outcome != OutcomeFailClosed || !errors.Is(d.Err, context.DeadlineExceeded) || !strings.Contains(d.Err.Error(), "read OCI state") {
+		t.Fatalf("outcome %s err %v, want fail-closed on the stdin deadline", d.Outcome, d.Err)
+	}
+}
+
+func TestRunBadInput(t *testing.T) {
+	cg := newTestCgroup(t)
+	pid := cg.startIn(t)
+	_, sock := startFakeEngine(t)
+	good := bundle(t, nil, "")
+	dead := deadPID(t)
+	tests := []struct {
+		name   string
+		stage  Stage
+		stdin  string
+		errHas []string
+	}{
+		{"missing config.json", StageCreateRuntime, stateJSON("c1", "creating", pid, t.TempDir(), nil), []string{"config.json", "no such file"}},
+		{"bundle does not exist", StageCreateRuntime, stateJSON("c1", "creating", pid, "/nonexistent-bundle", nil), []string{"/nonexistent-bundle/config.json"}},
+		{"pid gone", StageCreateRuntime, stateJSON("c1", "creating", dead, good, nil), []string{fmt.Sprintf("/proc/%d/cgroup", dead), "process does not exist", "no linux.cgroupsPath"}},
+		{"unknown cgroup", StageCreateRuntime, stateJSON("c1", "creating", dead, bundle(t, nil, "/holdfast-no-such-cgroup/x"), nil), []string{"unknown cgroup", "/holdfast-no-such-cgroup/x"}},
+		{"bad labels", StageCreateRuntime, stateJSON("c1", "creating", pid, good, map[string]string{CRIOLabels: "{"}), []string{CRIOLabels}},
+		{"running at create", StageCreateContainer, stateJSON("c1", "running", 1, good, nil), []string{`status "running"`}},
+		{"no pid at createRuntime", StageCreateRuntime, stateJSON("c1", "creating", 0, good, nil), []string{"no pid"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHook(tt.stage, sock, Config{FailMode: FailClosed})
+			d := h.Run(deadline(t, 5*time.Second), strings.NewReader(tt.stdin))
+			if d.Outcome != OutcomeFailClosed || d.Err == nil {
+				t.Fatalf("outcome %s err %v, want fail-closed with an error", d.Outcome, d.Err)
+			}
+			for _, s := range tt.errHas {
+				if !strings.Contains(d.Err.Error(), s) {
+					t.Errorf("error %q does not mention %q", d.Err, s)
+				}
+			}
+		})
+	}
+}
+
+func TestPoststopEngineDown(t *testing.T) {
+	h := newHook(StagePoststop, filepath.Join(t.TempDir(), "absent.sock"), Config{FailMode: FailClosed})
+	d := h.Run(deadline(t, 5*time.Second), strings.NewReader(`{"id":"c9","status":"stopped"}`))
+	if d.Outcome != OutcomeUnregisterErr || d.ExitCode() != 0 || !strings.Contains(d.StderrLine(), "could not unregister container c9") {
+		t.Fatalf("outcome %s exit %d stderr %q", d.Outcome, d.ExitCode(), d.StderrLine())
+	}
+}
+
+func TestAppendLog(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "sub", "hook.log")
+	decisions := []*Decision{
+		{Time: time.Now(), Stage: StageCreateRuntime, Action: "register", Outcome: OutcomeRegistered, Container: api.Container{ID: "a", Namespace: "ns", Policies: []string{"p"}}, Cgroup: Cgroup{ID: 7, Path: "/x"}},
+		{Time: time.Now(), Stage: StageCreateRuntime, Action: "register", Outcome: OutcomeFailOpen, Reason: "fail mode is open", Container: api.Container{ID: "b"}, Err: errors.New("connect\nrefused")},
+	}
+	for _, d := range decisions {
+		if err := AppendLog(logPath, io.Discard, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("log has %d lines, want 2:\n%s", len(lines), data)
+	}
+	var first, second map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &second); err != nil {
+		t.Fatal(err)
+	}
+	if first["outcome"] != OutcomeRegistered || first["id"] != "a" || first["cgroupId"] != float64(7) {
+		t.Errorf("first line = %v", first)
+	}
+	if second["outcome"] != OutcomeFailOpen || second["error"] != "connect\nrefused" || second["reason"] != "fail mode is open" {
+		t.Errorf("second line = %v", second)
+	}
+	if err := AppendLog("none", io.Discard, decisions[0]); err != nil {
+		t.Fatal(err)
+	}
+	var buf strings.Builder
+	if err := AppendLog("-", &buf, decisions[0]); err != nil || !strings.Contains(buf.String(), `"outcome":"registered"`) {
+		t.Fatalf("log to stderr: %q, %v", buf.String(), err)
+	}
+}

@@ -1,0 +1,214 @@
+package hooksd
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/holdfast-dev/holdfast/hook"
+)
+
+// Options for Install and Uninstall.
+type Options struct {
+	HooksDir   string // hooks.d directory (DefaultHooksDir when empty)
+	InstallDir string // where the hook binary and its config go (DefaultInstallDir when empty)
+	// Binary is the holdfast-oci-hook to install; Install only.
+	Binary string
+	// Stage is createContainer (default) or createRuntime; Install only.
+	Stage hook.Stage
+	// Config is written next to the installed binary; Install only.
+	Config hook.Config
+}
+
+func (o Options) withDefaults() Options {
+	if o.HooksDir == "" {
+		o.HooksDir = DefaultHooksDir
+	}
+	if o.InstallDir == "" {
+		o.InstallDir = DefaultInstallDir
+	}
+	if o.Stage == "" {
+		o.Stage = hook.StageCreateContainer
+	}
+	return o
+}
+
+// Paths of the installed files.
+func (o Options) HookFile() string   { return filepath.Join(o.withDefaults().HooksDir, HookFileName) }
+func (o Options) BinaryPath() string { return filepath.Join(o.withDefaults().InstallDir, BinaryName) }
+func (o Options) ConfigPath() string {
+	return filepath.Join(o.withDefaults().InstallDir, hook.ConfigFileName)
+}
+
+// Actions a Change reports.
+const (
+	Created   = "created"
+	Updated   = "updated"
+	Unchanged = "unchanged"
+	Removed   = "removed"
+	Absent    = "absent"
+)
+
+// Change is what happened to one file.
+type Change struct {
+	Action string
+	Path   string
+}
+
+func (c Change) String() string { return c.Action + " " + c.Path }
+
+// Install writes the hook binary, its config and the hooks.d file, in that
+// order: containers/common refuses a hooks.d file whose binary is missing.
+func Install(o Options) ([]Change, error) {
+	o = o.withDefaults()
+	if !filepath.IsAbs(o.HooksDir) || !filepath.IsAbs(o.InstallDir) {
+		return nil, fmt.Errorf("install OCI hook: hooks dir %q and install dir %q must be absolute", o.HooksDir, o.InstallDir)
+	}
+	if err := o.Config.WithDefaults().Validate(); err != nil {
+		return nil, fmt.Errorf("install OCI hook: config: %w", err)
+	}
+	cfgData, err := o.Config.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("install OCI hook: %w", err)
+	}
+	file, err := NewFile(o.BinaryPath(), o.Stage, time.Duration(o.Config.WithDefaults().Timeout))
+	if err != nil {
+		return nil, fmt.Errorf("install OCI hook: %w", err)
+	}
+	bin, err := readBinary(o.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("install OCI hook: %w", err)
+	}
+
+	var changes []Change
+	for _, step := range []struct {
+		path string
+		data func() ([]byte, error)
+		mode os.FileMode
+	}{
+		{o.BinaryPath(), func() ([]byte, error) { return bin, nil }, 0o755},
+		{o.ConfigPath(), func() ([]byte, error) { return cfgData, nil }, 0o644},
+		{o.HookFile(), func() ([]byte, error) {
+			if err := file.Validate(); err != nil {
+				return nil, fmt.Errorf("hooks.d file would not load: %w", err)
+			}
+			return file.Marshal()
+		}, 0o644},
+	} {
+		data, err := step.data()
+		if err != nil {
+			return changes, fmt.Errorf("install OCI hook: %w", err)
+		}
+		action, err := WriteFileAtomic(step.path, data, step.mode)
+		if err != nil {
+			return changes, fmt.Errorf("install OCI hook: %w", err)
+		}
+		changes = append(changes, Change{Action: action, Path: step.path})
+	}
+	return changes, nil
+}
+
+// Uninstall removes the hooks.d file first (so no runtime starts a hook
+// that is about to disappear), then the config and the binary.
+func Uninstall(o Options) ([]Change, error) {
+	o = o.withDefaults()
+	var changes []Change
+	for _, p := range []string{o.HookFile(), o.ConfigPath(), o.BinaryPath()} {
+		err := os.Remove(p)
+		switch {
+		case err == nil:
+			changes = append(changes, Change{Action: Removed, Path: p})
+		case errors.Is(err, os.ErrNotExist):
+			changes = append(changes, Change{Action: Absent, Path: p})
+		default:
+			return changes, fmt.Errorf("uninstall OCI hook: %w", err)
+		}
+	}
+	return changes, nil
+}
+
+// maxBinary bounds the hook binary read into memory.
+const maxBinary = 256 << 20
+
+func readBinary(path string) ([]byte, error) {
+	if path == "" {
+		return nil, errors.New("no hook binary given")
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read hook binary: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read hook binary: %w", err)
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return nil, fmt.Errorf("hook binary %s is not an executable file (mode %v)", path, fi.Mode())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxBinary+1))
+	if err != nil {
+		return nil, fmt.Errorf("read hook binary %s: %w", path, err)
+	}
+	if len(data) > maxBinary {
+		return nil, fmt.Errorf("hook binary %s is larger than %d bytes", path, maxBinary)
+	}
+	return data, nil
+}
+
+// WriteFileAtomic makes path hold data with mode: unchanged if it already
+// does, otherwise through a temp file in the same directory, synced and
+// renamed over path, so a reader sees the old file or the new, never a part.
+// It returns Created, Updated or Unchanged.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) (string, error) {
+	action := Created
+	if old, err := os.ReadFile(path); err == nil {
+		fi, serr := os.Stat(path)
+		if serr == nil && bytes.Equal(old, data) && fi.Mode().Perm() == mode.Perm() {
+			return Unchanged, nil
+		}
+		action = Updated
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("create dir for %s: %w", path, err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := tmp.Write(data); err != nil {
+		return "", fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		return "", fmt.Errorf("chmod %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return "", fmt.Errorf("sync %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", fmt.Errorf("close %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return "", fmt.Errorf("rename %s to %s: %w", tmp.Name(), path, err)
+	}
+	committed = true
+	if d, err := os.Open(dir); err == nil {
+		d.Sync() // make the rename durable; a failure here loses nothing already visible
+		d.Close()
+	}
+	return action, nil
+}

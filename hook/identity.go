@@ -1,0 +1,90 @@
+package hook
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/holdfast-dev/holdfast/engine/api"
+)
+
+// Annotations CRI-O sets on a container's OCI spec.
+const (
+	CRIONamespace     = "io.kubernetes.pod.namespace"
+	CRIOPodName       = "io.kubernetes.pod.name"
+	CRIOPodUID        = "io.kubernetes.pod.uid"
+	CRIOContainerName = "io.kubernetes.container.name"
+	CRIOLabels        = "io.kubernetes.cri-o.Labels"
+	CRIOImageName     = "io.kubernetes.cri-o.ImageName"
+)
+
+// Annotations containerd's CRI plugin sets on a container's OCI spec.
+const (
+	CRINamespace     = "io.kubernetes.cri.sandbox-namespace"
+	CRIPodName       = "io.kubernetes.cri.sandbox-name"
+	CRIPodUID        = "io.kubernetes.cri.sandbox-uid"
+	CRIContainerName = "io.kubernetes.cri.container-name"
+	CRIImageName     = "io.kubernetes.cri.image-name"
+)
+
+// maxLabels bounds the labels annotation, which Kubernetes caps far lower.
+const maxLabels = 1024
+
+// Identity builds the container the engine registers from the runtime's id
+// and annotations. Each set is searched in order (the state's before
+// config.json's), CRI-O's keys before containerd's. Without a container
+// name annotation the id names the container.
+func Identity(id string, annotationSets ...map[string]string) (api.Container, error) {
+	lookup := func(keys ...string) string {
+		for _, set := range annotationSets {
+			for _, k := range keys {
+				if v, ok := set[k]; ok && v != "" {
+					return v
+				}
+			}
+		}
+		return ""
+	}
+	c := api.Container{
+		ID:        id,
+		Namespace: lookup(CRIONamespace, CRINamespace),
+		Pod:       lookup(CRIOPodName, CRIPodName),
+		PodUID:    lookup(CRIOPodUID, CRIPodUID),
+		Name:      lookup(CRIOContainerName, CRIContainerName),
+		Image:     lookup(CRIOImageName, CRIImageName),
+		Source:    Source,
+	}
+	if c.Name == "" {
+		c.Name = id
+	}
+	if raw := lookup(CRIOLabels); raw != "" {
+		labels, err := ParseLabels(raw)
+		if err != nil {
+			return c, fmt.Errorf("identity of %s: annotation %s: %w", id, CRIOLabels, err)
+		}
+		c.Labels = labels
+	}
+	return c, nil
+}
+
+// ParseLabels decodes CRI-O's labels annotation: a JSON object of strings.
+// A malformed value is an error rather than "no labels", because policies
+// select by labels and an unlabelled container would silently escape them.
+func ParseLabels(raw string) (map[string]string, error) {
+	var labels map[string]string
+	if err := json.Unmarshal([]byte(raw), &labels); err != nil {
+		return nil, fmt.Errorf("labels are not a JSON object of strings: %w", err)
+	}
+	if len(labels) > maxLabels {
+		return nil, fmt.Errorf("%d labels, more than %d", len(labels), maxLabels)
+	}
+	for k := range labels {
+		if strings.TrimSpace(k) == "" {
+			return nil, fmt.Errorf("label with empty key")
+		}
+	}
+	if len(labels) == 0 {
+		return nil, nil
+	}
+	return labels, nil
+}

@@ -1,0 +1,140 @@
+package hook
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"unicode"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Size limits for what the runtime hands the hook. CRI-O and containerd put
+// every annotation into both, so they can be tens of KiB, never megabytes.
+const (
+	maxStateSize  = 4 << 20
+	maxConfigSize = 16 << 20
+	maxIDLen      = 1024
+)
+
+// ParseState decodes and checks the OCI state JSON the runtime writes to a
+// hook's stdin.
+func ParseState(data []byte) (*specs.State, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, errors.New("empty OCI state on stdin")
+	}
+	var st specs.State
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("malformed OCI state JSON on stdin: %w", err)
+	}
+	if err := checkID(st.ID); err != nil {
+		return nil, fmt.Errorf("OCI state: %w", err)
+	}
+	if st.Pid < 0 {
+		return nil, fmt.Errorf("OCI state of %s: negative pid %d", st.ID, st.Pid)
+	}
+	return &st, nil
+}
+
+// ReadState reads the state from r, refusing more than maxStateSize bytes.
+func ReadState(r io.Reader) (*specs.State, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxStateSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read OCI state from stdin: %w", err)
+	}
+	if len(data) > maxStateSize {
+		return nil, fmt.Errorf("OCI state on stdin is larger than %d bytes", maxStateSize)
+	}
+	return ParseState(data)
+}
+
+// checkID refuses ids that cannot be a container's: empty, huge, or with
+// control characters that would corrupt log lines.
+func checkID(id string) error {
+	if id == "" {
+		return errors.New("container id is empty")
+	}
+	if len(id) > maxIDLen {
+		return fmt.Errorf("container id is %d bytes long (max %d)", len(id), maxIDLen)
+	}
+	if i := strings.IndexFunc(id, unicode.IsControl); i >= 0 {
+		return fmt.Errorf("container id %q contains a control character", id)
+	}
+	return nil
+}
+
+// checkCreateState checks the fields a create stage needs.
+func checkCreateState(st *specs.State, stage Stage) error {
+	switch st.Status {
+	case specs.StateCreating, specs.StateCreated:
+	default:
+		return fmt.Errorf("container %s has status %q at stage %s, want %q", st.ID, st.Status, stage, specs.StateCreating)
+	}
+	if st.Bundle == "" {
+		return fmt.Errorf("OCI state of %s has no bundle", st.ID)
+	}
+	if !filepath.IsAbs(st.Bundle) {
+		return fmt.Errorf("OCI state of %s: bundle %q is not an absolute path", st.ID, st.Bundle)
+	}
+	if stage == StageCreateRuntime && st.Pid <= 0 {
+		return fmt.Errorf("OCI state of %s has no pid at stage %s", st.ID, stage)
+	}
+	return nil
+}
+
+// BundleConfig is the part of a bundle's config.json the hook reads. It
+// decodes only these fields so that unrelated parts of a newer spec cannot
+// make the hook fail.
+type BundleConfig struct {
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Linux       *struct {
+		CgroupsPath string `json:"cgroupsPath,omitempty"`
+	} `json:"linux,omitempty"`
+}
+
+// CgroupsPath is linux.cgroupsPath, or "".
+func (c *BundleConfig) CgroupsPath() string {
+	if c == nil || c.Linux == nil {
+		return ""
+	}
+	return c.Linux.CgroupsPath
+}
+
+// ParseBundleConfig decodes config.json contents.
+func ParseBundleConfig(data []byte) (*BundleConfig, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, errors.New("config.json is empty")
+	}
+	var c BundleConfig
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("malformed config.json: %w", err)
+	}
+	return &c, nil
+}
+
+// ReadBundleConfig reads bundle/config.json.
+func ReadBundleConfig(bundle string) (*BundleConfig, error) {
+	path := filepath.Join(bundle, "config.json")
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read bundle config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read bundle config %s: %w", path, err)
+	}
+	if len(data) > maxConfigSize {
+		return nil, fmt.Errorf("bundle config %s is larger than %d bytes", path, maxConfigSize)
+	}
+	c, err := ParseBundleConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("bundle config %s: %w", path, err)
+	}
+	return c, nil
+}

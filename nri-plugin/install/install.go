@@ -1,0 +1,311 @@
+// Package install sets containerd up for holdfast: it enables NRI in
+// containerd's config where needed and installs holdfast-nri as a
+// pre-registered plugin. Every config edit is marked and backed up, so
+// Uninstall takes back exactly holdfast's changes. Both are idempotent.
+package install
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"time"
+
+	nriplugin "github.com/holdfast-dev/holdfast/nri-plugin"
+)
+
+// DefaultConfigPath is containerd's default config file.
+const DefaultConfigPath = "/etc/containerd/config.toml"
+
+// DefaultIdx orders holdfast among NRI plugins.
+const DefaultIdx = "10"
+
+// Options says what to install where. Zero values take the defaults.
+type Options struct {
+	// ConfigPath is containerd's config file (default DefaultConfigPath).
+	ConfigPath string
+	// Containerd is the binary asked for its version (default "containerd"
+	// on PATH). Ignored when Major is set.
+	Containerd string
+	// Major is containerd's major version (1 or 2); 0 asks the binary and,
+	// if there is none, goes by the config's version.
+	Major int
+	// PluginBinary is the holdfast-nri executable to install (Install only).
+	PluginBinary string
+	// Idx is the plugin's two-digit NRI index (default DefaultIdx).
+	Idx string
+	// Plugin goes into the plugin's config file, which containerd hands it.
+	Plugin nriplugin.Config
+	// PluginDir and PluginConfigDir override the config's (or NRI's
+	// default) plugin_path and plugin_config_path.
+	PluginDir       string
+	PluginConfigDir string
+}
+
+func (o *Options) defaults() error {
+	if o.ConfigPath == "" {
+		o.ConfigPath = DefaultConfigPath
+	}
+	if o.Idx == "" {
+		o.Idx = DefaultIdx
+	}
+	if !regexp.MustCompile(`^[0-9]{2}$`).MatchString(o.Idx) {
+		return fmt.Errorf("plugin index %q: want two digits", o.Idx)
+	}
+	if _, err := nriplugin.ParseConfig(string(pluginConfig(*o))); err != nil {
+		return err
+	}
+	return nil
+}
+
+// PluginFile is the pre-registered plugin's file name, NN-holdfast.
+func (o Options) PluginFile() string { return o.Idx + "-" + nriplugin.Name }
+
+// Install enables NRI and installs the plugin. It returns what it changed;
+// nothing on a second run.
+func Install(ctx context.Context, o Options) ([]string, error) {
+	if err := o.defaults(); err != nil {
+		return nil, fmt.Errorf("install containerd: %w", err)
+	}
+	if o.PluginBinary == "" {
+		return nil, errors.New("install containerd: no holdfast-nri binary given")
+	}
+	plugin, err := os.ReadFile(o.PluginBinary)
+	if err != nil {
+		return nil, fmt.Errorf("install containerd: read plugin binary: %w", err)
+	}
+	config, existed, err := readConfig(o.ConfigPath)
+	if err != nil {
+		return nil, fmt.Errorf("install containerd: %w", err)
+	}
+	major, err := o.major(ctx, config)
+	if err != nil {
+		return nil, fmt.Errorf("install containerd: %w", err)
+	}
+	edited, edits, err := EnableNRI(config, major)
+	if err != nil {
+		return nil, fmt.Errorf("install containerd: %s: %w", o.ConfigPath, err)
+	}
+	nri, err := ReadNRI(edited, major)
+	if err != nil {
+		return nil, fmt.Errorf("install containerd: %s: %w", o.ConfigPath, err)
+	}
+
+	var changes []string
+	if len(edits) > 0 {
+		if existed {
+			backup := o.ConfigPath + ".holdfast.bak"
+			if err := writeFile(backup, config, 0o600); err != nil {
+				return nil, fmt.Errorf("install containerd: back up config: %w", err)
+			}
+			changes = append(changes, fmt.Sprintf("backed up %s to %s", o.ConfigPath, backup))
+		}
+		if err := writeFile(o.ConfigPath, edited, 0o644); err != nil {
+			return nil, fmt.Errorf("install containerd: write config: %w", err)
+		}
+		for _, e := range edits {
+			changes = append(changes, fmt.Sprintf("%s: %s", o.ConfigPath, e))
+		}
+	}
+
+	pluginDir, confDir := o.dirs(nri)
+	pluginPath := filepath.Join(pluginDir, o.PluginFile())
+	if changed, err := ensureFile(pluginPath, plugin, 0o755); err != nil {
+		return nil, fmt.Errorf("install containerd: install plugin: %w", err)
+	} else if changed {
+		changes = append(changes, "installed plugin "+pluginPath)
+	}
+	confPath := filepath.Join(confDir, o.PluginFile()+".conf")
+	if changed, err := ensureFile(confPath, pluginConfig(o), 0o644); err != nil {
+		return nil, fmt.Errorf("install containerd: write plugin config: %w", err)
+	} else if changed {
+		changes = append(changes, "wrote plugin config "+confPath)
+	}
+	if len(changes) > 0 {
+		changes = append(changes, "restart containerd to load them (systemctl restart containerd)")
+	}
+	return changes, nil
+}
+
+// Uninstall removes the plugin and reverts holdfast's config edits.
+func Uninstall(ctx context.Context, o Options) ([]string, error) {
+	if err := o.defaults(); err != nil {
+		return nil, fmt.Errorf("uninstall containerd: %w", err)
+	}
+	config, existed, err := readConfig(o.ConfigPath)
+	if err != nil {
+		return nil, fmt.Errorf("uninstall containerd: %w", err)
+	}
+	major, err := o.major(ctx, config)
+	if err != nil {
+		return nil, fmt.Errorf("uninstall containerd: %w", err)
+	}
+	// The plugin lives where the config (still edited) points.
+	nri, err := ReadNRI(config, major)
+	if err != nil {
+		return nil, fmt.Errorf("uninstall containerd: %s: %w", o.ConfigPath, err)
+	}
+	var changes []string
+	pluginDir, confDir := o.dirs(nri)
+	for _, path := range []string{
+		filepath.Join(pluginDir, o.PluginFile()),
+		filepath.Join(confDir, o.PluginFile()+".conf"),
+	} {
+		switch err := os.Remove(path); {
+		case err == nil:
+			changes = append(changes, "removed "+path)
+		case !errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("uninstall containerd: %w", err)
+		}
+	}
+	if existed {
+		reverted, edits, err := RevertNRI(config)
+		if err != nil {
+			return nil, fmt.Errorf("uninstall containerd: %s: %w", o.ConfigPath, err)
+		}
+		if len(edits) > 0 {
+			if len(bytes.TrimSpace(reverted)) == 0 {
+				// holdfast created the file; nothing of the user's is in it.
+				if err := os.Remove(o.ConfigPath); err != nil {
+					return nil, fmt.Errorf("uninstall containerd: %w", err)
+				}
+				changes = append(changes, "removed "+o.ConfigPath+" (holdfast had created it)")
+			} else if err := writeFile(o.ConfigPath, reverted, 0o644); err != nil {
+				return nil, fmt.Errorf("uninstall containerd: write config: %w", err)
+			} else {
+				for _, e := range edits {
+					changes = append(changes, fmt.Sprintf("%s: %s", o.ConfigPath, e))
+				}
+			}
+		}
+	}
+	if len(changes) > 0 {
+		changes = append(changes, "restart containerd to unload the plugin (systemctl restart containerd)")
+	}
+	return changes, nil
+}
+
+func (o Options) dirs(nri NRISettings) (string, string) {
+	pluginDir, confDir := nri.PluginPath, nri.PluginConfigPath
+	if o.PluginDir != "" {
+		pluginDir = o.PluginDir
+	}
+	if o.PluginConfigDir != "" {
+		confDir = o.PluginConfigDir
+	}
+	return pluginDir, confDir
+}
+
+// pluginConfig is what containerd hands the plugin in Configure: JSON,
+// which the plugin reads as YAML.
+func pluginConfig(o Options) []byte {
+	data, _ := json.MarshalIndent(o.Plugin, "", "  ") // plain strings cannot fail
+	return append(data, '\n')
+}
+
+// major finds containerd's major version.
+func (o Options) major(ctx context.Context, config []byte) (int, error) {
+	if o.Major != 0 {
+		if o.Major != 1 && o.Major != 2 {
+			return 0, fmt.Errorf("containerd major version %d: want 1 or 2", o.Major)
+		}
+		return o.Major, nil
+	}
+	bin := o.Containerd
+	if bin == "" {
+		bin = "containerd"
+	}
+	if path, err := exec.LookPath(bin); err == nil {
+		return ContainerdMajor(ctx, path)
+	}
+	// No binary to ask: version 3 configs exist only for 2.x; an older
+	// config gets NRI enabled explicitly, which 2.x accepts too.
+	v, err := configVersion(config)
+	if err != nil {
+		return 0, err
+	}
+	if v >= 3 {
+		return 2, nil
+	}
+	return 1, nil
+}
+
+var versionRE = regexp.MustCompile(`\bv?(\d+)\.(\d+)\.\d+`)
+
+// ContainerdMajor runs `containerd --version` and returns its major
+// version; versions before 1.7 have no NRI and are refused.
+func ContainerdMajor(ctx context.Context, bin string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "--version").Output()
+	if err != nil {
+		return 0, fmt.Errorf("ask %s for its version: %w", bin, err)
+	}
+	m := versionRE.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("ask %s for its version: no version in %q", bin, bytes.TrimSpace(out))
+	}
+	major, _ := strconv.Atoi(string(m[1]))
+	minor, _ := strconv.Atoi(string(m[2]))
+	if major < 1 || (major == 1 && minor < 7) {
+		return 0, fmt.Errorf("containerd %d.%d has no NRI support; holdfast needs 1.7 or later", major, minor)
+	}
+	return major, nil
+}
+
+func readConfig(path string) ([]byte, bool, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read containerd config: %w", err)
+	}
+	return b, true, nil
+}
+
+// ensureFile writes data to path unless it already holds exactly that.
+func ensureFile(path string, data []byte, mode fs.FileMode) (bool, error) {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		if st, err := os.Stat(path); err == nil && st.Mode().Perm() == mode {
+			return false, nil
+		}
+	}
+	return true, writeFile(path, data, mode)
+}
+
+// writeFile replaces path atomically, so containerd never sees half a file.
+func writeFile(path string, data []byte, mode fs.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	// Only now executable: NRI refuses the whole plugin dir if it finds an
+	// executable whose name is not NN-name, such as our temp file.
+	if err := os.Chmod(path, mode); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

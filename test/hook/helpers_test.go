@@ -1,0 +1,335 @@
+// End-to-end tests of holdfast-oci-hook: the real hook binary run by real
+// runc and podman, registering with a real engine whose pinned BPF programs
+// kill a denied binary before its first instruction.
+package hook_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/holdfast-dev/holdfast/bpf"
+	"github.com/holdfast-dev/holdfast/test/harness"
+	"github.com/holdfast-dev/holdfast/test/require"
+	"github.com/holdfast-dev/holdfast/test/rootfs"
+)
+
+// lockedPolicy kills /bin/id in containers labelled app=locked.
+const lockedPolicy = `apiVersion: holdfast.dev/v1alpha1
+kind: WorkloadPolicy
+metadata: {name: locked}
+spec:
+  selector:
+    podLabels: {matchLabels: {app: locked}}
+  exec:
+    deny: [/bin/id]
+`
+
+// lockedAnnotations are CRI-O's annotations for a pod the policy selects.
+func lockedAnnotations(pod string) map[string]string {
+	return map[string]string{
+		"io.kubernetes.pod.namespace":  "hooktest",
+		"io.kubernetes.pod.name":       pod,
+		"io.kubernetes.pod.uid":        "uid-" + pod,
+		"io.kubernetes.container.name": "main",
+		"io.kubernetes.cri-o.Labels":   `{"app":"locked"}`,
+	}
+}
+
+func hookBinary(t testing.TB) string {
+	t.Helper()
+	return harness.Build(t, "./hook/cmd/holdfast-oci-hook")
+}
+
+func needTool(t testing.TB, name string) string {
+	t.Helper()
+	require.Root(t)
+	p, err := exec.LookPath(name)
+	if err != nil {
+		require.Privileged(t, name, err)
+	}
+	return p
+}
+
+func randomID(prefix string) string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// runcHook is one entry of config.json's hooks.
+type runcHook struct {
+	Path    string   `json:"path"`
+	Args    []string `json:"args,omitempty"`
+	Timeout int      `json:"timeout,omitempty"`
+}
+
+// bundleOpts shape a runc bundle.
+type bundleOpts struct {
+	Args        []string
+	Annotations map[string]string
+	CgroupNS    bool                  // give the container its own cgroup namespace
+	Hooks       map[string][]runcHook // stage → hooks
+}
+
+// runcEnv is a runc state root and a busybox rootfs shared by a test's containers.
+type runcEnv struct {
+	runc   string
+	root   string // runc --root
+	rootfs string
+}
+
+func newRuncEnv(t testing.TB) *runcEnv {
+	t.Helper()
+	runc := needTool(t, "runc")
+	dir := t.TempDir()
+	fs, err := rootfs.Build(filepath.Join(dir, "rootfs"))
+	if err != nil {
+		require.Privileged(t, "busybox rootfs", err)
+	}
+	return &runcEnv{runc: runc, root: filepath.Join(dir, "runc"), rootfs: fs}
+}
+
+// container is one runc container a test owns; Cleanup deletes it.
+type container struct {
+	env    *runcEnv
+	ID     string
+	Bundle string
+}
+
+// bundle writes a bundle for a new container id: runc's default spec with
+// the shared rootfs, the given process, annotations and hooks, and a
+// cgroupsPath of its own so runc removes the cgroup on delete.
+func (r *runcEnv) bundle(t testing.TB, o bundleOpts) *container {
+	t.Helper()
+	c := &container{env: r, ID: randomID("hf-hook-"), Bundle: t.TempDir()}
+	if out, err := exec.Command(r.runc, "spec", "--bundle", c.Bundle).CombinedOutput(); err != nil {
+		t.Fatalf("runc spec: %v\n%s", err, out)
+	}
+	cfgPath := filepath.Join(c.Bundle, "config.json")
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec map[string]any
+	if err := json.Unmarshal(data, &spec); err != nil {
+		t.Fatal(err)
+	}
+	spec["root"] = map[string]any{"path": r.rootfs, "readonly": true}
+	proc := spec["process"].(map[string]any)
+	proc["terminal"] = false
+	proc["args"] = o.Args
+	spec["annotations"] = o.Annotations
+	linux := spec["linux"].(map[string]any)
+	linux["cgroupsPath"] = "/holdfast-hook-e2e-" + c.ID
+	if o.CgroupNS {
+		linux["namespaces"] = append(linux["namespaces"].([]any), map[string]any{"type": "cgroup"})
+	}
+	if o.Hooks != nil {
+		spec["hooks"] = o.Hooks
+	}
+	data, err = json.MarshalIndent(spec, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		exec.Command(r.runc, "--root", r.root, "delete", "--force", c.ID).Run()
+	})
+	return c
+}
+
+// runResult is how `runc run` ended.
+type runResult struct {
+	Stdout, Stderr string
+	ExitCode       int
+}
+
+func (r runResult) String() string {
+	return fmt.Sprintf("exit=%d stdout=%q stderr=%q", r.ExitCode, r.Stdout, r.Stderr)
+}
+
+// killed reports whether the container's process died of SIGKILL: runc run
+// exits with 128+signal.
+func (r runResult) killed() bool { return r.ExitCode == 128+int(syscall.SIGKILL) }
+
+// run runs the container in the foreground: create (hooks), start, wait,
+// delete (poststop).
+func (c *container) run(t *testing.T) runResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.env.runc, "--root", c.env.root, "run", "--bundle", c.Bundle, c.ID)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	res := runResult{Stdout: stdout.String(), Stderr: stderr.String()}
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exitErr):
+		res.ExitCode = exitErr.ExitCode()
+	default:
+		t.Fatalf("runc run %s: %v", c.ID, err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("runc run %s did not finish within a minute: %v", c.ID, res)
+	}
+	return res
+}
+
+// runc runs one runc subcommand on this container and fails the test on error.
+func (c *container) runc(t testing.TB, args ...string) {
+	t.Helper()
+	args = append([]string{"--root", c.env.root}, args...)
+	out, err := exec.Command(c.env.runc, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("runc %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// waitStopped waits until runc reports the container stopped.
+func (c *container) waitStopped(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := exec.Command(c.env.runc, "--root", c.env.root, "state", c.ID).Output()
+		var st struct{ Status string }
+		if err == nil && json.Unmarshal(out, &st) == nil && st.Status == "stopped" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s did not stop within 30s: %s %v", c.ID, out, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// hookLog reads the hook's decision log.
+func hookLog(t testing.TB, path string) []map[string]any {
+	t.Helper()
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var line map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("hook log %s has a malformed line %q: %v", path, sc.Text(), err)
+		}
+		out = append(out, line)
+	}
+	return out
+}
+
+// decision finds the hook log line for a container id and outcome. It
+// waits a little, because podman runs poststop from a cleanup process that
+// may finish after `podman run --rm` returns.
+func decision(t testing.TB, logPath, id, outcome string) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		lines := hookLog(t, logPath)
+		for _, l := range lines {
+			if l["id"] == id && l["outcome"] == outcome {
+				return l
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hook log has no %q decision for %s after 10s; log:\n%v", outcome, id, lines)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// cgroupIDOf reads the cgroup ID the hook registered a container with.
+func cgroupIDOf(t testing.TB, logPath, id string) uint64 {
+	t.Helper()
+	l := decision(t, logPath, id, "registered")
+	f, ok := l["cgroupId"].(float64)
+	if !ok || f == 0 {
+		t.Fatalf("registered decision for %s has no cgroup id: %v", id, l)
+	}
+	return uint64(f)
+}
+
+// engineLists reports whether the engine has a registration for id.
+func engineLists(t testing.TB, e *harness.Engine, id string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	list, err := e.Client().List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range list {
+		if c.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// cgroupMapped reports whether the engine's pinned cgroup map has an entry
+// for cgroupID: what the kernel enforces, not what the engine says.
+func cgroupMapped(t testing.TB, e *harness.Engine, cgroupID uint64) bool {
+	t.Helper()
+	// "cgroup_rules" is the map's name in bpf/holdfast.c.
+	m, err := ebpf.LoadPinnedMap(bpf.Layout{Root: e.BPFDir}.Pin(bpf.KindMap, "cgroup_rules"), nil)
+	if err != nil {
+		t.Fatalf("open the engine's pinned cgroup map: %v", err)
+	}
+	defer m.Close()
+	value := make([]byte, m.ValueSize())
+	err = m.Lookup(cgroupID, value)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false
+	}
+	if err != nil {
+		t.Fatalf("look up cgroup %d: %v", cgroupID, err)
+	}
+	return true
+}
+
+// expectForgotten checks that a removed container left nothing behind in
+// the engine or the kernel.
+func expectForgotten(t testing.TB, e *harness.Engine, id string, cgroupID uint64) {
+	t.Helper()
+	if engineLists(t, e, id) {
+		t.Errorf("engine still lists container %s after it was removed", id)
+	}
+	if cgroupMapped(t, e, cgroupID) {
+		t.Errorf("pinned cgroup map still has cgroup %d of removed container %s", cgroupID, id)
+	}
+}
+
+// killedEvent waits for the engine's event that it killed binary in container id.
+func killedEvent(t testing.TB, e *harness.Engine, id, binary string) map[string]any {
+	t.Helper()
+	return e.WaitEvent(t, func(ev map[string]any) bool {
+		ctr, _ := ev["container"].(map[string]any)
+		return ev["action"] == "exec-killed" && ev["binary"] == binary && ctr["id"] == id
+	})
+}

@@ -1,0 +1,117 @@
+package hook_test
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/holdfast-dev/holdfast/test/harness"
+)
+
+// hookEntries are config.json hooks that register at stage and unregister
+// at poststop, logging to logPath.
+func hookEntries(bin, stage, socket, logPath string, extra ...string) map[string][]runcHook {
+	args := func(st string) []string {
+		return append([]string{"holdfast-oci-hook", "--stage", st, "--socket", socket, "--log", logPath}, extra...)
+	}
+	return map[string][]runcHook{
+		stage:      {{Path: bin, Args: args(stage), Timeout: 30}},
+		"poststop": {{Path: bin, Args: args("poststop"), Timeout: 30}},
+	}
+}
+
+// TestRuncEnforcesFromFirstInstruction runs containers under runc with the
+// hook in their config.json, once per stage. A denied binary as the
+// container's own command, or exec'd at once by it, dies before printing
+// anything; an allowed command runs; an unselected container runs /bin/id.
+func TestRuncEnforcesFromFirstInstruction(t *testing.T) {
+	r := newRuncEnv(t)
+	bin := hookBinary(t)
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"locked.yaml": lockedPolicy}})
+
+	stages := []struct {
+		name     string
+		stage    string
+		cgroupNS bool
+	}{
+		// The hook runs in the container's cgroup and reads /proc/self/cgroup.
+		{name: "createContainer", stage: "createContainer"},
+		// In a cgroup namespace /proc/self/cgroup says "/": the hook falls
+		// back to config.json's cgroupsPath.
+		{name: "createContainer in cgroupns", stage: "createContainer", cgroupNS: true},
+		// The hook runs in runc's namespaces and reads /proc/<pid>/cgroup.
+		{name: "createRuntime", stage: "createRuntime"},
+	}
+	for _, st := range stages {
+		t.Run(st.name, func(t *testing.T) {
+			logPath := filepath.Join(t.TempDir(), "hook.log")
+			hooks := hookEntries(bin, st.stage, e.Socket, logPath, "--fail-mode", "closed")
+			newCtr := func(args []string, ann map[string]string) *container {
+				return r.bundle(t, bundleOpts{Args: args, Annotations: ann, CgroupNS: st.cgroupNS, Hooks: hooks})
+			}
+
+			denied := newCtr([]string{"/bin/id"}, lockedAnnotations("denied"))
+			if res := denied.run(t); !res.killed() || res.Stdout != "" {
+				t.Errorf("denied /bin/id as the container command: want SIGKILL before any output, got %v", res)
+			}
+			killedEvent(t, e, denied.ID, "/bin/id")
+			reg := decision(t, logPath, denied.ID, "registered")
+			if pol, _ := reg["policies"].([]any); len(pol) != 1 || pol[0] != "locked" {
+				t.Errorf("registration of %s: policies %v, want [locked]", denied.ID, reg["policies"])
+			}
+			if st.cgroupNS && !strings.Contains(reg["cgroupFrom"].(string), "cgroupsPath") {
+				t.Errorf("in a cgroup namespace the cgroup must come from cgroupsPath, came from %v", reg["cgroupFrom"])
+			}
+			expectForgotten(t, e, denied.ID, cgroupIDOf(t, logPath, denied.ID))
+
+			execs := newCtr([]string{"/bin/sh", "-c", "exec /bin/id"}, lockedAnnotations("execs"))
+			if res := execs.run(t); !res.killed() || res.Stdout != "" {
+				t.Errorf("shell exec'ing /bin/id: want SIGKILL before any output, got %v", res)
+			}
+			killedEvent(t, e, execs.ID, "/bin/id")
+
+			allowed := newCtr([]string{"/bin/echo", "allowed"}, lockedAnnotations("allowed"))
+			if res := allowed.run(t); res.ExitCode != 0 || res.Stdout != "allowed\n" {
+				t.Errorf("allowed /bin/echo: got %v", res)
+			}
+
+			free := newCtr([]string{"/bin/id"}, map[string]string{"io.kubernetes.pod.namespace": "hooktest", "io.kubernetes.cri-o.Labels": `{"app":"free"}`})
+			if res := free.run(t); res.ExitCode != 0 || !strings.Contains(res.Stdout, "uid=0") {
+				t.Errorf("/bin/id in a container no policy selects: got %v", res)
+			}
+			for _, c := range []*container{denied, execs, allowed, free} {
+				decision(t, logPath, c.ID, "unregistered")
+			}
+		})
+	}
+}
+
+// TestRemovedContainerIsForgotten follows one container through create,
+// start, kill and delete: registered while it exists, gone from the engine
+// and from the pinned map once runc removed it.
+func TestRemovedContainerIsForgotten(t *testing.T) {
+	r := newRuncEnv(t)
+	bin := hookBinary(t)
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"locked.yaml": lockedPolicy}})
+	logPath := filepath.Join(t.TempDir(), "hook.log")
+	c := r.bundle(t, bundleOpts{
+		Args:        []string{"/bin/sleep", "600"},
+		Annotations: lockedAnnotations("sleeper"),
+		Hooks:       hookEntries(bin, "createRuntime", e.Socket, logPath, "--fail-mode", "closed"),
+	})
+
+	c.runc(t, "create", "--bundle", c.Bundle, c.ID)
+	cgroupID := cgroupIDOf(t, logPath, c.ID)
+	if !engineLists(t, e, c.ID) || !cgroupMapped(t, e, cgroupID) {
+		t.Fatalf("created container %s (cgroup %d) is not registered and mapped", c.ID, cgroupID)
+	}
+	c.runc(t, "start", c.ID)
+	c.runc(t, "kill", c.ID, "KILL")
+	c.waitStopped(t)
+	if !engineLists(t, e, c.ID) {
+		t.Fatalf("container %s was forgotten before it was removed", c.ID)
+	}
+	c.runc(t, "delete", c.ID)
+	decision(t, logPath, c.ID, "unregistered")
+	expectForgotten(t, e, c.ID, cgroupID)
+}
