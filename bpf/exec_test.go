@@ -149,6 +149,16 @@ func TestExecRulesFollowCgroupRegistration(t *testing.T) {
 	if err := run(); err != nil {
 		t.Fatalf("connect-only ruleset: %v", err)
 	}
+	// "/" denies everything.
+	if err := e.PutRuleset(Ruleset{ID: 3, Exec: []ExecRule{mustExecRule(t, "/", 3)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetCgroup(cg.id, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := command(cg, resolved(t, "/usr/bin/true")).Run(); !killedBySIGKILL(err) {
+		t.Fatalf(`ruleset denying "/": want SIGKILL, got %v`, err)
+	}
 	if err := e.DeleteCgroup(cg.id); err != nil {
 		t.Fatal(err)
 	}

@@ -291,14 +291,15 @@ static __always_inline __u64 hash_component(__u64 h, struct dentry *d)
 	return h;
 }
 
-/* Step k checks the prefix rule for the first k components, then hashes
- * component k (the top one was seen last by the walk). */
+/* Step k hashes component k (the top one was seen last by the walk) and
+ * checks the prefix rule for the first k+1 components if the path goes on. */
 static long hash_step(__u32 k, struct match_ctx *c)
 {
-	if (lookup_exec(c, EXEC_PREFIX))
-		return 1;
 	__u32 idx = (c->depth - 1 - k) & (MAX_PATH_DEPTH - 1);
+
 	c->hash = hash_component(c->hash, (struct dentry *)c->ring[idx]);
+	if (k + 1 < c->depth && lookup_exec(c, EXEC_PREFIX))
+		return 1;
 	return 0;
 }
 
@@ -321,13 +322,16 @@ static __always_inline bool match_exec(struct match_ctx *c, struct linux_binprm 
 		return true;
 	}
 
-	__u32 n = c->depth < MAX_PATH_DEPTH ? c->depth : MAX_PATH_DEPTH;
+	/* "/" covers every exec, also of files without a path (memfd). */
 	c->hash = PATH_HASH_SEED;
+	if (lookup_exec(c, EXEC_PREFIX))
+		return true;
+	__u32 n = c->depth < MAX_PATH_DEPTH ? c->depth : MAX_PATH_DEPTH;
 	bpf_loop(n, hash_step, c, 0);
 	if (c->matched)
 		return true;
-	/* Deeper paths have no exact rule; their prefix at the depth limit can. */
-	return lookup_exec(c, c->depth <= MAX_PATH_DEPTH ? EXEC_EXACT : EXEC_PREFIX);
+	/* Paths deeper than any rule had their prefixes checked in the loop. */
+	return c->depth <= MAX_PATH_DEPTH && lookup_exec(c, EXEC_EXACT);
 }
 
 static __always_inline void emit_exec(struct match_ctx *c, __u64 cgroup_id, struct linux_binprm *bprm,

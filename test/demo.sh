@@ -88,6 +88,16 @@ start_engine() {
 # Link IDs identify the attachments: equal IDs mean nothing was re-attached.
 link_ids() { hf status -o json | jq -r '[.pinned[] | select(.kind == "link") | "\(.path | split("/") | last)=\(.id)"] | sort | join(" ")'; }
 
+# show CMD...: the command as one would type it, quoting only where needed.
+show() {
+	local arg line='$'
+	for arg; do
+		[[ "$arg" =~ [[:space:]\'\"] ]] && arg="'$arg'"
+		line+=" $arg"
+	done
+	printf '    %s' "$line"
+}
+
 in_ctr() { timeout "$deadline" runc --root "$runc_root" exec "$ctr" "$@" </dev/null; }
 
 # expect_killed DESCRIPTION CMD...: the command dies by SIGKILL (runc exec
@@ -96,7 +106,8 @@ expect_killed() {
 	local what=$1 out rc=0
 	shift
 	out=$(in_ctr "$@" 2>&1) || rc=$?
-	printf '    $ %s -> exit %s%s\n' "$*" "$rc" "${out:+, output: $out}"
+	show "$@"
+	printf ' -> exit %s%s\n' "$rc" "${out:+, output: $out}"
 	[ "$rc" = 137 ] || fail "$what: expected SIGKILL (exit 137), got exit $rc"
 	[ -z "$out" ] || fail "$what: the killed program printed output"
 	ok "$what"
@@ -107,7 +118,8 @@ expect_runs() {
 	local what=$1 want=$2 out rc=0
 	shift 2
 	out=$(in_ctr "$@" 2>&1) || rc=$?
-	printf '    $ %s -> exit %s, output: %s\n' "$*" "$rc" "$out"
+	show "$@"
+	printf ' -> exit %s, output: %s\n' "$rc" "$out"
 	[ "$rc" = 0 ] || fail "$what: expected success, got exit $rc"
 	[[ "$out" == *"$want"* ]] || fail "$what: output lacks \"$want\""
 	ok "$what"
@@ -117,7 +129,8 @@ expect_runs() {
 expect_refused() {
 	local what=$1 url=$2 out rc=0
 	out=$(in_ctr wget -q -O - "$url" 2>&1) || rc=$?
-	printf '    $ wget %s -> exit %s, output: %s\n' "$url" "$rc" "$out"
+	show wget -q -O - "$url"
+	printf ' -> exit %s, output: %s\n' "$rc" "$out"
 	[ "$rc" != 0 ] || fail "$what: the connection succeeded"
 	[[ "$out" == *"Operation not permitted"* ]] || fail "$what: expected \"Operation not permitted\""
 	ok "$what"

@@ -211,15 +211,17 @@ func identity(c api.Container) policy.Identity {
 	return policy.Identity{Namespace: c.Namespace, Pod: c.Pod, Labels: c.Labels, Container: c.Name, Image: c.Image}
 }
 
-// rulesetKey names a set of policies by name and content, so a changed
-// policy gets a new ruleset (rulesets are immutable in the maps).
-func rulesetKey(ps []*policy.Policy) string {
+// rulesetKey names the selecting policies by name and content, within the
+// whole set: rule IDs are numbered across the set, so any policy change
+// gives every ruleset a new key and the maps never hold stale rule IDs.
+// Rulesets are immutable in the maps; a new key means a new ruleset.
+func rulesetKey(set *policy.Set, ps []*policy.Policy) string {
 	parts := make([]string, len(ps))
 	for i, p := range ps {
 		parts[i] = p.Name + "@" + p.Digest()
 	}
 	sort.Strings(parts)
-	return strings.Join(parts, ",")
+	return set.Digest() + "|" + strings.Join(parts, ",")
 }
 
 // rulesetFor finds or builds the ruleset that c's policies compile to and
@@ -234,7 +236,7 @@ func (e *Engine) rulesetFor(c api.Container) (string, *bpf.Ruleset, []string, er
 	for i, p := range ps {
 		names[i] = p.Name
 	}
-	key := rulesetKey(ps)
+	key := rulesetKey(e.policies, ps)
 	id, _, err := e.reg.RulesetID(key)
 	if err != nil {
 		return "", nil, nil, err

@@ -85,8 +85,7 @@ func Parse(name string, data []byte) ([]*Policy, error) {
 	var policies []*Policy
 	seen := make(map[string]*Policy)
 	for i, d := range docs {
-		if len(errs) >= MaxErrors {
-			errs = append(errs[:MaxErrors], &FieldError{File: name, Err: fmt.Errorf("too many errors; stopped after %d", MaxErrors)})
+		if len(errs) > MaxErrors {
 			break
 		}
 		loc := location{file: name, document: i + 1, documents: len(docs)}
@@ -110,6 +109,9 @@ func Parse(name string, data []byte) ([]*Policy, error) {
 		}
 		seen[p.Name] = p
 		policies = append(policies, p)
+	}
+	if len(errs) > MaxErrors {
+		errs = append(errs[:MaxErrors], &FieldError{File: name, Err: fmt.Errorf("too many errors; stopped after %d", MaxErrors)})
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)

@@ -81,7 +81,7 @@ func TestParseExample(t *testing.T) {
 				MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "tier", Operator: metav1.LabelSelectorOpIn, Values: []string{"front"}}},
 			},
 			Containers: []string{"main"},
-			Images:     []string{"docker.io/library/nginx:*"},
+			Images:     []string{"registry.example/library/nginx:*"},
 		},
 		Exec: Exec{Deny: []string{"/bin/sh", "/usr/bin/wget", "/tmp/"}},
 		Network: Network{Connect: Connect{Deny: []Destination{
@@ -312,14 +312,18 @@ func TestEmptyFileHasNoPolicies(t *testing.T) {
 }
 
 func TestTooManyErrors(t *testing.T) {
-	src := strings.Repeat("---\n- not a policy\n", 3*MaxErrors)
-	_, err := Parse("many.yaml", []byte(src))
-	if err == nil {
-		t.Fatal("no error")
-	}
-	lines := strings.Split(err.Error(), "\n")
-	if len(lines) != MaxErrors+1 || lines[MaxErrors] != "many.yaml: too many errors; stopped after 100" {
-		t.Errorf("got %d lines ending %q; want %d errors and a note that more were left out", len(lines), lines[len(lines)-1], MaxErrors)
+	for name, src := range map[string]string{
+		"many documents": strings.Repeat("---\n- not a policy\n", 3*MaxErrors),
+		"one document":   doc("p", "{exec: {deny: ["+strings.Repeat("relative, ", 2*MaxErrors)+"]}}"),
+	} {
+		_, err := Parse("many.yaml", []byte(src))
+		if err == nil {
+			t.Fatalf("%s: no error", name)
+		}
+		lines := strings.Split(err.Error(), "\n")
+		if len(lines) != MaxErrors+1 || lines[MaxErrors] != "many.yaml: too many errors; stopped after 100" {
+			t.Errorf("%s: got %d lines ending %q; want %d errors and a note that more were left out", name, len(lines), lines[len(lines)-1], MaxErrors)
+		}
 	}
 }
 

@@ -12,7 +12,7 @@ func TestSelects(t *testing.T) {
 		Pod:       "web-7d9f",
 		Labels:    map[string]string{"app": "web", "tier": "front", "pod-template-hash": "7d9f"},
 		Container: "main",
-		Image:     "docker.io/library/nginx:1.25",
+		Image:     "registry.example/library/nginx:1.25",
 	}
 	with := func(change func(*Identity)) Identity {
 		id := webPod
@@ -38,8 +38,8 @@ func TestSelects(t *testing.T) {
 		{"In value differs", web, with(func(id *Identity) { id.Labels["tier"] = "back" }), false},
 		{"In key missing", web, with(func(id *Identity) { delete(id.Labels, "tier") }), false},
 		{"other container", web, with(func(id *Identity) { id.Container = "sidecar" }), false},
-		{"image glob does not cross into another repository", web, with(func(id *Identity) { id.Image = "docker.io/library/nginx-evil:1" }), false},
-		{"image by digest has no tag", web, with(func(id *Identity) { id.Image = "docker.io/library/nginx@sha256:abcd" }), false},
+		{"image glob does not cross into another repository", web, with(func(id *Identity) { id.Image = "registry.example/library/nginx-evil:1" }), false},
+		{"image by digest has no tag", web, with(func(id *Identity) { id.Image = "registry.example/library/nginx@sha256:abcd" }), false},
 
 		{"no selector selects everything", policyWithSelector(t, "{}"), Identity{}, true},
 		{"empty podLabels selects everything", policyWithSelector(t, "{podLabels: {}}"), Identity{Labels: map[string]string{"a": "b"}}, true},
@@ -92,7 +92,7 @@ func TestMismatchNamesTheField(t *testing.T) {
 		{Identity{Namespace: "shop", Labels: map[string]string{"app": "api"}}, `pod labels {app=api} do not match "app=web,tier in (front)"`},
 		{Identity{Namespace: "shop", Labels: map[string]string{"app": "web", "tier": "front"}, Container: "side"}, `container "side" is not one of ["main"]`},
 		{Identity{Namespace: "shop", Labels: map[string]string{"app": "web", "tier": "front"}, Container: "main", Image: "busybox"},
-			`image "busybox" matches none of ["docker.io/library/nginx:*"]`},
+			`image "busybox" matches none of ["registry.example/library/nginx:*"]`},
 	}
 	for _, tt := range tests {
 		if got := web.Mismatch(tt.id); got != tt.want {

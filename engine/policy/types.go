@@ -45,7 +45,7 @@ type Selector struct {
 	PodLabels  *metav1.LabelSelector `json:"podLabels,omitempty"`
 	Containers []string              `json:"containers,omitempty"`
 	// Images are path.Match globs over the image reference as the runtime
-	// reports it, e.g. "docker.io/library/nginx:*".
+	// reports it, e.g. "registry.example/library/nginx:*".
 	Images []string `json:"images,omitempty"`
 }
 

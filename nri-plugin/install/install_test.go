@@ -274,3 +274,29 @@ func TestContainerdMajor(t *testing.T) {
 		}
 	}
 }
+
+// The shipped examples must say what they claim.
+func TestDeployExamples(t *testing.T) {
+	dir := filepath.Join("..", "..", "deploy", "containerd")
+	for file, major := range map[string]int{"containerd-1.7-nri.toml": 1, "containerd-2.x-nri.toml": 2} {
+		config, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nri, err := ReadNRI(config, major)
+		if err != nil || nri.Disabled || nri.PluginPath != DefaultPluginPath || nri.SocketPath != DefaultSocketPath {
+			t.Errorf("%s: %+v, %v; want NRI enabled at the default paths", file, nri, err)
+		}
+		if _, changes, err := EnableNRI(config, major); err != nil || len(changes) != 0 {
+			t.Errorf("%s: install would still change %q (%v)", file, changes, err)
+		}
+	}
+	conf, err := os.ReadFile(filepath.Join(dir, "10-holdfast.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := nriplugin.ParseConfig(string(conf))
+	if err != nil || c.FailMode != nriplugin.FailClosed || c.EngineSocket == "" || c.EngineNamespace != nriplugin.DefaultEngineNamespace {
+		t.Errorf("10-holdfast.conf: %+v, %v", c, err)
+	}
+}

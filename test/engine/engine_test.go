@@ -361,3 +361,41 @@ func TestNonRootPeerRefused(t *testing.T) {
 		t.Errorf("root peer refused: %v", err)
 	}
 }
+
+func TestReloadAppliesChangedPolicy(t *testing.T) {
+	first, second, addr := deniedBinary(t), deniedBinary(t), listen(t)
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": lockdown("lockdown", first, addr)}})
+	cg := harness.NewCgroup(t)
+	register(t, e, "ctr-1", cg)
+	if r := cg.Run(t, first); !r.Killed() {
+		t.Fatalf("%s before reload: want killed, got %v", first, r)
+	}
+
+	// A policy that sorts first shifts every rule ID; events must still
+	// name the right policy and rule.
+	e.WritePolicy(t, "lockdown.yaml", lockdown("lockdown", second, addr))
+	e.WritePolicy(t, "aaa.yaml", `apiVersion: holdfast.dev/v1alpha1
+kind: WorkloadPolicy
+metadata: {name: aaa}
+spec:
+  selector: {namespaces: [elsewhere]}
+  exec: {deny: [/usr/bin/true, /usr/bin/false]}
+`)
+	if out, err := e.CLI("policy", "reload"); err != nil {
+		t.Fatalf("reload: %v\n%s", err, out)
+	}
+	if r := cg.Run(t, first); r.ExitCode != 0 {
+		t.Errorf("%s after its rule was removed: want it to run, got %v", first, r)
+	}
+	if r := cg.Run(t, second); !r.Killed() {
+		t.Errorf("%s after reload: want killed, got %v", second, r)
+	}
+	ev := e.WaitEvent(t, func(ev map[string]any) bool { return ev["binary"] == second })
+	if ev["policy"] != "lockdown" || ev["rule"] != second {
+		t.Errorf("event after reload names the wrong rule: %v", ev)
+	}
+	st, _ := e.Client().Status(context.Background())
+	if st.Rulesets != 1 {
+		t.Errorf("want the old ruleset collected, status says %d rulesets", st.Rulesets)
+	}
+}

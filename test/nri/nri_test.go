@@ -113,9 +113,28 @@ func TestDeniedBinaryKilledAtFirstInstruction(t *testing.T) {
 	if out := web.output(t, "main"); out != "" {
 		t.Errorf("selected pod: /bin/id wrote %q, want nothing: it must die before its first instruction", out)
 	}
+
+	// A running container of each pod: registered, selected or not, and the
+	// engine's event names the container NRI described.
+	webApp := web.run(t, "app", "/bin/sleep", "999")
+	freeApp := free.run(t, "app", "/bin/sleep", "999")
 	regs := registrations(t, e.Socket)
-	if r, ok := regs[webID]; ok && !slices.Contains(r.Policies, "shop-web") {
-		t.Errorf("selected container registered with policies %v, want shop-web", r.Policies)
+	if r := regs[webApp]; !slices.Equal(r.Policies, []string{"shop-web"}) {
+		t.Errorf("selected container registered as %+v, want policy shop-web", r)
+	}
+	if r, ok := regs[freeApp]; !ok || len(r.Policies) != 0 {
+		t.Errorf("unselected container registered as %+v (found %v), want no policies", r, ok)
+	}
+	if code, out := web.exec(t, webApp, "/bin/id"); code != killedExit || out != "" {
+		t.Errorf("selected pod: exec /bin/id exited %d with %q, want killed silently", code, out)
+	}
+	e.WaitEvent(t, func(ev map[string]any) bool {
+		ctr, _ := ev["container"].(map[string]any)
+		return ev["binary"] == "/bin/id" && ev["policy"] == "shop-web" && ctr != nil &&
+			ctr["id"] == webApp && ctr["namespace"] == "shop" && ctr["pod"] == "web-0" && ctr["name"] == "app"
+	})
+	if code, out := free.exec(t, freeApp, "/bin/id"); code != 0 || !strings.Contains(out, "uid=0(root)") {
+		t.Errorf("unselected pod: exec /bin/id exited %d with %q, want it to run", code, out)
 	}
 
 	web.wait(t, web.run(t, "client", connectCmd(ln.port, "from-web")...))
@@ -245,7 +264,7 @@ func TestEngineKilledEnforcementHolds(t *testing.T) {
 	if code, out := p.exec(t, id, "/bin/id"); code != killedExit {
 		t.Errorf("engine dead: /bin/id exited %d (%q), want still killed", code, out)
 	}
-	if _, out := p.exec(t, id, connectCmd(ln.port, "engine-dead")...); !strings.Contains(out, "rc=1") {
+	if _, out := p.exec(t, id, connectCmd(ln.port, "engine-dead")...); !strings.Contains(out, "rc=1") || !strings.Contains(out, "not permitted") {
 		t.Errorf("engine dead: connect output %q, want still refused", out)
 	}
 	// Fail-open: a container starts while the engine is down...
