@@ -52,6 +52,23 @@ type Decision struct {
 	Cgroup    Cgroup
 	Err       error
 	Elapsed   time.Duration
+	// Steps times each step that ran, in order, so a slow create can be
+	// traced to the state read, config.json, the cgroup lookup or the engine.
+	Steps []Step
+}
+
+// Step is one timed step of a run.
+type Step struct {
+	Name    string
+	Elapsed time.Duration
+}
+
+// timed runs f as the named step and records how long it took.
+func (d *Decision) timed(name string, f func() error) error {
+	start := time.Now()
+	err := f()
+	d.Steps = append(d.Steps, Step{Name: name, Elapsed: time.Since(start)})
+	return err
 }
 
 // ExitCode is the hook process's exit status: non-zero only when failing
@@ -81,9 +98,11 @@ func (h *Hook) Run(ctx context.Context, stdin io.Reader) *Decision {
 
 func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 	var st *specs.State
-	if err := within(ctx, "read OCI state", func() (err error) {
-		st, err = ReadState(stdin)
-		return err
+	if err := d.timed("state", func() error {
+		return within(ctx, "read OCI state", func() (err error) {
+			st, err = ReadState(stdin)
+			return err
+		})
 	}); err != nil {
 		return err
 	}
@@ -97,9 +116,11 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 	}
 
 	var cfg *BundleConfig
-	if err := within(ctx, "read bundle config of "+st.ID, func() (err error) {
-		cfg, err = ReadBundleConfig(st.Bundle)
-		return err
+	if err := d.timed("config", func() error {
+		return within(ctx, "read bundle config of "+st.ID, func() (err error) {
+			cfg, err = ReadBundleConfig(st.Bundle)
+			return err
+		})
 	}); err != nil {
 		return err
 	}
@@ -109,17 +130,22 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 		return err
 	}
 	var cg Cgroup
-	if err := within(ctx, "resolve cgroup of "+st.ID, func() (err error) {
-		cg, err = h.Cgroups.Resolve(h.Stage, st.Pid, cfg.CgroupsPath())
-		return err
+	if err := d.timed("cgroup", func() error {
+		return within(ctx, "resolve cgroup of "+st.ID, func() (err error) {
+			cg, err = h.Cgroups.Resolve(h.Stage, st.Pid, cfg.CgroupsPath())
+			return err
+		})
 	}); err != nil {
 		return fmt.Errorf("resolve cgroup of container %s: %w", st.ID, err)
 	}
 	d.Cgroup = cg
 	ctr.CgroupID = cg.ID
 	ctr.CgroupPath = cg.Path
-	stored, err := h.Engine.Register(ctx, ctr)
-	if err != nil {
+	var stored *api.Container
+	if err := d.timed("engine", func() (err error) {
+		stored, err = h.Engine.Register(ctx, ctr)
+		return err
+	}); err != nil {
 		return h.explainDeadline(ctx, err)
 	}
 	if stored != nil {
@@ -135,7 +161,8 @@ func (h *Hook) unregister(ctx context.Context, st *specs.State, d *Decision) err
 	if ctr, err := Identity(st.ID, st.Annotations); err == nil {
 		d.Container = ctr
 	}
-	err := h.explainDeadline(ctx, h.Engine.Unregister(ctx, st.ID))
+	err := d.timed("engine", func() error { return h.Engine.Unregister(ctx, st.ID) })
+	err = h.explainDeadline(ctx, err)
 	switch {
 	case err == nil:
 		d.Outcome = OutcomeUnregistered

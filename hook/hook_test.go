@@ -172,6 +172,13 @@ func TestRunRegistersAndUnregisters(t *testing.T) {
 	if strings.Join(d.Container.Policies, ",") != "deny-shell" {
 		t.Errorf("decision policies = %v", d.Container.Policies)
 	}
+	var steps []string
+	for _, s := range d.Steps {
+		steps = append(steps, s.Name)
+	}
+	if strings.Join(steps, ",") != "state,config,cgroup,engine" || !strings.Contains(string(d.LogLine()), `"stepsUs":{"cgroup":`) {
+		t.Errorf("steps %v, log line %s: want every step timed and logged", steps, d.LogLine())
+	}
 
 	// One hooks.d entry serves both stages: a create-stage hook that sees
 	// status "stopped" unregisters.

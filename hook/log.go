@@ -2,6 +2,7 @@ package hook
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,21 +13,22 @@ import (
 
 // logLine is one decision in the hook log (JSON lines).
 type logLine struct {
-	Time       string   `json:"time"`
-	Stage      Stage    `json:"stage"`
-	Action     string   `json:"action"`
-	Outcome    string   `json:"outcome"`
-	ID         string   `json:"id,omitempty"`
-	Namespace  string   `json:"namespace,omitempty"`
-	Pod        string   `json:"pod,omitempty"`
-	Container  string   `json:"container,omitempty"`
-	CgroupID   uint64   `json:"cgroupId,omitempty"`
-	CgroupPath string   `json:"cgroupPath,omitempty"`
-	CgroupFrom string   `json:"cgroupFrom,omitempty"`
-	Policies   []string `json:"policies,omitempty"`
-	Reason     string   `json:"reason,omitempty"`
-	Error      string   `json:"error,omitempty"`
-	ElapsedUS  int64    `json:"elapsedUs"`
+	Time       string           `json:"time"`
+	Stage      Stage            `json:"stage"`
+	Action     string           `json:"action"`
+	Outcome    string           `json:"outcome"`
+	ID         string           `json:"id,omitempty"`
+	Namespace  string           `json:"namespace,omitempty"`
+	Pod        string           `json:"pod,omitempty"`
+	Container  string           `json:"container,omitempty"`
+	CgroupID   uint64           `json:"cgroupId,omitempty"`
+	CgroupPath string           `json:"cgroupPath,omitempty"`
+	CgroupFrom string           `json:"cgroupFrom,omitempty"`
+	Policies   []string         `json:"policies,omitempty"`
+	Reason     string           `json:"reason,omitempty"`
+	Error      string           `json:"error,omitempty"`
+	ElapsedUS  int64            `json:"elapsedUs"`
+	StepsUS    map[string]int64 `json:"stepsUs,omitempty"`
 }
 
 // LogLine renders the decision as one JSON line.
@@ -49,6 +51,12 @@ func (d *Decision) LogLine() []byte {
 	}
 	if d.Err != nil {
 		l.Error = d.Err.Error()
+	}
+	if len(d.Steps) > 0 {
+		l.StepsUS = make(map[string]int64, len(d.Steps))
+		for _, s := range d.Steps {
+			l.StepsUS[s.Name] = s.Elapsed.Microseconds()
+		}
 	}
 	data, err := json.Marshal(l)
 	if err != nil {
@@ -97,10 +105,17 @@ func AppendLog(logPath string, stderr io.Writer, d *Decision) error {
 		_, err := stderr.Write(line)
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(logPath), 0o750); err != nil {
-		return fmt.Errorf("create hook log dir: %w", err)
+	open := func() (*os.File, error) {
+		return os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	}
-	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := open()
+	if errors.Is(err, os.ErrNotExist) {
+		// First run on this node: create the directory, only then.
+		if err := os.MkdirAll(filepath.Dir(logPath), 0o750); err != nil {
+			return fmt.Errorf("create hook log dir: %w", err)
+		}
+		f, err = open()
+	}
 	if err != nil {
 		return fmt.Errorf("open hook log: %w", err)
 	}

@@ -255,6 +255,7 @@ func (p *Plugin) markStale() {
 // StartContainer registers the container before its process starts.
 func (p *Plugin) StartContainer(ctx context.Context, pod *nri.PodSandbox, ctr *nri.Container) error {
 	p.init()
+	start := time.Now()
 	ctx, cancel := p.budget(ctx)
 	defer cancel()
 	engine, _ := p.settings()
@@ -278,7 +279,7 @@ func (p *Plugin) StartContainer(ctx context.Context, pod *nri.PodSandbox, ctr *n
 	}
 	p.remember(c)
 	p.log().Info("registered", "id", c.ID, "namespace", c.Namespace, "pod", c.Pod,
-		"container", c.Name, "cgroupId", c.CgroupID, "policies", reg.Policies)
+		"container", c.Name, "cgroupId", c.CgroupID, "policies", reg.Policies, "took", time.Since(start))
 	return nil
 }
 
@@ -397,6 +398,9 @@ func (p *Plugin) syncKnown(ctx context.Context) error {
 	return nil
 }
 
+// resyncTimeout bounds one background resync.
+const resyncTimeout = 30 * time.Second
+
 // Resync retries a pending sync with backoff until ctx ends. Run starts it.
 func (p *Plugin) Resync(ctx context.Context) {
 	p.init()
@@ -419,7 +423,9 @@ func (p *Plugin) Resync(ctx context.Context) {
 			delay = 200 * time.Millisecond
 			continue
 		}
-		callCtx, cancel := p.budget(ctx)
+		// Off the runtime's request path: a node's worth of containers may
+		// take the engine longer than one NRI request allows.
+		callCtx, cancel := context.WithTimeout(ctx, resyncTimeout)
 		err := p.syncKnown(callCtx)
 		cancel()
 		if err == nil {

@@ -158,11 +158,11 @@ func newPlugin(t *testing.T, mode FailMode) (*Plugin, *fakeEngine, string) {
 func startProcess(t *testing.T, m cgroup.Mount) (int, string) {
 	t.Helper()
 	require.Root(t)
-	path := "/" + filepath.Base(t.TempDir()) // unique per test
-	dir := m.Dir(path)
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	dir, err := os.MkdirTemp(m.Root, "holdfast-nri-test-")
+	if err != nil {
 		t.Fatalf("create test cgroup: %v", err)
 	}
+	path := "/" + filepath.Base(dir)
 	cmd := exec.Command("sleep", "300")
 	if err := cmd.Start(); err != nil {
 		os.Remove(dir)
@@ -171,7 +171,15 @@ func startProcess(t *testing.T, m cgroup.Mount) (int, string) {
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
-		if err := os.Remove(dir); err != nil {
+		// The kernel empties the cgroup shortly after the reap, not at it.
+		var err error
+		for range 100 {
+			if err = os.Remove(dir); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil {
 			t.Errorf("remove test cgroup: %v", err)
 		}
 	})

@@ -41,15 +41,15 @@ const startTimeout = 30 * time.Second
 // runtime launches a fresh one when it starts.
 func Run(ctx context.Context, p *Plugin, opts RunOptions) error {
 	p.init()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // runs first: ends the resync loop wg.Wait waits for
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		p.Resync(ctx)
 	}()
-	defer wg.Wait()
 
 	maxBackoff := opts.MaxBackoff
 	if maxBackoff <= 0 {
@@ -113,7 +113,8 @@ func serveOnce(ctx context.Context, p *Plugin, opts RunOptions, preRegistered bo
 	}
 	if _, mode := p.settings(); mode == FailClosed {
 		// Runtimes whose NRI knows failure policies then also fail a request
-		// the plugin could not answer; older ones ignore it.
+		// the plugin could not answer; older ones ignore it. The stub sends
+		// it before Configure, so only the command line's mode counts here.
 		stubOpts = append(stubOpts, stub.WithFailurePolicy(&nri.FailurePolicy{FailRequest: true, KeepConnected: true}))
 	}
 	s, err := stub.New(p, stubOpts...)

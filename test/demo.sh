@@ -69,7 +69,7 @@ cleanup() {
 	exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'printf "\nDEMO INTERRUPTED\n" >&2; exit 130' INT TERM
 
 hf() { "$holdfast" "$@" --socket "$socket"; }
 

@@ -3,7 +3,9 @@ package cri
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
@@ -45,7 +47,7 @@ func cgroupOfPID(m cgroup.Mount, pid int) (string, uint64, error) {
 		return "", 0, fmt.Errorf("cgroup of pid %d: %w", pid, err)
 	}
 	defer f.Close()
-	path, err := cgroup.ParseProcCgroup(f)
+	path, err := hostV2Path(f)
 	if err != nil {
 		return "", 0, fmt.Errorf("cgroup of pid %d: %s: %w", pid, file, err)
 	}
@@ -103,4 +105,18 @@ func expandSlice(slice string) (string, error) {
 		path.WriteString("/" + prefix.String() + ".slice")
 	}
 	return path.String(), nil
+}
+
+// hostV2Path reads the v2 path from a /proc/<pid>/cgroup file. A process
+// outside our cgroup namespace shows up relative to its root ("/../.."), a
+// path that names nothing under our mount.
+func hostV2Path(r io.Reader) (string, error) {
+	path, err := cgroup.ParseProcCgroup(r)
+	if err != nil {
+		return "", err
+	}
+	if slices.Contains(strings.Split(path, "/"), "..") {
+		return "", fmt.Errorf("%q lies outside this cgroup namespace", path)
+	}
+	return path, nil
 }

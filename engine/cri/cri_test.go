@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
 	"github.com/holdfast-dev/holdfast/test/require"
@@ -45,11 +46,11 @@ func processInCgroup(t *testing.T) (cgroup.Mount, int, string, uint64) {
 	require.Root(t)
 	m, err := cgroup.Detect()
 	require.Privileged(t, "cgroup v2", err)
-	path := "/" + filepath.Base(t.TempDir())
-	dir := m.Dir(path)
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
+	dir, err := os.MkdirTemp(m.Root, "holdfast-cri-test-")
+	if err != nil {
+		t.Fatalf("create test cgroup: %v", err)
 	}
+	path := "/" + filepath.Base(dir)
 	cmd := exec.Command("sleep", "300")
 	if err := cmd.Start(); err != nil {
 		os.Remove(dir)
@@ -58,7 +59,15 @@ func processInCgroup(t *testing.T) (cgroup.Mount, int, string, uint64) {
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
-		if err := os.Remove(dir); err != nil {
+		// The kernel empties the cgroup shortly after the reap, not at it.
+		var err error
+		for range 100 {
+			if err = os.Remove(dir); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil {
 			t.Errorf("remove test cgroup: %v", err)
 		}
 	})
@@ -113,5 +122,16 @@ func TestGRPCTarget(t *testing.T) {
 		if _, err := grpcTarget(bad); err == nil || !strings.Contains(err.Error(), "unix:///") {
 			t.Errorf("grpcTarget(%q) error = %v", bad, err)
 		}
+	}
+}
+
+func TestHostV2Path(t *testing.T) {
+	got, err := hostV2Path(strings.NewReader("12:pids:/k8s.io/a\n0::/k8s.io/a\n"))
+	if err != nil || got != "/k8s.io/a" {
+		t.Errorf("hostV2Path = %q, %v", got, err)
+	}
+	// Read from inside a private cgroup namespace.
+	if _, err := hostV2Path(strings.NewReader("0::/../../kubepods/pod1/c1\n")); err == nil || !strings.Contains(err.Error(), "outside this cgroup namespace") {
+		t.Errorf("path outside the namespace: error = %v", err)
 	}
 }

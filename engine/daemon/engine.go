@@ -125,7 +125,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 // Close releases the engine's file descriptors. The pinned programs keep
 // enforcing.
 func (e *Engine) Close() error {
-	return e.enforcer.Close()
+	return errors.Join(e.enforcer.Close(), e.reg.Close())
 }
 
 // Enforcer gives access to the BPF enforcer (events, status).
@@ -225,12 +225,12 @@ func rulesetKey(set *policy.Set, ps []*policy.Policy) string {
 }
 
 // rulesetFor finds or builds the ruleset that c's policies compile to and
-// makes sure it is written in the maps. It returns the key, the ruleset (nil
-// when no policy selects c) and the policies' names.
-func (e *Engine) rulesetFor(c api.Container) (string, *bpf.Ruleset, []string, error) {
+// makes sure it is written in the maps. It returns the key, the ruleset ID
+// (0 when no policy selects c) and the policies' names.
+func (e *Engine) rulesetFor(c api.Container) (string, uint32, []string, error) {
 	ps := e.policies.Select(identity(c))
 	if len(ps) == 0 {
-		return "", nil, nil, nil
+		return "", 0, nil, nil
 	}
 	names := make([]string, len(ps))
 	for i, p := range ps {
@@ -239,19 +239,19 @@ func (e *Engine) rulesetFor(c api.Container) (string, *bpf.Ruleset, []string, er
 	key := rulesetKey(e.policies, ps)
 	id, _, err := e.reg.RulesetID(key)
 	if err != nil {
-		return "", nil, nil, err
-	}
-	rs, err := e.policies.Compile(id, ps)
-	if err != nil {
-		return "", nil, nil, fmt.Errorf("compile policies %v: %w", names, err)
+		return "", 0, nil, err
 	}
 	if !e.liveRulesets[id] {
+		rs, err := e.policies.Compile(id, ps)
+		if err != nil {
+			return "", 0, nil, fmt.Errorf("compile policies %v: %w", names, err)
+		}
 		if err := e.enforcer.PutRuleset(rs); err != nil {
-			return "", nil, nil, fmt.Errorf("write ruleset %d: %w", id, err)
+			return "", 0, nil, fmt.Errorf("write ruleset %d: %w", id, err)
 		}
 		e.liveRulesets[id] = true
 	}
-	return key, &rs, names, nil
+	return key, id, names, nil
 }
 
 // resolveCgroup fills in CgroupID from CgroupPath, which may be an absolute
@@ -299,7 +299,7 @@ func (e *Engine) Register(ctx context.Context, c api.Container) (*api.Container,
 }
 
 func (e *Engine) registerLocked(c api.Container) (*api.Container, error) {
-	key, rs, names, err := e.rulesetFor(c)
+	key, rulesetID, names, err := e.rulesetFor(c)
 	if err != nil {
 		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
 	}
@@ -309,8 +309,8 @@ func (e *Engine) registerLocked(c api.Container) (*api.Container, error) {
 	if err := e.reg.Put(c); err != nil {
 		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
 	}
-	if rs != nil {
-		if err := e.enforcer.SetCgroup(c.CgroupID, rs.ID); err != nil {
+	if rulesetID != 0 {
+		if err := e.enforcer.SetCgroup(c.CgroupID, rulesetID); err != nil {
 			return nil, fmt.Errorf("register container %s: enforce on cgroup %d: %w", c.ID, c.CgroupID, err)
 		}
 		e.rulesetOf[c.ID] = key
@@ -332,11 +332,9 @@ func (e *Engine) registerLocked(c api.Container) (*api.Container, error) {
 // clearCgroupLocked removes a cgroup's map entry unless another registered
 // container (other than except) still uses that cgroup.
 func (e *Engine) clearCgroupLocked(cgroupID uint64, except string) error {
-	for _, other := range e.reg.List() {
-		if other.ID != except && other.CgroupID == cgroupID {
-			if _, ok := e.rulesetOf[other.ID]; ok {
-				return nil
-			}
+	for _, other := range e.reg.InCgroup(cgroupID) {
+		if _, ok := e.rulesetOf[other]; ok && other != except {
+			return nil
 		}
 	}
 	if err := e.enforcer.DeleteCgroup(cgroupID); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -365,7 +363,9 @@ func (e *Engine) unregisterLocked(id string) error {
 		return fmt.Errorf("unregister %s: %w", id, err)
 	}
 	e.log.Info("unregistered", "id", id, "cgroup", c.CgroupID)
-	return e.collectRulesetsLocked()
+	// Unused rulesets stay until the next reload or start: the next
+	// container of the same kind reuses them, and deleting one walks the maps.
+	return nil
 }
 
 // Sync implements api.Handler: source's registrations become exactly cs.
@@ -476,7 +476,7 @@ func (e *Engine) reconcileLocked() error {
 				continue
 			}
 		}
-		key, rs, names, err := e.rulesetFor(c)
+		key, rulesetID, names, err := e.rulesetFor(c)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("reconcile container %s: %w", c.ID, err))
 			wanted[c.CgroupID] = true // keep whatever it had
@@ -488,14 +488,14 @@ func (e *Engine) reconcileLocked() error {
 				errs = append(errs, err)
 			}
 		}
-		if rs == nil {
+		if rulesetID == 0 {
 			delete(e.rulesetOf, c.ID)
 			continue
 		}
 		e.rulesetOf[c.ID] = key
 		wanted[c.CgroupID] = true
-		if cgroups[c.CgroupID] != rs.ID {
-			if err := e.enforcer.SetCgroup(c.CgroupID, rs.ID); err != nil {
+		if cgroups[c.CgroupID] != rulesetID {
+			if err := e.enforcer.SetCgroup(c.CgroupID, rulesetID); err != nil {
 				errs = append(errs, fmt.Errorf("reconcile container %s: %w", c.ID, err))
 			}
 		}

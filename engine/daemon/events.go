@@ -79,11 +79,9 @@ func (e *Engine) describe(ev bpf.Event) Event {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, c := range e.reg.List() {
-		if c.CgroupID == ev.CgroupID {
-			out.Container = &EventContainer{ID: c.ID, Namespace: c.Namespace, Pod: c.Pod, PodUID: c.PodUID, Name: c.Name, Image: c.Image, Labels: c.Labels}
-			break
-		}
+	if ids := e.reg.InCgroup(ev.CgroupID); len(ids) > 0 {
+		c, _ := e.reg.Get(ids[0])
+		out.Container = &EventContainer{ID: c.ID, Namespace: c.Namespace, Pod: c.Pod, PodUID: c.PodUID, Name: c.Name, Image: c.Image, Labels: c.Labels}
 	}
 	if info, ok := e.policies.Rule(ev.RuleID); ok {
 		out.Policy = info.Policy

@@ -1,12 +1,19 @@
 // Package registry is the engine's durable record of registered containers
 // and of the rulesets their cgroups point at. It is written before the BPF
 // maps are touched, so a restarted engine can reconcile the pinned maps with
-// what it had promised. Each container is one small file replaced by rename,
-// so a crash mid-write leaves the old record or the new one, never a torn one.
+// what it had promised.
+//
+// The record is a journal: one JSON line appended per change to a file the
+// store keeps open, so a registration costs one write(2) instead of a file
+// create and rename. Opening replays the journal and rewrites it compacted
+// (temp file and rename). A line cut short by a crash is ignored. The
+// journal names the boot it was written in: after a reboot the cgroups and
+// pinned maps it describes are gone and cgroup IDs get reused, so the
+// registrations are dropped rather than trusted.
 package registry
 
 import (
-	"encoding/hex"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,85 +25,189 @@ import (
 	"github.com/holdfast-dev/holdfast/engine/api"
 )
 
-// Store is a registry on disk under Dir. It is not safe for concurrent use;
-// the engine serialises access.
+const journalName = "registry.jsonl"
+
+// Store is a registry on disk under a directory. It is not safe for
+// concurrent use; the engine serialises access.
 type Store struct {
 	dir        string
+	journal    *os.File
+	lines      int // lines in the journal, for compaction
+	bootID     string
 	containers map[string]api.Container
-	rulesets   Rulesets
+	byCgroup   map[uint64]map[string]bool // cgroup ID → container IDs
+	rulesets   map[string]uint32          // selecting-policies key → ruleset ID
+	nextID     uint32
 }
 
-// Rulesets assigns IDs to distinct sets of selecting policies.
-type Rulesets struct {
-	Next  uint32            `json:"next"`
-	ByKey map[string]uint32 `json:"byKey"`
+// entry is one journal line.
+type entry struct {
+	Op        string         `json:"op"` // boot, put, delete, ruleset, forget-ruleset, next-ruleset
+	BootID    string         `json:"bootId,omitempty"`
+	Container *api.Container `json:"container,omitempty"`
+	ID        string         `json:"id,omitempty"`
+	Key       string         `json:"key,omitempty"`
+	Ruleset   uint32         `json:"ruleset,omitempty"`
 }
 
-// Open loads the registry under dir, creating it if needed. Unreadable
-// entries are reported, not silently dropped.
+// bootIDFile identifies the running kernel boot.
+const bootIDFile = "/proc/sys/kernel/random/boot_id"
+
+// Open loads the registry under dir, creating it if needed. Lines it cannot
+// decode are reported in the error, which comes with a usable Store.
 func Open(dir string) (*Store, error) {
-	s := &Store{dir: dir, containers: map[string]api.Container{}, rulesets: Rulesets{Next: 1, ByKey: map[string]uint32{}}}
-	if err := os.MkdirAll(s.containerDir(), 0o700); err != nil {
+	s := &Store{dir: dir, containers: map[string]api.Container{}, byCgroup: map[uint64]map[string]bool{}, rulesets: map[string]uint32{}, nextID: 1}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open registry %s: %w", dir, err)
 	}
-	entries, err := os.ReadDir(s.containerDir())
+	boot, err := os.ReadFile(bootIDFile)
 	if err != nil {
-		return nil, fmt.Errorf("open registry %s: %w", dir, err)
+		return nil, fmt.Errorf("open registry %s: read boot id: %w", dir, err)
+	}
+	s.bootID = strings.TrimSpace(string(boot))
+
+	replayErr := s.replay()
+	if err := s.compact(); err != nil {
+		return nil, errors.Join(replayErr, err)
+	}
+	return s, replayErr
+}
+
+func (s *Store) path() string { return filepath.Join(s.dir, journalName) }
+
+func (s *Store) replay() error {
+	data, err := os.ReadFile(s.path())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read registry %s: %w", s.path(), err)
 	}
 	var errs []error
-	for _, e := range entries {
-		name := e.Name()
-		if strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".json") {
-			continue // temp files of an interrupted write
-		}
-		path := filepath.Join(s.containerDir(), name)
-		data, err := os.ReadFile(path)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("read registration %s: %w", path, err))
+	sameBoot := false
+	lines := bytes.Split(data, []byte("\n"))
+	for i, line := range lines {
+		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		var c api.Container
-		if err := json.Unmarshal(data, &c); err != nil {
-			errs = append(errs, fmt.Errorf("decode registration %s: %w", path, err))
+		var e entry
+		if err := json.Unmarshal(line, &e); err != nil {
+			if i == len(lines)-1 {
+				break // no newline yet: a write cut short by a crash
+			}
+			errs = append(errs, fmt.Errorf("registry %s line %d: %w", s.path(), i+1, err))
 			continue
 		}
-		s.containers[c.ID] = c
-	}
-	data, err := os.ReadFile(s.rulesetsFile())
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		errs = append(errs, fmt.Errorf("read rulesets %s: %w", s.rulesetsFile(), err))
-	default:
-		if err := json.Unmarshal(data, &s.rulesets); err != nil {
-			errs = append(errs, fmt.Errorf("decode rulesets %s: %w", s.rulesetsFile(), err))
+		if e.Op == "boot" {
+			sameBoot = e.BootID == s.bootID
+			continue
 		}
-		if s.rulesets.ByKey == nil {
-			s.rulesets.ByKey = map[string]uint32{}
-		}
-		if s.rulesets.Next == 0 {
-			s.rulesets.Next = 1
+		if sameBoot { // else written before a reboot: nothing it names exists
+			s.applyEntry(e)
 		}
 	}
-	return s, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
-func (s *Store) containerDir() string { return filepath.Join(s.dir, "containers") }
-func (s *Store) rulesetsFile() string { return filepath.Join(s.dir, "rulesets.json") }
-
-// fileName maps any container ID to a safe, unique file name.
-func fileName(id string) string {
-	safe := id != "" && len(id) <= 128
-	for _, r := range id {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			safe = false
-			break
+func (s *Store) applyEntry(e entry) {
+	switch e.Op {
+	case "put":
+		if e.Container != nil {
+			s.unindex(e.Container.ID)
+			s.index(*e.Container)
+		}
+	case "delete":
+		s.unindex(e.ID)
+	case "ruleset":
+		s.rulesets[e.Key] = e.Ruleset
+		if e.Ruleset >= s.nextID {
+			s.nextID = e.Ruleset + 1
+		}
+	case "forget-ruleset":
+		delete(s.rulesets, e.Key)
+	case "next-ruleset":
+		if e.Ruleset > s.nextID {
+			s.nextID = e.Ruleset
 		}
 	}
-	if safe {
-		return id + ".json"
+}
+
+// compact rewrites the journal as the current state and reopens it for
+// appending. The rename makes the switch atomic.
+func (s *Store) compact() error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	lines := 0
+	write := func(e entry) {
+		enc.Encode(e)
+		lines++
 	}
-	return "x-" + hex.EncodeToString([]byte(id)) + ".json"
+	write(entry{Op: "boot", BootID: s.bootID})
+	// Keep the next ID to hand out, so IDs are never reused.
+	write(entry{Op: "next-ruleset", Ruleset: s.nextID})
+	for _, key := range sortedKeys(s.rulesets) {
+		write(entry{Op: "ruleset", Key: key, Ruleset: s.rulesets[key]})
+	}
+	for _, c := range s.List() {
+		write(entry{Op: "put", Container: &c})
+	}
+	if err := WriteFileAtomic(s.path(), buf.Bytes()); err != nil {
+		return fmt.Errorf("compact registry: %w", err)
+	}
+	f, err := os.OpenFile(s.path(), os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open registry %s: %w", s.path(), err)
+	}
+	if s.journal != nil {
+		s.journal.Close()
+	}
+	s.journal, s.lines = f, lines
+	return nil
+}
+
+// append writes one change. A single write keeps each line whole.
+func (s *Store) append(e entry) error {
+	line, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encode registry entry: %w", err)
+	}
+	if _, err := s.journal.Write(append(line, '\n')); err != nil {
+		return fmt.Errorf("append to registry %s: %w", s.path(), err)
+	}
+	s.lines++
+	// Compact once the journal is mostly history.
+	if s.lines > 1024 && s.lines > 4*(len(s.containers)+len(s.rulesets)) {
+		return s.compact()
+	}
+	return nil
+}
+
+// Close closes the journal.
+func (s *Store) Close() error {
+	if s.journal == nil {
+		return nil
+	}
+	return s.journal.Close()
+}
+
+func (s *Store) index(c api.Container) {
+	s.containers[c.ID] = c
+	if s.byCgroup[c.CgroupID] == nil {
+		s.byCgroup[c.CgroupID] = map[string]bool{}
+	}
+	s.byCgroup[c.CgroupID][c.ID] = true
+}
+
+func (s *Store) unindex(id string) {
+	c, ok := s.containers[id]
+	if !ok {
+		return
+	}
+	delete(s.containers, id)
+	delete(s.byCgroup[c.CgroupID], id)
+	if len(s.byCgroup[c.CgroupID]) == 0 {
+		delete(s.byCgroup, c.CgroupID)
+	}
 }
 
 // Get returns a registration.
@@ -118,50 +229,59 @@ func (s *Store) List() []api.Container {
 // Len is the number of registrations.
 func (s *Store) Len() int { return len(s.containers) }
 
-// Put records a registration durably, replacing any with the same ID.
-func (s *Store) Put(c api.Container) error {
-	data, err := json.Marshal(c)
-	if err != nil {
-		return fmt.Errorf("encode registration %s: %w", c.ID, err)
+// InCgroup returns the IDs of the containers registered with a cgroup,
+// sorted (usually one; a runtime may reuse a cgroup for a restarted container).
+func (s *Store) InCgroup(cgroupID uint64) []string {
+	ids := make([]string, 0, len(s.byCgroup[cgroupID]))
+	for id := range s.byCgroup[cgroupID] {
+		ids = append(ids, id)
 	}
-	if err := WriteFileAtomic(filepath.Join(s.containerDir(), fileName(c.ID)), data); err != nil {
+	sort.Strings(ids)
+	return ids
+}
+
+// Put records a registration, replacing any with the same ID.
+func (s *Store) Put(c api.Container) error {
+	if err := s.append(entry{Op: "put", Container: &c}); err != nil {
 		return fmt.Errorf("record registration %s: %w", c.ID, err)
 	}
-	s.containers[c.ID] = c
+	s.unindex(c.ID)
+	s.index(c)
 	return nil
 }
 
 // Delete forgets a registration; a missing one is not an error.
 func (s *Store) Delete(id string) error {
-	path := filepath.Join(s.containerDir(), fileName(id))
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if _, ok := s.containers[id]; !ok {
+		return nil
+	}
+	if err := s.append(entry{Op: "delete", ID: id}); err != nil {
 		return fmt.Errorf("forget registration %s: %w", id, err)
 	}
-	delete(s.containers, id)
+	s.unindex(id)
 	return nil
 }
 
 // RulesetID returns the ID of the ruleset for key, allocating and recording
-// a new one if key is new. created reports the allocation.
+// a new one if key is new. created reports the allocation. IDs are never
+// reused, so a map entry can never be mistaken for another ruleset's.
 func (s *Store) RulesetID(key string) (id uint32, created bool, err error) {
-	if id, ok := s.rulesets.ByKey[key]; ok {
+	if id, ok := s.rulesets[key]; ok {
 		return id, false, nil
 	}
-	id = s.rulesets.Next
-	s.rulesets.ByKey[key] = id
-	s.rulesets.Next++
-	if err := s.saveRulesets(); err != nil {
-		delete(s.rulesets.ByKey, key)
-		s.rulesets.Next--
-		return 0, false, err
+	id = s.nextID
+	if err := s.append(entry{Op: "ruleset", Key: key, Ruleset: id}); err != nil {
+		return 0, false, fmt.Errorf("record ruleset %d: %w", id, err)
 	}
+	s.rulesets[key] = id
+	s.nextID++
 	return id, true, nil
 }
 
 // RulesetKeys returns the recorded ruleset IDs by key.
 func (s *Store) RulesetKeys() map[string]uint32 {
-	out := make(map[string]uint32, len(s.rulesets.ByKey))
-	for k, v := range s.rulesets.ByKey {
+	out := make(map[string]uint32, len(s.rulesets))
+	for k, v := range s.rulesets {
 		out[k] = v
 	}
 	return out
@@ -169,27 +289,24 @@ func (s *Store) RulesetKeys() map[string]uint32 {
 
 // ForgetRuleset drops a ruleset ID that nothing uses any more.
 func (s *Store) ForgetRuleset(key string) error {
-	if _, ok := s.rulesets.ByKey[key]; !ok {
+	id, ok := s.rulesets[key]
+	if !ok {
 		return nil
 	}
-	id := s.rulesets.ByKey[key]
-	delete(s.rulesets.ByKey, key)
-	if err := s.saveRulesets(); err != nil {
-		s.rulesets.ByKey[key] = id
-		return err
+	if err := s.append(entry{Op: "forget-ruleset", Key: key, Ruleset: id}); err != nil {
+		return fmt.Errorf("forget ruleset %d: %w", id, err)
 	}
+	delete(s.rulesets, key)
 	return nil
 }
 
-func (s *Store) saveRulesets() error {
-	data, err := json.Marshal(s.rulesets)
-	if err != nil {
-		return fmt.Errorf("encode rulesets: %w", err)
+func sortedKeys(m map[string]uint32) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
-	if err := WriteFileAtomic(s.rulesetsFile(), data); err != nil {
-		return fmt.Errorf("record rulesets: %w", err)
-	}
-	return nil
+	sort.Strings(keys)
+	return keys
 }
 
 // WriteFileAtomic replaces path with data via a temp file and rename, so a
@@ -197,18 +314,8 @@ func (s *Store) saveRulesets() error {
 // It does not fsync: the records guard against an engine crash, and a node
 // reboot discards the pinned BPF state they describe anyway.
 func WriteFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	_, werr := f.Write(data)
-	cerr := f.Close()
-	if err := errors.Join(werr, cerr); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Chmod(tmp, 0o600); err != nil {
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", path, err)
 	}

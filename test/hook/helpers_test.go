@@ -194,13 +194,22 @@ func (c *container) run(t *testing.T) runResult {
 	return res
 }
 
-// runc runs one runc subcommand on this container and fails the test on error.
+// runc runs one runc subcommand on this container and fails the test on
+// error. Output goes through a file, not a pipe: after `runc create` the
+// container holds its stdio open, and reading a pipe would wait for it.
 func (c *container) runc(t testing.TB, args ...string) {
 	t.Helper()
-	args = append([]string{"--root", c.env.root}, args...)
-	out, err := exec.Command(c.env.runc, args...).CombinedOutput()
+	out, err := os.CreateTemp(t.TempDir(), "runc-out-")
 	if err != nil {
-		t.Fatalf("runc %s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatal(err)
+	}
+	defer out.Close()
+	args = append([]string{"--root", c.env.root}, args...)
+	cmd := exec.Command(c.env.runc, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		data, _ := os.ReadFile(out.Name())
+		t.Fatalf("runc %s: %v\n%s", strings.Join(args, " "), err, data)
 	}
 }
 
