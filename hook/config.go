@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/holdfast-dev/holdfast/engine/api"
 )
 
 // Stage is the OCI lifecycle stage a run acts at.
@@ -53,7 +55,7 @@ func ParseFailMode(s string) (FailMode, error) {
 
 // Defaults.
 const (
-	DefaultSocket          = "/run/holdfast/engine.sock" // the engine's default --socket
+	DefaultSocket          = api.DefaultSocket
 	DefaultTimeout         = 2 * time.Second
 	DefaultLog             = "/var/log/holdfast/oci-hook.log"
 	DefaultEngineNamespace = "holdfast-system"

@@ -4,6 +4,8 @@ import (
 	"path"
 	"strings"
 	"testing"
+
+	"github.com/holdfast-dev/holdfast/engine/cgroup"
 )
 
 // FuzzParseInput feeds arbitrary state, config.json and labels through the
@@ -40,7 +42,7 @@ func FuzzParseInput(f *testing.F) {
 				}
 			}
 		}
-		p, err := ParseCgroupsPath(cgroupsPath)
+		p, err := cgroup.ParseCgroupsPath(cgroupsPath)
 		if err == nil {
 			if !strings.HasPrefix(p, "/") || path.Clean(p) != p || strings.Contains(p, "/../") || strings.HasSuffix(p, "/..") {
 				t.Fatalf("ParseCgroupsPath(%q) = %q: not a clean absolute path", cgroupsPath, p)

@@ -21,7 +21,6 @@ import (
 
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
-	"github.com/holdfast-dev/holdfast/engine/cri"
 )
 
 // Source names the plugin's registrations in the engine.
@@ -73,7 +72,7 @@ type Engine interface {
 }
 
 // DefaultEngineSocket is where `holdfast engine` listens unless told otherwise.
-const DefaultEngineSocket = "/run/holdfast/engine.sock"
+const DefaultEngineSocket = api.DefaultSocket
 
 // DefaultEngineNamespace is holdfast's own namespace, which always fails
 // open so a fail-closed node can still start the engine.
@@ -481,7 +480,7 @@ func (p *Plugin) Describe(pod *nri.PodSandbox, ctr *nri.Container) (api.Containe
 // cgroupOf finds the container's cgroup: from its process when the task
 // exists, else from the OCI spec's cgroupsPath.
 func (p *Plugin) cgroupOf(ctr *nri.Container) (string, uint64, error) {
-	path, id, err := cri.ContainerCgroup(p.Cgroups, int(ctr.GetPid()), ctr.GetLinux().GetCgroupsPath())
+	path, id, err := p.Cgroups.Find(int(ctr.GetPid()), ctr.GetLinux().GetCgroupsPath())
 	if err != nil {
 		return "", 0, fmt.Errorf("find cgroup: %w", err)
 	}

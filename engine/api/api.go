@@ -16,6 +16,9 @@ const (
 	OpReload     = "reload"
 )
 
+// DefaultSocket is where the engine listens on a node.
+const DefaultSocket = "/run/holdfast/engine.sock"
+
 // MaxMessageSize bounds one request or response line.
 const MaxMessageSize = 4 << 20
 

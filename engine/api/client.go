@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"time"
 )
 
@@ -115,7 +116,11 @@ func (c *Client) call(ctx context.Context, req Request) (*Response, error) {
 // ctxErr prefers the context's reason (deadline, cancel) over the I/O error it caused.
 func ctxErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
-		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+		return fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
+	// The socket deadline is the context's; it can fire a moment first.
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w (%w)", context.DeadlineExceeded, err)
 	}
 	return err
 }

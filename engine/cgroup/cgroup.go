@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -29,6 +30,10 @@ var ErrNoV2 = errors.New("no cgroup2 filesystem mounted")
 type Mount struct {
 	Root string // mount point of the v2 hierarchy
 	Mode string // Unified or Hybrid
+	// Namespaced: the reader is inside a cgroup namespace (mountinfo shows
+	// the hierarchy root as "/.."), so /proc/*/cgroup paths it reads are
+	// relative to a root it cannot name.
+	Namespaced bool
 }
 
 // Detect reads /proc/self/mountinfo.
@@ -46,11 +51,12 @@ func Detect() (Mount, error) {
 }
 
 // ParseMountinfo finds the cgroup2 mount in a mountinfo file. If several are
-// mounted, the one whose root is the hierarchy root ("/") and which is
-// shortest wins, so a bind mount of a sub-cgroup is not taken for the root.
+// mounted, the one whose root is the hierarchy root and which is shortest
+// wins, so a bind mount of a sub-cgroup is not taken for the root. Inside a
+// cgroup namespace the hierarchy root shows as "/.." components.
 func ParseMountinfo(r io.Reader) (Mount, error) {
 	var v2 []string
-	v1 := false
+	v1, namespaced := false, false
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -68,8 +74,12 @@ func ParseMountinfo(r io.Reader) (Mount, error) {
 		}
 		switch fields[sep+1] {
 		case "cgroup2":
-			if fields[3] == "/" {
+			switch {
+			case fields[3] == "/":
 				v2 = append(v2, unescape(fields[4]))
+			case onlyDotDot(fields[3]):
+				v2 = append(v2, unescape(fields[4]))
+				namespaced = true
 			}
 		case "cgroup":
 			v1 = true
@@ -91,7 +101,21 @@ func ParseMountinfo(r io.Reader) (Mount, error) {
 	if v1 {
 		mode = Hybrid
 	}
-	return Mount{Root: root, Mode: mode}, nil
+	return Mount{Root: root, Mode: mode, Namespaced: namespaced}, nil
+}
+
+// onlyDotDot reports whether a mount root is "/..", "/../.." and so on.
+func onlyDotDot(root string) bool {
+	if root == "" {
+		return false
+	}
+	for root != "" {
+		var ok bool
+		if root, ok = strings.CutPrefix(root, "/.."); !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // unescape undoes mountinfo's octal escapes (\040 for space and so on).
@@ -137,6 +161,17 @@ func (m Mount) Dir(v2path string) string {
 
 // DirOfPID returns the v2 cgroup directory of a process.
 func (m Mount) DirOfPID(pid int) (string, error) {
+	p, err := m.PathOfPID(pid)
+	if err != nil {
+		return "", err
+	}
+	return m.Dir(p), nil
+}
+
+// PathOfPID returns the v2 cgroup path of a process. It refuses a process
+// whose cgroup lies outside the reader's cgroup namespace ("/../x"): that
+// path names nothing under our mount.
+func (m Mount) PathOfPID(pid int) (string, error) {
 	file := fmt.Sprintf("/proc/%d/cgroup", pid)
 	f, err := os.Open(file)
 	if err != nil {
@@ -147,7 +182,41 @@ func (m Mount) DirOfPID(pid int) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("cgroup of pid %d: %s: %w", pid, file, err)
 	}
-	return m.Dir(p), nil
+	if m.Namespaced || slices.Contains(strings.Split(p, "/"), "..") {
+		return "", fmt.Errorf("cgroup of pid %d: %q lies outside this cgroup namespace", pid, p)
+	}
+	return p, nil
+}
+
+// Find locates a container's cgroup: from its process when one runs
+// (pid > 0), else from the OCI linux.cgroupsPath. It returns the v2 path
+// and the cgroup ID, or an error naming every source it tried.
+func (m Mount) Find(pid int, cgroupsPath string) (string, uint64, error) {
+	var errs []error
+	if pid > 0 {
+		p, err := m.PathOfPID(pid)
+		if err == nil {
+			var id uint64
+			if id, err = ID(m.Dir(p)); err == nil {
+				return p, id, nil
+			}
+		}
+		errs = append(errs, err)
+	}
+	if cgroupsPath != "" {
+		p, err := ParseCgroupsPath(cgroupsPath)
+		if err == nil {
+			var id uint64
+			if id, err = ID(m.Dir(p)); err == nil {
+				return p, id, nil
+			}
+		}
+		errs = append(errs, fmt.Errorf("linux.cgroupsPath %q: %w", cgroupsPath, err))
+	}
+	if len(errs) == 0 {
+		return "", 0, errors.New("find cgroup: neither a pid nor linux.cgroupsPath known")
+	}
+	return "", 0, fmt.Errorf("find cgroup: %w", errors.Join(errs...))
 }
 
 // ID returns the cgroup ID of a v2 cgroup directory: its inode number, the

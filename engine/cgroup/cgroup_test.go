@@ -21,6 +21,8 @@ func TestParseMountinfo(t *testing.T) {
 		{"mountinfo-v1-only", "", "", ErrNoV2},
 		// A bind mount of a sub-cgroup is not the root; octal escapes decode.
 		{"mountinfo-container", "/run/my cgroup", Unified, nil},
+		// Inside a cgroup namespace the hierarchy root shows as "/..".
+		{"mountinfo-namespaced", "/sys/fs/cgroup/unified", Hybrid, nil},
 	} {
 		t.Run(tc.fixture, func(t *testing.T) {
 			f, err := os.Open("testdata/" + tc.fixture)
@@ -34,6 +36,9 @@ func TestParseMountinfo(t *testing.T) {
 			}
 			if m.Root != tc.wantRoot || m.Mode != tc.wantMode {
 				t.Fatalf("got %+v, want root %q mode %q", m, tc.wantRoot, tc.wantMode)
+			}
+			if m.Namespaced != (tc.fixture == "mountinfo-namespaced") {
+				t.Fatalf("Namespaced = %v for %s", m.Namespaced, tc.fixture)
 			}
 		})
 	}

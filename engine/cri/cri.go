@@ -119,7 +119,7 @@ func (l *Lister) describe(ctx context.Context, rt runtime.RuntimeServiceClient, 
 			return api.Container{}, fmt.Errorf("parse verbose container status: %w", err)
 		}
 	}
-	path, id, err := ContainerCgroup(l.Cgroups, info.Pid, info.RuntimeSpec.Linux.CgroupsPath)
+	path, id, err := l.Cgroups.Find(info.Pid, info.RuntimeSpec.Linux.CgroupsPath)
 	if err != nil {
 		return api.Container{}, fmt.Errorf("find cgroup: %w", err)
 	}

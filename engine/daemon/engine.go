@@ -110,16 +110,39 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
 	if opts.Discover != nil {
-		found, err := opts.Discover(ctx, e.cgroups)
-		if err != nil {
-			e.log.Error("discover existing containers", "err", err)
-		} else if adopted, err := e.Sync(ctx, opts.DiscoverSource, found); err != nil {
-			e.log.Error("adopt existing containers", "err", err)
-		} else {
-			e.log.Info("adopted existing containers", "source", opts.DiscoverSource, "count", len(adopted))
+		if err := e.adoptDiscovered(ctx); err != nil {
+			e.log.Error("adopt existing containers", "source", opts.DiscoverSource, "err", err)
 		}
 	}
 	return e, nil
+}
+
+// adoptDiscovered registers the containers Discover finds that no registrar
+// has registered: a registrar's own registration (with its source, which its
+// Synchronize relies on) always wins.
+func (e *Engine) adoptDiscovered(ctx context.Context) error {
+	found, err := e.opts.Discover(ctx, e.cgroups)
+	if err != nil {
+		return fmt.Errorf("discover existing containers: %w", err)
+	}
+	adopted := 0
+	var errs []error
+	for _, c := range found {
+		e.mu.Lock()
+		_, known := e.reg.Get(c.ID)
+		e.mu.Unlock()
+		if known {
+			continue
+		}
+		c.Source = e.opts.DiscoverSource
+		if _, err := e.Register(ctx, c); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		adopted++
+	}
+	e.log.Info("adopted existing containers", "source", e.opts.DiscoverSource, "found", len(found), "adopted", adopted)
+	return errors.Join(errs...)
 }
 
 // Close releases the engine's file descriptors. The pinned programs keep
@@ -370,21 +393,26 @@ func (e *Engine) unregisterLocked(id string) error {
 
 // Sync implements api.Handler: source's registrations become exactly cs.
 func (e *Engine) Sync(ctx context.Context, source string, cs []api.Container) ([]api.Container, error) {
-	for i := range cs {
-		cs[i].Source = source
-		if cs[i].ID == "" {
+	// A container that exited between the registrar's listing and now has
+	// no cgroup any more: skip it rather than fail everyone else's sync.
+	live := make([]api.Container, 0, len(cs))
+	for i, c := range cs {
+		c.Source = source
+		if c.ID == "" {
 			return nil, fmt.Errorf("sync %s: container %d has no id", source, i)
 		}
-		if err := e.resolveCgroup(&cs[i]); err != nil {
-			return nil, fmt.Errorf("sync %s: container %s: %w", source, cs[i].ID, err)
+		if err := e.resolveCgroup(&c); err != nil {
+			e.log.Info("sync: skipping container without a cgroup", "source", source, "id", c.ID, "err", err)
+			continue
 		}
+		live = append(live, c)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	keep := map[string]bool{}
-	out := make([]api.Container, 0, len(cs))
+	out := make([]api.Container, 0, len(live))
 	var errs []error
-	for _, c := range cs {
+	for _, c := range live {
 		keep[c.ID] = true
 		r, err := e.registerLocked(c)
 		if err != nil {

@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 		fmt.Println("connected")
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	os.Exit(harness.Main(m))
 }
 
 // dial runs the test binary inside cg to connect to addr.

@@ -35,6 +35,18 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
+// Main runs the tests of a package that uses Build and removes the built
+// binaries afterwards. Use it from TestMain: os.Exit(harness.Main(m)).
+func Main(m *testing.M) int {
+	code := m.Run()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	return code
+}
+
 // Build compiles a main package (e.g. "./engine/cmd/holdfast") once per test
 // process and returns the binary's path.
 func Build(t testing.TB, pkg string) string {

@@ -36,7 +36,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := harness.Main(m)
 	if shared != nil {
 		if err := shared.destroy(); err != nil {
 			fmt.Fprintln(os.Stderr, "clean up containerd:", err)

@@ -21,7 +21,7 @@ const (
 	defaultPolicyDir = "/etc/holdfast/policies.d"
 	defaultStateDir  = "/var/lib/holdfast"
 	defaultBPFDir    = "/sys/fs/bpf/holdfast"
-	defaultSocket    = "/run/holdfast/engine.sock"
+	defaultSocket    = api.DefaultSocket
 )
 
 func version() string { return "holdfast " + daemon.Version }
