@@ -77,9 +77,21 @@ type Status struct {
 	Policies   []PolicySummary `json:"policies"`
 	Containers int             `json:"containers"`
 	Rulesets   int             `json:"rulesets"`
+	// Counters are the kernel's running totals since the pins were made.
+	Counters Counters `json:"counters"`
 	// PolicyError is why the policy dir was last refused; the previous
 	// policies stay enforced.
 	PolicyError string `json:"policyError,omitempty"`
+}
+
+// Counters count enforcement decisions in the kernel.
+type Counters struct {
+	ExecChecked    uint64 `json:"execChecked"`
+	ExecDenied     uint64 `json:"execDenied"`
+	ExecUnresolved uint64 `json:"execUnresolved"`
+	ConnectChecked uint64 `json:"connectChecked"`
+	ConnectRefused uint64 `json:"connectRefused"`
+	EventsLost     uint64 `json:"eventsLost"`
 }
 
 // Control is one enforcement point and the mode it runs in.

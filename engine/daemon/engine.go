@@ -460,6 +460,11 @@ func (e *Engine) Status(ctx context.Context) (*api.Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
+	n, err := e.enforcer.Counters()
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	st.Counters = api.Counters(n)
 	for _, p := range pinned {
 		st.Pinned = append(st.Pinned, api.PinnedObject{Path: p.Path, Kind: p.Kind, ID: p.ID})
 	}

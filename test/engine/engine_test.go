@@ -159,6 +159,16 @@ func TestEnforceRegisteredContainer(t *testing.T) {
 	if refusal["destination"] != addr || refusal["protocol"] != "tcp" || refusal["policy"] != "lockdown" {
 		t.Errorf("connect event: %v", refusal)
 	}
+	st, err := e.Client().Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.Counters; n.ExecDenied < 1 || n.ConnectRefused < 1 || n.ExecChecked < n.ExecDenied {
+		t.Errorf("status counters do not show the decisions: %+v", n)
+	}
+	if out, err := e.CLI("status"); err != nil || !strings.Contains(out, "control exec:") || !strings.Contains(out, "kill") {
+		t.Errorf("holdfast status does not report the exec mode: %v\n%s", err, out)
+	}
 
 	// Unregistering lifts enforcement and forgets the container.
 	if out, err := e.CLI("containers", "remove", "--id", "ctr-1"); err != nil {

@@ -73,6 +73,12 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(tw, "containers:\t%d\n", st.Containers)
 	fmt.Fprintf(tw, "rulesets:\t%d\n", st.Rulesets)
+	n := st.Counters
+	fmt.Fprintf(tw, "exec:\t%d checked, %d denied (%d unresolvable paths)\n", n.ExecChecked, n.ExecDenied, n.ExecUnresolved)
+	fmt.Fprintf(tw, "connect:\t%d checked, %d refused\n", n.ConnectChecked, n.ConnectRefused)
+	if n.EventsLost > 0 {
+		fmt.Fprintf(tw, "events lost:\t%d (ring buffer full)\n", n.EventsLost)
+	}
 	for _, p := range st.Policies {
 		fmt.Fprintf(tw, "policy:\t%s\t%s\n", p.Name, p.File)
 	}
