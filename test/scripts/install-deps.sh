@@ -30,9 +30,14 @@ if ((${#missing[@]})); then
 	command -v apt-get >/dev/null || die "missing ${missing[*]} and apt-get is not available (Debian 12 expected)"
 	log "installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
+	# Quiet unless apt fails; then its whole output explains why.
+	run_apt() {
+		local out
+		out=$(apt-get "$@" 2>&1) || { echo "$out" >&2; die "apt-get $* failed"; }
+	}
+	run_apt update -qq
 	# Recommends stay on: podman relies on them (catatonit, slirp4netns, netavark).
-	apt-get install -y -qq "${missing[@]}" >/dev/null
+	run_apt install -y -qq "${missing[@]}"
 fi
 
 # Go is not packaged in a recent enough version; it must already be there.
