@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
 // Benchmark setups: no programs loaded, programs with only the benchmark's
@@ -148,23 +149,9 @@ func BenchmarkConnect(b *testing.B) {
 	for _, mode := range []string{benchNone, benchOne, benchMany} {
 		b.Run(mode, func(b *testing.B) {
 			cg, e := setupBench(b, mode)
-			l, err := net.Listen("tcp4", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { l.Close() })
-			go func() {
-				for {
-					c, err := l.Accept()
-					if err != nil {
-						return
-					}
-					c.Close()
-				}
-			}()
+			addr := harness.ListenTCP(b, "127.0.0.1:0").String()
 			enterCgroup(b, cg)
 			measureProgram(b, e, holdfastProgConnect4)
-			addr := l.Addr().String()
 			for b.Loop() {
 				c, err := net.Dial("tcp4", addr)
 				if err != nil {

@@ -5,31 +5,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
 // listeners accepts (and drops) TCP connections and UDP datagrams.
 type listeners struct {
 	tcp4, tcp4b, tcp4Other, tcp6, udp4, udp6 string
 	tcp4Port, tcp4OtherPort                  uint16
-}
-
-func listenTCP(t *testing.T, addr string) (string, uint16) {
-	t.Helper()
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("listen %s: %v", addr, err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return l.Addr().String(), uint16(l.Addr().(*net.TCPAddr).Port)
 }
 
 func listenUDP(t *testing.T, addr string) string {
@@ -44,17 +27,20 @@ func listenUDP(t *testing.T, addr string) string {
 
 func newListeners(t *testing.T) listeners {
 	var ls listeners
-	ls.tcp4, ls.tcp4Port = listenTCP(t, "127.0.0.1:0")
+	tcp4 := harness.ListenTCP(t, "127.0.0.1:0")
 	// A second port on the same address, far enough from the first that
 	// a range of +-1 around one never covers the other.
+	var tcp4Other *net.TCPAddr
 	for {
-		ls.tcp4Other, ls.tcp4OtherPort = listenTCP(t, "127.0.0.1:0")
-		if d := int(ls.tcp4OtherPort) - int(ls.tcp4Port); d > 1 || d < -1 {
+		tcp4Other = harness.ListenTCP(t, "127.0.0.1:0")
+		if d := tcp4Other.Port - tcp4.Port; d > 1 || d < -1 {
 			break
 		}
 	}
-	ls.tcp4b, _ = listenTCP(t, "127.0.0.2:0")
-	ls.tcp6, _ = listenTCP(t, "[::1]:0")
+	ls.tcp4, ls.tcp4Port = tcp4.String(), uint16(tcp4.Port)
+	ls.tcp4Other, ls.tcp4OtherPort = tcp4Other.String(), uint16(tcp4Other.Port)
+	ls.tcp4b = harness.ListenTCP(t, "127.0.0.2:0").String()
+	ls.tcp6 = harness.ListenTCP(t, "[::1]:0").String()
 	ls.udp4 = listenUDP(t, "127.0.0.1:0")
 	ls.udp6 = listenUDP(t, "[::1]:0")
 	return ls

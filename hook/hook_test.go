@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
 // fakeEngine is an api.Handler behind a real api.Server on a Unix socket:
@@ -84,38 +84,6 @@ func startFakeEngine(t *testing.T) (*fakeEngine, string) {
 	go func() { srv.Serve(ctx, l); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return f, sock
-}
-
-// startSilentEngine accepts connections and never answers.
-func startSilentEngine(t *testing.T) string {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "silent.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	return sock
 }
 
 // bundle writes a config.json and returns the bundle dir.
@@ -203,7 +171,7 @@ func TestRunFailureModes(t *testing.T) {
 	refusing, refusingSock := startFakeEngine(t)
 	refusing.failWith = errors.New("policy store is read-only")
 	missingSock := filepath.Join(t.TempDir(), "absent.sock")
-	silentSock := startSilentEngine(t)
+	silentSock := harness.SilentSocket(t)
 
 	tests := []struct {
 		name      string

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/test/harness"
 	"github.com/holdfast-dev/holdfast/test/require"
 )
 
@@ -155,38 +155,11 @@ func newPlugin(t *testing.T, mode FailMode) (*Plugin, *fakeEngine, string) {
 
 // startProcess runs a real process in a cgroup of its own, standing in for
 // a container's init, and returns its pid and v2 cgroup path.
-func startProcess(t *testing.T, m cgroup.Mount) (int, string) {
+func startProcess(t *testing.T) (int, string) {
 	t.Helper()
 	require.Root(t)
-	dir, err := os.MkdirTemp(m.Root, "holdfast-nri-test-")
-	if err != nil {
-		t.Fatalf("create test cgroup: %v", err)
-	}
-	path := "/" + filepath.Base(dir)
-	cmd := exec.Command("sleep", "300")
-	if err := cmd.Start(); err != nil {
-		os.Remove(dir)
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		// The kernel empties the cgroup shortly after the reap, not at it.
-		var err error
-		for range 100 {
-			if err = os.Remove(dir); err == nil {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if err != nil {
-			t.Errorf("remove test cgroup: %v", err)
-		}
-	})
-	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(fmt.Sprint(cmd.Process.Pid)), 0o644); err != nil {
-		t.Fatalf("move pid %d into %s: %v", cmd.Process.Pid, dir, err)
-	}
-	return cmd.Process.Pid, path
+	cg := harness.NewCgroup(t)
+	return cg.Start(t, "sleep", "300").Process.Pid, cg.Path
 }
 
 func testPod() *nri.PodSandbox {
@@ -206,7 +179,7 @@ func testContainer(id string, pid int) *nri.Container {
 
 func TestStartContainerRegistersIdentity(t *testing.T) {
 	p, f, _ := newPlugin(t, FailClosed)
-	pid, path := startProcess(t, p.Cgroups)
+	pid, path := startProcess(t)
 	dir := p.Cgroups.Dir(path)
 	wantID, err := cgroup.ID(dir)
 	if err != nil {
@@ -242,7 +215,7 @@ func TestStartContainerRegistersIdentity(t *testing.T) {
 
 func TestStartContainerFallsBackToCgroupsPath(t *testing.T) {
 	p, f, _ := newPlugin(t, FailClosed)
-	_, path := startProcess(t, p.Cgroups)
+	_, path := startProcess(t)
 	wantID, err := cgroup.ID(p.Cgroups.Dir(path))
 	if err != nil {
 		t.Fatal(err)
@@ -291,7 +264,7 @@ func TestStartContainerWithoutCgroup(t *testing.T) {
 func TestEngineUnreachable(t *testing.T) {
 	t.Run("closed refuses with the reason", func(t *testing.T) {
 		p, _, _ := newPlugin(t, FailClosed)
-		pid, _ := startProcess(t, p.Cgroups)
+		pid, _ := startProcess(t)
 		p.Engine = &api.Client{Socket: socketPath(t)}
 		err := p.StartContainer(context.Background(), testPod(), testContainer("c3", pid))
 		if err == nil || !strings.Contains(err.Error(), "fail mode is closed") || !strings.Contains(err.Error(), "connect to engine") {
@@ -300,7 +273,7 @@ func TestEngineUnreachable(t *testing.T) {
 	})
 	t.Run("closed lets exempt namespaces start", func(t *testing.T) {
 		p, _, _ := newPlugin(t, FailClosed)
-		pid, _ := startProcess(t, p.Cgroups)
+		pid, _ := startProcess(t)
 		p.Engine = &api.Client{Socket: socketPath(t)}
 		p.EngineNamespace = DefaultEngineNamespace
 		p.FailOpenNamespaces = []string{"kube-system"}
@@ -317,7 +290,7 @@ func TestEngineUnreachable(t *testing.T) {
 	})
 	t.Run("open starts and registers once the engine is back", func(t *testing.T) {
 		p, _, _ := newPlugin(t, FailOpen)
-		pid, _ := startProcess(t, p.Cgroups)
+		pid, _ := startProcess(t)
 		sock := socketPath(t)
 		p.Engine = &api.Client{Socket: sock}
 		if err := p.StartContainer(context.Background(), testPod(), testContainer("c4", pid)); err != nil {
@@ -350,7 +323,7 @@ func TestEngineHangsAnswerInsideRequestTimeout(t *testing.T) {
 	for _, mode := range []FailMode{FailClosed, FailOpen} {
 		t.Run(string(mode), func(t *testing.T) {
 			p, f, _ := newPlugin(t, mode)
-			pid, _ := startProcess(t, p.Cgroups)
+			pid, _ := startProcess(t)
 			f.mu.Lock()
 			f.block = true
 			f.mu.Unlock()
@@ -376,7 +349,7 @@ func TestEngineHangsAnswerInsideRequestTimeout(t *testing.T) {
 
 func TestStopAndRemoveUnregister(t *testing.T) {
 	p, f, _ := newPlugin(t, FailClosed)
-	pid, _ := startProcess(t, p.Cgroups)
+	pid, _ := startProcess(t)
 	for _, id := range []string{"a", "b"} {
 		if err := p.StartContainer(context.Background(), testPod(), testContainer(id, pid)); err != nil {
 			t.Fatal(err)
@@ -417,7 +390,7 @@ func TestStopAndRemoveUnregister(t *testing.T) {
 
 func TestSynchronizeRegistersLiveContainersOnly(t *testing.T) {
 	p, f, _ := newPlugin(t, FailClosed)
-	pid, _ := startProcess(t, p.Cgroups)
+	pid, _ := startProcess(t)
 	// A registration of a container that no longer exists must go.
 	if err := p.StartContainer(context.Background(), testPod(), testContainer("old", pid)); err != nil {
 		t.Fatal(err)

@@ -109,7 +109,7 @@ func runningContainer(id string, pid int) *nri.Container {
 
 func TestRunReconnectsAndResynchronizes(t *testing.T) {
 	p, f, _ := newPlugin(t, FailClosed)
-	pid, _ := startProcess(t, p.Cgroups)
+	pid, _ := startProcess(t)
 	socket := filepath.Join(filepath.Dir(socketPath(t)), "nri.sock")
 	pods := []*nri.PodSandbox{testPod()}
 	rt := startRuntime(t, socket, pods, []*nri.Container{runningContainer("before", pid)})

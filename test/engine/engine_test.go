@@ -46,26 +46,6 @@ func dial(t *testing.T, cg harness.Cgroup, network, addr string) harness.Result 
 	return cg.RunCmd(t, cmd)
 }
 
-// listen accepts TCP connections on loopback for the test's lifetime.
-func listen(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return l.Addr().String()
-}
-
 // deniedBinary copies /usr/bin/id to a path only this test uses, so the
 // rule cannot kill anything else on the machine.
 func deniedBinary(t *testing.T) string {
@@ -138,7 +118,7 @@ func expectFree(t *testing.T, cg harness.Cgroup, binary, addr string) {
 }
 
 func TestEnforceRegisteredContainer(t *testing.T) {
-	binary, addr := deniedBinary(t), listen(t)
+	binary, addr := deniedBinary(t), harness.ListenTCP(t, "127.0.0.1:0").String()
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": lockdown("lockdown", binary, addr)}})
 	cg, other := harness.NewCgroup(t), harness.NewCgroup(t)
 	register(t, e, "ctr-1", cg)
@@ -184,7 +164,7 @@ func TestEnforceRegisteredContainer(t *testing.T) {
 }
 
 func TestUnionOfPolicies(t *testing.T) {
-	first, second, addr := deniedBinary(t), deniedBinary(t), listen(t)
+	first, second, addr := deniedBinary(t), deniedBinary(t), harness.ListenTCP(t, "127.0.0.1:0").String()
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{
 		"lockdown.yaml": lockdown("lockdown", first, addr),
 		"extra.yaml": fmt.Sprintf(`apiVersion: holdfast.dev/v1alpha1
@@ -227,7 +207,7 @@ func linkIDs(t *testing.T, e *harness.Engine) map[string]uint32 {
 }
 
 func TestSurvivesKillAndRestart(t *testing.T) {
-	binary, addr := deniedBinary(t), listen(t)
+	binary, addr := deniedBinary(t), harness.ListenTCP(t, "127.0.0.1:0").String()
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": lockdown("lockdown", binary, addr)}})
 	cg := harness.NewCgroup(t)
 	register(t, e, "ctr-1", cg)
@@ -269,7 +249,7 @@ func TestSurvivesKillAndRestart(t *testing.T) {
 }
 
 func TestUninstallRemovesEnforcement(t *testing.T) {
-	binary, addr := deniedBinary(t), listen(t)
+	binary, addr := deniedBinary(t), harness.ListenTCP(t, "127.0.0.1:0").String()
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": lockdown("lockdown", binary, addr)}})
 	cg := harness.NewCgroup(t)
 	register(t, e, "ctr-1", cg)
@@ -299,7 +279,7 @@ func TestUninstallRemovesEnforcement(t *testing.T) {
 }
 
 func TestBadPolicyKeepsEnforcement(t *testing.T) {
-	binary, addr := deniedBinary(t), listen(t)
+	binary, addr := deniedBinary(t), harness.ListenTCP(t, "127.0.0.1:0").String()
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": lockdown("lockdown", binary, addr)}})
 	cg := harness.NewCgroup(t)
 	register(t, e, "ctr-1", cg)
@@ -328,7 +308,7 @@ func TestBadPolicyKeepsEnforcement(t *testing.T) {
 }
 
 func TestUnknownCgroupRefused(t *testing.T) {
-	binary, addr := deniedBinary(t), listen(t)
+	binary, addr := deniedBinary(t), harness.ListenTCP(t, "127.0.0.1:0").String()
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": lockdown("lockdown", binary, addr)}})
 	cg := harness.NewCgroup(t)
 	register(t, e, "ctr-1", cg)
@@ -373,7 +353,7 @@ func TestNonRootPeerRefused(t *testing.T) {
 }
 
 func TestReloadAppliesChangedPolicy(t *testing.T) {
-	first, second, addr := deniedBinary(t), deniedBinary(t), listen(t)
+	first, second, addr := deniedBinary(t), deniedBinary(t), harness.ListenTCP(t, "127.0.0.1:0").String()
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": lockdown("lockdown", first, addr)}})
 	cg := harness.NewCgroup(t)
 	register(t, e, "ctr-1", cg)

@@ -17,8 +17,9 @@ import (
 
 // Cgroup is a cgroup v2 directory a test created.
 type Cgroup struct {
-	Dir string
-	ID  uint64
+	Dir  string
+	Path string // v2 path below the cgroup root, as linux.cgroupsPath names it: "/holdfast-test-..."
+	ID   uint64
 }
 
 // NewCgroup creates an empty cgroup v2 directory under the detected root and
@@ -38,7 +39,7 @@ func NewCgroup(t testing.TB) Cgroup {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Cgroup{Dir: dir, ID: id}
+	return Cgroup{Dir: dir, Path: "/" + filepath.Base(dir), ID: id}
 }
 
 func removeCgroup(t testing.TB, dir string) {
@@ -82,17 +83,44 @@ func (cg Cgroup) Run(t testing.TB, name string, args ...string) Result {
 // RunCmd runs a prepared command inside cg.
 func (cg Cgroup) RunCmd(t testing.TB, cmd *exec.Cmd) Result {
 	t.Helper()
+	fd := cg.cloneInto(t, cmd)
+	defer fd.Close()
+	return runCmd(cmd)
+}
+
+// Start starts name with args directly inside cg and leaves it running,
+// standing in for a container's init. Cleanup kills and reaps it; it runs
+// before NewCgroup's (cleanups run last-registered first), so the cgroup is
+// removed only after its process is gone.
+func (cg Cgroup) Start(t testing.TB, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	fd := cg.cloneInto(t, cmd)
+	defer fd.Close()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s in cgroup %s: %v", name, cg.Dir, err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return cmd
+}
+
+// cloneInto makes cmd start inside cg. The returned directory fd must stay
+// open until cmd has started.
+func (cg Cgroup) cloneInto(t testing.TB, cmd *exec.Cmd) *os.File {
+	t.Helper()
 	fd, err := os.Open(cg.Dir)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("open cgroup %s: %v", cg.Dir, err)
 	}
-	defer fd.Close()
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.UseCgroupFD = true
 	cmd.SysProcAttr.CgroupFD = int(fd.Fd())
-	return runCmd(cmd)
+	return fd
 }
 
 // RunOutside runs a command in the test's own cgroup, for comparison.

@@ -7,12 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,45 +18,13 @@ import (
 	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
-// silentEngine accepts connections on a socket and never answers.
-func silentEngine(t *testing.T) string {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "silent.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return sock
-}
-
 // TestEngineDown runs containers whose hook cannot get an answer from the
 // engine: none listening, or one that accepts and never replies.
 func TestEngineDown(t *testing.T) {
 	r := newRuncEnv(t)
 	bin := hookBinary(t)
 	absent := filepath.Join(t.TempDir(), "no-engine.sock")
-	silent := silentEngine(t)
+	silent := harness.SilentSocket(t)
 
 	tests := []struct {
 		name      string
