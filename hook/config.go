@@ -8,11 +8,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/failpolicy"
 )
 
 // Stage is the OCI lifecycle stage a run acts at.
@@ -35,31 +35,11 @@ func ParseStage(s string) (Stage, error) {
 	return "", fmt.Errorf("unknown stage %q (want %s, %s or %s)", s, StageCreateContainer, StageCreateRuntime, StagePoststop)
 }
 
-// FailMode says what a failed registration does to container creation.
-type FailMode string
-
-// Fail modes.
-const (
-	FailOpen   FailMode = "open"   // log and let the container start unregistered
-	FailClosed FailMode = "closed" // exit non-zero so the runtime refuses the container
-)
-
-// ParseFailMode accepts "open" and "closed".
-func ParseFailMode(s string) (FailMode, error) {
-	switch m := FailMode(s); m {
-	case FailOpen, FailClosed:
-		return m, nil
-	}
-	return "", fmt.Errorf("unknown fail mode %q (want %s or %s)", s, FailOpen, FailClosed)
-}
-
 // Defaults.
 const (
-	DefaultSocket          = api.DefaultSocket
-	DefaultTimeout         = 2 * time.Second
-	DefaultLog             = "/var/log/holdfast/oci-hook.log"
-	DefaultEngineNamespace = "holdfast-system"
-	DefaultFailMode        = FailOpen
+	DefaultSocket  = api.DefaultSocket
+	DefaultTimeout = 2 * time.Second
+	DefaultLog     = "/var/log/holdfast/oci-hook.log"
 	// ConfigFileName is looked up in the directory of the hook binary.
 	ConfigFileName = "holdfast-oci-hook.json"
 	// Source names this registrar to the engine.
@@ -72,14 +52,13 @@ const maxConfigFile = 1 << 20
 // Config is the hook's configuration: the file next to the binary, with
 // flags laid over it. Zero fields mean "use the default".
 type Config struct {
-	Socket   string   `json:"socket,omitempty"`
-	Timeout  Duration `json:"timeout,omitempty"`
-	FailMode FailMode `json:"failMode,omitempty"`
-	// FailOpenNamespaces fail open even when FailMode is closed.
-	FailOpenNamespaces []string `json:"failOpenNamespaces,omitempty"`
-	// EngineNamespace always fails open, so a fail-closed node can still
-	// start holdfast itself.
-	EngineNamespace string `json:"engineNamespace,omitempty"`
+	Socket  string   `json:"socket,omitempty"`
+	Timeout Duration `json:"timeout,omitempty"`
+	// FailMode, FailOpenNamespaces and EngineNamespace are the fail
+	// policy; see FailPolicy.
+	FailMode           failpolicy.Mode `json:"failMode,omitempty"`
+	FailOpenNamespaces []string        `json:"failOpenNamespaces,omitempty"`
+	EngineNamespace    string          `json:"engineNamespace,omitempty"`
 	// Log is the decision log file; "-" means stderr, "none" disables it.
 	Log string `json:"log,omitempty"`
 }
@@ -93,10 +72,10 @@ func (c Config) WithDefaults() Config {
 		c.Timeout = Duration(DefaultTimeout)
 	}
 	if c.FailMode == "" {
-		c.FailMode = DefaultFailMode
+		c.FailMode = failpolicy.Open
 	}
 	if c.EngineNamespace == "" {
-		c.EngineNamespace = DefaultEngineNamespace
+		c.EngineNamespace = failpolicy.DefaultEngineNamespace
 	}
 	if c.Log == "" {
 		c.Log = DefaultLog
@@ -112,11 +91,8 @@ func (c Config) Validate() error {
 	if c.Timeout <= 0 {
 		return fmt.Errorf("timeout %v is not positive", time.Duration(c.Timeout))
 	}
-	if _, err := ParseFailMode(string(c.FailMode)); err != nil {
+	if err := c.FailPolicy().Validate(); err != nil {
 		return err
-	}
-	if slices.Contains(c.FailOpenNamespaces, "") {
-		return errors.New("fail-open namespaces contain an empty name")
 	}
 	if c.Log != "-" && c.Log != "none" && !filepath.IsAbs(c.Log) {
 		return fmt.Errorf("log file %q is not an absolute path", c.Log)
@@ -124,18 +100,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// FailsOpen reports whether a failure for a container in namespace lets it
-// start, and why.
-func (c Config) FailsOpen(namespace string) (bool, string) {
-	switch {
-	case namespace != "" && namespace == c.EngineNamespace:
-		return true, fmt.Sprintf("namespace %s is the engine's own", namespace)
-	case namespace != "" && slices.Contains(c.FailOpenNamespaces, namespace):
-		return true, fmt.Sprintf("namespace %s is in the fail-open list", namespace)
-	case c.FailMode == FailOpen:
-		return true, "fail mode is open"
-	}
-	return false, "fail mode is closed"
+// FailPolicy is what a failed registration does to a container.
+func (c Config) FailPolicy() failpolicy.Policy {
+	return failpolicy.Policy{Mode: c.FailMode, OpenNamespaces: c.FailOpenNamespaces, EngineNamespace: c.EngineNamespace}
 }
 
 // LoadConfigFile reads a config file. A missing file is not an error: it
@@ -176,7 +143,7 @@ func ParseConfig(data []byte) (Config, error) {
 		return Config{}, errors.New("malformed JSON: data after the object")
 	}
 	if cfg.FailMode != "" {
-		if _, err := ParseFailMode(string(cfg.FailMode)); err != nil {
+		if _, err := failpolicy.ParseMode(string(cfg.FailMode)); err != nil {
 			return Config{}, err
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/holdfast-dev/holdfast/engine/failpolicy"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -18,7 +20,7 @@ func TestParseConfig(t *testing.T) {
 		{
 			name: "full",
 			in:   `{"socket":"/run/x.sock","timeout":"1500ms","failMode":"closed","failOpenNamespaces":["kube-system"],"engineNamespace":"sec","log":"none"}`,
-			want: Config{Socket: "/run/x.sock", Timeout: Duration(1500 * time.Millisecond), FailMode: FailClosed, FailOpenNamespaces: []string{"kube-system"}, EngineNamespace: "sec", Log: "none"},
+			want: Config{Socket: "/run/x.sock", Timeout: Duration(1500 * time.Millisecond), FailMode: failpolicy.Closed, FailOpenNamespaces: []string{"kube-system"}, EngineNamespace: "sec", Log: "none"},
 		},
 		{name: "empty object", in: `{}`, want: Config{}},
 		{name: "misspelt field", in: `{"failureMode":"closed"}`, wantErr: `unknown field "failureMode"`},
@@ -50,7 +52,7 @@ func TestParseConfig(t *testing.T) {
 }
 
 func TestConfigRoundTrip(t *testing.T) {
-	in := Config{Socket: "/run/h.sock", Timeout: Duration(3 * time.Second), FailMode: FailClosed, FailOpenNamespaces: []string{"a", "b"}}
+	in := Config{Socket: "/run/h.sock", Timeout: Duration(3 * time.Second), FailMode: failpolicy.Closed, FailOpenNamespaces: []string{"a", "b"}}
 	data, err := in.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +86,7 @@ func TestLoadConfigFile(t *testing.T) {
 	good := filepath.Join(dir, "good.json")
 	os.WriteFile(good, []byte(`{"failMode":"closed"}`), 0o600)
 	cfg, found, err = LoadConfigFile(good)
-	if err != nil || !found || cfg.FailMode != FailClosed {
+	if err != nil || !found || cfg.FailMode != failpolicy.Closed {
 		t.Fatalf("good file: cfg=%+v found=%v err=%v", cfg, found, err)
 	}
 }
@@ -94,7 +96,7 @@ func TestConfigValidate(t *testing.T) {
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
-	if ok.Socket != DefaultSocket || time.Duration(ok.Timeout) != DefaultTimeout || ok.FailMode != FailOpen || ok.EngineNamespace != DefaultEngineNamespace || ok.Log != DefaultLog {
+	if ok.Socket != DefaultSocket || time.Duration(ok.Timeout) != DefaultTimeout || ok.FailMode != failpolicy.Open || ok.EngineNamespace != failpolicy.DefaultEngineNamespace || ok.Log != DefaultLog {
 		t.Fatalf("WithDefaults = %+v", ok)
 	}
 	tests := []struct {
@@ -119,31 +121,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-func TestFailsOpen(t *testing.T) {
-	closed := Config{FailMode: FailClosed, FailOpenNamespaces: []string{"kube-system"}}.WithDefaults()
-	open := Config{FailMode: FailOpen}.WithDefaults()
-	tests := []struct {
-		cfg       Config
-		namespace string
-		want      bool
-		why       string
-	}{
-		{closed, "default", false, "fail mode is closed"},
-		{closed, "", false, "fail mode is closed"},
-		{closed, "kube-system", true, "fail-open list"},
-		{closed, DefaultEngineNamespace, true, "engine's own"},
-		{open, "default", true, "fail mode is open"},
-		{open, DefaultEngineNamespace, true, "engine's own"},
-	}
-	for _, tt := range tests {
-		got, why := tt.cfg.FailsOpen(tt.namespace)
-		if got != tt.want || !strings.Contains(why, tt.why) {
-			t.Errorf("mode %s namespace %q: FailsOpen = %v (%s), want %v (%s)", tt.cfg.FailMode, tt.namespace, got, why, tt.want, tt.why)
-		}
-	}
-}
-
-func TestParseStageAndFailMode(t *testing.T) {
+func TestParseStage(t *testing.T) {
 	for _, s := range []string{"createContainer", "createRuntime", "poststop"} {
 		if _, err := ParseStage(s); err != nil {
 			t.Errorf("ParseStage(%q): %v", s, err)
@@ -153,11 +131,5 @@ func TestParseStageAndFailMode(t *testing.T) {
 		if _, err := ParseStage(s); err == nil {
 			t.Errorf("ParseStage(%q) accepted it", s)
 		}
-	}
-	if _, err := ParseFailMode("closed"); err != nil {
-		t.Error(err)
-	}
-	if _, err := ParseFailMode("Closed"); err == nil {
-		t.Error(`ParseFailMode("Closed") accepted it`)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/engine/failpolicy"
 )
 
 // Source names the plugin's registrations in the engine.
@@ -43,26 +43,6 @@ var (
 	_ stub.RemoveContainerInterface = (*Plugin)(nil)
 )
 
-// FailMode decides what happens to a container the engine cannot register.
-type FailMode string
-
-const (
-	// FailOpen lets the container start unenforced and retries later.
-	FailOpen FailMode = "open"
-	// FailClosed refuses to start the container, with the reason in the
-	// runtime's error.
-	FailClosed FailMode = "closed"
-)
-
-// ParseFailMode accepts "open" or "closed".
-func ParseFailMode(s string) (FailMode, error) {
-	switch m := FailMode(s); m {
-	case FailOpen, FailClosed:
-		return m, nil
-	}
-	return "", fmt.Errorf("invalid fail mode %q: want open or closed", s)
-}
-
 // Engine is the part of the engine's control API the plugin uses;
 // *api.Client implements it.
 type Engine interface {
@@ -74,18 +54,14 @@ type Engine interface {
 // DefaultEngineSocket is where `holdfast engine` listens unless told otherwise.
 const DefaultEngineSocket = api.DefaultSocket
 
-// DefaultEngineNamespace is holdfast's own namespace, which always fails
-// open so a fail-closed node can still start the engine.
-const DefaultEngineNamespace = "holdfast-system"
-
 // Config is the plugin configuration containerd hands over in Configure
 // (the pre-registered plugin's file in plugin_config_path). Empty fields
 // keep the plugin's current setting. The names match the OCI hook's.
 type Config struct {
-	EngineSocket       string   `json:"engineSocket,omitempty"`
-	FailMode           FailMode `json:"failMode,omitempty"`
-	FailOpenNamespaces []string `json:"failOpenNamespaces,omitempty"`
-	EngineNamespace    string   `json:"engineNamespace,omitempty"`
+	EngineSocket       string          `json:"engineSocket,omitempty"`
+	FailMode           failpolicy.Mode `json:"failMode,omitempty"`
+	FailOpenNamespaces []string        `json:"failOpenNamespaces,omitempty"`
+	EngineNamespace    string          `json:"engineNamespace,omitempty"`
 }
 
 // ParseConfig reads a YAML or JSON plugin configuration.
@@ -94,30 +70,25 @@ func ParseConfig(data string) (Config, error) {
 	if err := yaml.UnmarshalStrict([]byte(data), &c); err != nil {
 		return Config{}, fmt.Errorf("parse holdfast nri plugin config: %w", err)
 	}
-	if c.FailMode != "" {
-		if _, err := ParseFailMode(string(c.FailMode)); err != nil {
-			return Config{}, fmt.Errorf("parse holdfast nri plugin config: failMode: %w", err)
-		}
+	// An empty failMode keeps the current mode; Validate accepts it.
+	if err := (failpolicy.Policy{Mode: c.FailMode, OpenNamespaces: c.FailOpenNamespaces}).Validate(); err != nil {
+		return Config{}, fmt.Errorf("parse holdfast nri plugin config: %w", err)
 	}
 	if c.EngineSocket != "" && !strings.HasPrefix(c.EngineSocket, "/") {
 		return Config{}, fmt.Errorf("parse holdfast nri plugin config: engineSocket %q is not an absolute path", c.EngineSocket)
-	}
-	if slices.Contains(c.FailOpenNamespaces, "") {
-		return Config{}, errors.New("parse holdfast nri plugin config: failOpenNamespaces contains an empty name")
 	}
 	return c, nil
 }
 
 // Plugin handles NRI events. Set the exported fields before first use.
 type Plugin struct {
-	Engine   Engine
-	FailMode FailMode
-	// FailOpenNamespaces fail open even when FailMode is closed, and so
-	// does EngineNamespace, where holdfast itself runs.
-	FailOpenNamespaces []string
-	EngineNamespace    string
-	Cgroups            cgroup.Mount
-	Log                *slog.Logger
+	Engine Engine
+	// FailPolicy decides whether a container the engine cannot register
+	// starts; a fail-open one starts unenforced and is registered by the
+	// resync loop once the engine answers.
+	FailPolicy failpolicy.Policy
+	Cgroups    cgroup.Mount
+	Log        *slog.Logger
 	// RequestTimeout is the runtime's NRI request timeout; every answer
 	// comes well inside it. Configure updates it from the runtime.
 	RequestTimeout time.Duration
@@ -153,25 +124,18 @@ func (p *Plugin) log() *slog.Logger {
 	return slog.Default()
 }
 
-func (p *Plugin) settings() (Engine, FailMode) {
+func (p *Plugin) settings() (Engine, failpolicy.Mode) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.Engine, p.FailMode
+	return p.Engine, p.FailPolicy.Mode
 }
 
 // failsOpen says whether a container of namespace may start unregistered, and why.
 func (p *Plugin) failsOpen(namespace string) (bool, string) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	switch {
-	case namespace != "" && namespace == p.EngineNamespace:
-		return true, fmt.Sprintf("namespace %s is the engine's own", namespace)
-	case namespace != "" && slices.Contains(p.FailOpenNamespaces, namespace):
-		return true, fmt.Sprintf("namespace %s is in the fail-open list", namespace)
-	case p.FailMode != FailClosed:
-		return true, "fail mode is open"
-	}
-	return false, "fail mode is closed"
+	policy := p.FailPolicy
+	p.mu.Unlock()
+	return policy.FailsOpen(namespace)
 }
 
 // Configure applies the runtime's plugin configuration.
@@ -196,16 +160,16 @@ func (p *Plugin) Configure(_ context.Context, config, runtime, version string) (
 		p.Engine = &api.Client{Socket: c.EngineSocket}
 	}
 	if c.FailMode != "" && !p.Locked["failMode"] {
-		p.FailMode = c.FailMode
+		p.FailPolicy.Mode = c.FailMode
 	}
 	if c.FailOpenNamespaces != nil && !p.Locked["failOpenNamespaces"] {
-		p.FailOpenNamespaces = c.FailOpenNamespaces
+		p.FailPolicy.OpenNamespaces = c.FailOpenNamespaces
 	}
 	if c.EngineNamespace != "" && !p.Locked["engineNamespace"] {
-		p.EngineNamespace = c.EngineNamespace
+		p.FailPolicy.EngineNamespace = c.EngineNamespace
 	}
-	p.log().Info("configured", "engineSocket", c.EngineSocket, "failMode", p.FailMode,
-		"failOpenNamespaces", p.FailOpenNamespaces, "engineNamespace", p.EngineNamespace)
+	p.log().Info("configured", "engineSocket", c.EngineSocket, "failMode", p.FailPolicy.Mode,
+		"failOpenNamespaces", p.FailPolicy.OpenNamespaces, "engineNamespace", p.FailPolicy.EngineNamespace)
 	return 0, nil
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/engine/failpolicy"
 	"github.com/holdfast-dev/holdfast/test/harness"
 	"github.com/holdfast-dev/holdfast/test/require"
 )
@@ -136,7 +137,7 @@ func socketPath(t *testing.T) string {
 	return filepath.Join(dir, "engine.sock")
 }
 
-func newPlugin(t *testing.T, mode FailMode) (*Plugin, *fakeEngine, string) {
+func newPlugin(t *testing.T, mode failpolicy.Mode) (*Plugin, *fakeEngine, string) {
 	t.Helper()
 	m, err := cgroup.Detect()
 	require.Privileged(t, "cgroup v2", err)
@@ -145,7 +146,7 @@ func newPlugin(t *testing.T, mode FailMode) (*Plugin, *fakeEngine, string) {
 	serve(t, f, sock)
 	p := &Plugin{
 		Engine:         &api.Client{Socket: sock},
-		FailMode:       mode,
+		FailPolicy:     failpolicy.Policy{Mode: mode},
 		Cgroups:        m,
 		Log:            quietLog(),
 		RequestTimeout: 2 * time.Second,
@@ -178,7 +179,7 @@ func testContainer(id string, pid int) *nri.Container {
 }
 
 func TestStartContainerRegistersIdentity(t *testing.T) {
-	p, f, _ := newPlugin(t, FailClosed)
+	p, f, _ := newPlugin(t, failpolicy.Closed)
 	pid, path := startProcess(t)
 	dir := p.Cgroups.Dir(path)
 	wantID, err := cgroup.ID(dir)
@@ -214,7 +215,7 @@ func TestStartContainerRegistersIdentity(t *testing.T) {
 }
 
 func TestStartContainerFallsBackToCgroupsPath(t *testing.T) {
-	p, f, _ := newPlugin(t, FailClosed)
+	p, f, _ := newPlugin(t, failpolicy.Closed)
 	_, path := startProcess(t)
 	wantID, err := cgroup.ID(p.Cgroups.Dir(path))
 	if err != nil {
@@ -241,13 +242,13 @@ func TestStartContainerFallsBackToCgroupsPath(t *testing.T) {
 }
 
 func TestStartContainerWithoutCgroup(t *testing.T) {
-	for _, mode := range []FailMode{FailClosed, FailOpen} {
+	for _, mode := range []failpolicy.Mode{failpolicy.Closed, failpolicy.Open} {
 		t.Run(string(mode), func(t *testing.T) {
 			p, f, _ := newPlugin(t, mode)
 			ctr := testContainer("gone", 0)
 			ctr.Linux = &nri.LinuxContainer{CgroupsPath: "/holdfast-test-no-such-cgroup"}
 			err := p.StartContainer(context.Background(), testPod(), ctr)
-			if mode == FailClosed {
+			if mode == failpolicy.Closed {
 				if err == nil || !strings.Contains(err.Error(), "gone") || !strings.Contains(err.Error(), "holdfast-test-no-such-cgroup") {
 					t.Fatalf("fail-closed StartContainer error = %v, want one naming the container and its cgroup", err)
 				}
@@ -263,7 +264,7 @@ func TestStartContainerWithoutCgroup(t *testing.T) {
 
 func TestEngineUnreachable(t *testing.T) {
 	t.Run("closed refuses with the reason", func(t *testing.T) {
-		p, _, _ := newPlugin(t, FailClosed)
+		p, _, _ := newPlugin(t, failpolicy.Closed)
 		pid, _ := startProcess(t)
 		p.Engine = &api.Client{Socket: socketPath(t)}
 		err := p.StartContainer(context.Background(), testPod(), testContainer("c3", pid))
@@ -272,12 +273,12 @@ func TestEngineUnreachable(t *testing.T) {
 		}
 	})
 	t.Run("closed lets exempt namespaces start", func(t *testing.T) {
-		p, _, _ := newPlugin(t, FailClosed)
+		p, _, _ := newPlugin(t, failpolicy.Closed)
 		pid, _ := startProcess(t)
 		p.Engine = &api.Client{Socket: socketPath(t)}
-		p.EngineNamespace = DefaultEngineNamespace
-		p.FailOpenNamespaces = []string{"kube-system"}
-		for _, ns := range []string{DefaultEngineNamespace, "kube-system"} {
+		p.FailPolicy.EngineNamespace = failpolicy.DefaultEngineNamespace
+		p.FailPolicy.OpenNamespaces = []string{"kube-system"}
+		for _, ns := range []string{failpolicy.DefaultEngineNamespace, "kube-system"} {
 			pod := testPod()
 			pod.Namespace = ns
 			if err := p.StartContainer(context.Background(), pod, testContainer("c-"+ns, pid)); err != nil {
@@ -289,7 +290,7 @@ func TestEngineUnreachable(t *testing.T) {
 		}
 	})
 	t.Run("open starts and registers once the engine is back", func(t *testing.T) {
-		p, _, _ := newPlugin(t, FailOpen)
+		p, _, _ := newPlugin(t, failpolicy.Open)
 		pid, _ := startProcess(t)
 		sock := socketPath(t)
 		p.Engine = &api.Client{Socket: sock}
@@ -320,7 +321,7 @@ func TestEngineUnreachable(t *testing.T) {
 }
 
 func TestEngineHangsAnswerInsideRequestTimeout(t *testing.T) {
-	for _, mode := range []FailMode{FailClosed, FailOpen} {
+	for _, mode := range []failpolicy.Mode{failpolicy.Closed, failpolicy.Open} {
 		t.Run(string(mode), func(t *testing.T) {
 			p, f, _ := newPlugin(t, mode)
 			pid, _ := startProcess(t)
@@ -337,10 +338,10 @@ func TestEngineHangsAnswerInsideRequestTimeout(t *testing.T) {
 			}
 			// The socket deadline and the context expire together; either may report it.
 			timedOut := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
-			if mode == FailClosed && !timedOut {
+			if mode == failpolicy.Closed && !timedOut {
 				t.Fatalf("fail-closed error = %v, want the engine deadline", err)
 			}
-			if mode == FailOpen && err != nil {
+			if mode == failpolicy.Open && err != nil {
 				t.Fatalf("fail-open StartContainer: %v", err)
 			}
 		})
@@ -348,7 +349,7 @@ func TestEngineHangsAnswerInsideRequestTimeout(t *testing.T) {
 }
 
 func TestStopAndRemoveUnregister(t *testing.T) {
-	p, f, _ := newPlugin(t, FailClosed)
+	p, f, _ := newPlugin(t, failpolicy.Closed)
 	pid, _ := startProcess(t)
 	for _, id := range []string{"a", "b"} {
 		if err := p.StartContainer(context.Background(), testPod(), testContainer(id, pid)); err != nil {
@@ -389,7 +390,7 @@ func TestStopAndRemoveUnregister(t *testing.T) {
 }
 
 func TestSynchronizeRegistersLiveContainersOnly(t *testing.T) {
-	p, f, _ := newPlugin(t, FailClosed)
+	p, f, _ := newPlugin(t, failpolicy.Closed)
 	pid, _ := startProcess(t)
 	// A registration of a container that no longer exists must go.
 	if err := p.StartContainer(context.Background(), testPod(), testContainer("old", pid)); err != nil {
@@ -429,26 +430,26 @@ func TestSynchronizeRegistersLiveContainersOnly(t *testing.T) {
 }
 
 func TestConfigure(t *testing.T) {
-	p, _, sock := newPlugin(t, FailOpen)
+	p, _, sock := newPlugin(t, failpolicy.Open)
 	other := socketPath(t)
 	config := "engineSocket: " + other + "\nfailMode: closed\nfailOpenNamespaces: [kube-system]\nengineNamespace: sec\n"
 	if _, err := p.Configure(context.Background(), config, "containerd", "v2"); err != nil {
 		t.Fatal(err)
 	}
-	if c, ok := p.Engine.(*api.Client); !ok || c.Socket != other || p.FailMode != FailClosed ||
-		!slices.Equal(p.FailOpenNamespaces, []string{"kube-system"}) || p.EngineNamespace != "sec" {
+	if c, ok := p.Engine.(*api.Client); !ok || c.Socket != other || p.FailPolicy.Mode != failpolicy.Closed ||
+		!slices.Equal(p.FailPolicy.OpenNamespaces, []string{"kube-system"}) || p.FailPolicy.EngineNamespace != "sec" {
 		t.Errorf("after configure: engine %+v, fail mode %s, fail-open %v, engine namespace %q",
-			p.Engine, p.FailMode, p.FailOpenNamespaces, p.EngineNamespace)
+			p.Engine, p.FailPolicy.Mode, p.FailPolicy.OpenNamespaces, p.FailPolicy.EngineNamespace)
 	}
 
 	p.Engine = &api.Client{Socket: sock}
-	p.FailMode = FailOpen
+	p.FailPolicy.Mode = failpolicy.Open
 	p.Locked = map[string]bool{"engineSocket": true, "failMode": true}
 	if _, err := p.Configure(context.Background(), `{"engineSocket": "`+other+`", "failMode": "closed"}`, "containerd", "v2"); err != nil {
 		t.Fatal(err)
 	}
-	if c := p.Engine.(*api.Client); c.Socket != sock || p.FailMode != FailOpen {
-		t.Errorf("runtime config overrode command-line settings: %s %s", c.Socket, p.FailMode)
+	if c := p.Engine.(*api.Client); c.Socket != sock || p.FailPolicy.Mode != failpolicy.Open {
+		t.Errorf("runtime config overrode command-line settings: %s %s", c.Socket, p.FailPolicy.Mode)
 	}
 
 	for _, bad := range []struct{ config, want string }{
@@ -461,16 +462,5 @@ func TestConfigure(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("Configure(%q) error = %v, want one naming %s", bad.config, err, bad.want)
 		}
-	}
-}
-
-func TestParseFailMode(t *testing.T) {
-	for _, s := range []string{"open", "closed"} {
-		if m, err := ParseFailMode(s); err != nil || string(m) != s {
-			t.Errorf("ParseFailMode(%q) = %q, %v", s, m, err)
-		}
-	}
-	if _, err := ParseFailMode("Open"); err == nil || !strings.Contains(err.Error(), `"Open"`) {
-		t.Errorf("ParseFailMode(Open) error = %v", err)
 	}
 }

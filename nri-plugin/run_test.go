@@ -14,6 +14,8 @@ import (
 
 	"github.com/containerd/nri/pkg/adaptation"
 	nri "github.com/containerd/nri/pkg/api"
+
+	"github.com/holdfast-dev/holdfast/engine/failpolicy"
 )
 
 // startRuntime runs NRI's runtime side, the same library containerd embeds,
@@ -108,7 +110,7 @@ func runningContainer(id string, pid int) *nri.Container {
 }
 
 func TestRunReconnectsAndResynchronizes(t *testing.T) {
-	p, f, _ := newPlugin(t, FailClosed)
+	p, f, _ := newPlugin(t, failpolicy.Closed)
 	pid, _ := startProcess(t)
 	socket := filepath.Join(filepath.Dir(socketPath(t)), "nri.sock")
 	pods := []*nri.PodSandbox{testPod()}
@@ -163,7 +165,7 @@ func TestRunReconnectsAndResynchronizes(t *testing.T) {
 }
 
 func TestRunPreRegisteredReturnsWhenConnectionCloses(t *testing.T) {
-	p, f, _ := newPlugin(t, FailOpen)
+	p, f, _ := newPlugin(t, failpolicy.Open)
 	socket := filepath.Join(filepath.Dir(socketPath(t)), "nri.sock")
 	startRuntime(t, socket, nil, nil)
 	relay := startRelay(t, socket)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/holdfast-dev/holdfast/engine/failpolicy"
 	"github.com/holdfast-dev/holdfast/hook"
 )
 
@@ -98,7 +99,7 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 		HooksDir:   filepath.Join(root, "hooks.d"),
 		InstallDir: filepath.Join(root, "libexec"),
 		Binary:     fakeBinary(t, "version 1"),
-		Config:     hook.Config{Socket: "/run/test.sock", FailMode: hook.FailClosed, Timeout: hook.Duration(time.Second)},
+		Config:     hook.Config{Socket: "/run/test.sock", FailMode: failpolicy.Closed, Timeout: hook.Duration(time.Second)},
 	}
 	actions := func(cs []Change) string {
 		var s []string
@@ -130,7 +131,7 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 		t.Fatalf("installed hooks.d file: %s", data)
 	}
 	cfg, found, err := hook.LoadConfigFile(o.ConfigPath())
-	if err != nil || !found || cfg.Socket != "/run/test.sock" || cfg.FailMode != hook.FailClosed {
+	if err != nil || !found || cfg.Socket != "/run/test.sock" || cfg.FailMode != failpolicy.Closed {
 		t.Fatalf("installed config: %+v found=%v err=%v", cfg, found, err)
 	}
 	if fi, err := os.Stat(o.BinaryPath()); err != nil || fi.Mode().Perm() != 0o755 {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/holdfast-dev/holdfast/engine/failpolicy"
 	nriplugin "github.com/holdfast-dev/holdfast/nri-plugin"
 	"github.com/holdfast-dev/holdfast/nri-plugin/install"
 )
@@ -19,13 +20,14 @@ func installContainerd(args []string) error {
 	o := containerdFlags(fs)
 	binary := fs.String("plugin-binary", "", "holdfast-nri to install (default: next to this holdfast binary)")
 	socket := fs.String("socket", nriplugin.DefaultEngineSocket, "engine socket the plugin connects to")
-	failMode := fs.String("fail-mode", string(nriplugin.FailOpen), "open (start unregistered containers) or closed (refuse them)")
+	failMode := fs.String("fail-mode", string(failpolicy.Open), "open (start unregistered containers) or closed (refuse them)")
 	failOpenNS := fs.String("fail-open-namespaces", "", "comma-separated namespaces that fail open even in closed mode")
-	engineNS := fs.String("engine-namespace", nriplugin.DefaultEngineNamespace, "the engine's own namespace, always fail-open")
+	engineNS := fs.String("engine-namespace", failpolicy.DefaultEngineNamespace, "the engine's own namespace, always fail-open")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if _, err := nriplugin.ParseFailMode(*failMode); err != nil {
+	mode, err := failpolicy.ParseMode(*failMode)
+	if err != nil {
 		return usageError{fmt.Sprintf("install containerd: --fail-mode: %v", err)}
 	}
 	if *binary == "" {
@@ -38,7 +40,7 @@ func installContainerd(args []string) error {
 	o.PluginBinary = *binary
 	o.Plugin = nriplugin.Config{
 		EngineSocket:    *socket,
-		FailMode:        nriplugin.FailMode(*failMode),
+		FailMode:        mode,
 		EngineNamespace: *engineNS,
 	}
 	for _, ns := range strings.Split(*failOpenNS, ",") {

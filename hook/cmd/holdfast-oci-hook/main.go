@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/failpolicy"
 	"github.com/holdfast-dev/holdfast/hook"
 )
 
@@ -60,9 +61,9 @@ func configure(args []string, stderr io.Writer) (hook.Stage, hook.Config, error)
 	configFile := fs.String("config", "", "config file (default: "+hook.ConfigFileName+" next to this binary)")
 	socket := fs.String("socket", "", "engine socket (default "+hook.DefaultSocket+")")
 	timeout := fs.Duration("timeout", 0, "deadline for the whole run (default "+hook.DefaultTimeout.String()+")")
-	failMode := fs.String("fail-mode", "", "what a failed registration does: open (start the container) or closed (refuse it) (default "+string(hook.DefaultFailMode)+")")
+	failMode := fs.String("fail-mode", "", "what a failed registration does: open (start the container) or closed (refuse it) (default "+string(failpolicy.Open)+")")
 	failOpenNS := fs.String("fail-open-namespaces", "", "comma-separated namespaces that fail open even in closed mode")
-	engineNS := fs.String("engine-namespace", "", "the engine's own namespace, always fail-open (default "+hook.DefaultEngineNamespace+")")
+	engineNS := fs.String("engine-namespace", "", "the engine's own namespace, always fail-open (default "+failpolicy.DefaultEngineNamespace+")")
 	logFile := fs.String("log", "", "decision log file, - for stderr, none to disable (default "+hook.DefaultLog+")")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -104,7 +105,7 @@ func configure(args []string, stderr io.Writer) (hook.Stage, hook.Config, error)
 		case "timeout":
 			cfg.Timeout = hook.Duration(*timeout)
 		case "fail-mode":
-			m, err := hook.ParseFailMode(*failMode)
+			m, err := failpolicy.ParseMode(*failMode)
 			if err != nil {
 				flagErr = fmt.Errorf("--fail-mode: %w", err)
 			}

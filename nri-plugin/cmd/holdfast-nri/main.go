@@ -18,6 +18,7 @@ import (
 
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/engine/failpolicy"
 	nriplugin "github.com/holdfast-dev/holdfast/nri-plugin"
 )
 
@@ -32,9 +33,9 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("holdfast-nri", flag.ContinueOnError)
 	socket := fs.String("socket", nri.DefaultSocketPath, "containerd's NRI socket (external plugin mode)")
 	engineSocket := fs.String("engine-socket", nriplugin.DefaultEngineSocket, "holdfast engine control socket")
-	failMode := fs.String("fail-mode", string(nriplugin.FailOpen), "when the engine cannot register a container: open (start it unenforced) or closed (refuse it)")
+	failMode := fs.String("fail-mode", string(failpolicy.Open), "when the engine cannot register a container: open (start it unenforced) or closed (refuse it)")
 	failOpenNS := fs.String("fail-open-namespaces", "", "comma-separated namespaces that fail open even in closed mode")
-	engineNS := fs.String("engine-namespace", nriplugin.DefaultEngineNamespace, "holdfast's own namespace, always fail-open")
+	engineNS := fs.String("engine-namespace", failpolicy.DefaultEngineNamespace, "holdfast's own namespace, always fail-open")
 	idx := fs.String("idx", "10", "two-digit NRI plugin index")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -43,7 +44,7 @@ func run(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	mode, err := nriplugin.ParseFailMode(*failMode)
+	mode, err := failpolicy.ParseMode(*failMode)
 	if err != nil {
 		return fmt.Errorf("--fail-mode: %w", err)
 	}
@@ -81,13 +82,11 @@ func run(args []string) error {
 		}
 	}
 	p := &nriplugin.Plugin{
-		Engine:             &api.Client{Socket: *engineSocket},
-		FailMode:           mode,
-		FailOpenNamespaces: failOpen,
-		EngineNamespace:    *engineNS,
-		Cgroups:            mount,
-		Log:                log,
-		Locked:             locked,
+		Engine:     &api.Client{Socket: *engineSocket},
+		FailPolicy: failpolicy.Policy{Mode: mode, OpenNamespaces: failOpen, EngineNamespace: *engineNS},
+		Cgroups:    mount,
+		Log:        log,
+		Locked:     locked,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -1,0 +1,74 @@
+// Package failpolicy decides whether a container the engine cannot register
+// may start anyway; the engine's own namespace always may, so a fail-closed
+// node can still start holdfast itself.
+package failpolicy
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Mode says what a failed registration does to container creation.
+type Mode string
+
+// Modes. The zero Mode means Open, the default.
+const (
+	Open   Mode = "open"   // log and let the container start unregistered
+	Closed Mode = "closed" // refuse the container, with the reason in the runtime's error
+)
+
+// DefaultEngineNamespace is where holdfast itself runs.
+const DefaultEngineNamespace = "holdfast-system"
+
+// ParseMode accepts "open" and "closed".
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case Open, Closed:
+		return m, nil
+	}
+	return "", fmt.Errorf("unknown fail mode %q (want %s or %s)", s, Open, Closed)
+}
+
+// Policy is one registrar's answer to an engine that cannot register a
+// container.
+type Policy struct {
+	Mode Mode
+	// OpenNamespaces fail open even when Mode is Closed.
+	OpenNamespaces []string
+	// EngineNamespace always fails open; empty means no namespace is the
+	// engine's, so registrars fill it, usually with DefaultEngineNamespace.
+	EngineNamespace string
+}
+
+// Validate rejects an unknown mode and empty namespace names.
+func (p Policy) Validate() error {
+	if p.Mode != "" {
+		if _, err := ParseMode(string(p.Mode)); err != nil {
+			return err
+		}
+	}
+	if slices.Contains(p.OpenNamespaces, "") {
+		return errors.New("fail-open namespaces contain an empty name")
+	}
+	return nil
+}
+
+// FailsOpen reports whether a container in namespace may start although the
+// engine could not register it, and why. An empty namespace (a container
+// outside Kubernetes) has only the mode to go by.
+func (p Policy) FailsOpen(namespace string) (open bool, why string) {
+	switch {
+	case namespace != "" && namespace == p.EngineNamespace:
+		return true, fmt.Sprintf("namespace %s is the engine's own", namespace)
+	case namespace != "" && slices.Contains(p.OpenNamespaces, namespace):
+		return true, fmt.Sprintf("namespace %s is in the fail-open list", namespace)
+	case p.Mode == Open || p.Mode == "":
+		return true, "fail mode is open"
+	case p.Mode == Closed:
+		return false, "fail mode is closed"
+	}
+	// Validate rejects this; refusing is the safe reading of a mode nobody
+	// can name.
+	return false, fmt.Sprintf("fail mode %q is unknown", p.Mode)
+}

@@ -1,0 +1,86 @@
+package failpolicy
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseMode(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    Mode
+		wantErr string
+	}{
+		{in: "open", want: Open},
+		{in: "closed", want: Closed},
+		{in: "Open", wantErr: `unknown fail mode "Open"`},
+		{in: "Closed", wantErr: `unknown fail mode "Closed"`},
+		{in: "", wantErr: `unknown fail mode ""`},
+		{in: "ajar", wantErr: "want open or closed"},
+	}
+	for _, tt := range tests {
+		got, err := ParseMode(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("ParseMode(%q) = %q, %v, want an error containing %q", tt.in, got, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("ParseMode(%q) = %q, %v, want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		policy  Policy
+		wantErr string
+	}{
+		{name: "closed with lists", policy: Policy{Mode: Closed, OpenNamespaces: []string{"kube-system"}, EngineNamespace: DefaultEngineNamespace}},
+		{name: "zero is the default", policy: Policy{}},
+		{name: "unknown mode", policy: Policy{Mode: "maybe"}, wantErr: `unknown fail mode "maybe"`},
+		{name: "empty namespace", policy: Policy{Mode: Open, OpenNamespaces: []string{"a", ""}}, wantErr: "empty name"},
+	}
+	for _, tt := range tests {
+		err := tt.policy.Validate()
+		if tt.wantErr == "" && err != nil {
+			t.Errorf("%s: Validate() = %v, want nil", tt.name, err)
+		}
+		if tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("%s: Validate() = %v, want an error containing %q", tt.name, err, tt.wantErr)
+		}
+	}
+}
+
+func TestFailsOpen(t *testing.T) {
+	closed := Policy{Mode: Closed, OpenNamespaces: []string{"kube-system"}, EngineNamespace: DefaultEngineNamespace}
+	open := Policy{Mode: Open, EngineNamespace: DefaultEngineNamespace}
+	tests := []struct {
+		policy    Policy
+		namespace string
+		want      bool
+		why       string
+	}{
+		{closed, "default", false, "fail mode is closed"},
+		{closed, "", false, "fail mode is closed"},
+		{closed, "kube-system", true, "namespace kube-system is in the fail-open list"},
+		{closed, DefaultEngineNamespace, true, "namespace holdfast-system is the engine's own"},
+		{open, "default", true, "fail mode is open"},
+		{open, DefaultEngineNamespace, true, "engine's own"},
+		// The zero mode is the default, open.
+		{Policy{}, "default", true, "fail mode is open"},
+		// No engine namespace set: an unnamespaced container is not the engine's.
+		{Policy{Mode: Closed}, "", false, "fail mode is closed"},
+		{Policy{Mode: Closed}, DefaultEngineNamespace, false, "fail mode is closed"},
+		// A mode Validate would reject refuses rather than guesses.
+		{Policy{Mode: "ajar"}, "default", false, `fail mode "ajar" is unknown`},
+	}
+	for _, tt := range tests {
+		got, why := tt.policy.FailsOpen(tt.namespace)
+		if got != tt.want || !strings.Contains(why, tt.why) {
+			t.Errorf("%+v namespace %q: FailsOpen = %v (%s), want %v (%s)", tt.policy, tt.namespace, got, why, tt.want, tt.why)
+		}
+	}
+}
