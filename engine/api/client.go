@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -98,9 +97,8 @@ func (c *Client) call(ctx context.Context, req Request) (*Response, error) {
 	if err := json.NewEncoder(conn).Encode(req); err != nil {
 		return nil, fmt.Errorf("send %s request to %s: %w", req.Op, c.Socket, ctxErr(ctx, err))
 	}
-	r := bufio.NewReaderSize(conn, 64<<10)
 	var resp Response
-	if err := json.NewDecoder(&limitedReader{r: r, n: MaxMessageSize}).Decode(&resp); err != nil {
+	if err := json.NewDecoder(&limitedReader{r: conn, n: MaxMessageSize}).Decode(&resp); err != nil {
 		return nil, fmt.Errorf("read %s response from %s: %w", req.Op, c.Socket, ctxErr(ctx, err))
 	}
 	if resp.Error != "" {

@@ -10,13 +10,14 @@ import (
 )
 
 // BenchmarkCreateStartContainer measures CRI CreateContainer+StartContainer
-// of one container with no NRI plugin connected and with holdfast-nri
-// registering every container with a real engine (blocks of 10 samples
-// each, alternating), and reports the p50 and p99 of both and what the
-// plugin adds. Each sample's container is removed outside the measurement.
-// Run with a fixed count:
+// of one container with no NRI plugin connected, with a plugin that handles
+// StartContainer by doing nothing (what NRI itself costs), and with
+// holdfast-nri registering every container with a real engine. Blocks of
+// 10 samples of each rotate, so drift in the machine's load hits all alike;
+// each sample's container is removed outside the measurement. It reports
+// p50 and p99 of each and what the plugins add. Run with a fixed count:
 //
-//	go test ./test/nri -run '^$' -bench CreateStartContainer -benchtime 200x
+//	go test ./test/nri -run '^$' -bench CreateStartContainer -benchtime 300x
 func BenchmarkCreateStartContainer(b *testing.B) {
 	c := sharedContainerd(b)
 	e := harness.StartEngine(b, harness.Options{Policies: shopPolicy(9)})
@@ -32,49 +33,65 @@ func BenchmarkCreateStartContainer(b *testing.B) {
 		p.removeContainer(b, id)
 		return d
 	}
-	// Blocks with and without the plugin alternate, so drift in the
-	// machine's load hits both alike.
-	const block = 10
-	var with, without, handled []time.Duration
-	var plugin *plugin
+	const (
+		block    = 10
+		none     = 0
+		noop     = 1
+		holdfast = 2
+	)
+	samples := make([][]time.Duration, 3)
+	var handled []time.Duration
+	var running *plugin
+	current := none
 	b.ResetTimer()
 	for i := range b.N {
-		withPlugin := (i/block)%2 == 1
-		switch {
-		case withPlugin && plugin == nil:
-			plugin = startPlugin(b, c, e.Socket)
-		case !withPlugin && plugin != nil:
-			handled = append(handled, plugin.registerTimes(b)...)
-			plugin.stop()
-			plugin = nil
+		variant := (i / block) % 3
+		if variant != current {
+			if running != nil {
+				if current == holdfast {
+					handled = append(handled, running.registerTimes(b)...)
+				}
+				running.stop()
+				running = nil
+			}
+			switch variant {
+			case noop:
+				running = startNoopPlugin(b, c)
+			case holdfast:
+				running = startPlugin(b, c, e.Socket)
+			}
+			current = variant
 		}
-		if withPlugin {
-			with = append(with, sample("with"))
-		} else {
-			without = append(without, sample("without"))
-		}
+		samples[variant] = append(samples[variant], sample("bench"))
 	}
 	b.StopTimer()
-	if plugin != nil {
-		handled = append(handled, plugin.registerTimes(b)...)
-		plugin.stop()
+	if running != nil {
+		if current == holdfast {
+			handled = append(handled, running.registerTimes(b)...)
+		}
+		running.stop()
 	}
-	if len(with) == 0 {
-		return // the framework's first run with b.N = 1; the real one follows
+	if len(samples[holdfast]) == 0 {
+		return // the framework's first runs with small b.N; the real one follows
 	}
-	slices.Sort(with)
-	slices.Sort(without)
+	for _, s := range samples {
+		slices.Sort(s)
+	}
 	slices.Sort(handled)
 
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	p50w, p99w := percentile(without, 50), percentile(without, 99)
-	p50, p99 := percentile(with, 50), percentile(with, 99)
-	b.ReportMetric(ms(p50w), "p50-ms-without")
-	b.ReportMetric(ms(p99w), "p99-ms-without")
-	b.ReportMetric(ms(p50), "p50-ms-with")
-	b.ReportMetric(ms(p99), "p99-ms-with")
-	b.ReportMetric(ms(p50-p50w), "added-p50-ms")
-	b.ReportMetric(ms(p99-p99w), "added-p99-ms")
+	p50 := func(v int) time.Duration { return percentile(samples[v], 50) }
+	p99 := func(v int) time.Duration { return percentile(samples[v], 99) }
+	b.ReportMetric(ms(p50(none)), "p50-ms-without")
+	b.ReportMetric(ms(p99(none)), "p99-ms-without")
+	b.ReportMetric(ms(p50(noop)), "p50-ms-noop")
+	b.ReportMetric(ms(p99(noop)), "p99-ms-noop")
+	b.ReportMetric(ms(p50(holdfast)), "p50-ms-with")
+	b.ReportMetric(ms(p99(holdfast)), "p99-ms-with")
+	b.ReportMetric(ms(p50(noop)-p50(none)), "noop-added-p50-ms")
+	b.ReportMetric(ms(p50(holdfast)-p50(none)), "added-p50-ms")
+	b.ReportMetric(ms(p99(holdfast)-p99(none)), "added-p99-ms")
+	b.ReportMetric(ms(p50(holdfast)-p50(noop)), "added-over-noop-p50-ms")
 	// The plugin's own StartContainer handling, engine call included.
 	b.ReportMetric(ms(percentile(handled, 50)), "plugin-p50-ms")
 	b.ReportMetric(ms(percentile(handled, 99)), "plugin-p99-ms")

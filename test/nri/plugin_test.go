@@ -26,13 +26,24 @@ type plugin struct {
 // containerd has registered and synchronised it.
 func startPlugin(t testing.TB, c *containerd, engineSocket string, args ...string) *plugin {
 	t.Helper()
-	bin := harness.Build(t, "./nri-plugin/cmd/holdfast-nri")
-	logFile := filepath.Join(t.TempDir(), "holdfast-nri.log")
+	args = append([]string{"--socket", c.nriSocket, "--engine-socket", engineSocket, "-v"}, args...)
+	return runPlugin(t, harness.Build(t, "./nri-plugin/cmd/holdfast-nri"), args...)
+}
+
+// startNoopPlugin connects a plugin that handles StartContainer by doing
+// nothing: the cost of NRI itself.
+func startNoopPlugin(t testing.TB, c *containerd) *plugin {
+	t.Helper()
+	return runPlugin(t, harness.Build(t, "./test/nri/noopplugin"), "--socket", c.nriSocket)
+}
+
+func runPlugin(t testing.TB, bin string, args ...string) *plugin {
+	t.Helper()
+	logFile := filepath.Join(t.TempDir(), filepath.Base(bin)+".log")
 	logf, err := os.Create(logFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	args = append([]string{"--socket", c.nriSocket, "--engine-socket", engineSocket, "-v"}, args...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
