@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"strings"
@@ -157,6 +158,10 @@ func (p *Plugin) Configure(_ context.Context, config, runtime, version string) (
 		return 0, err
 	}
 	if c.EngineSocket != "" && !p.Locked["engineSocket"] {
+		// The old client may hold an idle connection to the engine.
+		if old, ok := p.Engine.(io.Closer); ok {
+			old.Close()
+		}
 		p.Engine = &api.Client{Socket: c.EngineSocket}
 	}
 	if c.FailMode != "" && !p.Locked["failMode"] {

@@ -1,7 +1,8 @@
 // Package api is the engine's local control protocol: the wire types, a
 // client for registrars and the CLI, and a server that hands requests to the
-// engine. One JSON request and one JSON response per Unix-socket connection,
-// each bounded in size and time.
+// engine. Newline-delimited JSON requests and responses take turns on a
+// Unix-socket connection, each bounded in size and time; a client keeps its
+// connection for further calls, and a one-shot client simply closes it.
 package api
 
 import "errors"

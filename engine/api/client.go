@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"sync"
+	"syscall"
 	"time"
 )
 
@@ -14,8 +17,33 @@ import (
 const DefaultTimeout = 5 * time.Second
 
 // Client talks to an engine socket. The zero value is not usable; set Socket.
+// It keeps one idle connection for the next call, so a registrar pays the
+// connect once; Close releases it. Safe for concurrent use: a call that finds
+// the connection busy dials its own.
 type Client struct {
 	Socket string
+
+	mu     sync.Mutex
+	idle   *clientConn
+	closed bool
+}
+
+type clientConn struct {
+	net.Conn
+	in *jsonStream
+}
+
+// Close releases the idle connection. Calls after Close still work, each on
+// a connection of its own.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	idle := c.idle
+	c.idle, c.closed = nil, true
+	c.mu.Unlock()
+	if idle != nil {
+		return idle.Close()
+	}
+	return nil
 }
 
 // Register adds or replaces a container and returns it as the engine stored
@@ -80,26 +108,25 @@ func (c *Client) call(ctx context.Context, req Request) (*Response, error) {
 		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
 		defer cancel()
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	cc := c.takeIdle()
+	reused := cc != nil
+	if !reused {
+		var err error
+		if cc, err = c.dial(ctx); err != nil {
+			return nil, err
+		}
+	}
+	resp, unanswered, err := c.exchange(ctx, cc, &req)
+	if err != nil && reused && unanswered {
+		// The engine closed the idle connection (idle timeout, restart)
+		// before it read this request: a fresh one is safe.
+		if cc, err = c.dial(ctx); err != nil {
+			return nil, err
+		}
+		resp, _, err = c.exchange(ctx, cc, &req)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("connect to engine at %s: %w", c.Socket, err)
-	}
-	defer conn.Close()
-	deadline, _ := ctx.Deadline()
-	if err := conn.SetDeadline(deadline); err != nil {
-		return nil, fmt.Errorf("set deadline on %s: %w", c.Socket, err)
-	}
-	// Closing on cancellation unblocks reads that the deadline alone would not.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-
-	if err := json.NewEncoder(conn).Encode(req); err != nil {
-		return nil, fmt.Errorf("send %s request to %s: %w", req.Op, c.Socket, ctxErr(ctx, err))
-	}
-	var resp Response
-	if err := json.NewDecoder(&limitedReader{r: conn, n: MaxMessageSize}).Decode(&resp); err != nil {
-		return nil, fmt.Errorf("read %s response from %s: %w", req.Op, c.Socket, ctxErr(ctx, err))
+		return nil, err
 	}
 	if resp.Error != "" {
 		err := errors.New(resp.Error)
@@ -108,7 +135,84 @@ func (c *Client) call(ctx context.Context, req Request) (*Response, error) {
 		}
 		return nil, fmt.Errorf("engine refused %s: %w", req.Op, err)
 	}
-	return &resp, nil
+	return resp, nil
+}
+
+func (c *Client) takeIdle() *clientConn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cc := c.idle
+	c.idle = nil
+	return cc
+}
+
+func (c *Client) putIdle(cc *clientConn) {
+	c.mu.Lock()
+	if c.idle == nil && !c.closed {
+		c.idle, cc = cc, nil
+	}
+	c.mu.Unlock()
+	if cc != nil {
+		cc.Close()
+	}
+}
+
+func (c *Client) dial(ctx context.Context) (*clientConn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	if err != nil {
+		return nil, fmt.Errorf("connect to engine at %s: %w", c.Socket, err)
+	}
+	return &clientConn{Conn: conn, in: newJSONStream(conn)}, nil
+}
+
+// exchange sends req and reads its response on cc, then keeps cc for the
+// next call, or closes it on any failure. unanswered reports a failure that
+// shows the engine had closed the connection before reading the request:
+// it broke or ended before any byte of an answer, with no deadline involved.
+func (c *Client) exchange(ctx context.Context, cc *clientConn, req *Request) (resp *Response, unanswered bool, err error) {
+	deadline, _ := ctx.Deadline()
+	if err := cc.SetDeadline(deadline); err != nil {
+		cc.Close()
+		return nil, false, fmt.Errorf("set deadline on %s: %w", c.Socket, err)
+	}
+	// Closing on cancellation unblocks reads that the deadline alone would not.
+	stop := context.AfterFunc(ctx, func() { cc.Close() })
+	resp, unanswered, err = c.roundTrip(ctx, cc, req)
+	if !stop() || err != nil {
+		cc.Close()
+		return resp, unanswered && ctx.Err() == nil, err
+	}
+	c.putIdle(cc)
+	return resp, false, nil
+}
+
+func (c *Client) roundTrip(ctx context.Context, cc *clientConn, req *Request) (*Response, bool, error) {
+	sendErr := json.NewEncoder(cc).Encode(req)
+	if sendErr != nil && !brokenConn(sendErr) {
+		return nil, false, fmt.Errorf("send %s request to %s: %w", req.Op, c.Socket, ctxErr(ctx, sendErr))
+	}
+	// Even after a broken send, the engine may have said why (an oversized
+	// request) before it closed.
+	cc.in.next()
+	before := cc.in.lr.read
+	var resp Response
+	readErr := cc.in.dec.Decode(&resp)
+	if readErr == nil {
+		return &resp, false, nil
+	}
+	// io.EOF from Decode means no byte of a value came; a break counts only
+	// before any byte was read.
+	unanswered := errors.Is(readErr, io.EOF) || (brokenConn(readErr) && cc.in.lr.read == before)
+	if sendErr != nil {
+		return nil, unanswered, fmt.Errorf("send %s request to %s: %w", req.Op, c.Socket, ctxErr(ctx, sendErr))
+	}
+	return nil, unanswered, fmt.Errorf("read %s response from %s: %w", req.Op, c.Socket, ctxErr(ctx, readErr))
+}
+
+// brokenConn tells the errors of a connection its peer closed.
+func brokenConn(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // ctxErr prefers the context's reason (deadline, cancel) over the I/O error it caused.

@@ -27,11 +27,19 @@ type Handler interface {
 	Reload(ctx context.Context) error
 }
 
+// DefaultIdleTimeout is how long a server keeps a connection that sends no
+// further request.
+const DefaultIdleTimeout = 30 * time.Second
+
 // Server serves Handler on a Unix socket to root peers only.
 type Server struct {
 	Handler Handler
-	// Timeout bounds one connection, request to response (default 5s).
+	// Timeout bounds one request, from its first byte to its response
+	// (default 5s); on a new connection it counts from accept.
 	Timeout time.Duration
+	// IdleTimeout closes a connection that sends no further request for
+	// this long (default DefaultIdleTimeout).
+	IdleTimeout time.Duration
 	// AllowUID decides which peer uids may talk; nil allows uid 0 only.
 	AllowUID func(uid uint32) bool
 	Log      *slog.Logger
@@ -91,26 +99,76 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	conn.SetDeadline(time.Now().Add(timeout))
+	idle := s.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	// Shutdown ends a wait for the next request at once; a request being
+	// handled sees its context cancelled and still gets its answer.
+	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
+	defer stop()
 
-	resp := s.handle(ctx, conn)
-	if err := json.NewEncoder(conn).Encode(resp); err != nil {
-		s.log().Warn("write response", "err", err)
+	// The peer cannot change, so its credentials are checked once.
+	refusal := s.refusal(linux.PeerCred(conn))
+	in := newJSONStream(conn)
+	// The first request is due at once, as on a one-shot connection.
+	deadline := time.Now().Add(timeout)
+	conn.SetDeadline(deadline)
+	for first := true; ; first = false {
+		if !first {
+			conn.SetDeadline(time.Now().Add(idle))
+		}
+		// Checked after setting the deadline, so a shutdown cannot slip
+		// between the check and the wait.
+		if ctx.Err() != nil {
+			return
+		}
+		in.next()
+		arrived := in.dec.More()
+		if arrived && !first {
+			deadline = time.Now().Add(timeout)
+			conn.SetDeadline(deadline)
+		}
+		var req Request
+		decErr := in.dec.Decode(&req)
+		if refusal == nil && !arrived && closedQuietly(decErr) {
+			return
+		}
+		resp, keep := refusal, false
+		switch {
+		case refusal != nil:
+			// Answered after reading the request, so the refusal reaches
+			// the peer instead of a broken pipe.
+		case errors.Is(decErr, errTooLarge):
+			resp = &Response{Error: fmt.Sprintf("request larger than %d bytes", MaxMessageSize)}
+		case decErr != nil:
+			resp = &Response{Error: fmt.Sprintf("malformed request: %v", decErr)}
+		default:
+			reqCtx, cancel := context.WithDeadline(ctx, deadline)
+			resp, keep = s.dispatch(reqCtx, &req), true
+			cancel()
+		}
+		if err := json.NewEncoder(conn).Encode(resp); err != nil {
+			s.log().Warn("write response", "err", err)
+			return
+		}
+		// After a refusal or a bad request the stream position is unknown.
+		if !keep {
+			return
+		}
 	}
 }
 
-func (s *Server) handle(ctx context.Context, conn *net.UnixConn) *Response {
-	cred, credErr := linux.PeerCred(conn)
-	// Read the request even from a peer about to be refused, so the refusal
-	// reaches it instead of a broken pipe.
-	var req Request
-	dec := json.NewDecoder(&limitedReader{r: conn, n: MaxMessageSize})
-	decErr := dec.Decode(&req)
+// closedQuietly tells a peer that went away, or stayed idle, between
+// requests from one that sent something broken.
+func closedQuietly(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, net.ErrClosed)
+}
 
-	if credErr != nil {
-		return &Response{Error: fmt.Sprintf("read peer credentials: %v", credErr)}
+// refusal is the answer for a peer that may not talk, or nil.
+func (s *Server) refusal(cred linux.Cred, err error) *Response {
+	if err != nil {
+		return &Response{Error: fmt.Sprintf("read peer credentials: %v", err)}
 	}
 	allow := s.AllowUID
 	if allow == nil {
@@ -120,13 +178,7 @@ func (s *Server) handle(ctx context.Context, conn *net.UnixConn) *Response {
 		s.log().Warn("refused peer", "uid", cred.UID, "pid", cred.PID)
 		return &Response{Error: fmt.Sprintf("permission denied: peer uid %d (pid %d) is not root", cred.UID, cred.PID)}
 	}
-	if decErr != nil {
-		if errors.Is(decErr, errTooLarge) {
-			return &Response{Error: fmt.Sprintf("request larger than %d bytes", MaxMessageSize)}
-		}
-		return &Response{Error: fmt.Sprintf("malformed request: %v", decErr)}
-	}
-	return s.dispatch(ctx, &req)
+	return nil
 }
 
 func (s *Server) dispatch(ctx context.Context, req *Request) *Response {
@@ -184,10 +236,12 @@ func (s *Server) dispatch(ctx context.Context, req *Request) *Response {
 
 var errTooLarge = errors.New("message too large")
 
-// limitedReader fails, rather than truncating, once more than n bytes are read.
+// limitedReader fails, rather than truncating, once more than n bytes are
+// read, and counts the bytes it passed on.
 type limitedReader struct {
-	r io.Reader
-	n int64
+	r    io.Reader
+	n    int64
+	read int64
 }
 
 func (l *limitedReader) Read(p []byte) (int, error) {
@@ -199,5 +253,25 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	}
 	n, err := l.r.Read(p)
 	l.n -= int64(n)
+	l.read += int64(n)
 	return n, err
+}
+
+// jsonStream reads the JSON messages of one connection, bounding each
+// message, not the connection, by MaxMessageSize.
+type jsonStream struct {
+	lr  limitedReader
+	dec *json.Decoder
+}
+
+func newJSONStream(r io.Reader) *jsonStream {
+	s := &jsonStream{lr: limitedReader{r: r}}
+	s.dec = json.NewDecoder(&s.lr)
+	return s
+}
+
+// next gives the coming message its budget; bytes the decoder already
+// buffered count against it.
+func (s *jsonStream) next() {
+	s.lr.n = MaxMessageSize - (s.lr.read - s.dec.InputOffset())
 }
