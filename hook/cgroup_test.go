@@ -3,78 +3,28 @@ package hook
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/test/harness"
 	"github.com/holdfast-dev/holdfast/test/require"
 )
 
-// testCgroup is a real cgroup v2 directory owned by one test.
-type testCgroup struct {
-	Mount cgroup.Mount
-	Dir   string
-	Path  string // v2 path
-	ID    uint64
-}
-
-func newTestCgroup(t *testing.T) testCgroup {
+// newTestCgroup is a real cgroup v2 directory owned by one test, and the
+// mount it lives on.
+func newTestCgroup(t *testing.T) (harness.Cgroup, cgroup.Mount) {
 	t.Helper()
 	require.Root(t)
 	m, err := cgroup.Detect()
-	if err != nil {
-		require.Privileged(t, "cgroup v2", err)
-	}
-	dir, err := os.MkdirTemp(m.Root, "holdfast-hook-test-")
-	if err != nil {
-		require.Privileged(t, "cgroup v2 create", err)
-	}
-	t.Cleanup(func() {
-		os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
-		if err := os.Remove(dir); err != nil && !os.IsNotExist(err) {
-			t.Errorf("remove test cgroup: %v", err)
-		}
-	})
-	id, err := cgroup.ID(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testCgroup{Mount: m, Dir: dir, Path: strings.TrimPrefix(dir, m.Root), ID: id}
-}
-
-// startIn starts a sleeping process that is born inside the cgroup.
-func (cg testCgroup) startIn(t *testing.T) int {
-	t.Helper()
-	fd, err := os.Open(cg.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fd.Close()
-	cmd := exec.Command("sleep", "600")
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(fd.Fd())}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start process in %s: %v", cg.Dir, err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd.Process.Pid
-}
-
-// deadPID returns the pid of a process that has exited and been reaped.
-func deadPID(t *testing.T) int {
-	t.Helper()
-	cmd := exec.Command("true")
-	if err := cmd.Run(); err != nil {
-		t.Fatal(err)
-	}
-	return cmd.Process.Pid
+	require.Privileged(t, "cgroup v2", err)
+	return harness.NewCgroup(t), m
 }
 
 func TestResolveCreateRuntime(t *testing.T) {
-	cg := newTestCgroup(t)
-	pid := cg.startIn(t)
+	cg, _ := newTestCgroup(t)
+	pid := cg.Start(t, "sleep", "600").Process.Pid
 	var r CgroupResolver
 
 	got, err := r.Resolve(StageCreateRuntime, pid, "")
@@ -89,7 +39,7 @@ func TestResolveCreateRuntime(t *testing.T) {
 	}
 
 	// A pid that is gone falls back to config.json's cgroupsPath.
-	dead := deadPID(t)
+	dead := harness.ExitedPID(t)
 	got, err = r.Resolve(StageCreateRuntime, dead, cg.Path)
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +72,7 @@ func fakeProc(t *testing.T, mountinfo, selfCgroup string) string {
 }
 
 func TestResolveCreateContainer(t *testing.T) {
-	cg := newTestCgroup(t)
+	cg, mount := newTestCgroup(t)
 	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
@@ -139,9 +89,9 @@ func TestResolveCreateContainer(t *testing.T) {
 
 	// In a cgroup namespace the hook sees "0::/" and the mount's root as
 	// "/..": only config.json can name the cgroup.
-	nsMountinfo := strings.Replace(string(mountinfo), " / "+cg.Mount.Root+" ", " /../.. "+cg.Mount.Root+" ", 1)
+	nsMountinfo := strings.Replace(string(mountinfo), " / "+mount.Root+" ", " /../.. "+mount.Root+" ", 1)
 	if nsMountinfo == string(mountinfo) {
-		t.Fatalf("could not find the cgroup2 mount %s in mountinfo", cg.Mount.Root)
+		t.Fatalf("could not find the cgroup2 mount %s in mountinfo", mount.Root)
 	}
 	ns := CgroupResolver{Proc: fakeProc(t, nsMountinfo, "0::/\n")}
 	got, err = ns.Resolve(StageCreateContainer, 1, cg.Path)

@@ -119,8 +119,8 @@ func deadline(t *testing.T, d time.Duration) context.Context {
 }
 
 func TestRunRegistersAndUnregisters(t *testing.T) {
-	cg := newTestCgroup(t)
-	pid := cg.startIn(t)
+	cg, _ := newTestCgroup(t)
+	pid := cg.Start(t, "sleep", "600").Process.Pid
 	eng, sock := startFakeEngine(t)
 	eng.policies = []string{"deny-shell"}
 	ann := map[string]string{CRIONamespace: "shop", CRIOPodName: "web", CRIOLabels: `{"app":"web"}`}
@@ -167,8 +167,8 @@ func TestRunRegistersAndUnregisters(t *testing.T) {
 }
 
 func TestRunFailureModes(t *testing.T) {
-	cg := newTestCgroup(t)
-	pid := cg.startIn(t)
+	cg, _ := newTestCgroup(t)
+	pid := cg.Start(t, "sleep", "600").Process.Pid
 	refusing, refusingSock := startFakeEngine(t)
 	refusing.failWith = errors.New("policy store is read-only")
 	missingSock := filepath.Join(t.TempDir(), "absent.sock")
@@ -244,11 +244,11 @@ func TestRunStdinNeverCloses(t *testing.T) {
 }
 
 func TestRunBadInput(t *testing.T) {
-	cg := newTestCgroup(t)
-	pid := cg.startIn(t)
+	cg, _ := newTestCgroup(t)
+	pid := cg.Start(t, "sleep", "600").Process.Pid
 	_, sock := startFakeEngine(t)
 	good := bundle(t, nil, "")
-	dead := deadPID(t)
+	dead := harness.ExitedPID(t)
 	tests := []struct {
 		name   string
 		stage  Stage

@@ -153,3 +153,14 @@ func runCmd(cmd *exec.Cmd) Result {
 	}
 	return r
 }
+
+// ExitedPID returns the pid of a process that has exited and been reaped:
+// a pid that names nothing (until the kernel reuses it).
+func ExitedPID(t testing.TB) int {
+	t.Helper()
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process.Pid
+}

@@ -136,23 +136,13 @@ func writeConfig(t *testing.T, cgroupsPath string) string {
 	return dir
 }
 
-// exitedPID is the pid of a process that has exited and been reaped.
-func exitedPID(t *testing.T) int {
-	t.Helper()
-	cmd := exec.Command("true")
-	if err := cmd.Run(); err != nil {
-		t.Fatal(err)
-	}
-	return cmd.Process.Pid
-}
-
 // TestBadInput feeds the real hook binary broken input. Each run must end
 // with exit status 1 (fail closed) and one stderr line naming the problem.
 func TestBadInput(t *testing.T) {
 	bin := hookBinary(t)
 	sock := filepath.Join(t.TempDir(), "unused.sock")
 	good := writeConfig(t, "")
-	dead := exitedPID(t)
+	dead := harness.ExitedPID(t)
 
 	tests := []struct {
 		name   string
