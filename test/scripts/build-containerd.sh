@@ -5,12 +5,13 @@
 #   test/scripts/build-containerd.sh [BIN_DIR]
 #
 # BIN_DIR defaults to $HOLDFAST_CONTAINERD_BIN or
-# /var/cache/holdfast/containerd-v2.4.2/bin. Set WITH_CRICTL=0 to skip crictl.
+# /var/cache/holdfast/containerd-v2.4.2/bin. Set WITH_CRICTL=1 to add crictl
+# (handy by hand; the tests drive CRI from Go).
 set -eu
 
 CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.4.2}
 CRICTL_VERSION=${CRICTL_VERSION:-v1.37.0}
-WITH_CRICTL=${WITH_CRICTL:-1}
+WITH_CRICTL=${WITH_CRICTL:-0}
 BIN_DIR=${1:-${HOLDFAST_CONTAINERD_BIN:-/var/cache/holdfast/containerd-${CONTAINERD_VERSION}/bin}}
 
 mkdir -p "$BIN_DIR"
