@@ -87,26 +87,6 @@ func startFakeEngine(t *testing.T) (*fakeEngine, string) {
 	return f, sock
 }
 
-// bundle writes a config.json and returns the bundle dir.
-func bundle(t *testing.T, annotations map[string]string, cgroupsPath string) string {
-	t.Helper()
-	dir := t.TempDir()
-	cfg := map[string]any{"ociVersion": "1.0.2", "annotations": annotations}
-	if cgroupsPath != "" {
-		cfg["linux"] = map[string]any{"cgroupsPath": cgroupsPath}
-	}
-	data, _ := json.Marshal(cfg)
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
-func stateJSON(id, status string, pid int, bundle string, annotations map[string]string) string {
-	data, _ := json.Marshal(map[string]any{"ociVersion": "1.0.2", "id": id, "status": status, "pid": pid, "bundle": bundle, "annotations": annotations})
-	return string(data)
-}
-
 func newHook(stage Stage, socket string, cfg Config) *Hook {
 	cfg.Socket = socket
 	return &Hook{Stage: stage, Config: cfg.WithDefaults(), Engine: &api.Client{Socket: socket}}
@@ -124,10 +104,10 @@ func TestRunRegistersAndUnregisters(t *testing.T) {
 	eng, sock := startFakeEngine(t)
 	eng.policies = []string{"deny-shell"}
 	ann := map[string]string{CRIONamespace: "shop", CRIOPodName: "web", CRIOLabels: `{"app":"web"}`}
-	b := bundle(t, ann, "")
+	b := harness.OCIBundle(t, ann, "")
 
 	h := newHook(StageCreateRuntime, sock, Config{FailMode: failpolicy.Closed})
-	d := h.Run(deadline(t, 5*time.Second), strings.NewReader(stateJSON("c1", "creating", pid, b, nil)))
+	d := h.Run(deadline(t, 5*time.Second), strings.NewReader(harness.OCIState("c1", "creating", pid, b, nil)))
 	if d.Err != nil || d.Outcome != OutcomeRegistered || d.ExitCode() != 0 {
 		t.Fatalf("register: outcome %s exit %d err %v", d.Outcome, d.ExitCode(), d.Err)
 	}
@@ -196,10 +176,10 @@ func TestRunFailureModes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := bundle(t, map[string]string{CRIONamespace: tt.namespace}, "")
+			b := harness.OCIBundle(t, map[string]string{CRIONamespace: tt.namespace}, "")
 			stdin := tt.stdin
 			if stdin == "" {
-				stdin = stateJSON("c-"+strings.ReplaceAll(tt.name, " ", "-"), "creating", pid, b, nil)
+				stdin = harness.OCIState("c-"+strings.ReplaceAll(tt.name, " ", "-"), "creating", pid, b, nil)
 			}
 			timeout := tt.timeout
 			if timeout == 0 {
@@ -247,7 +227,7 @@ func TestRunBadInput(t *testing.T) {
 	cg, _ := newTestCgroup(t)
 	pid := cg.Start(t, "sleep", "600").Process.Pid
 	_, sock := startFakeEngine(t)
-	good := bundle(t, nil, "")
+	good := harness.OCIBundle(t, nil, "")
 	dead := harness.ExitedPID(t)
 	tests := []struct {
 		name   string
@@ -255,13 +235,13 @@ func TestRunBadInput(t *testing.T) {
 		stdin  string
 		errHas []string
 	}{
-		{"missing config.json", StageCreateRuntime, stateJSON("c1", "creating", pid, t.TempDir(), nil), []string{"config.json", "no such file"}},
-		{"bundle does not exist", StageCreateRuntime, stateJSON("c1", "creating", pid, "/nonexistent-bundle", nil), []string{"/nonexistent-bundle/config.json"}},
-		{"pid gone", StageCreateRuntime, stateJSON("c1", "creating", dead, good, nil), []string{fmt.Sprintf("/proc/%d/cgroup", dead), "process does not exist", "no linux.cgroupsPath"}},
-		{"unknown cgroup", StageCreateRuntime, stateJSON("c1", "creating", dead, bundle(t, nil, "/holdfast-no-such-cgroup/x"), nil), []string{"unknown cgroup", "/holdfast-no-such-cgroup/x"}},
-		{"bad labels", StageCreateRuntime, stateJSON("c1", "creating", pid, good, map[string]string{CRIOLabels: "{"}), []string{CRIOLabels}},
-		{"running at create", StageCreateContainer, stateJSON("c1", "running", 1, good, nil), []string{`status "running"`}},
-		{"no pid at createRuntime", StageCreateRuntime, stateJSON("c1", "creating", 0, good, nil), []string{"no pid"}},
+		{"missing config.json", StageCreateRuntime, harness.OCIState("c1", "creating", pid, t.TempDir(), nil), []string{"config.json", "no such file"}},
+		{"bundle does not exist", StageCreateRuntime, harness.OCIState("c1", "creating", pid, "/nonexistent-bundle", nil), []string{"/nonexistent-bundle/config.json"}},
+		{"pid gone", StageCreateRuntime, harness.OCIState("c1", "creating", dead, good, nil), []string{fmt.Sprintf("/proc/%d/cgroup", dead), "process does not exist", "no linux.cgroupsPath"}},
+		{"unknown cgroup", StageCreateRuntime, harness.OCIState("c1", "creating", dead, harness.OCIBundle(t, nil, "/holdfast-no-such-cgroup/x"), nil), []string{"unknown cgroup", "/holdfast-no-such-cgroup/x"}},
+		{"bad labels", StageCreateRuntime, harness.OCIState("c1", "creating", pid, good, map[string]string{CRIOLabels: "{"}), []string{CRIOLabels}},
+		{"running at create", StageCreateContainer, harness.OCIState("c1", "running", 1, good, nil), []string{`status "running"`}},
+		{"no pid at createRuntime", StageCreateRuntime, harness.OCIState("c1", "creating", 0, good, nil), []string{"no pid"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,7 +3,6 @@ package hook_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -117,31 +116,12 @@ func runHook(t *testing.T, bin string, stdin io.Reader, args ...string) hookRun 
 	return hookRun{exitCode: cmd.ProcessState.ExitCode(), stderr: stderr.String()}
 }
 
-func stateJSON(id, status string, pid int, bundle string) string {
-	data, _ := json.Marshal(map[string]any{"ociVersion": "1.0.2", "id": id, "status": status, "pid": pid, "bundle": bundle})
-	return string(data)
-}
-
-func writeConfig(t *testing.T, cgroupsPath string) string {
-	t.Helper()
-	dir := t.TempDir()
-	cfg := map[string]any{"ociVersion": "1.0.2"}
-	if cgroupsPath != "" {
-		cfg["linux"] = map[string]any{"cgroupsPath": cgroupsPath}
-	}
-	data, _ := json.Marshal(cfg)
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // TestBadInput feeds the real hook binary broken input. Each run must end
 // with exit status 1 (fail closed) and one stderr line naming the problem.
 func TestBadInput(t *testing.T) {
 	bin := hookBinary(t)
 	sock := filepath.Join(t.TempDir(), "unused.sock")
-	good := writeConfig(t, "")
+	good := harness.OCIBundle(t, nil, "")
 	dead := harness.ExitedPID(t)
 
 	tests := []struct {
@@ -155,9 +135,9 @@ func TestBadInput(t *testing.T) {
 		{"malformed stdin", "createContainer", strings.NewReader(`{"id":"c1","status":`), nil, []string{"malformed OCI state JSON"}},
 		{"not a state", "createRuntime", strings.NewReader(`[1,2,3]`), nil, []string{"malformed OCI state JSON"}},
 		{"no id", "createRuntime", strings.NewReader(`{"status":"creating"}`), nil, []string{"container id is empty"}},
-		{"missing config.json", "createRuntime", strings.NewReader(stateJSON("c1", "creating", os.Getpid(), t.TempDir())), nil, []string{"config.json", "no such file"}},
-		{"pid gone", "createRuntime", strings.NewReader(stateJSON("c1", "creating", dead, good)), nil, []string{fmt.Sprintf("/proc/%d/cgroup", dead), "process does not exist"}},
-		{"unknown cgroup", "createRuntime", strings.NewReader(stateJSON("c1", "creating", dead, writeConfig(t, "/holdfast-no-such-cgroup"))), nil, []string{"unknown cgroup", "/holdfast-no-such-cgroup"}},
+		{"missing config.json", "createRuntime", strings.NewReader(harness.OCIState("c1", "creating", os.Getpid(), t.TempDir(), nil)), nil, []string{"config.json", "no such file"}},
+		{"pid gone", "createRuntime", strings.NewReader(harness.OCIState("c1", "creating", dead, good, nil)), nil, []string{fmt.Sprintf("/proc/%d/cgroup", dead), "process does not exist"}},
+		{"unknown cgroup", "createRuntime", strings.NewReader(harness.OCIState("c1", "creating", dead, harness.OCIBundle(t, nil, "/holdfast-no-such-cgroup"), nil)), nil, []string{"unknown cgroup", "/holdfast-no-such-cgroup"}},
 		{"stdin never closes", "createContainer", blockingReader(t), []string{"--timeout", "300ms"}, []string{"read OCI state: not done before the hook's deadline"}},
 	}
 	for _, tt := range tests {
@@ -232,7 +212,7 @@ func TestConfigFileNextToBinary(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "holdfast-oci-hook.json"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	state := stateJSON("c-cfg", "creating", sleeperInCgroup(t), writeConfig(t, ""))
+	state := harness.OCIState("c-cfg", "creating", sleeperInCgroup(t), harness.OCIBundle(t, nil, ""), nil)
 
 	got := runHook(t, bin, strings.NewReader(state), "--stage", "createRuntime")
 	if got.exitCode != 1 || !strings.Contains(got.stderr, "absent.sock") {
