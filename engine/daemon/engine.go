@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -515,7 +516,7 @@ func (e *Engine) reconcileLocked() error {
 			wanted[c.CgroupID] = true // keep whatever it had
 			continue
 		}
-		if !slicesEqual(c.Policies, names) {
+		if !slices.Equal(c.Policies, names) {
 			c.Policies = names
 			if err := e.reg.Put(c); err != nil {
 				errs = append(errs, err)
@@ -576,16 +577,4 @@ func (e *Engine) collectRulesetsLocked() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func slicesEqual(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"reflect"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -313,7 +314,7 @@ func (c *checker) shape(v any, t reflect.Type, field string) (out any, keep bool
 			return nil, false
 		}
 		fields := jsonFields(t)
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			f, known := fields[k]
 			if !known {
 				c.addf(field, "unknown field %q%s", k, suggest(k, fields))
@@ -333,7 +334,7 @@ func (c *checker) shape(v any, t reflect.Type, field string) (out any, keep bool
 			c.malformed(field, "must be a mapping, got %s", describe(v))
 			return nil, false
 		}
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			if nv, ok := c.shape(m[k], t.Elem(), fmt.Sprintf("%s[%s]", field, k)); ok {
 				m[k] = nv
 			} else {
@@ -401,15 +402,6 @@ func join(parent, child string) string {
 		return child
 	}
 	return parent + "." + child
-}
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // describe names a generic YAML value's type the way a YAML author sees it.

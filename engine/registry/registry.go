@@ -17,8 +17,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -145,7 +147,7 @@ func (s *Store) compact() error {
 	write(entry{Op: "boot", BootID: s.bootID})
 	// Keep the next ID to hand out, so IDs are never reused.
 	write(entry{Op: "next-ruleset", Ruleset: s.nextID})
-	for _, key := range sortedKeys(s.rulesets) {
+	for _, key := range slices.Sorted(maps.Keys(s.rulesets)) {
 		write(entry{Op: "ruleset", Key: key, Ruleset: s.rulesets[key]})
 	}
 	for _, c := range s.List() {
@@ -298,15 +300,6 @@ func (s *Store) ForgetRuleset(key string) error {
 	}
 	delete(s.rulesets, key)
 	return nil
-}
-
-func sortedKeys(m map[string]uint32) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // WriteFileAtomic replaces path with data via a temp file and rename, so a
