@@ -71,6 +71,12 @@ func PathHash(components []string) uint64 {
 	return h
 }
 
+// MaxCgroupLevel bounds how deep below the cgroup v2 root a registered
+// cgroup may sit (MAX_CGROUP_LEVEL in cgroup.h): the programs walk a task's
+// ancestors from the root down to this level to find its container, so a
+// workload nesting sub-cgroups deeper still cannot leave its container.
+const MaxCgroupLevel = 32
+
 // MaxPathDepth and MaxNameLen bound what the exec program walks; longer
 // rule paths could never match, so they are refused when compiling.
 const (

@@ -295,6 +295,11 @@ func (e *Engine) resolveCgroup(c *api.Container) error {
 	if err != nil {
 		return fmt.Errorf("unknown cgroup: %w", err)
 	}
+	if rel, err := filepath.Rel(e.cgroups.Root, dir); err == nil && rel != "." {
+		if level := strings.Count(rel, "/") + 1; level >= bpf.MaxCgroupLevel {
+			return fmt.Errorf("cgroup %s is at level %d; registered cgroups must be above level %d", dir, level, bpf.MaxCgroupLevel)
+		}
+	}
 	if c.CgroupID != 0 && c.CgroupID != id {
 		return fmt.Errorf("cgroup %s has id %d, not the given %d", dir, id, c.CgroupID)
 	}

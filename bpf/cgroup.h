@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/* Which registered container a task or packet belongs to. A process that
+ * moves into a sub-cgroup of its container (systemd inside it, crun's
+ * <scope>/container, a writable cgroupfs) stays under that container's rules:
+ * the nearest registered ancestor decides. */
+#ifndef HOLDFAST_CGROUP_H
+#define HOLDFAST_CGROUP_H
+
+/* Registered cgroups must sit above this level (bpf.MaxCgroupLevel); a
+ * workload can nest deeper below its container, and the walk still finds the
+ * container because it runs from the root down. */
+#define MAX_CGROUP_LEVEL 32
+
+/* A registered cgroup found for the current context. */
+struct owner {
+	__u64 cgroup_id; /* the registered cgroup (the task's own or an ancestor) */
+	struct cgroup_rule *rule;
+};
+
+/* Exact match first (the common case: one lookup); otherwise every ancestor
+ * from level 1 down to the task's parent cgroup, the deepest match winning.
+ * Cost is one lookup per level of the task's cgroup, whatever the number of
+ * registered containers. */
+static __always_inline bool owner_of_current(struct owner *o)
+{
+	__u64 id = bpf_get_current_cgroup_id();
+	struct cgroup_rule *r = bpf_map_lookup_elem(&cgroup_rules, &id);
+
+	if (r) {
+		o->cgroup_id = id;
+		o->rule = r;
+		return true;
+	}
+	o->rule = NULL;
+	for (int level = 1; level < MAX_CGROUP_LEVEL; level++) {
+		__u64 anc = bpf_get_current_ancestor_cgroup_id(level);
+		if (anc == 0 || anc == id)
+			break;
+		r = bpf_map_lookup_elem(&cgroup_rules, &anc);
+		if (r) {
+			o->cgroup_id = anc;
+			o->rule = r;
+		}
+	}
+	return o->rule != NULL;
+}
+
+#endif

@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/* The ABI shared with the Go loader: constants, key and value layouts, maps.
+ * Mirrored in rules.go and maps.go; any change here needs a new bpf.ABI. */
+#ifndef HOLDFAST_MAPS_H
+#define HOLDFAST_MAPS_H
+
+#define EPERM 1
+#define SIGKILL 9
+#define AF_INET 2
+#define AF_INET6 10
+
+#define MAX_PATH_DEPTH 32 /* bpf.MaxPathDepth; a power of two (ring mask) */
+#define MAX_NAME_LEN 255  /* bpf.MaxNameLen */
+#define MAX_NAME_WORDS ((MAX_NAME_LEN + 8) / 8)
+/* Dentry and mount steps before a path counts as unresolvable. Real paths
+ * stay under PATH_MAX (at most 2048 components); anything deeper is an
+ * attempt to hide a binary below a denied directory, so it is refused. */
+#define MAX_WALK 8192
+#define MAX_PORT_RULES 16
+#define PATH_HASH_SEED 0xcbf29ce484222325ULL
+#define PATH_HASH_PRIME 0x100000001b3ULL
+
+/* cgroup_rule.flags */
+#define CG_EXEC (1u << 0)
+#define CG_CONNECT (1u << 1)
+/* bit 2 is reserved for audit-only rulesets */
+
+/* event.flags: the path was too deep to resolve, so it was refused without a
+ * rule match. */
+#define EVENT_UNRESOLVED (1u << 0)
+
+enum exec_kind {
+	EXEC_EXACT = 0,
+	EXEC_PREFIX = 1,
+};
+
+enum action {
+	ACTION_EXEC_KILLED = 1,
+	ACTION_EXEC_DENIED = 2,
+	ACTION_CONNECT_REFUSED = 3,
+	ACTION_SENDMSG_REFUSED = 4,
+};
+
+enum counter {
+	COUNTER_EXEC_CHECKED,
+	COUNTER_EXEC_DENIED,
+	COUNTER_EXEC_UNRESOLVED,
+	COUNTER_CONNECT_CHECKED,
+	COUNTER_CONNECT_REFUSED,
+	COUNTER_EVENTS_LOST,
+	COUNTER_MAX,
+};
+
+struct cgroup_rule {
+	__u32 ruleset;
+	__u32 flags;
+};
+
+struct exec_key {
+	__u32 ruleset;
+	__u32 kind;
+	__u64 hash;
+};
+
+struct exec_value {
+	__u32 rule_id;
+	__u32 pad;
+};
+
+/* LPM keys: prefixlen counts the 32 ruleset bits plus the CIDR bits. */
+struct net4_key {
+	__u32 prefixlen;
+	__u32 ruleset;
+	__u8 addr[4];
+};
+
+struct net6_key {
+	__u32 prefixlen;
+	__u32 ruleset;
+	__u8 addr[16];
+};
+
+struct port_rule {
+	__u16 lo;
+	__u16 hi;
+	__u8 proto; /* 0 = any */
+	__u8 pad[3];
+	__u32 rule_id;
+};
+
+/* An LPM lookup returns only the longest match, so the loader stores in each
+ * prefix the rules of every shorter prefix of the ruleset that contains it. */
+struct port_rules {
+	__u32 n;
+	struct port_rule rules[MAX_PORT_RULES];
+};
+
+/* Written by the loader only; lets SetCgroup take flags from what PutRuleset
+ * stored, also after another process adopted the pins. */
+struct ruleset_info {
+	__u32 flags;
+	__u32 exec_rules;
+	__u32 net4_prefixes;
+	__u32 net6_prefixes;
+	__u64 digest;
+};
+
+struct event {
+	__u64 ts_ns; /* CLOCK_BOOTTIME */
+	__u64 cgroup_id;
+	__u32 pid;
+	__u32 tgid;
+	__u32 ppid;
+	__u32 action;
+	__u32 rule_id;
+	__u32 ruleset;
+	__u16 family;
+	__u16 port;
+	__u8 proto;
+	__u8 flags; /* EVENT_UNRESOLVED */
+	__u8 pad[2];
+	__u8 addr[16];
+	char comm[16];
+	char filename[256];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct cgroup_rule);
+} cgroup_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct exec_key);
+	__type(value, struct exec_value);
+} exec_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct net4_key);
+	__type(value, struct port_rules);
+} net4_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct net6_key);
+	__type(value, struct port_rules);
+} net6_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct ruleset_info);
+} rulesets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+	__type(value, struct event); /* for BTF only; ring buffers have no value size */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+#endif
