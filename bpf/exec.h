@@ -116,12 +116,12 @@ static long hash_step(__u32 k, struct match_ctx *c)
 	return 0;
 }
 
-/* Resolves the file being executed inside task's root and matches it against
- * the ruleset in c. Returns true when it is denied: c->rule_id says by what
- * rule, or c->unresolved that the path was too deep to resolve. */
-static __always_inline bool match_exec(struct match_ctx *c, struct linux_binprm *bprm, struct task_struct *task)
+/* Resolves file inside task's root and matches it against the ruleset in c.
+ * Returns true when it is denied: c->rule_id says by what rule, or
+ * c->unresolved that the path was too deep to resolve. Used for the file an
+ * exec runs and for files mapped executable. */
+static __always_inline bool match_file(struct match_ctx *c, struct file *file, struct task_struct *task)
 {
-	struct file *file = BPF_CORE_READ(bprm, file);
 	__u64 vfsmnt = (__u64)BPF_CORE_READ(file, f_path.mnt);
 
 	c->dentry = (__u64)BPF_CORE_READ(file, f_path.dentry);
@@ -172,7 +172,7 @@ int BPF_PROG(exec_kill, struct task_struct *p, pid_t old_pid, struct linux_binpr
 
 	struct match_ctx c = {};
 	c.ruleset = o.rule->ruleset;
-	if (!match_exec(&c, bprm, p))
+	if (!match_file(&c, BPF_CORE_READ(bprm, file), p))
 		return 0;
 	bpf_send_signal(SIGKILL);
 	count(COUNTER_EXEC_DENIED);
@@ -197,7 +197,7 @@ int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct match_ctx c = {};
 	c.ruleset = o.rule->ruleset;
-	if (!match_exec(&c, bprm, task))
+	if (!match_file(&c, BPF_CORE_READ(bprm, file), task))
 		return 0;
 	count(COUNTER_EXEC_DENIED);
 	emit_exec(&c, o.cgroup_id, bprm, task, ACTION_EXEC_DENIED);
