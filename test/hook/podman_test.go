@@ -72,6 +72,12 @@ func (p *podman) cmd(ctx context.Context, args ...string) *exec.Cmd {
 // CSV-quoted because podman splits --annotation values on commas.
 func (p *podman) run(t *testing.T, name string, annotations map[string]string, args ...string) runResult {
 	t.Helper()
+	return p.runWith(t, name, annotations, nil, args...)
+}
+
+// runWith is run with extra `podman run` flags.
+func (p *podman) runWith(t *testing.T, name string, annotations map[string]string, flags []string, args ...string) runResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	runArgs := []string{"run", "--rm", "--name", name, "--network", "none",
@@ -79,7 +85,7 @@ func (p *podman) run(t *testing.T, name string, annotations map[string]string, a
 	for k, v := range annotations {
 		runArgs = append(runArgs, "--annotation", `"`+strings.ReplaceAll(k+"="+v, `"`, `""`)+`"`)
 	}
-	runArgs = append(append(runArgs, podmanImage), args...)
+	runArgs = append(append(append(runArgs, flags...), podmanImage), args...)
 	cmd := p.cmd(ctx, runArgs...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
