@@ -303,11 +303,15 @@ int BPF_PROG(mmap_kill_exit, struct pt_regs *regs, long ret)
 
 	if (call == CALL_NONE)
 		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	/* Killed on entry already: one event per kill. */
+	if (task->pending.signal.sig[0] & (1UL << (SIGKILL - 1)))
+		return 0;
 	struct owner o;
 
 	if (!owner_of_current(&o) || !(o.rule->flags & CG_EXEC))
 		return 0;
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct vma_scan s = {};
 
 	s.ruleset = o.rule->ruleset;

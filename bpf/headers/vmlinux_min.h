@@ -98,6 +98,14 @@ struct thread_info {
 	u32 status;
 };
 
+typedef struct {
+	unsigned long sig[1];
+} sigset_t;
+
+struct sigpending {
+	sigset_t signal;
+};
+
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;
@@ -106,6 +114,7 @@ struct task_struct {
 	struct thread_info thread_info;
 	unsigned int personality;
 	struct files_struct *files;
+	struct sigpending pending;
 };
 
 struct pt_regs {
