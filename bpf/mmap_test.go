@@ -208,3 +208,43 @@ func TestMmapFollowsCgroupRules(t *testing.T) {
 		t.Fatalf("deleted cgroup: %v", err)
 	}
 }
+
+func TestMmapLSMMode(t *testing.T) {
+	require.Root(t)
+	probe := ProbeLSM()
+	if probe.Outcome != Supported {
+		require.Unsupported(t, "BPF LSM (lsm/mmap_file, lsm/file_mprotect)", probe.Err())
+	}
+	env := newTestEnv(t)
+	e := env.open(t)
+	if c := e.Controls()[1]; c.Name != ControlMmap || c.Mode != ModeLSM {
+		t.Fatalf("probe says supported but the mmap control is %+v", c)
+	}
+	mapfile := buildMapfile(t)
+	lib := filepath.Join(resolved(t, t.TempDir()), "libhf.so")
+	copyExecutable(t, hostLibrary(t), lib)
+	cg := env.cgroup(t, "lsm")
+	if err := e.PutRuleset(Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, lib, 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetCgroup(cg.id, 1); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, mode := range []string{"exec", "mprotect"} {
+		out, _ := command(cg, mapfile, mode, lib).Output()
+		if !strings.Contains(string(out), "Operation not permitted") {
+			t.Errorf("%s in lsm mode: output %q, want EPERM", mode, out)
+		}
+		if ev := readEvent(t, r); ev.Action != ActionMmapDenied || ev.RuleID != 1 || ev.Filename != "libhf.so" {
+			t.Errorf("%s: event %+v, want %s by rule 1", mode, ev, ActionMmapDenied)
+		}
+	}
+	if out, err := command(cg, mapfile, "read", lib).Output(); err != nil || string(out) != "OK\n" {
+		t.Errorf("read mapping in lsm mode: %v, %q", err, out)
+	}
+}

@@ -103,6 +103,11 @@ func TestPinsSurviveAndAdopt(t *testing.T) {
 	if err := command(cg, id).Run(); !killedBySIGKILL(err) {
 		t.Fatalf("after the loader exited: want SIGKILL, got %v", err)
 	}
+	// The loader route is closed by pinned links too.
+	ldso := loaderPath(t)
+	if err := command(cg, ldso, id).Run(); !killedBySIGKILL(err) {
+		t.Fatalf("%s %s after the loader exited: want SIGKILL, got %v", ldso, id, err)
+	}
 
 	e := env.open(t)
 	if !e.Adopted() {
@@ -154,11 +159,17 @@ func TestPinsSurviveAndAdopt(t *testing.T) {
 	if err := command(cg, id).Run(); !killedBySIGKILL(err) {
 		t.Fatalf("after Close: want SIGKILL, got %v", err)
 	}
+	if err := command(cg, ldso, id).Run(); !killedBySIGKILL(err) {
+		t.Fatalf("%s %s after Close: want SIGKILL, got %v", ldso, id, err)
+	}
 	if err := Uninstall(env.layout); err != nil {
 		t.Fatal(err)
 	}
 	if err := command(cg, id).Run(); err != nil {
 		t.Fatalf("after Uninstall: %v", err)
+	}
+	if err := command(cg, ldso, id).Run(); err != nil {
+		t.Fatalf("%s %s after Uninstall: %v", ldso, id, err)
 	}
 	if _, err := os.Stat(env.layout.Root); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("after Uninstall, %s: %v", env.layout.Root, err)
