@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -159,6 +160,85 @@ func BenchmarkConnect(b *testing.B) {
 				}
 				c.(*net.TCPConn).SetLinger(0) // no TIME_WAIT pile-up
 				c.Close()
+			}
+		})
+	}
+}
+
+// measurePrograms reports, for each named program, its mean run time per
+// run (unit "<name>-ns/run") and its run time per benchmark iteration
+// ("<name>-ns/op"). Programs on sys_enter/sys_exit run for every system call
+// on the machine, so the first is mostly the cost of the early filter and
+// the second is what one iteration pays in total (plus whatever else runs on
+// the machine meanwhile).
+func measurePrograms(b *testing.B, e *Enforcer, names ...string) {
+	if e == nil {
+		return
+	}
+	stats, err := ebpf.EnableStats(bpfStatsRunTime)
+	if err != nil {
+		b.Logf("no bpf run-time stats: %v", err)
+		return
+	}
+	type sample struct{ runtime, runs uint64 }
+	before := map[string]sample{}
+	for _, name := range names {
+		s, err := e.progs[name].Stats()
+		if err != nil {
+			b.Fatal(err)
+		}
+		before[name] = sample{uint64(s.Runtime), s.RunCount}
+	}
+	b.Cleanup(func() {
+		defer stats.Close()
+		for _, name := range names {
+			s, err := e.progs[name].Stats()
+			if err != nil || s.RunCount == before[name].runs || b.N == 0 {
+				continue
+			}
+			ns := float64(uint64(s.Runtime) - before[name].runtime)
+			b.ReportMetric(ns/float64(s.RunCount-before[name].runs), name+"-ns/run")
+			b.ReportMetric(ns/float64(b.N), name+"-ns/op")
+		}
+	})
+}
+
+// BenchmarkMmapExec maps one page of a shared library executable and unmaps
+// it, from inside the benchmark's cgroup.
+func BenchmarkMmapExec(b *testing.B) {
+	lib := hostLibrary(b)
+	for _, mode := range []string{benchNone, benchOne, benchMany} {
+		b.Run(mode, func(b *testing.B) {
+			cg, e := setupBench(b, mode)
+			f, err := os.Open(lib)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			enterCgroup(b, cg)
+			measurePrograms(b, e, progMmapKill, progMmapKillExit)
+			for b.Loop() {
+				m, err := syscall.Mmap(int(f.Fd()), 0, 4096, syscall.PROT_READ|syscall.PROT_EXEC, syscall.MAP_PRIVATE)
+				if err != nil {
+					b.Fatal(fmt.Errorf("mmap %s: %w", lib, err))
+				}
+				if err := syscall.Munmap(m); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkSyscall is what the sys_enter/sys_exit programs add to every
+// system call of every process: getppid from a cgroup that is not
+// registered. BPF stats stay off here: they add two clock reads per run.
+func BenchmarkSyscall(b *testing.B) {
+	for _, mode := range []string{benchNone, benchMany} {
+		b.Run(mode, func(b *testing.B) {
+			setupBench(b, mode)
+			for b.Loop() {
+				syscall.Getppid()
 			}
 		})
 	}

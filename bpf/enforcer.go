@@ -20,6 +20,7 @@ import (
 // Enforcement points and the modes they run in.
 const (
 	ControlExec    = "exec"
+	ControlMmap    = "mmap" // a denied file mapped executable (ld.so run as a program, dlopen)
 	ControlConnect = "connect"
 
 	ModeLSM    = "lsm"    // exec fails with EPERM (lsm/bprm_check_security)
@@ -53,9 +54,28 @@ type Options struct {
 // Program names in holdfast.c; each is pinned under progs/ and its link
 // under links/ with the same name.
 const (
-	progExecKill = holdfastProgExecKill
-	progExecLSM  = holdfastProgExecLsm
+	progExecKill     = holdfastProgExecKill
+	progExecLSM      = holdfastProgExecLsm
+	progMmapKill     = holdfastProgMmapKill
+	progMmapKillExit = holdfastProgMmapKillExit
+	progMmapLSM      = holdfastProgMmapLsm
+	progMprotectLSM  = holdfastProgMprotectLsm
 )
+
+// modePrograms are the programs of each exec mode: the exec hook first, then
+// the hooks that deny mapping a denied file executable. A mode's programs are
+// attached and adopted together.
+var modePrograms = map[string][]string{
+	ModeLSM:  {progExecLSM, progMmapLSM, progMprotectLSM},
+	ModeKill: {progExecKill, progMmapKill, progMmapKillExit},
+}
+
+// Why each mode's mmap control holds, for Controls.
+var mmapReasons = map[string]string{
+	ModeLSM: "lsm/mmap_file and lsm/file_mprotect: mapping a denied file executable fails with EPERM",
+	ModeKill: "tp_btf/sys_enter and sys_exit: a task that maps a denied file executable (mmap, mprotect, " +
+		"pkey_mprotect; 64-bit and ia32 calls) gets SIGKILL before it returns to user space",
+}
 
 // cgroupHooks are attached to Options.CgroupRoot with multi-attach links.
 var cgroupHooks = []struct {
@@ -281,23 +301,24 @@ func (e *Enforcer) adopt(spec *ebpf.CollectionSpec, cgroupID uint64) error {
 	}
 	e.maps = mapsByName(maps)
 
-	execProg := progExecKill
+	mode := ModeKill
 	if _, err := os.Stat(e.layout.Pin(KindLink, progExecLSM)); err == nil {
-		execProg = progExecLSM
+		mode = ModeLSM
 	}
-	for _, name := range append([]string{execProg}, cgroupHookNames()...) {
+	for _, name := range append(slices.Clone(modePrograms[mode]), cgroupHookNames()...) {
 		if err := e.adoptLink(name, cgroupID); err != nil {
 			return err
 		}
 	}
 
 	probe := ProbeLSM()
-	if execProg == progExecLSM {
+	if mode == ModeLSM {
 		e.controls = append(e.controls, Control{ControlExec, ModeLSM, "adopted pinned lsm/bprm_check_security program"})
 	} else {
 		e.controls = append(e.controls, Control{ControlExec, ModeKill,
 			fmt.Sprintf("adopted pinned tp_btf/sched_process_exec program (BPF LSM %s: %s)", probe.Outcome, probe.Reason)})
 	}
+	e.controls = append(e.controls, Control{ControlMmap, mode, "adopted pinned " + mmapReasons[mode]})
 	e.controls = append(e.controls, connectControl(e.cgroupRoot))
 	return nil
 }
@@ -435,39 +456,59 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 	return e.commit(maps)
 }
 
-// attachExec attaches the exec program: the LSM one where the probe says it
-// works, else the tp_btf kill fallback. The reason is kept for Controls.
+// attachExec attaches the exec and mmap programs: the LSM ones where the
+// probe says they work, else the tracing kill fallback. The reason is kept
+// for Controls.
 func (e *Enforcer) attachExec(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
 	probe := ProbeLSM()
 	why := fmt.Sprintf("BPF LSM %s: %s", probe.Outcome, probe.Reason)
 	if probe.Outcome == Supported {
-		progs, err := loadPrograms(spec, maps, progExecLSM)
+		err := e.attachMode(spec, maps, ModeLSM)
 		if err == nil {
-			l, err := link.AttachLSM(link.LSMOptions{Program: progs[progExecLSM]})
-			if err == nil {
-				e.progs[progExecLSM], e.links[progExecLSM] = progs[progExecLSM], l
-				e.controls = append(e.controls, Control{ControlExec, ModeLSM, why})
-				return nil
-			}
-			progs[progExecLSM].Close()
-			why = fmt.Sprintf("BPF LSM probe passed but attaching %s failed: %v", progExecLSM, err)
-		} else {
-			why = fmt.Sprintf("BPF LSM probe passed but loading %s failed: %v", progExecLSM, err)
+			e.controls = append(e.controls, Control{ControlExec, ModeLSM, why}, Control{ControlMmap, ModeLSM, mmapReasons[ModeLSM]})
+			return nil
 		}
+		why = fmt.Sprintf("BPF LSM probe passed but %v", err)
 		e.log.Warn("falling back to kill mode for exec", "reason", why)
 	}
-	progs, err := loadPrograms(spec, maps, progExecKill)
+	if err := e.attachMode(spec, maps, ModeKill); err != nil {
+		return err
+	}
+	e.controls = append(e.controls,
+		Control{ControlExec, ModeKill, why + "; denied execs are killed by tp_btf/sched_process_exec before their first instruction"},
+		Control{ControlMmap, ModeKill, mmapReasons[ModeKill]})
+	return nil
+}
+
+// attachMode loads and attaches the programs of one exec mode, all or none.
+func (e *Enforcer) attachMode(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map, mode string) error {
+	names := modePrograms[mode]
+	progs, err := loadPrograms(spec, maps, names...)
 	if err != nil {
 		return err
 	}
-	e.progs[progExecKill] = progs[progExecKill]
-	l, err := link.AttachTracing(link.TracingOptions{Program: progs[progExecKill], AttachType: ebpf.AttachTraceRawTp})
-	if err != nil {
-		return fmt.Errorf("attach %s: %w", progExecKill, err)
+	links := map[string]link.Link{}
+	for _, name := range names {
+		var l link.Link
+		if mode == ModeLSM {
+			l, err = link.AttachLSM(link.LSMOptions{Program: progs[name]})
+		} else {
+			l, err = link.AttachTracing(link.TracingOptions{Program: progs[name], AttachType: ebpf.AttachTraceRawTp})
+		}
+		if err != nil {
+			for _, l := range links {
+				l.Close()
+			}
+			for _, p := range progs {
+				p.Close()
+			}
+			return fmt.Errorf("attach %s: %w", name, err)
+		}
+		links[name] = l
 	}
-	e.links[progExecKill] = l
-	e.controls = append(e.controls, Control{ControlExec, ModeKill,
-		why + "; denied execs are killed by tp_btf/sched_process_exec before their first instruction"})
+	for _, name := range names {
+		e.progs[name], e.links[name] = progs[name], links[name]
+	}
 	return nil
 }
 

@@ -18,6 +18,8 @@ const (
 	ActionExecDenied     = "exec-denied"     // lsm mode: execve failed with EPERM
 	ActionConnectRefused = "connect-refused" // connect failed with EPERM
 	ActionSendmsgRefused = "sendmsg-refused" // UDP sendmsg failed with EPERM
+	ActionMmapKilled     = "mmap-killed"     // kill mode: a denied file mapped executable, SIGKILL before it runs
+	ActionMmapDenied     = "mmap-denied"     // lsm mode: mmap or mprotect failed with EPERM
 )
 
 var actions = map[uint32]string{
@@ -25,6 +27,8 @@ var actions = map[uint32]string{
 	2: ActionExecDenied,
 	3: ActionConnectRefused,
 	4: ActionSendmsgRefused,
+	5: ActionMmapKilled,
+	6: ActionMmapDenied,
 }
 
 // Address families of network events.
@@ -46,7 +50,7 @@ type Event struct {
 	RuleID   uint32
 	Ruleset  uint32
 	Comm     string
-	Filename string // the path execve was given (exec events)
+	Filename string // the path execve was given (exec events); the file's name, without directories (mmap events)
 	// Unresolved: the executable's path was too deep to resolve, so it was
 	// refused without a rule match (RuleID is 0).
 	Unresolved bool

@@ -18,4 +18,5 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #include "cgroup.h"
 #include "events.h"
 #include "exec.h"
+#include "mmap.h"
 #include "net.h"

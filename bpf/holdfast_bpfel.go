@@ -92,19 +92,23 @@ type holdfastRulesetInfo struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	holdfastMapCgroupRules = "cgroup_rules"
-	holdfastMapCounters    = "counters"
-	holdfastMapEvents      = "events"
-	holdfastMapExecRules   = "exec_rules"
-	holdfastMapNet4Rules   = "net4_rules"
-	holdfastMapNet6Rules   = "net6_rules"
-	holdfastMapRulesets    = "rulesets"
-	holdfastProgConnect4   = "connect4"
-	holdfastProgConnect6   = "connect6"
-	holdfastProgExecKill   = "exec_kill"
-	holdfastProgExecLsm    = "exec_lsm"
-	holdfastProgSendmsg4   = "sendmsg4"
-	holdfastProgSendmsg6   = "sendmsg6"
+	holdfastMapCgroupRules   = "cgroup_rules"
+	holdfastMapCounters      = "counters"
+	holdfastMapEvents        = "events"
+	holdfastMapExecRules     = "exec_rules"
+	holdfastMapNet4Rules     = "net4_rules"
+	holdfastMapNet6Rules     = "net6_rules"
+	holdfastMapRulesets      = "rulesets"
+	holdfastProgConnect4     = "connect4"
+	holdfastProgConnect6     = "connect6"
+	holdfastProgExecKill     = "exec_kill"
+	holdfastProgExecLsm      = "exec_lsm"
+	holdfastProgMmapKill     = "mmap_kill"
+	holdfastProgMmapKillExit = "mmap_kill_exit"
+	holdfastProgMmapLsm      = "mmap_lsm"
+	holdfastProgMprotectLsm  = "mprotect_lsm"
+	holdfastProgSendmsg4     = "sendmsg4"
+	holdfastProgSendmsg6     = "sendmsg6"
 )
 
 // loadHoldfast returns the embedded CollectionSpec for holdfast.
@@ -149,12 +153,16 @@ type holdfastSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type holdfastProgramSpecs struct {
-	Connect4 *ebpf.ProgramSpec `ebpf:"connect4"`
-	Connect6 *ebpf.ProgramSpec `ebpf:"connect6"`
-	ExecKill *ebpf.ProgramSpec `ebpf:"exec_kill"`
-	ExecLsm  *ebpf.ProgramSpec `ebpf:"exec_lsm"`
-	Sendmsg4 *ebpf.ProgramSpec `ebpf:"sendmsg4"`
-	Sendmsg6 *ebpf.ProgramSpec `ebpf:"sendmsg6"`
+	Connect4     *ebpf.ProgramSpec `ebpf:"connect4"`
+	Connect6     *ebpf.ProgramSpec `ebpf:"connect6"`
+	ExecKill     *ebpf.ProgramSpec `ebpf:"exec_kill"`
+	ExecLsm      *ebpf.ProgramSpec `ebpf:"exec_lsm"`
+	MmapKill     *ebpf.ProgramSpec `ebpf:"mmap_kill"`
+	MmapKillExit *ebpf.ProgramSpec `ebpf:"mmap_kill_exit"`
+	MmapLsm      *ebpf.ProgramSpec `ebpf:"mmap_lsm"`
+	MprotectLsm  *ebpf.ProgramSpec `ebpf:"mprotect_lsm"`
+	Sendmsg4     *ebpf.ProgramSpec `ebpf:"sendmsg4"`
+	Sendmsg6     *ebpf.ProgramSpec `ebpf:"sendmsg6"`
 }
 
 // holdfastMapSpecs contains maps before they are loaded into the kernel.
@@ -227,12 +235,16 @@ type holdfastVariables struct {
 //
 // It can be passed to loadHoldfastObjects or ebpf.CollectionSpec.LoadAndAssign.
 type holdfastPrograms struct {
-	Connect4 *ebpf.Program `ebpf:"connect4"`
-	Connect6 *ebpf.Program `ebpf:"connect6"`
-	ExecKill *ebpf.Program `ebpf:"exec_kill"`
-	ExecLsm  *ebpf.Program `ebpf:"exec_lsm"`
-	Sendmsg4 *ebpf.Program `ebpf:"sendmsg4"`
-	Sendmsg6 *ebpf.Program `ebpf:"sendmsg6"`
+	Connect4     *ebpf.Program `ebpf:"connect4"`
+	Connect6     *ebpf.Program `ebpf:"connect6"`
+	ExecKill     *ebpf.Program `ebpf:"exec_kill"`
+	ExecLsm      *ebpf.Program `ebpf:"exec_lsm"`
+	MmapKill     *ebpf.Program `ebpf:"mmap_kill"`
+	MmapKillExit *ebpf.Program `ebpf:"mmap_kill_exit"`
+	MmapLsm      *ebpf.Program `ebpf:"mmap_lsm"`
+	MprotectLsm  *ebpf.Program `ebpf:"mprotect_lsm"`
+	Sendmsg4     *ebpf.Program `ebpf:"sendmsg4"`
+	Sendmsg6     *ebpf.Program `ebpf:"sendmsg6"`
 }
 
 func (p *holdfastPrograms) Close() error {
@@ -241,6 +253,10 @@ func (p *holdfastPrograms) Close() error {
 		p.Connect6,
 		p.ExecKill,
 		p.ExecLsm,
+		p.MmapKill,
+		p.MmapKillExit,
+		p.MmapLsm,
+		p.MprotectLsm,
 		p.Sendmsg4,
 		p.Sendmsg6,
 	)

@@ -39,6 +39,8 @@ enum action {
 	ACTION_EXEC_DENIED = 2,
 	ACTION_CONNECT_REFUSED = 3,
 	ACTION_SENDMSG_REFUSED = 4,
+	ACTION_MMAP_KILLED = 5, /* a denied file mapped executable (kill mode) */
+	ACTION_MMAP_DENIED = 6, /* mmap/mprotect failed with EPERM (lsm mode) */
 };
 
 enum counter {

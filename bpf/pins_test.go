@@ -70,7 +70,7 @@ func wantPins(t *testing.T, layout Layout, pins []PinnedObject) {
 		want = append(want, KindMap+":maps/"+m)
 	}
 	for _, kind := range []string{KindProgram, KindLink} {
-		for _, p := range append([]string{progExecKill}, cgroupHookNames()...) {
+		for _, p := range append(slices.Clone(modePrograms[ModeKill]), cgroupHookNames()...) {
 			want = append(want, kind+":"+kindDirs[kind]+"/"+p)
 		}
 	}
@@ -103,6 +103,11 @@ func TestPinsSurviveAndAdopt(t *testing.T) {
 	if err := command(cg, id).Run(); !killedBySIGKILL(err) {
 		t.Fatalf("after the loader exited: want SIGKILL, got %v", err)
 	}
+	// The loader route is closed by pinned links too.
+	ldso := loaderPath(t)
+	if err := command(cg, ldso, id).Run(); !killedBySIGKILL(err) {
+		t.Fatalf("%s %s after the loader exited: want SIGKILL, got %v", ldso, id, err)
+	}
 
 	e := env.open(t)
 	if !e.Adopted() {
@@ -116,8 +121,10 @@ func TestPinsSurviveAndAdopt(t *testing.T) {
 		t.Fatalf("adoption changed pinned objects:\n got %v\nwant %v", got, want)
 	}
 	controls := e.Controls()
-	if len(controls) != 2 || controls[0].Name != ControlExec || controls[0].Mode != ModeKill ||
-		!strings.Contains(controls[0].Reason, "adopted") || controls[1].Mode != ModeCgroup {
+	if len(controls) != 3 || controls[0].Name != ControlExec || controls[0].Mode != ModeKill ||
+		!strings.Contains(controls[0].Reason, "adopted") ||
+		controls[1].Name != ControlMmap || controls[1].Mode != ModeKill || !strings.Contains(controls[1].Reason, "adopted") ||
+		controls[2].Mode != ModeCgroup {
 		t.Errorf("controls after adoption: %+v", controls)
 	}
 	if cgroups, err := e.Cgroups(); err != nil || cgroups[cg.id] != 1 {
@@ -152,11 +159,17 @@ func TestPinsSurviveAndAdopt(t *testing.T) {
 	if err := command(cg, id).Run(); !killedBySIGKILL(err) {
 		t.Fatalf("after Close: want SIGKILL, got %v", err)
 	}
+	if err := command(cg, ldso, id).Run(); !killedBySIGKILL(err) {
+		t.Fatalf("%s %s after Close: want SIGKILL, got %v", ldso, id, err)
+	}
 	if err := Uninstall(env.layout); err != nil {
 		t.Fatal(err)
 	}
 	if err := command(cg, id).Run(); err != nil {
 		t.Fatalf("after Uninstall: %v", err)
+	}
+	if err := command(cg, ldso, id).Run(); err != nil {
+		t.Fatalf("%s %s after Uninstall: %v", ldso, id, err)
 	}
 	if _, err := os.Stat(env.layout.Root); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("after Uninstall, %s: %v", env.layout.Root, err)
@@ -358,7 +371,7 @@ func TestControlsFollowLSMProbe(t *testing.T) {
 	e := env.open(t)
 	probe := ProbeLSM()
 	controls := e.Controls()
-	if len(controls) != 2 {
+	if len(controls) != 3 {
 		t.Fatalf("controls %+v", controls)
 	}
 	exec := controls[0]
@@ -369,7 +382,10 @@ func TestControlsFollowLSMProbe(t *testing.T) {
 	if exec.Name != ControlExec || exec.Mode != wantMode || !strings.Contains(exec.Reason, probe.Reason) {
 		t.Errorf("exec control %+v, want mode %s with the probe's reason %q", exec, wantMode, probe.Reason)
 	}
-	if c := controls[1]; c.Name != ControlConnect || c.Mode != ModeCgroup || !strings.Contains(c.Reason, env.cgroupRoot) {
+	if c := controls[1]; c.Name != ControlMmap || c.Mode != wantMode || c.Reason != mmapReasons[wantMode] {
+		t.Errorf("mmap control %+v, want mode %s", c, wantMode)
+	}
+	if c := controls[2]; c.Name != ControlConnect || c.Mode != ModeCgroup || !strings.Contains(c.Reason, env.cgroupRoot) {
 		t.Errorf("connect control %+v", c)
 	}
 }

@@ -94,11 +94,63 @@ struct linux_binprm {
 	const char *filename;
 };
 
+struct thread_info {
+	u32 status;
+};
+
+typedef struct {
+	unsigned long sig[1];
+} sigset_t;
+
+struct sigpending {
+	sigset_t signal;
+};
+
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;
 	struct task_struct *real_parent;
 	struct fs_struct *fs;
+	struct thread_info thread_info;
+	unsigned int personality;
+	struct files_struct *files;
+	struct sigpending pending;
+};
+
+struct pt_regs {
+	unsigned long bp;
+	unsigned long bx;
+	unsigned long r10;
+	unsigned long r9;
+	unsigned long r8;
+	unsigned long ax;
+	unsigned long cx;
+	unsigned long dx;
+	unsigned long si;
+	unsigned long di;
+	unsigned long orig_ax;
+};
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
+struct vm_area_struct {
+	union {
+		struct {
+			unsigned long vm_start;
+			unsigned long vm_end;
+		};
+	};
+	union {
+		const unsigned long vm_flags;
+	};
+	struct file *vm_file;
 };
 
 #pragma clang attribute pop

@@ -1,0 +1,365 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/* The loader route: a denied file must not run when it is mapped executable
+ * rather than exec'd (ld.so run as a program, dlopen, mprotect of a read-only
+ * mapping). The same match_file() decision as exec applies to the file.
+ *
+ * kill mode: the syscall tracepoints (syscalls/sys_enter_mmap, ...) ignore
+ * 32-bit compat syscalls on x86-64, so the raw sys_enter/sys_exit
+ * tracepoints are used, with the syscall number filtered first. Entry checks
+ * the file behind the fd (mmap) or the mappings in the range (mprotect)
+ * before the syscall runs; exit checks the mappings the syscall actually
+ * made executable, which closes the race of swapping the fd or the mapping
+ * between the two. SIGKILL is delivered before the thread returns to user
+ * space, so the mapping is never executed by it. x86-64 only. */
+#ifndef HOLDFAST_MMAP_H
+#define HOLDFAST_MMAP_H
+
+#define EBUSY 16
+#define PROT_READ 0x1
+#define PROT_EXEC 0x4
+#define MAP_ANONYMOUS 0x20
+#define VM_EXEC 0x4
+#define READ_IMPLIES_EXEC 0x0400000
+#define TS_COMPAT 0x0002 /* x86 thread_info.status: a 32-bit syscall is running */
+
+/* x86-64 syscall numbers */
+#define NR_MMAP 9
+#define NR_MPROTECT 10
+#define NR_PKEY_MPROTECT 329
+/* ia32 syscall numbers (int 0x80, sysenter, syscall from compat mode) */
+#define NR32_OLD_MMAP 90
+#define NR32_MPROTECT 125
+#define NR32_MMAP2 192
+#define NR32_PKEY_MPROTECT 380
+
+/* Mappings one mprotect range may span before it counts as unresolvable,
+ * and attempts at the address space lock (bpf_find_vma only try-locks). */
+#define MAX_VMAS 1024
+#define FIND_VMA_TRIES 256
+
+enum map_call {
+	CALL_NONE = 0,
+	CALL_MMAP,
+	CALL_MPROTECT,
+};
+
+/* One call's arguments, from pt_regs by ABI. */
+struct map_args {
+	__u64 addr;
+	__u64 len;
+	__u64 prot;
+	__u64 flags;
+	__s64 fd;
+};
+
+/* ia32 old_mmap passes its arguments in user memory. */
+struct mmap_arg_struct32 {
+	__u32 addr;
+	__u32 len;
+	__u32 prot;
+	__u32 flags;
+	__u32 fd;
+	__u32 offset;
+};
+
+/* decode_call returns which kind of call this is, or CALL_NONE for every
+ * syscall that cannot map a file executable. The number test comes first:
+ * it is all that most syscalls of most processes pay. */
+static __always_inline enum map_call decode_call(struct pt_regs *regs, long id, struct map_args *a, bool *unreadable)
+{
+	switch (id) {
+	case NR_MMAP:
+	case NR_MPROTECT:
+	case NR_PKEY_MPROTECT:
+	case NR32_OLD_MMAP:
+	case NR32_MPROTECT:
+	case NR32_MMAP2:
+	case NR32_PKEY_MPROTECT:
+		break;
+	default:
+		return CALL_NONE;
+	}
+	struct task_struct *task = bpf_get_current_task_btf();
+	bool compat = task->thread_info.status & TS_COMPAT;
+	enum map_call call = CALL_NONE;
+
+	if (!compat) {
+		a->addr = regs->di;
+		a->len = regs->si;
+		a->prot = regs->dx;
+		a->flags = regs->r10;
+		a->fd = (__s64)regs->r8;
+		if (id == NR_MMAP)
+			call = CALL_MMAP;
+		else if (id == NR_MPROTECT || id == NR_PKEY_MPROTECT)
+			call = CALL_MPROTECT;
+	} else {
+		a->addr = (__u32)regs->bx;
+		a->len = (__u32)regs->cx;
+		a->prot = (__u32)regs->dx;
+		a->flags = (__u32)regs->si;
+		a->fd = (__s32)regs->di;
+		if (id == NR32_MMAP2) {
+			call = CALL_MMAP;
+		} else if (id == NR32_MPROTECT || id == NR32_PKEY_MPROTECT) {
+			call = CALL_MPROTECT;
+		} else if (id == NR32_OLD_MMAP) {
+			struct mmap_arg_struct32 u;
+
+			call = CALL_MMAP;
+			if (bpf_probe_read_user(&u, sizeof(u), (void *)regs->bx)) {
+				/* Not resident: the kernel will fault it in, we
+				 * cannot; refused unless it is plainly anonymous. */
+				*unreadable = true;
+				a->prot = PROT_EXEC;
+				a->flags = 0;
+				return call;
+			}
+			a->addr = u.addr;
+			a->len = u.len;
+			a->prot = u.prot;
+			a->flags = u.flags;
+			a->fd = (__s32)u.fd;
+		}
+	}
+	if (call == CALL_NONE)
+		return call;
+	/* The kernel adds PROT_EXEC to readable mappings of such tasks. */
+	if ((a->prot & PROT_READ) && (task->personality & READ_IMPLIES_EXEC))
+		a->prot |= PROT_EXEC;
+	if (!(a->prot & PROT_EXEC))
+		return CALL_NONE;
+	if (call == CALL_MMAP && (a->flags & MAP_ANONYMOUS))
+		return CALL_NONE;
+	return call;
+}
+
+/* The file open as fd in the current task, or NULL. */
+static __always_inline struct file *file_of_fd(struct task_struct *task, __s64 fd)
+{
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+
+	if (!fdt || fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+/* State of one range check, shared by the bpf_loop and bpf_find_vma
+ * callbacks. */
+struct vma_scan {
+	struct match_ctx c;
+	__u64 cursor;
+	__u64 end;
+	__u64 found_file;
+	__u64 found_end;
+	__u64 found_flags;
+	__u64 denied_file;
+	__u32 ruleset;
+	__u32 tries;
+	__u32 only_exec; /* skip mappings that are not executable */
+	__u32 done;
+	__u32 denied;
+};
+
+static long vma_found(struct task_struct *task, struct vm_area_struct *vma, struct vma_scan *s)
+{
+	s->found_file = (__u64)vma->vm_file;
+	s->found_end = vma->vm_end;
+	s->found_flags = vma->vm_flags;
+	return 0;
+}
+
+/* deny_file runs the exec decision on one file with a fresh match state. */
+static __always_inline bool deny_file(struct vma_scan *s, struct file *file, struct task_struct *task)
+{
+	__builtin_memset(&s->c, 0, sizeof(s->c));
+	s->c.ruleset = s->ruleset;
+	if (!match_file(&s->c, file, task))
+		return false;
+	s->denied = 1;
+	s->denied_file = (__u64)file;
+	return true;
+}
+
+/* One mapping of the range per step. mprotect changes the mappings up to
+ * the first hole and fails there, so the scan stops at a hole too. */
+static long scan_step(__u32 i, struct vma_scan *s)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	s->found_file = 0;
+	long err = bpf_find_vma(task, s->cursor, vma_found, s, 0);
+	if (err == -EBUSY) {
+		/* Another thread holds the address space lock: try again. */
+		if (++s->tries >= FIND_VMA_TRIES)
+			return 1;
+		return 0;
+	}
+	if (err) {
+		s->done = 1;
+		return 1;
+	}
+	if (s->found_file && (!s->only_exec || (s->found_flags & VM_EXEC)) &&
+	    deny_file(s, (struct file *)s->found_file, task))
+		return 1;
+	if (s->found_end >= s->end || s->found_end <= s->cursor) {
+		s->done = 1;
+		return 1;
+	}
+	s->cursor = s->found_end;
+	return 0;
+}
+
+/* scan_range checks every file mapped in [addr, addr+len). It returns true
+ * when one is denied or the range could not be inspected (too many mappings,
+ * or the lock stayed busy): both are refused. */
+static __always_inline bool scan_range(struct vma_scan *s, __u64 addr, __u64 len)
+{
+	s->cursor = addr;
+	s->end = addr + (len ? len : 1);
+	if (s->end < addr)
+		s->end = ~0ULL;
+	bpf_loop(MAX_VMAS + FIND_VMA_TRIES, scan_step, s, 0);
+	if (s->denied)
+		return true;
+	if (!s->done) {
+		s->c.unresolved = 1;
+		return true;
+	}
+	return false;
+}
+
+static __always_inline void emit_mmap(struct vma_scan *s, __u64 cgroup_id, struct task_struct *task, __u32 action)
+{
+	struct event *ev = event_new(cgroup_id, action, s->ruleset, s->c.rule_id);
+	if (!ev)
+		return;
+	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	ev->flags = s->c.unresolved ? EVENT_UNRESOLVED : 0;
+	/* The file's own name: tracing programs cannot call bpf_d_path. */
+	struct file *file = (struct file *)s->denied_file;
+	if (file)
+		bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename),
+					  BPF_CORE_READ(file, f_path.dentry, d_name.name));
+	bpf_ringbuf_submit(ev, 0);
+}
+
+static __always_inline void kill_mapping(struct vma_scan *s, __u64 cgroup_id, struct task_struct *task)
+{
+	bpf_send_signal(SIGKILL);
+	emit_mmap(s, cgroup_id, task, ACTION_MMAP_KILLED);
+}
+
+/* Before the call: the file behind the fd, or the mappings mprotect is about
+ * to make executable. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(mmap_kill, struct pt_regs *regs, long id)
+{
+	struct map_args a = {};
+	bool unreadable = false;
+	enum map_call call = decode_call(regs, id, &a, &unreadable);
+
+	if (call == CALL_NONE)
+		return 0;
+	struct owner o;
+
+	if (!owner_of_current(&o) || !(o.rule->flags & CG_EXEC))
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct vma_scan s = {};
+
+	s.ruleset = o.rule->ruleset;
+	if (unreadable) {
+		s.c.unresolved = 1;
+		kill_mapping(&s, o.cgroup_id, task);
+		return 0;
+	}
+	if (call == CALL_MMAP) {
+		struct file *file = file_of_fd(task, a.fd);
+
+		if (file && deny_file(&s, file, task))
+			kill_mapping(&s, o.cgroup_id, task);
+		return 0;
+	}
+	if (scan_range(&s, a.addr, a.len))
+		kill_mapping(&s, o.cgroup_id, task);
+	return 0;
+}
+
+/* After the call: the mappings it made executable, whatever fd or mapping
+ * another thread swapped in after the entry check. */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(mmap_kill_exit, struct pt_regs *regs, long ret)
+{
+	if (ret < 0 && ret > -4096)
+		return 0;
+	struct map_args a = {};
+	bool unreadable = false;
+	enum map_call call = decode_call(regs, regs->orig_ax, &a, &unreadable);
+
+	if (call == CALL_NONE)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	/* Killed on entry already: one event per kill. */
+	if (task->pending.signal.sig[0] & (1UL << (SIGKILL - 1)))
+		return 0;
+	struct owner o;
+
+	if (!owner_of_current(&o) || !(o.rule->flags & CG_EXEC))
+		return 0;
+	struct vma_scan s = {};
+
+	s.ruleset = o.rule->ruleset;
+	s.only_exec = 1;
+	if (call == CALL_MMAP) {
+		/* One mmap makes one mapping, at the address it returns. */
+		a.addr = (__u64)ret;
+		a.len = 1;
+	}
+	if (scan_range(&s, a.addr, a.len))
+		kill_mapping(&s, o.cgroup_id, task);
+	return 0;
+}
+
+/* lsm mode: mmap and mprotect fail with EPERM. */
+static __always_inline int deny_mapping_lsm(struct file *file, unsigned long prot)
+{
+	if (!file || !(prot & PROT_EXEC))
+		return 0;
+	struct owner o;
+
+	if (!owner_of_current(&o) || !(o.rule->flags & CG_EXEC))
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct vma_scan s = {};
+
+	s.ruleset = o.rule->ruleset;
+	if (!deny_file(&s, file, task))
+		return 0;
+	emit_mmap(&s, o.cgroup_id, task, ACTION_MMAP_DENIED);
+	return -EPERM;
+}
+
+/* prot is the final protection, PROT_EXEC added by READ_IMPLIES_EXEC. */
+SEC("lsm/mmap_file")
+int BPF_PROG(mmap_lsm, struct file *file, unsigned long reqprot, unsigned long prot, unsigned long flags, int ret)
+{
+	if (ret)
+		return ret;
+	return deny_mapping_lsm(file, prot);
+}
+
+SEC("lsm/file_mprotect")
+int BPF_PROG(mprotect_lsm, struct vm_area_struct *vma, unsigned long reqprot, unsigned long prot, int ret)
+{
+	if (ret)
+		return ret;
+	return deny_mapping_lsm(vma->vm_file, prot);
+}
+
+#endif

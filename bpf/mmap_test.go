@@ -1,0 +1,250 @@
+package bpf
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/holdfast-dev/holdfast/test/require"
+)
+
+// buildMapfile compiles testdata/mapfile.c, the helper that maps files the
+// ways a loader or an attacker does.
+func buildMapfile(t testing.TB) string {
+	t.Helper()
+	var cc string
+	for _, name := range []string{"cc", "gcc", "clang"} {
+		if p, err := exec.LookPath(name); err == nil {
+			cc = p
+			break
+		}
+	}
+	if cc == "" {
+		t.Fatal("no C compiler (cc, gcc or clang) to build testdata/mapfile.c")
+	}
+	bin := filepath.Join(t.TempDir(), "mapfile")
+	// -mno-red-zone: its ia32 call pushes below the stack pointer.
+	out, err := exec.Command(cc, "-O2", "-Wall", "-mno-red-zone", "-o", bin, "testdata/mapfile.c", "-ldl").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build mapfile: %v: %s", err, out)
+	}
+	return bin
+}
+
+// loaderPath is the host's dynamic loader, resolved.
+func loaderPath(t testing.TB) string {
+	t.Helper()
+	for _, p := range []string{"/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-x86-64.so.2"} {
+		if _, err := os.Stat(p); err == nil {
+			return resolved(t, p)
+		}
+	}
+	t.Fatal("no x86-64 dynamic loader on this host")
+	return ""
+}
+
+// hostLibrary is a shared library of the host to copy and map.
+func hostLibrary(t testing.TB) string {
+	t.Helper()
+	for _, p := range []string{"/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6", "/lib64/libm.so.6"} {
+		if _, err := os.Stat(p); err == nil {
+			return resolved(t, p)
+		}
+	}
+	t.Fatal("no libm.so.6 on this host")
+	return ""
+}
+
+// probeCompat says whether this kernel runs ia32 system calls (int 0x80) of
+// a 64-bit process.
+func probeCompat(mapfile, lib string) error {
+	out, err := exec.Command(mapfile, "compat-mmap2", lib).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "OK" {
+		return errors.New("ia32 mmap2 from a 64-bit process: " + strings.TrimSpace(string(out)) + " " + errString(err))
+	}
+	return nil
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func TestMmapDenied(t *testing.T) {
+	env := newTestEnv(t)
+	e := env.open(t)
+	mapfile := buildMapfile(t)
+	ldso := loaderPath(t)
+	id := resolved(t, "/usr/bin/id")
+	trueBin := resolved(t, "/usr/bin/true")
+	base := resolved(t, t.TempDir())
+	deniedLib := filepath.Join(base, "denied", "libhf.so")
+	allowedLib := filepath.Join(base, "allowed", "libhf.so")
+	copyExecutable(t, hostLibrary(t), deniedLib)
+	copyExecutable(t, hostLibrary(t), allowedLib)
+	compat := probeCompat(mapfile, allowedLib)
+
+	rs := Ruleset{ID: 3, Exec: []ExecRule{mustExecRule(t, id, 11), mustExecRule(t, deniedLib, 12)}}
+	if err := e.PutRuleset(rs); err != nil {
+		t.Fatal(err)
+	}
+	cg := env.cgroup(t, "mmap")
+	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+
+	tests := []struct {
+		name   string
+		cg     *testCgroup
+		argv   []string
+		compat bool
+		// killed: SIGKILL, with exactly wantOut printed before it, and one
+		// mmap-killed event of rule and file.
+		killed bool
+		wantOut,
+		file string
+		rule uint32
+	}{
+		{name: "loader runs a denied binary", cg: cg, argv: []string{ldso, id}, killed: true, file: "id", rule: 11},
+		{name: "loader runs an allowed binary", cg: cg, argv: []string{ldso, trueBin}},
+		{name: "dlopen of a denied library", cg: cg, argv: []string{mapfile, "dlopen", deniedLib}, killed: true, file: "libhf.so", rule: 12},
+		{name: "dlopen of an allowed library", cg: cg, argv: []string{mapfile, "dlopen", allowedLib}, wantOut: "OK\n"},
+		{name: "mmap exec of a denied file", cg: cg, argv: []string{mapfile, "exec", deniedLib}, killed: true, file: "libhf.so", rule: 12},
+		{name: "mmap read of a denied file", cg: cg, argv: []string{mapfile, "read", deniedLib}, wantOut: "OK\n"},
+		{name: "mprotect exec of a denied file", cg: cg, argv: []string{mapfile, "mprotect", deniedLib}, killed: true, wantOut: "mapped\n", file: "libhf.so", rule: 12},
+		{name: "mprotect exec of an allowed file", cg: cg, argv: []string{mapfile, "mprotect", allowedLib}, wantOut: "mapped\nOK\n"},
+		{name: "pkey_mprotect exec of a denied file", cg: cg, argv: []string{mapfile, "pkey_mprotect", deniedLib}, killed: true, wantOut: "mapped\n", file: "libhf.so", rule: 12},
+		{name: "mprotect over an anonymous mapping and a denied file", cg: cg, argv: []string{mapfile, "span", deniedLib}, killed: true, wantOut: "mapped\n", file: "libhf.so", rule: 12},
+		{name: "mprotect over an anonymous mapping and an allowed file", cg: cg, argv: []string{mapfile, "span", allowedLib}, wantOut: "mapped\nOK\n"},
+		{name: "READ_IMPLIES_EXEC read mapping of a denied file", cg: cg, argv: []string{mapfile, "read-implies-exec", deniedLib}, killed: true, wantOut: "mapped\n", file: "libhf.so", rule: 12},
+		{name: "ia32 mmap2 of a denied file", cg: cg, argv: []string{mapfile, "compat-mmap2", deniedLib}, compat: true, killed: true, file: "libhf.so", rule: 12},
+		{name: "ia32 mmap2 of an allowed file", cg: cg, argv: []string{mapfile, "compat-mmap2", allowedLib}, compat: true, wantOut: "OK\n"},
+		{name: "ia32 mprotect of a denied file", cg: cg, argv: []string{mapfile, "compat-mprotect", deniedLib}, compat: true, killed: true, wantOut: "mapped\n", file: "libhf.so", rule: 12},
+		{name: "outside the cgroup: loader runs a denied binary", argv: []string{ldso, id}},
+		{name: "outside the cgroup: dlopen of a denied library", argv: []string{mapfile, "dlopen", deniedLib}, wantOut: "OK\n"},
+		{name: "outside the cgroup: mprotect exec of a denied file", argv: []string{mapfile, "mprotect", deniedLib}, wantOut: "mapped\nOK\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.compat {
+				require.Privileged(t, "ia32 system calls", compat)
+			}
+			out, err := command(tc.cg, tc.argv[0], tc.argv[1:]...).Output()
+			if tc.killed {
+				if !killedBySIGKILL(err) {
+					t.Fatalf("%q: want SIGKILL, got err=%v output=%q", tc.argv, err, out)
+				}
+				if string(out) != tc.wantOut {
+					t.Fatalf("%q: output before the kill %q, want %q", tc.argv, out, tc.wantOut)
+				}
+				ev := readEvent(t, r)
+				if ev.Action != ActionMmapKilled || ev.RuleID != tc.rule || ev.Filename != tc.file ||
+					ev.CgroupID != cg.id || ev.Ruleset != rs.ID || ev.Unresolved {
+					t.Errorf("event %+v, want %s of %s by rule %d", ev, ActionMmapKilled, tc.file, tc.rule)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("%q: want it to run, got %v (output %q)", tc.argv, err, out)
+			}
+			if tc.argv[0] == ldso && tc.argv[1] == id {
+				if !strings.Contains(string(out), "uid=") {
+					t.Fatalf("%q: output %q", tc.argv, out)
+				}
+			} else if string(out) != tc.wantOut {
+				t.Fatalf("%q: output %q, want %q", tc.argv, out, tc.wantOut)
+			}
+		})
+	}
+}
+
+// A ruleset without exec rules leaves mappings alone, and a cgroup below a
+// registered one inherits its rules for mappings as for exec.
+func TestMmapFollowsCgroupRules(t *testing.T) {
+	env := newTestEnv(t)
+	e := env.open(t)
+	mapfile := buildMapfile(t)
+	lib := filepath.Join(resolved(t, t.TempDir()), "libhf.so")
+	copyExecutable(t, hostLibrary(t), lib)
+	cg := env.cgroup(t, "mmap")
+	sub := env.cgroup(t, "mmap/sub")
+
+	run := func(c *testCgroup) error { return command(c, mapfile, "exec", lib).Run() }
+	if err := e.PutRuleset(Ruleset{ID: 1, Connect: []NetRule{{Prefix: mustPrefix(t, "192.0.2.0/24"), PortHi: 65535}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetCgroup(cg.id, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(cg); err != nil {
+		t.Fatalf("connect-only ruleset: %v", err)
+	}
+	if err := e.PutRuleset(Ruleset{ID: 2, Exec: []ExecRule{mustExecRule(t, filepath.Dir(lib)+"/", 2)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetCgroup(cg.id, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(cg); !killedBySIGKILL(err) {
+		t.Fatalf("library below a denied directory: want SIGKILL, got %v", err)
+	}
+	if err := run(sub); !killedBySIGKILL(err) {
+		t.Fatalf("sub-cgroup of a registered cgroup: want SIGKILL, got %v", err)
+	}
+	if err := e.DeleteCgroup(cg.id); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(cg); err != nil {
+		t.Fatalf("deleted cgroup: %v", err)
+	}
+}
+
+func TestMmapLSMMode(t *testing.T) {
+	require.Root(t)
+	probe := ProbeLSM()
+	if probe.Outcome != Supported {
+		require.Unsupported(t, "BPF LSM (lsm/mmap_file, lsm/file_mprotect)", probe.Err())
+	}
+	env := newTestEnv(t)
+	e := env.open(t)
+	if c := e.Controls()[1]; c.Name != ControlMmap || c.Mode != ModeLSM {
+		t.Fatalf("probe says supported but the mmap control is %+v", c)
+	}
+	mapfile := buildMapfile(t)
+	lib := filepath.Join(resolved(t, t.TempDir()), "libhf.so")
+	copyExecutable(t, hostLibrary(t), lib)
+	cg := env.cgroup(t, "lsm")
+	if err := e.PutRuleset(Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, lib, 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetCgroup(cg.id, 1); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, mode := range []string{"exec", "mprotect"} {
+		out, _ := command(cg, mapfile, mode, lib).Output()
+		if !strings.Contains(string(out), "Operation not permitted") {
+			t.Errorf("%s in lsm mode: output %q, want EPERM", mode, out)
+		}
+		if ev := readEvent(t, r); ev.Action != ActionMmapDenied || ev.RuleID != 1 || ev.Filename != "libhf.so" {
+			t.Errorf("%s: event %+v, want %s by rule 1", mode, ev, ActionMmapDenied)
+		}
+	}
+	if out, err := command(cg, mapfile, "read", lib).Output(); err != nil || string(out) != "OK\n" {
+		t.Errorf("read mapping in lsm mode: %v, %q", err, out)
+	}
+}
