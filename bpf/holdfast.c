@@ -17,5 +17,6 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #include "maps.h"
 #include "cgroup.h"
 #include "events.h"
+#include "files.h"
 #include "exec.h"
 #include "net.h"
