@@ -80,11 +80,16 @@ func (e *Engine) openRootLocked(c *api.Container) (*inroot.Root, error) {
 		if r := try(c.Pid, c.Rootfs); r != nil {
 			return r, nil
 		}
+		e.log.Debug("registrar's pid does not lead to the container's root", "id", c.ID, "pid", c.Pid, "err", errs[len(errs)-1])
 	}
 	if c.CgroupPath != "" {
+		// Before pivot_root the rootfs path leads to the root, after it
+		// the process's own root does; the root's identity tells which.
 		for _, pid := range cgroupPids(c.CgroupPath, 64) {
-			if pid == c.Pid {
-				continue
+			if c.Rootfs != "" {
+				if r := try(pid, c.Rootfs); r != nil {
+					return r, nil
+				}
 			}
 			if r := try(pid, ""); r != nil {
 				return r, nil
@@ -154,6 +159,7 @@ func (e *Engine) syncFilesLocked(c *api.Container) error {
 	if err := e.enforcer.SetCgroupFiles(c.CgroupID, files); err != nil {
 		return fmt.Errorf("files of container %s: %w", c.ID, err)
 	}
+	e.log.Debug("exec rules resolved", "id", c.ID, "root", root.Name(), "files", files)
 	return nil
 }
 
