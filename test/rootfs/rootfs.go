@@ -77,21 +77,11 @@ func Build(dir string) (string, error) {
 // CopyDynamic copies the host binary at path into the rootfs at the same
 // path, with the loader and libraries ldd names for it.
 func CopyDynamic(dir, path string) error {
-	out, err := exec.Command("ldd", path).Output()
+	libs, err := Libraries(path)
 	if err != nil {
-		return fmt.Errorf("copy %s: ldd: %w", path, err)
+		return fmt.Errorf("copy %s: %w", path, err)
 	}
-	files := []string{path}
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		switch {
-		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
-			files = append(files, f[2])
-		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
-			files = append(files, f[0])
-		}
-	}
-	for _, f := range files {
+	for _, f := range append([]string{path}, libs...) {
 		data, err := os.ReadFile(f)
 		if err != nil {
 			return fmt.Errorf("copy %s: %w", path, err)
@@ -107,4 +97,23 @@ func CopyDynamic(dir, path string) error {
 		}
 	}
 	return nil
+}
+
+// Libraries are the loader and libraries ldd names for a host binary.
+func Libraries(path string) ([]string, error) {
+	out, err := exec.Command("ldd", path).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ldd %s: %w", path, err)
+	}
+	var files []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+			files = append(files, f[2])
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			files = append(files, f[0])
+		}
+	}
+	return files, nil
 }
