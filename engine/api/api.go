@@ -129,6 +129,8 @@ type Status struct {
 	Rulesets   int             `json:"rulesets"`
 	// Counters are the kernel's running totals since the pins were made.
 	Counters Counters `json:"counters"`
+	// Uncovered lists the exec routes the active mode does not stop.
+	Uncovered []string `json:"uncovered,omitempty"`
 	// PolicyError is why the policy dir was last refused; the previous
 	// policies stay enforced.
 	PolicyError string `json:"policyError,omitempty"`

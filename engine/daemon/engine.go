@@ -470,6 +470,9 @@ func (e *Engine) Status(ctx context.Context) (*api.Status, error) {
 	}
 	for _, c := range e.enforcer.Controls() {
 		st.Controls = append(st.Controls, api.Control{Name: c.Name, Mode: c.Mode, Reason: c.Reason})
+		if c.Name == bpf.ControlExec {
+			st.Uncovered = uncoveredExec(c.Mode)
+		}
 	}
 	pinned, err := e.enforcer.Pinned()
 	if err != nil {

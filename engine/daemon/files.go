@@ -213,18 +213,30 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 	defer root.Close()
 	ex.Root = root.Name()
 
-	var entry *inroot.File
+	// The entrypoint and, for a script, its interpreter: the file the
+	// kernel runs first.
+	var entry, interp *inroot.File
 	if len(c.Entrypoint) > 0 {
 		if f, err := resolveCommand(root, c.Entrypoint[0]); err == nil {
 			entry = &f
 			ex.Entrypoint = resolvedFile(f)
+			if ip, ok, _ := root.Interpreter(f.Target); ok {
+				if i, err := root.Resolve(ip); err == nil {
+					interp = &i
+				}
+			}
 		} else {
-			ex.Warnings = append(ex.Warnings, fmt.Sprintf("entrypoint %s resolves to nothing in this image: %v", c.Entrypoint[0], err))
+			ex.Warnings = append(ex.Warnings, fmt.Sprintf("entrypoint %s resolves to nothing in this image: %v", c.Entrypoint[0], rootless(err, root)))
 		}
 	}
 
-	var allow []policy.RuleInfo
-	entryAllowed := false
+	// Allow lists (spec.exec.allow): the entrypoint, and a script's
+	// interpreter, must be on them or the container dies at start.
+	type allowed struct {
+		rule string
+		file *inroot.File
+	}
+	var allow []allowed
 	for _, r := range rules {
 		x := api.ExplainedRule{Policy: r.Policy, Field: r.Field, Rule: r.Text, RuleID: r.ID}
 		f, err := root.Resolve(r.Text)
@@ -246,17 +258,35 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 			if entry != nil && entry.ID == f.ID && strings.HasPrefix(r.Field, fieldExecDeny) {
 				ex.Warnings = append(ex.Warnings, fmt.Sprintf("the entrypoint %s is denied by %s %s: the container dies at start", c.Entrypoint[0], r.Policy, r.Field))
 			}
+			if interp != nil && interp.ID == f.ID && strings.HasPrefix(r.Field, fieldExecDeny) {
+				ex.Warnings = append(ex.Warnings, fmt.Sprintf("the entrypoint %s is a script run by %s, which %s %s denies: the container dies at start",
+					c.Entrypoint[0], interp.Path, r.Policy, r.Field))
+			}
 		}
 		if strings.HasPrefix(r.Field, fieldExecAllow) {
-			allow = append(allow, r)
-			if entry != nil && err == nil && (entry.ID == f.ID || strings.HasSuffix(r.Text, "/") && underDir(entry.Target, f.Target)) {
-				entryAllowed = true
+			a := allowed{rule: r.Text}
+			if err == nil {
+				a.file = &f
 			}
+			allow = append(allow, a)
 		}
 		ex.Rules = append(ex.Rules, x)
 	}
-	if len(allow) > 0 && len(c.Entrypoint) > 0 && !entryAllowed {
-		ex.Warnings = append(ex.Warnings, fmt.Sprintf("the allow list does not contain the entrypoint %s: the container dies at start", c.Entrypoint[0]))
+	onAllowList := func(f *inroot.File) bool {
+		for _, a := range allow {
+			if a.file != nil && (a.file.ID == f.ID || strings.HasSuffix(a.rule, "/") && underDir(f.Target, a.file.Target)) {
+				return true
+			}
+		}
+		return false
+	}
+	if len(allow) > 0 && len(c.Entrypoint) > 0 {
+		switch {
+		case entry == nil || !onAllowList(entry):
+			ex.Warnings = append(ex.Warnings, fmt.Sprintf("the allow list does not contain the entrypoint %s: the container dies at start", c.Entrypoint[0]))
+		case interp != nil && !onAllowList(interp):
+			ex.Warnings = append(ex.Warnings, fmt.Sprintf("the allow list does not contain %s, the interpreter of the entrypoint %s: the container dies at start", interp.Path, c.Entrypoint[0]))
+		}
 	}
 	return ex, nil
 }
@@ -308,4 +338,22 @@ func resolveCommand(root *inroot.Root, arg0 string) (inroot.File, error) {
 		last = err
 	}
 	return inroot.File{}, fmt.Errorf("%s not found in PATH: %w", arg0, last)
+}
+
+// uncoveredExec lists, for an exec mode, the routes to running a denied
+// program that exec deny rules do not stop.
+func uncoveredExec(mode string) []string {
+	out := []string{
+		"a copy of a denied file, a file written at run time, a memfd or /proc/self/fd/N: deny rules name files that exist when the container registers (or paths), not new files",
+		"the dynamic loader run as a program (ld.so /path/to/denied) and dlopen of a denied library: the file is mapped, not exec'd",
+		"one applet of a multi-call binary (busybox): applets run in-process or through /proc/self/exe; deny the binary or nothing",
+		"a file put at a denied exact path after registration: matched by its resolved path only",
+		"containers without a live process at registration or reload (holdfast containers add on an empty cgroup): rules hold by path only",
+	}
+	if mode == bpf.ModeKill {
+		out = append(out,
+			"a script in a denied path run through an allowed interpreter: kill mode checks the interpreter only",
+			"the exec itself succeeds: the new image is killed before its first instruction, the parent sees SIGKILL")
+	}
+	return out
 }

@@ -307,3 +307,30 @@ func (r *Root) Aliases(id bpf.FileID, dirs []string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// Interpreter returns the interpreter a "#!" script at p names (resolved
+// inside the root), or ok false when p is not a script.
+func (r *Root) Interpreter(p string) (interp string, ok bool, err error) {
+	h, err := linux.OpenInRoot(r.dir, p, true, false)
+	if err != nil {
+		return "", false, fmt.Errorf("read %s in %s: %w", p, r.Name(), err)
+	}
+	defer h.Close()
+	// Reopening the O_PATH handle reads the very file that was resolved.
+	f, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", h.Fd()))
+	if err != nil {
+		return "", false, fmt.Errorf("read %s in %s: %w", p, r.Name(), err)
+	}
+	defer f.Close()
+	head := make([]byte, 256)
+	n, _ := f.Read(head)
+	line, _, _ := strings.Cut(string(head[:n]), "\n")
+	if !strings.HasPrefix(line, "#!") {
+		return "", false, nil
+	}
+	fields := strings.Fields(strings.TrimPrefix(line, "#!"))
+	if len(fields) == 0 {
+		return "", false, nil
+	}
+	return fields[0], true, nil
+}

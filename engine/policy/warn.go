@@ -21,13 +21,13 @@ func (p *Policy) Warnings() []string {
 	for i, r := range p.Spec.Exec.Deny {
 		field := fmt.Sprintf("%s: spec.exec.deny[%d] %s", p.Name, i, r)
 		top := "/" + strings.SplitN(strings.TrimPrefix(r, "/"), "/", 2)[0]
-		if usr, ok := mergedUsr[top]; ok && r != top+"/" || ok && strings.HasSuffix(r, "/") {
+		if usr, ok := mergedUsr[top]; ok {
 			if strings.HasSuffix(r, "/") {
 				out = append(out, fmt.Sprintf("%s: on merged-/usr images %s is a symlink to %s and directory prefix rules match the resolved path, so this covers nothing there; add %s",
 					field, top, usr, usr+strings.TrimPrefix(r, top)))
 			} else {
-				out = append(out, fmt.Sprintf("%s: on merged-/usr images this is %s; the engine resolves it in each container's root and denies the file itself, but a file created there after the container started is matched by its resolved path only",
-					field, usr+strings.TrimPrefix(r, top)))
+				out = append(out, fmt.Sprintf("%s: on merged-/usr images this path is %s: the file there at registration is denied by identity, but a file put there later is matched only by a rule naming %s",
+					field, usr+strings.TrimPrefix(r, top), usr+strings.TrimPrefix(r, top)))
 			}
 		}
 		if multiCallBinaries[path.Base(r)] {

@@ -300,6 +300,25 @@ func TestExplain(t *testing.T) {
 	if !slices.Equal(enforced, []string{"/bin/id", "/bin/wget"}) {
 		t.Errorf("rules denied by identity: %v, want [/bin/id /bin/wget]", enforced)
 	}
+	// A script entrypoint dies with its interpreter.
+	if err := os.WriteFile(filepath.Join(r.rootfs, "entry.sh"), []byte("#!/bin/sh\nexec sleep 600\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ann["io.kubernetes.pod.name"] = "explain-script"
+	script := r.bundle(t, bundleOpts{
+		Args:        []string{"/entry.sh"},
+		Annotations: ann,
+		Hooks:       hookEntries(bin, "createRuntime", e.Socket, logPath, "--fail-mode", "closed"),
+	})
+	script.runc(t, "create", "--bundle", script.Bundle, script.ID)
+	out, err = e.CLI("containers", "explain", "--socket", e.Socket, "--id", script.ID)
+	if err != nil {
+		t.Fatalf("containers explain: %v\n%s", err, out)
+	}
+	if w := "warning: the entrypoint /entry.sh is a script run by /bin/sh, which explain spec.exec.deny[2] denies: the container dies at start"; !strings.Contains(out, w) {
+		t.Errorf("explain of a script entrypoint lacks %q:\n%s", w, out)
+	}
+
 	if out, err := e.CLI("containers", "explain", "--socket", e.Socket, "--id", "no-such"); err == nil {
 		t.Errorf("explain of an unknown container succeeded:\n%s", out)
 	}

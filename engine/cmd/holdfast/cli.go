@@ -71,6 +71,9 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	for _, c := range st.Controls {
 		fmt.Fprintf(tw, "control %s:\t%s\t%s\n", c.Name, c.Mode, c.Reason)
 	}
+	for _, u := range st.Uncovered {
+		fmt.Fprintf(tw, "exec uncovered:\t%s\n", u)
+	}
 	fmt.Fprintf(tw, "containers:\t%d\n", st.Containers)
 	fmt.Fprintf(tw, "rulesets:\t%d\n", st.Rulesets)
 	n := st.Counters
