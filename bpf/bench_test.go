@@ -58,6 +58,7 @@ func setupBench(b *testing.B, mode string) (*testCgroup, *Enforcer) {
 	if err := e.SetCgroup(cg.id, own.ID); err != nil {
 		b.Fatal(err)
 	}
+	benchFiles(b, e, cg.id)
 	if mode == benchMany {
 		const rulesets, cgroups = 1000, 10000
 		for i := range uint32(rulesets) {
@@ -70,6 +71,7 @@ func setupBench(b *testing.B, mode string) (*testCgroup, *Enforcer) {
 			if err := e.SetCgroup(1<<40+i, 2+uint32(i%rulesets)); err != nil {
 				b.Fatal(err)
 			}
+			benchFiles(b, e, 1<<40+i)
 		}
 	}
 	return cg, e

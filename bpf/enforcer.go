@@ -111,6 +111,8 @@ type Enforcer struct {
 	// (an interrupted PutRuleset); putting such an ID clears them first so
 	// stale rules cannot merge into the new content.
 	partial map[uint32]bool
+	// files indexes file_rules by cgroup (files.go).
+	files fileIndex
 }
 
 // Open adopts the complete pinned set of this ABI under layout, or loads,
@@ -404,6 +406,7 @@ func mapsByName(maps map[string]*ebpf.Map) holdfastMaps {
 		Counters:    maps[holdfastMapCounters],
 		Events:      maps[holdfastMapEvents],
 		ExecRules:   maps[holdfastMapExecRules],
+		FileRules:   maps[holdfastMapFileRules],
 		Net4Rules:   maps[holdfastMapNet4Rules],
 		Net6Rules:   maps[holdfastMapNet6Rules],
 		Rulesets:    maps[holdfastMapRulesets],

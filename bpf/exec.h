@@ -19,6 +19,8 @@ struct match_ctx {
 	__u32 rule_id;
 	__u32 matched;
 	__u32 unresolved;
+	/* The registered cgroup whose file identities apply (struct owner). */
+	__u64 owner_cgroup;
 	/* The topmost components seen, by walk index modulo the depth limit:
 	 * hashing runs from the root down, and rules never go deeper. */
 	__u64 ring[MAX_PATH_DEPTH];
@@ -116,12 +118,19 @@ static long hash_step(__u32 k, struct match_ctx *c)
 	return 0;
 }
 
-/* Resolves file inside task's root and matches it against the ruleset in c.
+/* Matches file by identity against c->owner_cgroup's resolved files, then
+ * resolves its path inside task's root against the ruleset in c.
  * Returns true when it is denied: c->rule_id says by what rule, or
  * c->unresolved that the path was too deep to resolve. Used for the file an
  * exec runs and for files mapped executable. */
 static __always_inline bool match_file(struct match_ctx *c, struct file *file, struct task_struct *task)
 {
+	/* The file itself first: no path trick changes its identity. */
+	if (match_identity(c->owner_cgroup, file, &c->rule_id)) {
+		c->matched = 1;
+		return true;
+	}
+
 	__u64 vfsmnt = (__u64)BPF_CORE_READ(file, f_path.mnt);
 
 	c->dentry = (__u64)BPF_CORE_READ(file, f_path.dentry);
@@ -172,6 +181,7 @@ int BPF_PROG(exec_kill, struct task_struct *p, pid_t old_pid, struct linux_binpr
 
 	struct match_ctx c = {};
 	c.ruleset = o.rule->ruleset;
+	c.owner_cgroup = o.cgroup_id;
 	if (!match_file(&c, BPF_CORE_READ(bprm, file), p))
 		return 0;
 	bpf_send_signal(SIGKILL);
@@ -197,6 +207,7 @@ int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct match_ctx c = {};
 	c.ruleset = o.rule->ruleset;
+	c.owner_cgroup = o.cgroup_id;
 	if (!match_file(&c, BPF_CORE_READ(bprm, file), task))
 		return 0;
 	count(COUNTER_EXEC_DENIED);

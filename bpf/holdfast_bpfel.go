@@ -52,6 +52,20 @@ type holdfastExecValue struct {
 	Pad    uint32
 }
 
+type holdfastFileKey struct {
+	_        structs.HostLayout
+	CgroupId uint64
+	Ino      uint64
+	Dev      uint32
+	Pad      uint32
+}
+
+type holdfastFileValue struct {
+	_      structs.HostLayout
+	RuleId uint32
+	Pad    uint32
+}
+
 type holdfastNet4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -96,6 +110,7 @@ const (
 	holdfastMapCounters      = "counters"
 	holdfastMapEvents        = "events"
 	holdfastMapExecRules     = "exec_rules"
+	holdfastMapFileRules     = "file_rules"
 	holdfastMapNet4Rules     = "net4_rules"
 	holdfastMapNet6Rules     = "net6_rules"
 	holdfastMapRulesets      = "rulesets"
@@ -173,6 +188,7 @@ type holdfastMapSpecs struct {
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	ExecRules   *ebpf.MapSpec `ebpf:"exec_rules"`
+	FileRules   *ebpf.MapSpec `ebpf:"file_rules"`
 	Net4Rules   *ebpf.MapSpec `ebpf:"net4_rules"`
 	Net6Rules   *ebpf.MapSpec `ebpf:"net6_rules"`
 	Rulesets    *ebpf.MapSpec `ebpf:"rulesets"`
@@ -208,6 +224,7 @@ type holdfastMaps struct {
 	Counters    *ebpf.Map `ebpf:"counters"`
 	Events      *ebpf.Map `ebpf:"events"`
 	ExecRules   *ebpf.Map `ebpf:"exec_rules"`
+	FileRules   *ebpf.Map `ebpf:"file_rules"`
 	Net4Rules   *ebpf.Map `ebpf:"net4_rules"`
 	Net6Rules   *ebpf.Map `ebpf:"net6_rules"`
 	Rulesets    *ebpf.Map `ebpf:"rulesets"`
@@ -219,6 +236,7 @@ func (m *holdfastMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.ExecRules,
+		m.FileRules,
 		m.Net4Rules,
 		m.Net6Rules,
 		m.Rulesets,

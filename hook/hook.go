@@ -141,6 +141,9 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 	d.Cgroup = cg
 	ctr.CgroupID = cg.ID
 	ctr.CgroupPath = cg.Path
+	// The create stages run before pivot_root: the engine resolves exec
+	// rules in the rootfs as the container's process sees it.
+	ctr.Pid, ctr.Rootfs, ctr.Entrypoint = st.Pid, cfg.Rootfs(st.Bundle), cfg.Args()
 	var stored *api.Container
 	if err := d.timed("engine", func() (err error) {
 		stored, err = h.Engine.Register(ctx, ctr)

@@ -95,6 +95,32 @@ type BundleConfig struct {
 	Linux       *struct {
 		CgroupsPath string `json:"cgroupsPath,omitempty"`
 	} `json:"linux,omitempty"`
+	Root *struct {
+		Path string `json:"path"`
+	} `json:"root,omitempty"`
+	Process *struct {
+		Args []string `json:"args,omitempty"`
+	} `json:"process,omitempty"`
+}
+
+// Rootfs is root.path made absolute against the bundle (OCI allows a path
+// relative to it), or "".
+func (c *BundleConfig) Rootfs(bundle string) string {
+	if c == nil || c.Root == nil || c.Root.Path == "" {
+		return ""
+	}
+	if filepath.IsAbs(c.Root.Path) {
+		return filepath.Clean(c.Root.Path)
+	}
+	return filepath.Join(bundle, c.Root.Path)
+}
+
+// Args is process.args, or nil.
+func (c *BundleConfig) Args() []string {
+	if c == nil || c.Process == nil {
+		return nil
+	}
+	return c.Process.Args
 }
 
 // CgroupsPath is linux.cgroupsPath, or "".

@@ -443,6 +443,9 @@ func (p *Plugin) Describe(pod *nri.PodSandbox, ctr *nri.Container) (api.Containe
 		Name:       ctr.GetName(),
 		Image:      image,
 		Source:     Source,
+		// At StartContainer the process has pivoted: its root is the container's.
+		Pid:        int(ctr.GetPid()),
+		Entrypoint: ctr.GetArgs(),
 	}, nil
 }
 

@@ -207,7 +207,7 @@ func TestStartContainerRegistersIdentity(t *testing.T) {
 	want := api.Container{
 		ID: "c1", CgroupID: wantID, CgroupPath: path, Namespace: "shop", Pod: "web-0",
 		PodUID: "uid-1", Labels: map[string]string{"app": "web"}, Name: "app",
-		Image: "example.test/web:1", Source: Source,
+		Image: "example.test/web:1", Source: Source, Pid: pid,
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("registered\n %+v\nwant\n %+v", got, want)

@@ -175,9 +175,9 @@ cp /bin/busybox "$bundle/rootfs/bin/busybox"
 for applet in sh echo sleep cat ls cp wget httpd; do
 	ln "$bundle/rootfs/bin/busybox" "$bundle/rootfs/bin/$applet"
 done
-# The denied binary is a file of its own: rules match the file itself, and a
-# hard link of busybox would take every applet with it.
-cp /bin/busybox "$bundle/rootfs/usr/bin/id"
+# A copy, not a link: exec rules match files by identity, and a link would
+# make the rule on /usr/bin/id deny every applet.
+cp "$bundle/rootfs/bin/busybox" "$bundle/rootfs/usr/bin/id"
 echo 'root:x:0:0:root:/:/bin/sh' >"$bundle/rootfs/etc/passwd"
 echo 'root:x:0:' >"$bundle/rootfs/etc/group"
 echo 'hello from the demo container' >"$bundle/rootfs/www/index.html"

@@ -22,6 +22,7 @@ typedef __u16 u16;
 typedef __u32 u32;
 typedef __u64 u64;
 typedef int pid_t;
+typedef __u32 dev_t;
 typedef _Bool bool;
 #define true 1
 #define false 0
@@ -85,8 +86,18 @@ struct fs_struct {
 	struct path root;
 };
 
+struct super_block {
+	dev_t s_dev;
+};
+
+struct inode {
+	unsigned long i_ino;
+	struct super_block *i_sb;
+};
+
 struct file {
 	struct path f_path;
+	struct inode *f_inode;
 };
 
 struct linux_binprm {

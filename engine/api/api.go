@@ -15,6 +15,7 @@ const (
 	OpList       = "list"
 	OpStatus     = "status"
 	OpReload     = "reload"
+	OpExplain    = "explain"
 )
 
 // DefaultSocket is where the engine listens on a node.
@@ -44,6 +45,53 @@ type Container struct {
 	Source string `json:"source,omitempty"`
 	// Policies is filled in by the engine: the policies that select it.
 	Policies []string `json:"policies,omitempty"`
+	// Pid is a process of the container. The engine resolves exec rules in
+	// its root: Rootfs, a path in Pid's mount namespace, while Pid has not
+	// pivoted into the container's root yet (OCI create stages: the
+	// bundle's root.path); Pid's own root when Rootfs is empty.
+	Pid    int    `json:"pid,omitempty"`
+	Rootfs string `json:"rootfs,omitempty"`
+	// Entrypoint is the container process's argv (OCI process.args).
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	// RootID is filled in by the engine: the identity of the container's
+	// root directory, which tells its processes from ones that chrooted
+	// elsewhere when rules are resolved again later.
+	RootID string `json:"rootId,omitempty"`
+}
+
+// Explanation is what each exec rule of a container's policies means in
+// that container's own root filesystem.
+type Explanation struct {
+	Container Container `json:"container"`
+	// Root is where the rules were resolved, RootError why they could not be.
+	Root      string `json:"root,omitempty"`
+	RootError string `json:"rootError,omitempty"`
+	// Entrypoint is the resolved entrypoint, when known.
+	Entrypoint *ResolvedFile   `json:"entrypoint,omitempty"`
+	Rules      []ExplainedRule `json:"rules"`
+	// Warnings concern the container as a whole.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// ExplainedRule is one exec rule resolved in one container.
+type ExplainedRule struct {
+	Policy string `json:"policy"`
+	Field  string `json:"field"` // e.g. spec.exec.deny[0]
+	Rule   string `json:"rule"`  // the path as written, canonical
+	RuleID uint32 `json:"ruleId"`
+	// File is what the rule resolved to; nil when it resolves to nothing.
+	File *ResolvedFile `json:"file,omitempty"`
+	// Enforced says the file's identity is in the kernel's map for this
+	// container (exact rules only; prefix rules match resolved paths).
+	Enforced bool     `json:"enforced"`
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// ResolvedFile is a path resolved inside a container's root.
+type ResolvedFile struct {
+	Target string   `json:"target"`          // resolved path inside the root
+	Links  []string `json:"links,omitempty"` // symlinks followed
+	ID     string   `json:"id"`              // major:minor:inode as the kernel sees it
 }
 
 // Request is what a client sends.
@@ -57,11 +105,12 @@ type Request struct {
 
 // Response is what the engine answers. Error is set on failure only.
 type Response struct {
-	Error      string      `json:"error,omitempty"`
-	NotFound   bool        `json:"notFound,omitempty"`
-	Container  *Container  `json:"container,omitempty"`
-	Containers []Container `json:"containers,omitempty"`
-	Status     *Status     `json:"status,omitempty"`
+	Error      string       `json:"error,omitempty"`
+	NotFound   bool         `json:"notFound,omitempty"`
+	Container  *Container   `json:"container,omitempty"`
+	Containers []Container  `json:"containers,omitempty"`
+	Status     *Status      `json:"status,omitempty"`
+	Explain    *Explanation `json:"explain,omitempty"`
 }
 
 // Status describes what the engine enforces and how.
@@ -80,6 +129,8 @@ type Status struct {
 	Rulesets   int             `json:"rulesets"`
 	// Counters are the kernel's running totals since the pins were made.
 	Counters Counters `json:"counters"`
+	// Uncovered lists the exec routes the active mode does not stop.
+	Uncovered []string `json:"uncovered,omitempty"`
 	// PolicyError is why the policy dir was last refused; the previous
 	// policies stay enforced.
 	PolicyError string `json:"policyError,omitempty"`

@@ -93,6 +93,16 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return resp.Status, nil
 }
 
+// Explain resolves the exec rules of a registered container in its root;
+// the error wraps ErrNotFound if the engine does not know it.
+func (c *Client) Explain(ctx context.Context, id string) (*Explanation, error) {
+	resp, err := c.call(ctx, Request{Op: OpExplain, ID: id})
+	if err != nil {
+		return nil, fmt.Errorf("explain container %s: %w", id, err)
+	}
+	return resp.Explain, nil
+}
+
 // Reload makes the engine re-read its policy dir. A bad policy is refused
 // with the reason and the enforced policies stay.
 func (c *Client) Reload(ctx context.Context) error {

@@ -31,6 +31,12 @@ type Handler interface {
 // further request.
 const DefaultIdleTimeout = 30 * time.Second
 
+// Explainer is implemented by handlers that can explain a container's
+// rules (OpExplain); others answer that op with an error.
+type Explainer interface {
+	Explain(ctx context.Context, id string) (*Explanation, error)
+}
+
 // Server serves Handler on a Unix socket to root peers only.
 type Server struct {
 	Handler Handler
@@ -224,6 +230,19 @@ func (s *Server) dispatch(ctx context.Context, req *Request) *Response {
 			return fail(err)
 		}
 		return &Response{Status: st}
+	case OpExplain:
+		x, ok := s.Handler.(Explainer)
+		if !ok {
+			return &Response{Error: "explain: this engine cannot explain containers"}
+		}
+		if req.ID == "" {
+			return &Response{Error: "explain: request has no container id"}
+		}
+		ex, err := x.Explain(ctx, req.ID)
+		if err != nil {
+			return fail(err)
+		}
+		return &Response{Explain: ex}
 	case OpReload:
 		if err := s.Handler.Reload(ctx); err != nil {
 			return fail(err)

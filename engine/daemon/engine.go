@@ -334,6 +334,12 @@ func (e *Engine) registerLocked(c api.Container) (*api.Container, error) {
 	}
 	c.Policies = names
 	prev, hadPrev := e.reg.Get(c.ID)
+	if rulesetID != 0 {
+		// Identities first: the file_rules entries wait for the cgroup entry.
+		if err := e.syncFilesLocked(&c); err != nil {
+			e.log.Warn("exec rules hold by path only", "id", c.ID, "err", err)
+		}
+	}
 	// Record intent first: a crash after this point is repaired on restart.
 	if err := e.reg.Put(c); err != nil {
 		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
@@ -367,6 +373,9 @@ func (e *Engine) clearCgroupLocked(cgroupID uint64, except string) error {
 		}
 	}
 	if err := e.enforcer.DeleteCgroup(cgroupID); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("clear cgroup %d: %w", cgroupID, err)
+	}
+	if err := e.deleteFilesLocked(cgroupID); err != nil {
 		return fmt.Errorf("clear cgroup %d: %w", cgroupID, err)
 	}
 	return nil
@@ -461,6 +470,9 @@ func (e *Engine) Status(ctx context.Context) (*api.Status, error) {
 	}
 	for _, c := range e.enforcer.Controls() {
 		st.Controls = append(st.Controls, api.Control{Name: c.Name, Mode: c.Mode, Reason: c.Reason})
+		if c.Name == bpf.ControlExec {
+			st.Uncovered = uncoveredExec(c.Mode)
+		}
 	}
 	pinned, err := e.enforcer.Pinned()
 	if err != nil {
@@ -521,7 +533,14 @@ func (e *Engine) reconcileLocked() error {
 			wanted[c.CgroupID] = true // keep whatever it had
 			continue
 		}
-		if !slices.Equal(c.Policies, names) {
+		rootID := c.RootID
+		if rulesetID != 0 {
+			// Rule IDs and rules may have changed: resolve again.
+			if err := e.syncFilesLocked(&c); err != nil {
+				e.log.Warn("exec rules not resolved again", "id", c.ID, "err", err)
+			}
+		}
+		if !slices.Equal(c.Policies, names) || c.RootID != rootID {
 			c.Policies = names
 			if err := e.reg.Put(c); err != nil {
 				errs = append(errs, err)
@@ -545,6 +564,9 @@ func (e *Engine) reconcileLocked() error {
 				errs = append(errs, fmt.Errorf("reconcile: %w", err))
 			}
 		}
+	}
+	if err := e.dropStaleFilesLocked(wanted); err != nil {
+		errs = append(errs, fmt.Errorf("reconcile: %w", err))
 	}
 	for id := range inMaps {
 		if !e.liveRulesets[id] {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,15 +29,27 @@ const podmanImage = "localhost/holdfast-hook-test:latest"
 
 func newPodman(t *testing.T, hooksDir string) *podman {
 	t.Helper()
+	return newPodmanDriver(t, hooksDir, "vfs")
+}
+
+// newPodmanDriver is newPodman with another storage driver (overlay: the
+// container's files are overlayfs inodes).
+func newPodmanDriver(t *testing.T, hooksDir, driver string) *podman {
+	t.Helper()
 	bin := needTool(t, "podman")
-	dir := t.TempDir()
+	// Short: podman refuses a runroot longer than 50 characters.
+	dir, err := os.MkdirTemp("", "hf-podman-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removePodmanDir(t, dir) })
 	p := &podman{
 		bin: bin,
 		global: []string{
 			"--root", filepath.Join(dir, "root"),
 			"--runroot", filepath.Join(dir, "runroot"),
 			"--tmpdir", filepath.Join(dir, "tmp"),
-			"--storage-driver", "vfs",
+			"--storage-driver", driver,
 			"--events-backend", "file",
 			"--cgroup-manager", "cgroupfs",
 			"--hooks-dir", hooksDir,
@@ -50,11 +63,11 @@ func newPodman(t *testing.T, hooksDir string) *podman {
 		}
 	})
 
-	fs, err := rootfs.Build(filepath.Join(dir, "rootfs"))
+	fs, err := rootfs.Build(filepath.Join(t.TempDir(), "rootfs"))
 	if err != nil {
 		require.Privileged(t, "busybox rootfs", err)
 	}
-	tarball := filepath.Join(dir, "rootfs.tar")
+	tarball := filepath.Join(t.TempDir(), "rootfs.tar")
 	if out, err := exec.Command("tar", "-C", fs, "-cf", tarball, ".").CombinedOutput(); err != nil {
 		t.Fatalf("tar rootfs: %v\n%s", err, out)
 	}
@@ -62,6 +75,27 @@ func newPodman(t *testing.T, hooksDir string) *podman {
 		require.Privileged(t, "podman import", errors.New(string(out)))
 	}
 	return p
+}
+
+// removePodmanDir removes podman's storage, unmounting what the overlay
+// driver left mounted below it.
+func removePodmanDir(t *testing.T, dir string) {
+	data, _ := os.ReadFile("/proc/self/mountinfo")
+	var mounts []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			mounts = append(mounts, f[4])
+		}
+	}
+	slices.SortFunc(mounts, func(a, b string) int { return len(b) - len(a) }) // deepest first
+	for _, m := range mounts {
+		if out, err := exec.Command("umount", m).CombinedOutput(); err != nil {
+			t.Errorf("unmount %s: %v: %s", m, err, out)
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Errorf("remove podman storage: %v", err)
+	}
 }
 
 func (p *podman) cmd(ctx context.Context, args ...string) *exec.Cmd {
@@ -72,12 +106,6 @@ func (p *podman) cmd(ctx context.Context, args ...string) *exec.Cmd {
 // CSV-quoted because podman splits --annotation values on commas.
 func (p *podman) run(t *testing.T, name string, annotations map[string]string, args ...string) runResult {
 	t.Helper()
-	return p.runWith(t, name, annotations, nil, args...)
-}
-
-// runWith is run with extra `podman run` flags.
-func (p *podman) runWith(t *testing.T, name string, annotations map[string]string, flags []string, args ...string) runResult {
-	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	runArgs := []string{"run", "--rm", "--name", name, "--network", "none",
@@ -85,7 +113,11 @@ func (p *podman) runWith(t *testing.T, name string, annotations map[string]strin
 	for k, v := range annotations {
 		runArgs = append(runArgs, "--annotation", `"`+strings.ReplaceAll(k+"="+v, `"`, `""`)+`"`)
 	}
-	runArgs = append(append(append(runArgs, flags...), podmanImage), args...)
+	// Options for run itself may come first, up to "--".
+	if i := slices.Index(args, "--"); i >= 0 {
+		runArgs, args = append(runArgs, args[:i]...), args[i+1:]
+	}
+	runArgs = append(append(runArgs, podmanImage), args...)
 	cmd := p.cmd(ctx, runArgs...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

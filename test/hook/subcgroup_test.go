@@ -24,8 +24,8 @@ func TestPodmanSubCgroup(t *testing.T) {
 
 	escape := `mkdir -p /tmp/cg && mount -t cgroup2 none /tmp/cg && mkdir -p /tmp/cg/escape/deeper &&
 echo $$ > /tmp/cg/escape/deeper/cgroup.procs && grep '^0::' /proc/self/cgroup && /bin/echo moved && /bin/id`
-	res := p.runWith(t, "hf-subcgroup", lockedAnnotations("subcgroup-pod"),
-		[]string{"--privileged", "--cgroupns=private"}, "/bin/sh", "-c", escape)
+	res := p.run(t, "hf-subcgroup", lockedAnnotations("subcgroup-pod"),
+		"--privileged", "--cgroupns=private", "--", "/bin/sh", "-c", escape)
 	if !strings.Contains(res.Stdout, "0::/escape/deeper\n") || !strings.Contains(res.Stdout, "moved\n") {
 		t.Fatalf("the container did not move into its own sub-cgroup: %v", res)
 	}

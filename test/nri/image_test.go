@@ -117,7 +117,14 @@ func tarDir(dir string) ([]byte, error) {
 		if err != nil {
 			return err
 		}
-		hdr, err := tar.FileInfoHeader(info, "")
+		var target string
+		if info.Mode()&fs.ModeSymlink != 0 {
+			// The rootfs is merged-/usr: /bin and friends are symlinks.
+			if target, err = os.Readlink(path); err != nil {
+				return err
+			}
+		}
+		hdr, err := tar.FileInfoHeader(info, target)
 		if err != nil {
 			return err
 		}

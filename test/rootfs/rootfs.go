@@ -1,7 +1,9 @@
 // Package rootfs builds minimal container root filesystems for tests from
-// the host's static busybox. Applets are hard links, not symlinks, so each
-// one resolves to its own path (/bin/sh stays /bin/sh) the way a distro
-// image's binaries do; the applets tests deny are separate files.
+// the host's static busybox, laid out like a merged-/usr distro image (/bin,
+// /sbin, /lib, /lib64 are symlinks into /usr). Applets are hard links of one
+// file, so exec rules, which match files by identity, deny all of busybox
+// or none of it; /usr/bin/id is the host's dynamically linked id with its
+// loader and libraries, a file of its own that a rule can deny alone.
 package rootfs
 
 import (
@@ -9,18 +11,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // Busybox is where Debian's busybox-static installs its binary.
 const Busybox = "/bin/busybox"
 
-// Applets are linked into every rootfs under /bin.
-var Applets = []string{"sh", "id", "echo", "sleep", "cat", "ls", "wget", "nc", "true", "false", "env", "ln", "cp", "mkdir"}
-
-// Standalone applets get a copy of busybox of their own instead of a hard
-// link: exec rules match the file itself (its inode), so denying a hard link
-// of busybox would deny every applet. Tests deny these.
-var Standalone = map[string]bool{"id": true, "wget": true, "nc": true}
+// Applets are linked into every rootfs under /usr/bin (/bin).
+var Applets = []string{"sh", "echo", "sleep", "cat", "ls", "wget", "nc", "true", "false", "env", "ln", "cp", "mkdir"}
 
 // Build writes a busybox rootfs into dir (created if needed) and returns dir.
 func Build(dir string) (string, error) {
@@ -28,9 +26,18 @@ func Build(dir string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("build rootfs in %s: busybox-static not installed: %w", dir, err)
 	}
-	for _, d := range []string{"bin", "usr/bin", "tmp", "proc", "sys", "dev", "etc", "root"} {
+	for _, d := range []string{"usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "tmp", "proc", "sys", "dev", "etc", "root"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return "", fmt.Errorf("build rootfs: %w", err)
+		}
+	}
+	for _, d := range []string{"bin", "sbin", "lib", "lib64"} {
+		link := filepath.Join(dir, d)
+		if fi, err := os.Lstat(link); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			continue
+		}
+		if err := os.Symlink("usr/"+d, link); err != nil {
+			return "", fmt.Errorf("build rootfs: merged /usr: %w", err)
 		}
 	}
 	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o1777); err != nil {
@@ -40,22 +47,19 @@ func Build(dir string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("build rootfs: read busybox: %w", err)
 	}
-	target := filepath.Join(dir, "bin", "busybox")
+	target := filepath.Join(dir, "usr", "bin", "busybox")
 	if err := os.WriteFile(target, data, 0o755); err != nil {
 		return "", fmt.Errorf("build rootfs: %w", err)
 	}
 	for _, a := range Applets {
-		link := filepath.Join(dir, "bin", a)
+		link := filepath.Join(dir, "usr", "bin", a)
 		os.Remove(link)
-		if Standalone[a] {
-			if err := os.WriteFile(link, data, 0o755); err != nil {
-				return "", fmt.Errorf("build rootfs: copy applet %s: %w", a, err)
-			}
-			continue
-		}
 		if err := os.Link(target, link); err != nil {
 			return "", fmt.Errorf("build rootfs: link applet %s: %w", a, err)
 		}
+	}
+	if err := CopyDynamic(dir, "/usr/bin/id"); err != nil {
+		return "", fmt.Errorf("build rootfs: %w", err)
 	}
 	files := map[string]string{
 		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
@@ -68,4 +72,48 @@ func Build(dir string) (string, error) {
 		}
 	}
 	return dir, nil
+}
+
+// CopyDynamic copies the host binary at path into the rootfs at the same
+// path, with the loader and libraries ldd names for it.
+func CopyDynamic(dir, path string) error {
+	libs, err := Libraries(path)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", path, err)
+	}
+	for _, f := range append([]string{path}, libs...) {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("copy %s: %w", path, err)
+		}
+		// Written through the rootfs's own /lib and /lib64 symlinks.
+		dst := filepath.Join(dir, f)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return fmt.Errorf("copy %s: %w", path, err)
+		}
+		os.Remove(dst)
+		if err := os.WriteFile(dst, data, 0o755); err != nil {
+			return fmt.Errorf("copy %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// Libraries are the loader and libraries ldd names for a host binary.
+func Libraries(path string) ([]string, error) {
+	out, err := exec.Command("ldd", path).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ldd %s: %w", path, err)
+	}
+	var files []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+			files = append(files, f[2])
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			files = append(files, f[0])
+		}
+	}
+	return files, nil
 }

@@ -71,6 +71,9 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	for _, c := range st.Controls {
 		fmt.Fprintf(tw, "control %s:\t%s\t%s\n", c.Name, c.Mode, c.Reason)
 	}
+	for _, u := range st.Uncovered {
+		fmt.Fprintf(tw, "exec uncovered:\t%s\n", u)
+	}
 	fmt.Fprintf(tw, "containers:\t%d\n", st.Containers)
 	fmt.Fprintf(tw, "rulesets:\t%d\n", st.Rulesets)
 	n := st.Counters
@@ -93,7 +96,7 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 
 func runContainers(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"containers: want add, remove or list"}
+		return usageError{"containers: want add, remove, list or explain"}
 	}
 	fs := newFlags("containers " + args[0])
 	socket := fs.String("socket", defaultSocket, "engine socket")
@@ -110,6 +113,7 @@ func runContainers(ctx context.Context, args []string, stdout io.Writer) error {
 		fs.Var(labels, "label", "pod label key=value (repeatable)")
 		fs.StringVar(&c.Name, "container", "", "container name")
 		fs.StringVar(&c.Image, "image", "", "image reference")
+		fs.IntVar(&c.Pid, "pid", 0, "a process of the container, whose root exec rules are resolved in (default: any process of the cgroup)")
 		if err := parse(fs, args[1:]); err != nil {
 			return err
 		}
@@ -139,6 +143,8 @@ func runContainers(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "unregistered %s\n", *id)
 		return nil
+	case "explain":
+		return runExplain(ctx, client, fs, args[1:], stdout)
 	case "list":
 		output := fs.String("o", "text", "output format: text or json")
 		if err := parse(fs, args[1:]); err != nil {
@@ -203,6 +209,11 @@ func runPolicy(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 			sort.Strings(names)
 			fmt.Fprintf(stdout, "%s: ok (%s)\n", file, strings.Join(names, ", "))
+			for _, p := range ps {
+				for _, w := range p.Warnings() {
+					fmt.Fprintf(stdout, "%s: warning: %s\n", file, w)
+				}
+			}
 		}
 		if len(errs) > 0 {
 			return fmt.Errorf("policy validation failed:\n%w", errors.Join(errs...))

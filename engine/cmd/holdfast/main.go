@@ -18,6 +18,7 @@ Usage:
   holdfast containers add --id ID --cgroup-path PATH [identity flags]
   holdfast containers remove --id ID
   holdfast containers list [-o json]
+  holdfast containers explain --id ID [-o json]  what each exec rule resolves to in that container
   holdfast policy validate FILE...        check policy files (no engine needed)
   holdfast policy reload                  make the engine re-read its policy dir (or SIGHUP)
   holdfast install crio|containerd [flags]

@@ -1,0 +1,168 @@
+package bpf
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"sync"
+
+	"github.com/cilium/ebpf"
+)
+
+// A FileID is a file as the exec program reads it from the inode the kernel
+// executes or maps: Dev is inode->i_sb->s_dev in the kernel's encoding
+// (KernelDev), Ino is inode->i_ino. Userspace stat can differ from both (on
+// overlayfs across file systems st_dev is a per-layer pseudo device), so the
+// resolver takes them from fdinfo and mountinfo, which print the kernel's.
+type FileID struct {
+	Dev uint32
+	Ino uint64
+}
+
+// KernelDev encodes a device number as the kernel's MKDEV does (major in
+// the top 12 bits, minor in the low 20), which is not userspace's dev_t.
+func KernelDev(major, minor uint32) uint32 { return major<<20 | minor&(1<<20-1) }
+
+func (f FileID) String() string { return fmt.Sprintf("%d:%d:%d", f.Dev>>20, f.Dev&(1<<20-1), f.Ino) }
+
+// A FileRule denies executing (or mapping executable) one file by identity
+// in one registered cgroup; RuleID is the exec rule it was resolved from.
+type FileRule struct {
+	File   FileID
+	RuleID uint32
+}
+
+// fileIndex mirrors file_rules by cgroup, so replacing or clearing one
+// cgroup's files does not scan the whole map. It is loaded from the map on
+// first use, which also picks up entries a previous engine pinned.
+type fileIndex struct {
+	mu       sync.Mutex
+	loaded   bool
+	byCgroup map[uint64]map[FileID]uint32
+}
+
+func (e *Enforcer) loadFileIndexLocked() error {
+	if e.files.loaded {
+		return nil
+	}
+	idx := map[uint64]map[FileID]uint32{}
+	var k holdfastFileKey
+	var v holdfastFileValue
+	iter := e.maps.FileRules.Iterate()
+	for iter.Next(&k, &v) {
+		if idx[k.CgroupId] == nil {
+			idx[k.CgroupId] = map[FileID]uint32{}
+		}
+		idx[k.CgroupId][FileID{Dev: k.Dev, Ino: k.Ino}] = v.RuleId
+	}
+	if err := iter.Err(); err != nil {
+		return fmt.Errorf("read file_rules: %w", err)
+	}
+	e.files.byCgroup, e.files.loaded = idx, true
+	return nil
+}
+
+// SetCgroupFiles makes rules the identity rules of cgroupID. New and changed
+// entries are written before stale ones are removed, so a file denied
+// before and after is never allowed in between. Of two rules for one file,
+// the lowest rule ID is kept.
+func (e *Enforcer) SetCgroupFiles(cgroupID uint64, rules []FileRule) error {
+	want := map[FileID]uint32{}
+	for _, r := range rules {
+		if cur, ok := want[r.File]; !ok || r.RuleID < cur {
+			want[r.File] = r.RuleID
+		}
+	}
+	e.files.mu.Lock()
+	defer e.files.mu.Unlock()
+	if err := e.loadFileIndexLocked(); err != nil {
+		return fmt.Errorf("set files of cgroup %d: %w", cgroupID, err)
+	}
+	have := e.files.byCgroup[cgroupID]
+	if have == nil {
+		have = map[FileID]uint32{}
+		e.files.byCgroup[cgroupID] = have
+	}
+	for f, id := range want {
+		if cur, ok := have[f]; ok && cur == id {
+			continue
+		}
+		key := holdfastFileKey{CgroupId: cgroupID, Dev: f.Dev, Ino: f.Ino}
+		if err := e.maps.FileRules.Update(key, holdfastFileValue{RuleId: id}, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("set files of cgroup %d: write %s to file_rules: %w", cgroupID, f, err)
+		}
+		have[f] = id
+	}
+	for f := range have {
+		if _, ok := want[f]; ok {
+			continue
+		}
+		if err := e.deleteFileLocked(cgroupID, f); err != nil {
+			return fmt.Errorf("set files of cgroup %d: %w", cgroupID, err)
+		}
+	}
+	if len(have) == 0 {
+		delete(e.files.byCgroup, cgroupID)
+	}
+	return nil
+}
+
+func (e *Enforcer) deleteFileLocked(cgroupID uint64, f FileID) error {
+	key := holdfastFileKey{CgroupId: cgroupID, Dev: f.Dev, Ino: f.Ino}
+	if err := e.maps.FileRules.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete %s from file_rules: %w", f, err)
+	}
+	delete(e.files.byCgroup[cgroupID], f)
+	return nil
+}
+
+// DeleteCgroupFiles removes every identity rule of a cgroup. A cgroup
+// without any gives an error wrapping os.ErrNotExist.
+func (e *Enforcer) DeleteCgroupFiles(cgroupID uint64) error {
+	e.files.mu.Lock()
+	defer e.files.mu.Unlock()
+	if err := e.loadFileIndexLocked(); err != nil {
+		return fmt.Errorf("delete files of cgroup %d: %w", cgroupID, err)
+	}
+	have, ok := e.files.byCgroup[cgroupID]
+	if !ok {
+		return fmt.Errorf("delete files of cgroup %d: %w", cgroupID, os.ErrNotExist)
+	}
+	for f := range have {
+		if err := e.deleteFileLocked(cgroupID, f); err != nil {
+			return fmt.Errorf("delete files of cgroup %d: %w", cgroupID, err)
+		}
+	}
+	delete(e.files.byCgroup, cgroupID)
+	return nil
+}
+
+// CgroupFiles returns a cgroup's identity rules, sorted by rule ID.
+func (e *Enforcer) CgroupFiles(cgroupID uint64) ([]FileRule, error) {
+	e.files.mu.Lock()
+	defer e.files.mu.Unlock()
+	if err := e.loadFileIndexLocked(); err != nil {
+		return nil, fmt.Errorf("files of cgroup %d: %w", cgroupID, err)
+	}
+	var out []FileRule
+	for f, id := range e.files.byCgroup[cgroupID] {
+		out = append(out, FileRule{File: f, RuleID: id})
+	}
+	slices.SortFunc(out, func(a, b FileRule) int {
+		return cmp.Or(cmp.Compare(a.RuleID, b.RuleID), cmp.Compare(a.File.Dev, b.File.Dev), cmp.Compare(a.File.Ino, b.File.Ino))
+	})
+	return out, nil
+}
+
+// FileCgroups lists the cgroups that have identity rules.
+func (e *Enforcer) FileCgroups() ([]uint64, error) {
+	e.files.mu.Lock()
+	defer e.files.mu.Unlock()
+	if err := e.loadFileIndexLocked(); err != nil {
+		return nil, fmt.Errorf("list cgroups with files: %w", err)
+	}
+	return slices.Sorted(maps.Keys(e.files.byCgroup)), nil
+}

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/* Exec rules by file identity. The engine resolves each exact deny rule
+ * inside a registered container's own root (symlinks followed within it)
+ * and stores the file's device and inode under that container's cgroup: a
+ * ruleset is shared by containers of different images, the files are not.
+ * A hard link, bind mount, chroot or private mount namespace changes the
+ * path of a file, never its identity. */
+#ifndef HOLDFAST_FILES_H
+#define HOLDFAST_FILES_H
+
+/* The kernel's own view: inode->i_sb->s_dev (MKDEV encoding, major << 20 |
+ * minor) and inode->i_ino, as /proc/<pid>/mountinfo and fdinfo report them;
+ * bpf.FileID. */
+struct file_key {
+	__u64 cgroup_id; /* owner cgroup (cgroup.h), not the ruleset */
+	__u64 ino;
+	__u32 dev;
+	__u32 pad;
+};
+
+struct file_value {
+	__u32 rule_id;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct file_key);
+	__type(value, struct file_value);
+} file_rules SEC(".maps");
+
+/* One lookup: is this file, by identity, denied in the owner's container? */
+static __always_inline bool match_identity(__u64 owner_cgroup, struct file *file, __u32 *rule_id)
+{
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	struct file_key key = {
+		.cgroup_id = owner_cgroup,
+		.ino = BPF_CORE_READ(inode, i_ino),
+		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
+	};
+	struct file_value *v;
+
+	if (!owner_cgroup)
+		return false;
+	v = bpf_map_lookup_elem(&file_rules, &key);
+	if (!v)
+		return false;
+	*rule_id = v->rule_id;
+	return true;
+}
+
+#endif

@@ -1,0 +1,359 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/holdfast-dev/holdfast/bpf"
+	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/inroot"
+	"github.com/holdfast-dev/holdfast/engine/policy"
+)
+
+// Fields of exec rules, as policy.RuleInfo.Field names them.
+const (
+	fieldExecDeny  = "spec.exec.deny["
+	fieldExecAllow = "spec.exec.allow["
+)
+
+// binDirs are where a multi-call binary installs its applet names.
+var binDirs = []string{"/bin", "/sbin", "/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"}
+
+// multiCallNames is how many names in binDirs make a file a multi-call
+// binary (busybox, toybox, coreutils' single binary).
+const multiCallNames = 4
+
+// execRules are the exec rules of the policies selecting c, in set order.
+func (e *Engine) execRules(c api.Container) []policy.RuleInfo {
+	var out []policy.RuleInfo
+	for _, p := range e.policies.Select(identity(c)) {
+		for _, r := range e.policies.Rules(p) {
+			if r.Kind == policy.KindExec {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+func isExactDeny(r policy.RuleInfo) bool {
+	return strings.HasPrefix(r.Field, fieldExecDeny) && !strings.HasSuffix(r.Text, "/")
+}
+
+// openRootLocked opens the container's root filesystem: through the
+// registrar's pid (and rootfs) while that pid still shows the root the
+// container was registered with, else through any process of its cgroup
+// whose root is that root (a process that chrooted elsewhere does not
+// count). It records the root's identity in c.RootID the first time.
+func (e *Engine) openRootLocked(c *api.Container) (*inroot.Root, error) {
+	var errs []error
+	try := func(pid int, rootfs string) *inroot.Root {
+		r, err := inroot.OfProcess(pid, rootfs)
+		if err != nil {
+			errs = append(errs, err)
+			return nil
+		}
+		id, err := r.ID()
+		if err != nil {
+			r.Close()
+			errs = append(errs, err)
+			return nil
+		}
+		if c.RootID == "" {
+			c.RootID = id.String()
+		}
+		if id.String() != c.RootID {
+			r.Close()
+			errs = append(errs, fmt.Errorf("root of pid %d is %s, not the container's %s", pid, id, c.RootID))
+			return nil
+		}
+		return r
+	}
+	if c.Pid > 0 {
+		if r := try(c.Pid, c.Rootfs); r != nil {
+			return r, nil
+		}
+		e.log.Debug("registrar's pid does not lead to the container's root", "id", c.ID, "pid", c.Pid, "err", errs[len(errs)-1])
+	}
+	if c.CgroupPath != "" {
+		// Before pivot_root the rootfs path leads to the root, after it
+		// the process's own root does; the root's identity tells which.
+		for _, pid := range cgroupPids(c.CgroupPath, 64) {
+			if c.Rootfs != "" {
+				if r := try(pid, c.Rootfs); r != nil {
+					return r, nil
+				}
+			}
+			if r := try(pid, ""); r != nil {
+				return r, nil
+			}
+		}
+	}
+	if len(errs) == 0 {
+		return nil, fmt.Errorf("root of container %s: no process known", c.ID)
+	}
+	return nil, fmt.Errorf("root of container %s: %w", c.ID, errors.Join(errs...))
+}
+
+// cgroupPids lists up to max processes of a cgroup and its descendants.
+func cgroupPids(dir string, max int) []int {
+	var pids []int
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || len(pids) >= max {
+			return nil
+		}
+		data, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		if err != nil {
+			return nil
+		}
+		for _, f := range strings.Fields(string(data)) {
+			if pid, err := strconv.Atoi(f); err == nil && len(pids) < max {
+				pids = append(pids, pid)
+			}
+		}
+		return nil
+	})
+	return pids
+}
+
+// syncFilesLocked resolves c's exact exec deny rules in its root and makes
+// the resulting file identities c's cgroup's file rules. It runs before the
+// cgroup entry is written, so a container is never enforced by path alone.
+// Without a root (no live process) the previous identities stay.
+func (e *Engine) syncFilesLocked(c *api.Container) error {
+	var rules []policy.RuleInfo
+	for _, r := range e.execRules(*c) {
+		if isExactDeny(r) {
+			rules = append(rules, r)
+		}
+	}
+	if len(rules) == 0 {
+		if err := e.enforcer.SetCgroupFiles(c.CgroupID, nil); err != nil {
+			return fmt.Errorf("files of container %s: %w", c.ID, err)
+		}
+		return nil
+	}
+	root, err := e.openRootLocked(c)
+	if err != nil {
+		return fmt.Errorf("files of container %s: %w", c.ID, err)
+	}
+	defer root.Close()
+	var files []bpf.FileRule
+	for _, r := range rules {
+		f, err := root.Resolve(r.Text)
+		if err != nil {
+			// Nothing to deny by identity; the path rule still holds if the
+			// file appears later.
+			e.log.Debug("exec rule resolves to nothing", "id", c.ID, "rule", r.Text, "err", err)
+			continue
+		}
+		files = append(files, bpf.FileRule{File: f.ID, RuleID: r.ID})
+	}
+	if err := e.enforcer.SetCgroupFiles(c.CgroupID, files); err != nil {
+		return fmt.Errorf("files of container %s: %w", c.ID, err)
+	}
+	e.log.Debug("exec rules resolved", "id", c.ID, "root", root.Name(), "files", files)
+	return nil
+}
+
+// deleteFilesLocked drops a cgroup's file rules.
+func (e *Engine) deleteFilesLocked(cgroupID uint64) error {
+	if err := e.enforcer.DeleteCgroupFiles(cgroupID); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// dropStaleFilesLocked removes file rules of cgroups that are not wanted.
+func (e *Engine) dropStaleFilesLocked(wanted map[uint64]bool) error {
+	cgs, err := e.enforcer.FileCgroups()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, cg := range cgs {
+		if !wanted[cg] {
+			errs = append(errs, e.deleteFilesLocked(cg))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Explain implements api.Explainer.
+func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c, ok := e.reg.Get(id)
+	if !ok {
+		return nil, fmt.Errorf("explain %s: %w", id, api.ErrNotFound)
+	}
+	ex := &api.Explanation{Container: c, Rules: []api.ExplainedRule{}}
+	rules := e.execRules(c)
+	enforced := map[bpf.FileRule]bool{}
+	if files, err := e.enforcer.CgroupFiles(c.CgroupID); err == nil {
+		for _, f := range files {
+			enforced[f] = true
+		}
+	}
+	root, err := e.openRootLocked(&c)
+	if err != nil {
+		ex.RootError = err.Error()
+		for _, r := range rules {
+			ex.Rules = append(ex.Rules, api.ExplainedRule{Policy: r.Policy, Field: r.Field, Rule: r.Text, RuleID: r.ID})
+		}
+		return ex, nil
+	}
+	defer root.Close()
+	ex.Root = root.Name()
+
+	// The entrypoint and, for a script, its interpreter: the file the
+	// kernel runs first.
+	var entry, interp *inroot.File
+	if len(c.Entrypoint) > 0 {
+		if f, err := resolveCommand(root, c.Entrypoint[0]); err == nil {
+			entry = &f
+			ex.Entrypoint = resolvedFile(f)
+			if ip, ok, _ := root.Interpreter(f.Target); ok {
+				if i, err := root.Resolve(ip); err == nil {
+					interp = &i
+				}
+			}
+		} else {
+			ex.Warnings = append(ex.Warnings, fmt.Sprintf("entrypoint %s resolves to nothing in this image: %v", c.Entrypoint[0], rootless(err, root)))
+		}
+	}
+
+	// Allow lists (spec.exec.allow): the entrypoint, and a script's
+	// interpreter, must be on them or the container dies at start.
+	type allowed struct {
+		rule string
+		file *inroot.File
+	}
+	var allow []allowed
+	for _, r := range rules {
+		x := api.ExplainedRule{Policy: r.Policy, Field: r.Field, Rule: r.Text, RuleID: r.ID}
+		f, err := root.Resolve(r.Text)
+		switch {
+		case err != nil:
+			x.Warnings = append(x.Warnings, fmt.Sprintf("resolves to nothing in this image (%v); it holds by path only, if the file appears later", rootless(err, root)))
+		case strings.HasSuffix(r.Text, "/"):
+			x.File = resolvedFile(f)
+			if want := strings.TrimSuffix(r.Text, "/"); r.Text != "/" && f.Target != want {
+				x.Warnings = append(x.Warnings, fmt.Sprintf("directory prefix rules match the resolved path: in this image %s is %s/, so this rule covers nothing below it; write %s/", r.Text, f.Target, f.Target))
+			}
+		default:
+			x.File = resolvedFile(f)
+			x.Enforced = enforced[bpf.FileRule{File: f.ID, RuleID: r.ID}]
+			if names := multiCall(root, f); len(names) > 0 {
+				x.Warnings = append(x.Warnings, fmt.Sprintf("%s is a multi-call binary (installed as %d names: %s): denying it denies every applet, and one applet cannot be denied alone, since applets also run in-process or through /proc/self/exe",
+					f.Target, len(names), strings.Join(shorten(names, 6), ", ")))
+			}
+			if entry != nil && entry.ID == f.ID && strings.HasPrefix(r.Field, fieldExecDeny) {
+				ex.Warnings = append(ex.Warnings, fmt.Sprintf("the entrypoint %s is denied by %s %s: the container dies at start", c.Entrypoint[0], r.Policy, r.Field))
+			}
+			if interp != nil && interp.ID == f.ID && strings.HasPrefix(r.Field, fieldExecDeny) {
+				ex.Warnings = append(ex.Warnings, fmt.Sprintf("the entrypoint %s is a script run by %s, which %s %s denies: the container dies at start",
+					c.Entrypoint[0], interp.Path, r.Policy, r.Field))
+			}
+		}
+		if strings.HasPrefix(r.Field, fieldExecAllow) {
+			a := allowed{rule: r.Text}
+			if err == nil {
+				a.file = &f
+			}
+			allow = append(allow, a)
+		}
+		ex.Rules = append(ex.Rules, x)
+	}
+	onAllowList := func(f *inroot.File) bool {
+		for _, a := range allow {
+			if a.file != nil && (a.file.ID == f.ID || strings.HasSuffix(a.rule, "/") && underDir(f.Target, a.file.Target)) {
+				return true
+			}
+		}
+		return false
+	}
+	if len(allow) > 0 && len(c.Entrypoint) > 0 {
+		switch {
+		case entry == nil || !onAllowList(entry):
+			ex.Warnings = append(ex.Warnings, fmt.Sprintf("the allow list does not contain the entrypoint %s: the container dies at start", c.Entrypoint[0]))
+		case interp != nil && !onAllowList(interp):
+			ex.Warnings = append(ex.Warnings, fmt.Sprintf("the allow list does not contain %s, the interpreter of the entrypoint %s: the container dies at start", interp.Path, c.Entrypoint[0]))
+		}
+	}
+	return ex, nil
+}
+
+// rootless drops the root's own path from an error, which only repeats it.
+func rootless(err error, root *inroot.Root) string {
+	return strings.ReplaceAll(err.Error(), " in "+root.Name(), "")
+}
+
+func resolvedFile(f inroot.File) *api.ResolvedFile {
+	return &api.ResolvedFile{Target: f.Target, Links: f.Links, ID: f.ID.String()}
+}
+
+func underDir(p, dir string) bool {
+	return dir == "/" || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
+}
+
+func shorten(names []string, n int) []string {
+	if len(names) <= n {
+		return names
+	}
+	return append(names[:n:n], "...")
+}
+
+// multiCall returns the names f is installed under when it is a multi-call
+// binary: named busybox, or reachable under several names in binDirs.
+func multiCall(root *inroot.Root, f inroot.File) []string {
+	names, err := root.Aliases(f.ID, binDirs)
+	if err != nil {
+		return nil
+	}
+	if len(names) >= multiCallNames || path.Base(f.Target) == "busybox" && len(names) > 1 {
+		return names
+	}
+	return nil
+}
+
+// resolveCommand finds argv[0] as execvp would with the OCI default PATH.
+func resolveCommand(root *inroot.Root, arg0 string) (inroot.File, error) {
+	if strings.Contains(arg0, "/") {
+		return root.Resolve(path.Join("/", arg0))
+	}
+	var last error
+	for _, d := range []string{"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"} {
+		f, err := root.Resolve(path.Join(d, arg0))
+		if err == nil && f.Mode == 0 {
+			return f, nil
+		}
+		last = err
+	}
+	return inroot.File{}, fmt.Errorf("%s not found in PATH: %w", arg0, last)
+}
+
+// uncoveredExec lists, for an exec mode, the routes to running a denied
+// program that exec deny rules do not stop.
+func uncoveredExec(mode string) []string {
+	out := []string{
+		"a copy of a denied file, a file written at run time, a memfd or /proc/self/fd/N: deny rules name files that exist when the container registers (or paths), not new files",
+		"the dynamic loader run as a program (ld.so /path/to/denied) and dlopen of a denied library: the file is mapped, not exec'd",
+		"one applet of a multi-call binary (busybox): applets run in-process or through /proc/self/exe; deny the binary or nothing",
+		"a file put at a denied exact path after registration: matched by its resolved path only",
+		"containers without a live process at registration or reload (holdfast containers add on an empty cgroup): rules hold by path only",
+	}
+	if mode == bpf.ModeKill {
+		out = append(out,
+			"a script in a denied path run through an allowed interpreter: kill mode checks the interpreter only",
+			"the exec itself succeeds: the new image is killed before its first instruction, the parent sees SIGKILL")
+	}
+	return out
+}

@@ -1,0 +1,336 @@
+// Package inroot resolves paths inside a container's own root filesystem,
+// as the kernel does for a process whose root it is (symlinks followed
+// within that root, never out of it), and reports each file's identity as
+// the exec programs read it from the inode.
+//
+// Identity: the programs read inode->i_sb->s_dev and inode->i_ino of the
+// file the kernel executes. stat(2) does not always report those (on an
+// overlayfs whose layers sit on different file systems, st_dev of a file is
+// a per-layer pseudo device), so the identity is taken from the kernel's
+// own reports for the opened file: the "ino" line of /proc/self/fdinfo
+// (file_inode()->i_ino) and the device of its mount in mountinfo (the
+// superblock's s_dev), converted to the kernel's dev_t encoding.
+package inroot
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/holdfast-dev/holdfast/bpf"
+	"github.com/holdfast-dev/holdfast/engine/linux"
+)
+
+// maxSymlinks is the kernel's limit on symlinks in one resolution (MAXSYMLINKS).
+const maxSymlinks = 40
+
+// A Root is an open container root directory.
+type Root struct {
+	dir       *os.File
+	mountinfo string
+
+	mu   sync.Mutex
+	devs map[int]uint32 // mount ID -> kernel dev_t
+}
+
+// Open opens dir as a root. mountinfo is the mountinfo file of a process
+// that sees the mounts below dir; empty means this process's.
+func Open(dir, mountinfo string) (*Root, error) {
+	f, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open container root: %w", err)
+	}
+	if mountinfo == "" {
+		mountinfo = "/proc/self/mountinfo"
+	}
+	return &Root{dir: f, mountinfo: mountinfo}, nil
+}
+
+// OfProcess opens the root of process pid: its own root when rootfs is
+// empty (the process has pivoted into the container's root), else rootfs
+// as a path in the process's mount namespace (an OCI create stage, before
+// pivot_root).
+func OfProcess(pid int, rootfs string) (*Root, error) {
+	dir := fmt.Sprintf("/proc/%d/root", pid)
+	if rootfs != "" {
+		dir = filepath.Join(dir, rootfs)
+	}
+	return Open(dir, fmt.Sprintf("/proc/%d/mountinfo", pid))
+}
+
+// Close releases the root.
+func (r *Root) Close() error { return r.dir.Close() }
+
+// Name is the path the root was opened by.
+func (r *Root) Name() string { return r.dir.Name() }
+
+// ID is the identity of the root directory itself, which tells this root
+// from a chroot a process made inside it.
+func (r *Root) ID() (bpf.FileID, error) { return r.identity(r.dir) }
+
+// A File is a path resolved inside a root.
+type File struct {
+	Path   string     // as asked
+	Target string     // the resolved path inside the root
+	Links  []string   // symlinks followed, in order, as paths inside the root
+	ID     bpf.FileID // what the exec programs see
+	Mode   fs.FileMode
+	Nlink  uint64
+}
+
+// Resolve resolves an absolute path inside the root. A missing file gives
+// an error wrapping fs.ErrNotExist.
+func (r *Root) Resolve(p string) (File, error) {
+	out := File{Path: p}
+	var done []string // resolved components: real directories only
+	todo := splitPath(p)
+	links := 0
+	for len(todo) > 0 {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(done) > 0 {
+				done = done[:len(done)-1]
+			}
+			continue
+		}
+		cur := "/" + path.Join(append(done, c)...)
+		f, err := linux.OpenInRoot(r.dir, cur, false, false)
+		if err != nil {
+			return out, fmt.Errorf("resolve %s in %s: %w", p, r.Name(), err)
+		}
+		st, err := linux.Fstat(f)
+		if err != nil {
+			f.Close()
+			return out, fmt.Errorf("resolve %s in %s: %w", p, r.Name(), err)
+		}
+		if st.Mode&fs.ModeSymlink == 0 {
+			f.Close()
+			done = append(done, c)
+			continue
+		}
+		target, err := linux.ReadlinkFd(f)
+		f.Close()
+		if err != nil {
+			return out, fmt.Errorf("resolve %s in %s: %w", p, r.Name(), err)
+		}
+		if links++; links > maxSymlinks {
+			return out, fmt.Errorf("resolve %s in %s: more than %d symlinks", p, r.Name(), maxSymlinks)
+		}
+		out.Links = append(out.Links, cur)
+		if strings.HasPrefix(target, "/") {
+			done = nil
+		}
+		todo = append(splitPath(target), todo...)
+	}
+	out.Target = "/" + path.Join(done...)
+
+	// The kernel's own resolution decides the identity; the walk above only
+	// names it. Both ran in the same root, so they agree unless the tree
+	// changed in between, which the comparison below catches.
+	f, err := linux.OpenInRoot(r.dir, p, true, false)
+	if err != nil {
+		return out, fmt.Errorf("resolve %s in %s: %w", p, r.Name(), err)
+	}
+	defer f.Close()
+	st, err := linux.Fstat(f)
+	if err != nil {
+		return out, fmt.Errorf("resolve %s in %s: %w", p, r.Name(), err)
+	}
+	out.Mode, out.Nlink = st.Mode, st.Nlink
+	if out.ID, err = r.identity(f); err != nil {
+		return out, fmt.Errorf("resolve %s in %s: %w", p, r.Name(), err)
+	}
+	if t, err := linux.OpenInRoot(r.dir, out.Target, false, false); err == nil {
+		tst, serr := linux.Fstat(t)
+		t.Close()
+		if serr == nil && tst.Ino != st.Ino {
+			return out, fmt.Errorf("resolve %s in %s: changed while resolving", p, r.Name())
+		}
+	}
+	return out, nil
+}
+
+func splitPath(p string) []string { return strings.Split(p, "/") }
+
+// identity reads f's inode identity as the kernel holds it.
+func (r *Root) identity(f *os.File) (bpf.FileID, error) {
+	mntID, ino, err := fdinfo(f)
+	if err != nil {
+		return bpf.FileID{}, err
+	}
+	dev, err := r.dev(mntID)
+	if err != nil {
+		return bpf.FileID{}, fmt.Errorf("identity of %s: %w", f.Name(), err)
+	}
+	return bpf.FileID{Dev: dev, Ino: ino}, nil
+}
+
+// fdinfo returns the mount ID and file_inode()->i_ino of an open file.
+func fdinfo(f *os.File) (mntID int, ino uint64, err error) {
+	name := fmt.Sprintf("/proc/self/fdinfo/%d", f.Fd())
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return 0, 0, fmt.Errorf("identity of %s: %w", f.Name(), err)
+	}
+	var haveMnt, haveIno bool
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		switch k {
+		case "mnt_id":
+			mntID, err = strconv.Atoi(v)
+			haveMnt = err == nil
+		case "ino":
+			ino, err = strconv.ParseUint(v, 10, 64)
+			haveIno = err == nil
+		}
+	}
+	if !haveMnt || !haveIno {
+		return 0, 0, fmt.Errorf("identity of %s: %s has no mnt_id or ino line", f.Name(), name)
+	}
+	return mntID, ino, nil
+}
+
+// dev finds a mount's superblock device in mountinfo (read once per Root;
+// reread when a mount is not found, as one may have appeared since).
+func (r *Root) dev(mntID int) (uint32, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d, ok := r.devs[mntID]; ok {
+		return d, nil
+	}
+	devs, err := readMountDevs(r.mountinfo)
+	if err != nil {
+		return 0, err
+	}
+	r.devs = devs
+	if d, ok := devs[mntID]; ok {
+		return d, nil
+	}
+	// A root opened through another process may hold mounts this process
+	// sees, and the other way round.
+	if r.mountinfo != "/proc/self/mountinfo" {
+		if self, err := readMountDevs("/proc/self/mountinfo"); err == nil {
+			if d, ok := self[mntID]; ok {
+				return d, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("mount %d not in %s", mntID, r.mountinfo)
+}
+
+// readMountDevs maps mount IDs to the major:minor field of mountinfo, which
+// is the superblock's s_dev.
+func readMountDevs(name string) (map[int]uint32, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("read mounts: %w", err)
+	}
+	defer f.Close()
+	devs := map[int]uint32{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.SplitN(sc.Text(), " ", 4)
+		if len(fields) < 3 {
+			continue
+		}
+		id, err := strconv.Atoi(fields[0])
+		if err != nil {
+			continue
+		}
+		maj, min, ok := strings.Cut(fields[2], ":")
+		if !ok {
+			continue
+		}
+		ma, err1 := strconv.ParseUint(maj, 10, 32)
+		mi, err2 := strconv.ParseUint(min, 10, 32)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		devs[id] = bpf.KernelDev(uint32(ma), uint32(mi))
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read mounts %s: %w", name, err)
+	}
+	return devs, nil
+}
+
+// Aliases lists the names in dirs (paths inside the root) that resolve to
+// the file id: the symlinks and hard links a multi-call binary is installed
+// under. Missing directories are skipped.
+func (r *Root) Aliases(id bpf.FileID, dirs []string) ([]string, error) {
+	var out []string
+	for _, d := range dirs {
+		f, err := linux.OpenInRoot(r.dir, d, false, true)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.ELOOP) {
+				continue
+			}
+			return out, fmt.Errorf("aliases in %s: %w", r.Name(), err)
+		}
+		names, err := f.Readdirnames(-1)
+		f.Close()
+		if err != nil {
+			return out, fmt.Errorf("aliases in %s: list %s: %w", r.Name(), d, err)
+		}
+		for _, n := range names {
+			p := path.Join(d, n)
+			h, err := linux.OpenInRoot(r.dir, p, true, false)
+			if err != nil {
+				continue // dangling link and the like
+			}
+			st, err := linux.Fstat(h)
+			// The inode number first; the full identity only for candidates.
+			if err == nil && st.Mode == 0 && st.Ino == id.Ino {
+				if got, err := r.identity(h); err == nil && got == id {
+					out = append(out, p)
+				}
+			}
+			h.Close()
+		}
+	}
+	return out, nil
+}
+
+// Interpreter returns the interpreter a "#!" script at p names (resolved
+// inside the root), or ok false when p is not a script.
+func (r *Root) Interpreter(p string) (interp string, ok bool, err error) {
+	h, err := linux.OpenInRoot(r.dir, p, true, false)
+	if err != nil {
+		return "", false, fmt.Errorf("read %s in %s: %w", p, r.Name(), err)
+	}
+	defer h.Close()
+	// Reopening the O_PATH handle reads the very file that was resolved.
+	f, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", h.Fd()))
+	if err != nil {
+		return "", false, fmt.Errorf("read %s in %s: %w", p, r.Name(), err)
+	}
+	defer f.Close()
+	head := make([]byte, 256)
+	n, _ := f.Read(head)
+	line, _, _ := strings.Cut(string(head[:n]), "\n")
+	if !strings.HasPrefix(line, "#!") {
+		return "", false, nil
+	}
+	fields := strings.Fields(strings.TrimPrefix(line, "#!"))
+	if len(fields) == 0 {
+		return "", false, nil
+	}
+	return fields[0], true, nil
+}

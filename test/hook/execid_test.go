@@ -1,0 +1,325 @@
+package hook_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/holdfast-dev/holdfast/test/harness"
+	"github.com/holdfast-dev/holdfast/test/rootfs"
+)
+
+// execidPolicy denies /bin/id, which in the test rootfs (merged /usr) is
+// /usr/bin/id, a dynamically linked binary of its own: no path the kernel
+// reports for it is "/bin/id", so only the file's identity catches it.
+const execidPolicy = `apiVersion: holdfast.dev/v1alpha1
+kind: WorkloadPolicy
+metadata: {name: execid}
+spec:
+  selector:
+    podLabels: {matchLabels: {app: execid}}
+  exec:
+    deny: [/bin/id]
+`
+
+func execidAnnotations(pod string) map[string]string {
+	a := lockedAnnotations(pod)
+	a["io.kubernetes.cri-o.Labels"] = `{"app":"execid"}`
+	return a
+}
+
+// routes are the ways a workload can run a denied file under another name.
+// Each line prints "name=status"; 137 is death by SIGKILL.
+func routesScript(t *testing.T) string {
+	t.Helper()
+	libs, err := rootfs.Libraries("/usr/bin/id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A chroot holding hard links of id, its loader and its libraries.
+	var tree []string
+	for _, l := range libs {
+		tree = append(tree, fmt.Sprintf("mkdir -p /tmp/c%s && ln -f %s /tmp/c%s", filepath.Dir(l), l, l))
+	}
+	tree = append(tree, "mkdir -p /tmp/c/x && ln -f /usr/bin/id /tmp/c/x/renamed", "exec chroot /tmp/c /x/renamed")
+	routes := [][2]string{
+		{"direct", "exec /bin/id"},
+		{"usr-path", "exec /usr/bin/id"},
+		{"symlink", "ln -sf /usr/bin/id /tmp/hf-sym && exec /tmp/hf-sym"},
+		{"hardlink", "ln -f /usr/bin/id /tmp/hf-hard && exec /tmp/hf-hard"},
+		{"chroot", "exec chroot /usr /bin/id"},
+		{"chroot-hardlinks", strings.Join(tree, " && ")},
+		{"bind-mount-private-ns", `mkdir -p /tmp/m && exec unshare -m sh -c "mount --bind /usr/bin /tmp/m && exec /tmp/m/id"`},
+		{"allowed", "exec /bin/echo allowed"},
+	}
+	var b strings.Builder
+	for _, r := range routes {
+		fmt.Fprintf(&b, "sh -c '%s' >/dev/null 2>&1; echo %s=$?\n", r[1], r[0])
+	}
+	return b.String()
+}
+
+// checkRoutes checks the script's output: every route but "allowed" killed.
+func checkRoutes(t *testing.T, what string, out string) {
+	t.Helper()
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			got[k] = v
+		}
+	}
+	for _, name := range []string{"direct", "usr-path", "symlink", "hardlink", "chroot", "chroot-hardlinks", "bind-mount-private-ns"} {
+		if got[name] != "137" {
+			t.Errorf("%s: route %s: want the denied file killed (137), got %q", what, name, got[name])
+		}
+	}
+	if got["allowed"] != "0" {
+		t.Errorf("%s: allowed /bin/echo: want 0, got %q", what, got["allowed"])
+	}
+	if t.Failed() {
+		t.Logf("%s output:\n%s", what, out)
+	}
+}
+
+// privileged makes a bundle's rootfs writable and gives its process what
+// chroot and mount need.
+func privileged(t *testing.T, c *container) {
+	t.Helper()
+	path := filepath.Join(c.Bundle, "config.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec map[string]any
+	if err := json.Unmarshal(data, &spec); err != nil {
+		t.Fatal(err)
+	}
+	spec["root"].(map[string]any)["readonly"] = false
+	caps := spec["process"].(map[string]any)["capabilities"].(map[string]any)
+	for _, set := range []string{"bounding", "effective", "permitted"} {
+		caps[set] = append(caps[set].([]any), "CAP_SYS_ADMIN", "CAP_SYS_CHROOT")
+	}
+	if data, err = json.Marshal(spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRuncDeniesTheFileNotTheName: on a merged-/usr rootfs with a
+// dynamically linked id, the rule /bin/id holds through every other name of
+// the file, for both create stages.
+func TestRuncDeniesTheFileNotTheName(t *testing.T) {
+	r := newRuncEnv(t)
+	bin := hookBinary(t)
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"execid.yaml": execidPolicy}})
+	script := routesScript(t)
+	for _, stage := range []string{"createRuntime", "createContainer"} {
+		t.Run(stage, func(t *testing.T) {
+			logPath := filepath.Join(t.TempDir(), "hook.log")
+			c := r.bundle(t, bundleOpts{
+				Args:        []string{"/bin/sh", "-c", script},
+				Annotations: execidAnnotations("routes-" + strings.ToLower(stage)),
+				Hooks:       hookEntries(bin, stage, e.Socket, logPath, "--fail-mode", "closed"),
+			})
+			privileged(t, c)
+			res := c.run(t)
+			if res.ExitCode != 0 {
+				t.Fatalf("entrypoint: want it to run, got %v", res)
+			}
+			checkRoutes(t, "runc "+stage, res.Stdout)
+			killedEvent(t, e, c.ID, "/bin/id")
+		})
+	}
+}
+
+// TestPodmanOverlayDeniesTheFileNotTheName runs the same routes in a podman
+// container on overlayfs, where the kernel's file is the overlay inode and
+// a hard link copies the file up.
+func TestPodmanOverlayDeniesTheFileNotTheName(t *testing.T) {
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"execid.yaml": execidPolicy}})
+	hookSrc := hookBinary(t)
+	dir := t.TempDir()
+	hooksDir, installDir, logPath := filepath.Join(dir, "hooks.d"), filepath.Join(dir, "libexec"), filepath.Join(dir, "hook.log")
+	if out, err := e.CLI("install", "crio", "--hooks-dir", hooksDir, "--install-dir", installDir,
+		"--hook-binary", hookSrc, "--socket", e.Socket, "--fail-mode", "closed", "--log", logPath); err != nil {
+		t.Fatalf("holdfast install crio: %v\n%s", err, out)
+	}
+	p := newPodmanDriver(t, hooksDir, "overlay")
+	ann := execidAnnotations("podman-routes")
+	res := p.run(t, "hf-routes", ann, "--cap-add", "SYS_ADMIN", "--cap-add", "SYS_CHROOT",
+		"--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined", "--", "/bin/sh", "-c", routesScript(t))
+	if res.ExitCode != 0 {
+		t.Fatalf("entrypoint: want it to run, got %v", res)
+	}
+	checkRoutes(t, "podman overlay", res.Stdout)
+	id, _ := idOfRegistered(t, logPath, "podman-routes")
+	killedEvent(t, e, id, "/bin/id")
+}
+
+// TestReloadResolvesAgain adds a rule while a container runs: the new rule
+// holds in it by identity (not only by path) at once.
+func TestReloadResolvesAgain(t *testing.T) {
+	r := newRuncEnv(t)
+	if err := rootfs.CopyDynamic(r.rootfs, "/usr/bin/whoami"); err != nil {
+		t.Fatal(err)
+	}
+	bin := hookBinary(t)
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"execid.yaml": execidPolicy}})
+	logPath := filepath.Join(t.TempDir(), "hook.log")
+	c := r.bundle(t, bundleOpts{
+		Args:        []string{"/bin/sleep", "600"},
+		Annotations: execidAnnotations("reload"),
+		Hooks:       hookEntries(bin, "createRuntime", e.Socket, logPath, "--fail-mode", "closed"),
+	})
+	privileged(t, c)
+	c.runc(t, "create", "--bundle", c.Bundle, c.ID)
+	c.runc(t, "start", c.ID)
+	t.Cleanup(func() { exec.Command(r.runc, "--root", r.root, "kill", c.ID, "KILL").Run() })
+
+	whoami := func(cmd string) int { return c.exec(t, "/bin/sh", "-c", cmd) }
+	if code := whoami("exec /bin/whoami"); code != 0 {
+		t.Fatalf("whoami before any rule names it: exit %d", code)
+	}
+	e.WritePolicy(t, "execid.yaml", strings.Replace(execidPolicy, "[/bin/id]", "[/bin/id, /bin/whoami]", 1))
+	if out, err := e.CLI("policy", "reload", "--socket", e.Socket); err != nil {
+		t.Fatalf("policy reload: %v\n%s", err, out)
+	}
+	for _, cmd := range []string{"exec /bin/whoami", "ln -f /usr/bin/whoami /tmp/w && exec /tmp/w"} {
+		if code := whoami(cmd); code != 137 {
+			t.Errorf("after reload, %q: want SIGKILL (137), got exit %d", cmd, code)
+		}
+	}
+	if code := whoami("exec /bin/id"); code != 137 {
+		t.Errorf("after reload, the earlier rule: want SIGKILL (137), got exit %d", code)
+	}
+	if code := whoami("exec /bin/echo ok"); code != 0 {
+		t.Errorf("after reload, allowed echo: exit %d", code)
+	}
+}
+
+// exec runs a command in the running container and returns its exit code.
+func (c *container) exec(t *testing.T, args ...string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.env.runc, append([]string{"--root", c.env.root, "exec", c.ID}, args...)...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.ExitCode()
+	}
+	t.Fatalf("runc exec %v: %v\n%s", args, err, out)
+	return -1
+}
+
+// explainPolicy has one rule for each warning explain gives.
+const explainPolicy = `apiVersion: holdfast.dev/v1alpha1
+kind: WorkloadPolicy
+metadata: {name: explain}
+spec:
+  selector:
+    podLabels: {matchLabels: {app: explain}}
+  exec:
+    deny: [/bin/id, /usr/bin/not-in-this-image, /bin/wget, /sbin/]
+`
+
+// TestExplain asks the engine what each rule means in a created (not yet
+// started) container.
+func TestExplain(t *testing.T) {
+	r := newRuncEnv(t)
+	bin := hookBinary(t)
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"explain.yaml": explainPolicy}})
+	logPath := filepath.Join(t.TempDir(), "hook.log")
+	ann := lockedAnnotations("explain")
+	ann["io.kubernetes.cri-o.Labels"] = `{"app":"explain"}`
+	c := r.bundle(t, bundleOpts{
+		Args:        []string{"/bin/sleep", "600"},
+		Annotations: ann,
+		Hooks:       hookEntries(bin, "createRuntime", e.Socket, logPath, "--fail-mode", "closed"),
+	})
+	c.runc(t, "create", "--bundle", c.Bundle, c.ID)
+
+	out, err := e.CLI("containers", "explain", "--socket", e.Socket, "--id", c.ID)
+	if err != nil {
+		t.Fatalf("containers explain: %v\n%s", err, out)
+	}
+	t.Logf("explain:\n%s", out)
+	want := []string{
+		"explain spec.exec.deny[0]: /bin/id → /usr/bin/id, ",
+		"[denied by identity]",
+		"explain spec.exec.deny[1]: /usr/bin/not-in-this-image → nothing in this image",
+		"warning: resolves to nothing in this image",
+		// Applets are hard links of busybox: every name is the same file.
+		"explain spec.exec.deny[2]: /bin/wget → /usr/bin/wget, ",
+		"warning: /usr/bin/wget is a multi-call binary (installed as ",
+		"/usr/bin/busybox",
+		"explain spec.exec.deny[3]: /sbin/ → /usr/sbin, ",
+		"warning: directory prefix rules match the resolved path: in this image /sbin/ is /usr/sbin/",
+		"warning: the entrypoint /bin/sleep is denied by explain spec.exec.deny[2]: the container dies at start",
+		"entrypoint: /bin/sleep 600 → /usr/bin/sleep, ",
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("explain output lacks %q", w)
+		}
+	}
+
+	js, err := e.CLI("containers", "explain", "--socket", e.Socket, "--id", c.ID, "-o", "json")
+	if err != nil {
+		t.Fatalf("containers explain -o json: %v\n%s", err, js)
+	}
+	var ex struct {
+		Rules []struct {
+			Rule     string
+			Enforced bool
+			File     *struct{ Target, ID string }
+		}
+	}
+	if err := json.Unmarshal([]byte(js), &ex); err != nil {
+		t.Fatalf("explain json: %v\n%s", err, js)
+	}
+	var enforced []string
+	for _, r := range ex.Rules {
+		if r.Enforced {
+			enforced = append(enforced, r.Rule)
+		}
+	}
+	if !slices.Equal(enforced, []string{"/bin/id", "/bin/wget"}) {
+		t.Errorf("rules denied by identity: %v, want [/bin/id /bin/wget]", enforced)
+	}
+	// A script entrypoint dies with its interpreter.
+	if err := os.WriteFile(filepath.Join(r.rootfs, "entry.sh"), []byte("#!/bin/sh\nexec sleep 600\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ann["io.kubernetes.pod.name"] = "explain-script"
+	script := r.bundle(t, bundleOpts{
+		Args:        []string{"/entry.sh"},
+		Annotations: ann,
+		Hooks:       hookEntries(bin, "createRuntime", e.Socket, logPath, "--fail-mode", "closed"),
+	})
+	script.runc(t, "create", "--bundle", script.Bundle, script.ID)
+	out, err = e.CLI("containers", "explain", "--socket", e.Socket, "--id", script.ID)
+	if err != nil {
+		t.Fatalf("containers explain: %v\n%s", err, out)
+	}
+	if w := "warning: the entrypoint /entry.sh is a script run by /bin/sh, which explain spec.exec.deny[2] denies: the container dies at start"; !strings.Contains(out, w) {
+		t.Errorf("explain of a script entrypoint lacks %q:\n%s", w, out)
+	}
+
+	if out, err := e.CLI("containers", "explain", "--socket", e.Socket, "--id", "no-such"); err == nil {
+		t.Errorf("explain of an unknown container succeeded:\n%s", out)
+	}
+}
