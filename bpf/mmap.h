@@ -158,6 +158,7 @@ struct vma_scan {
 	__u64 found_end;
 	__u64 found_flags;
 	__u64 denied_file;
+	__u64 owner_cgroup; /* for identity rules */
 	__u32 ruleset;
 	__u32 tries;
 	__u32 only_exec; /* skip mappings that are not executable */
@@ -178,6 +179,7 @@ static __always_inline bool deny_file(struct vma_scan *s, struct file *file, str
 {
 	__builtin_memset(&s->c, 0, sizeof(s->c));
 	s->c.ruleset = s->ruleset;
+	s->c.owner_cgroup = s->owner_cgroup;
 	if (!match_file(&s->c, file, task))
 		return false;
 	s->denied = 1;
@@ -273,6 +275,7 @@ int BPF_PROG(mmap_kill, struct pt_regs *regs, long id)
 	struct vma_scan s = {};
 
 	s.ruleset = o.rule->ruleset;
+	s.owner_cgroup = o.cgroup_id;
 	if (unreadable) {
 		s.c.unresolved = 1;
 		kill_mapping(&s, o.cgroup_id, task);
@@ -315,6 +318,7 @@ int BPF_PROG(mmap_kill_exit, struct pt_regs *regs, long ret)
 	struct vma_scan s = {};
 
 	s.ruleset = o.rule->ruleset;
+	s.owner_cgroup = o.cgroup_id;
 	s.only_exec = 1;
 	if (call == CALL_MMAP) {
 		/* One mmap makes one mapping, at the address it returns. */
@@ -339,6 +343,7 @@ static __always_inline int deny_mapping_lsm(struct file *file, unsigned long pro
 	struct vma_scan s = {};
 
 	s.ruleset = o.rule->ruleset;
+	s.owner_cgroup = o.cgroup_id;
 	if (!deny_file(&s, file, task))
 		return 0;
 	emit_mmap(&s, o.cgroup_id, task, ACTION_MMAP_DENIED);
