@@ -2,11 +2,13 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -81,6 +83,16 @@ func TestOverlayAcrossFileSystems(t *testing.T) {
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": lockdown("lockdown", "/bin/denied", "127.0.0.1:9")}})
 	cg := harness.NewCgroup(t)
 	proc := cg.Start(t, "chroot", merged, "/bin/busybox", "sleep", "600")
+	// Register once the process is inside its root, as a registrar would.
+	rootLink := fmt.Sprintf("/proc/%d/root", proc.Process.Pid)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if root, _ := os.Readlink(rootLink); root == merged {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not become %s", rootLink, merged)
+		}
+	}
 	ctr := api.Container{ID: "overlay", CgroupID: cg.ID, Namespace: "shop", Labels: map[string]string{"app": "web", "tier": "front"}, Name: "main", Pid: proc.Process.Pid}
 	if _, err := e.Client().Register(context.Background(), ctr); err != nil {
 		t.Fatal(err)
