@@ -48,6 +48,30 @@ type Options struct {
 	CgroupRoot string
 	// Log receives install, adoption and repair decisions. Nil discards them.
 	Log *slog.Logger
+	// Capacities of the network maps; zero means the default in brackets.
+	// They are fixed when the maps are created: adopting pins made with
+	// other capacities fails (uninstall first).
+	NetRulesets  uint32 // rulesets with IPv4 (and, separately, IPv6) rules [65536]
+	NetPrefixes  uint32 // prefixes per ruleset and family [16384]
+	PortChunks   uint32 // overflow chunks of 16 port rules, over all rulesets [65536]
+	SocketRules  uint32 // socket rules over all rulesets [65536]
+	BindRulesets uint32 // rulesets with bind rules [65536]
+}
+
+// applyCapacities sets the network maps' sizes in spec before load.
+func (o Options) applyCapacities(spec *ebpf.CollectionSpec) {
+	set := func(ms *ebpf.MapSpec, n uint32) {
+		if ms != nil && n != 0 {
+			ms.MaxEntries = n
+		}
+	}
+	for _, name := range []string{holdfastMapNet4Rules, holdfastMapNet6Rules} {
+		set(spec.Maps[name], o.NetRulesets)
+		set(spec.Maps[name].InnerMap, o.NetPrefixes)
+	}
+	set(spec.Maps[holdfastMapPortChunks], o.PortChunks)
+	set(spec.Maps[holdfastMapSocketRules], o.SocketRules)
+	set(spec.Maps[holdfastMapBindRules], o.BindRulesets)
 }
 
 // Program names in holdfast.c; each is pinned under progs/ and its link
@@ -66,6 +90,10 @@ var cgroupHooks = []struct {
 	{holdfastProgConnect6, ebpf.AttachCGroupInet6Connect},
 	{holdfastProgSendmsg4, ebpf.AttachCGroupUDP4Sendmsg},
 	{holdfastProgSendmsg6, ebpf.AttachCGroupUDP6Sendmsg},
+	{holdfastProgBind4, ebpf.AttachCGroupInet4Bind},
+	{holdfastProgBind6, ebpf.AttachCGroupInet6Bind},
+	{holdfastProgSockCreate, ebpf.AttachCGroupInetSockCreate},
+	{holdfastProgEgress, ebpf.AttachCGroupInetEgress},
 }
 
 // errIncomplete means the ABI directory exists but cannot be adopted as is.
@@ -79,6 +107,8 @@ type Enforcer struct {
 	cgroupRoot string
 
 	maps     holdfastMaps
+	// inner4 and inner6 create each ruleset's own LPM tries.
+	inner4, inner6 *ebpf.MapSpec
 	progs    map[string]*ebpf.Program
 	links    map[string]link.Link
 	adopted  bool
@@ -125,6 +155,7 @@ func Open(layout Layout, opts Options) (*Enforcer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open enforcer: %w", err)
 	}
+	opts.applyCapacities(spec)
 
 	e := &Enforcer{
 		layout:     layout,
@@ -132,6 +163,8 @@ func Open(layout Layout, opts Options) (*Enforcer, error) {
 		cgroupRoot: cgroupRoot,
 		progs:      map[string]*ebpf.Program{},
 		links:      map[string]link.Link{},
+		inner4:     spec.Maps[holdfastMapNet4Rules].InnerMap.Copy(),
+		inner6:     spec.Maps[holdfastMapNet6Rules].InnerMap.Copy(),
 	}
 	err = e.adopt(spec, cgroupID)
 	switch {
@@ -385,7 +418,11 @@ func mapsByName(maps map[string]*ebpf.Map) holdfastMaps {
 		ExecRules:   maps[holdfastMapExecRules],
 		Net4Rules:   maps[holdfastMapNet4Rules],
 		Net6Rules:   maps[holdfastMapNet6Rules],
+		NetKeyTypes: maps[holdfastMapNetKeyTypes],
+		PortChunks:  maps[holdfastMapPortChunks],
 		Rulesets:    maps[holdfastMapRulesets],
+		SocketRules: maps[holdfastMapSocketRules],
+		BindRules:   maps[holdfastMapBindRules],
 	}
 }
 
