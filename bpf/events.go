@@ -18,6 +18,9 @@ const (
 	ActionExecDenied     = "exec-denied"     // lsm mode: execve failed with EPERM
 	ActionConnectRefused = "connect-refused" // connect failed with EPERM
 	ActionSendmsgRefused = "sendmsg-refused" // UDP sendmsg failed with EPERM
+	ActionSocketRefused  = "socket-refused"  // socket() failed with EPERM; Port holds the socket type
+	ActionBindRefused    = "bind-refused"    // bind() failed with EPERM
+	ActionPacketDropped  = "packet-dropped"  // an egress packet of a raw, ping or other socket was dropped
 )
 
 var actions = map[uint32]string{
@@ -25,6 +28,9 @@ var actions = map[uint32]string{
 	2: ActionExecDenied,
 	3: ActionConnectRefused,
 	4: ActionSendmsgRefused,
+	5: ActionSocketRefused,
+	6: ActionBindRefused,
+	7: ActionPacketDropped,
 }
 
 // Address families of network events.
