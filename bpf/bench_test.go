@@ -81,6 +81,12 @@ const bpfStatsRunTime = 0
 // rest of the benchmark as bpf-ns/run. It counts every run on the machine,
 // but while the benchmark loops, nearly all runs are its own.
 func measureProgram(b *testing.B, e *Enforcer, name string) {
+	measureProgramAs(b, e, name, "bpf-ns/run")
+}
+
+// measureProgramAs reports a program's mean run time under its own unit,
+// for a second program of the same loop (e.g. egress next to connect4).
+func measureProgramAs(b *testing.B, e *Enforcer, name, unit string) {
 	if e == nil {
 		return
 	}
@@ -100,7 +106,7 @@ func measureProgram(b *testing.B, e *Enforcer, name string) {
 		if err != nil || after.RunCount == before.RunCount {
 			return
 		}
-		b.ReportMetric(float64(after.Runtime-before.Runtime)/float64(after.RunCount-before.RunCount), "bpf-ns/run")
+		b.ReportMetric(float64(after.Runtime-before.Runtime)/float64(after.RunCount-before.RunCount), unit)
 	})
 }
 
@@ -152,6 +158,7 @@ func BenchmarkConnect(b *testing.B) {
 			addr := harness.ListenTCP(b, "127.0.0.1:0").String()
 			enterCgroup(b, cg)
 			measureProgram(b, e, holdfastProgConnect4)
+			measureProgramAs(b, e, holdfastProgEgress, "egress-ns/pkt")
 			for b.Loop() {
 				c, err := net.Dial("tcp4", addr)
 				if err != nil {
@@ -159,6 +166,43 @@ func BenchmarkConnect(b *testing.B) {
 				}
 				c.(*net.TCPConn).SetLinger(0) // no TIME_WAIT pile-up
 				c.Close()
+			}
+		})
+	}
+}
+
+// BenchmarkSendto sends unconnected UDP datagrams: each runs sendmsg4.
+func BenchmarkSendto(b *testing.B) {
+	for _, mode := range []string{benchNone, benchOne, benchMany} {
+		b.Run(mode, func(b *testing.B) {
+			cg, e := setupBench(b, mode)
+			sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { sink.Close() })
+			go func() {
+				buf := make([]byte, 64)
+				for {
+					if _, err := sink.Read(buf); err != nil {
+						return
+					}
+				}
+			}()
+			dst := sink.LocalAddr().(*net.UDPAddr)
+			enterCgroup(b, cg)
+			pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer pc.Close()
+			msg := []byte("holdfast")
+			measureProgram(b, e, holdfastProgSendmsg4)
+			measureProgramAs(b, e, holdfastProgEgress, "egress-ns/pkt")
+			for b.Loop() {
+				if _, err := pc.WriteToUDP(msg, dst); err != nil {
+					b.Fatal(fmt.Errorf("sendto %s: %w", dst, err))
+				}
 			}
 		})
 	}
