@@ -77,8 +77,9 @@ func (o Options) applyCapacities(spec *ebpf.CollectionSpec) {
 // Program names in holdfast.c; each is pinned under progs/ and its link
 // under links/ with the same name.
 const (
-	progExecKill = holdfastProgExecKill
-	progExecLSM  = holdfastProgExecLsm
+	progExecKill   = holdfastProgExecKill
+	progExecLSM    = holdfastProgExecLsm
+	progSocketKill = holdfastProgSocketKill // syscalls/sys_enter_socket
 )
 
 // cgroupHooks are attached to Options.CgroupRoot with multi-attach links.
@@ -318,7 +319,7 @@ func (e *Enforcer) adopt(spec *ebpf.CollectionSpec, cgroupID uint64) error {
 	if _, err := os.Stat(e.layout.Pin(KindLink, progExecLSM)); err == nil {
 		execProg = progExecLSM
 	}
-	for _, name := range append([]string{execProg}, cgroupHookNames()...) {
+	for _, name := range append([]string{execProg, progSocketKill}, cgroupHookNames()...) {
 		if err := e.adoptLink(name, cgroupID); err != nil {
 			return err
 		}
@@ -469,6 +470,9 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 		e.links[h.prog] = l
 	}
 	e.controls = append(e.controls, connectControl(e.cgroupRoot))
+	if err := e.attachSocketKill(spec, maps); err != nil {
+		return err
+	}
 	return e.commit(maps)
 }
 
@@ -505,6 +509,25 @@ func (e *Enforcer) attachExec(spec *ebpf.CollectionSpec, maps map[string]*ebpf.M
 	e.links[progExecKill] = l
 	e.controls = append(e.controls, Control{ControlExec, ModeKill,
 		why + "; denied execs are killed by tp_btf/sched_process_exec before their first instruction"})
+	return nil
+}
+
+// attachSocketKill attaches the program that kills AF_PACKET callers to the
+// sys_enter_socket tracepoint, mounting tracefs if needed.
+func (e *Enforcer) attachSocketKill(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
+	if err := linux.MountTracefs(); err != nil {
+		return fmt.Errorf("attach %s: %w", progSocketKill, err)
+	}
+	progs, err := loadPrograms(spec, maps, progSocketKill)
+	if err != nil {
+		return err
+	}
+	e.progs[progSocketKill] = progs[progSocketKill]
+	l, err := link.Tracepoint("syscalls", "sys_enter_socket", progs[progSocketKill], nil)
+	if err != nil {
+		return fmt.Errorf("attach %s to syscalls/sys_enter_socket: %w", progSocketKill, err)
+	}
+	e.links[progSocketKill] = l
 	return nil
 }
 

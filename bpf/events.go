@@ -21,6 +21,7 @@ const (
 	ActionSocketRefused  = "socket-refused"  // socket() failed with EPERM; Port holds the socket type
 	ActionBindRefused    = "bind-refused"    // bind() failed with EPERM
 	ActionPacketDropped  = "packet-dropped"  // an egress packet of a raw, ping or other socket was dropped
+	ActionSocketKilled   = "socket-killed"   // socket(AF_PACKET) caller got SIGKILL; Port holds the socket type
 )
 
 var actions = map[uint32]string{
@@ -31,6 +32,7 @@ var actions = map[uint32]string{
 	5: ActionSocketRefused,
 	6: ActionBindRefused,
 	7: ActionPacketDropped,
+	8: ActionSocketKilled,
 }
 
 // Address families of network events.

@@ -147,6 +147,7 @@ const (
 	holdfastProgSendmsg4   = "sendmsg4"
 	holdfastProgSendmsg6   = "sendmsg6"
 	holdfastProgSockCreate = "sock_create"
+	holdfastProgSocketKill = "socket_kill"
 )
 
 // loadHoldfast returns the embedded CollectionSpec for holdfast.
@@ -201,6 +202,7 @@ type holdfastProgramSpecs struct {
 	Sendmsg4   *ebpf.ProgramSpec `ebpf:"sendmsg4"`
 	Sendmsg6   *ebpf.ProgramSpec `ebpf:"sendmsg6"`
 	SockCreate *ebpf.ProgramSpec `ebpf:"sock_create"`
+	SocketKill *ebpf.ProgramSpec `ebpf:"socket_kill"`
 }
 
 // holdfastMapSpecs contains maps before they are loaded into the kernel.
@@ -295,6 +297,7 @@ type holdfastPrograms struct {
 	Sendmsg4   *ebpf.Program `ebpf:"sendmsg4"`
 	Sendmsg6   *ebpf.Program `ebpf:"sendmsg6"`
 	SockCreate *ebpf.Program `ebpf:"sock_create"`
+	SocketKill *ebpf.Program `ebpf:"socket_kill"`
 }
 
 func (p *holdfastPrograms) Close() error {
@@ -309,6 +312,7 @@ func (p *holdfastPrograms) Close() error {
 		p.Sendmsg4,
 		p.Sendmsg6,
 		p.SockCreate,
+		p.SocketKill,
 	)
 }
 

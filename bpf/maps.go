@@ -102,8 +102,12 @@ func compileRuleset(rs Ruleset) (compiledRuleset, error) {
 			cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.RuleID, b.RuleID))
 	})
 	for _, r := range sockets {
-		if r.Family != familyInet && r.Family != familyInet6 {
-			return c, fmt.Errorf("socket rule id %d: family %d: sock_create sees only AF_INET and AF_INET6", r.RuleID, r.Family)
+		switch {
+		case r.Family == familyInet || r.Family == familyInet6:
+		case r.Family == familyPacket && r.Type == SocketAny && r.Protocol == SocketAny:
+		default:
+			return c, fmt.Errorf("socket rule id %d: (family %d, type %d, protocol %d): only AF_INET and AF_INET6 kinds, or all of AF_PACKET, can be denied",
+				r.RuleID, r.Family, r.Type, r.Protocol)
 		}
 		key := holdfastSocketKey{Ruleset: rs.ID, Family: r.Family, Type: r.Type, Protocol: r.Protocol}
 		if len(c.sockets) > 0 && c.sockets[len(c.sockets)-1].key == key {
@@ -290,6 +294,8 @@ func key6(p netip.Prefix) any {
 const (
 	familyInet  uint16 = 2
 	familyInet6 uint16 = 10
+	// familyPacket: AF_PACKET, denied by killing the caller at socket().
+	familyPacket uint16 = 17
 )
 
 // DeleteRuleset removes a ruleset's rules. It refuses while cgroups point

@@ -8,6 +8,8 @@
 #define SIGKILL 9
 #define AF_INET 2
 #define AF_INET6 10
+#define AF_PACKET 17
+#define SOCK_PACKET 10
 #define SOCK_STREAM 1
 #define SOCK_DGRAM 2
 #define IPPROTO_ICMP 1
@@ -54,6 +56,7 @@ enum action {
 	ACTION_SOCKET_REFUSED = 5,
 	ACTION_BIND_REFUSED = 6,
 	ACTION_PACKET_DROPPED = 7,
+	ACTION_SOCKET_KILLED = 8,
 };
 
 enum counter {

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
 /* Network control. cgroup sock_addr hooks refuse connects and UDP sends to
  * denied destinations and denied binds with EPERM; cgroup/sock_create
- * refuses denied socket kinds; a cgroup_skb/egress program drops the packets
+ * refuses denied socket kinds (a syscall tracepoint kills AF_PACKET
+ * callers); a cgroup_skb/egress program drops the packets
  * of sockets the sock_addr hooks never see (raw, ping, SCTP, ...). */
 #ifndef HOLDFAST_NET_H
 #define HOLDFAST_NET_H
@@ -244,6 +245,51 @@ int sock_create(struct bpf_sock *sk)
 		ev->family = key.family;
 		ev->proto = (__u8)proto;
 		ev->port = type; /* socket events carry the type here */
+		bpf_ringbuf_submit(ev, 0);
+	}
+	return 0;
+}
+
+/* syscalls/sys_enter_socket (see its format file). */
+struct sys_enter_socket_args {
+	__u64 common;
+	__s32 nr;
+	__u32 pad;
+	__u64 family;
+	__u64 type;
+	__u64 protocol;
+};
+
+/* AF_PACKET sockets never reach cgroup/sock_create (only inet_create and
+ * inet6_create run it), and their packets bypass the IP egress hooks, so a
+ * packet rule kills the caller at socket(), like exec's kill mode: the
+ * socket is made, but no instruction of the caller runs after it.
+ * socket(AF_INET, SOCK_PACKET) is the legacy spelling of AF_PACKET. */
+SEC("tracepoint/syscalls/sys_enter_socket")
+int socket_kill(struct sys_enter_socket_args *ctx)
+{
+	__u32 type = (__u32)ctx->type & 0xf; /* without SOCK_NONBLOCK, SOCK_CLOEXEC */
+
+	if (ctx->family != AF_PACKET && !(ctx->family == AF_INET && type == SOCK_PACKET))
+		return 0;
+	struct owner o;
+	if (!owner_of_current(&o) || !(o.rule->flags & CG_SOCKET))
+		return 0;
+	struct socket_key key = {
+		.ruleset = o.rule->ruleset,
+		.family = AF_PACKET,
+		.type = SOCKET_ANY,
+		.protocol = SOCKET_ANY,
+	};
+	__u32 *rule_id = bpf_map_lookup_elem(&socket_rules, &key);
+	if (!rule_id)
+		return 0;
+	bpf_send_signal(SIGKILL);
+	struct event *ev = event_new(o.cgroup_id, ACTION_SOCKET_KILLED, o.rule->ruleset, *rule_id);
+	if (ev) {
+		ev->family = (__u16)ctx->family;
+		ev->port = (__u16)type;
+		ev->proto = (__u8)ctx->protocol;
 		bpf_ringbuf_submit(ev, 0);
 	}
 	return 0;

@@ -214,6 +214,37 @@ func TestSocketRules(t *testing.T) {
 	}
 }
 
+// AF_PACKET never reaches cgroup/sock_create: a packet rule kills the
+// caller at socket(), before it can use the socket.
+func TestPacketSocketsKilled(t *testing.T) {
+	rs := Ruleset{ID: 9, Sockets: []SocketRule{{Family: familyPacket, Type: SocketAny, Protocol: SocketAny, RuleID: 1}}}
+	n := newNetRuleEnv(t, rs)
+	ethPAll := fmt.Sprint(int(htons(unix.ETH_P_ALL)))
+	calls := [][]string{
+		{fmt.Sprint(unix.AF_PACKET), fmt.Sprint(unix.SOCK_RAW), ethPAll},
+		{fmt.Sprint(unix.AF_PACKET), fmt.Sprint(unix.SOCK_DGRAM), ethPAll},
+		{fmt.Sprint(unix.AF_INET), fmt.Sprint(unix.SOCK_PACKET), ethPAll}, // legacy AF_PACKET
+	}
+	n.from(t, func(t *testing.T, cg *testCgroup) {
+		for _, args := range calls {
+			out, err := helper(cg, "socket", args...).Output()
+			if !killedBySIGKILL(err) {
+				t.Errorf("socket(%s) in the cgroup: %v, output %q; want killed by SIGKILL", strings.Join(args, ", "), err, out)
+			}
+		}
+		out, _ := helper(cg, "socket", fmt.Sprint(unix.AF_INET), fmt.Sprint(unix.SOCK_RAW), fmt.Sprint(unix.IPPROTO_UDP)).Output()
+		if got := strings.TrimSpace(string(out)); got != "OK" {
+			t.Errorf("raw IP socket under a packet rule: %q, want OK", got)
+		}
+	})
+	out, err := helper(nil, "socket", calls[0]...).Output()
+	if got := strings.TrimSpace(string(out)); err != nil || got != "OK" {
+		t.Errorf("packet socket outside the cgroup: %q (%v), want OK", got, err)
+	}
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
 // bind() to a denied port fails with EPERM; port 0 only under a range
 // holding 0.
 func TestBindRules(t *testing.T) {

@@ -53,7 +53,9 @@ type NetRule struct {
 // SocketAny in Type or Protocol matches every value. Protocol is the one
 // the kernel resolved: socket(AF_INET, SOCK_DGRAM, 0) is UDP (17).
 type SocketRule struct {
-	Family   uint16 // AF_INET (2) or AF_INET6 (10): sock_create sees only these
+	// AF_INET (2) or AF_INET6 (10), refused by sock_create; or AF_PACKET
+	// (17) with any type and protocol, whose caller is killed at socket().
+	Family   uint16
 	Type     uint16 // SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, ... or SocketAny
 	Protocol uint16 // IPPROTO number or SocketAny
 	RuleID   uint32

@@ -11,10 +11,10 @@ import (
 
 func TestSocketAndBindRules(t *testing.T) {
 	ps := mustParse(t, "p.yaml", doc("p", `{network: {
-		sockets: {deny: [RAW, icmp, sctp]},
+		sockets: {deny: [RAW, icmp, sctp, packet]},
 		bind: {deny: [{ports: [8000-8099, 22], protocol: TCP}, {}]}}}`))
 	p := ps[0]
-	if got := p.Spec.Network.Sockets.Deny; !slices.Equal(got, []string{"raw", "icmp", "sctp"}) {
+	if got := p.Spec.Network.Sockets.Deny; !slices.Equal(got, []string{"raw", "icmp", "sctp", "packet"}) {
 		t.Errorf("canonical socket kinds %v", got)
 	}
 	if b := p.Spec.Network.Bind.Deny; b[0].Protocol != "tcp" || b[1].Protocol != "any" {
@@ -29,6 +29,7 @@ func TestSocketAndBindRules(t *testing.T) {
 		"socket: socket raw @ spec.network.sockets.deny[0]",
 		"socket: socket icmp @ spec.network.sockets.deny[1]",
 		"socket: socket sctp @ spec.network.sockets.deny[2]",
+		"socket: socket packet @ spec.network.sockets.deny[3]",
 		"bind: bind tcp 8000-8099 @ spec.network.bind.deny[0].ports[0]",
 		"bind: bind tcp 22 @ spec.network.bind.deny[0].ports[1]",
 		"bind: bind any @ spec.network.bind.deny[1]",
@@ -40,13 +41,13 @@ func TestSocketAndBindRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rs.Sockets) != 6 || rs.Sockets[0] != (bpf.SocketRule{Family: 2, Type: 3, Protocol: bpf.SocketAny, RuleID: 1}) {
+	if len(rs.Sockets) != 7 || rs.Sockets[6] != (bpf.SocketRule{Family: 17, Type: bpf.SocketAny, Protocol: bpf.SocketAny, RuleID: 4}) || rs.Sockets[0] != (bpf.SocketRule{Family: 2, Type: 3, Protocol: bpf.SocketAny, RuleID: 1}) {
 		t.Errorf("socket rules %+v", rs.Sockets)
 	}
 	wantBind := []bpf.BindRule{
-		{PortLo: 8000, PortHi: 8099, Proto: bpf.ProtoTCP, RuleID: 4},
-		{PortLo: 22, PortHi: 22, Proto: bpf.ProtoTCP, RuleID: 5},
-		{PortLo: 0, PortHi: 65535, Proto: bpf.ProtoAny, RuleID: 6},
+		{PortLo: 8000, PortHi: 8099, Proto: bpf.ProtoTCP, RuleID: 5},
+		{PortLo: 22, PortHi: 22, Proto: bpf.ProtoTCP, RuleID: 6},
+		{PortLo: 0, PortHi: 65535, Proto: bpf.ProtoAny, RuleID: 7},
 	}
 	if !slices.Equal(rs.Bind, wantBind) {
 		t.Errorf("bind rules %+v, want %+v", rs.Bind, wantBind)
@@ -59,7 +60,7 @@ func TestSocketAndBindErrors(t *testing.T) {
 		want      []string
 	}{
 		{"unknown socket kind", doc("p", `{network: {sockets: {deny: [raw, bluetooth]}}}`),
-			[]string{`p.yaml: spec.network.sockets.deny[1]: "bluetooth" is not a socket kind (icmp, mptcp, raw, sctp, udplite)`}},
+			[]string{`p.yaml: spec.network.sockets.deny[1]: "bluetooth" is not a socket kind (icmp, mptcp, packet, raw, sctp, udplite)`}},
 		{"socket kind not a string", doc("p", `{network: {sockets: {deny: [{raw: 1}]}}}`),
 			[]string{`p.yaml: spec.network.sockets.deny[0]: must be a string, got a mapping`}},
 		{"bind port 0", doc("p", `{network: {bind: {deny: [{ports: ["0"]}]}}}`),

@@ -42,6 +42,10 @@ var SocketKinds = map[string][]bpf.SocketRule{
 	"sctp": {{Family: afInet, Type: bpf.SocketAny, Protocol: ipprotoSCTP}, {Family: afInet6, Type: bpf.SocketAny, Protocol: ipprotoSCTP}},
 	// Multipath TCP: socket(AF_INET or AF_INET6, SOCK_STREAM, IPPROTO_MPTCP)
 	"mptcp": {{Family: afInet, Type: sockStream, Protocol: ipprotoMPTCP}, {Family: afInet6, Type: sockStream, Protocol: ipprotoMPTCP}},
+	// packet sockets: socket(AF_PACKET, any, any), and the legacy
+	// socket(AF_INET, SOCK_PACKET, any). These never reach
+	// cgroup/sock_create, so the caller is killed (SIGKILL) at socket().
+	"packet": {{Family: afPacket, Type: bpf.SocketAny, Protocol: bpf.SocketAny}},
 	// UDP-Lite: socket(AF_INET or AF_INET6, SOCK_DGRAM, IPPROTO_UDPLITE)
 	"udplite": {{Family: afInet, Type: sockDgram, Protocol: ipprotoUDPLite}, {Family: afInet6, Type: sockDgram, Protocol: ipprotoUDPLite}},
 }
@@ -50,6 +54,7 @@ var SocketKinds = map[string][]bpf.SocketRule{
 const (
 	afInet         = 2
 	afInet6        = 10
+	afPacket       = 17
 	sockStream     = 1
 	sockDgram      = 2
 	sockRaw        = 3
