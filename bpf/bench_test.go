@@ -21,6 +21,9 @@ const (
 	benchNone = "no-programs"
 	benchOne  = "1-cgroup"
 	benchMany = "10000-cgroups-1000-rulesets"
+	// The loop runs in an unregistered cgroup 6 levels deep (a host
+	// process): the programs walk its ancestors and find no container.
+	benchUnregistered = "unregistered-depth-6-of-10000-cgroups"
 )
 
 // benchRuleset has exec and connect rules that the benchmark's own execs
@@ -45,7 +48,14 @@ func benchRuleset(id uint32) Ruleset {
 
 func setupBench(b *testing.B, mode string) (*testCgroup, *Enforcer) {
 	env := newTestEnv(b)
-	cg := env.cgroup(b, "bench")
+	name := "bench"
+	if mode == benchUnregistered {
+		for _, dir := range []string{"h1", "h1/h2", "h1/h2/h3", "h1/h2/h3/h4"} {
+			env.cgroup(b, dir)
+		}
+		name = "h1/h2/h3/h4/bench"
+	}
+	cg := env.cgroup(b, name)
 	if mode == benchNone {
 		return cg, nil
 	}
@@ -54,10 +64,12 @@ func setupBench(b *testing.B, mode string) (*testCgroup, *Enforcer) {
 	if err := e.PutRuleset(own); err != nil {
 		b.Fatal(err)
 	}
-	if err := e.SetCgroup(cg.id, own.ID); err != nil {
-		b.Fatal(err)
+	if mode != benchUnregistered {
+		if err := e.SetCgroup(cg.id, own.ID); err != nil {
+			b.Fatal(err)
+		}
 	}
-	if mode == benchMany {
+	if mode == benchMany || mode == benchUnregistered {
 		const rulesets, cgroups = 1000, 10000
 		for i := range uint32(rulesets) {
 			if err := e.PutRuleset(benchRuleset(2 + i)); err != nil {
@@ -152,7 +164,7 @@ func enterCgroup(b *testing.B, cg *testCgroup) {
 }
 
 func BenchmarkConnect(b *testing.B) {
-	for _, mode := range []string{benchNone, benchOne, benchMany} {
+	for _, mode := range []string{benchNone, benchOne, benchMany, benchUnregistered} {
 		b.Run(mode, func(b *testing.B) {
 			cg, e := setupBench(b, mode)
 			addr := harness.ListenTCP(b, "127.0.0.1:0").String()
@@ -173,7 +185,7 @@ func BenchmarkConnect(b *testing.B) {
 
 // BenchmarkSendto sends unconnected UDP datagrams: each runs sendmsg4.
 func BenchmarkSendto(b *testing.B) {
-	for _, mode := range []string{benchNone, benchOne, benchMany} {
+	for _, mode := range []string{benchNone, benchOne, benchMany, benchUnregistered} {
 		b.Run(mode, func(b *testing.B) {
 			cg, e := setupBench(b, mode)
 			sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
