@@ -98,6 +98,7 @@ func TestNetworkEscapes(t *testing.T) {
 		{"raw-udp", "udp"},
 		{"raw-hdrincl", "udp"},
 		{"udp", "udp"},
+		{"udplite", "udplite"},
 		{"sctp", "sctp"},
 		{"mptcp", "tcp"},
 	}
@@ -108,8 +109,8 @@ func TestNetworkEscapes(t *testing.T) {
 				switch k.receiver {
 				case "icmp":
 					rcv = newReceiver(t, "icmp", netip.AddrPortFrom(tg.addr, 0))
-				case "udp":
-					rcv = newReceiver(t, "udp", netip.AddrPortFrom(tg.addr, 0))
+				case "udp", "udplite":
+					rcv = newReceiver(t, k.receiver, netip.AddrPortFrom(tg.addr, 0))
 				case "tcp":
 					a := harness.ListenTCP(t, netip.AddrPortFrom(tg.addr, 0).String())
 					rcv = &rawReceiver{fd: -1, addr: a.AddrPort()}

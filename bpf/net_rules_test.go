@@ -173,6 +173,26 @@ func TestRawPacketsByPort(t *testing.T) {
 	})
 }
 
+// The UDP port of a raw IPv6 packet is found behind extension headers.
+func TestRawPacketsByPortBehindIPv6ExtensionHeaders(t *testing.T) {
+	mark := newMarker(t)
+	denied := newReceiver(t, "udp", netip.MustParseAddrPort("[::1]:0"))
+	allowed := newReceiver(t, "udp", netip.MustParseAddrPort("[::1]:0"))
+	dp := denied.addr.Port()
+	rs := Ruleset{ID: 10, Connect: []NetRule{{Prefix: mustPrefix(t, "::1/128"), PortLo: dp, PortHi: dp, Proto: ProtoUDP, RuleID: 1}}}
+	n := newNetRuleEnv(t, rs)
+	n.from(t, func(t *testing.T, cg *testCgroup) {
+		for _, kind := range []string{"raw-hdrincl", "raw-hdrincl-ext"} {
+			if _, arrived := escape(t, cg, mark, kind, denied); arrived {
+				t.Errorf("%s to denied port %d arrived", kind, dp)
+			}
+			if res, arrived := escape(t, cg, mark, kind, allowed); !arrived {
+				t.Errorf("%s to allowed port %d did not arrive (send: %s)", kind, allowed.addr.Port(), res)
+			}
+		}
+	})
+}
+
 // socket() of a denied kind fails with EPERM; other kinds still work.
 func TestSocketRules(t *testing.T) {
 	allowPing(t)

@@ -105,8 +105,10 @@ func escapeSend(kind string, dst netip.AddrPort, nonce []byte) error {
 		if v6 {
 			proto = unix.IPPROTO_ICMPV6
 		}
-	case "raw-udp", "raw-hdrincl":
+	case "raw-udp", "raw-hdrincl", "raw-hdrincl-ext":
 		sotype, proto = unix.SOCK_RAW, unix.IPPROTO_UDP
+	case "udplite":
+		sotype, proto = unix.SOCK_DGRAM, unix.IPPROTO_UDPLITE
 	case "sctp":
 		sotype, proto = unix.SOCK_STREAM, unix.IPPROTO_SCTP
 	case "mptcp":
@@ -152,12 +154,12 @@ func escapeSend(kind string, dst netip.AddrPort, nonce []byte) error {
 			// protocol; the UDP header carries the real one.
 			sa = sockaddr(netip.AddrPortFrom(dst.Addr(), 0))
 		}
-	case "raw-hdrincl":
+	case "raw-hdrincl", "raw-hdrincl-ext":
 		if v6 {
 			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_HDRINCL, 1); err != nil {
 				return fmt.Errorf("set IPV6_HDRINCL: %w", err)
 			}
-			pkt = ipv6UDPPacket(dst, nonce)
+			pkt = ipv6UDPPacket(dst, nonce, kind == "raw-hdrincl-ext")
 		} else {
 			if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_HDRINCL, 1); err != nil {
 				return fmt.Errorf("set IP_HDRINCL: %w", err)
@@ -176,7 +178,7 @@ func escapeSend(kind string, dst netip.AddrPort, nonce []byte) error {
 		}
 		_, err := unix.Write(fd, nonce)
 		return err
-	case "udp":
+	case "udp", "udplite":
 		pkt = nonce
 	}
 	return unix.Sendto(fd, pkt, 0, sa)
@@ -212,8 +214,9 @@ func ipv4Header(dst [4]byte, l4len int) []byte {
 	return h
 }
 
-// ipv6UDPPacket is a whole IPv6 UDP packet from ::1 with its checksum.
-func ipv6UDPPacket(dst netip.AddrPort, payload []byte) []byte {
+// ipv6UDPPacket is a whole IPv6 UDP packet from ::1 with its checksum,
+// optionally behind a destination options extension header.
+func ipv6UDPPacket(dst netip.AddrPort, payload []byte, ext bool) []byte {
 	udp := udpPacket(40000, dst.Port(), payload)
 	src := netip.IPv6Loopback().As16()
 	d := dst.Addr().As16()
@@ -229,11 +232,16 @@ func ipv6UDPPacket(dst netip.AddrPort, payload []byte) []byte {
 	binary.BigEndian.PutUint16(udp[6:], sum)
 	h := make([]byte, 40)
 	h[0] = 0x60
-	binary.BigEndian.PutUint16(h[4:], uint16(len(udp)))
 	h[6] = unix.IPPROTO_UDP
 	h[7] = 64
 	copy(h[8:], src[:])
 	copy(h[24:], d[:])
+	if ext {
+		// Next header UDP, length 0 (8 bytes), one PadN option of 4.
+		h[6] = unix.IPPROTO_DSTOPTS
+		h = append(h, unix.IPPROTO_UDP, 0, 1, 4, 0, 0, 0, 0)
+	}
+	binary.BigEndian.PutUint16(h[4:], uint16(len(h)-40+len(udp)))
 	return append(h, udp...)
 }
 
@@ -339,8 +347,12 @@ func newReceiver(t *testing.T, kind string, addr netip.AddrPort) *rawReceiver {
 	var fd int
 	var err error
 	switch kind {
-	case "udp":
-		fd, err = unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	case "udp", "udplite":
+		proto := unix.IPPROTO_UDP
+		if kind == "udplite" {
+			proto = unix.IPPROTO_UDPLITE
+		}
+		fd, err = unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, proto)
 		if err == nil {
 			err = unix.Bind(fd, sockaddr(addr))
 		}
@@ -358,7 +370,7 @@ func newReceiver(t *testing.T, kind string, addr netip.AddrPort) *rawReceiver {
 	}
 	t.Cleanup(func() { unix.Close(fd) })
 	r := &rawReceiver{fd: fd, addr: addr}
-	if kind == "udp" {
+	if kind == "udp" || kind == "udplite" {
 		sa, err := unix.Getsockname(fd)
 		if err != nil {
 			t.Fatalf("udp receiver address: %v", err)
