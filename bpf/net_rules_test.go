@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -121,17 +122,22 @@ func TestRepliesToInboundConnectionsFlow(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		defer cmd.Wait()
+		defer func() {
+			cmd.Process.Kill() // a server stuck on dropped replies
+			cmd.Wait()
+		}()
 		addr, err := bufio.NewReader(stdout).ReadString('\n')
 		if err != nil {
 			t.Fatalf("server address: %v", err)
 		}
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 30 * time.Second}
 		c, err := d.Dial("tcp4", strings.TrimSpace(addr))
 		if err != nil {
 			t.Fatalf("connect from the denied address: %v", err)
 		}
 		defer c.Close()
+		// Only bounds a broken run (dropped replies stall the stream).
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
 		data, err := io.ReadAll(c)
 		if err != nil || len(data) != 500000 {
 			t.Fatalf("read %d bytes of the reply (%v), want 500000", len(data), err)
