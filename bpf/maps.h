@@ -17,6 +17,7 @@
 #define IPPROTO_UDP 17
 #define IPPROTO_ICMPV6 58
 #define IPPROTO_SCTP 132
+#define IPPROTO_MPTCP 262
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 

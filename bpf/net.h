@@ -119,6 +119,13 @@ static __always_inline void net_event(__u64 cgroup_id, __u32 action, __u32 rules
 	bpf_ringbuf_submit(ev, 0);
 }
 
+/* The protocol rules see: an MPTCP socket is TCP to them (its subflows are
+ * TCP on the wire). */
+static __always_inline __u8 rule_proto(__u32 protocol)
+{
+	return protocol == IPPROTO_MPTCP ? IPPROTO_TCP : (__u8)protocol;
+}
+
 /* Returns 1 to let the connect/sendmsg through, 0 to fail it with EPERM. */
 static __always_inline int check_sock(struct bpf_sock_addr *ctx, bool v6, __u32 action)
 {
@@ -129,7 +136,7 @@ static __always_inline int check_sock(struct bpf_sock_addr *ctx, bool v6, __u32 
 	count(COUNTER_CONNECT_CHECKED);
 
 	__u32 port = bpf_ntohs((__u16)ctx->user_port);
-	__u8 proto = (__u8)ctx->protocol;
+	__u8 proto = rule_proto(ctx->protocol);
 	__u32 ip6[4] = {};
 
 	if (v6) {
@@ -187,7 +194,7 @@ static __always_inline int check_bind(struct bpf_sock_addr *ctx, bool v6)
 	if (!rules)
 		return 1;
 	__u32 port = bpf_ntohs((__u16)ctx->user_port);
-	__u8 proto = (__u8)ctx->protocol;
+	__u8 proto = rule_proto(ctx->protocol);
 	__u32 rule_id = 0;
 	if (!match_ports(rules, o.rule->ruleset, port, proto, &rule_id))
 		return 1;

@@ -77,6 +77,37 @@ func TestManyPortRulesOnOnePrefix(t *testing.T) {
 	if info.Chunks != 2 {
 		t.Errorf("ruleset uses %d overflow chunks, want 2", info.Chunks)
 	}
+	// Deleting the ruleset leaves nothing of it, chunks included.
+	if err := n.e.DeleteCgroup(n.cg.id); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.e.DeleteRuleset(7); err != nil {
+		t.Fatal(err)
+	}
+	if rs, err := n.e.Rulesets(); err != nil || len(rs) != 0 {
+		t.Errorf("rulesets after delete: %v (%v)", rs, err)
+	}
+	var chunks int
+	if err := forEachKey(n.e.maps.PortChunks, func(holdfastChunkKey) { chunks++ }); err != nil || chunks != 0 {
+		t.Errorf("%d chunks left after delete (%v)", chunks, err)
+	}
+}
+
+// MPTCP connects meet TCP rules.
+func TestMPTCPIsTCP(t *testing.T) {
+	mark := newMarker(t)
+	a := harness.ListenTCP(t, "127.0.0.1:0")
+	rs := Ruleset{ID: 11, Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.1/32"), PortLo: uint16(a.Port), PortHi: uint16(a.Port), Proto: ProtoTCP, RuleID: 1}}}
+	n := newNetRuleEnv(t, rs)
+	rcv := &rawReceiver{fd: -1, addr: a.AddrPort()}
+	n.from(t, func(t *testing.T, cg *testCgroup) {
+		if res, _ := escape(t, cg, mark, "mptcp", rcv); res != "EPERM" {
+			t.Errorf("mptcp connect to %s under a tcp rule: %s, want EPERM", a, res)
+		}
+	})
+	if res, _ := escape(t, nil, mark, "mptcp", rcv); res != "OK" {
+		t.Errorf("mptcp connect from outside: %s, want OK", res)
+	}
 }
 
 // A 127.0.0.1 / ::1 rule also refuses the unspecified forms the kernel
