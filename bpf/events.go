@@ -131,10 +131,13 @@ func (r *EventReader) decode(raw holdfastEvent) (Event, error) {
 		Port:       raw.Port,
 		Proto:      raw.Proto,
 	}
-	switch raw.Family {
-	case FamilyIPv4:
+	switch {
+	case ev.Action == ActionSocketRefused || ev.Action == ActionSocketKilled:
+		// No address: Family, Port (the socket type) and Proto describe
+		// the socket.
+	case raw.Family == FamilyIPv4:
 		ev.Addr = netip.AddrFrom4([4]byte(raw.Addr[:4]))
-	case FamilyIPv6:
+	case raw.Family == FamilyIPv6:
 		ev.Addr = netip.AddrFrom16(raw.Addr)
 	}
 	return ev, nil
