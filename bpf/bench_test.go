@@ -22,6 +22,9 @@ const (
 	benchNone = "no-programs"
 	benchOne  = "1-cgroup"
 	benchMany = "10000-cgroups-1000-rulesets"
+	// The loop runs in an unregistered cgroup 6 levels deep (a host
+	// process): the programs walk its ancestors and find no container.
+	benchUnregistered = "unregistered-depth-6-of-10000-cgroups"
 )
 
 // benchRuleset has exec and connect rules that the benchmark's own execs
@@ -46,7 +49,14 @@ func benchRuleset(id uint32) Ruleset {
 
 func setupBench(b *testing.B, mode string) (*testCgroup, *Enforcer) {
 	env := newTestEnv(b)
-	cg := env.cgroup(b, "bench")
+	name := "bench"
+	if mode == benchUnregistered {
+		for _, dir := range []string{"h1", "h1/h2", "h1/h2/h3", "h1/h2/h3/h4"} {
+			env.cgroup(b, dir)
+		}
+		name = "h1/h2/h3/h4/bench"
+	}
+	cg := env.cgroup(b, name)
 	if mode == benchNone {
 		return cg, nil
 	}
@@ -55,11 +65,13 @@ func setupBench(b *testing.B, mode string) (*testCgroup, *Enforcer) {
 	if err := e.PutRuleset(own); err != nil {
 		b.Fatal(err)
 	}
-	if err := e.SetCgroup(cg.id, own.ID); err != nil {
-		b.Fatal(err)
+	if mode != benchUnregistered {
+		if err := e.SetCgroup(cg.id, own.ID); err != nil {
+			b.Fatal(err)
+		}
 	}
 	benchFiles(b, e, cg.id)
-	if mode == benchMany {
+	if mode == benchMany || mode == benchUnregistered {
 		const rulesets, cgroups = 1000, 10000
 		for i := range uint32(rulesets) {
 			if err := e.PutRuleset(benchRuleset(2 + i)); err != nil {
@@ -84,6 +96,12 @@ const bpfStatsRunTime = 0
 // rest of the benchmark as bpf-ns/run. It counts every run on the machine,
 // but while the benchmark loops, nearly all runs are its own.
 func measureProgram(b *testing.B, e *Enforcer, name string) {
+	measureProgramAs(b, e, name, "bpf-ns/run")
+}
+
+// measureProgramAs reports a program's mean run time under its own unit,
+// for a second program of the same loop (e.g. egress next to connect4).
+func measureProgramAs(b *testing.B, e *Enforcer, name, unit string) {
 	if e == nil {
 		return
 	}
@@ -103,7 +121,7 @@ func measureProgram(b *testing.B, e *Enforcer, name string) {
 		if err != nil || after.RunCount == before.RunCount {
 			return
 		}
-		b.ReportMetric(float64(after.Runtime-before.Runtime)/float64(after.RunCount-before.RunCount), "bpf-ns/run")
+		b.ReportMetric(float64(after.Runtime-before.Runtime)/float64(after.RunCount-before.RunCount), unit)
 	})
 }
 
@@ -149,12 +167,13 @@ func enterCgroup(b *testing.B, cg *testCgroup) {
 }
 
 func BenchmarkConnect(b *testing.B) {
-	for _, mode := range []string{benchNone, benchOne, benchMany} {
+	for _, mode := range []string{benchNone, benchOne, benchMany, benchUnregistered} {
 		b.Run(mode, func(b *testing.B) {
 			cg, e := setupBench(b, mode)
 			addr := harness.ListenTCP(b, "127.0.0.1:0").String()
 			enterCgroup(b, cg)
 			measureProgram(b, e, holdfastProgConnect4)
+			measureProgramAs(b, e, holdfastProgEgress, "egress-ns/pkt")
 			for b.Loop() {
 				c, err := net.Dial("tcp4", addr)
 				if err != nil {
@@ -241,6 +260,43 @@ func BenchmarkSyscall(b *testing.B) {
 			setupBench(b, mode)
 			for b.Loop() {
 				syscall.Getppid()
+			}
+		})
+	}
+}
+
+// BenchmarkSendto sends unconnected UDP datagrams: each runs sendmsg4.
+func BenchmarkSendto(b *testing.B) {
+	for _, mode := range []string{benchNone, benchOne, benchMany, benchUnregistered} {
+		b.Run(mode, func(b *testing.B) {
+			cg, e := setupBench(b, mode)
+			sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { sink.Close() })
+			go func() {
+				buf := make([]byte, 64)
+				for {
+					if _, err := sink.Read(buf); err != nil {
+						return
+					}
+				}
+			}()
+			dst := sink.LocalAddr().(*net.UDPAddr)
+			enterCgroup(b, cg)
+			pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer pc.Close()
+			msg := []byte("holdfast")
+			measureProgram(b, e, holdfastProgSendmsg4)
+			measureProgramAs(b, e, holdfastProgEgress, "egress-ns/pkt")
+			for b.Loop() {
+				if _, err := pc.WriteToUDP(msg, dst); err != nil {
+					b.Fatal(fmt.Errorf("sendto %s: %w", dst, err))
+				}
 			}
 		})
 	}

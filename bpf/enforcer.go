@@ -49,6 +49,30 @@ type Options struct {
 	CgroupRoot string
 	// Log receives install, adoption and repair decisions. Nil discards them.
 	Log *slog.Logger
+	// Capacities of the network maps; zero means the default in brackets.
+	// They are fixed when the maps are created: adopting pins made with
+	// other capacities fails (uninstall first).
+	NetRulesets  uint32 // rulesets with IPv4 (and, separately, IPv6) rules [65536]
+	NetPrefixes  uint32 // prefixes per ruleset and family [16384]
+	PortChunks   uint32 // overflow chunks of 16 port rules, over all rulesets [65536]
+	SocketRules  uint32 // socket rules over all rulesets [65536]
+	BindRulesets uint32 // rulesets with bind rules [65536]
+}
+
+// applyCapacities sets the network maps' sizes in spec before load.
+func (o Options) applyCapacities(spec *ebpf.CollectionSpec) {
+	set := func(ms *ebpf.MapSpec, n uint32) {
+		if ms != nil && n != 0 {
+			ms.MaxEntries = n
+		}
+	}
+	for _, name := range []string{holdfastMapNet4Rules, holdfastMapNet6Rules} {
+		set(spec.Maps[name], o.NetRulesets)
+		set(spec.Maps[name].InnerMap, o.NetPrefixes)
+	}
+	set(spec.Maps[holdfastMapPortChunks], o.PortChunks)
+	set(spec.Maps[holdfastMapSocketRules], o.SocketRules)
+	set(spec.Maps[holdfastMapBindRules], o.BindRulesets)
 }
 
 // Program names in holdfast.c; each is pinned under progs/ and its link
@@ -60,6 +84,7 @@ const (
 	progMmapKillExit = holdfastProgMmapKillExit
 	progMmapLSM      = holdfastProgMmapLsm
 	progMprotectLSM  = holdfastProgMprotectLsm
+	progSocketKill   = holdfastProgSocketKill // syscalls/sys_enter_socket
 )
 
 // modePrograms are the programs of each exec mode: the exec hook first, then
@@ -86,6 +111,10 @@ var cgroupHooks = []struct {
 	{holdfastProgConnect6, ebpf.AttachCGroupInet6Connect},
 	{holdfastProgSendmsg4, ebpf.AttachCGroupUDP4Sendmsg},
 	{holdfastProgSendmsg6, ebpf.AttachCGroupUDP6Sendmsg},
+	{holdfastProgBind4, ebpf.AttachCGroupInet4Bind},
+	{holdfastProgBind6, ebpf.AttachCGroupInet6Bind},
+	{holdfastProgSockCreate, ebpf.AttachCGroupInetSockCreate},
+	{holdfastProgEgress, ebpf.AttachCGroupInetEgress},
 }
 
 // errIncomplete means the ABI directory exists but cannot be adopted as is.
@@ -98,11 +127,13 @@ type Enforcer struct {
 	log        *slog.Logger
 	cgroupRoot string
 
-	maps     holdfastMaps
-	progs    map[string]*ebpf.Program
-	links    map[string]link.Link
-	adopted  bool
-	controls []Control
+	maps holdfastMaps
+	// inner4 and inner6 create each ruleset's own LPM tries.
+	inner4, inner6 *ebpf.MapSpec
+	progs          map[string]*ebpf.Program
+	links          map[string]link.Link
+	adopted        bool
+	controls       []Control
 
 	// mu orders ruleset writes, their conflict checks and the cgroup
 	// entries that point at rulesets.
@@ -147,6 +178,7 @@ func Open(layout Layout, opts Options) (*Enforcer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open enforcer: %w", err)
 	}
+	opts.applyCapacities(spec)
 
 	e := &Enforcer{
 		layout:     layout,
@@ -154,6 +186,8 @@ func Open(layout Layout, opts Options) (*Enforcer, error) {
 		cgroupRoot: cgroupRoot,
 		progs:      map[string]*ebpf.Program{},
 		links:      map[string]link.Link{},
+		inner4:     spec.Maps[holdfastMapNet4Rules].InnerMap.Copy(),
+		inner6:     spec.Maps[holdfastMapNet6Rules].InnerMap.Copy(),
 	}
 	err = e.adopt(spec, cgroupID)
 	switch {
@@ -307,7 +341,7 @@ func (e *Enforcer) adopt(spec *ebpf.CollectionSpec, cgroupID uint64) error {
 	if _, err := os.Stat(e.layout.Pin(KindLink, progExecLSM)); err == nil {
 		mode = ModeLSM
 	}
-	for _, name := range append(slices.Clone(modePrograms[mode]), cgroupHookNames()...) {
+	for _, name := range append(append(slices.Clone(modePrograms[mode]), progSocketKill), cgroupHookNames()...) {
 		if err := e.adoptLink(name, cgroupID); err != nil {
 			return err
 		}
@@ -409,7 +443,11 @@ func mapsByName(maps map[string]*ebpf.Map) holdfastMaps {
 		FileRules:   maps[holdfastMapFileRules],
 		Net4Rules:   maps[holdfastMapNet4Rules],
 		Net6Rules:   maps[holdfastMapNet6Rules],
+		NetKeyTypes: maps[holdfastMapNetKeyTypes],
+		PortChunks:  maps[holdfastMapPortChunks],
 		Rulesets:    maps[holdfastMapRulesets],
+		SocketRules: maps[holdfastMapSocketRules],
+		BindRules:   maps[holdfastMapBindRules],
 	}
 }
 
@@ -456,6 +494,9 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 		e.links[h.prog] = l
 	}
 	e.controls = append(e.controls, connectControl(e.cgroupRoot))
+	if err := e.attachSocketKill(spec, maps); err != nil {
+		return err
+	}
 	return e.commit(maps)
 }
 
@@ -512,6 +553,25 @@ func (e *Enforcer) attachMode(spec *ebpf.CollectionSpec, maps map[string]*ebpf.M
 	for _, name := range names {
 		e.progs[name], e.links[name] = progs[name], links[name]
 	}
+	return nil
+}
+
+// attachSocketKill attaches the program that kills AF_PACKET callers to the
+// sys_enter_socket tracepoint, mounting tracefs if needed.
+func (e *Enforcer) attachSocketKill(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
+	if err := linux.MountTracefs(); err != nil {
+		return fmt.Errorf("attach %s: %w", progSocketKill, err)
+	}
+	progs, err := loadPrograms(spec, maps, progSocketKill)
+	if err != nil {
+		return err
+	}
+	e.progs[progSocketKill] = progs[progSocketKill]
+	l, err := link.Tracepoint("syscalls", "sys_enter_socket", progs[progSocketKill], nil)
+	if err != nil {
+		return fmt.Errorf("attach %s to syscalls/sys_enter_socket: %w", progSocketKill, err)
+	}
+	e.links[progSocketKill] = l
 	return nil
 }
 

@@ -20,15 +20,23 @@ const (
 	ActionSendmsgRefused = "sendmsg-refused" // UDP sendmsg failed with EPERM
 	ActionMmapKilled     = "mmap-killed"     // kill mode: a denied file mapped executable, SIGKILL before it runs
 	ActionMmapDenied     = "mmap-denied"     // lsm mode: mmap or mprotect failed with EPERM
+	ActionSocketRefused  = "socket-refused"  // socket() failed with EPERM; Port holds the socket type
+	ActionBindRefused    = "bind-refused"    // bind() failed with EPERM
+	ActionPacketDropped  = "packet-dropped"  // an egress packet of a raw, ping or other socket was dropped
+	ActionSocketKilled   = "socket-killed"   // socket(AF_PACKET) caller got SIGKILL; Port holds the socket type
 )
 
 var actions = map[uint32]string{
-	1: ActionExecKilled,
-	2: ActionExecDenied,
-	3: ActionConnectRefused,
-	4: ActionSendmsgRefused,
-	5: ActionMmapKilled,
-	6: ActionMmapDenied,
+	1:  ActionExecKilled,
+	2:  ActionExecDenied,
+	3:  ActionConnectRefused,
+	4:  ActionSendmsgRefused,
+	5:  ActionMmapKilled,
+	6:  ActionMmapDenied,
+	7:  ActionSocketRefused,
+	8:  ActionBindRefused,
+	9:  ActionPacketDropped,
+	10: ActionSocketKilled,
 }
 
 // Address families of network events.
@@ -127,10 +135,13 @@ func (r *EventReader) decode(raw holdfastEvent) (Event, error) {
 		Port:       raw.Port,
 		Proto:      raw.Proto,
 	}
-	switch raw.Family {
-	case FamilyIPv4:
+	switch {
+	case ev.Action == ActionSocketRefused || ev.Action == ActionSocketKilled:
+		// No address: Family, Port (the socket type) and Proto describe
+		// the socket.
+	case raw.Family == FamilyIPv4:
 		ev.Addr = netip.AddrFrom4([4]byte(raw.Addr[:4]))
-	case FamilyIPv6:
+	case raw.Family == FamilyIPv6:
 		ev.Addr = netip.AddrFrom16(raw.Addr)
 	}
 	return ev, nil

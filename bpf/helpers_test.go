@@ -59,6 +59,9 @@ func runHelper(mode string, args []string) int {
 		}
 		return 0
 	}
+	if h, ok := sockHelpers[mode]; ok {
+		return h(args)
+	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 	return 2
 }

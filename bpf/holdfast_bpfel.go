@@ -19,6 +19,12 @@ type holdfastCgroupRule struct {
 	Flags   uint32
 }
 
+type holdfastChunkKey struct {
+	_       structs.HostLayout
+	Ruleset uint32
+	Seq     uint32
+}
+
 type holdfastEvent struct {
 	_        structs.HostLayout
 	TsNs     uint64
@@ -69,28 +75,43 @@ type holdfastFileValue struct {
 type holdfastNet4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
-	Ruleset   uint32
 	Addr      [4]uint8
 }
 
 type holdfastNet6Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
-	Ruleset   uint32
 	Addr      [16]uint8
+}
+
+type holdfastNetKeyTypes struct {
+	_  structs.HostLayout
+	K4 holdfastNet4Key
+	K6 holdfastNet6Key
+	V  holdfastPortRules
+}
+
+type holdfastPortChunk struct {
+	_     structs.HostLayout
+	N     uint32
+	Next  uint32
+	Rules [16]holdfastPortRule
+}
+
+type holdfastPortRule struct {
+	_      structs.HostLayout
+	Lo     uint16
+	Hi     uint16
+	Proto  uint8
+	Pad    [3]uint8
+	RuleId uint32
 }
 
 type holdfastPortRules struct {
 	_     structs.HostLayout
 	N     uint32
-	Rules [16]struct {
-		_      structs.HostLayout
-		Lo     uint16
-		Hi     uint16
-		Proto  uint8
-		Pad    [3]uint8
-		RuleId uint32
-	}
+	More  uint32
+	Rules [16]holdfastPortRule
 }
 
 type holdfastRulesetInfo struct {
@@ -99,13 +120,27 @@ type holdfastRulesetInfo struct {
 	ExecRules    uint32
 	Net4Prefixes uint32
 	Net6Prefixes uint32
+	Sockets      uint32
+	BindRules    uint32
+	Chunks       uint32
+	Pad          uint32
 	Digest       uint64
+}
+
+type holdfastSocketKey struct {
+	_        structs.HostLayout
+	Ruleset  uint32
+	Family   uint16
+	Type     uint16
+	Protocol uint16
+	Pad      uint16
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	holdfastMapBindRules     = "bind_rules"
 	holdfastMapCgroupRules   = "cgroup_rules"
 	holdfastMapCounters      = "counters"
 	holdfastMapEvents        = "events"
@@ -113,9 +148,15 @@ const (
 	holdfastMapFileRules     = "file_rules"
 	holdfastMapNet4Rules     = "net4_rules"
 	holdfastMapNet6Rules     = "net6_rules"
+	holdfastMapNetKeyTypes   = "net_key_types"
+	holdfastMapPortChunks    = "port_chunks"
 	holdfastMapRulesets      = "rulesets"
+	holdfastMapSocketRules   = "socket_rules"
+	holdfastProgBind4        = "bind4"
+	holdfastProgBind6        = "bind6"
 	holdfastProgConnect4     = "connect4"
 	holdfastProgConnect6     = "connect6"
+	holdfastProgEgress       = "egress"
 	holdfastProgExecKill     = "exec_kill"
 	holdfastProgExecLsm      = "exec_lsm"
 	holdfastProgMmapKill     = "mmap_kill"
@@ -124,6 +165,8 @@ const (
 	holdfastProgMprotectLsm  = "mprotect_lsm"
 	holdfastProgSendmsg4     = "sendmsg4"
 	holdfastProgSendmsg6     = "sendmsg6"
+	holdfastProgSockCreate   = "sock_create"
+	holdfastProgSocketKill   = "socket_kill"
 )
 
 // loadHoldfast returns the embedded CollectionSpec for holdfast.
@@ -168,8 +211,11 @@ type holdfastSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type holdfastProgramSpecs struct {
+	Bind4        *ebpf.ProgramSpec `ebpf:"bind4"`
+	Bind6        *ebpf.ProgramSpec `ebpf:"bind6"`
 	Connect4     *ebpf.ProgramSpec `ebpf:"connect4"`
 	Connect6     *ebpf.ProgramSpec `ebpf:"connect6"`
+	Egress       *ebpf.ProgramSpec `ebpf:"egress"`
 	ExecKill     *ebpf.ProgramSpec `ebpf:"exec_kill"`
 	ExecLsm      *ebpf.ProgramSpec `ebpf:"exec_lsm"`
 	MmapKill     *ebpf.ProgramSpec `ebpf:"mmap_kill"`
@@ -178,12 +224,15 @@ type holdfastProgramSpecs struct {
 	MprotectLsm  *ebpf.ProgramSpec `ebpf:"mprotect_lsm"`
 	Sendmsg4     *ebpf.ProgramSpec `ebpf:"sendmsg4"`
 	Sendmsg6     *ebpf.ProgramSpec `ebpf:"sendmsg6"`
+	SockCreate   *ebpf.ProgramSpec `ebpf:"sock_create"`
+	SocketKill   *ebpf.ProgramSpec `ebpf:"socket_kill"`
 }
 
 // holdfastMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type holdfastMapSpecs struct {
+	BindRules   *ebpf.MapSpec `ebpf:"bind_rules"`
 	CgroupRules *ebpf.MapSpec `ebpf:"cgroup_rules"`
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
@@ -191,7 +240,10 @@ type holdfastMapSpecs struct {
 	FileRules   *ebpf.MapSpec `ebpf:"file_rules"`
 	Net4Rules   *ebpf.MapSpec `ebpf:"net4_rules"`
 	Net6Rules   *ebpf.MapSpec `ebpf:"net6_rules"`
+	NetKeyTypes *ebpf.MapSpec `ebpf:"net_key_types"`
+	PortChunks  *ebpf.MapSpec `ebpf:"port_chunks"`
 	Rulesets    *ebpf.MapSpec `ebpf:"rulesets"`
+	SocketRules *ebpf.MapSpec `ebpf:"socket_rules"`
 }
 
 // holdfastVariableSpecs contains global variables before they are loaded into the kernel.
@@ -220,6 +272,7 @@ func (o *holdfastObjects) Close() error {
 //
 // It can be passed to loadHoldfastObjects or ebpf.CollectionSpec.LoadAndAssign.
 type holdfastMaps struct {
+	BindRules   *ebpf.Map `ebpf:"bind_rules"`
 	CgroupRules *ebpf.Map `ebpf:"cgroup_rules"`
 	Counters    *ebpf.Map `ebpf:"counters"`
 	Events      *ebpf.Map `ebpf:"events"`
@@ -227,11 +280,15 @@ type holdfastMaps struct {
 	FileRules   *ebpf.Map `ebpf:"file_rules"`
 	Net4Rules   *ebpf.Map `ebpf:"net4_rules"`
 	Net6Rules   *ebpf.Map `ebpf:"net6_rules"`
+	NetKeyTypes *ebpf.Map `ebpf:"net_key_types"`
+	PortChunks  *ebpf.Map `ebpf:"port_chunks"`
 	Rulesets    *ebpf.Map `ebpf:"rulesets"`
+	SocketRules *ebpf.Map `ebpf:"socket_rules"`
 }
 
 func (m *holdfastMaps) Close() error {
 	return _HoldfastClose(
+		m.BindRules,
 		m.CgroupRules,
 		m.Counters,
 		m.Events,
@@ -239,7 +296,10 @@ func (m *holdfastMaps) Close() error {
 		m.FileRules,
 		m.Net4Rules,
 		m.Net6Rules,
+		m.NetKeyTypes,
+		m.PortChunks,
 		m.Rulesets,
+		m.SocketRules,
 	)
 }
 
@@ -253,8 +313,11 @@ type holdfastVariables struct {
 //
 // It can be passed to loadHoldfastObjects or ebpf.CollectionSpec.LoadAndAssign.
 type holdfastPrograms struct {
+	Bind4        *ebpf.Program `ebpf:"bind4"`
+	Bind6        *ebpf.Program `ebpf:"bind6"`
 	Connect4     *ebpf.Program `ebpf:"connect4"`
 	Connect6     *ebpf.Program `ebpf:"connect6"`
+	Egress       *ebpf.Program `ebpf:"egress"`
 	ExecKill     *ebpf.Program `ebpf:"exec_kill"`
 	ExecLsm      *ebpf.Program `ebpf:"exec_lsm"`
 	MmapKill     *ebpf.Program `ebpf:"mmap_kill"`
@@ -263,12 +326,17 @@ type holdfastPrograms struct {
 	MprotectLsm  *ebpf.Program `ebpf:"mprotect_lsm"`
 	Sendmsg4     *ebpf.Program `ebpf:"sendmsg4"`
 	Sendmsg6     *ebpf.Program `ebpf:"sendmsg6"`
+	SockCreate   *ebpf.Program `ebpf:"sock_create"`
+	SocketKill   *ebpf.Program `ebpf:"socket_kill"`
 }
 
 func (p *holdfastPrograms) Close() error {
 	return _HoldfastClose(
+		p.Bind4,
+		p.Bind6,
 		p.Connect4,
 		p.Connect6,
+		p.Egress,
 		p.ExecKill,
 		p.ExecLsm,
 		p.MmapKill,
@@ -277,6 +345,8 @@ func (p *holdfastPrograms) Close() error {
 		p.MprotectLsm,
 		p.Sendmsg4,
 		p.Sendmsg6,
+		p.SockCreate,
+		p.SocketKill,
 	)
 }
 

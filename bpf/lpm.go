@@ -8,8 +8,12 @@ import (
 	"slices"
 )
 
-// maxPortRules is how many port rules one LPM value holds (MAX_PORT_RULES).
-const maxPortRules = len(holdfastPortRules{}.Rules)
+// maxPortRules is how many port rules one LPM value holds inline
+// (MAX_PORT_RULES); chunkPortRules how many one overflow chunk holds.
+const (
+	maxPortRules   = len(holdfastPortRules{}.Rules)
+	chunkPortRules = len(holdfastPortChunk{}.Rules)
+)
 
 type portRule struct {
 	lo, hi uint16
@@ -41,8 +45,8 @@ func normalizePrefix(p netip.Prefix) (netip.Prefix, error) {
 // flattenNet turns a ruleset's network rules into LPM entries. An LPM lookup
 // returns only the longest matching prefix, so each entry carries its own
 // rules followed by those of every shorter prefix containing it (most
-// specific first, duplicates dropped). It fails if an entry would need more
-// than maxPortRules rules.
+// specific first, duplicates dropped). Any number of rules fits: past
+// maxPortRules they go to overflow chunks (see packPortRules).
 func flattenNet(rules []NetRule) (v4, v6 []lpmEntry, err error) {
 	own := map[netip.Prefix][]portRule{}
 	for i, r := range rules {
@@ -53,10 +57,8 @@ func flattenNet(rules []NetRule) (v4, v6 []lpmEntry, err error) {
 		if r.PortLo > r.PortHi {
 			return nil, nil, fmt.Errorf("connect rule %d (rule id %d): port range %d-%d is empty", i, r.RuleID, r.PortLo, r.PortHi)
 		}
-		switch r.Proto {
-		case ProtoAny, ProtoTCP, ProtoUDP:
-		default:
-			return nil, nil, fmt.Errorf("connect rule %d (rule id %d): protocol %d is not any, tcp or udp", i, r.RuleID, r.Proto)
+		if err := checkProto(r.Proto); err != nil {
+			return nil, nil, fmt.Errorf("connect rule %d (rule id %d): %w", i, r.RuleID, err)
 		}
 		own[p] = append(own[p], portRule{lo: r.PortLo, hi: r.PortHi, proto: r.Proto, ruleID: r.RuleID})
 	}
@@ -81,9 +83,6 @@ func flattenNet(rules []NetRule) (v4, v6 []lpmEntry, err error) {
 				}
 			}
 		}
-		if len(merged) > maxPortRules {
-			return nil, nil, fmt.Errorf("%d port rules apply to %s (its own and those of prefixes containing it), more than the %d one entry holds", len(merged), p, maxPortRules)
-		}
 		entry := lpmEntry{prefix: p, rules: merged}
 		if p.Addr().Is4() {
 			v4 = append(v4, entry)
@@ -101,21 +100,51 @@ func comparePrefixes(a, b netip.Prefix) int {
 	return cmp.Compare(a.Bits(), b.Bits())
 }
 
-// Map representations of LPM entries. Key prefix lengths count the 32
-// ruleset bits in front of the address.
-func (e lpmEntry) value() holdfastPortRules {
+// A chunkEntry is one overflow chunk of a ruleset's port rules.
+type chunkEntry struct {
+	key   holdfastChunkKey
+	value holdfastPortChunk
+}
+
+// packPortRules stores rules as an LPM or bind_rules value: the first
+// maxPortRules inline, the rest in chunks numbered from *seq on (unique
+// within the ruleset), each linking to the next. The common case, few rules
+// per prefix, stays one lookup.
+func packPortRules(rules []portRule, ruleset uint32, seq *uint32) (holdfastPortRules, []chunkEntry) {
 	var v holdfastPortRules
-	v.N = uint32(len(e.rules))
-	for i, r := range e.rules {
-		v.Rules[i].Lo, v.Rules[i].Hi, v.Rules[i].Proto, v.Rules[i].RuleId = r.lo, r.hi, r.proto, r.ruleID
+	inline := rules[:min(len(rules), maxPortRules)]
+	v.N = uint32(len(inline))
+	for i, r := range inline {
+		v.Rules[i] = r.value()
 	}
-	return v
+	var chunks []chunkEntry
+	for rest := rules[len(inline):]; len(rest) > 0; {
+		n := min(len(rest), chunkPortRules)
+		c := chunkEntry{key: holdfastChunkKey{Ruleset: ruleset, Seq: *seq}}
+		*seq++
+		c.value.N = uint32(n)
+		for i, r := range rest[:n] {
+			c.value.Rules[i] = r.value()
+		}
+		if len(chunks) == 0 {
+			v.More = c.key.Seq + 1
+		} else {
+			chunks[len(chunks)-1].value.Next = c.key.Seq + 1
+		}
+		chunks = append(chunks, c)
+		rest = rest[n:]
+	}
+	return v, chunks
 }
 
-func (e lpmEntry) key4(ruleset uint32) holdfastNet4Key {
-	return holdfastNet4Key{Prefixlen: 32 + uint32(e.prefix.Bits()), Ruleset: ruleset, Addr: e.prefix.Addr().As4()}
+func (r portRule) value() holdfastPortRule {
+	return holdfastPortRule{Lo: r.lo, Hi: r.hi, Proto: r.proto, RuleId: r.ruleID}
 }
 
-func (e lpmEntry) key6(ruleset uint32) holdfastNet6Key {
-	return holdfastNet6Key{Prefixlen: 32 + uint32(e.prefix.Bits()), Ruleset: ruleset, Addr: e.prefix.Addr().As16()}
+func checkProto(p uint8) error {
+	switch p {
+	case ProtoAny, ProtoTCP, ProtoUDP:
+		return nil
+	}
+	return fmt.Errorf("protocol %d is not any, tcp or udp", p)
 }

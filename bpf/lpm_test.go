@@ -85,22 +85,11 @@ func TestFlattenNet(t *testing.T) {
 }
 
 func TestFlattenNetRefuses(t *testing.T) {
-	var tooMany []NetRule
-	for i := range maxPortRules {
-		tooMany = append(tooMany, rule("10.0.0.0/8", uint16(i), uint16(i), ProtoAny, uint32(i)))
-	}
-	// 16 on the /8 fit; one more on a /24 inside it does not.
-	if _, _, err := flattenNet(tooMany); err != nil {
-		t.Fatalf("%d rules on one prefix: %v", maxPortRules, err)
-	}
-	tooMany = append(tooMany, rule("10.1.1.0/24", 999, 999, ProtoAny, 99))
-
 	tests := []struct {
 		name  string
 		rules []NetRule
 		want  string
 	}{
-		{"more than one entry holds", tooMany, "17 port rules apply to 10.1.1.0/24"},
 		{"empty port range", []NetRule{rule("10.0.0.0/8", 90, 80, ProtoAny, 5)}, "port range 90-80 is empty"},
 		{"unknown protocol", []NetRule{rule("10.0.0.0/8", 0, 0, 1, 5)}, "protocol 1 is not any, tcp or udp"},
 		{"invalid prefix", []NetRule{{RuleID: 5}}, "invalid prefix"},
@@ -115,14 +104,36 @@ func TestFlattenNetRefuses(t *testing.T) {
 	}
 }
 
+// More rules on one prefix than a value holds inline continue in chunks
+// linked from it, numbered uniquely within the ruleset.
+func TestPackPortRules(t *testing.T) {
+	var rules []portRule
+	for i := range 40 {
+		rules = append(rules, portRule{lo: uint16(i), hi: uint16(i), ruleID: uint32(i + 1)})
+	}
+	seq := uint32(5)
+	v, chunks := packPortRules(rules, 9, &seq)
+	if int(v.N) != maxPortRules || v.More != 6 || len(chunks) != 2 || seq != 7 {
+		t.Fatalf("inline n %d more %d, %d chunks, next seq %d", v.N, v.More, len(chunks), seq)
+	}
+	if c := chunks[0]; c.key != (holdfastChunkKey{Ruleset: 9, Seq: 5}) || c.value.N != 16 || c.value.Next != 7 || c.value.Rules[0].RuleId != 17 {
+		t.Errorf("first chunk %+v", c)
+	}
+	if c := chunks[1]; c.key.Seq != 6 || c.value.N != 8 || c.value.Next != 0 || c.value.Rules[7].RuleId != 40 {
+		t.Errorf("last chunk %+v", c)
+	}
+	v, chunks = packPortRules(rules[:3], 9, &seq)
+	if v.N != 3 || v.More != 0 || chunks != nil || seq != 7 {
+		t.Errorf("3 rules: n %d more %d chunks %v seq %d", v.N, v.More, chunks, seq)
+	}
+}
+
 func TestLPMKeys(t *testing.T) {
-	e := lpmEntry{prefix: netip.MustParsePrefix("10.1.0.0/16")}
-	if k := e.key4(7); k.Prefixlen != 48 || k.Ruleset != 7 || k.Addr != [4]byte{10, 1, 0, 0} {
+	if k := key4(netip.MustParsePrefix("10.1.0.0/16")).(holdfastNet4Key); k.Prefixlen != 16 || k.Addr != [4]byte{10, 1, 0, 0} {
 		t.Errorf("v4 key %+v", k)
 	}
-	e6 := lpmEntry{prefix: netip.MustParsePrefix("::/0")}
-	if k := e6.key6(7); k.Prefixlen != 32 || k.Ruleset != 7 {
-		t.Errorf("v6 /0 key %+v: prefix length must still cover the ruleset", k)
+	if k := key6(netip.MustParsePrefix("::/0")).(holdfastNet6Key); k.Prefixlen != 0 {
+		t.Errorf("v6 /0 key %+v", k)
 	}
 }
 

@@ -7,17 +7,20 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 
 	"github.com/cilium/ebpf"
 )
 
-// cgroup_rules flags (CG_EXEC, CG_CONNECT in holdfast.c). Bit 2 is reserved
-// for audit-only rulesets.
+// cgroup_rules flags (CG_* in maps.h). Bit 2 is reserved for audit-only
+// rulesets.
 const (
 	flagExec    uint32 = 1 << 0
 	flagConnect uint32 = 1 << 1
+	flagSocket  uint32 = 1 << 3
+	flagBind    uint32 = 1 << 4
 )
 
 var (
@@ -35,11 +38,24 @@ type execEntry struct {
 	value holdfastExecValue
 }
 
+type netEntry struct {
+	prefix netip.Prefix
+	value  holdfastPortRules
+}
+
+type socketEntry struct {
+	key    holdfastSocketKey
+	ruleID uint32
+}
+
 // compiledRuleset is a ruleset in map form.
 type compiledRuleset struct {
-	exec   []execEntry
-	v4, v6 []lpmEntry
-	info   holdfastRulesetInfo
+	exec    []execEntry
+	v4, v6  []netEntry
+	sockets []socketEntry
+	bind    *holdfastPortRules
+	chunks  []chunkEntry // overflow of v4, v6 and bind port rules
+	info    holdfastRulesetInfo
 }
 
 func compileRuleset(rs Ruleset) (compiledRuleset, error) {
@@ -64,9 +80,64 @@ func compileRuleset(rs Ruleset) (compiledRuleset, error) {
 		return cmp.Or(comparePrefixes(a.Prefix, b.Prefix), cmp.Compare(a.PortLo, b.PortLo),
 			cmp.Compare(a.PortHi, b.PortHi), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.RuleID, b.RuleID))
 	})
-	var err error
-	if c.v4, c.v6, err = flattenNet(netRules); err != nil {
+	v4, v6, err := flattenNet(netRules)
+	if err != nil {
 		return c, err
+	}
+	var seq uint32
+	for _, x := range v4 {
+		v, chunks := packPortRules(x.rules, rs.ID, &seq)
+		c.v4 = append(c.v4, netEntry{x.prefix, v})
+		c.chunks = append(c.chunks, chunks...)
+	}
+	for _, x := range v6 {
+		v, chunks := packPortRules(x.rules, rs.ID, &seq)
+		c.v6 = append(c.v6, netEntry{x.prefix, v})
+		c.chunks = append(c.chunks, chunks...)
+	}
+
+	sockets := slices.Clone(rs.Sockets)
+	slices.SortFunc(sockets, func(a, b SocketRule) int {
+		return cmp.Or(cmp.Compare(a.Family, b.Family), cmp.Compare(a.Type, b.Type),
+			cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.RuleID, b.RuleID))
+	})
+	for _, r := range sockets {
+		switch {
+		case r.Family == familyInet || r.Family == familyInet6:
+		case r.Family == familyPacket && r.Type == SocketAny && r.Protocol == SocketAny:
+		default:
+			return c, fmt.Errorf("socket rule id %d: (family %d, type %d, protocol %d): only AF_INET and AF_INET6 kinds, or all of AF_PACKET, can be denied",
+				r.RuleID, r.Family, r.Type, r.Protocol)
+		}
+		key := holdfastSocketKey{Ruleset: rs.ID, Family: r.Family, Type: r.Type, Protocol: r.Protocol}
+		if len(c.sockets) > 0 && c.sockets[len(c.sockets)-1].key == key {
+			continue
+		}
+		c.sockets = append(c.sockets, socketEntry{key, r.RuleID})
+	}
+
+	bind := slices.Clone(rs.Bind)
+	slices.SortFunc(bind, func(a, b BindRule) int {
+		return cmp.Or(cmp.Compare(a.PortLo, b.PortLo), cmp.Compare(a.PortHi, b.PortHi),
+			cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.RuleID, b.RuleID))
+	})
+	var bindRules []portRule
+	for _, r := range bind {
+		if r.PortLo > r.PortHi {
+			return c, fmt.Errorf("bind rule id %d: port range %d-%d is empty", r.RuleID, r.PortLo, r.PortHi)
+		}
+		if err := checkProto(r.Proto); err != nil {
+			return c, fmt.Errorf("bind rule id %d: %w", r.RuleID, err)
+		}
+		pr := portRule{lo: r.PortLo, hi: r.PortHi, proto: r.Proto, ruleID: r.RuleID}
+		if !slices.ContainsFunc(bindRules, func(m portRule) bool { return m.lo == pr.lo && m.hi == pr.hi && m.proto == pr.proto }) {
+			bindRules = append(bindRules, pr)
+		}
+	}
+	if len(bindRules) > 0 {
+		v, chunks := packPortRules(bindRules, rs.ID, &seq)
+		c.bind = &v
+		c.chunks = append(c.chunks, chunks...)
 	}
 
 	if len(c.exec) > 0 {
@@ -75,9 +146,18 @@ func compileRuleset(rs Ruleset) (compiledRuleset, error) {
 	if len(c.v4)+len(c.v6) > 0 {
 		c.info.Flags |= flagConnect
 	}
+	if len(c.sockets) > 0 {
+		c.info.Flags |= flagSocket
+	}
+	if c.bind != nil {
+		c.info.Flags |= flagBind
+	}
 	c.info.ExecRules = uint32(len(c.exec))
 	c.info.Net4Prefixes = uint32(len(c.v4))
 	c.info.Net6Prefixes = uint32(len(c.v6))
+	c.info.Sockets = uint32(len(c.sockets))
+	c.info.BindRules = uint32(len(bindRules))
+	c.info.Chunks = uint32(len(c.chunks))
 
 	// The digest tells a repeated PutRuleset (fine) from a conflicting one.
 	var buf bytes.Buffer
@@ -85,12 +165,23 @@ func compileRuleset(rs Ruleset) (compiledRuleset, error) {
 		binary.Write(&buf, binary.LittleEndian, x)
 	}
 	for _, x := range c.v4 {
-		binary.Write(&buf, binary.LittleEndian, x.key4(rs.ID))
-		binary.Write(&buf, binary.LittleEndian, x.value())
+		binary.Write(&buf, binary.LittleEndian, key4(x.prefix))
+		binary.Write(&buf, binary.LittleEndian, x.value)
 	}
 	for _, x := range c.v6 {
-		binary.Write(&buf, binary.LittleEndian, x.key6(rs.ID))
-		binary.Write(&buf, binary.LittleEndian, x.value())
+		binary.Write(&buf, binary.LittleEndian, key6(x.prefix))
+		binary.Write(&buf, binary.LittleEndian, x.value)
+	}
+	for _, x := range c.sockets {
+		binary.Write(&buf, binary.LittleEndian, x.key)
+		binary.Write(&buf, binary.LittleEndian, x.ruleID)
+	}
+	if c.bind != nil {
+		binary.Write(&buf, binary.LittleEndian, c.bind)
+	}
+	for _, x := range c.chunks {
+		binary.Write(&buf, binary.LittleEndian, x.key)
+		binary.Write(&buf, binary.LittleEndian, x.value)
 	}
 	sum := sha256.Sum256(buf.Bytes())
 	c.info.Digest = binary.LittleEndian.Uint64(sum[:8])
@@ -142,14 +233,25 @@ func (e *Enforcer) writeRules(id uint32, c compiledRuleset) error {
 			return fmt.Errorf("write exec rule %d to exec_rules: %w", x.value.RuleId, err)
 		}
 	}
-	for _, x := range c.v4 {
-		if err := e.maps.Net4Rules.Update(x.key4(id), x.value(), ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("write %s to net4_rules: %w", x.prefix, err)
+	for _, x := range c.chunks {
+		if err := e.maps.PortChunks.Update(x.key, x.value, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("write chunk %d to port_chunks: %w", x.key.Seq, err)
 		}
 	}
-	for _, x := range c.v6 {
-		if err := e.maps.Net6Rules.Update(x.key6(id), x.value(), ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("write %s to net6_rules: %w", x.prefix, err)
+	if err := e.writeTrie(e.maps.Net4Rules, e.inner4, holdfastMapNet4Rules, id, c.v4, key4); err != nil {
+		return err
+	}
+	if err := e.writeTrie(e.maps.Net6Rules, e.inner6, holdfastMapNet6Rules, id, c.v6, key6); err != nil {
+		return err
+	}
+	for _, x := range c.sockets {
+		if err := e.maps.SocketRules.Update(x.key, x.ruleID, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("write socket rule %d to socket_rules: %w", x.ruleID, err)
+		}
+	}
+	if c.bind != nil {
+		if err := e.maps.BindRules.Update(id, c.bind, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("write bind rules to bind_rules: %w", err)
 		}
 	}
 	if err := e.maps.Rulesets.Update(id, c.info, ebpf.UpdateNoExist); err != nil {
@@ -157,6 +259,44 @@ func (e *Enforcer) writeRules(id uint32, c compiledRuleset) error {
 	}
 	return nil
 }
+
+// writeTrie creates the ruleset's own LPM trie of one family, fills it and
+// links it from the outer map.
+func (e *Enforcer) writeTrie(outer *ebpf.Map, inner *ebpf.MapSpec, name string, id uint32, entries []netEntry, keyOf func(netip.Prefix) any) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	trie, err := ebpf.NewMap(inner)
+	if err != nil {
+		return fmt.Errorf("create %s trie: %w", name, err)
+	}
+	defer trie.Close() // the outer map keeps it
+	for _, x := range entries {
+		if err := trie.Update(keyOf(x.prefix), x.value, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("write %s to %s trie: %w", x.prefix, name, err)
+		}
+	}
+	if err := outer.Update(id, trie, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("link trie from %s: %w", name, err)
+	}
+	return nil
+}
+
+func key4(p netip.Prefix) any {
+	return holdfastNet4Key{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As4()}
+}
+
+func key6(p netip.Prefix) any {
+	return holdfastNet6Key{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As16()}
+}
+
+// Address families of socket rules.
+const (
+	familyInet  uint16 = 2
+	familyInet6 uint16 = 10
+	// familyPacket: AF_PACKET, denied by killing the caller at socket().
+	familyPacket uint16 = 17
+)
 
 // DeleteRuleset removes a ruleset's rules. It refuses while cgroups point
 // at it (ErrRulesetInUse) and wraps os.ErrNotExist if nothing was stored.
@@ -219,18 +359,30 @@ func (e *Enforcer) deleteRuleEntries(id uint32) (int, error) {
 	if err := del(e.maps.ExecRules, holdfastMapExecRules, execKeys); err != nil {
 		return n, err
 	}
-	net4Keys, err := keysOf[holdfastNet4Key](e.maps.Net4Rules, func(k holdfastNet4Key) bool { return k.Ruleset == id })
+	for _, m := range []struct {
+		m    *ebpf.Map
+		name string
+	}{{e.maps.Net4Rules, holdfastMapNet4Rules}, {e.maps.Net6Rules, holdfastMapNet6Rules}, {e.maps.BindRules, holdfastMapBindRules}} {
+		keys, err := keysOf[uint32](m.m, func(k uint32) bool { return k == id })
+		if err != nil {
+			return n, err
+		}
+		if err := del(m.m, m.name, keys); err != nil {
+			return n, err
+		}
+	}
+	socketKeys, err := keysOf[holdfastSocketKey](e.maps.SocketRules, func(k holdfastSocketKey) bool { return k.Ruleset == id })
 	if err != nil {
 		return n, err
 	}
-	if err := del(e.maps.Net4Rules, holdfastMapNet4Rules, net4Keys); err != nil {
+	if err := del(e.maps.SocketRules, holdfastMapSocketRules, socketKeys); err != nil {
 		return n, err
 	}
-	net6Keys, err := keysOf[holdfastNet6Key](e.maps.Net6Rules, func(k holdfastNet6Key) bool { return k.Ruleset == id })
+	chunkKeys, err := keysOf[holdfastChunkKey](e.maps.PortChunks, func(k holdfastChunkKey) bool { return k.Ruleset == id })
 	if err != nil {
 		return n, err
 	}
-	return n, del(e.maps.Net6Rules, holdfastMapNet6Rules, net6Keys)
+	return n, del(e.maps.PortChunks, holdfastMapPortChunks, chunkKeys)
 }
 
 // keysOf collects the keys of m that match. Keys are collected before any
@@ -327,11 +479,19 @@ func (e *Enforcer) Rulesets() (map[uint32]bool, error) {
 	if err := forEachKey(e.maps.ExecRules, func(k holdfastExecKey) { partial(k.Ruleset) }); err != nil {
 		return nil, fmt.Errorf("read exec_rules: %w", err)
 	}
-	if err := forEachKey(e.maps.Net4Rules, func(k holdfastNet4Key) { partial(k.Ruleset) }); err != nil {
-		return nil, fmt.Errorf("read net4_rules: %w", err)
+	for _, m := range []struct {
+		m    *ebpf.Map
+		name string
+	}{{e.maps.Net4Rules, holdfastMapNet4Rules}, {e.maps.Net6Rules, holdfastMapNet6Rules}, {e.maps.BindRules, holdfastMapBindRules}} {
+		if err := forEachKey(m.m, func(k uint32) { partial(k) }); err != nil {
+			return nil, fmt.Errorf("read %s: %w", m.name, err)
+		}
 	}
-	if err := forEachKey(e.maps.Net6Rules, func(k holdfastNet6Key) { partial(k.Ruleset) }); err != nil {
-		return nil, fmt.Errorf("read net6_rules: %w", err)
+	if err := forEachKey(e.maps.SocketRules, func(k holdfastSocketKey) { partial(k.Ruleset) }); err != nil {
+		return nil, fmt.Errorf("read socket_rules: %w", err)
+	}
+	if err := forEachKey(e.maps.PortChunks, func(k holdfastChunkKey) { partial(k.Ruleset) }); err != nil {
+		return nil, fmt.Errorf("read port_chunks: %w", err)
 	}
 	return out, nil
 }

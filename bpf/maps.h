@@ -8,6 +8,18 @@
 #define SIGKILL 9
 #define AF_INET 2
 #define AF_INET6 10
+#define AF_PACKET 17
+#define SOCK_PACKET 10
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
+#define IPPROTO_ICMP 1
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_ICMPV6 58
+#define IPPROTO_SCTP 132
+#define IPPROTO_MPTCP 262
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
 
 #define MAX_PATH_DEPTH 32 /* bpf.MaxPathDepth; a power of two (ring mask) */
 #define MAX_NAME_LEN 255  /* bpf.MaxNameLen */
@@ -16,7 +28,8 @@
  * stay under PATH_MAX (at most 2048 components); anything deeper is an
  * attempt to hide a binary below a denied directory, so it is refused. */
 #define MAX_WALK 8192
-#define MAX_PORT_RULES 16
+#define MAX_PORT_RULES 16   /* port rules inline in an LPM value */
+#define CHUNK_PORT_RULES 16 /* port rules per overflow chunk */
 #define PATH_HASH_SEED 0xcbf29ce484222325ULL
 #define PATH_HASH_PRIME 0x100000001b3ULL
 
@@ -24,6 +37,8 @@
 #define CG_EXEC (1u << 0)
 #define CG_CONNECT (1u << 1)
 /* bit 2 is reserved for audit-only rulesets */
+#define CG_SOCKET (1u << 3)
+#define CG_BIND (1u << 4)
 
 /* event.flags: the path was too deep to resolve, so it was refused without a
  * rule match. */
@@ -41,6 +56,10 @@ enum action {
 	ACTION_SENDMSG_REFUSED = 4,
 	ACTION_MMAP_KILLED = 5, /* a denied file mapped executable (kill mode) */
 	ACTION_MMAP_DENIED = 6, /* mmap/mprotect failed with EPERM (lsm mode) */
+	ACTION_SOCKET_REFUSED = 7,
+	ACTION_BIND_REFUSED = 8,
+	ACTION_PACKET_DROPPED = 9,
+	ACTION_SOCKET_KILLED = 10,
 };
 
 enum counter {
@@ -69,16 +88,15 @@ struct exec_value {
 	__u32 pad;
 };
 
-/* LPM keys: prefixlen counts the 32 ruleset bits plus the CIDR bits. */
+/* Keys of a ruleset's own LPM tries (net4_rules and net6_rules map a ruleset
+ * ID to them), so a lookup's cost does not depend on other rulesets. */
 struct net4_key {
 	__u32 prefixlen;
-	__u32 ruleset;
 	__u8 addr[4];
 };
 
 struct net6_key {
 	__u32 prefixlen;
-	__u32 ruleset;
 	__u8 addr[16];
 };
 
@@ -91,10 +109,35 @@ struct port_rule {
 };
 
 /* An LPM lookup returns only the longest match, so the loader stores in each
- * prefix the rules of every shorter prefix of the ruleset that contains it. */
+ * prefix the rules of every shorter prefix of the ruleset that contains it.
+ * Rules past MAX_PORT_RULES continue in port_chunks: more is 1 + the seq of
+ * the first chunk (0: none). */
 struct port_rules {
 	__u32 n;
+	__u32 more;
 	struct port_rule rules[MAX_PORT_RULES];
+};
+
+struct chunk_key {
+	__u32 ruleset;
+	__u32 seq; /* unique within the ruleset */
+};
+
+struct port_chunk {
+	__u32 n;
+	__u32 next; /* 1 + seq of the next chunk, 0: last */
+	struct port_rule rules[CHUNK_PORT_RULES];
+};
+
+/* network.sockets.deny: socket() of (family, type, protocol) is refused;
+ * SOCKET_ANY in type or protocol matches every value. */
+#define SOCKET_ANY 0xffff
+struct socket_key {
+	__u32 ruleset;
+	__u16 family;
+	__u16 type;
+	__u16 protocol;
+	__u16 pad;
 };
 
 /* Written by the loader only; lets SetCgroup take flags from what PutRuleset
@@ -104,6 +147,10 @@ struct ruleset_info {
 	__u32 exec_rules;
 	__u32 net4_prefixes;
 	__u32 net6_prefixes;
+	__u32 sockets;
+	__u32 bind_rules;
+	__u32 chunks;
+	__u32 pad;
 	__u64 digest;
 };
 
@@ -140,21 +187,72 @@ struct {
 	__type(value, struct exec_value);
 } exec_rules SEC(".maps");
 
+/* Clang emits the key types of inner maps as forward declarations only;
+ * this map, never used, carries their full BTF. */
+struct net_key_types {
+	struct net4_key k4;
+	struct net6_key k6;
+	struct port_rules v;
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 16384);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct net4_key);
-	__type(value, struct port_rules);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct net_key_types);
+} net_key_types SEC(".maps");
+
+/* Capacities here are defaults; bpf.Options overrides them before load.
+ * Each ruleset has its own tries (inner maps defined inline, as BTF needs
+ * their full type). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+		__uint(max_entries, 16384);
+		__uint(map_flags, BPF_F_NO_PREALLOC);
+		__type(key, struct net4_key);
+		__type(value, struct port_rules);
+	});
 } net4_rules SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 16384);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct net6_key);
-	__type(value, struct port_rules);
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+		__uint(max_entries, 16384);
+		__uint(map_flags, BPF_F_NO_PREALLOC);
+		__type(key, struct net6_key);
+		__type(value, struct port_rules);
+	});
 } net6_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct chunk_key);
+	__type(value, struct port_chunk);
+} port_chunks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct socket_key);
+	__type(value, __u32); /* rule ID */
+} socket_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32); /* ruleset */
+	__type(value, struct port_rules);
+} bind_rules SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

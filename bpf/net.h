@@ -1,10 +1,60 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
-/* Network control: cgroup sock_addr hooks refuse connects and UDP sends to
- * denied destinations with EPERM. */
+/* Network control. cgroup sock_addr hooks refuse connects and UDP sends to
+ * denied destinations and denied binds with EPERM; cgroup/sock_create
+ * refuses denied socket kinds (a syscall tracepoint kills AF_PACKET
+ * callers); a cgroup_skb/egress program drops the packets
+ * of sockets the sock_addr hooks never see (raw, ping, SCTP, ...). */
 #ifndef HOLDFAST_NET_H
 #define HOLDFAST_NET_H
 
-static __always_inline bool match_ports(struct port_rules *rules, __u16 port, __u8 proto, __u32 *rule_id)
+/* Port of a packet without one (ICMP, or a fragment after the first): only
+ * rules over every port match it. */
+#define PORTLESS 0xffffffffu
+
+static __always_inline bool port_rule_matches(struct port_rule *r, __u32 port, __u8 proto)
+{
+	if (r->proto != 0 && r->proto != proto)
+		return false;
+	if (port == PORTLESS)
+		return r->lo == 0 && r->hi == 65535;
+	return port >= r->lo && port <= r->hi;
+}
+
+struct chunk_walk {
+	struct chunk_key key;
+	__u32 port;
+	__u8 proto;
+	__u32 rule_id;
+	bool found;
+};
+
+static long walk_chunk(__u64 index, void *data)
+{
+	struct chunk_walk *w = data;
+	struct port_chunk *c = bpf_map_lookup_elem(&port_chunks, &w->key);
+
+	if (!c)
+		return 1;
+	for (__u32 i = 0; i < CHUNK_PORT_RULES; i++) {
+		if (i >= c->n)
+			break;
+		if (port_rule_matches(&c->rules[i], w->port, w->proto)) {
+			w->rule_id = c->rules[i].rule_id;
+			w->found = true;
+			return 1;
+		}
+	}
+	if (c->next == 0)
+		return 1;
+	w->key.seq = c->next - 1;
+	return 0;
+}
+
+/* match_ports checks the inline rules, then the overflow chunks (rare: more
+ * than MAX_PORT_RULES rules on one prefix), walked with bpf_loop to the end of
+ * the chain the loader wrote (BPF_MAX_LOOPS bounds it, far above any chunk
+ * map capacity). */
+static __always_inline bool match_ports(struct port_rules *rules, __u32 ruleset, __u32 port, __u8 proto, __u32 *rule_id)
 {
 	__u32 n = rules->n;
 
@@ -12,12 +62,68 @@ static __always_inline bool match_ports(struct port_rules *rules, __u16 port, __
 		if (i >= n)
 			break;
 		struct port_rule *r = &rules->rules[i];
-		if (port >= r->lo && port <= r->hi && (r->proto == 0 || r->proto == proto)) {
+		if (port_rule_matches(r, port, proto)) {
 			*rule_id = r->rule_id;
 			return true;
 		}
 	}
-	return false;
+	if (rules->more == 0)
+		return false;
+	struct chunk_walk w = { .key = { .ruleset = ruleset, .seq = rules->more - 1 }, .port = port, .proto = proto };
+	bpf_loop(1 << 23, walk_chunk, &w, 0);
+	*rule_id = w.rule_id;
+	return w.found;
+}
+
+/* lookup_dest finds the rules of the longest prefix of ruleset containing
+ * ip6 (v6) or ip6[3] (v4). ::ffff:a.b.c.d is IPv4 on the wire: the v4 rules
+ * decide. The unspecified address is checked as the loopback address the
+ * kernel turns it into after the sock_addr hooks ran (0.0.0.0,
+ * ::ffff:0.0.0.0 and ::). */
+static __always_inline struct port_rules *lookup_dest(__u32 ruleset, bool v6, __u32 ip6[4])
+{
+	if (!v6 || (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff))) {
+		void *trie = bpf_map_lookup_elem(&net4_rules, &ruleset);
+		if (!trie)
+			return NULL;
+		struct net4_key key = { .prefixlen = 32 };
+		__u32 ip4 = ip6[3];
+		if (ip4 == 0)
+			ip4 = bpf_htonl(0x7f000001);
+		__builtin_memcpy(key.addr, &ip4, 4);
+		return bpf_map_lookup_elem(trie, &key);
+	}
+	void *trie = bpf_map_lookup_elem(&net6_rules, &ruleset);
+	if (!trie)
+		return NULL;
+	struct net6_key key = { .prefixlen = 128 };
+	__builtin_memcpy(key.addr, ip6, 16);
+	if ((ip6[0] | ip6[1] | ip6[2] | ip6[3]) == 0)
+		key.addr[15] = 1;
+	return bpf_map_lookup_elem(trie, &key);
+}
+
+static __always_inline void net_event(__u64 cgroup_id, __u32 action, __u32 ruleset, __u32 rule_id,
+				      bool v6, __u32 ip6[4], __u32 port, __u8 proto)
+{
+	struct event *ev = event_new(cgroup_id, action, ruleset, rule_id);
+	if (!ev)
+		return;
+	ev->family = v6 ? AF_INET6 : AF_INET;
+	ev->port = port == PORTLESS ? 0 : port;
+	ev->proto = proto;
+	if (v6)
+		__builtin_memcpy(ev->addr, ip6, 16);
+	else
+		__builtin_memcpy(ev->addr, &ip6[3], 4);
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* The protocol rules see: an MPTCP socket is TCP to them (its subflows are
+ * TCP on the wire). */
+static __always_inline __u8 rule_proto(__u32 protocol)
+{
+	return protocol == IPPROTO_MPTCP ? IPPROTO_TCP : (__u8)protocol;
 }
 
 /* Returns 1 to let the connect/sendmsg through, 0 to fail it with EPERM. */
@@ -29,56 +135,26 @@ static __always_inline int check_sock(struct bpf_sock_addr *ctx, bool v6, __u32 
 		return 1;
 	count(COUNTER_CONNECT_CHECKED);
 
-	__u16 port = bpf_ntohs((__u16)ctx->user_port);
-	__u8 proto = (__u8)ctx->protocol;
+	__u32 port = bpf_ntohs((__u16)ctx->user_port);
+	__u8 proto = rule_proto(ctx->protocol);
 	__u32 ip6[4] = {};
-	struct port_rules *rules;
 
 	if (v6) {
 		ip6[0] = ctx->user_ip6[0];
 		ip6[1] = ctx->user_ip6[1];
 		ip6[2] = ctx->user_ip6[2];
 		ip6[3] = ctx->user_ip6[3];
-	}
-	/* ::ffff:a.b.c.d is IPv4 on the wire: the v4 rules decide. The
-	 * unspecified address is checked as the loopback address the kernel
-	 * turns it into after these hooks ran (0.0.0.0, ::ffff:0.0.0.0 and ::). */
-	if (!v6 || (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff))) {
-		struct net4_key key = { .prefixlen = 32 + 32, .ruleset = o.rule->ruleset };
-		__u32 ip4 = v6 ? ip6[3] : ctx->user_ip4;
-		if (ip4 == 0)
-			ip4 = bpf_htonl(0x7f000001);
-		__builtin_memcpy(key.addr, &ip4, 4);
-		rules = bpf_map_lookup_elem(&net4_rules, &key);
 	} else {
-		struct net6_key key = { .prefixlen = 32 + 128, .ruleset = o.rule->ruleset };
-		if ((ip6[0] | ip6[1] | ip6[2] | ip6[3]) == 0)
-			ip6[3] = bpf_htonl(1);
-		__builtin_memcpy(key.addr, ip6, 16);
-		rules = bpf_map_lookup_elem(&net6_rules, &key);
-		ip6[3] = ctx->user_ip6[3]; /* the event shows what the caller gave */
+		ip6[3] = ctx->user_ip4;
 	}
+	struct port_rules *rules = lookup_dest(o.rule->ruleset, v6, ip6);
 	if (!rules)
 		return 1;
-
 	__u32 rule_id = 0;
-	if (!match_ports(rules, port, proto, &rule_id))
+	if (!match_ports(rules, o.rule->ruleset, port, proto, &rule_id))
 		return 1;
 	count(COUNTER_CONNECT_REFUSED);
-
-	struct event *ev = event_new(o.cgroup_id, action, o.rule->ruleset, rule_id);
-	if (!ev)
-		return 0;
-	ev->family = v6 ? AF_INET6 : AF_INET;
-	ev->port = port;
-	ev->proto = proto;
-	if (v6) {
-		__builtin_memcpy(ev->addr, ip6, 16);
-	} else {
-		__u32 ip4 = ctx->user_ip4;
-		__builtin_memcpy(ev->addr, &ip4, 4);
-	}
-	bpf_ringbuf_submit(ev, 0);
+	net_event(o.cgroup_id, action, o.rule->ruleset, rule_id, v6, ip6, port, proto);
 	return 0;
 }
 
@@ -104,6 +180,245 @@ SEC("cgroup/sendmsg6")
 int sendmsg6(struct bpf_sock_addr *ctx)
 {
 	return check_sock(ctx, true, ACTION_SENDMSG_REFUSED);
+}
+
+/* bind rules: the port the caller asks for (0 for an ephemeral one) against
+ * the ruleset's bind port rules. */
+static __always_inline int check_bind(struct bpf_sock_addr *ctx, bool v6)
+{
+	struct owner o;
+
+	if (!owner_of_current(&o) || !(o.rule->flags & CG_BIND))
+		return 1;
+	struct port_rules *rules = bpf_map_lookup_elem(&bind_rules, &o.rule->ruleset);
+	if (!rules)
+		return 1;
+	__u32 port = bpf_ntohs((__u16)ctx->user_port);
+	__u8 proto = rule_proto(ctx->protocol);
+	__u32 rule_id = 0;
+	if (!match_ports(rules, o.rule->ruleset, port, proto, &rule_id))
+		return 1;
+	__u32 ip6[4] = {};
+	if (v6) {
+		ip6[0] = ctx->user_ip6[0];
+		ip6[1] = ctx->user_ip6[1];
+		ip6[2] = ctx->user_ip6[2];
+		ip6[3] = ctx->user_ip6[3];
+	} else {
+		ip6[3] = ctx->user_ip4;
+	}
+	net_event(o.cgroup_id, ACTION_BIND_REFUSED, o.rule->ruleset, rule_id, v6, ip6, port, proto);
+	return 0;
+}
+
+SEC("cgroup/bind4")
+int bind4(struct bpf_sock_addr *ctx)
+{
+	return check_bind(ctx, false);
+}
+
+SEC("cgroup/bind6")
+int bind6(struct bpf_sock_addr *ctx)
+{
+	return check_bind(ctx, true);
+}
+
+/* socket(): the exact (family, type, protocol), then with any protocol,
+ * then any type, then both. */
+SEC("cgroup/sock_create")
+int sock_create(struct bpf_sock *sk)
+{
+	struct owner o;
+
+	if (!owner_of_current(&o) || !(o.rule->flags & CG_SOCKET))
+		return 1;
+	struct socket_key key = {
+		.ruleset = o.rule->ruleset,
+		.family = (__u16)sk->family,
+	};
+	__u16 type = (__u16)sk->type, proto = (__u16)sk->protocol;
+	__u32 *rule_id = NULL;
+	for (int i = 0; i < 4; i++) {
+		key.type = (i & 2) ? SOCKET_ANY : type;
+		key.protocol = (i & 1) ? SOCKET_ANY : proto;
+		rule_id = bpf_map_lookup_elem(&socket_rules, &key);
+		if (rule_id)
+			break;
+	}
+	if (!rule_id)
+		return 1;
+	struct event *ev = event_new(o.cgroup_id, ACTION_SOCKET_REFUSED, o.rule->ruleset, *rule_id);
+	if (ev) {
+		ev->family = key.family;
+		ev->proto = (__u8)proto;
+		ev->port = type; /* socket events carry the type here */
+		bpf_ringbuf_submit(ev, 0);
+	}
+	return 0;
+}
+
+/* syscalls/sys_enter_socket (see its format file). */
+struct sys_enter_socket_args {
+	__u64 common;
+	__s32 nr;
+	__u32 pad;
+	__u64 family;
+	__u64 type;
+	__u64 protocol;
+};
+
+/* AF_PACKET sockets never reach cgroup/sock_create (only inet_create and
+ * inet6_create run it), and their packets bypass the IP egress hooks, so a
+ * packet rule kills the caller at socket(), like exec's kill mode: the
+ * socket is made, but no instruction of the caller runs after it.
+ * socket(AF_INET, SOCK_PACKET) is the legacy spelling of AF_PACKET. */
+SEC("tracepoint/syscalls/sys_enter_socket")
+int socket_kill(struct sys_enter_socket_args *ctx)
+{
+	__u32 type = (__u32)ctx->type & 0xf; /* without SOCK_NONBLOCK, SOCK_CLOEXEC */
+
+	if (ctx->family != AF_PACKET && !(ctx->family == AF_INET && type == SOCK_PACKET))
+		return 0;
+	struct owner o;
+	if (!owner_of_current(&o) || !(o.rule->flags & CG_SOCKET))
+		return 0;
+	struct socket_key key = {
+		.ruleset = o.rule->ruleset,
+		.family = AF_PACKET,
+		.type = SOCKET_ANY,
+		.protocol = SOCKET_ANY,
+	};
+	__u32 *rule_id = bpf_map_lookup_elem(&socket_rules, &key);
+	if (!rule_id)
+		return 0;
+	bpf_send_signal(SIGKILL);
+	struct event *ev = event_new(o.cgroup_id, ACTION_SOCKET_KILLED, o.rule->ruleset, *rule_id);
+	if (ev) {
+		ev->family = (__u16)ctx->family;
+		ev->port = (__u16)type;
+		ev->proto = (__u8)ctx->protocol;
+		bpf_ringbuf_submit(ev, 0);
+	}
+	return 0;
+}
+
+/* The registered cgroup of a packet's socket: like owner_of_current, the
+ * socket's own cgroup or its nearest registered ancestor. */
+static __always_inline bool owner_of_skb(struct __sk_buff *skb, struct owner *o)
+{
+	__u64 id = bpf_skb_cgroup_id(skb);
+	struct cgroup_rule *r = bpf_map_lookup_elem(&cgroup_rules, &id);
+
+	if (r) {
+		o->cgroup_id = id;
+		o->rule = r;
+		return true;
+	}
+	o->rule = NULL;
+	for (int level = 1; level < MAX_CGROUP_LEVEL; level++) {
+		__u64 anc = bpf_skb_ancestor_cgroup_id(skb, level);
+		if (anc == 0 || anc == id)
+			break;
+		r = bpf_map_lookup_elem(&cgroup_rules, &anc);
+		if (r) {
+			o->cgroup_id = anc;
+			o->rule = r;
+		}
+	}
+	return o->rule != NULL;
+}
+
+/* IPv6 extension headers walked to find the transport header. */
+#define MAX_EXT_HEADERS 8
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_DEST 60
+
+/* Egress packets of sockets the sock_addr hooks do not decide for. TCP and
+ * UDP sockets are never touched here: their destinations were checked at
+ * connect/sendmsg, and their replies to inbound connections must flow. */
+SEC("cgroup_skb/egress")
+int egress(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk = skb->sk;
+
+	if (!sk)
+		return 1;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk) /* request and timewait sockets: TCP */
+		return 1;
+	__u32 type = sk->type, sproto = sk->protocol;
+	if ((type == SOCK_STREAM && sproto == IPPROTO_TCP) || (type == SOCK_DGRAM && sproto == IPPROTO_UDP))
+		return 1;
+
+	struct owner o;
+	if (!owner_of_skb(skb, &o) || !(o.rule->flags & CG_CONNECT))
+		return 1;
+
+	__u32 ip6[4] = {};
+	__u32 l4 = 0, port = PORTLESS;
+	__u8 proto = 0;
+	bool v6 = skb->protocol == bpf_htons(ETH_P_IPV6);
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		__u8 h[20];
+		if (bpf_skb_load_bytes(skb, 0, h, sizeof(h)))
+			return 1;
+		proto = h[9];
+		__builtin_memcpy(&ip6[3], &h[16], 4);
+		l4 = (h[0] & 0xf) * 4;
+		if (((h[6] & 0x1f) | h[7]) != 0) /* not the first fragment */
+			l4 = 0;
+	} else if (v6) {
+		__u8 h[40];
+		if (bpf_skb_load_bytes(skb, 0, h, sizeof(h)))
+			return 1;
+		proto = h[6];
+		__builtin_memcpy(ip6, &h[24], 16);
+		l4 = 40;
+		for (int i = 0; i < MAX_EXT_HEADERS; i++) {
+			__u8 ext[4];
+			if (proto != NEXTHDR_HOP && proto != NEXTHDR_ROUTING && proto != NEXTHDR_FRAGMENT &&
+			    proto != NEXTHDR_AUTH && proto != NEXTHDR_DEST)
+				break;
+			if (bpf_skb_load_bytes(skb, l4, ext, sizeof(ext))) {
+				l4 = 0;
+				break;
+			}
+			__u8 next = ext[0];
+			if (proto == NEXTHDR_FRAGMENT) {
+				if (((ext[2] << 8 | ext[3]) & 0xfff8) != 0) {
+					l4 = 0; /* not the first fragment */
+					proto = next;
+					break;
+				}
+				l4 += 8;
+			} else if (proto == NEXTHDR_AUTH) {
+				l4 += (ext[1] + 2) * 4;
+			} else {
+				l4 += (ext[1] + 1) * 8;
+			}
+			proto = next;
+		}
+	} else {
+		return 1;
+	}
+	if (l4 && (proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP)) {
+		__u8 ports[4];
+		if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)) == 0)
+			port = (ports[2] << 8) | ports[3];
+	}
+	count(COUNTER_CONNECT_CHECKED);
+	struct port_rules *rules = lookup_dest(o.rule->ruleset, v6, ip6);
+	if (!rules)
+		return 1;
+	__u32 rule_id = 0;
+	if (!match_ports(rules, o.rule->ruleset, port, proto, &rule_id))
+		return 1;
+	count(COUNTER_CONNECT_REFUSED);
+	net_event(o.cgroup_id, ACTION_PACKET_DROPPED, o.rule->ruleset, rule_id, v6, ip6, port, proto);
+	return 0;
 }
 
 #endif

@@ -66,11 +66,11 @@ func wantPins(t *testing.T, layout Layout, pins []PinnedObject) {
 		}
 	}
 	var want []string
-	for _, m := range []string{"cgroup_rules", "counters", "events", "exec_rules", "file_rules", "net4_rules", "net6_rules", "rulesets"} {
+	for _, m := range []string{"bind_rules", "cgroup_rules", "counters", "events", "exec_rules", "file_rules", "net4_rules", "net6_rules", "net_key_types", "port_chunks", "rulesets", "socket_rules"} {
 		want = append(want, KindMap+":maps/"+m)
 	}
 	for _, kind := range []string{KindProgram, KindLink} {
-		for _, p := range append(slices.Clone(modePrograms[ModeKill]), cgroupHookNames()...) {
+		for _, p := range append(append(slices.Clone(modePrograms[ModeKill]), progSocketKill), cgroupHookNames()...) {
 			want = append(want, kind+":"+kindDirs[kind]+"/"+p)
 		}
 	}

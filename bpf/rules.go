@@ -26,7 +26,9 @@ const (
 type Ruleset struct {
 	ID      uint32
 	Exec    []ExecRule
-	Connect []NetRule // connect4/6 and sendmsg4/6 (UDP)
+	Connect []NetRule // connect4/6, sendmsg4/6 (UDP) and egress packets of other sockets
+	Sockets []SocketRule
+	Bind    []BindRule
 }
 
 // An ExecRule denies executing one path (ExecExact) or anything below a
@@ -41,6 +43,31 @@ type ExecRule struct {
 // any port) over Proto (ProtoAny, ProtoTCP or ProtoUDP).
 type NetRule struct {
 	Prefix netip.Prefix
+	PortLo uint16
+	PortHi uint16
+	Proto  uint8
+	RuleID uint32
+}
+
+// A SocketRule refuses socket() (cgroup/sock_create) of one kind of socket.
+// SocketAny in Type or Protocol matches every value. Protocol is the one
+// the kernel resolved: socket(AF_INET, SOCK_DGRAM, 0) is UDP (17).
+type SocketRule struct {
+	// AF_INET (2) or AF_INET6 (10), refused by sock_create; or AF_PACKET
+	// (17) with any type and protocol, whose caller is killed at socket().
+	Family   uint16
+	Type     uint16 // SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, ... or SocketAny
+	Protocol uint16 // IPPROTO number or SocketAny
+	RuleID   uint32
+}
+
+// SocketAny is the wildcard of SocketRule.Type and Protocol.
+const SocketAny uint16 = 0xffff
+
+// A BindRule refuses bind() to ports [PortLo, PortHi] over Proto
+// (ProtoAny matches every protocol). The port is the one the caller asks
+// for; 0 (an ephemeral port) matches only a rule whose range holds 0.
+type BindRule struct {
 	PortLo uint16
 	PortHi uint16
 	Proto  uint8

@@ -29,8 +29,10 @@ typedef _Bool bool;
 
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LPM_TRIE = 11,
+	BPF_MAP_TYPE_HASH_OF_MAPS = 13,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 
@@ -49,6 +51,19 @@ struct bpf_sock_addr {
 	__u32 family;
 	__u32 type;
 	__u32 protocol;
+};
+
+struct bpf_sock {
+	__u32 bound_dev_if;
+	__u32 family;
+	__u32 type;
+	__u32 protocol;
+};
+
+struct __sk_buff {
+	__u32 len;
+	__u32 protocol;
+	struct bpf_sock *sk;
 };
 
 struct qstr {

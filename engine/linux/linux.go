@@ -74,6 +74,21 @@ func MountBPFFS(dir string) error {
 	return nil
 }
 
+// TracefsDir is where the kernel's tracefs is mounted by convention.
+const TracefsDir = "/sys/kernel/tracing"
+
+// MountTracefs mounts tracefs at TracefsDir unless it is there; tracepoint
+// programs are attached by the IDs it lists.
+func MountTracefs() error {
+	if magic, err := FSMagic(TracefsDir); err == nil && magic == unix.TRACEFS_MAGIC {
+		return nil
+	}
+	if err := unix.Mount("nodev", TracefsDir, "tracefs", 0, ""); err != nil {
+		return fmt.Errorf("mount tracefs at %s: %w", TracefsDir, err)
+	}
+	return nil
+}
+
 // IsNotExist reports whether err means a missing file or process.
 func IsNotExist(err error) bool {
 	return errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH)

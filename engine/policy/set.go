@@ -30,9 +30,10 @@ type RuleInfo struct {
 	Policy string
 	File   string
 	Field  string // where the rule is written, e.g. "spec.exec.deny[0]"
-	Kind   string // KindExec or KindConnect
+	Kind   string // KindExec, KindConnect, KindSocket or KindBind
 	// Text is the rule in canonical form: "/bin/sh", "/tmp/",
-	// "169.254.169.254/32", "0.0.0.0/0 tcp 6660-6669".
+	// "169.254.169.254/32", "0.0.0.0/0 tcp 6660-6669", "socket raw",
+	// "bind tcp 8000-8099".
 	Text string
 }
 
@@ -180,6 +181,8 @@ func (s *Set) Compile(rulesetID uint32, policies []*Policy) (bpf.Ruleset, error)
 	rs := bpf.Ruleset{ID: rulesetID}
 	execSeen := make(map[execKey]bool)
 	netSeen := make(map[bpf.NetRule]bool) // keyed with RuleID 0
+	socketSeen := make(map[string]bool)
+	bindSeen := make(map[bpf.BindRule]bool)
 	for _, p := range ordered {
 		id := s.firstID[p]
 		for _, r := range p.rules {
@@ -198,6 +201,21 @@ func (s *Set) Compile(rulesetID uint32, policies []*Policy) (bpf.Ruleset, error)
 					n := r.net
 					n.RuleID = id
 					rs.Connect = append(rs.Connect, n)
+				}
+			case KindSocket:
+				if !socketSeen[r.text] {
+					socketSeen[r.text] = true
+					for _, sr := range r.sockets {
+						sr.RuleID = id
+						rs.Sockets = append(rs.Sockets, sr)
+					}
+				}
+			case KindBind:
+				if !bindSeen[r.bind] {
+					bindSeen[r.bind] = true
+					b := r.bind
+					b.RuleID = id
+					rs.Bind = append(rs.Bind, b)
 				}
 			}
 			id++

@@ -59,6 +59,28 @@ type Exec struct {
 // Network holds the network rules.
 type Network struct {
 	Connect Connect `json:"connect,omitzero"`
+	Sockets Sockets `json:"sockets,omitzero"`
+	Bind    Bind    `json:"bind,omitzero"`
+}
+
+// Sockets lists kinds of sockets the selected containers may not create
+// (socket() fails with EPERM). The names are those of SocketKinds.
+type Sockets struct {
+	Deny []string `json:"deny,omitempty"`
+}
+
+// Bind lists ports the selected containers may not bind to.
+type Bind struct {
+	Deny []BindPorts `json:"deny,omitempty"`
+}
+
+// BindPorts is one denied set of local ports.
+type BindPorts struct {
+	// Ports are "N" or "N-M"; none means every port, including a bind to
+	// port 0 (an ephemeral port).
+	Ports []PortRange `json:"ports,omitempty"`
+	// Protocol is "tcp", "udp" or "any" (the default).
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // Connect lists destinations the selected containers may not connect or

@@ -5,9 +5,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,6 +26,43 @@ import (
 const (
 	KindExec    = "exec"
 	KindConnect = "connect"
+	KindSocket  = "socket"
+	KindBind    = "bind"
+)
+
+// SocketKinds are the names network.sockets.deny accepts and the
+// (family, type, protocol) triples of socket() each refuses; "any" stands
+// for every type or protocol.
+var SocketKinds = map[string][]bpf.SocketRule{
+	// raw IP sockets: socket(AF_INET or AF_INET6, SOCK_RAW, any)
+	"raw": {{Family: afInet, Type: sockRaw, Protocol: bpf.SocketAny}, {Family: afInet6, Type: sockRaw, Protocol: bpf.SocketAny}},
+	// ping sockets: socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP), socket(AF_INET6, SOCK_DGRAM, IPPROTO_ICMPV6)
+	"icmp": {{Family: afInet, Type: sockDgram, Protocol: ipprotoICMP}, {Family: afInet6, Type: sockDgram, Protocol: ipprotoICMPv6}},
+	// SCTP: socket(AF_INET or AF_INET6, any, IPPROTO_SCTP)
+	"sctp": {{Family: afInet, Type: bpf.SocketAny, Protocol: ipprotoSCTP}, {Family: afInet6, Type: bpf.SocketAny, Protocol: ipprotoSCTP}},
+	// Multipath TCP: socket(AF_INET or AF_INET6, SOCK_STREAM, IPPROTO_MPTCP)
+	"mptcp": {{Family: afInet, Type: sockStream, Protocol: ipprotoMPTCP}, {Family: afInet6, Type: sockStream, Protocol: ipprotoMPTCP}},
+	// packet sockets: socket(AF_PACKET, any, any), and the legacy
+	// socket(AF_INET, SOCK_PACKET, any). These never reach
+	// cgroup/sock_create, so the caller is killed (SIGKILL) at socket().
+	"packet": {{Family: afPacket, Type: bpf.SocketAny, Protocol: bpf.SocketAny}},
+	// UDP-Lite: socket(AF_INET or AF_INET6, SOCK_DGRAM, IPPROTO_UDPLITE)
+	"udplite": {{Family: afInet, Type: sockDgram, Protocol: ipprotoUDPLite}, {Family: afInet6, Type: sockDgram, Protocol: ipprotoUDPLite}},
+}
+
+// Linux ABI numbers of the socket kinds.
+const (
+	afInet         = 2
+	afInet6        = 10
+	afPacket       = 17
+	sockStream     = 1
+	sockDgram      = 2
+	sockRaw        = 3
+	ipprotoICMP    = 1
+	ipprotoICMPv6  = 58
+	ipprotoUDPLite = 136
+	ipprotoSCTP    = 132
+	ipprotoMPTCP   = 262
 )
 
 // A Policy is one validated WorkloadPolicy document. It must not be
@@ -51,8 +90,10 @@ type rule struct {
 	kind  string
 	field string // where it was written, e.g. "spec.exec.deny[0]"
 	text  string
-	exec  bpf.ExecRule
-	net   bpf.NetRule
+	exec    bpf.ExecRule
+	net     bpf.NetRule
+	sockets []bpf.SocketRule
+	bind    bpf.BindRule
 }
 
 // Digest is "sha256:" and the hex SHA-256 of the canonical spec, so it
@@ -77,8 +118,8 @@ func (p *Policy) Canonical() []byte {
 	return out
 }
 
-// RuleCount is how many rules the policy compiles to: one per exec path
-// and one per destination port range.
+// RuleCount is how many rules the policy compiles to: one per exec path,
+// destination port range, socket kind and bind port range.
 func (p *Policy) RuleCount() int { return len(p.rules) }
 
 // containerName accepts Kubernetes (DNS-1123 label) and podman/docker
@@ -118,6 +159,8 @@ func (c *checker) policy(doc *document) *Policy {
 	p.Spec = *doc.Spec
 	p.pods = c.selector(&p.Spec.Selector)
 	p.rules = append(c.exec(&p.Spec.Exec), c.connect(&p.Spec.Network.Connect)...)
+	p.rules = append(p.rules, c.sockets(&p.Spec.Network.Sockets)...)
+	p.rules = append(p.rules, c.bind(&p.Spec.Network.Bind)...)
 
 	spec, err := json.Marshal(p.Spec)
 	if err != nil {
@@ -291,6 +334,69 @@ func (c *checker) connect(conn *Connect) []rule {
 				text:  text,
 				net:   bpf.NetRule{Prefix: prefix, PortLo: r.lo, PortHi: r.hi, Proto: proto},
 			})
+		}
+	}
+	return rules
+}
+
+// sockets validates socket kinds and returns one rule per kind.
+func (c *checker) sockets(s *Sockets) []rule {
+	var rules []rule
+	for i, name := range s.Deny {
+		field := fmt.Sprintf("spec.network.sockets.deny[%d]", i)
+		lower := strings.ToLower(name)
+		kind, ok := SocketKinds[lower]
+		if !ok {
+			c.addf(field, "%q is not a socket kind (%s)", name, strings.Join(slices.Sorted(maps.Keys(SocketKinds)), ", "))
+			continue
+		}
+		s.Deny[i] = lower
+		rules = append(rules, rule{kind: KindSocket, field: field, text: "socket " + lower, sockets: kind})
+	}
+	return rules
+}
+
+// bind validates bind rules, rewrites them in canonical form and returns
+// one rule per port range.
+func (c *checker) bind(b *Bind) []rule {
+	var rules []rule
+	for i := range b.Deny {
+		d := &b.Deny[i]
+		field := fmt.Sprintf("spec.network.bind.deny[%d]", i)
+		proto, name, err := parseProtocol(d.Protocol)
+		valid := err == nil
+		if err != nil {
+			c.addf(field+".protocol", "%w", err)
+		}
+		type portRange struct {
+			lo, hi uint16
+			field  string
+		}
+		ranges := []portRange{{0, 65535, field}}
+		if len(d.Ports) > 0 {
+			ranges = ranges[:0]
+		}
+		for j, s := range d.Ports {
+			pfield := fmt.Sprintf("%s.ports[%d]", field, j)
+			lo, hi, err := parsePortRange(string(s))
+			if err != nil {
+				c.addf(pfield, "%w", err)
+				valid = false
+				continue
+			}
+			d.Ports[j] = formatPorts(lo, hi)
+			ranges = append(ranges, portRange{lo, hi, pfield})
+		}
+		if !valid {
+			continue
+		}
+		d.Protocol = name
+		for _, r := range ranges {
+			text := "bind " + name
+			if len(d.Ports) > 0 {
+				text += " " + string(formatPorts(r.lo, r.hi))
+			}
+			rules = append(rules, rule{kind: KindBind, field: r.field, text: text, bind: bpf.BindRule{PortLo: r.lo, PortHi: r.hi, Proto: proto}})
 		}
 	}
 	return rules
