@@ -48,6 +48,9 @@ type Options struct {
 	CgroupRoot string
 	// Log receives install, adoption and repair decisions. Nil discards them.
 	Log *slog.Logger
+	// Capacity sizes the maps when they are created. Adopted pinned maps
+	// keep the capacity they have; MapUsage reports both.
+	Capacity Capacity
 }
 
 // Program names in holdfast.c; each is pinned under progs/ and its link
@@ -83,6 +86,8 @@ type Enforcer struct {
 	links    map[string]link.Link
 	adopted  bool
 	controls []Control
+	// requested is each configurable map's capacity as configured.
+	requested map[string]uint32
 
 	// mu orders ruleset writes, their conflict checks and the cgroup
 	// entries that point at rulesets.
@@ -125,6 +130,13 @@ func Open(layout Layout, opts Options) (*Enforcer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open enforcer: %w", err)
 	}
+	if err := opts.Capacity.apply(spec); err != nil {
+		return nil, fmt.Errorf("open enforcer: %w", err)
+	}
+	requested := map[string]uint32{}
+	for _, name := range CapacityMaps {
+		requested[name] = spec.Maps[name].MaxEntries
+	}
 
 	e := &Enforcer{
 		layout:     layout,
@@ -132,6 +144,7 @@ func Open(layout Layout, opts Options) (*Enforcer, error) {
 		cgroupRoot: cgroupRoot,
 		progs:      map[string]*ebpf.Program{},
 		links:      map[string]link.Link{},
+		requested:  requested,
 	}
 	err = e.adopt(spec, cgroupID)
 	switch {
@@ -366,6 +379,9 @@ func loadPinnedMaps(layout Layout, spec *ebpf.CollectionSpec) (map[string]*ebpf.
 			return maps, fmt.Errorf("load pinned map %s: %w", path, err)
 		}
 		maps[name] = m
+		// A pinned map keeps its capacity whatever this engine asks for.
+		ms := ms.Copy()
+		ms.MaxEntries = m.MaxEntries()
 		if err := ms.Compatible(m); err != nil {
 			return maps, fmt.Errorf("pinned map %s does not match ABI %s (remove it with uninstall): %w", path, ABI, err)
 		}
@@ -381,6 +397,7 @@ func mapsByName(maps map[string]*ebpf.Map) holdfastMaps {
 	return holdfastMaps{
 		CgroupRules: maps[holdfastMapCgroupRules],
 		Counters:    maps[holdfastMapCounters],
+		Denials:     maps[holdfastMapDenials],
 		Events:      maps[holdfastMapEvents],
 		ExecRules:   maps[holdfastMapExecRules],
 		Net4Rules:   maps[holdfastMapNet4Rules],

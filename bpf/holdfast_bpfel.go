@@ -19,6 +19,23 @@ type holdfastCgroupRule struct {
 	Flags   uint32
 }
 
+type holdfastDenialKey struct {
+	_        structs.HostLayout
+	CgroupId uint64
+	RuleId   uint32
+	Action   uint32
+}
+
+type holdfastDenialValue struct {
+	_           structs.HostLayout
+	Total       uint64
+	Sent        uint64
+	Lost        uint64
+	WindowStart uint64
+	WindowSent  uint32
+	Pad         uint32
+}
+
 type holdfastEvent struct {
 	_        structs.HostLayout
 	TsNs     uint64
@@ -94,6 +111,7 @@ type holdfastRulesetInfo struct {
 const (
 	holdfastMapCgroupRules = "cgroup_rules"
 	holdfastMapCounters    = "counters"
+	holdfastMapDenials     = "denials"
 	holdfastMapEvents      = "events"
 	holdfastMapExecRules   = "exec_rules"
 	holdfastMapNet4Rules   = "net4_rules"
@@ -163,6 +181,7 @@ type holdfastProgramSpecs struct {
 type holdfastMapSpecs struct {
 	CgroupRules *ebpf.MapSpec `ebpf:"cgroup_rules"`
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	Denials     *ebpf.MapSpec `ebpf:"denials"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	ExecRules   *ebpf.MapSpec `ebpf:"exec_rules"`
 	Net4Rules   *ebpf.MapSpec `ebpf:"net4_rules"`
@@ -198,6 +217,7 @@ func (o *holdfastObjects) Close() error {
 type holdfastMaps struct {
 	CgroupRules *ebpf.Map `ebpf:"cgroup_rules"`
 	Counters    *ebpf.Map `ebpf:"counters"`
+	Denials     *ebpf.Map `ebpf:"denials"`
 	Events      *ebpf.Map `ebpf:"events"`
 	ExecRules   *ebpf.Map `ebpf:"exec_rules"`
 	Net4Rules   *ebpf.Map `ebpf:"net4_rules"`
@@ -209,6 +229,7 @@ func (m *holdfastMaps) Close() error {
 	return _HoldfastClose(
 		m.CgroupRules,
 		m.Counters,
+		m.Denials,
 		m.Events,
 		m.ExecRules,
 		m.Net4Rules,

@@ -139,20 +139,24 @@ func (e *Enforcer) PutRuleset(rs Ruleset) error {
 func (e *Enforcer) writeRules(id uint32, c compiledRuleset) error {
 	for _, x := range c.exec {
 		if err := e.maps.ExecRules.Update(x.key, x.value, ebpf.UpdateAny); err != nil {
+			err = e.fullError(MapExecRules, err)
 			return fmt.Errorf("write exec rule %d to exec_rules: %w", x.value.RuleId, err)
 		}
 	}
 	for _, x := range c.v4 {
 		if err := e.maps.Net4Rules.Update(x.key4(id), x.value(), ebpf.UpdateAny); err != nil {
+			err = e.fullError(MapNet4Rules, err)
 			return fmt.Errorf("write %s to net4_rules: %w", x.prefix, err)
 		}
 	}
 	for _, x := range c.v6 {
 		if err := e.maps.Net6Rules.Update(x.key6(id), x.value(), ebpf.UpdateAny); err != nil {
+			err = e.fullError(MapNet6Rules, err)
 			return fmt.Errorf("write %s to net6_rules: %w", x.prefix, err)
 		}
 	}
 	if err := e.maps.Rulesets.Update(id, c.info, ebpf.UpdateNoExist); err != nil {
+		err = e.fullError(MapRulesets, err)
 		return fmt.Errorf("write rulesets entry: %w", err)
 	}
 	return nil
@@ -272,6 +276,7 @@ func (e *Enforcer) SetCgroup(cgroupID uint64, rulesetID uint32) error {
 	}
 	rule := holdfastCgroupRule{Ruleset: rulesetID, Flags: info.Flags}
 	if err := e.maps.CgroupRules.Update(cgroupID, rule, ebpf.UpdateAny); err != nil {
+		err = e.fullError(MapCgroupRules, err)
 		return fmt.Errorf("set cgroup %d to ruleset %d: write cgroup_rules: %w", cgroupID, rulesetID, err)
 	}
 	return nil
@@ -344,12 +349,15 @@ type Counters struct {
 	ConnectChecked uint64
 	ConnectRefused uint64
 	EventsLost     uint64 // ring buffer full
+	// DenialsUntracked: denials not counted per container because the
+	// denials map was full (and so sent no event).
+	DenialsUntracked uint64
 }
 
 // Counters reads the per-CPU counters map.
 func (e *Enforcer) Counters() (Counters, error) {
 	var c Counters
-	fields := []*uint64{&c.ExecChecked, &c.ExecDenied, &c.ExecUnresolved, &c.ConnectChecked, &c.ConnectRefused, &c.EventsLost}
+	fields := []*uint64{&c.ExecChecked, &c.ExecDenied, &c.ExecUnresolved, &c.ConnectChecked, &c.ConnectRefused, &c.EventsLost, &c.DenialsUntracked}
 	for i, f := range fields {
 		var perCPU []uint64
 		if err := e.maps.Counters.Lookup(uint32(i), &perCPU); err != nil {

@@ -93,6 +93,8 @@ type Counters struct {
 	ConnectChecked uint64 `json:"connectChecked"`
 	ConnectRefused uint64 `json:"connectRefused"`
 	EventsLost     uint64 `json:"eventsLost"`
+	// DenialsUntracked were not counted per container (denials map full).
+	DenialsUntracked uint64 `json:"denialsUntracked"`
 }
 
 // Control is one enforcement point and the mode it runs in.

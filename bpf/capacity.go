@@ -1,0 +1,118 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"syscall"
+
+	"github.com/cilium/ebpf"
+)
+
+// Map names whose capacity Options.Capacity sets.
+const (
+	MapCgroupRules = holdfastMapCgroupRules // registered cgroups
+	MapRulesets    = holdfastMapRulesets    // distinct rulesets
+	MapExecRules   = holdfastMapExecRules   // exec rules over all rulesets
+	MapNet4Rules   = holdfastMapNet4Rules   // IPv4 prefixes over all rulesets
+	MapNet6Rules   = holdfastMapNet6Rules   // IPv6 prefixes over all rulesets
+	MapDenials     = holdfastMapDenials     // (cgroup, rule, action) denial counters
+	MapEvents      = holdfastMapEvents      // ring buffer bytes
+)
+
+// CapacityMaps are the maps whose capacity is configurable, in status order.
+var CapacityMaps = []string{MapCgroupRules, MapRulesets, MapExecRules, MapNet4Rules, MapNet6Rules, MapDenials, MapEvents}
+
+// ErrMapFull: a map has no room for another entry. The error names the map
+// and its capacity; raise it with the engine's --max-* flags (a new capacity
+// applies when the pins are next created, see MapUsage).
+var ErrMapFull = errors.New("bpf map full")
+
+// Capacity is the number of entries of each map (bytes for MapEvents); zero
+// keeps the compiled default.
+type Capacity map[string]uint32
+
+// apply sets the capacities on a spec before anything is created.
+func (c Capacity) apply(spec *ebpf.CollectionSpec) error {
+	for name, n := range c {
+		if n == 0 {
+			continue
+		}
+		ms, ok := spec.Maps[name]
+		if !ok || !slices.Contains(CapacityMaps, name) {
+			return fmt.Errorf("capacity of map %s: no such configurable map", name)
+		}
+		if name == MapEvents && (n < 4096 || n&(n-1) != 0) {
+			return fmt.Errorf("capacity of map %s: %d bytes is not a power of two of at least 4096", name, n)
+		}
+		ms.MaxEntries = n
+	}
+	return nil
+}
+
+// MapUsage is one map's fill level.
+type MapUsage struct {
+	Name string
+	// Entries in the map now; -1 where a map has no entry count (the ring
+	// buffer).
+	Entries int
+	// Capacity is what the map in the kernel has: a pinned map keeps the
+	// capacity it was created with.
+	Capacity uint32
+	// Requested is what this engine was configured with; it differs from
+	// Capacity when adopted pins predate the setting.
+	Requested uint32
+}
+
+// MapUsage counts the entries of each configurable map. Counting walks each
+// map (one syscall per entry), so it is for status, not for hot paths.
+func (e *Enforcer) MapUsage() ([]MapUsage, error) {
+	var out []MapUsage
+	for _, name := range CapacityMaps {
+		m := e.mapNamed(name)
+		u := MapUsage{Name: name, Entries: -1, Capacity: m.MaxEntries(), Requested: e.requested[name]}
+		if name != MapEvents {
+			n := 0
+			var k, v []byte
+			iter := m.Iterate()
+			for iter.Next(&k, &v) {
+				n++
+			}
+			if err := iter.Err(); err != nil {
+				return nil, fmt.Errorf("count entries of map %s: %w", name, err)
+			}
+			u.Entries = n
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
+
+func (e *Enforcer) mapNamed(name string) *ebpf.Map {
+	switch name {
+	case MapCgroupRules:
+		return e.maps.CgroupRules
+	case MapRulesets:
+		return e.maps.Rulesets
+	case MapExecRules:
+		return e.maps.ExecRules
+	case MapNet4Rules:
+		return e.maps.Net4Rules
+	case MapNet6Rules:
+		return e.maps.Net6Rules
+	case MapDenials:
+		return e.maps.Denials
+	case MapEvents:
+		return e.maps.Events
+	}
+	return nil
+}
+
+// fullError wraps err in ErrMapFull when the kernel said the map has no
+// room: E2BIG from a full hash map, ENOSPC from a full LPM trie.
+func (e *Enforcer) fullError(name string, err error) error {
+	if errors.Is(err, syscall.E2BIG) || errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w: map %s holds its capacity of %d entries: %w", ErrMapFull, name, e.mapNamed(name).MaxEntries(), err)
+	}
+	return err
+}
