@@ -8,12 +8,15 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
+	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/cri"
 	"github.com/holdfast-dev/holdfast/engine/daemon"
+	"github.com/holdfast-dev/holdfast/engine/eventlog"
 )
 
 // Defaults of a production node.
@@ -36,6 +39,32 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 	cgroupRoot := fs.String("cgroup-root", "", "cgroup v2 mount (default: detected from /proc/self/mountinfo)")
 	criEndpoint := fs.String("cri-endpoint", "", "CRI endpoint to adopt running containers from at start (unix:///...)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	eventsMax := fs.Int64("events-max-bytes", 100<<20, "rotate the --events file before it passes this size (0: never)")
+	eventsBackups := fs.Int("events-max-backups", 5, "rotated events files to keep (FILE.1 newest)")
+	summaryInterval := fs.Duration("event-summary-interval", bpf.EventWindow, "how often denial summaries with exact kernel counts are written")
+	capacity := bpf.Capacity{}
+	for _, c := range []struct {
+		flag, m string
+		def     uint32
+		usage   string
+	}{
+		{"max-cgroups", bpf.MapCgroupRules, 65536, "registered cgroups (cgroup_rules entries)"},
+		{"max-rulesets", bpf.MapRulesets, 65536, "distinct rulesets"},
+		{"max-exec-rules", bpf.MapExecRules, 65536, "exec rules over all rulesets"},
+		{"max-net4-rules", bpf.MapNet4Rules, 16384, "IPv4 prefixes over all rulesets"},
+		{"max-net6-rules", bpf.MapNet6Rules, 16384, "IPv6 prefixes over all rulesets"},
+		{"max-denial-counters", bpf.MapDenials, 16384, "per (container, rule, action) denial counters"},
+		{"events-ring-bytes", bpf.MapEvents, 256 << 10, "kernel event ring buffer size (power of two)"},
+	} {
+		fs.Func(c.flag, fmt.Sprintf("%s (default %d; pinned maps keep their size until uninstall)", c.usage, c.def), func(v string) error {
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil || n == 0 {
+				return fmt.Errorf("want a positive number, got %q", v)
+			}
+			capacity[c.m] = uint32(n)
+			return nil
+		})
+	}
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -47,9 +76,9 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 
 	var events io.Writer = stderr
 	if *eventsFile != "" {
-		f, err := os.OpenFile(*eventsFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		f, err := eventlog.Open(*eventsFile, *eventsMax, *eventsBackups)
 		if err != nil {
-			return fmt.Errorf("open events file: %w", err)
+			return fmt.Errorf("engine: %w", err)
 		}
 		defer f.Close()
 		events = f
@@ -65,6 +94,9 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 		CgroupRoot: *cgroupRoot,
 		Events:     events,
 		Log:        log,
+
+		Capacity:        capacity,
+		SummaryInterval: *summaryInterval,
 	}
 	if *criEndpoint != "" {
 		opts.Discover = func(ctx context.Context, m cgroup.Mount) ([]api.Container, error) {
@@ -82,7 +114,14 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
-	defer os.Remove(*socket)
+	// Remove the socket on the way out only while it is still this one.
+	if mine, err := os.Stat(*socket); err == nil {
+		defer func() {
+			if now, err := os.Stat(*socket); err == nil && os.SameFile(mine, now) {
+				os.Remove(*socket)
+			}
+		}()
+	}
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -97,14 +136,15 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}()
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- eng.StreamEvents(ctx) }()
+	go func() { errc <- eng.Maintain(ctx) }()
 	srv := &api.Server{Handler: eng, Log: log}
 	go func() { errc <- srv.Serve(ctx, l) }()
 	log.Info("engine ready", "socket", *socket, "bpf-dir", *bpfDir, "adopted", eng.Enforcer().Adopted())
 
 	var firstErr error
-	for i := 0; i < 2; i++ {
+	for i := 0; i < 3; i++ {
 		if err := <-errc; err != nil && firstErr == nil {
 			firstErr = err
 			stop()

@@ -1,0 +1,162 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/holdfast-dev/holdfast/bpf"
+	"github.com/holdfast-dev/holdfast/engine/registry"
+)
+
+// ActionUntracked names summaries of denials the kernel could not count per
+// container because its denials map was full.
+const ActionUntracked = "denials-untracked"
+
+// Summary reports the denials of one container, rule and action since the
+// previous summary, from the kernel's counters: exact however many of them
+// the kernel's rate limit kept out of the event stream.
+type Summary struct {
+	Time      time.Time       `json:"time"`
+	Summary   bool            `json:"summary"` // always true: tells summaries from events
+	Action    string          `json:"action"`
+	CgroupID  uint64          `json:"cgroupId,omitempty"`
+	Container *EventContainer `json:"container,omitempty"`
+	Policy    string          `json:"policy,omitempty"`
+	Rule      string          `json:"rule,omitempty"`
+	// Count denials since the previous summary, of which Events were
+	// written as events, Lost found the ring buffer full and Suppressed
+	// were held back by the rate limit.
+	Count      uint64 `json:"count"`
+	Events     uint64 `json:"events"`
+	Lost       uint64 `json:"lost"`
+	Suppressed uint64 `json:"suppressed"`
+}
+
+// reported is what earlier summaries covered, by counter; it is kept in the
+// state dir so a restarted engine reports only what is new.
+type reported map[string]bpf.DenialCount
+
+func denialName(k bpf.DenialKey) string {
+	return fmt.Sprintf("%d/%d/%s", k.CgroupID, k.RuleID, k.Action)
+}
+
+const reportedFile = "denials-reported.json"
+
+func (e *Engine) loadReported() reported {
+	r := reported{}
+	data, err := os.ReadFile(filepath.Join(e.opts.StateDir, reportedFile))
+	if err == nil {
+		if err := json.Unmarshal(data, &r); err != nil {
+			e.log.Warn("denial summary baseline unreadable; counters are reported from their start", "err", err)
+			r = reported{}
+		}
+	}
+	return r
+}
+
+// Maintain runs the periodic work until ctx is done: denial summaries and
+// the removal of orphaned entries whose cgroup is gone. A last summary is
+// written on the way out.
+func (e *Engine) Maintain(ctx context.Context) error {
+	interval := e.opts.SummaryInterval
+	if interval <= 0 {
+		interval = bpf.EventWindow
+	}
+	done := e.loadReported()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := e.summarize(done); err != nil {
+				e.log.Error("denial summaries", "err", err)
+			}
+			return nil
+		case <-t.C:
+		}
+		if err := e.summarize(done); err != nil {
+			e.log.Error("denial summaries", "err", err)
+		}
+		if err := e.sweepOrphans(); err != nil {
+			e.log.Error("remove orphaned entries", "err", err)
+		}
+	}
+}
+
+// summarize writes a summary for each counter that moved since done and
+// records the new baseline.
+func (e *Engine) summarize(done reported) error {
+	// Cgroups first: a cgroup not enforced now denies nothing after it, so
+	// the counts read next are final for it and its counters can go.
+	cgroups, err := e.enforcer.Cgroups()
+	if err != nil {
+		return err
+	}
+	denials, err := e.enforcer.Denials()
+	if err != nil {
+		return err
+	}
+	counters, err := e.enforcer.Counters()
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	changed := false
+	var out []Summary
+	e.mu.Lock()
+	for k, c := range denials {
+		name := denialName(k)
+		prev := done[name]
+		if c.Total < prev.Total { // the counter was recreated
+			prev = bpf.DenialCount{}
+		}
+		if c.Total == prev.Total {
+			continue
+		}
+		s := Summary{Time: now, Summary: true, Action: k.Action, CgroupID: k.CgroupID,
+			Container: e.containerOfLocked(k.CgroupID),
+			Count:     c.Total - prev.Total, Events: c.Sent - prev.Sent, Lost: c.Lost - prev.Lost}
+		s.Policy, s.Rule = e.ruleLocked(k.RuleID)
+		s.Suppressed = s.Count - s.Events - s.Lost
+		out = append(out, s)
+		done[name] = c
+		changed = true
+	}
+	e.mu.Unlock()
+	if prev := done[ActionUntracked]; counters.DenialsUntracked > prev.Total {
+		out = append(out, Summary{Time: now, Summary: true, Action: ActionUntracked,
+			Count: counters.DenialsUntracked - prev.Total, Suppressed: counters.DenialsUntracked - prev.Total})
+		done[ActionUntracked] = bpf.DenialCount{Total: counters.DenialsUntracked}
+		changed = true
+	}
+	for _, s := range out {
+		e.writeEvent(s)
+	}
+	// Counters of cgroups no longer enforced cannot move again: drop them
+	// so the map has room for others.
+	for k := range denials {
+		if _, enforced := cgroups[k.CgroupID]; enforced {
+			continue
+		}
+		if err := e.enforcer.DeleteDenials(k.CgroupID); err != nil {
+			return err
+		}
+		delete(done, denialName(k))
+		changed = true
+	}
+	if !changed {
+		return nil
+	}
+	data, err := json.Marshal(done)
+	if err != nil {
+		return fmt.Errorf("encode denial summary baseline: %w", err)
+	}
+	if err := registry.WriteFileAtomic(filepath.Join(e.opts.StateDir, reportedFile), data); err != nil {
+		return fmt.Errorf("save denial summary baseline: %w", err)
+	}
+	return nil
+}
