@@ -403,6 +403,9 @@ func (e *Engine) registerLocked(c api.Container) (*api.Container, error) {
 	if o, ok := e.orphans[c.CgroupID]; ok {
 		delete(e.orphans, c.CgroupID)
 		e.log.Info("orphaned cgroup entry re-owned", "cgroup", c.CgroupID, "path", o.Path, "id", c.ID)
+		if err := e.dropOrphanRulesetLocked(o); err != nil {
+			e.log.Error("drop ruleset of re-owned entry", "cgroup", c.CgroupID, "err", err)
+		}
 	}
 	e.log.Info("registered", "id", c.ID, "cgroup", c.CgroupID, "namespace", c.Namespace, "pod", c.Pod, "container", c.Name, "policies", names)
 	return &c, nil

@@ -74,6 +74,12 @@ func (e *Engine) removeOrphanLocked(o api.Orphan, why string) error {
 	}
 	delete(e.orphans, o.CgroupID)
 	e.log.Info("orphaned cgroup entry removed", "cgroup", o.CgroupID, "path", o.Path, "reason", why)
+	return e.dropOrphanRulesetLocked(o)
+}
+
+// dropOrphanRulesetLocked deletes the ruleset a former orphan used unless a
+// registration or another orphan still uses it.
+func (e *Engine) dropOrphanRulesetLocked(o api.Orphan) error {
 	for _, other := range e.orphans {
 		if other.Ruleset == o.Ruleset {
 			return nil

@@ -42,6 +42,8 @@ type Store struct {
 	byCgroup   map[uint64]map[string]bool // cgroup ID → container IDs
 	rulesets   map[string]uint32          // selecting-policies key → ruleset ID
 	nextID     uint32
+	// thisBoot: the journal's last boot line is this boot's.
+	thisBoot bool
 }
 
 // entry is one journal line.
@@ -96,6 +98,9 @@ func (s *Store) reopen() error {
 	s.journal, s.size = f, fi.Size()
 	if err := s.trimTorn(); err != nil {
 		return err
+	}
+	if s.thisBoot {
+		return nil
 	}
 	return s.write(entry{Op: "boot", BootID: s.bootID})
 }
@@ -157,6 +162,7 @@ func (s *Store) replay() error {
 			s.applyEntry(e)
 		}
 	}
+	s.thisBoot = sameBoot
 	return errors.Join(errs...)
 }
 

@@ -104,12 +104,8 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		opts.DiscoverSource = cri.Source
 	}
-	eng, err := daemon.New(ctx, opts)
-	if err != nil {
-		return err
-	}
-	defer eng.Close()
-
+	// The socket first: if a live engine answers on it, exit before
+	// touching its state, maps or socket.
 	l, err := api.Listen(*socket)
 	if err != nil {
 		return fmt.Errorf("engine: %w", err)
@@ -122,6 +118,12 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 		}()
 	}
+	defer l.Close()
+	eng, err := daemon.New(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
