@@ -34,6 +34,9 @@ type Summary struct {
 	Events     uint64 `json:"events"`
 	Lost       uint64 `json:"lost"`
 	Suppressed uint64 `json:"suppressed"`
+	// Total is the kernel's count since its counter was created, so the
+	// latest summary is exact even when rotation dropped older ones.
+	Total uint64 `json:"total"`
 }
 
 // reported is what earlier summaries covered, by counter; it is kept in the
@@ -119,7 +122,7 @@ func (e *Engine) summarize(done reported) error {
 		}
 		s := Summary{Time: now, Summary: true, Action: k.Action, CgroupID: k.CgroupID,
 			Container: e.containerOfLocked(k.CgroupID),
-			Count:     c.Total - prev.Total, Events: c.Sent - prev.Sent, Lost: c.Lost - prev.Lost}
+			Count: c.Total - prev.Total, Events: c.Sent - prev.Sent, Lost: c.Lost - prev.Lost, Total: c.Total}
 		s.Policy, s.Rule = e.ruleLocked(k.RuleID)
 		s.Suppressed = s.Count - s.Events - s.Lost
 		out = append(out, s)
@@ -129,7 +132,7 @@ func (e *Engine) summarize(done reported) error {
 	e.mu.Unlock()
 	if prev := done[ActionUntracked]; counters.DenialsUntracked > prev.Total {
 		out = append(out, Summary{Time: now, Summary: true, Action: ActionUntracked,
-			Count: counters.DenialsUntracked - prev.Total, Suppressed: counters.DenialsUntracked - prev.Total})
+			Count: counters.DenialsUntracked - prev.Total, Suppressed: counters.DenialsUntracked - prev.Total, Total: counters.DenialsUntracked})
 		done[ActionUntracked] = bpf.DenialCount{Total: counters.DenialsUntracked}
 		changed = true
 	}

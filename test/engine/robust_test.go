@@ -152,7 +152,7 @@ func TestMapCapacityReached(t *testing.T) {
 // keeps registering containers meanwhile.
 func TestDenialFlood(t *testing.T) {
 	const n = 1000000
-	const maxBytes, backups = 16384, 2
+	const maxBytes, backups = 4096, 2
 	binary, addr := deniedBinary(t), harness.ListenTCP(t, "127.0.0.1:0").String()
 	e := harness.StartEngine(t, harness.Options{
 		Policies: map[string]string{"lockdown.yaml": lockdown("lockdown", binary, addr)},
@@ -189,27 +189,45 @@ func TestDenialFlood(t *testing.T) {
 	if kernel != n {
 		t.Errorf("kernel counted %d refused connects, want %d", kernel, n)
 	}
-	// Summaries come every 200ms; wait until they cover the kernel count.
-	var summed, events uint64
+	// Summaries come every 200ms; wait for the one that covers the kernel
+	// count. Rotation may have dropped the oldest: each summary carries the
+	// running total, so the retained ones must add up without a gap.
+	type summary struct{ count, events, total uint64 }
+	var got []summary
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		summed, events = 0, 0
+		got = got[:0]
 		for _, ev := range e.Events(t) {
 			if ev["summary"] == true && ev["action"] == "connect-refused" && uint64(ev["cgroupId"].(float64)) == cg.ID {
-				summed += uint64(ev["count"].(float64))
-				events += uint64(ev["events"].(float64))
+				got = append(got, summary{uint64(ev["count"].(float64)), uint64(ev["events"].(float64)), uint64(ev["total"].(float64))})
 			}
 		}
-		if summed >= kernel || time.Now().After(deadline) {
+		if (len(got) > 0 && got[len(got)-1].total >= kernel) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if summed != kernel {
-		t.Errorf("summaries add up to %d, the kernel counted %d", summed, kernel)
+	if len(got) == 0 {
+		t.Fatal("no summary written")
 	}
-	if events == 0 || events > n/1000 {
-		t.Errorf("%d denials were written as events; want the first few per window only", events)
+	first, last := got[0], got[len(got)-1]
+	if last.total != kernel {
+		t.Errorf("latest summary total %d, the kernel counted %d", last.total, kernel)
+	}
+	var summed, events uint64
+	for _, s := range got {
+		summed += s.count
+		events += s.events
+	}
+	if want := last.total - (first.total - first.count); summed != want {
+		t.Errorf("retained summaries count %d denials, their totals say %d: a gap", summed, want)
+	}
+	if events > uint64(len(got))*5 {
+		t.Errorf("%d denials were written as events in %d windows; want at most 5 per window", events, len(got))
+	}
+	t.Logf("%d summaries retained, %d denials written as events", len(got), events)
+	if _, err := os.Stat(e.EventsFile + ".1"); err != nil {
+		t.Errorf("the events file was never rotated: %v", err)
 	}
 	var size int64
 	for _, p := range []string{e.EventsFile, e.EventsFile + ".1", e.EventsFile + ".2", e.EventsFile + ".3"} {
