@@ -354,9 +354,10 @@ func TestEmptiedStateDirKeepsEnforcing(t *testing.T) {
 		Policies: map[string]string{"lockdown.yaml": lockdown("lockdown", binary, addr)},
 		Args:     []string{"--event-summary-interval", "200ms"},
 	})
-	cg1, cg2 := harness.NewCgroup(t), harness.NewCgroup(t)
+	cg1, cg2, cg3 := harness.NewCgroup(t), harness.NewCgroup(t), harness.NewCgroup(t)
 	register(t, e, "ctr-1", cg1)
 	register(t, e, "ctr-2", cg2)
+	register(t, e, "ctr-3", cg3)
 	e.Terminate(t)
 	if err := os.RemoveAll(e.StateDir); err != nil {
 		t.Fatal(err)
@@ -370,9 +371,14 @@ func TestEmptiedStateDirKeepsEnforcing(t *testing.T) {
 	for _, o := range st.Orphans {
 		orphans[o.CgroupID] = true
 	}
-	if st.Containers != 0 || len(st.Orphans) != 2 || !orphans[cg1.ID] || !orphans[cg2.ID] {
-		t.Fatalf("status: %d containers, orphans %+v; want none registered and both cgroups orphaned", st.Containers, st.Orphans)
+	if st.Containers != 0 || len(st.Orphans) != 3 || !orphans[cg1.ID] || !orphans[cg2.ID] || !orphans[cg3.ID] {
+		t.Fatalf("status: %d containers, orphans %+v; want none registered and all three cgroups orphaned", st.Containers, st.Orphans)
 	}
+	// An explicit remove ends an orphan's enforcement.
+	if out, err := e.CLI("containers", "remove", "--id", fmt.Sprintf("orphan:%d", cg3.ID)); err != nil {
+		t.Fatalf("remove orphan: %v\n%s", err, out)
+	}
+	expectFree(t, cg3, binary, addr)
 	if text, _ := e.CLI("status"); !strings.Contains(text, "orphaned:") {
 		t.Errorf("text status does not show the orphans:\n%s", text)
 	}
