@@ -168,3 +168,35 @@ func TestDenialRateLimit(t *testing.T) {
 		t.Errorf("denials after DeleteDenials: %+v", denials)
 	}
 }
+
+// BenchmarkDeniedConnect is the cost of a refused connect once the rate
+// limit holds events back: the path a workload looping on a denied
+// destination takes.
+func BenchmarkDeniedConnect(b *testing.B) {
+	cg, e := setupBench(b, benchOne)
+	// The cgroup hooks run for sockets created inside the attach point.
+	enterCgroup(b, cg)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	sa := &syscall.SockaddrInet4{Port: 80, Addr: [4]byte{192, 0, 2, 1}} // rule 20 of benchRuleset
+	measureProgram(b, e, holdfastProgConnect4)
+	for b.Loop() {
+		if err := syscall.Connect(fd, sa); err != syscall.EPERM {
+			b.Fatalf("connect to a denied destination: %v, want EPERM", err)
+		}
+	}
+}
+
+// BenchmarkMapUsage is what status pays to count the entries of every map
+// with 10,000 cgroups and 1,000 rulesets loaded.
+func BenchmarkMapUsage(b *testing.B) {
+	_, e := setupBench(b, benchMany)
+	for b.Loop() {
+		if _, err := e.MapUsage(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
