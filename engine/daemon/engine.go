@@ -27,6 +27,9 @@ import (
 	"github.com/holdfast-dev/holdfast/engine/registry"
 )
 
+// LockFile in the state dir is flocked by the engine that owns the state.
+const LockFile = "engine.lock"
+
 // Version is the engine's version, reported by status.
 var Version = "0.1.0-dev"
 
@@ -89,7 +92,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("start engine: create state dir %s: %w", opts.StateDir, err)
 	}
-	lock, err := linux.LockFile(filepath.Join(opts.StateDir, "engine.lock"))
+	lock, err := linux.LockFile(filepath.Join(opts.StateDir, LockFile))
 	if err != nil {
 		return nil, fmt.Errorf("start engine: another engine uses state dir %s: %w", opts.StateDir, err)
 	}

@@ -47,11 +47,12 @@ func denialName(k bpf.DenialKey) string {
 	return fmt.Sprintf("%d/%d/%s", k.CgroupID, k.RuleID, k.Action)
 }
 
-const reportedFile = "denials-reported.json"
+// ReportedFile in the state dir records what denial summaries covered.
+const ReportedFile = "denials-reported.json"
 
 func (e *Engine) loadReported() reported {
 	r := reported{}
-	data, err := os.ReadFile(filepath.Join(e.opts.StateDir, reportedFile))
+	data, err := os.ReadFile(filepath.Join(e.opts.StateDir, ReportedFile))
 	if err == nil {
 		if err := json.Unmarshal(data, &r); err != nil {
 			e.log.Warn("denial summary baseline unreadable; counters are reported from their start", "err", err)
@@ -122,7 +123,7 @@ func (e *Engine) summarize(done reported) error {
 		}
 		s := Summary{Time: now, Summary: true, Action: k.Action, CgroupID: k.CgroupID,
 			Container: e.containerOfLocked(k.CgroupID),
-			Count: c.Total - prev.Total, Events: c.Sent - prev.Sent, Lost: c.Lost - prev.Lost, Total: c.Total}
+			Count:     c.Total - prev.Total, Events: c.Sent - prev.Sent, Lost: c.Lost - prev.Lost, Total: c.Total}
 		s.Policy, s.Rule = e.ruleLocked(k.RuleID)
 		s.Suppressed = s.Count - s.Events - s.Lost
 		out = append(out, s)
@@ -158,7 +159,7 @@ func (e *Engine) summarize(done reported) error {
 	if err != nil {
 		return fmt.Errorf("encode denial summary baseline: %w", err)
 	}
-	if err := registry.WriteFileAtomic(filepath.Join(e.opts.StateDir, reportedFile), data); err != nil {
+	if err := registry.WriteFileAtomic(filepath.Join(e.opts.StateDir, ReportedFile), data); err != nil {
 		return fmt.Errorf("save denial summary baseline: %w", err)
 	}
 	return nil

@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/daemon"
+	"github.com/holdfast-dev/holdfast/engine/linux"
 	"github.com/holdfast-dev/holdfast/engine/policy"
 )
 
@@ -260,11 +263,19 @@ func runUninstall(ctx context.Context, args []string, stdout io.Writer) error {
 	if _, err := (&api.Client{Socket: *socket}).Status(ctx); err == nil {
 		return fmt.Errorf("uninstall: an engine is running at %s; stop it first (its open links would keep the programs attached)", *socket)
 	}
+	// An engine on another socket still holds the state dir's lock.
+	if _, err := os.Stat(*stateDir); err == nil {
+		lock, err := linux.LockFile(filepath.Join(*stateDir, daemon.LockFile))
+		if err != nil {
+			return fmt.Errorf("uninstall: an engine is running on state dir %s; stop it first: %w", *stateDir, err)
+		}
+		defer lock.Close()
+	}
 	if err := bpf.Uninstall(bpf.Layout{Root: *bpfDir}); err != nil {
 		return fmt.Errorf("uninstall: %w", err)
 	}
 	fmt.Fprintf(stdout, "detached and removed pins under %s\n", *bpfDir)
-	for _, sub := range []string{"registry", "policies"} {
+	for _, sub := range []string{"registry", "policies", daemon.ReportedFile, daemon.LockFile} {
 		if err := os.RemoveAll(*stateDir + "/" + sub); err != nil {
 			return fmt.Errorf("uninstall: remove state: %w", err)
 		}
