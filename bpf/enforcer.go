@@ -171,6 +171,11 @@ func Open(layout Layout, opts Options) (*Enforcer, error) {
 		e.closeAll()
 		return nil, fmt.Errorf("open enforcer: %w", err)
 	}
+	for _, name := range CapacityMaps {
+		if got := e.mapNamed(name).MaxEntries(); got != requested[name] {
+			log.Warn("pinned map keeps its capacity; the configured one applies after uninstall", "map", name, "pinned", got, "configured", requested[name])
+		}
+	}
 	e.partial = map[uint32]bool{}
 	for id, complete := range rulesets {
 		if !complete {
