@@ -20,9 +20,10 @@ const ActionUntracked = "denials-untracked"
 // previous summary, from the kernel's counters: exact however many of them
 // the kernel's rate limit kept out of the event stream.
 type Summary struct {
-	Time      time.Time       `json:"time"`
-	Summary   bool            `json:"summary"` // always true: tells summaries from events
-	Action    string          `json:"action"`
+	Time time.Time `json:"time"`
+	// Summary is the action summarised. Summaries have no "action" field,
+	// so consumers that count events by action do not count them.
+	Summary   string          `json:"summary"`
 	CgroupID  uint64          `json:"cgroupId,omitempty"`
 	Container *EventContainer `json:"container,omitempty"`
 	Policy    string          `json:"policy,omitempty"`
@@ -121,7 +122,7 @@ func (e *Engine) summarize(done reported) error {
 		if c.Total == prev.Total {
 			continue
 		}
-		s := Summary{Time: now, Summary: true, Action: k.Action, CgroupID: k.CgroupID,
+		s := Summary{Time: now, Summary: k.Action, CgroupID: k.CgroupID,
 			Container: e.containerOfLocked(k.CgroupID),
 			Count:     c.Total - prev.Total, Events: c.Sent - prev.Sent, Lost: c.Lost - prev.Lost, Total: c.Total}
 		s.Policy, s.Rule = e.ruleLocked(k.RuleID)
@@ -132,7 +133,7 @@ func (e *Engine) summarize(done reported) error {
 	}
 	e.mu.Unlock()
 	if prev := done[ActionUntracked]; counters.DenialsUntracked > prev.Total {
-		out = append(out, Summary{Time: now, Summary: true, Action: ActionUntracked,
+		out = append(out, Summary{Time: now, Summary: ActionUntracked,
 			Count: counters.DenialsUntracked - prev.Total, Suppressed: counters.DenialsUntracked - prev.Total, Total: counters.DenialsUntracked})
 		done[ActionUntracked] = bpf.DenialCount{Total: counters.DenialsUntracked}
 		changed = true
