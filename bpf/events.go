@@ -194,16 +194,21 @@ func (e *Enforcer) Denials() (map[DenialKey]DenialCount, error) {
 	return out, nil
 }
 
-// DeleteDenials drops a cgroup's denial counters (after its last summary),
-// making room for other cgroups.
-func (e *Enforcer) DeleteDenials(cgroupID uint64) error {
-	keys, err := keysOf[holdfastDenialKey](e.maps.Denials, func(k holdfastDenialKey) bool { return k.CgroupId == cgroupID })
+// DeleteDenials drops the denial counters of the given cgroups (after their
+// last summary), making room for other cgroups. One walk of the map serves
+// them all.
+func (e *Enforcer) DeleteDenials(cgroupIDs ...uint64) error {
+	drop := map[uint64]bool{}
+	for _, id := range cgroupIDs {
+		drop[id] = true
+	}
+	keys, err := keysOf[holdfastDenialKey](e.maps.Denials, func(k holdfastDenialKey) bool { return drop[k.CgroupId] })
 	if err != nil {
-		return fmt.Errorf("delete denials of cgroup %d: %w", cgroupID, err)
+		return fmt.Errorf("delete denials of cgroups %v: %w", cgroupIDs, err)
 	}
 	for _, k := range keys {
 		if err := e.maps.Denials.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete denials of cgroup %d: %w", cgroupID, err)
+			return fmt.Errorf("delete denials of cgroup %d: %w", k.(holdfastDenialKey).CgroupId, err)
 		}
 	}
 	return nil

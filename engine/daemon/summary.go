@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/holdfast-dev/holdfast/bpf"
@@ -143,14 +145,21 @@ func (e *Engine) summarize(done reported) error {
 	}
 	// Counters of cgroups no longer enforced cannot move again: drop them
 	// so the map has room for others.
+	gone := map[uint64]bool{}
 	for k := range denials {
-		if _, enforced := cgroups[k.CgroupID]; enforced {
-			continue
+		if _, enforced := cgroups[k.CgroupID]; !enforced {
+			gone[k.CgroupID] = true
 		}
-		if err := e.enforcer.DeleteDenials(k.CgroupID); err != nil {
+	}
+	if len(gone) > 0 {
+		if err := e.enforcer.DeleteDenials(slices.Collect(maps.Keys(gone))...); err != nil {
 			return err
 		}
-		delete(done, denialName(k))
+		for k := range denials {
+			if gone[k.CgroupID] {
+				delete(done, denialName(k))
+			}
+		}
 		changed = true
 	}
 	if !changed {
