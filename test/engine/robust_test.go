@@ -229,6 +229,24 @@ func TestDenialFlood(t *testing.T) {
 	if _, err := os.Stat(e.EventsFile + ".1"); err != nil {
 		t.Errorf("the events file was never rotated: %v", err)
 	}
+	// Once the container goes, its counters go after their last summary.
+	if u := mapUsage(t, status(t, e), "denials"); u.Entries != 1 {
+		t.Errorf("denials map holds %d entries during the flood's aftermath, want 1", u.Entries)
+	}
+	if out, err := e.CLI("containers", "remove", "--id", "flooder"); err != nil {
+		t.Fatalf("containers remove: %v\n%s", err, out)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		u := mapUsage(t, status(t, e), "denials")
+		if u.Entries == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("denial counters of a removed container still there: %+v", u)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	var size int64
 	for _, p := range []string{e.EventsFile, e.EventsFile + ".1", e.EventsFile + ".2", e.EventsFile + ".3"} {
 		if fi, err := os.Stat(p); err == nil {
