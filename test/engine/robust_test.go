@@ -229,6 +229,33 @@ func TestDenialFlood(t *testing.T) {
 	if _, err := os.Stat(e.EventsFile + ".1"); err != nil {
 		t.Errorf("the events file was never rotated: %v", err)
 	}
+	// A restarted engine reports only what is new: its first summary
+	// counts the 10 connects made after the restart, not the total again.
+	e.Restart(t)
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), envFlood+"=10 "+addr)
+	if r := cg.RunCmd(t, cmd); strings.TrimSpace(r.Stdout) != "10" {
+		t.Fatalf("second flood: %v", r)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var after *summary
+		for _, ev := range e.Events(t) {
+			if ev["summary"] == "connect-refused" && uint64(ev["total"].(float64)) == n+10 {
+				after = &summary{count: uint64(ev["count"].(float64))}
+			}
+		}
+		if after != nil {
+			if after.count != 10 {
+				t.Errorf("first summary after a restart counts %d, want the 10 new denials", after.count)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no summary of the denials after the restart")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	// Once the container goes, its counters go after their last summary.
 	if u := mapUsage(t, status(t, e), "denials"); u.Entries != 1 {
 		t.Errorf("denials map holds %d entries during the flood's aftermath, want 1", u.Entries)
