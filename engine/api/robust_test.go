@@ -11,7 +11,7 @@ import (
 // cannotEnforce answers every registration with ErrCannotEnforce.
 type cannotEnforce struct{ fakeHandler }
 
-func (cannotEnforce) Register(ctx context.Context, c Container) (*Container, error) {
+func (*cannotEnforce) Register(ctx context.Context, c Container) (*Container, error) {
 	return nil, fmt.Errorf("register container %s: %w: map cgroup_rules is full", c.ID, ErrCannotEnforce)
 }
 
