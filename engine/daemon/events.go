@@ -66,20 +66,22 @@ func (e *Engine) StreamEvents(ctx context.Context) error {
 
 // writeEvent writes one JSON line; event lines and summaries come from two
 // goroutines and must not interleave.
-func (e *Engine) writeEvent(v any) {
+func (e *Engine) writeEvent(v any) error {
 	if e.opts.Events == nil {
-		return
+		return nil
 	}
 	line, err := json.Marshal(v)
 	if err != nil {
 		e.log.Error("encode event", "err", err)
-		return
+		return fmt.Errorf("encode event: %w", err)
 	}
 	e.eventsMu.Lock()
 	defer e.eventsMu.Unlock()
 	if _, err := e.opts.Events.Write(append(line, '\n')); err != nil {
 		e.log.Error("write event", "err", err)
+		return fmt.Errorf("write event: %w", err)
 	}
+	return nil
 }
 
 // describe joins a kernel event with the container and policy it concerns.

@@ -112,8 +112,12 @@ func (e *Engine) summarize(done reported) error {
 		return err
 	}
 	now := time.Now()
-	changed := false
-	var out []Summary
+	type pending struct {
+		name string
+		c    bpf.DenialCount
+		s    Summary
+	}
+	var out []pending
 	e.mu.Lock()
 	for k, c := range denials {
 		name := denialName(k)
@@ -129,22 +133,28 @@ func (e *Engine) summarize(done reported) error {
 			Count:     c.Total - prev.Total, Events: c.Sent - prev.Sent, Lost: c.Lost - prev.Lost, Total: c.Total}
 		s.Policy, s.Rule = e.ruleLocked(k.RuleID)
 		s.Suppressed = s.Count - s.Events - s.Lost
-		out = append(out, s)
-		done[name] = c
-		changed = true
+		out = append(out, pending{name, c, s})
 	}
 	e.mu.Unlock()
 	if prev := done[ActionUntracked]; counters.DenialsUntracked > prev.Total {
-		out = append(out, Summary{Time: now, Summary: ActionUntracked,
-			Count: counters.DenialsUntracked - prev.Total, Suppressed: counters.DenialsUntracked - prev.Total, Total: counters.DenialsUntracked})
-		done[ActionUntracked] = bpf.DenialCount{Total: counters.DenialsUntracked}
+		n := counters.DenialsUntracked - prev.Total
+		out = append(out, pending{ActionUntracked, bpf.DenialCount{Total: counters.DenialsUntracked},
+			Summary{Time: now, Summary: ActionUntracked, Count: n, Suppressed: n, Total: counters.DenialsUntracked}})
+	}
+	// The baseline moves only past what was written: a summary that could
+	// not be written (a full disk) is covered by the next one.
+	changed, failed := false, false
+	for _, p := range out {
+		if err := e.writeEvent(p.s); err != nil {
+			failed = true
+			continue
+		}
+		done[p.name] = p.c
 		changed = true
 	}
-	for _, s := range out {
-		e.writeEvent(s)
+	if failed {
+		return e.saveReported(done, changed)
 	}
-	// Counters of cgroups no longer enforced cannot move again: drop them
-	// so the map has room for others.
 	gone := map[uint64]bool{}
 	for k := range denials {
 		if _, enforced := cgroups[k.CgroupID]; !enforced {
@@ -162,6 +172,10 @@ func (e *Engine) summarize(done reported) error {
 		}
 		changed = true
 	}
+	return e.saveReported(done, changed)
+}
+
+func (e *Engine) saveReported(done reported, changed bool) error {
 	if !changed {
 		return nil
 	}
