@@ -64,21 +64,17 @@ type MapUsage struct {
 	Requested uint32
 }
 
-// MapUsage counts the entries of each configurable map. Counting walks each
-// map (one syscall per entry), so it is for status, not for hot paths.
+// MapUsage counts the entries of each configurable map. Counting reads the
+// hash maps in batches and walks the LPM tries (one syscall per entry), so
+// it is for status, not for hot paths.
 func (e *Enforcer) MapUsage() ([]MapUsage, error) {
 	var out []MapUsage
 	for _, name := range CapacityMaps {
 		m := e.mapNamed(name)
 		u := MapUsage{Name: name, Entries: -1, Capacity: m.MaxEntries(), Requested: e.requested[name]}
 		if name != MapEvents {
-			n := 0
-			var k, v []byte
-			iter := m.Iterate()
-			for iter.Next(&k, &v) {
-				n++
-			}
-			if err := iter.Err(); err != nil {
+			n, err := e.countEntries(name, m)
+			if err != nil {
 				return nil, fmt.Errorf("count entries of map %s: %w", name, err)
 			}
 			u.Entries = n
@@ -115,4 +111,51 @@ func (e *Enforcer) fullError(name string, err error) error {
 		return fmt.Errorf("%w: map %s holds its capacity of %d entries: %w", ErrMapFull, name, e.mapNamed(name).MaxEntries(), err)
 	}
 	return err
+}
+
+func (e *Enforcer) countEntries(name string, m *ebpf.Map) (int, error) {
+	switch name {
+	case MapCgroupRules:
+		return countBatched[uint64, holdfastCgroupRule](m)
+	case MapRulesets:
+		return countBatched[uint32, holdfastRulesetInfo](m)
+	case MapExecRules:
+		return countBatched[holdfastExecKey, holdfastExecValue](m)
+	case MapDenials:
+		return countBatched[holdfastDenialKey, holdfastDenialValue](m)
+	}
+	return countIterated(m)
+}
+
+// countBatched counts a hash map's entries 4096 at a time, or one by one
+// where the kernel has no batch lookups for the map.
+func countBatched[K, V any](m *ebpf.Map) (int, error) {
+	keys, values := make([]K, 4096), make([]V, 4096)
+	cursor := new(ebpf.MapBatchCursor)
+	total := 0
+	for {
+		n, err := m.BatchLookup(cursor, keys, values, nil)
+		total += n
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return total, nil
+		case errors.Is(err, ebpf.ErrNotSupported) && total == 0:
+			return countIterated(m)
+		case err != nil:
+			return 0, fmt.Errorf("batch lookup: %w", err)
+		}
+	}
+}
+
+func countIterated(m *ebpf.Map) (int, error) {
+	n := 0
+	var k, v []byte
+	iter := m.Iterate()
+	for iter.Next(&k, &v) {
+		n++
+	}
+	if err := iter.Err(); err != nil {
+		return 0, fmt.Errorf("iterate: %w", err)
+	}
+	return n, nil
 }
