@@ -49,30 +49,9 @@ type Options struct {
 	CgroupRoot string
 	// Log receives install, adoption and repair decisions. Nil discards them.
 	Log *slog.Logger
-	// Capacities of the network maps; zero means the default in brackets.
-	// They are fixed when the maps are created: adopting pins made with
-	// other capacities fails (uninstall first).
-	NetRulesets  uint32 // rulesets with IPv4 (and, separately, IPv6) rules [65536]
-	NetPrefixes  uint32 // prefixes per ruleset and family [16384]
-	PortChunks   uint32 // overflow chunks of 16 port rules, over all rulesets [65536]
-	SocketRules  uint32 // socket rules over all rulesets [65536]
-	BindRulesets uint32 // rulesets with bind rules [65536]
-}
-
-// applyCapacities sets the network maps' sizes in spec before load.
-func (o Options) applyCapacities(spec *ebpf.CollectionSpec) {
-	set := func(ms *ebpf.MapSpec, n uint32) {
-		if ms != nil && n != 0 {
-			ms.MaxEntries = n
-		}
-	}
-	for _, name := range []string{holdfastMapNet4Rules, holdfastMapNet6Rules} {
-		set(spec.Maps[name], o.NetRulesets)
-		set(spec.Maps[name].InnerMap, o.NetPrefixes)
-	}
-	set(spec.Maps[holdfastMapPortChunks], o.PortChunks)
-	set(spec.Maps[holdfastMapSocketRules], o.SocketRules)
-	set(spec.Maps[holdfastMapBindRules], o.BindRulesets)
+	// Capacity sizes the maps when they are created. Adopted pinned maps
+	// keep the capacity they have; MapUsage reports both.
+	Capacity Capacity
 }
 
 // Program names in holdfast.c; each is pinned under progs/ and its link
@@ -134,6 +113,8 @@ type Enforcer struct {
 	links          map[string]link.Link
 	adopted        bool
 	controls       []Control
+	// requested is each configurable map's capacity as configured.
+	requested map[string]uint32
 
 	// mu orders ruleset writes, their conflict checks and the cgroup
 	// entries that point at rulesets.
@@ -178,7 +159,13 @@ func Open(layout Layout, opts Options) (*Enforcer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open enforcer: %w", err)
 	}
-	opts.applyCapacities(spec)
+	if err := opts.Capacity.apply(spec); err != nil {
+		return nil, fmt.Errorf("open enforcer: %w", err)
+	}
+	requested := map[string]uint32{}
+	for _, name := range CapacityMaps {
+		requested[name] = specCapacity(spec, name)
+	}
 
 	e := &Enforcer{
 		layout:     layout,
@@ -188,6 +175,7 @@ func Open(layout Layout, opts Options) (*Enforcer, error) {
 		links:      map[string]link.Link{},
 		inner4:     spec.Maps[holdfastMapNet4Rules].InnerMap.Copy(),
 		inner6:     spec.Maps[holdfastMapNet6Rules].InnerMap.Copy(),
+		requested:  requested,
 	}
 	err = e.adopt(spec, cgroupID)
 	switch {
@@ -213,6 +201,15 @@ func Open(layout Layout, opts Options) (*Enforcer, error) {
 	if err != nil {
 		e.closeAll()
 		return nil, fmt.Errorf("open enforcer: %w", err)
+	}
+	for _, name := range CapacityMaps {
+		m := e.mapNamed(name)
+		if m == nil {
+			continue // per-ruleset tries are made with the configured size
+		}
+		if got := m.MaxEntries(); got != requested[name] {
+			log.Warn("pinned map keeps its capacity; the configured one applies after uninstall", "map", name, "pinned", got, "configured", requested[name])
+		}
 	}
 	e.partial = map[uint32]bool{}
 	for id, complete := range rulesets {
@@ -423,6 +420,9 @@ func loadPinnedMaps(layout Layout, spec *ebpf.CollectionSpec) (map[string]*ebpf.
 			return maps, fmt.Errorf("load pinned map %s: %w", path, err)
 		}
 		maps[name] = m
+		// A pinned map keeps its capacity whatever this engine asks for.
+		ms := ms.Copy()
+		ms.MaxEntries = m.MaxEntries()
 		if err := ms.Compatible(m); err != nil {
 			return maps, fmt.Errorf("pinned map %s does not match ABI %s (remove it with uninstall): %w", path, ABI, err)
 		}
@@ -438,6 +438,7 @@ func mapsByName(maps map[string]*ebpf.Map) holdfastMaps {
 	return holdfastMaps{
 		CgroupRules: maps[holdfastMapCgroupRules],
 		Counters:    maps[holdfastMapCounters],
+		Denials:     maps[holdfastMapDenials],
 		Events:      maps[holdfastMapEvents],
 		ExecRules:   maps[holdfastMapExecRules],
 		FileRules:   maps[holdfastMapFileRules],

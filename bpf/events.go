@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 )
 
@@ -164,6 +165,66 @@ func (r *EventReader) Close() error {
 	r.clock.close()
 	if err != nil {
 		return fmt.Errorf("close event reader: %w", err)
+	}
+	return nil
+}
+
+// The rate limit of events.h: EventBurst events per container, rule and
+// action reach the ring buffer per EventWindow; the rest are only counted.
+const (
+	EventBurst  = 5
+	EventWindow = 10 * time.Second
+)
+
+// A DenialKey names what the kernel counts denials by.
+type DenialKey struct {
+	CgroupID uint64
+	RuleID   uint32
+	Action   string
+}
+
+// DenialCount is the kernel's running count of one DenialKey since its
+// entry was created: Total denials, of which Sent reached the ring buffer
+// and Lost found it full; the rest were held back by the rate limit.
+type DenialCount struct {
+	Total, Sent, Lost uint64
+}
+
+// Denials reads the per-(cgroup, rule, action) denial counters.
+func (e *Enforcer) Denials() (map[DenialKey]DenialCount, error) {
+	out := map[DenialKey]DenialCount{}
+	var k holdfastDenialKey
+	var v holdfastDenialValue
+	iter := e.maps.Denials.Iterate()
+	for iter.Next(&k, &v) {
+		action, ok := actions[k.Action]
+		if !ok {
+			action = fmt.Sprintf("action-%d", k.Action)
+		}
+		out[DenialKey{CgroupID: k.CgroupId, RuleID: k.RuleId, Action: action}] = DenialCount{Total: v.Total, Sent: v.Sent, Lost: v.Lost}
+	}
+	if err := iter.Err(); err != nil {
+		return nil, fmt.Errorf("read denials: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteDenials drops the denial counters of the given cgroups (after their
+// last summary), making room for other cgroups. One walk of the map serves
+// them all.
+func (e *Enforcer) DeleteDenials(cgroupIDs ...uint64) error {
+	drop := map[uint64]bool{}
+	for _, id := range cgroupIDs {
+		drop[id] = true
+	}
+	keys, err := keysOf[holdfastDenialKey](e.maps.Denials, func(k holdfastDenialKey) bool { return drop[k.CgroupId] })
+	if err != nil {
+		return fmt.Errorf("delete denials of cgroups %v: %w", cgroupIDs, err)
+	}
+	for _, k := range keys {
+		if err := e.maps.Denials.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete denials of cgroup %d: %w", k.(holdfastDenialKey).CgroupId, err)
+		}
 	}
 	return nil
 }

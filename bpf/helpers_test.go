@@ -37,6 +37,7 @@ func TestMain(m *testing.M) {
 //
 //	dial NETWORK LADDR RADDR    connect (LADDR may be "-"), print OK, EPERM or ERR
 //	sendto NETWORK LADDR RADDR  one unconnected UDP datagram, same output
+//	flood N IPV4:PORT           N TCP connects on one socket, print the EPERM count
 //	install ROOT CGROUPROOT CGROUPID PATH  load, deny PATH exactly for the
 //	                            cgroup, print the pins as JSON, exit
 func runHelper(mode string, args []string) int {
@@ -48,6 +49,8 @@ func runHelper(mode string, args []string) int {
 		}
 		fmt.Println(netResult(netCall(mode, args[0], args[1], args[2])))
 		return 0
+	case "flood":
+		return floodHelper(args)
 	case "install":
 		if len(args) != 4 {
 			fmt.Fprintf(os.Stderr, "install: want ROOT CGROUPROOT CGROUPID PATH, got %q\n", args)

@@ -25,6 +25,23 @@ type holdfastChunkKey struct {
 	Seq     uint32
 }
 
+type holdfastDenialKey struct {
+	_        structs.HostLayout
+	CgroupId uint64
+	RuleId   uint32
+	Action   uint32
+}
+
+type holdfastDenialValue struct {
+	_           structs.HostLayout
+	Total       uint64
+	Sent        uint64
+	Lost        uint64
+	WindowStart uint64
+	WindowSent  uint32
+	Pad         uint32
+}
+
 type holdfastEvent struct {
 	_        structs.HostLayout
 	TsNs     uint64
@@ -143,6 +160,7 @@ const (
 	holdfastMapBindRules     = "bind_rules"
 	holdfastMapCgroupRules   = "cgroup_rules"
 	holdfastMapCounters      = "counters"
+	holdfastMapDenials       = "denials"
 	holdfastMapEvents        = "events"
 	holdfastMapExecRules     = "exec_rules"
 	holdfastMapFileRules     = "file_rules"
@@ -235,6 +253,7 @@ type holdfastMapSpecs struct {
 	BindRules   *ebpf.MapSpec `ebpf:"bind_rules"`
 	CgroupRules *ebpf.MapSpec `ebpf:"cgroup_rules"`
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	Denials     *ebpf.MapSpec `ebpf:"denials"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	ExecRules   *ebpf.MapSpec `ebpf:"exec_rules"`
 	FileRules   *ebpf.MapSpec `ebpf:"file_rules"`
@@ -275,6 +294,7 @@ type holdfastMaps struct {
 	BindRules   *ebpf.Map `ebpf:"bind_rules"`
 	CgroupRules *ebpf.Map `ebpf:"cgroup_rules"`
 	Counters    *ebpf.Map `ebpf:"counters"`
+	Denials     *ebpf.Map `ebpf:"denials"`
 	Events      *ebpf.Map `ebpf:"events"`
 	ExecRules   *ebpf.Map `ebpf:"exec_rules"`
 	FileRules   *ebpf.Map `ebpf:"file_rules"`
@@ -291,6 +311,7 @@ func (m *holdfastMaps) Close() error {
 		m.BindRules,
 		m.CgroupRules,
 		m.Counters,
+		m.Denials,
 		m.Events,
 		m.ExecRules,
 		m.FileRules,

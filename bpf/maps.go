@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"syscall"
 
 	"github.com/cilium/ebpf"
 )
@@ -230,12 +231,13 @@ func (e *Enforcer) PutRuleset(rs Ruleset) error {
 func (e *Enforcer) writeRules(id uint32, c compiledRuleset) error {
 	for _, x := range c.exec {
 		if err := e.maps.ExecRules.Update(x.key, x.value, ebpf.UpdateAny); err != nil {
+			err = e.fullError(MapExecRules, err)
 			return fmt.Errorf("write exec rule %d to exec_rules: %w", x.value.RuleId, err)
 		}
 	}
 	for _, x := range c.chunks {
 		if err := e.maps.PortChunks.Update(x.key, x.value, ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("write chunk %d to port_chunks: %w", x.key.Seq, err)
+			return fmt.Errorf("write chunk %d to port_chunks: %w", x.key.Seq, e.fullError(MapPortChunks, err))
 		}
 	}
 	if err := e.writeTrie(e.maps.Net4Rules, e.inner4, holdfastMapNet4Rules, id, c.v4, key4); err != nil {
@@ -246,15 +248,16 @@ func (e *Enforcer) writeRules(id uint32, c compiledRuleset) error {
 	}
 	for _, x := range c.sockets {
 		if err := e.maps.SocketRules.Update(x.key, x.ruleID, ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("write socket rule %d to socket_rules: %w", x.ruleID, err)
+			return fmt.Errorf("write socket rule %d to socket_rules: %w", x.ruleID, e.fullError(MapSocketRules, err))
 		}
 	}
 	if c.bind != nil {
 		if err := e.maps.BindRules.Update(id, c.bind, ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("write bind rules to bind_rules: %w", err)
+			return fmt.Errorf("write bind rules to bind_rules: %w", e.fullError(MapBindRules, err))
 		}
 	}
 	if err := e.maps.Rulesets.Update(id, c.info, ebpf.UpdateNoExist); err != nil {
+		err = e.fullError(MapRulesets, err)
 		return fmt.Errorf("write rulesets entry: %w", err)
 	}
 	return nil
@@ -273,11 +276,14 @@ func (e *Enforcer) writeTrie(outer *ebpf.Map, inner *ebpf.MapSpec, name string, 
 	defer trie.Close() // the outer map keeps it
 	for _, x := range entries {
 		if err := trie.Update(keyOf(x.prefix), x.value, ebpf.UpdateAny); err != nil {
+			if errors.Is(err, syscall.E2BIG) || errors.Is(err, syscall.ENOSPC) {
+				err = fmt.Errorf("%w: a ruleset's %s trie holds its capacity of %d prefixes: %w", ErrMapFull, name, inner.MaxEntries, err)
+			}
 			return fmt.Errorf("write %s to %s trie: %w", x.prefix, name, err)
 		}
 	}
 	if err := outer.Update(id, trie, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("link trie from %s: %w", name, err)
+		return fmt.Errorf("link trie from %s: %w", name, e.fullError(name, err))
 	}
 	return nil
 }
@@ -424,6 +430,7 @@ func (e *Enforcer) SetCgroup(cgroupID uint64, rulesetID uint32) error {
 	}
 	rule := holdfastCgroupRule{Ruleset: rulesetID, Flags: info.Flags}
 	if err := e.maps.CgroupRules.Update(cgroupID, rule, ebpf.UpdateAny); err != nil {
+		err = e.fullError(MapCgroupRules, err)
 		return fmt.Errorf("set cgroup %d to ruleset %d: write cgroup_rules: %w", cgroupID, rulesetID, err)
 	}
 	return nil
@@ -504,12 +511,15 @@ type Counters struct {
 	ConnectChecked uint64
 	ConnectRefused uint64
 	EventsLost     uint64 // ring buffer full
+	// DenialsUntracked: denials not counted per container because the
+	// denials map was full (and so sent no event).
+	DenialsUntracked uint64
 }
 
 // Counters reads the per-CPU counters map.
 func (e *Enforcer) Counters() (Counters, error) {
 	var c Counters
-	fields := []*uint64{&c.ExecChecked, &c.ExecDenied, &c.ExecUnresolved, &c.ConnectChecked, &c.ConnectRefused, &c.EventsLost}
+	fields := []*uint64{&c.ExecChecked, &c.ExecDenied, &c.ExecUnresolved, &c.ConnectChecked, &c.ConnectRefused, &c.EventsLost, &c.DenialsUntracked}
 	for i, f := range fields {
 		var perCPU []uint64
 		if err := e.maps.Counters.Lookup(uint32(i), &perCPU); err != nil {

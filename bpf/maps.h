@@ -69,6 +69,7 @@ enum counter {
 	COUNTER_CONNECT_CHECKED,
 	COUNTER_CONNECT_REFUSED,
 	COUNTER_EVENTS_LOST,
+	COUNTER_DENIALS_UNTRACKED, /* denials map full: counted here only, no event */
 	COUNTER_MAX,
 };
 
@@ -266,6 +267,31 @@ struct {
 	__uint(max_entries, 256 * 1024);
 	__type(value, struct event); /* for BTF only; ring buffers have no value size */
 } events SEC(".maps");
+
+/* Denials per container, rule and action. Every denial is counted here
+ * before the ring buffer is touched, so user space reports exact totals
+ * however many events the rate limit (events.h) holds back. */
+struct denial_key {
+	__u64 cgroup_id;
+	__u32 rule_id;
+	__u32 action;
+};
+
+struct denial_value {
+	__u64 total;        /* every denial */
+	__u64 sent;         /* reached the ring buffer */
+	__u64 lost;         /* allowed by the rate limit, but the ring buffer was full */
+	__u64 window_start; /* CLOCK_BOOTTIME ns */
+	__u32 window_sent;  /* events let through in this window */
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct denial_key);
+	__type(value, struct denial_value);
+} denials SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

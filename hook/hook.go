@@ -203,7 +203,7 @@ func (h *Hook) decide(d *Decision, err error) {
 		d.Reason = "poststop cannot refuse a container"
 		return
 	}
-	open, why := h.Config.FailPolicy().FailsOpen(d.Container.Namespace)
+	open, why := h.Config.FailPolicy().Decide(d.Container.Namespace, err)
 	d.Reason = why
 	if open {
 		d.Outcome = OutcomeFailOpen

@@ -151,6 +151,8 @@ func TestRunFailureModes(t *testing.T) {
 	pid := cg.Start(t, "sleep", "600").Process.Pid
 	refusing, refusingSock := startFakeEngine(t)
 	refusing.failWith = errors.New("policy store is read-only")
+	cannot, cannotSock := startFakeEngine(t)
+	cannot.failWith = fmt.Errorf("register container x: %w: map cgroup_rules holds its capacity of 4 entries", api.ErrCannotEnforce)
 	missingSock := filepath.Join(t.TempDir(), "absent.sock")
 	silentSock := harness.SilentSocket(t)
 
@@ -168,6 +170,10 @@ func TestRunFailureModes(t *testing.T) {
 		{name: "engine down, closed", socket: missingSock, cfg: Config{FailMode: failpolicy.Closed}, outcome: OutcomeFailClosed, errHas: "connect to engine"},
 		{name: "engine down, closed, engine namespace", socket: missingSock, cfg: Config{FailMode: failpolicy.Closed}, namespace: failpolicy.DefaultEngineNamespace, outcome: OutcomeFailOpen},
 		{name: "engine down, closed, listed namespace", socket: missingSock, cfg: Config{FailMode: failpolicy.Closed, FailOpenNamespaces: []string{"kube-system"}}, namespace: "kube-system", outcome: OutcomeFailOpen},
+		{name: "engine cannot enforce, open", socket: cannotSock, cfg: Config{FailMode: failpolicy.Open}, namespace: "shop", outcome: OutcomeFailClosed, errHas: "capacity of 4"},
+		{name: "engine cannot enforce, open, engine namespace", socket: cannotSock, cfg: Config{FailMode: failpolicy.Open}, namespace: failpolicy.DefaultEngineNamespace, outcome: OutcomeFailOpen, errHas: "capacity of 4"},
+		{name: "engine cannot enforce, open, listed namespace", socket: cannotSock, cfg: Config{FailMode: failpolicy.Open, FailOpenNamespaces: []string{"kube-system"}}, namespace: "kube-system", outcome: OutcomeFailOpen, errHas: "capacity of 4"},
+		{name: "engine refuses otherwise, open", socket: refusingSock, cfg: Config{FailMode: failpolicy.Open}, outcome: OutcomeFailOpen, errHas: "policy store is read-only"},
 		{name: "engine refuses, closed", socket: refusingSock, cfg: Config{FailMode: failpolicy.Closed}, outcome: OutcomeFailClosed, errHas: "policy store is read-only"},
 		{name: "engine never answers, closed", socket: silentSock, cfg: Config{FailMode: failpolicy.Closed}, timeout: 300 * time.Millisecond, outcome: OutcomeFailClosed, errHas: "before the hook's"},
 		{name: "engine never answers, open", socket: silentSock, cfg: Config{FailMode: failpolicy.Open}, timeout: 300 * time.Millisecond, outcome: OutcomeFailOpen, errHas: "before the hook's"},

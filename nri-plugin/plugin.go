@@ -131,12 +131,13 @@ func (p *Plugin) settings() (Engine, failpolicy.Mode) {
 	return p.Engine, p.FailPolicy.Mode
 }
 
-// failsOpen says whether a container of namespace may start unregistered, and why.
-func (p *Plugin) failsOpen(namespace string) (bool, string) {
+// failsOpen says whether a container of namespace whose registration
+// failed with err may start unregistered, and why.
+func (p *Plugin) failsOpen(namespace string, err error) (bool, string) {
 	p.mu.Lock()
 	policy := p.FailPolicy
 	p.mu.Unlock()
-	return policy.FailsOpen(namespace)
+	return policy.Decide(namespace, err)
 }
 
 // Configure applies the runtime's plugin configuration.
@@ -237,7 +238,7 @@ func (p *Plugin) StartContainer(ctx context.Context, pod *nri.PodSandbox, ctr *n
 	defer p.release()
 	reg, err := engine.Register(ctx, c)
 	if err != nil {
-		if open, _ := p.failsOpen(pod.GetNamespace()); open {
+		if open, _ := p.failsOpen(pod.GetNamespace(), err); open {
 			// The container runs anyway; the resync loop registers it once
 			// the engine answers.
 			p.remember(c)
@@ -252,7 +253,7 @@ func (p *Plugin) StartContainer(ctx context.Context, pod *nri.PodSandbox, ctr *n
 }
 
 func (p *Plugin) failStart(pod *nri.PodSandbox, ctr *nri.Container, err error) error {
-	open, why := p.failsOpen(pod.GetNamespace())
+	open, why := p.failsOpen(pod.GetNamespace(), err)
 	if !open {
 		p.log().Error("refusing container start", "id", ctr.GetId(), "err", err)
 		return fmt.Errorf("holdfast: refusing to start container %s (%s) unenforced, %s: %w",

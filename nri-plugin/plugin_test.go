@@ -31,7 +31,9 @@ type fakeEngine struct {
 	unregister []string
 	syncs      [][]api.Container
 	// block makes Register wait for the request's context to end.
-	block  bool
+	block bool
+	// failWith makes Register fail.
+	failWith error
 	synced chan struct{}
 }
 
@@ -49,6 +51,9 @@ func (f *fakeEngine) Register(ctx context.Context, c api.Container) (*api.Contai
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.failWith != nil {
+		return nil, f.failWith
+	}
 	f.registered[c.ID] = c
 	c.Policies = []string{"test-policy"}
 	return &c, nil
@@ -259,6 +264,34 @@ func TestStartContainerWithoutCgroup(t *testing.T) {
 				t.Error("engine got a registration for a container without a cgroup")
 			}
 		})
+	}
+}
+
+// An engine that answers that it cannot enforce a container is not an
+// unreachable engine: fail-open does not let the container start.
+func TestEngineCannotEnforce(t *testing.T) {
+	p, f, _ := newPlugin(t, failpolicy.Open)
+	p.FailPolicy.EngineNamespace = failpolicy.DefaultEngineNamespace
+	p.FailPolicy.OpenNamespaces = []string{"kube-system"}
+	f.failWith = fmt.Errorf("register container x: %w: map cgroup_rules holds its capacity of 4 entries", api.ErrCannotEnforce)
+	pid, _ := startProcess(t)
+	err := p.StartContainer(context.Background(), testPod(), testContainer("c-full", pid))
+	if err == nil || !strings.Contains(err.Error(), "capacity of 4") || !strings.Contains(err.Error(), "cannot enforce") {
+		t.Fatalf("StartContainer error = %v, want a refusal with the engine's reason", err)
+	}
+	for _, ns := range []string{failpolicy.DefaultEngineNamespace, "kube-system"} {
+		pod := testPod()
+		pod.Namespace = ns
+		if err := p.StartContainer(context.Background(), pod, testContainer("c-"+ns, pid)); err != nil {
+			t.Errorf("container in exempt namespace %s refused: %v", ns, err)
+		}
+	}
+	// Any other engine error still fails open.
+	f.mu.Lock()
+	f.failWith = errors.New("something else")
+	f.mu.Unlock()
+	if err := p.StartContainer(context.Background(), testPod(), testContainer("c-other", pid)); err != nil {
+		t.Errorf("fail-open refused on an ordinary engine error: %v", err)
 	}
 }
 

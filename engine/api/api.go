@@ -27,6 +27,23 @@ const MaxMessageSize = 4 << 20
 // ErrNotFound is returned (wrapped) when an unregister names an unknown container.
 var ErrNotFound = errors.New("container not registered")
 
+// ErrCannotEnforce is returned (wrapped) when the engine answered but cannot
+// put a container's policies in force (they do not compile, a map is full,
+// the registry cannot be written). Registrars refuse such a container even
+// when failing open: fail-open covers an engine that cannot be reached, not
+// one that says the container would run unenforced.
+var ErrCannotEnforce = errors.New("engine cannot enforce the container's policies")
+
+// Error codes of a Response, so clients can tell failures apart.
+const (
+	CodeNotFound      = "not-found"
+	CodeCannotEnforce = "cannot-enforce"
+)
+
+// OrphanPrefix starts the ID under which status lists an orphaned cgroup
+// entry ("orphan:<cgroupId>"); containers remove accepts it.
+const OrphanPrefix = "orphan:"
+
 // Container is one workload as a registrar sees it just before its first
 // instruction runs. CgroupID is the cgroup v2 inode number; a registrar that
 // knows only the path sets CgroupPath and the engine resolves it.
@@ -105,7 +122,9 @@ type Request struct {
 
 // Response is what the engine answers. Error is set on failure only.
 type Response struct {
-	Error      string       `json:"error,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Code classifies Error: CodeNotFound, CodeCannotEnforce or empty.
+	Code       string       `json:"code,omitempty"`
 	NotFound   bool         `json:"notFound,omitempty"`
 	Container  *Container   `json:"container,omitempty"`
 	Containers []Container  `json:"containers,omitempty"`
@@ -134,6 +153,32 @@ type Status struct {
 	// PolicyError is why the policy dir was last refused; the previous
 	// policies stay enforced.
 	PolicyError string `json:"policyError,omitempty"`
+	// Maps are the fill levels of the BPF maps whose capacity is set by
+	// the engine's --max-* flags.
+	Maps []MapUsage `json:"maps"`
+	// Orphans are pinned cgroup entries no registration accounts for (the
+	// registry was lost): they stay enforced while their cgroup exists.
+	Orphans []Orphan `json:"orphans,omitempty"`
+}
+
+// MapUsage is one BPF map's fill level.
+type MapUsage struct {
+	Name string `json:"name"`
+	// Entries is -1 for a map without an entry count (the ring buffer,
+	// whose capacity is in bytes).
+	Entries  int    `json:"entries"`
+	Capacity uint32 `json:"capacity"`
+	// Requested is the configured capacity; pinned maps keep the one they
+	// were created with until `holdfast uninstall`.
+	Requested uint32 `json:"requested"`
+}
+
+// Orphan is an enforced cgroup entry without a registration.
+type Orphan struct {
+	ID       string `json:"id"` // OrphanPrefix + cgroup ID
+	CgroupID uint64 `json:"cgroupId"`
+	Path     string `json:"path"`
+	Ruleset  uint32 `json:"ruleset"`
 }
 
 // Counters count enforcement decisions in the kernel.
@@ -144,6 +189,8 @@ type Counters struct {
 	ConnectChecked uint64 `json:"connectChecked"`
 	ConnectRefused uint64 `json:"connectRefused"`
 	EventsLost     uint64 `json:"eventsLost"`
+	// DenialsUntracked were not counted per container (denials map full).
+	DenialsUntracked uint64 `json:"denialsUntracked"`
 }
 
 // Control is one enforcement point and the mode it runs in.

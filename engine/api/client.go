@@ -140,8 +140,11 @@ func (c *Client) call(ctx context.Context, req Request) (*Response, error) {
 	}
 	if resp.Error != "" {
 		err := errors.New(resp.Error)
-		if resp.NotFound {
+		switch {
+		case resp.NotFound || resp.Code == CodeNotFound:
 			err = fmt.Errorf("%w: %s", ErrNotFound, resp.Error)
+		case resp.Code == CodeCannotEnforce:
+			err = fmt.Errorf("%w: %s", ErrCannotEnforce, resp.Error)
 		}
 		return nil, fmt.Errorf("engine refused %s: %w", req.Op, err)
 	}

@@ -51,10 +51,19 @@ type Server struct {
 	Log      *slog.Logger
 }
 
-// Listen creates the socket at path with mode 0600, replacing a stale one.
+// ErrSocketInUse: another process accepts connections on the socket path.
+var ErrSocketInUse = errors.New("socket is in use by a live engine")
+
+// Listen creates the socket at path with mode 0600, replacing a stale one:
+// a socket something still accepts on is left alone (ErrSocketInUse), so a
+// second engine cannot take over a live engine's socket.
 func Listen(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create socket dir for %s: %w", path, err)
+	}
+	if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		conn.Close()
+		return nil, fmt.Errorf("listen on %s: %w", path, ErrSocketInUse)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
@@ -189,7 +198,14 @@ func (s *Server) refusal(cred linux.Cred, err error) *Response {
 
 func (s *Server) dispatch(ctx context.Context, req *Request) *Response {
 	fail := func(err error) *Response {
-		return &Response{Error: err.Error(), NotFound: errors.Is(err, ErrNotFound)}
+		r := &Response{Error: err.Error(), NotFound: errors.Is(err, ErrNotFound)}
+		switch {
+		case r.NotFound:
+			r.Code = CodeNotFound
+		case errors.Is(err, ErrCannotEnforce):
+			r.Code = CodeCannotEnforce
+		}
+		return r
 	}
 	switch req.Op {
 	case OpRegister:

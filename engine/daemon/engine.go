@@ -10,19 +10,25 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/engine/linux"
 	"github.com/holdfast-dev/holdfast/engine/policy"
 	"github.com/holdfast-dev/holdfast/engine/registry"
 )
+
+// LockFile in the state dir is flocked by the engine that owns the state.
+const LockFile = "engine.lock"
 
 // Version is the engine's version, reported by status.
 var Version = "0.1.0-dev"
@@ -40,6 +46,11 @@ type Options struct {
 	// register at start under DiscoverSource. Optional.
 	Discover       func(ctx context.Context, m cgroup.Mount) ([]api.Container, error)
 	DiscoverSource string
+	// Capacity sizes the BPF maps when they are created (--max-* flags).
+	Capacity bpf.Capacity
+	// SummaryInterval is how often denial summaries are written (default
+	// bpf.EventWindow, the kernel's rate-limit window).
+	SummaryInterval time.Duration
 }
 
 // Engine implements api.Handler over the registry, policies and enforcer.
@@ -48,6 +59,10 @@ type Engine struct {
 	log      *slog.Logger
 	cgroups  cgroup.Mount
 	enforcer *bpf.Enforcer
+	// lock is the flock on the state dir: one engine per node state.
+	lock *os.File
+	// eventsMu keeps event lines and summaries whole in Options.Events.
+	eventsMu sync.Mutex
 
 	mu       sync.Mutex
 	reg      *registry.Store
@@ -58,6 +73,9 @@ type Engine struct {
 	rulesetOf map[string]string
 	// liveRulesets are ruleset IDs known to be written in the maps.
 	liveRulesets map[uint32]bool
+	// orphans are pinned cgroup entries no registration accounts for; they
+	// stay enforced while their cgroup exists.
+	orphans map[uint64]api.Orphan
 }
 
 var _ api.Handler = (*Engine)(nil)
@@ -65,10 +83,26 @@ var _ api.Handler = (*Engine)(nil)
 // New opens the registry and policies and adopts or loads the BPF programs.
 // Enforcement is in force for every registered container when it returns.
 func New(ctx context.Context, opts Options) (*Engine, error) {
-	e := &Engine{opts: opts, log: opts.Log, rulesetOf: map[string]string{}, liveRulesets: map[uint32]bool{}}
+	e := &Engine{opts: opts, log: opts.Log, rulesetOf: map[string]string{}, liveRulesets: map[uint32]bool{}, orphans: map[uint64]api.Orphan{}}
 	if e.log == nil {
 		e.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	// Before anything is touched: a second engine on this state would
+	// fight the first over the registry, the maps and the socket.
+	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("start engine: create state dir %s: %w", opts.StateDir, err)
+	}
+	lock, err := linux.LockFile(filepath.Join(opts.StateDir, LockFile))
+	if err != nil {
+		return nil, fmt.Errorf("start engine: another engine uses state dir %s: %w", opts.StateDir, err)
+	}
+	e.lock = lock
+	ok := false
+	defer func() {
+		if !ok {
+			lock.Close()
+		}
+	}()
 	if opts.CgroupRoot != "" {
 		e.cgroups = cgroup.Mount{Root: opts.CgroupRoot, Mode: "configured"}
 	} else {
@@ -94,7 +128,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	e.reg = reg
 
-	enf, err := bpf.Open(bpf.Layout{Root: opts.BPFDir}, bpf.Options{CgroupRoot: e.cgroups.Root, Log: e.log})
+	enf, err := bpf.Open(bpf.Layout{Root: opts.BPFDir}, bpf.Options{CgroupRoot: e.cgroups.Root, Log: e.log, Capacity: opts.Capacity})
 	if err != nil {
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
@@ -108,6 +142,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	e.mu.Unlock()
 	if err != nil {
 		enf.Close()
+		reg.Close()
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
 	if opts.Discover != nil {
@@ -115,6 +150,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 			e.log.Error("adopt existing containers", "source", opts.DiscoverSource, "err", err)
 		}
 	}
+	ok = true
 	return e, nil
 }
 
@@ -149,7 +185,7 @@ func (e *Engine) adoptDiscovered(ctx context.Context) error {
 // Close releases the engine's file descriptors. The pinned programs keep
 // enforcing.
 func (e *Engine) Close() error {
-	return errors.Join(e.enforcer.Close(), e.reg.Close())
+	return errors.Join(e.enforcer.Close(), e.reg.Close(), e.lock.Close())
 }
 
 // Enforcer gives access to the BPF enforcer (events, status).
@@ -327,10 +363,13 @@ func (e *Engine) Register(ctx context.Context, c api.Container) (*api.Container,
 	return e.registerLocked(c)
 }
 
+// registerLocked records c and puts its policies in force. An error that
+// leaves a selected container unenforced wraps api.ErrCannotEnforce, so the
+// registrars refuse it even when failing open.
 func (e *Engine) registerLocked(c api.Container) (*api.Container, error) {
 	key, rulesetID, names, err := e.rulesetFor(c)
 	if err != nil {
-		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
+		return nil, fmt.Errorf("register container %s: %w: %w", c.ID, api.ErrCannotEnforce, err)
 	}
 	c.Policies = names
 	prev, hadPrev := e.reg.Get(c.ID)
@@ -342,11 +381,21 @@ func (e *Engine) registerLocked(c api.Container) (*api.Container, error) {
 	}
 	// Record intent first: a crash after this point is repaired on restart.
 	if err := e.reg.Put(c); err != nil {
+		if rulesetID != 0 {
+			err = fmt.Errorf("%w: policies %v: %w", api.ErrCannotEnforce, names, err)
+		}
 		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
 	}
 	if rulesetID != 0 {
 		if err := e.enforcer.SetCgroup(c.CgroupID, rulesetID); err != nil {
-			return nil, fmt.Errorf("register container %s: enforce on cgroup %d: %w", c.ID, c.CgroupID, err)
+			// Nothing was put in force: take the record back so the
+			// registry does not claim a container the maps do not hold.
+			if hadPrev {
+				e.reg.Put(prev)
+			} else {
+				e.reg.Delete(c.ID)
+			}
+			return nil, fmt.Errorf("register container %s: %w: policies %v on cgroup %d: %w", c.ID, api.ErrCannotEnforce, names, c.CgroupID, err)
 		}
 		e.rulesetOf[c.ID] = key
 	} else {
@@ -358,6 +407,13 @@ func (e *Engine) registerLocked(c api.Container) (*api.Container, error) {
 	if hadPrev && prev.CgroupID != c.CgroupID {
 		if err := e.clearCgroupLocked(prev.CgroupID, c.ID); err != nil {
 			e.log.Error("clear previous cgroup", "id", c.ID, "cgroup", prev.CgroupID, "err", err)
+		}
+	}
+	if o, ok := e.orphans[c.CgroupID]; ok {
+		delete(e.orphans, c.CgroupID)
+		e.log.Info("orphaned cgroup entry re-owned", "cgroup", c.CgroupID, "path", o.Path, "id", c.ID)
+		if err := e.dropOrphanRulesetLocked(o); err != nil {
+			e.log.Error("drop ruleset of re-owned entry", "cgroup", c.CgroupID, "err", err)
 		}
 	}
 	e.log.Info("registered", "id", c.ID, "cgroup", c.CgroupID, "namespace", c.Namespace, "pod", c.Pod, "container", c.Name, "policies", names)
@@ -391,6 +447,9 @@ func (e *Engine) Unregister(ctx context.Context, id string) error {
 func (e *Engine) unregisterLocked(id string) error {
 	c, ok := e.reg.Get(id)
 	if !ok {
+		if o, isOrphan := e.orphanByID(id); isOrphan {
+			return e.removeOrphanLocked(o, "removed by request")
+		}
 		return fmt.Errorf("unregister %s: %w", id, api.ErrNotFound)
 	}
 	if err := e.reg.Delete(id); err != nil {
@@ -455,6 +514,12 @@ func (e *Engine) List(ctx context.Context) ([]api.Container, error) {
 
 // Status implements api.Handler.
 func (e *Engine) Status(ctx context.Context) (*api.Status, error) {
+	// Counting map entries walks the maps (tens of ms with 10,000
+	// cgroups): outside the lock, so registrations do not wait for it.
+	usage, err := e.enforcer.MapUsage()
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := &api.Status{
@@ -488,6 +553,12 @@ func (e *Engine) Status(ctx context.Context) (*api.Status, error) {
 	}
 	for _, p := range e.policies.Policies() {
 		st.Policies = append(st.Policies, api.PolicySummary{Name: p.Name, File: p.File})
+	}
+	for _, u := range usage {
+		st.Maps = append(st.Maps, api.MapUsage{Name: u.Name, Entries: u.Entries, Capacity: u.Capacity, Requested: u.Requested})
+	}
+	for _, cg := range slices.Sorted(maps.Keys(e.orphans)) {
+		st.Orphans = append(st.Orphans, e.orphans[cg])
 	}
 	if e.policyErr != nil {
 		st.PolicyError = e.policyErr.Error()
@@ -558,14 +629,49 @@ func (e *Engine) reconcileLocked() error {
 			}
 		}
 	}
+	// Entries no registration accounts for (a lost or emptied state dir)
+	// keep enforcing while their cgroup exists: losing the record must not
+	// set a container free.
+	var unowned []uint64
 	for cg := range cgroups {
-		if !wanted[cg] {
-			if err := e.enforcer.DeleteCgroup(cg); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, fmt.Errorf("reconcile: %w", err))
-			}
+		if !wanted[cg] && len(e.reg.InCgroup(cg)) == 0 {
+			unowned = append(unowned, cg)
 		}
 	}
-	if err := e.dropStaleFilesLocked(wanted); err != nil {
+	live, err := findCgroups(e.cgroups.Root, unowned)
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	e.orphans = map[uint64]api.Orphan{}
+	var maxRuleset uint32
+	for cg, rs := range cgroups {
+		if wanted[cg] {
+			continue
+		}
+		if path, ok := live[cg]; ok && len(e.reg.InCgroup(cg)) == 0 {
+			e.orphans[cg] = api.Orphan{ID: fmt.Sprintf("%s%d", api.OrphanPrefix, cg), CgroupID: cg, Path: path, Ruleset: rs}
+			e.liveRulesets[rs] = true
+			maxRuleset = max(maxRuleset, rs)
+			e.log.Warn("keeping orphaned cgroup entry enforced", "cgroup", cg, "path", path, "ruleset", rs)
+			continue
+		}
+		if err := e.enforcer.DeleteCgroup(cg); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("reconcile: %w", err))
+		}
+	}
+	for id := range inMaps {
+		maxRuleset = max(maxRuleset, id)
+	}
+	// New rulesets must not take the ID of one still in the maps.
+	if err := e.reg.ReserveRulesetIDs(maxRuleset); err != nil {
+		errs = append(errs, fmt.Errorf("reconcile: %w", err))
+	}
+	// Orphans keep their file identities as they keep their rulesets.
+	keepFiles := maps.Clone(wanted)
+	for cg := range e.orphans {
+		keepFiles[cg] = true
+	}
+	if err := e.dropStaleFilesLocked(keepFiles); err != nil {
 		errs = append(errs, fmt.Errorf("reconcile: %w", err))
 	}
 	for id := range inMaps {
@@ -586,6 +692,13 @@ func (e *Engine) collectRulesetsLocked() error {
 	used := map[string]bool{}
 	for _, key := range e.rulesetOf {
 		used[key] = true
+	}
+	for _, o := range e.orphans {
+		for key, id := range e.reg.RulesetKeys() {
+			if id == o.Ruleset {
+				used[key] = true
+			}
+		}
 	}
 	var errs []error
 	for key, id := range e.reg.RulesetKeys() {

@@ -52,7 +52,6 @@ func (e *Engine) StreamEvents(ctx context.Context) error {
 	}
 	stop := context.AfterFunc(ctx, func() { rd.Close() })
 	defer stop()
-	enc := json.NewEncoder(e.opts.Events)
 	for {
 		ev, err := rd.Read()
 		if err != nil {
@@ -61,10 +60,28 @@ func (e *Engine) StreamEvents(ctx context.Context) error {
 			}
 			return fmt.Errorf("stream events: %w", err)
 		}
-		if err := enc.Encode(e.describe(ev)); err != nil {
-			e.log.Error("write event", "err", err)
-		}
+		e.writeEvent(e.describe(ev))
 	}
+}
+
+// writeEvent writes one JSON line; event lines and summaries come from two
+// goroutines and must not interleave.
+func (e *Engine) writeEvent(v any) error {
+	if e.opts.Events == nil {
+		return nil
+	}
+	line, err := json.Marshal(v)
+	if err != nil {
+		e.log.Error("encode event", "err", err)
+		return fmt.Errorf("encode event: %w", err)
+	}
+	e.eventsMu.Lock()
+	defer e.eventsMu.Unlock()
+	if _, err := e.opts.Events.Write(append(line, '\n')); err != nil {
+		e.log.Error("write event", "err", err)
+		return fmt.Errorf("write event: %w", err)
+	}
+	return nil
 }
 
 // describe joins a kernel event with the container and policy it concerns.
@@ -79,15 +96,27 @@ func (e *Engine) describe(ev bpf.Event) Event {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if ids := e.reg.InCgroup(ev.CgroupID); len(ids) > 0 {
-		c, _ := e.reg.Get(ids[0])
-		out.Container = &EventContainer{ID: c.ID, Namespace: c.Namespace, Pod: c.Pod, PodUID: c.PodUID, Name: c.Name, Image: c.Image, Labels: c.Labels}
-	}
-	if info, ok := e.policies.Rule(ev.RuleID); ok {
-		out.Policy = info.Policy
-		out.Rule = info.Text
-	}
+	out.Container = e.containerOfLocked(ev.CgroupID)
+	out.Policy, out.Rule = e.ruleLocked(ev.RuleID)
 	return out
+}
+
+func (e *Engine) containerOfLocked(cgroupID uint64) *EventContainer {
+	if ids := e.reg.InCgroup(cgroupID); len(ids) > 0 {
+		c, _ := e.reg.Get(ids[0])
+		return &EventContainer{ID: c.ID, Namespace: c.Namespace, Pod: c.Pod, PodUID: c.PodUID, Name: c.Name, Image: c.Image, Labels: c.Labels}
+	}
+	if o, ok := e.orphans[cgroupID]; ok {
+		return &EventContainer{ID: o.ID}
+	}
+	return nil
+}
+
+func (e *Engine) ruleLocked(ruleID uint32) (policy, rule string) {
+	if info, ok := e.policies.Rule(ruleID); ok {
+		return info.Policy, info.Text
+	}
+	return "", ""
 }
 
 func protoName(p uint8) string {

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/holdfast-dev/holdfast/engine/api"
 )
 
 // Mode says what a failed registration does to container creation.
@@ -17,6 +19,8 @@ const (
 	Open   Mode = "open"   // log and let the container start unregistered
 	Closed Mode = "closed" // refuse the container, with the reason in the runtime's error
 )
+
+const failModeOpen = "fail mode is open"
 
 // DefaultEngineNamespace is where holdfast itself runs.
 const DefaultEngineNamespace = "holdfast-system"
@@ -64,11 +68,26 @@ func (p Policy) FailsOpen(namespace string) (open bool, why string) {
 	case namespace != "" && slices.Contains(p.OpenNamespaces, namespace):
 		return true, fmt.Sprintf("namespace %s is in the fail-open list", namespace)
 	case p.Mode == Open || p.Mode == "":
-		return true, "fail mode is open"
+		return true, failModeOpen
 	case p.Mode == Closed:
 		return false, "fail mode is closed"
 	}
 	// Validate rejects this; refusing is the safe reading of a mode nobody
 	// can name.
 	return false, fmt.Sprintf("fail mode %q is unknown", p.Mode)
+}
+
+// Decide is FailsOpen for a registration that failed with err. An engine
+// that answered that it cannot enforce the container's policies
+// (api.ErrCannotEnforce: they do not compile, a map is full, its registry
+// cannot be written) is refused even in fail-open mode: failing open is for
+// an engine that cannot be reached, and letting such a container run would
+// let a workload switch enforcement off by exhausting the engine. The
+// engine's namespace and the fail-open namespaces still start.
+func (p Policy) Decide(namespace string, err error) (open bool, why string) {
+	open, why = p.FailsOpen(namespace)
+	if open && errors.Is(err, api.ErrCannotEnforce) && why == failModeOpen {
+		return false, "the engine answered that it cannot enforce the container's policies (fail-open covers only an unreachable engine)"
+	}
+	return open, why
 }

@@ -1,8 +1,12 @@
 package failpolicy
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/holdfast-dev/holdfast/engine/api"
 )
 
 func TestParseMode(t *testing.T) {
@@ -82,5 +86,30 @@ func TestFailsOpen(t *testing.T) {
 		if got != tt.want || !strings.Contains(why, tt.why) {
 			t.Errorf("%+v namespace %q: FailsOpen = %v (%s), want %v (%s)", tt.policy, tt.namespace, got, why, tt.want, tt.why)
 		}
+	}
+}
+
+func TestDecideCannotEnforce(t *testing.T) {
+	cannot := fmt.Errorf("register x: %w: map full", api.ErrCannotEnforce)
+	unreachable := errors.New("connect to engine: no such file")
+	p := Policy{Mode: Open, OpenNamespaces: []string{"kube-system"}, EngineNamespace: DefaultEngineNamespace}
+	for _, tt := range []struct {
+		ns   string
+		err  error
+		open bool
+	}{
+		{"shop", cannot, false},
+		{"", cannot, false},
+		{"kube-system", cannot, true},
+		{DefaultEngineNamespace, cannot, true},
+		{"shop", unreachable, true},
+	} {
+		if open, why := p.Decide(tt.ns, tt.err); open != tt.open || why == "" {
+			t.Errorf("Decide(%q, %v) = %v (%s), want %v", tt.ns, tt.err, open, why, tt.open)
+		}
+	}
+	closed := Policy{Mode: Closed}
+	if open, _ := closed.Decide("shop", unreachable); open {
+		t.Error("closed mode let an unreachable engine's container start")
 	}
 }

@@ -87,9 +87,9 @@ type Policy struct {
 
 // rule is one compiled rule before a Set gives it an ID.
 type rule struct {
-	kind  string
-	field string // where it was written, e.g. "spec.exec.deny[0]"
-	text  string
+	kind    string
+	field   string // where it was written, e.g. "spec.exec.deny[0]"
+	text    string
 	exec    bpf.ExecRule
 	net     bpf.NetRule
 	sockets []bpf.SocketRule

@@ -23,6 +23,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
 )
@@ -34,12 +35,15 @@ const journalName = "registry.jsonl"
 type Store struct {
 	dir        string
 	journal    *os.File
-	lines      int // lines in the journal, for compaction
+	size       int64 // bytes of whole lines in the journal
+	lines      int   // lines in the journal, for compaction
 	bootID     string
 	containers map[string]api.Container
 	byCgroup   map[uint64]map[string]bool // cgroup ID → container IDs
 	rulesets   map[string]uint32          // selecting-policies key → ruleset ID
 	nextID     uint32
+	// thisBoot: the journal's last boot line is this boot's.
+	thisBoot bool
 }
 
 // entry is one journal line.
@@ -70,9 +74,52 @@ func Open(dir string) (*Store, error) {
 
 	replayErr := s.replay()
 	if err := s.compact(); err != nil {
-		return nil, errors.Join(replayErr, err)
+		// A full disk must not stop the engine (and so the enforcement of
+		// what the journal holds): keep appending to the journal as is.
+		if ferr := s.reopen(); ferr != nil {
+			return nil, errors.Join(replayErr, err, ferr)
+		}
 	}
 	return s, replayErr
+}
+
+// reopen continues the existing journal when it cannot be compacted. Its
+// boot line must be this boot's, or a replay would drop what follows.
+func (s *Store) reopen() error {
+	f, err := os.OpenFile(s.path(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open registry %s: %w", s.path(), err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("open registry %s: %w", s.path(), err)
+	}
+	s.journal, s.size = f, fi.Size()
+	if err := s.trimTorn(); err != nil {
+		return err
+	}
+	if s.thisBoot {
+		return nil
+	}
+	return s.write(entry{Op: "boot", BootID: s.bootID})
+}
+
+// trimTorn cuts a last line without its newline, so the next append
+// starts a line of its own instead of merging with the fragment.
+func (s *Store) trimTorn() error {
+	data, err := os.ReadFile(s.path())
+	if err != nil {
+		return fmt.Errorf("read registry %s: %w", s.path(), err)
+	}
+	whole := int64(bytes.LastIndexByte(data, '\n') + 1)
+	if whole != int64(len(data)) {
+		if err := s.journal.Truncate(whole); err != nil {
+			return fmt.Errorf("trim torn line of registry %s: %w", s.path(), err)
+		}
+	}
+	s.size = whole
+	return nil
 }
 
 func (s *Store) path() string { return filepath.Join(s.dir, journalName) }
@@ -97,8 +144,15 @@ func (s *Store) replay() error {
 			if i == len(lines)-1 {
 				break // no newline yet: a write cut short by a crash
 			}
-			errs = append(errs, fmt.Errorf("registry %s line %d: %w", s.path(), i+1, err))
-			continue
+			// A fragment of a cut write followed by a whole entry: keep
+			// the entry. A lost line can only lose a registration, whose
+			// cgroup entry then stays enforced as an orphan.
+			at := bytes.LastIndex(line, []byte(`{"op":`))
+			if at <= 0 || json.Unmarshal(line[at:], &e) != nil {
+				errs = append(errs, fmt.Errorf("registry %s line %d: %w", s.path(), i+1, err))
+				continue
+			}
+			errs = append(errs, fmt.Errorf("registry %s line %d: torn entry skipped before a whole one", s.path(), i+1))
 		}
 		if e.Op == "boot" {
 			sameBoot = e.BootID == s.bootID
@@ -108,6 +162,7 @@ func (s *Store) replay() error {
 			s.applyEntry(e)
 		}
 	}
+	s.thisBoot = sameBoot
 	return errors.Join(errs...)
 }
 
@@ -163,24 +218,41 @@ func (s *Store) compact() error {
 	if s.journal != nil {
 		s.journal.Close()
 	}
-	s.journal, s.lines = f, lines
+	s.journal, s.lines, s.size = f, lines, int64(buf.Len())
 	return nil
 }
 
 // append writes one change. A single write keeps each line whole.
 func (s *Store) append(e entry) error {
+	if err := s.write(e); err != nil {
+		return err
+	}
+	// Compact once the journal is mostly history. The entry is recorded
+	// already, so a failed compaction (a full disk) only delays the next.
+	if s.lines > 1024 && s.lines > 4*(len(s.containers)+len(s.rulesets)) {
+		s.compact()
+	}
+	return nil
+}
+
+// write appends one line. A write cut short (ENOSPC part-way) is cut off
+// again, so no torn line stays in the journal to merge with the next one.
+func (s *Store) write(e entry) error {
 	line, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("encode registry entry: %w", err)
 	}
 	if _, err := s.journal.Write(append(line, '\n')); err != nil {
+		if terr := s.journal.Truncate(s.size); terr != nil {
+			err = errors.Join(err, fmt.Errorf("cut torn line: %w", terr))
+		}
+		if errors.Is(err, syscall.ENOSPC) {
+			return fmt.Errorf("append to registry %s: state dir full, change not recorded: %w", s.path(), err)
+		}
 		return fmt.Errorf("append to registry %s: %w", s.path(), err)
 	}
+	s.size += int64(len(line) + 1)
 	s.lines++
-	// Compact once the journal is mostly history.
-	if s.lines > 1024 && s.lines > 4*(len(s.containers)+len(s.rulesets)) {
-		return s.compact()
-	}
 	return nil
 }
 
@@ -278,6 +350,20 @@ func (s *Store) RulesetID(key string) (id uint32, created bool, err error) {
 	s.rulesets[key] = id
 	s.nextID++
 	return id, true, nil
+}
+
+// ReserveRulesetIDs makes sure IDs up to max are never handed out, for IDs
+// found in use in the maps that the registry does not know (a lost state
+// dir), so a new ruleset cannot collide with an enforced one.
+func (s *Store) ReserveRulesetIDs(max uint32) error {
+	if max < s.nextID {
+		return nil
+	}
+	if err := s.append(entry{Op: "next-ruleset", Ruleset: max + 1}); err != nil {
+		return fmt.Errorf("reserve ruleset ids up to %d: %w", max, err)
+	}
+	s.nextID = max + 1
+	return nil
 }
 
 // RulesetKeys returns the recorded ruleset IDs by key.

@@ -21,6 +21,9 @@ import (
 const envDial = "HOLDFAST_E2E_DIAL"
 
 func TestMain(m *testing.M) {
+	if target := os.Getenv(envFlood); target != "" {
+		os.Exit(flood(target))
+	}
 	if target := os.Getenv(envDial); target != "" {
 		network, addr, _ := strings.Cut(target, " ")
 		conn, err := net.DialTimeout(network, addr, 5*time.Second)

@@ -81,6 +81,9 @@ type Options struct {
 	Policies map[string]string
 	// Args are extra engine flags.
 	Args []string
+	// Prepare runs before the engine first starts (e.g. to mount a small
+	// filesystem on StateDir); its own cleanups run after the engine's stop.
+	Prepare func(e *Engine)
 }
 
 // Engine is a running holdfast engine owned by one test.
@@ -136,6 +139,9 @@ func StartEngine(t testing.TB, opts Options) *Engine {
 	})
 	for name, yaml := range opts.Policies {
 		e.WritePolicy(t, name, yaml)
+	}
+	if opts.Prepare != nil {
+		opts.Prepare(e)
 	}
 	e.Start(t)
 	return e
@@ -263,10 +269,21 @@ func (e *Engine) CLI(args ...string) (string, error) {
 	return string(out), err
 }
 
-// Events returns every event written so far.
+// Events returns every event written so far, rotated files included,
+// oldest first.
 func (e *Engine) Events(t testing.TB) []map[string]any {
 	t.Helper()
-	f, err := os.Open(e.EventsFile)
+	var out []map[string]any
+	rotated, _ := filepath.Glob(e.EventsFile + ".*")
+	for i := len(rotated); i >= 1; i-- {
+		out = append(out, readEvents(t, fmt.Sprintf("%s.%d", e.EventsFile, i))...)
+	}
+	return append(out, readEvents(t, e.EventsFile)...)
+}
+
+func readEvents(t testing.TB, path string) []map[string]any {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		if os.IsNotExist(err) {
 			return nil

@@ -250,3 +250,37 @@ func TestConfigFileNextToBinary(t *testing.T) {
 		})
 	}
 }
+
+// TestEngineCannotEnforce fills the engine's cgroup map, then starts a
+// selected container under runc with the hook in fail-open mode: the engine
+// answers that it cannot enforce, and that is refused, not failed open.
+func TestEngineCannotEnforce(t *testing.T) {
+	r := newRuncEnv(t)
+	bin := hookBinary(t)
+	e := harness.StartEngine(t, harness.Options{
+		Policies: map[string]string{"locked.yaml": lockedPolicy},
+		Args:     []string{"--max-cgroups", "1"},
+	})
+	filler := harness.NewCgroup(t)
+	if out, err := e.CLI("containers", "add", "--id", "filler", "--cgroup-path", filler.Dir, "--label", "app=locked"); err != nil {
+		t.Fatalf("fill the map: %v\n%s", err, out)
+	}
+	logPath := filepath.Join(t.TempDir(), "hook.log")
+	hooks := hookEntries(bin, "createContainer", e.Socket, logPath, "--fail-mode", "open")
+
+	c := r.bundle(t, bundleOpts{Args: []string{"/bin/echo", "started"}, Annotations: lockedAnnotations("full"), Hooks: hooks})
+	res := c.run(t)
+	if res.ExitCode == 0 || strings.Contains(res.Stdout, "started") {
+		t.Fatalf("selected container with a full map in fail-open mode: want runc to refuse it, got %v", res)
+	}
+	d := decision(t, logPath, c.ID, "fail-closed")
+	if err, _ := d["error"].(string); !strings.Contains(err, "cgroup_rules") || !strings.Contains(err, "capacity of 1") {
+		t.Errorf("logged error %q, want the full map named", err)
+	}
+
+	// A container no policy selects needs no map entry and starts.
+	free := r.bundle(t, bundleOpts{Args: []string{"/bin/echo", "started"}, Hooks: hooks})
+	if res := free.run(t); res.ExitCode != 0 || res.Stdout != "started\n" {
+		t.Errorf("unselected container: %v", res)
+	}
+}

@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/daemon"
+	"github.com/holdfast-dev/holdfast/engine/linux"
 	"github.com/holdfast-dev/holdfast/engine/policy"
 )
 
@@ -80,7 +83,25 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(tw, "exec:\t%d checked, %d denied (%d unresolvable paths)\n", n.ExecChecked, n.ExecDenied, n.ExecUnresolved)
 	fmt.Fprintf(tw, "connect:\t%d checked, %d refused\n", n.ConnectChecked, n.ConnectRefused)
 	if n.EventsLost > 0 {
-		fmt.Fprintf(tw, "events lost:\t%d (ring buffer full)\n", n.EventsLost)
+		fmt.Fprintf(tw, "events lost:\t%d (ring buffer full; counted in summaries)\n", n.EventsLost)
+	}
+	if n.DenialsUntracked > 0 {
+		fmt.Fprintf(tw, "denials untracked:\t%d (denials map full; no per-container counts)\n", n.DenialsUntracked)
+	}
+	for _, m := range st.Maps {
+		fill := fmt.Sprintf("%d / %d entries", m.Entries, m.Capacity)
+		if m.Entries < 0 {
+			fill = fmt.Sprintf("%d bytes", m.Capacity)
+		} else if m.Capacity > 0 {
+			fill += fmt.Sprintf(" (%d%%)", uint64(m.Entries)*100/uint64(m.Capacity))
+		}
+		if m.Requested != m.Capacity {
+			fill += fmt.Sprintf("; configured %d, pinned map keeps %d until uninstall", m.Requested, m.Capacity)
+		}
+		fmt.Fprintf(tw, "map %s:\t%s\n", m.Name, fill)
+	}
+	for _, o := range st.Orphans {
+		fmt.Fprintf(tw, "orphaned:\t%s\tcgroup %s, ruleset %d: enforced, no registration\n", o.ID, o.Path, o.Ruleset)
 	}
 	for _, p := range st.Policies {
 		fmt.Fprintf(tw, "policy:\t%s\t%s\n", p.Name, p.File)
@@ -253,11 +274,19 @@ func runUninstall(ctx context.Context, args []string, stdout io.Writer) error {
 	if _, err := (&api.Client{Socket: *socket}).Status(ctx); err == nil {
 		return fmt.Errorf("uninstall: an engine is running at %s; stop it first (its open links would keep the programs attached)", *socket)
 	}
+	// An engine on another socket still holds the state dir's lock.
+	if _, err := os.Stat(*stateDir); err == nil {
+		lock, err := linux.LockFile(filepath.Join(*stateDir, daemon.LockFile))
+		if err != nil {
+			return fmt.Errorf("uninstall: an engine is running on state dir %s; stop it first: %w", *stateDir, err)
+		}
+		defer lock.Close()
+	}
 	if err := bpf.Uninstall(bpf.Layout{Root: *bpfDir}); err != nil {
 		return fmt.Errorf("uninstall: %w", err)
 	}
 	fmt.Fprintf(stdout, "detached and removed pins under %s\n", *bpfDir)
-	for _, sub := range []string{"registry", "policies"} {
+	for _, sub := range []string{"registry", "policies", daemon.ReportedFile, daemon.LockFile} {
 		if err := os.RemoveAll(*stateDir + "/" + sub); err != nil {
 			return fmt.Errorf("uninstall: remove state: %w", err)
 		}

@@ -8,12 +8,15 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
+	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/cri"
 	"github.com/holdfast-dev/holdfast/engine/daemon"
+	"github.com/holdfast-dev/holdfast/engine/eventlog"
 )
 
 // Defaults of a production node.
@@ -36,6 +39,36 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 	cgroupRoot := fs.String("cgroup-root", "", "cgroup v2 mount (default: detected from /proc/self/mountinfo)")
 	criEndpoint := fs.String("cri-endpoint", "", "CRI endpoint to adopt running containers from at start (unix:///...)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	eventsMax := fs.Int64("events-max-bytes", 100<<20, "rotate the --events file before it passes this size (0: never)")
+	eventsBackups := fs.Int("events-max-backups", 5, "rotated events files to keep (FILE.1 newest)")
+	summaryInterval := fs.Duration("event-summary-interval", bpf.EventWindow, "how often denial summaries with exact kernel counts are written")
+	capacity := bpf.Capacity{}
+	for _, c := range []struct {
+		flag, m string
+		def     uint32
+		usage   string
+	}{
+		{"max-cgroups", bpf.MapCgroupRules, 65536, "registered cgroups (cgroup_rules entries)"},
+		{"max-rulesets", bpf.MapRulesets, 65536, "distinct rulesets"},
+		{"max-exec-rules", bpf.MapExecRules, 65536, "exec rules over all rulesets"},
+		{"max-net4-rulesets", bpf.MapNet4Rules, 65536, "rulesets with IPv4 connect rules (each has its own trie)"},
+		{"max-net6-rulesets", bpf.MapNet6Rules, 65536, "rulesets with IPv6 connect rules"},
+		{"max-net-prefixes", bpf.MapNetPrefixes, 16384, "CIDR prefixes in one ruleset's trie, per family"},
+		{"max-port-chunks", bpf.MapPortChunks, 65536, "overflow chunks of 16 port rules, over all rulesets"},
+		{"max-socket-rules", bpf.MapSocketRules, 65536, "socket-family rules over all rulesets"},
+		{"max-bind-rulesets", bpf.MapBindRules, 65536, "rulesets with bind rules"},
+		{"max-denial-counters", bpf.MapDenials, 16384, "per (container, rule, action) denial counters"},
+		{"events-ring-bytes", bpf.MapEvents, 256 << 10, "kernel event ring buffer size (power of two)"},
+	} {
+		fs.Func(c.flag, fmt.Sprintf("%s (default %d; pinned maps keep their size until uninstall)", c.usage, c.def), func(v string) error {
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil || n == 0 {
+				return fmt.Errorf("want a positive number, got %q", v)
+			}
+			capacity[c.m] = uint32(n)
+			return nil
+		})
+	}
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -47,9 +80,9 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 
 	var events io.Writer = stderr
 	if *eventsFile != "" {
-		f, err := os.OpenFile(*eventsFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		f, err := eventlog.Open(*eventsFile, *eventsMax, *eventsBackups)
 		if err != nil {
-			return fmt.Errorf("open events file: %w", err)
+			return fmt.Errorf("engine: %w", err)
 		}
 		defer f.Close()
 		events = f
@@ -65,6 +98,9 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 		CgroupRoot: *cgroupRoot,
 		Events:     events,
 		Log:        log,
+
+		Capacity:        capacity,
+		SummaryInterval: *summaryInterval,
 	}
 	if *criEndpoint != "" {
 		opts.Discover = func(ctx context.Context, m cgroup.Mount) ([]api.Container, error) {
@@ -72,17 +108,26 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		opts.DiscoverSource = cri.Source
 	}
+	// The socket first: if a live engine answers on it, exit before
+	// touching its state, maps or socket.
+	l, err := api.Listen(*socket)
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	// Remove the socket on the way out only while it is still this one.
+	if mine, err := os.Stat(*socket); err == nil {
+		defer func() {
+			if now, err := os.Stat(*socket); err == nil && os.SameFile(mine, now) {
+				os.Remove(*socket)
+			}
+		}()
+	}
+	defer l.Close()
 	eng, err := daemon.New(ctx, opts)
 	if err != nil {
 		return err
 	}
 	defer eng.Close()
-
-	l, err := api.Listen(*socket)
-	if err != nil {
-		return fmt.Errorf("engine: %w", err)
-	}
-	defer os.Remove(*socket)
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -97,14 +142,15 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}()
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- eng.StreamEvents(ctx) }()
+	go func() { errc <- eng.Maintain(ctx) }()
 	srv := &api.Server{Handler: eng, Log: log}
 	go func() { errc <- srv.Serve(ctx, l) }()
 	log.Info("engine ready", "socket", *socket, "bpf-dir", *bpfDir, "adopted", eng.Enforcer().Adopted())
 
 	var firstErr error
-	for i := 0; i < 2; i++ {
+	for i := 0; i < 3; i++ {
 		if err := <-errc; err != nil && firstErr == nil {
 			firstErr = err
 			stop()
