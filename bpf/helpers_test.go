@@ -143,7 +143,7 @@ func execRuleFor(path string, ruleID uint32) (ExecRule, error) {
 	if prefix {
 		kind = ExecPrefix
 	}
-	return ExecRule{Kind: kind, Hash: PathHash(components), RuleID: ruleID}, nil
+	return ExecRule{Kind: kind, Components: components, RuleID: ruleID}, nil
 }
 
 func mustExecRule(t testing.TB, path string, ruleID uint32) ExecRule {

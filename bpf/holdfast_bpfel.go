@@ -52,6 +52,12 @@ type holdfastExecValue struct {
 	Pad    uint32
 }
 
+type holdfastHashKey struct {
+	_  structs.HostLayout
+	K0 uint64
+	K1 uint64
+}
+
 type holdfastNet4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -95,6 +101,7 @@ const (
 	holdfastMapCgroupRules = "cgroup_rules"
 	holdfastMapCounters    = "counters"
 	holdfastMapEvents      = "events"
+	holdfastMapExecHashKey = "exec_hash_key"
 	holdfastMapExecRules   = "exec_rules"
 	holdfastMapNet4Rules   = "net4_rules"
 	holdfastMapNet6Rules   = "net6_rules"
@@ -164,6 +171,7 @@ type holdfastMapSpecs struct {
 	CgroupRules *ebpf.MapSpec `ebpf:"cgroup_rules"`
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
+	ExecHashKey *ebpf.MapSpec `ebpf:"exec_hash_key"`
 	ExecRules   *ebpf.MapSpec `ebpf:"exec_rules"`
 	Net4Rules   *ebpf.MapSpec `ebpf:"net4_rules"`
 	Net6Rules   *ebpf.MapSpec `ebpf:"net6_rules"`
@@ -199,6 +207,7 @@ type holdfastMaps struct {
 	CgroupRules *ebpf.Map `ebpf:"cgroup_rules"`
 	Counters    *ebpf.Map `ebpf:"counters"`
 	Events      *ebpf.Map `ebpf:"events"`
+	ExecHashKey *ebpf.Map `ebpf:"exec_hash_key"`
 	ExecRules   *ebpf.Map `ebpf:"exec_rules"`
 	Net4Rules   *ebpf.Map `ebpf:"net4_rules"`
 	Net6Rules   *ebpf.Map `ebpf:"net6_rules"`
@@ -210,6 +219,7 @@ func (m *holdfastMaps) Close() error {
 		m.CgroupRules,
 		m.Counters,
 		m.Events,
+		m.ExecHashKey,
 		m.ExecRules,
 		m.Net4Rules,
 		m.Net6Rules,
