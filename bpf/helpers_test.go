@@ -39,6 +39,7 @@ func TestMain(m *testing.M) {
 //	sendto NETWORK LADDR RADDR  one unconnected UDP datagram, same output
 //	install ROOT CGROUPROOT CGROUPID PATH  load, deny PATH exactly for the
 //	                            cgroup, print the pins as JSON, exit
+//	exec-... and allow-install  see allowHelper
 func runHelper(mode string, args []string) int {
 	switch mode {
 	case "dial", "sendto":
@@ -47,6 +48,10 @@ func runHelper(mode string, args []string) int {
 			return 2
 		}
 		fmt.Println(netResult(netCall(mode, args[0], args[1], args[2])))
+		return 0
+	case "exec-written", "exec-memfd", "exec-memfd-proc", "exec-proc-fd", "exec-self", "allow-install":
+		return allowHelper(mode, args)
+	case "exit":
 		return 0
 	case "install":
 		if len(args) != 4 {
