@@ -37,7 +37,7 @@ func benchRuleset(id uint32) Ruleset {
 		if prefix {
 			kind = ExecPrefix
 		}
-		rs.Exec = append(rs.Exec, ExecRule{Kind: kind, Hash: PathHash(components), RuleID: uint32(i)})
+		rs.Exec = append(rs.Exec, ExecRule{Kind: kind, Components: components, RuleID: uint32(i)})
 	}
 	for i := range 3 {
 		prefix := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(id >> 8), byte(id), byte(i * 64)}), 26)

@@ -48,7 +48,7 @@ func TestMapCapacity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.PutRuleset(Ruleset{ID: 1, Exec: []ExecRule{{Kind: ExecExact, Hash: 1, RuleID: 1}}}); err != nil {
+	if err := e.PutRuleset(Ruleset{ID: 1, Exec: []ExecRule{{Kind: ExecExact, Components: []string{"x"}, RuleID: 1}}}); err != nil {
 		t.Fatal(err)
 	}
 	for cg := uint64(1); cg <= 4; cg++ {

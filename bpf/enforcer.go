@@ -1,6 +1,8 @@
 package bpf
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -115,6 +117,9 @@ type Enforcer struct {
 	controls       []Control
 	// requested is each configurable map's capacity as configured.
 	requested map[string]uint32
+	// hashKey is the PathHash key in the pinned exec_hash_key map; it is
+	// made once per install and read back by every adopting Open.
+	hashKey HashKey
 
 	// mu orders ruleset writes, their conflict checks and the cgroup
 	// entries that point at rulesets.
@@ -333,6 +338,9 @@ func (e *Enforcer) adopt(spec *ebpf.CollectionSpec, cgroupID uint64) error {
 		return err
 	}
 	e.maps = mapsByName(maps)
+	if err := e.readHashKey(); err != nil {
+		return err
+	}
 
 	mode := ModeKill
 	if _, err := os.Stat(e.layout.Pin(KindLink, progExecLSM)); err == nil {
@@ -440,6 +448,7 @@ func mapsByName(maps map[string]*ebpf.Map) holdfastMaps {
 		Counters:    maps[holdfastMapCounters],
 		Denials:     maps[holdfastMapDenials],
 		Events:      maps[holdfastMapEvents],
+		ExecHashKey: maps[holdfastMapExecHashKey],
 		ExecRules:   maps[holdfastMapExecRules],
 		FileRules:   maps[holdfastMapFileRules],
 		Net4Rules:   maps[holdfastMapNet4Rules],
@@ -462,6 +471,7 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 		}
 		return err
 	}
+	created := map[string]bool{}
 	for name, ms := range spec.Maps {
 		if maps[name] != nil {
 			continue
@@ -474,8 +484,12 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 			return fmt.Errorf("create map %s: %w", name, err)
 		}
 		maps[name] = m
+		created[name] = true
 	}
 	e.maps = mapsByName(maps)
+	if err := e.initHashKey(created); err != nil {
+		return err
+	}
 
 	if err := e.attachExec(spec, maps); err != nil {
 		return err
@@ -499,6 +513,73 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 		return err
 	}
 	return e.commit(maps)
+}
+
+// initHashKey makes a new PathHash key when the key map is new and reads
+// the kept one otherwise. A new key next to kept exec rules (a key map
+// removed by hand) makes their hashes meaningless, so they are dropped and
+// their rulesets left for the engine to put again.
+func (e *Enforcer) initHashKey(created map[string]bool) error {
+	if !created[holdfastMapExecHashKey] {
+		return e.readHashKey()
+	}
+	var buf [16]byte
+	if _, err := rand.Read(buf[:]); err != nil {
+		return fmt.Errorf("make path hash key: %w", err)
+	}
+	k := holdfastHashKey{K0: binary.LittleEndian.Uint64(buf[:8]), K1: binary.LittleEndian.Uint64(buf[8:])}
+	if err := e.maps.ExecHashKey.Update(uint32(0), k, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("write path hash key to %s: %w", holdfastMapExecHashKey, err)
+	}
+	// Frozen, the key can no longer be changed from user space.
+	if err := e.maps.ExecHashKey.Freeze(); err != nil {
+		return fmt.Errorf("freeze %s: %w", holdfastMapExecHashKey, err)
+	}
+	e.hashKey = HashKey{K0: k.K0, K1: k.K1}
+	if !created[holdfastMapExecRules] {
+		return e.dropExecRules()
+	}
+	return nil
+}
+
+// readHashKey loads the key from the pinned key map.
+func (e *Enforcer) readHashKey() error {
+	var k holdfastHashKey
+	if err := e.maps.ExecHashKey.Lookup(uint32(0), &k); err != nil {
+		return fmt.Errorf("read path hash key from %s: %w", holdfastMapExecHashKey, err)
+	}
+	if k.K0 == 0 && k.K1 == 0 {
+		return fmt.Errorf("read path hash key: map %s holds no key (remove the pins with uninstall)", e.layout.Pin(KindMap, holdfastMapExecHashKey))
+	}
+	e.hashKey = HashKey{K0: k.K0, K1: k.K1}
+	return nil
+}
+
+// dropExecRules deletes every exec rule and the rulesets entries of the
+// rulesets that had any, so those rulesets read as absent or partial.
+func (e *Enforcer) dropExecRules() error {
+	ids := map[uint32]bool{}
+	keys, err := keysOf[holdfastExecKey](e.maps.ExecRules, func(k holdfastExecKey) bool {
+		ids[k.Ruleset] = true
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("drop exec rules hashed with a lost key: %w", err)
+	}
+	if len(keys) > 0 {
+		e.log.Warn("path hash key was missing; dropping exec rules hashed with the old key", "rules", len(keys))
+	}
+	for id := range ids {
+		if err := e.maps.Rulesets.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("drop ruleset %d from rulesets: %w", id, err)
+		}
+	}
+	for _, k := range keys {
+		if err := e.maps.ExecRules.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("drop exec rule from exec_rules: %w", err)
+		}
+	}
+	return nil
 }
 
 // attachExec attaches the exec and mmap programs: the LSM ones where the

@@ -46,7 +46,10 @@ const (
 	FamilyIPv6 uint16 = 10 // AF_INET6
 )
 
-const eventUnresolved = 1 << 0 // EVENT_UNRESOLVED
+const (
+	eventUnresolved = 1 << 0 // EVENT_UNRESOLVED
+	eventNotAllowed = 1 << 1 // EVENT_NOT_ALLOWED
+)
 
 // An Event is one enforcement action.
 type Event struct {
@@ -63,6 +66,9 @@ type Event struct {
 	// Unresolved: the executable's path was too deep to resolve, so it was
 	// refused without a rule match (RuleID is 0).
 	Unresolved bool
+	// NotAllowed: the executable is not on the container's exec allow
+	// list (RuleID is 0).
+	NotAllowed bool
 	Family     uint16     // FamilyIPv4 or FamilyIPv6 (network events)
 	Addr       netip.Addr // destination as the caller gave it
 	Port       uint16
@@ -132,6 +138,7 @@ func (r *EventReader) decode(raw holdfastEvent) (Event, error) {
 		Comm:       cString(raw.Comm[:]),
 		Filename:   cString(raw.Filename[:]),
 		Unresolved: raw.Flags&eventUnresolved != 0,
+		NotAllowed: raw.Flags&eventNotAllowed != 0,
 		Family:     raw.Family,
 		Port:       raw.Port,
 		Proto:      raw.Proto,

@@ -40,6 +40,7 @@ func TestMain(m *testing.M) {
 //	flood N IPV4:PORT           N TCP connects on one socket, print the EPERM count
 //	install ROOT CGROUPROOT CGROUPID PATH  load, deny PATH exactly for the
 //	                            cgroup, print the pins as JSON, exit
+//	exec-... and allow-install  see allowHelper
 func runHelper(mode string, args []string) int {
 	switch mode {
 	case "dial", "sendto":
@@ -51,6 +52,10 @@ func runHelper(mode string, args []string) int {
 		return 0
 	case "flood":
 		return floodHelper(args)
+	case "exec-written", "exec-memfd", "exec-memfd-proc", "exec-proc-fd", "exec-self", "allow-install":
+		return allowHelper(mode, args)
+	case "exit":
+		return 0
 	case "install":
 		if len(args) != 4 {
 			fmt.Fprintf(os.Stderr, "install: want ROOT CGROUPROOT CGROUPID PATH, got %q\n", args)
@@ -149,7 +154,7 @@ func execRuleFor(path string, ruleID uint32) (ExecRule, error) {
 	if prefix {
 		kind = ExecPrefix
 	}
-	return ExecRule{Kind: kind, Hash: PathHash(components), RuleID: ruleID}, nil
+	return ExecRule{Kind: kind, Components: components, RuleID: ruleID}, nil
 }
 
 func mustExecRule(t testing.TB, path string, ruleID uint32) ExecRule {

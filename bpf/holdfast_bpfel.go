@@ -89,6 +89,12 @@ type holdfastFileValue struct {
 	Pad    uint32
 }
 
+type holdfastHashKey struct {
+	_  structs.HostLayout
+	K0 uint64
+	K1 uint64
+}
+
 type holdfastNet4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -162,6 +168,7 @@ const (
 	holdfastMapCounters      = "counters"
 	holdfastMapDenials       = "denials"
 	holdfastMapEvents        = "events"
+	holdfastMapExecHashKey   = "exec_hash_key"
 	holdfastMapExecRules     = "exec_rules"
 	holdfastMapFileRules     = "file_rules"
 	holdfastMapNet4Rules     = "net4_rules"
@@ -255,6 +262,7 @@ type holdfastMapSpecs struct {
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	Denials     *ebpf.MapSpec `ebpf:"denials"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
+	ExecHashKey *ebpf.MapSpec `ebpf:"exec_hash_key"`
 	ExecRules   *ebpf.MapSpec `ebpf:"exec_rules"`
 	FileRules   *ebpf.MapSpec `ebpf:"file_rules"`
 	Net4Rules   *ebpf.MapSpec `ebpf:"net4_rules"`
@@ -296,6 +304,7 @@ type holdfastMaps struct {
 	Counters    *ebpf.Map `ebpf:"counters"`
 	Denials     *ebpf.Map `ebpf:"denials"`
 	Events      *ebpf.Map `ebpf:"events"`
+	ExecHashKey *ebpf.Map `ebpf:"exec_hash_key"`
 	ExecRules   *ebpf.Map `ebpf:"exec_rules"`
 	FileRules   *ebpf.Map `ebpf:"file_rules"`
 	Net4Rules   *ebpf.Map `ebpf:"net4_rules"`
@@ -313,6 +322,7 @@ func (m *holdfastMaps) Close() error {
 		m.Counters,
 		m.Denials,
 		m.Events,
+		m.ExecHashKey,
 		m.ExecRules,
 		m.FileRules,
 		m.Net4Rules,

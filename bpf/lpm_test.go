@@ -139,18 +139,18 @@ func TestLPMKeys(t *testing.T) {
 
 func TestCompileRulesetIsOrderIndependent(t *testing.T) {
 	a := Ruleset{ID: 3,
-		Exec:    []ExecRule{{Kind: ExecExact, Hash: 1, RuleID: 1}, {Kind: ExecPrefix, Hash: 2, RuleID: 2}},
+		Exec:    []ExecRule{{Kind: ExecExact, Components: []string{"a"}, RuleID: 1}, {Kind: ExecPrefix, Components: []string{"b"}, RuleID: 2}},
 		Connect: []NetRule{rule("10.0.0.0/8", 1, 1, ProtoAny, 1), rule("10.1.0.0/16", 2, 2, ProtoAny, 2)},
 	}
 	b := Ruleset{ID: 3,
 		Exec:    []ExecRule{a.Exec[1], a.Exec[0]},
 		Connect: []NetRule{a.Connect[1], a.Connect[0]},
 	}
-	ca, err := compileRuleset(a)
+	ca, err := compileRuleset(a, testKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cb, err := compileRuleset(b)
+	cb, err := compileRuleset(b, testKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,14 +162,14 @@ func TestCompileRulesetIsOrderIndependent(t *testing.T) {
 	}
 	c := a
 	c.Connect = []NetRule{rule("10.0.0.0/8", 1, 2, ProtoAny, 1)}
-	cc, err := compileRuleset(c)
+	cc, err := compileRuleset(c, testKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cc.info.Digest == ca.info.Digest {
 		t.Error("different rules, same digest")
 	}
-	if _, err := compileRuleset(Ruleset{Exec: []ExecRule{{Kind: 9}}}); err == nil || !strings.Contains(err.Error(), "unknown kind 9") {
+	if _, err := compileRuleset(Ruleset{Exec: []ExecRule{{Kind: 9}}}, testKey); err == nil || !strings.Contains(err.Error(), "unknown kind 9") {
 		t.Errorf("unknown exec kind: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/cilium/ebpf"
@@ -18,10 +19,11 @@ import (
 // cgroup_rules flags (CG_* in maps.h). Bit 2 is reserved for audit-only
 // rulesets.
 const (
-	flagExec    uint32 = 1 << 0
-	flagConnect uint32 = 1 << 1
-	flagSocket  uint32 = 1 << 3
-	flagBind    uint32 = 1 << 4
+	flagExec      uint32 = 1 << 0
+	flagConnect   uint32 = 1 << 1
+	flagSocket    uint32 = 1 << 3
+	flagBind      uint32 = 1 << 4
+	flagExecAllow uint32 = 1 << 5
 )
 
 var (
@@ -59,22 +61,28 @@ type compiledRuleset struct {
 	info    holdfastRulesetInfo
 }
 
-func compileRuleset(rs Ruleset) (compiledRuleset, error) {
+// compileRuleset hashes the exec rules' paths with key, the enforcer's
+// PathHash key, so the entries match only what its programs compute.
+func compileRuleset(rs Ruleset, key HashKey) (compiledRuleset, error) {
 	var c compiledRuleset
-	execRules := slices.Clone(rs.Exec)
-	slices.SortFunc(execRules, func(a, b ExecRule) int {
-		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Hash, b.Hash), cmp.Compare(a.RuleID, b.RuleID))
-	})
-	for _, r := range execRules {
-		if r.Kind != ExecExact && r.Kind != ExecPrefix {
+	allow := false
+	for _, r := range rs.Exec {
+		if r.Kind > ExecAllowPrefix {
 			return c, fmt.Errorf("exec rule id %d: unknown kind %d", r.RuleID, r.Kind)
 		}
-		key := holdfastExecKey{Ruleset: rs.ID, Kind: r.Kind, Hash: r.Hash}
-		if len(c.exec) > 0 && c.exec[len(c.exec)-1].key == key {
-			continue // same path twice: the lowest rule ID reports it
+		if err := checkComponents(r); err != nil {
+			return c, fmt.Errorf("exec rule id %d: %w", r.RuleID, err)
 		}
-		c.exec = append(c.exec, execEntry{key, holdfastExecValue{RuleId: r.RuleID}})
+		k := holdfastExecKey{Ruleset: rs.ID, Kind: r.Kind, Hash: PathHash(key, r.Components)}
+		c.exec = append(c.exec, execEntry{k, holdfastExecValue{RuleId: r.RuleID}})
+		allow = allow || r.Allow()
 	}
+	slices.SortFunc(c.exec, func(a, b execEntry) int {
+		return cmp.Or(cmp.Compare(a.key.Kind, b.key.Kind), cmp.Compare(a.key.Hash, b.key.Hash),
+			cmp.Compare(a.value.RuleId, b.value.RuleId))
+	})
+	// Same path twice: the lowest rule ID reports it.
+	c.exec = slices.CompactFunc(c.exec, func(a, b execEntry) bool { return a.key == b.key })
 
 	netRules := slices.Clone(rs.Connect)
 	slices.SortFunc(netRules, func(a, b NetRule) int {
@@ -144,6 +152,9 @@ func compileRuleset(rs Ruleset) (compiledRuleset, error) {
 	if len(c.exec) > 0 {
 		c.info.Flags |= flagExec
 	}
+	if allow {
+		c.info.Flags |= flagExecAllow
+	}
 	if len(c.v4)+len(c.v6) > 0 {
 		c.info.Flags |= flagConnect
 	}
@@ -189,11 +200,28 @@ func compileRuleset(rs Ruleset) (compiledRuleset, error) {
 	return c, nil
 }
 
+// checkComponents refuses paths the exec program could never match, as
+// SplitPath does, so a hand-built rule cannot silently enforce nothing.
+func checkComponents(r ExecRule) error {
+	if len(r.Components) > MaxPathDepth {
+		return fmt.Errorf("path deeper than %d components", MaxPathDepth)
+	}
+	if len(r.Components) == 0 && (r.Kind == ExecExact || r.Kind == ExecAllowExact) {
+		return errors.New(`an exact rule needs a path below "/"`)
+	}
+	for _, c := range r.Components {
+		if c == "" || c == "." || c == ".." || strings.Contains(c, "/") || len(c) > MaxNameLen {
+			return fmt.Errorf("component %q is not a file name of 1 to %d bytes", c, MaxNameLen)
+		}
+	}
+	return nil
+}
+
 // PutRuleset stores rs's rules under rs.ID. Putting the same content again
 // is a no-op; different content under a loaded ID is ErrRulesetConflict.
 // The ruleset becomes visible to SetCgroup only once all its rules are in.
 func (e *Enforcer) PutRuleset(rs Ruleset) error {
-	c, err := compileRuleset(rs)
+	c, err := compileRuleset(rs, e.hashKey)
 	if err != nil {
 		return fmt.Errorf("put ruleset %d: %w", rs.ID, err)
 	}

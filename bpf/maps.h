@@ -30,8 +30,6 @@
 #define MAX_WALK 8192
 #define MAX_PORT_RULES 16   /* port rules inline in an LPM value */
 #define CHUNK_PORT_RULES 16 /* port rules per overflow chunk */
-#define PATH_HASH_SEED 0xcbf29ce484222325ULL
-#define PATH_HASH_PRIME 0x100000001b3ULL
 
 /* cgroup_rule.flags */
 #define CG_EXEC (1u << 0)
@@ -39,14 +37,21 @@
 /* bit 2 is reserved for audit-only rulesets */
 #define CG_SOCKET (1u << 3)
 #define CG_BIND (1u << 4)
+/* The ruleset has an allow list: only files on it may be exec'd. */
+#define CG_EXEC_ALLOW (1u << 5)
 
 /* event.flags: the path was too deep to resolve, so it was refused without a
  * rule match. */
 #define EVENT_UNRESOLVED (1u << 0)
+/* event.flags: the file is not on the ruleset's allow list (rule_id is 0). */
+#define EVENT_NOT_ALLOWED (1u << 1)
 
+/* Bit 1 of the kind says allow rather than deny. */
 enum exec_kind {
 	EXEC_EXACT = 0,
 	EXEC_PREFIX = 1,
+	EXEC_ALLOW_EXACT = 2,
+	EXEC_ALLOW_PREFIX = 3,
 };
 
 enum action {
@@ -82,6 +87,13 @@ struct exec_key {
 	__u32 ruleset;
 	__u32 kind;
 	__u64 hash;
+};
+
+/* The secret SipHash key of exec_key.hash, made once per install: a path
+ * hash an attacker cannot compute cannot be forged to hit an allow rule. */
+struct hash_key {
+	__u64 k0;
+	__u64 k1;
 };
 
 struct exec_value {
@@ -261,6 +273,15 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ruleset_info);
 } rulesets SEC(".maps");
+
+/* Written once by the loader and frozen; programs only read it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_RDONLY_PROG);
+	__type(key, __u32);
+	__type(value, struct hash_key);
+} exec_hash_key SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -12,7 +12,7 @@ func TestRulesetLifecycle(t *testing.T) {
 	env := newTestEnv(t)
 	e := env.open(t)
 	rs := Ruleset{ID: 10,
-		Exec:    []ExecRule{{Kind: ExecExact, Hash: 0x1234, RuleID: 1}},
+		Exec:    []ExecRule{{Kind: ExecExact, Components: []string{"a"}, RuleID: 1}},
 		Connect: []NetRule{rule("10.0.0.0/8", 80, 80, ProtoTCP, 2), rule("2001:db8::/32", 0, 65535, ProtoAny, 3)},
 	}
 	if err := e.PutRuleset(rs); err != nil {
@@ -22,7 +22,7 @@ func TestRulesetLifecycle(t *testing.T) {
 		t.Fatalf("putting the same ruleset again: %v", err)
 	}
 	changed := rs
-	changed.Exec = []ExecRule{{Kind: ExecExact, Hash: 0x5678, RuleID: 1}}
+	changed.Exec = []ExecRule{{Kind: ExecExact, Components: []string{"b"}, RuleID: 1}}
 	if err := e.PutRuleset(changed); !errors.Is(err, ErrRulesetConflict) {
 		t.Fatalf("new content under a loaded ID: %v, want ErrRulesetConflict", err)
 	}
@@ -59,7 +59,7 @@ func TestRulesetLifecycle(t *testing.T) {
 	// A new start that puts a partial ID again must not merge the stale rule.
 	e.Close()
 	e = env.open(t)
-	if err := e.PutRuleset(Ruleset{ID: 78, Exec: []ExecRule{{Kind: ExecExact, Hash: 2, RuleID: 1}}}); err != nil {
+	if err := e.PutRuleset(Ruleset{ID: 78, Exec: []ExecRule{{Kind: ExecExact, Components: []string{"c"}, RuleID: 1}}}); err != nil {
 		t.Fatal(err)
 	}
 	var v holdfastExecValue

@@ -151,35 +151,37 @@ static __always_inline struct file *file_of_fd(struct task_struct *task, __s64 f
 /* State of one range check, shared by the bpf_loop and bpf_find_vma
  * callbacks. */
 struct vma_scan {
-	struct match_ctx c;
+	struct match_ctx c; /* its ruleset and owner_cgroup say whose rules */
 	__u64 cursor;
 	__u64 end;
 	__u64 found_file;
 	__u64 found_end;
-	__u64 found_flags;
 	__u64 denied_file;
-	__u64 owner_cgroup; /* for identity rules */
-	__u32 ruleset;
-	__u32 tries;
-	__u32 only_exec; /* skip mappings that are not executable */
-	__u32 done;
-	__u32 denied;
+	/* Small fields, to keep this and the match state within the stack. */
+	__u8 found_exec;
+	__u8 only_exec; /* skip mappings that are not executable */
+	__u8 done;
+	__u8 denied;
 };
 
 static long vma_found(struct task_struct *task, struct vm_area_struct *vma, struct vma_scan *s)
 {
 	s->found_file = (__u64)vma->vm_file;
 	s->found_end = vma->vm_end;
-	s->found_flags = vma->vm_flags;
+	s->found_exec = !!(vma->vm_flags & VM_EXEC);
 	return 0;
 }
 
 /* deny_file runs the exec decision on one file with a fresh match state. */
 static __always_inline bool deny_file(struct vma_scan *s, struct file *file, struct task_struct *task)
 {
-	__builtin_memset(&s->c, 0, sizeof(s->c));
-	s->c.ruleset = s->ruleset;
-	s->c.owner_cgroup = s->owner_cgroup;
+	/* A fresh match state; match_file sets up the ring and hash state. */
+	s->c.depth = 0;
+	s->c.words = 0;
+	s->c.rule_id = 0;
+	s->c.done = 0;
+	s->c.matched = 0;
+	s->c.unresolved = 0;
 	if (!match_file(&s->c, file, task))
 		return false;
 	s->denied = 1;
@@ -196,16 +198,16 @@ static long scan_step(__u32 i, struct vma_scan *s)
 	s->found_file = 0;
 	long err = bpf_find_vma(task, s->cursor, vma_found, s, 0);
 	if (err == -EBUSY) {
-		/* Another thread holds the address space lock: try again. */
-		if (++s->tries >= FIND_VMA_TRIES)
-			return 1;
+		/* Another thread holds the address space lock: try again, within
+		 * the loop's bound. No retry counter here: a counter the verifier
+		 * must track exactly makes it check this step once per value. */
 		return 0;
 	}
 	if (err) {
 		s->done = 1;
 		return 1;
 	}
-	if (s->found_file && (!s->only_exec || (s->found_flags & VM_EXEC)) &&
+	if (s->found_file && (!s->only_exec || s->found_exec) &&
 	    deny_file(s, (struct file *)s->found_file, task))
 		return 1;
 	if (s->found_end >= s->end || s->found_end <= s->cursor) {
@@ -237,7 +239,7 @@ static __always_inline bool scan_range(struct vma_scan *s, __u64 addr, __u64 len
 
 static __always_inline void emit_mmap(struct vma_scan *s, __u64 cgroup_id, struct task_struct *task, __u32 action)
 {
-	struct event *ev = event_new(cgroup_id, action, s->ruleset, s->c.rule_id);
+	struct event *ev = event_new(cgroup_id, action, s->c.ruleset, s->c.rule_id);
 	if (!ev)
 		return;
 	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
@@ -274,8 +276,8 @@ int BPF_PROG(mmap_kill, struct pt_regs *regs, long id)
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct vma_scan s = {};
 
-	s.ruleset = o.rule->ruleset;
-	s.owner_cgroup = o.cgroup_id;
+	s.c.ruleset = o.rule->ruleset;
+	s.c.owner_cgroup = o.cgroup_id;
 	if (unreadable) {
 		s.c.unresolved = 1;
 		kill_mapping(&s, o.cgroup_id, task);
@@ -317,8 +319,8 @@ int BPF_PROG(mmap_kill_exit, struct pt_regs *regs, long ret)
 		return 0;
 	struct vma_scan s = {};
 
-	s.ruleset = o.rule->ruleset;
-	s.owner_cgroup = o.cgroup_id;
+	s.c.ruleset = o.rule->ruleset;
+	s.c.owner_cgroup = o.cgroup_id;
 	s.only_exec = 1;
 	if (call == CALL_MMAP) {
 		/* One mmap makes one mapping, at the address it returns. */
@@ -342,8 +344,8 @@ static __always_inline int deny_mapping_lsm(struct file *file, unsigned long pro
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct vma_scan s = {};
 
-	s.ruleset = o.rule->ruleset;
-	s.owner_cgroup = o.cgroup_id;
+	s.c.ruleset = o.rule->ruleset;
+	s.c.owner_cgroup = o.cgroup_id;
 	if (!deny_file(&s, file, task))
 		return 0;
 	emit_mmap(&s, o.cgroup_id, task, ACTION_MMAP_DENIED);

@@ -3,14 +3,18 @@ package bpf
 import (
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"strings"
 )
 
-// Exec rule kinds, as stored in the exec_rules map key.
+// Exec rule kinds, as stored in the exec_rules map key. A ruleset with any
+// allow rule runs only files they allow; deny rules still subtract.
 const (
-	ExecExact  uint32 = 0 // the whole resolved path
-	ExecPrefix uint32 = 1 // every path below a directory
+	ExecExact       uint32 = 0 // deny the whole resolved path
+	ExecPrefix      uint32 = 1 // deny every path below a directory
+	ExecAllowExact  uint32 = 2 // allow the whole resolved path
+	ExecAllowPrefix uint32 = 3 // allow every path below a directory
 )
 
 // Protocols a network rule can match (IPPROTO numbers; 0 = any).
@@ -31,13 +35,18 @@ type Ruleset struct {
 	Bind    []BindRule
 }
 
-// An ExecRule denies executing one path (ExecExact) or anything below a
-// directory (ExecPrefix). Hash is PathHash of the path's components.
+// An ExecRule denies or allows executing one path (ExecExact,
+// ExecAllowExact) or anything below a directory (ExecPrefix,
+// ExecAllowPrefix). Components is the path as SplitPath returns it; the
+// enforcer hashes it with its own key when the ruleset is stored.
 type ExecRule struct {
-	Kind   uint32
-	Hash   uint64
-	RuleID uint32
+	Kind       uint32
+	Components []string
+	RuleID     uint32
 }
+
+// Allow reports whether the rule is an allow rule.
+func (r ExecRule) Allow() bool { return r.Kind == ExecAllowExact || r.Kind == ExecAllowPrefix }
 
 // A NetRule refuses traffic to Prefix on ports [PortLo, PortHi] (0-65535 for
 // any port) over Proto (ProtoAny, ProtoTCP or ProtoUDP).
@@ -74,28 +83,84 @@ type BindRule struct {
 	RuleID uint32
 }
 
-// Hash parameters shared with holdfast.c; changing them is an ABI change.
-const (
-	pathHashSeed  uint64 = 0xcbf29ce484222325
-	pathHashPrime uint64 = 0x100000001b3
-)
+// A HashKey is the secret key of PathHash. Each install makes its own, so a
+// path hash cannot be computed, and so not forged, without root on the node.
+type HashKey struct {
+	K0, K1 uint64
+}
 
-// PathHash hashes path components exactly as the exec program does while it
-// walks a resolved path from the root down: for each component, its length
-// and then its bytes as little-endian 64-bit words, the last one zero-padded.
-// A hash over the first k components identifies the directory prefix rule
-// for that directory; over all of them, the exact rule.
-func PathHash(components []string) uint64 {
-	h := pathHashSeed
+// PathHash is SipHash-2-4 under key of the path's components, exactly as
+// the exec program computes it while it walks a resolved path from the root
+// down: for each component, its length as one little-endian 64-bit word,
+// then its bytes as such words, the last one zero-padded. The lengths make
+// the word stream encode the component list unambiguously. A hash over the
+// first k components identifies the directory prefix rule for that
+// directory; over all of them, the exact rule.
+func PathHash(key HashKey, components []string) uint64 {
+	s := newSip(key)
 	for _, c := range components {
-		h = (h ^ uint64(len(c))) * pathHashPrime
+		s.word(uint64(len(c)))
 		for i := 0; i < len(c); i += 8 {
 			var word [8]byte
 			copy(word[:], c[i:])
-			h = (h ^ binary.LittleEndian.Uint64(word[:])) * pathHashPrime
+			s.word(binary.LittleEndian.Uint64(word[:]))
 		}
 	}
-	return h
+	return s.sum()
+}
+
+// sip is SipHash-2-4 over whole 64-bit words (struct sip in exec.h).
+type sip struct {
+	v0, v1, v2, v3 uint64
+	words          uint64
+}
+
+func newSip(k HashKey) sip {
+	return sip{
+		v0: k.K0 ^ 0x736f6d6570736575,
+		v1: k.K1 ^ 0x646f72616e646f6d,
+		v2: k.K0 ^ 0x6c7967656e657261,
+		v3: k.K1 ^ 0x7465646279746573,
+	}
+}
+
+func (s *sip) round() {
+	s.v0 += s.v1
+	s.v1 = bits.RotateLeft64(s.v1, 13)
+	s.v1 ^= s.v0
+	s.v0 = bits.RotateLeft64(s.v0, 32)
+	s.v2 += s.v3
+	s.v3 = bits.RotateLeft64(s.v3, 16)
+	s.v3 ^= s.v2
+	s.v0 += s.v3
+	s.v3 = bits.RotateLeft64(s.v3, 21)
+	s.v3 ^= s.v0
+	s.v2 += s.v1
+	s.v1 = bits.RotateLeft64(s.v1, 17)
+	s.v1 ^= s.v2
+	s.v2 = bits.RotateLeft64(s.v2, 32)
+}
+
+func (s *sip) word(m uint64) {
+	s.v3 ^= m
+	s.round()
+	s.round()
+	s.v0 ^= m
+	s.words++
+}
+
+// sum finalizes a copy: the message is the words fed so far.
+func (s sip) sum() uint64 {
+	b := (s.words * 8 & 0xff) << 56
+	s.v3 ^= b
+	s.round()
+	s.round()
+	s.v0 ^= b
+	s.v2 ^= 0xff
+	for range 4 {
+		s.round()
+	}
+	return s.v0 ^ s.v1 ^ s.v2 ^ s.v3
 }
 
 // MaxCgroupLevel bounds how deep below the cgroup v2 root a registered

@@ -39,6 +39,7 @@ enum bpf_map_type {
 enum {
 	BPF_ANY = 0,
 	BPF_F_NO_PREALLOC = 1,
+	BPF_F_RDONLY_PROG = 128,
 };
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)

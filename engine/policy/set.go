@@ -30,7 +30,7 @@ type RuleInfo struct {
 	Policy string
 	File   string
 	Field  string // where the rule is written, e.g. "spec.exec.deny[0]"
-	Kind   string // KindExec, KindConnect, KindSocket or KindBind
+	Kind   string // KindExec, KindExecAllow, KindConnect, KindSocket or KindBind
 	// Text is the rule in canonical form: "/bin/sh", "/tmp/",
 	// "169.254.169.254/32", "0.0.0.0/0 tcp 6660-6669", "socket raw",
 	// "bind tcp 8000-8099".
@@ -160,7 +160,8 @@ func (s *Set) Rules(p *Policy) []RuleInfo {
 
 // Compile builds the ruleset that enforces the union of the policies' rules.
 // Identical rules are kept once, under the lowest ID (the first policy by
-// name). The policies must belong to this set, since its IDs are used.
+// name). If any of the policies has an exec allow list, the ruleset's allow
+// list is the union of theirs, and the container runs only what is on it. The policies must belong to this set, since its IDs are used.
 func (s *Set) Compile(rulesetID uint32, policies []*Policy) (bpf.Ruleset, error) {
 	ordered := slices.Clone(policies)
 	for _, p := range ordered {
@@ -174,9 +175,10 @@ func (s *Set) Compile(rulesetID uint32, policies []*Policy) (bpf.Ruleset, error)
 	slices.SortFunc(ordered, func(a, b *Policy) int { return strings.Compare(a.Name, b.Name) })
 	ordered = slices.Compact(ordered)
 
+	// Paths in canonical form: the same text is the same path.
 	type execKey struct {
 		kind uint32
-		hash uint64
+		text string
 	}
 	rs := bpf.Ruleset{ID: rulesetID}
 	execSeen := make(map[execKey]bool)
@@ -187,8 +189,8 @@ func (s *Set) Compile(rulesetID uint32, policies []*Policy) (bpf.Ruleset, error)
 		id := s.firstID[p]
 		for _, r := range p.rules {
 			switch r.kind {
-			case KindExec:
-				k := execKey{r.exec.Kind, r.exec.Hash}
+			case KindExec, KindExecAllow:
+				k := execKey{r.exec.Kind, r.text}
 				if !execSeen[k] {
 					execSeen[k] = true
 					e := r.exec

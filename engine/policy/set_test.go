@@ -27,12 +27,12 @@ func TestCompileExec(t *testing.T) {
 		want bpf.ExecRule
 		text string
 	}{
-		{"/bin/sh", bpf.ExecRule{Kind: bpf.ExecExact, Hash: bpf.PathHash([]string{"bin", "sh"}), RuleID: 1}, "/bin/sh"},
-		{"//bin//sh", bpf.ExecRule{Kind: bpf.ExecExact, Hash: bpf.PathHash([]string{"bin", "sh"}), RuleID: 1}, "/bin/sh"},
-		{"/tmp/", bpf.ExecRule{Kind: bpf.ExecPrefix, Hash: bpf.PathHash([]string{"tmp"}), RuleID: 1}, "/tmp/"},
-		{"/usr/local/bin//", bpf.ExecRule{Kind: bpf.ExecPrefix, Hash: bpf.PathHash([]string{"usr", "local", "bin"}), RuleID: 1}, "/usr/local/bin/"},
-		{"/", bpf.ExecRule{Kind: bpf.ExecPrefix, Hash: bpf.PathHash(nil), RuleID: 1}, "/"},
-		{"/opt/a-name-longer-than-eight-bytes", bpf.ExecRule{Kind: bpf.ExecExact, Hash: bpf.PathHash([]string{"opt", "a-name-longer-than-eight-bytes"}), RuleID: 1}, "/opt/a-name-longer-than-eight-bytes"},
+		{"/bin/sh", bpf.ExecRule{Kind: bpf.ExecExact, Components: []string{"bin", "sh"}, RuleID: 1}, "/bin/sh"},
+		{"//bin//sh", bpf.ExecRule{Kind: bpf.ExecExact, Components: []string{"bin", "sh"}, RuleID: 1}, "/bin/sh"},
+		{"/tmp/", bpf.ExecRule{Kind: bpf.ExecPrefix, Components: []string{"tmp"}, RuleID: 1}, "/tmp/"},
+		{"/usr/local/bin//", bpf.ExecRule{Kind: bpf.ExecPrefix, Components: []string{"usr", "local", "bin"}, RuleID: 1}, "/usr/local/bin/"},
+		{"/", bpf.ExecRule{Kind: bpf.ExecPrefix, Components: nil, RuleID: 1}, "/"},
+		{"/opt/a-name-longer-than-eight-bytes", bpf.ExecRule{Kind: bpf.ExecExact, Components: []string{"opt", "a-name-longer-than-eight-bytes"}, RuleID: 1}, "/opt/a-name-longer-than-eight-bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
@@ -47,10 +47,6 @@ func TestCompileExec(t *testing.T) {
 				t.Errorf("Rule(1) = %+v, %t; want %+v", info, ok, wantInfo)
 			}
 		})
-	}
-	// The hash is over components, not the path string.
-	if bpf.PathHash([]string{"bin", "sh"}) == bpf.PathHash([]string{"bin/sh"}) {
-		t.Fatal("PathHash does not separate components; exact and prefix tests above prove nothing")
 	}
 }
 
@@ -120,16 +116,16 @@ func TestCompileUnion(t *testing.T) {
 	a, _ := set.Policy("a")
 	b, _ := set.Policy("b")
 	c, _ := set.Policy("c")
-	h := func(c ...string) uint64 { return bpf.PathHash(c) }
+	h := func(c ...string) []string { return c }
 	pfx := netip.MustParsePrefix
 
 	want := bpf.Ruleset{
 		ID: 9,
 		Exec: []bpf.ExecRule{
-			{Kind: bpf.ExecExact, Hash: h("bin", "sh"), RuleID: 1}, // a's, b's duplicate dropped
-			{Kind: bpf.ExecExact, Hash: h("usr", "bin", "wget"), RuleID: 2},
-			{Kind: bpf.ExecPrefix, Hash: h("tmp"), RuleID: 5},
-			{Kind: bpf.ExecExact, Hash: h("tmp"), RuleID: 6}, // same hash, other kind: kept
+			{Kind: bpf.ExecExact, Components: h("bin", "sh"), RuleID: 1}, // a's, b's duplicate dropped
+			{Kind: bpf.ExecExact, Components: h("usr", "bin", "wget"), RuleID: 2},
+			{Kind: bpf.ExecPrefix, Components: h("tmp"), RuleID: 5},
+			{Kind: bpf.ExecExact, Components: h("tmp"), RuleID: 6}, // same path, other kind: kept
 		},
 		Connect: []bpf.NetRule{
 			{Prefix: pfx("169.254.169.254/32"), PortHi: 65535, RuleID: 3}, // b's duplicate (7) dropped
@@ -159,9 +155,9 @@ func TestCompileUnion(t *testing.T) {
 	wantB := bpf.Ruleset{
 		ID: 2,
 		Exec: []bpf.ExecRule{
-			{Kind: bpf.ExecExact, Hash: h("bin", "sh"), RuleID: 4},
-			{Kind: bpf.ExecPrefix, Hash: h("tmp"), RuleID: 5},
-			{Kind: bpf.ExecExact, Hash: h("tmp"), RuleID: 6},
+			{Kind: bpf.ExecExact, Components: h("bin", "sh"), RuleID: 4},
+			{Kind: bpf.ExecPrefix, Components: h("tmp"), RuleID: 5},
+			{Kind: bpf.ExecExact, Components: h("tmp"), RuleID: 6},
 		},
 		Connect: []bpf.NetRule{
 			{Prefix: pfx("169.254.169.254/32"), PortHi: 65535, RuleID: 7},
@@ -239,5 +235,108 @@ web spec.network.connect.deny[0].ports[1] 0.0.0.0/0 any 6660-6669
 	stranger := mustParse(t, "f.yaml", files[0])[0]
 	if got := s.Rules(stranger); got != nil {
 		t.Errorf("Rules of a policy outside the set = %+v, want nil", got)
+	}
+}
+
+func TestCompileExecAllow(t *testing.T) {
+	rs, set := compileOne(t, `{exec: {deny: [/usr/bin/su], allow: [//usr/bin//, /opt/app/run, /]}, network: {connect: {deny: [{cidr: 10.0.0.0/8}]}}}`)
+	want := bpf.Ruleset{ID: 7,
+		Exec: []bpf.ExecRule{
+			{Kind: bpf.ExecExact, Components: []string{"usr", "bin", "su"}, RuleID: 1},
+			{Kind: bpf.ExecAllowPrefix, Components: []string{"usr", "bin"}, RuleID: 2},
+			{Kind: bpf.ExecAllowExact, Components: []string{"opt", "app", "run"}, RuleID: 3},
+			{Kind: bpf.ExecAllowPrefix, Components: nil, RuleID: 4},
+		},
+		Connect: []bpf.NetRule{{Prefix: netip.MustParsePrefix("10.0.0.0/8"), PortHi: 65535, RuleID: 5}},
+	}
+	if !reflect.DeepEqual(rs, want) {
+		t.Errorf("Compile =\n%+v\nwant\n%+v", rs, want)
+	}
+	// Deny rules first, then allow rules, then connect rules, in file order.
+	for id, w := range map[uint32]RuleInfo{
+		1: {Field: "spec.exec.deny[0]", Kind: KindExec, Text: "/usr/bin/su"},
+		2: {Field: "spec.exec.allow[0]", Kind: KindExecAllow, Text: "/usr/bin/"},
+		3: {Field: "spec.exec.allow[1]", Kind: KindExecAllow, Text: "/opt/app/run"},
+		4: {Field: "spec.exec.allow[2]", Kind: KindExecAllow, Text: "/"},
+		5: {Field: "spec.network.connect.deny[0]", Kind: KindConnect, Text: "10.0.0.0/8"},
+	} {
+		w.ID, w.Policy, w.File = id, "p", "c.yaml"
+		if got, ok := set.Rule(id); !ok || got != w {
+			t.Errorf("Rule(%d) = %+v, %t; want %+v", id, got, ok, w)
+		}
+	}
+	p, _ := set.Policy("p")
+	if got := p.Spec.Exec.Allow; !reflect.DeepEqual(got, []string{"/usr/bin/", "/opt/app/run", "/"}) {
+		t.Errorf("canonical allow list %q", got)
+	}
+	again := mustParse(t, "c.yaml", string(p.Canonical()))
+	if again[0].Digest() != p.Digest() {
+		t.Error("canonical form of a policy with an allow list parses to another digest")
+	}
+}
+
+// An allow list is a property of the container's ruleset, not of one
+// policy: the union of every selecting policy's list, with every deny.
+func TestCompileAllowUnion(t *testing.T) {
+	ps := mustParse(t, "u.yaml",
+		// IDs: a 1-2, b 3-5, c 6.
+		doc("a", `{exec: {allow: [/usr/bin/, /bin/sh]}}`)+"---\n"+
+			doc("b", `{exec: {deny: [/usr/bin/wget], allow: [/usr/bin/, /opt/app]}}`)+"---\n"+
+			doc("c", `{exec: {deny: [/usr/bin/curl]}}`))
+	set := mustSet(t, ps...)
+	a, _ := set.Policy("a")
+	b, _ := set.Policy("b")
+	c, _ := set.Policy("c")
+
+	allowOf := func(rs bpf.Ruleset) (allow, deny []string) {
+		for _, r := range rs.Exec {
+			text := "/" + strings.Join(r.Components, "/")
+			if r.Allow() {
+				allow = append(allow, text)
+			} else {
+				deny = append(deny, text)
+			}
+		}
+		return allow, deny
+	}
+	tests := []struct {
+		name       string
+		policies   []*Policy
+		allow      []string
+		deny       []string
+		allowRules []uint32
+	}{
+		// The shared /usr/bin/ is kept once, under a's ID.
+		{"a and b", []*Policy{b, a}, []string{"/usr/bin", "/bin/sh", "/opt/app"}, []string{"/usr/bin/wget"}, []uint32{1, 2, 5}},
+		// c has no allow list, but a's still holds for the container.
+		{"a and c", []*Policy{c, a}, []string{"/usr/bin", "/bin/sh"}, []string{"/usr/bin/curl"}, []uint32{1, 2}},
+		{"c alone", []*Policy{c}, nil, []string{"/usr/bin/curl"}, nil},
+		{"all", []*Policy{a, b, c}, []string{"/usr/bin", "/bin/sh", "/opt/app"}, []string{"/usr/bin/wget", "/usr/bin/curl"}, []uint32{1, 2, 5}},
+	}
+	for _, tt := range tests {
+		rs, err := set.Compile(1, tt.policies)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		allow, deny := allowOf(rs)
+		if !reflect.DeepEqual(allow, tt.allow) || !reflect.DeepEqual(deny, tt.deny) {
+			t.Errorf("%s: allow %q deny %q, want allow %q deny %q", tt.name, allow, deny, tt.allow, tt.deny)
+		}
+		var ids []uint32
+		for _, r := range rs.Exec {
+			if r.Allow() {
+				ids = append(ids, r.RuleID)
+			}
+		}
+		if !reflect.DeepEqual(ids, tt.allowRules) {
+			t.Errorf("%s: allow rule IDs %v, want %v", tt.name, ids, tt.allowRules)
+		}
+	}
+	// Same path allowed and denied: both rules are kept; the kernel's
+	// deny check runs first, so deny wins.
+	rs, _ := compileOne(t, `{exec: {deny: [/opt/app], allow: [/opt/app]}}`)
+	allow, deny := allowOf(rs)
+	if !reflect.DeepEqual(allow, []string{"/opt/app"}) || !reflect.DeepEqual(deny, []string{"/opt/app"}) {
+		t.Errorf("allow and deny of one path: %+v", rs.Exec)
 	}
 }

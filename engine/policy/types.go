@@ -49,11 +49,16 @@ type Selector struct {
 	Images []string `json:"images,omitempty"`
 }
 
-// Exec lists executables the selected containers may not run.
+// Exec lists executables the selected containers may not run, and
+// optionally the only ones they may run.
 type Exec struct {
 	// Deny holds absolute paths: a path denies exactly that file, a path
 	// with a trailing slash denies everything below that directory.
 	Deny []string `json:"deny,omitempty"`
+	// Allow, written like Deny, makes an allow list: when any policy
+	// selecting a container has one, the container may run only files on
+	// the union of those lists, minus what any deny rule denies.
+	Allow []string `json:"allow,omitempty"`
 }
 
 // Network holds the network rules.

@@ -24,10 +24,11 @@ import (
 
 // Rule kinds, as reported in RuleInfo.Kind.
 const (
-	KindExec    = "exec"
-	KindConnect = "connect"
-	KindSocket  = "socket"
-	KindBind    = "bind"
+	KindExec      = "exec" // exec.deny
+	KindExecAllow = "exec-allow"
+	KindConnect   = "connect"
+	KindSocket    = "socket"
+	KindBind      = "bind"
 )
 
 // SocketKinds are the names network.sockets.deny accepts and the
@@ -118,8 +119,8 @@ func (p *Policy) Canonical() []byte {
 	return out
 }
 
-// RuleCount is how many rules the policy compiles to: one per exec path,
-// destination port range, socket kind and bind port range.
+// RuleCount is how many rules the policy compiles to: one per exec path
+// (deny or allow), destination port range, socket kind and bind port range.
 func (p *Policy) RuleCount() int { return len(p.rules) }
 
 // containerName accepts Kubernetes (DNS-1123 label) and podman/docker
@@ -252,30 +253,38 @@ func (c *checker) selector(s *Selector) labels.Selector {
 }
 
 // exec validates exec paths, rewrites them in canonical form and returns
-// one rule per path.
+// one rule per path: the deny rules, then the allow rules.
 func (c *checker) exec(e *Exec) []rule {
+	if e.Allow != nil && len(e.Allow) == 0 {
+		c.addf("spec.exec.allow", `empty list would allow nothing; omit the field, or deny "/" to refuse every exec`)
+	}
+	rules := c.execPaths(e.Deny, "spec.exec.deny", KindExec, bpf.ExecExact, bpf.ExecPrefix)
+	return append(rules, c.execPaths(e.Allow, "spec.exec.allow", KindExecAllow, bpf.ExecAllowExact, bpf.ExecAllowPrefix)...)
+}
+
+func (c *checker) execPaths(paths []string, base, kind string, exact, prefixKind uint32) []rule {
 	var rules []rule
-	for i, p := range e.Deny {
-		field := fmt.Sprintf("spec.exec.deny[%d]", i)
+	for i, p := range paths {
+		field := fmt.Sprintf("%s[%d]", base, i)
 		components, prefix, err := bpf.SplitPath(p)
 		if err != nil {
 			c.addf(field, "%w", err)
 			continue
 		}
-		kind := bpf.ExecExact
+		k := exact
 		text := "/" + strings.Join(components, "/")
 		if prefix {
-			kind = bpf.ExecPrefix
+			k = prefixKind
 			if len(components) > 0 {
 				text += "/"
 			}
 		}
-		e.Deny[i] = text
+		paths[i] = text
 		rules = append(rules, rule{
-			kind:  KindExec,
+			kind:  kind,
 			field: field,
 			text:  text,
-			exec:  bpf.ExecRule{Kind: kind, Hash: bpf.PathHash(components)},
+			exec:  bpf.ExecRule{Kind: k, Components: components},
 		})
 	}
 	return rules
