@@ -300,6 +300,10 @@ func (e *Enforcer) adopt(spec *ebpf.CollectionSpec, cgroupID uint64) error {
 		return err
 	}
 	e.maps = mapsByName(maps)
+	// Rewritten in case the set was pinned by a build that got it wrong.
+	if err := e.writeMmapConfig(); err != nil {
+		return err
+	}
 
 	mode := ModeKill
 	if _, err := os.Stat(e.layout.Pin(KindLink, progExecLSM)); err == nil {
@@ -407,7 +411,22 @@ func mapsByName(maps map[string]*ebpf.Map) holdfastMaps {
 		Net4Rules:   maps[holdfastMapNet4Rules],
 		Net6Rules:   maps[holdfastMapNet6Rules],
 		Rulesets:    maps[holdfastMapRulesets],
+		MmapConfig:  maps[holdfastMapMmapConfig],
+		MmapTasks:   maps[holdfastMapMmapTasks],
 	}
+}
+
+// writeMmapConfig tells the mapping checks this kernel's FMODE_BACKING bit,
+// before any of them is attached.
+func (e *Enforcer) writeMmapConfig() error {
+	bit, err := fmodeBacking()
+	if err != nil {
+		return fmt.Errorf("write mmap config: %w", err)
+	}
+	if err := e.maps.MmapConfig.Put(uint32(0), holdfastMmapConfig{FmodeBacking: bit}); err != nil {
+		return fmt.Errorf("write mmap config to map %s: %w", holdfastMapMmapConfig, err)
+	}
+	return nil
 }
 
 // install loads and attaches a new set and commits it to the ABI dir. Maps
@@ -434,6 +453,9 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 		maps[name] = m
 	}
 	e.maps = mapsByName(maps)
+	if err := e.writeMmapConfig(); err != nil {
+		return err
+	}
 
 	if err := e.attachExec(spec, maps); err != nil {
 		return err

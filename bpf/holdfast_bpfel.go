@@ -52,6 +52,23 @@ type holdfastExecValue struct {
 	Pad    uint32
 }
 
+type holdfastMmapConfig struct {
+	_            structs.HostLayout
+	FmodeBacking uint32
+	Pad          uint32
+}
+
+type holdfastMmapTask struct {
+	_          structs.HostLayout
+	Dentry     uint64
+	Mnt        uint64
+	RootDentry uint64
+	RootMnt    uint64
+	Ruleset    uint32
+	Valid      uint32
+	View       [256]uint8
+}
+
 type holdfastNet4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -96,6 +113,8 @@ const (
 	holdfastMapCounters      = "counters"
 	holdfastMapEvents        = "events"
 	holdfastMapExecRules     = "exec_rules"
+	holdfastMapMmapConfig    = "mmap_config"
+	holdfastMapMmapTasks     = "mmap_tasks"
 	holdfastMapNet4Rules     = "net4_rules"
 	holdfastMapNet6Rules     = "net6_rules"
 	holdfastMapRulesets      = "rulesets"
@@ -173,6 +192,8 @@ type holdfastMapSpecs struct {
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	ExecRules   *ebpf.MapSpec `ebpf:"exec_rules"`
+	MmapConfig  *ebpf.MapSpec `ebpf:"mmap_config"`
+	MmapTasks   *ebpf.MapSpec `ebpf:"mmap_tasks"`
 	Net4Rules   *ebpf.MapSpec `ebpf:"net4_rules"`
 	Net6Rules   *ebpf.MapSpec `ebpf:"net6_rules"`
 	Rulesets    *ebpf.MapSpec `ebpf:"rulesets"`
@@ -208,6 +229,8 @@ type holdfastMaps struct {
 	Counters    *ebpf.Map `ebpf:"counters"`
 	Events      *ebpf.Map `ebpf:"events"`
 	ExecRules   *ebpf.Map `ebpf:"exec_rules"`
+	MmapConfig  *ebpf.Map `ebpf:"mmap_config"`
+	MmapTasks   *ebpf.Map `ebpf:"mmap_tasks"`
 	Net4Rules   *ebpf.Map `ebpf:"net4_rules"`
 	Net6Rules   *ebpf.Map `ebpf:"net6_rules"`
 	Rulesets    *ebpf.Map `ebpf:"rulesets"`
@@ -219,6 +242,8 @@ func (m *holdfastMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.ExecRules,
+		m.MmapConfig,
+		m.MmapTasks,
 		m.Net4Rules,
 		m.Net6Rules,
 		m.Rulesets,

@@ -148,6 +148,45 @@ static __always_inline struct file *file_of_fd(struct task_struct *task, __s64 f
 	return file;
 }
 
+/* Set by the loader for the running kernel: FMODE_BACKING's bit (it moved
+ * between releases), or 0 where files have no backing_file wrapper. */
+struct mmap_config {
+	__u32 fmode_backing;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mmap_config);
+} mmap_config SEC(".maps");
+
+/* Room for the struct file fields match_file reads (f_path, f_inode). */
+#define VIEW_SIZE 256
+
+/* Per task, between the entry and the exit of one mapping call. */
+struct mmap_task {
+	/* The last file the entry check passed, as (dentry, vfsmount) in the
+	 * task's root and ruleset: the exit check need not walk it again. */
+	__u64 dentry;
+	__u64 mnt;
+	__u64 root_dentry;
+	__u64 root_mnt;
+	__u32 ruleset;
+	__u32 valid;
+	/* A struct file standing for a backing file as the task opened it,
+	 * for match_file (which reads it with bpf_probe_read_kernel). */
+	__u8 view[VIEW_SIZE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct mmap_task);
+} mmap_tasks SEC(".maps");
+
 /* State of one range check, shared by the bpf_loop and bpf_find_vma
  * callbacks. */
 struct vma_scan {
@@ -157,10 +196,11 @@ struct vma_scan {
 	__u64 found_file;
 	__u64 found_end;
 	__u64 found_flags;
-	__u64 denied_file;
+	__u64 denied_dentry;
 	__u32 ruleset;
 	__u32 tries;
 	__u32 only_exec; /* skip mappings that are not executable */
+	__u32 at_exit;	 /* the entry check's pass may be reused */
 	__u32 done;
 	__u32 denied;
 };
@@ -173,15 +213,81 @@ static long vma_found(struct task_struct *task, struct vm_area_struct *vma, stru
 	return 0;
 }
 
-/* deny_file runs the exec decision on one file with a fresh match state. */
+static __always_inline void view_put(struct mmap_task *t, __u32 off, __u64 v)
+{
+	if (off <= VIEW_SIZE - sizeof(__u64))
+		*(__u64 *)&t->view[off] = v;
+}
+
+/* user_file returns the file as the task opened it, in *dentry and *mnt too.
+ * overlayfs maps the layer's file, a backing file whose own path is relative
+ * to a private clone of the layer; the path the task used (and the one exec
+ * is judged by) is its user_path, as in /proc/PID/maps. Such a file is
+ * returned as t->view. NULL: a backing file that cannot be viewed. */
+static __always_inline struct file *user_file(struct file *file, struct mmap_task *t, __u64 *dentry, __u64 *mnt)
+{
+	*dentry = (__u64)BPF_CORE_READ(file, f_path.dentry);
+	*mnt = (__u64)BPF_CORE_READ(file, f_path.mnt);
+	if (!bpf_core_type_exists(struct backing_file))
+		return file;
+	__u32 zero = 0;
+	struct mmap_config *cfg = bpf_map_lookup_elem(&mmap_config, &zero);
+
+	if (!cfg || !cfg->fmode_backing || !(BPF_CORE_READ(file, f_mode) & cfg->fmode_backing))
+		return file;
+	struct backing_file *bf = (struct backing_file *)file;
+	struct vfsmount *umnt = BPF_CORE_READ(bf, user_path.mnt);
+	struct dentry *ud = BPF_CORE_READ(bf, user_path.dentry);
+
+	/* A path of its own whose mount is of its dentry's filesystem; else
+	 * the bit is not FMODE_BACKING here and the file is judged as is. */
+	if (!umnt || !ud || (__u64)ud == *dentry || BPF_CORE_READ(umnt, mnt_sb) != BPF_CORE_READ(ud, d_sb))
+		return file;
+	if (!t || bpf_core_type_size(struct file) > VIEW_SIZE)
+		return NULL;
+	__u32 fpath = bpf_core_field_offset(struct file, f_path);
+
+	view_put(t, fpath + bpf_core_field_offset(struct path, dentry), (__u64)ud);
+	view_put(t, fpath + bpf_core_field_offset(struct path, mnt), (__u64)umnt);
+	view_put(t, bpf_core_field_offset(struct file, f_inode), (__u64)BPF_CORE_READ(ud, d_inode));
+	*dentry = (__u64)ud;
+	*mnt = (__u64)umnt;
+	return (struct file *)t->view;
+}
+
+/* deny_file runs the exec decision on one file with a fresh match state. At
+ * exit, the file the entry check passed in the same root and ruleset is not
+ * walked again: the path it stands for is the same object, so only a rename
+ * in between could change the verdict, and renaming a file to where it is
+ * denied gains nothing that renaming it after the call would not. */
 static __always_inline bool deny_file(struct vma_scan *s, struct file *file, struct task_struct *task)
 {
+	struct mmap_task *t = bpf_task_storage_get(&mmap_tasks, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	__u64 dentry, mnt;
+	struct file *f = user_file(file, t, &dentry, &mnt);
+	__u64 root_dentry = (__u64)BPF_CORE_READ(task, fs, root.dentry);
+	__u64 root_mnt = (__u64)BPF_CORE_READ(task, fs, root.mnt);
+
 	__builtin_memset(&s->c, 0, sizeof(s->c));
 	s->c.ruleset = s->ruleset;
-	if (!match_file(&s->c, file, task))
+	if (!f) {
+		s->c.unresolved = 1;
+	} else if (s->at_exit && t && t->valid && t->dentry == dentry && t->mnt == mnt &&
+		   t->root_dentry == root_dentry && t->root_mnt == root_mnt && t->ruleset == s->ruleset) {
 		return false;
+	} else if (!match_file(&s->c, f, task)) {
+		if (t && !s->at_exit) {
+			t->dentry = dentry;
+			t->mnt = mnt;
+			t->root_dentry = root_dentry;
+			t->root_mnt = root_mnt;
+			t->ruleset = s->ruleset;
+			t->valid = 1;
+		}
+		return false;
+	}
 	s->denied = 1;
-	s->denied_file = (__u64)file;
+	s->denied_dentry = dentry;
 	return true;
 }
 
@@ -241,10 +347,9 @@ static __always_inline void emit_mmap(struct vma_scan *s, __u64 cgroup_id, struc
 	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	ev->flags = s->c.unresolved ? EVENT_UNRESOLVED : 0;
 	/* The file's own name: tracing programs cannot call bpf_d_path. */
-	struct file *file = (struct file *)s->denied_file;
-	if (file)
-		bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename),
-					  BPF_CORE_READ(file, f_path.dentry, d_name.name));
+	struct dentry *d = (struct dentry *)s->denied_dentry;
+	if (d)
+		bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), BPF_CORE_READ(d, d_name.name));
 	bpf_ringbuf_submit(ev, 0);
 }
 
@@ -270,8 +375,11 @@ int BPF_PROG(mmap_kill, struct pt_regs *regs, long id)
 	if (!owner_of_current(&o) || !(o.rule->flags & CG_EXEC))
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
+	struct mmap_task *t = bpf_task_storage_get(&mmap_tasks, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	struct vma_scan s = {};
 
+	if (t)
+		t->valid = 0;
 	s.ruleset = o.rule->ruleset;
 	if (unreadable) {
 		s.c.unresolved = 1;
@@ -316,6 +424,7 @@ int BPF_PROG(mmap_kill_exit, struct pt_regs *regs, long ret)
 
 	s.ruleset = o.rule->ruleset;
 	s.only_exec = 1;
+	s.at_exit = 1;
 	if (call == CALL_MMAP) {
 		/* One mmap makes one mapping, at the address it returns. */
 		a.addr = (__u64)ret;
@@ -323,6 +432,9 @@ int BPF_PROG(mmap_kill_exit, struct pt_regs *regs, long ret)
 	}
 	if (scan_range(&s, a.addr, a.len))
 		kill_mapping(&s, o.cgroup_id, task);
+	struct mmap_task *t = bpf_task_storage_get(&mmap_tasks, task, 0, 0);
+	if (t)
+		t->valid = 0;
 	return 0;
 }
 

@@ -28,14 +28,20 @@ typedef _Bool bool;
 
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LPM_TRIE = 11,
 	BPF_MAP_TYPE_RINGBUF = 27,
+	BPF_MAP_TYPE_TASK_STORAGE = 29,
 };
 
 enum {
 	BPF_ANY = 0,
 	BPF_F_NO_PREALLOC = 1,
+};
+
+enum {
+	BPF_LOCAL_STORAGE_GET_F_CREATE = 1,
 };
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
@@ -61,13 +67,19 @@ struct qstr {
 	const unsigned char *name;
 };
 
+struct super_block;
+struct inode;
+
 struct dentry {
 	struct dentry *d_parent;
 	struct qstr d_name;
+	struct inode *d_inode;
+	struct super_block *d_sb;
 };
 
 struct vfsmount {
 	struct dentry *mnt_root;
+	struct super_block *mnt_sb;
 };
 
 struct mount {
@@ -86,7 +98,16 @@ struct fs_struct {
 };
 
 struct file {
+	unsigned int f_mode;
+	struct inode *f_inode;
 	struct path f_path;
+};
+
+/* Kernels >= 6.5: a file the kernel opens on behalf of another (overlayfs's
+ * layer file) with the path the user opened. */
+struct backing_file {
+	struct file file;
+	struct path user_path;
 };
 
 struct linux_binprm {
