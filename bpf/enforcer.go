@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -413,18 +414,39 @@ func mapsByName(maps map[string]*ebpf.Map) holdfastMaps {
 		Rulesets:    maps[holdfastMapRulesets],
 		MmapConfig:  maps[holdfastMapMmapConfig],
 		MmapTasks:   maps[holdfastMapMmapTasks],
+		MmapPasses:  maps[holdfastMapMmapPasses],
+		PathGen:     maps[holdfastMapPathGen],
 	}
 }
 
 // writeMmapConfig tells the mapping checks this kernel's FMODE_BACKING bit,
-// before any of them is attached.
+// before any of them is attached, and voids their cached passes.
 func (e *Enforcer) writeMmapConfig() error {
 	bit, err := fmodeBacking()
 	if err != nil {
 		return fmt.Errorf("write mmap config: %w", err)
 	}
-	if err := e.maps.MmapConfig.Put(uint32(0), holdfastMmapConfig{FmodeBacking: bit}); err != nil {
-		return fmt.Errorf("write mmap config to map %s: %w", holdfastMapMmapConfig, err)
+	return e.putMmapConfig(func(c *holdfastMmapConfig) { c.FmodeBacking = bit })
+}
+
+// bumpRulesGen voids the passes the mapping checks cached under the exec
+// rules as they were: called after every change of exec rules.
+func (e *Enforcer) bumpRulesGen() error {
+	return e.putMmapConfig(func(*holdfastMmapConfig) {})
+}
+
+// putMmapConfig applies change to the config and moves rules_gen forward:
+// past its old value and to the current time, so that two processes writing
+// it never bring back a value a cached pass holds.
+func (e *Enforcer) putMmapConfig(change func(*holdfastMmapConfig)) error {
+	var c holdfastMmapConfig
+	if err := e.maps.MmapConfig.Lookup(uint32(0), &c); err != nil {
+		return fmt.Errorf("read map %s: %w", holdfastMapMmapConfig, err)
+	}
+	change(&c)
+	c.RulesGen = max(c.RulesGen+1, uint64(time.Now().UnixNano()))
+	if err := e.maps.MmapConfig.Put(uint32(0), c); err != nil {
+		return fmt.Errorf("write map %s: %w", holdfastMapMmapConfig, err)
 	}
 	return nil
 }

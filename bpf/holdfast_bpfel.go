@@ -56,6 +56,7 @@ type holdfastMmapConfig struct {
 	_            structs.HostLayout
 	FmodeBacking uint32
 	Pad          uint32
+	RulesGen     uint64
 }
 
 type holdfastMmapTask struct {
@@ -66,6 +67,7 @@ type holdfastMmapTask struct {
 	RootMnt    uint64
 	Ruleset    uint32
 	Valid      uint32
+	Key        holdfastPassKey
 	View       [256]uint8
 }
 
@@ -81,6 +83,25 @@ type holdfastNet6Key struct {
 	Prefixlen uint32
 	Ruleset   uint32
 	Addr      [16]uint8
+}
+
+type holdfastPassKey struct {
+	_          structs.HostLayout
+	Dentry     uint64
+	Mnt        uint64
+	RootDentry uint64
+	RootMnt    uint64
+	Sb         uint64
+	Ino        uint64
+	Cgroup     uint64
+	Ruleset    uint32
+	Pad        uint32
+}
+
+type holdfastPassValue struct {
+	_        structs.HostLayout
+	PathGen  uint64
+	RulesGen uint64
 }
 
 type holdfastPortRules struct {
@@ -114,9 +135,11 @@ const (
 	holdfastMapEvents        = "events"
 	holdfastMapExecRules     = "exec_rules"
 	holdfastMapMmapConfig    = "mmap_config"
+	holdfastMapMmapPasses    = "mmap_passes"
 	holdfastMapMmapTasks     = "mmap_tasks"
 	holdfastMapNet4Rules     = "net4_rules"
 	holdfastMapNet6Rules     = "net6_rules"
+	holdfastMapPathGen       = "path_gen"
 	holdfastMapRulesets      = "rulesets"
 	holdfastProgConnect4     = "connect4"
 	holdfastProgConnect6     = "connect6"
@@ -193,9 +216,11 @@ type holdfastMapSpecs struct {
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	ExecRules   *ebpf.MapSpec `ebpf:"exec_rules"`
 	MmapConfig  *ebpf.MapSpec `ebpf:"mmap_config"`
+	MmapPasses  *ebpf.MapSpec `ebpf:"mmap_passes"`
 	MmapTasks   *ebpf.MapSpec `ebpf:"mmap_tasks"`
 	Net4Rules   *ebpf.MapSpec `ebpf:"net4_rules"`
 	Net6Rules   *ebpf.MapSpec `ebpf:"net6_rules"`
+	PathGen     *ebpf.MapSpec `ebpf:"path_gen"`
 	Rulesets    *ebpf.MapSpec `ebpf:"rulesets"`
 }
 
@@ -230,9 +255,11 @@ type holdfastMaps struct {
 	Events      *ebpf.Map `ebpf:"events"`
 	ExecRules   *ebpf.Map `ebpf:"exec_rules"`
 	MmapConfig  *ebpf.Map `ebpf:"mmap_config"`
+	MmapPasses  *ebpf.Map `ebpf:"mmap_passes"`
 	MmapTasks   *ebpf.Map `ebpf:"mmap_tasks"`
 	Net4Rules   *ebpf.Map `ebpf:"net4_rules"`
 	Net6Rules   *ebpf.Map `ebpf:"net6_rules"`
+	PathGen     *ebpf.Map `ebpf:"path_gen"`
 	Rulesets    *ebpf.Map `ebpf:"rulesets"`
 }
 
@@ -243,9 +270,11 @@ func (m *holdfastMaps) Close() error {
 		m.Events,
 		m.ExecRules,
 		m.MmapConfig,
+		m.MmapPasses,
 		m.MmapTasks,
 		m.Net4Rules,
 		m.Net6Rules,
+		m.PathGen,
 		m.Rulesets,
 	)
 }

@@ -133,6 +133,9 @@ func (e *Enforcer) PutRuleset(rs Ruleset) error {
 		}
 		return fmt.Errorf("put ruleset %d: %w", rs.ID, err)
 	}
+	if err := e.bumpRulesGen(); err != nil {
+		return fmt.Errorf("put ruleset %d: %w", rs.ID, err)
+	}
 	return nil
 }
 
@@ -190,6 +193,10 @@ func (e *Enforcer) DeleteRuleset(id uint32) error {
 	n, err := e.deleteRuleEntries(id)
 	if err != nil {
 		e.partial[id] = true
+		return fmt.Errorf("delete ruleset %d: %w", id, err)
+	}
+	// The ID may come back with other rules.
+	if err := e.bumpRulesGen(); err != nil {
 		return fmt.Errorf("delete ruleset %d: %w", id, err)
 	}
 	delete(e.partial, id)

@@ -148,11 +148,13 @@ static __always_inline struct file *file_of_fd(struct task_struct *task, __s64 f
 	return file;
 }
 
-/* Set by the loader for the running kernel: FMODE_BACKING's bit (it moved
- * between releases), or 0 where files have no backing_file wrapper. */
+/* Set by the loader: FMODE_BACKING's bit for the running kernel (it moved
+ * between releases; 0 where files have no backing_file wrapper), and the
+ * time of its last change of exec rules, which voids every cached pass. */
 struct mmap_config {
 	__u32 fmode_backing;
 	__u32 pad;
+	__u64 rules_gen;
 };
 
 struct {
@@ -161,6 +163,44 @@ struct {
 	__type(key, __u32);
 	__type(value, struct mmap_config);
 } mmap_config SEC(".maps");
+
+/* Bumped by the programs when a system call that can change the path of an
+ * existing file (rename, mount, umount, move_mount, pivot_root) returns:
+ * every cached pass before it is void. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} path_gen SEC(".maps");
+
+/* A file mapped executable that match_file passed: the path object (dentry
+ * and mount, in the task's root), the file's identity, and the rules it
+ * was judged by. Real loads map the same few libraries again and again. */
+struct pass_key {
+	__u64 dentry;
+	__u64 mnt;
+	__u64 root_dentry;
+	__u64 root_mnt;
+	__u64 sb;
+	__u64 ino;
+	__u64 cgroup;
+	__u32 ruleset;
+	__u32 pad;
+};
+
+/* The generations current before the walk that passed it. */
+struct pass_value {
+	__u64 path_gen;
+	__u64 rules_gen;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct pass_key);
+	__type(value, struct pass_value);
+} mmap_passes SEC(".maps");
 
 /* Room for the struct file fields match_file reads (f_path, f_inode). */
 #define VIEW_SIZE 256
@@ -175,6 +215,7 @@ struct mmap_task {
 	__u64 root_mnt;
 	__u32 ruleset;
 	__u32 valid;
+	struct pass_key key; /* scratch: too big for the callbacks' stack */
 	/* A struct file standing for a backing file as the task opened it,
 	 * for match_file (which reads it with bpf_probe_read_kernel). */
 	__u8 view[VIEW_SIZE];
@@ -197,6 +238,7 @@ struct vma_scan {
 	__u64 found_end;
 	__u64 found_flags;
 	__u64 denied_dentry;
+	__u64 cgroup; /* the registered cgroup whose rules apply */
 	__u32 ruleset;
 	__u32 tries;
 	__u32 only_exec; /* skip mappings that are not executable */
@@ -255,11 +297,11 @@ static __always_inline struct file *user_file(struct file *file, struct mmap_tas
 	return (struct file *)t->view;
 }
 
-/* deny_file runs the exec decision on one file with a fresh match state. At
- * exit, the file the entry check passed in the same root and ruleset is not
- * walked again: the path it stands for is the same object, so only a rename
- * in between could change the verdict, and renaming a file to where it is
- * denied gains nothing that renaming it after the call would not. */
+/* deny_file runs the exec decision on one file with a fresh match state,
+ * unless the same path object with the same identity passed under the same
+ * rules with no path-changing system call and no rule change since: a pass
+ * is cached, never a denial. At exit, the file the entry check passed is
+ * not looked up again either. */
 static __always_inline bool deny_file(struct vma_scan *s, struct file *file, struct task_struct *task)
 {
 	struct mmap_task *t = bpf_task_storage_get(&mmap_tasks, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -272,20 +314,55 @@ static __always_inline bool deny_file(struct vma_scan *s, struct file *file, str
 	s->c.ruleset = s->ruleset;
 	if (!f) {
 		s->c.unresolved = 1;
-	} else if (s->at_exit && t && t->valid && t->dentry == dentry && t->mnt == mnt &&
-		   t->root_dentry == root_dentry && t->root_mnt == root_mnt && t->ruleset == s->ruleset) {
-		return false;
-	} else if (!match_file(&s->c, f, task)) {
-		if (t && !s->at_exit) {
-			t->dentry = dentry;
-			t->mnt = mnt;
-			t->root_dentry = root_dentry;
-			t->root_mnt = root_mnt;
-			t->ruleset = s->ruleset;
-			t->valid = 1;
-		}
-		return false;
+		goto denied;
 	}
+	if (!t)
+		goto walk;
+	if (s->at_exit && t->valid && t->dentry == dentry && t->mnt == mnt && t->root_dentry == root_dentry &&
+	    t->root_mnt == root_mnt && t->ruleset == s->ruleset)
+		return false;
+
+	__u32 zero = 0;
+	__u64 *pg = bpf_map_lookup_elem(&path_gen, &zero);
+	struct mmap_config *cfg = bpf_map_lookup_elem(&mmap_config, &zero);
+	if (!pg || !cfg)
+		goto walk;
+	struct pass_value gen = {
+		.path_gen = *(volatile __u64 *)pg,
+		.rules_gen = cfg->rules_gen,
+	};
+	struct inode *inode = BPF_CORE_READ(f, f_inode);
+	struct pass_key *k = &t->key;
+
+	k->dentry = dentry;
+	k->mnt = mnt;
+	k->root_dentry = root_dentry;
+	k->root_mnt = root_mnt;
+	k->sb = (__u64)BPF_CORE_READ(inode, i_sb);
+	k->ino = BPF_CORE_READ(inode, i_ino);
+	k->cgroup = s->cgroup;
+	k->ruleset = s->ruleset;
+	k->pad = 0;
+	struct pass_value *v = bpf_map_lookup_elem(&mmap_passes, k);
+	if (v && v->path_gen == gen.path_gen && v->rules_gen == gen.rules_gen)
+		goto passed;
+	if (match_file(&s->c, f, task))
+		goto denied;
+	bpf_map_update_elem(&mmap_passes, k, &gen, BPF_ANY);
+passed:
+	if (!s->at_exit) {
+		t->dentry = dentry;
+		t->mnt = mnt;
+		t->root_dentry = root_dentry;
+		t->root_mnt = root_mnt;
+		t->ruleset = s->ruleset;
+		t->valid = 1;
+	}
+	return false;
+walk:
+	if (!match_file(&s->c, f, task))
+		return false;
+denied:
 	s->denied = 1;
 	s->denied_dentry = dentry;
 	return true;
@@ -381,6 +458,7 @@ int BPF_PROG(mmap_kill, struct pt_regs *regs, long id)
 	if (t)
 		t->valid = 0;
 	s.ruleset = o.rule->ruleset;
+	s.cgroup = o.cgroup_id;
 	if (unreadable) {
 		s.c.unresolved = 1;
 		kill_mapping(&s, o.cgroup_id, task);
@@ -398,11 +476,69 @@ int BPF_PROG(mmap_kill, struct pt_regs *regs, long id)
 	return 0;
 }
 
+/* x86-64 and ia32 numbers of the system calls that change the path of an
+ * existing file or mount. */
+#define NR_RENAME 82
+#define NR_RENAMEAT 264
+#define NR_RENAMEAT2 316
+#define NR_MOUNT 165
+#define NR_UMOUNT2 166
+#define NR_PIVOT_ROOT 155
+#define NR_MOVE_MOUNT 429 /* the same number for ia32 */
+#define NR32_RENAME 38
+#define NR32_RENAMEAT 302
+#define NR32_RENAMEAT2 353
+#define NR32_MOUNT 21
+#define NR32_UMOUNT 22
+#define NR32_UMOUNT2 52
+#define NR32_PIVOT_ROOT 217
+
+/* changes_paths says whether system call id (returning now) may have moved
+ * a file or a mount, failed or not: cached passes must go. */
+static __always_inline bool changes_paths(long id)
+{
+	bool native;
+
+	switch (id) {
+	case NR_MOVE_MOUNT:
+		return true;
+	case NR_RENAME:
+	case NR_RENAMEAT:
+	case NR_RENAMEAT2:
+	case NR_MOUNT:
+	case NR_UMOUNT2:
+	case NR_PIVOT_ROOT:
+		native = true;
+		break;
+	case NR32_RENAME:
+	case NR32_RENAMEAT:
+	case NR32_RENAMEAT2:
+	case NR32_MOUNT:
+	case NR32_UMOUNT:
+	case NR32_UMOUNT2:
+	case NR32_PIVOT_ROOT:
+		native = false;
+		break;
+	default:
+		return false;
+	}
+	struct task_struct *task = bpf_get_current_task_btf();
+	bool compat = task->thread_info.status & TS_COMPAT;
+	return native != compat;
+}
+
 /* After the call: the mappings it made executable, whatever fd or mapping
  * another thread swapped in after the entry check. */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(mmap_kill_exit, struct pt_regs *regs, long ret)
 {
+	if (changes_paths(regs->orig_ax)) {
+		__u32 zero = 0;
+		__u64 *pg = bpf_map_lookup_elem(&path_gen, &zero);
+		if (pg)
+			__sync_fetch_and_add(pg, 1);
+		return 0;
+	}
 	if (ret < 0 && ret > -4096)
 		return 0;
 	struct map_args a = {};
@@ -423,6 +559,7 @@ int BPF_PROG(mmap_kill_exit, struct pt_regs *regs, long ret)
 	struct vma_scan s = {};
 
 	s.ruleset = o.rule->ruleset;
+	s.cgroup = o.cgroup_id;
 	s.only_exec = 1;
 	s.at_exit = 1;
 	if (call == CALL_MMAP) {
@@ -451,6 +588,7 @@ static __always_inline int deny_mapping_lsm(struct file *file, unsigned long pro
 	struct vma_scan s = {};
 
 	s.ruleset = o.rule->ruleset;
+	s.cgroup = o.cgroup_id;
 	if (!deny_file(&s, file, task))
 		return 0;
 	emit_mmap(&s, o.cgroup_id, task, ACTION_MMAP_DENIED);

@@ -22,7 +22,7 @@ type overlayRoot struct {
 // newOverlayRoot copies bins (host paths, kept at the same paths) with
 // their libraries and files (in-root path → host source) into a lower
 // layer and mounts an overlay with an empty upper layer over it.
-func newOverlayRoot(t *testing.T, bins []string, files map[string]string) *overlayRoot {
+func newOverlayRoot(t testing.TB, bins []string, files map[string]string) *overlayRoot {
 	t.Helper()
 	base := resolved(t, t.TempDir())
 	o := &overlayRoot{
@@ -65,7 +65,7 @@ func commandErr(err error, out []byte) error {
 
 // copyUp makes the overlay copy path (in-root) to the upper layer, the way
 // a container's first write to an image file does.
-func (o *overlayRoot) copyUp(t *testing.T, path string) {
+func (o *overlayRoot) copyUp(t testing.TB, path string) {
 	t.Helper()
 	f, err := os.OpenFile(filepath.Join(o.merged, path), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
@@ -79,7 +79,7 @@ func (o *overlayRoot) copyUp(t *testing.T, path string) {
 
 // sharedLibraries lists the libraries and loader bin needs, as ldd names
 // them.
-func sharedLibraries(t *testing.T, bin string) []string {
+func sharedLibraries(t testing.TB, bin string) []string {
 	t.Helper()
 	out, err := exec.Command("ldd", bin).Output()
 	if err != nil {

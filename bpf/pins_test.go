@@ -66,7 +66,7 @@ func wantPins(t *testing.T, layout Layout, pins []PinnedObject) {
 		}
 	}
 	var want []string
-	for _, m := range []string{"cgroup_rules", "counters", "events", "exec_rules", "mmap_config", "mmap_tasks", "net4_rules", "net6_rules", "rulesets"} {
+	for _, m := range []string{"cgroup_rules", "counters", "events", "exec_rules", "mmap_config", "mmap_passes", "mmap_tasks", "net4_rules", "net6_rules", "path_gen", "rulesets"} {
 		want = append(want, KindMap+":maps/"+m)
 	}
 	for _, kind := range []string{KindProgram, KindLink} {

@@ -30,6 +30,7 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_LPM_TRIE = 11,
 	BPF_MAP_TYPE_RINGBUF = 27,
 	BPF_MAP_TYPE_TASK_STORAGE = 29,
@@ -68,7 +69,11 @@ struct qstr {
 };
 
 struct super_block;
-struct inode;
+
+struct inode {
+	unsigned long i_ino;
+	struct super_block *i_sb;
+};
 
 struct dentry {
 	struct dentry *d_parent;
