@@ -228,6 +228,15 @@ struct {
 	__type(value, struct mmap_task);
 } mmap_tasks SEC(".maps");
 
+/* Which check runs: at exit, the entry check's pass may be reused; in lsm
+ * mode, nothing voids cached passes (renames and mounts bump path_gen in
+ * kill mode's sys_exit program), so none are used. */
+enum {
+	STAGE_ENTRY = 0,
+	STAGE_EXIT,
+	STAGE_LSM,
+};
+
 /* State of one range check, shared by the bpf_loop and bpf_find_vma
  * callbacks. */
 struct vma_scan {
@@ -242,7 +251,7 @@ struct vma_scan {
 	__u32 ruleset;
 	__u32 tries;
 	__u32 only_exec; /* skip mappings that are not executable */
-	__u32 at_exit;	 /* the entry check's pass may be reused */
+	__u32 stage;	 /* STAGE_* */
 	__u32 done;
 	__u32 denied;
 };
@@ -318,14 +327,14 @@ static __always_inline bool deny_file(struct vma_scan *s, struct file *file, str
 	}
 	if (!t)
 		goto walk;
-	if (s->at_exit && t->valid && t->dentry == dentry && t->mnt == mnt && t->root_dentry == root_dentry &&
+	if (s->stage == STAGE_EXIT && t->valid && t->dentry == dentry && t->mnt == mnt && t->root_dentry == root_dentry &&
 	    t->root_mnt == root_mnt && t->ruleset == s->ruleset)
 		return false;
 
 	__u32 zero = 0;
 	__u64 *pg = bpf_map_lookup_elem(&path_gen, &zero);
 	struct mmap_config *cfg = bpf_map_lookup_elem(&mmap_config, &zero);
-	if (!pg || !cfg)
+	if (!pg || !cfg || s->stage == STAGE_LSM)
 		goto walk;
 	struct pass_value gen = {
 		.path_gen = *(volatile __u64 *)pg,
@@ -350,7 +359,7 @@ static __always_inline bool deny_file(struct vma_scan *s, struct file *file, str
 		goto denied;
 	bpf_map_update_elem(&mmap_passes, k, &gen, BPF_ANY);
 passed:
-	if (!s->at_exit) {
+	if (s->stage == STAGE_ENTRY) {
 		t->dentry = dentry;
 		t->mnt = mnt;
 		t->root_dentry = root_dentry;
@@ -561,7 +570,7 @@ int BPF_PROG(mmap_kill_exit, struct pt_regs *regs, long ret)
 	s.ruleset = o.rule->ruleset;
 	s.cgroup = o.cgroup_id;
 	s.only_exec = 1;
-	s.at_exit = 1;
+	s.stage = STAGE_EXIT;
 	if (call == CALL_MMAP) {
 		/* One mmap makes one mapping, at the address it returns. */
 		a.addr = (__u64)ret;
@@ -589,6 +598,7 @@ static __always_inline int deny_mapping_lsm(struct file *file, unsigned long pro
 
 	s.ruleset = o.rule->ruleset;
 	s.cgroup = o.cgroup_id;
+	s.stage = STAGE_LSM;
 	if (!deny_file(&s, file, task))
 		return 0;
 	emit_mmap(&s, o.cgroup_id, task, ACTION_MMAP_DENIED);
