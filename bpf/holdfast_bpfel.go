@@ -65,6 +65,7 @@ type holdfastMmapTask struct {
 	Mnt        uint64
 	RootDentry uint64
 	RootMnt    uint64
+	Cgroup     uint64
 	Ruleset    uint32
 	Valid      uint32
 	Key        holdfastPassKey

@@ -208,11 +208,13 @@ struct {
 /* Per task, between the entry and the exit of one mapping call. */
 struct mmap_task {
 	/* The last file the entry check passed, as (dentry, vfsmount) in the
-	 * task's root and ruleset: the exit check need not walk it again. */
+	 * task's root under its cgroup's rules: the exit check need not walk it
+	 * again. The open file holds the dentry, so its inode cannot change. */
 	__u64 dentry;
 	__u64 mnt;
 	__u64 root_dentry;
 	__u64 root_mnt;
+	__u64 cgroup;
 	__u32 ruleset;
 	__u32 valid;
 	struct pass_key key; /* scratch: too big for the callbacks' stack */
@@ -328,7 +330,7 @@ static __always_inline bool deny_file(struct vma_scan *s, struct file *file, str
 	if (!t)
 		goto walk;
 	if (s->stage == STAGE_EXIT && t->valid && t->dentry == dentry && t->mnt == mnt && t->root_dentry == root_dentry &&
-	    t->root_mnt == root_mnt && t->ruleset == s->ruleset)
+	    t->root_mnt == root_mnt && t->cgroup == s->cgroup && t->ruleset == s->ruleset)
 		return false;
 
 	__u32 zero = 0;
@@ -364,6 +366,7 @@ passed:
 		t->mnt = mnt;
 		t->root_dentry = root_dentry;
 		t->root_mnt = root_mnt;
+		t->cgroup = s->cgroup;
 		t->ruleset = s->ruleset;
 		t->valid = 1;
 	}
