@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
 	"github.com/holdfast-dev/holdfast/test/harness"
@@ -22,7 +24,35 @@ const (
 	benchNone = "no-programs"
 	benchOne  = "1-cgroup"
 	benchMany = "10000-cgroups-1000-rulesets"
+	// benchEmpty attaches programs that return at once to sys_enter and
+	// sys_exit: what any program there costs, the floor of the mapping
+	// checks.
+	benchEmpty = "empty-sys-programs"
 )
+
+// attachEmptySysPrograms attaches a program that does nothing to sys_enter
+// and to sys_exit until the benchmark ends.
+func attachEmptySysPrograms(b *testing.B) {
+	for _, tp := range []string{"sys_enter", "sys_exit"} {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Name:         "holdfast_empty",
+			Type:         ebpf.Tracing,
+			AttachType:   ebpf.AttachTraceRawTp,
+			AttachTo:     tp,
+			License:      "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		})
+		if err != nil {
+			b.Fatalf("load empty %s program: %v", tp, err)
+		}
+		b.Cleanup(func() { prog.Close() })
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			b.Fatalf("attach empty %s program: %v", tp, err)
+		}
+		b.Cleanup(func() { l.Close() })
+	}
+}
 
 // benchRuleset has exec and connect rules that the benchmark's own execs
 // and connects do not match, so every check runs to the end.
@@ -47,7 +77,11 @@ func benchRuleset(id uint32) Ruleset {
 func setupBench(b *testing.B, mode string) (*testCgroup, *Enforcer) {
 	env := newTestEnv(b)
 	cg := env.cgroup(b, "bench")
-	if mode == benchNone {
+	switch mode {
+	case benchNone:
+		return cg, nil
+	case benchEmpty:
+		attachEmptySysPrograms(b)
 		return cg, nil
 	}
 	e := env.open(b)
@@ -210,8 +244,8 @@ func measurePrograms(b *testing.B, e *Enforcer, names ...string) {
 func BenchmarkMmapExec(b *testing.B) {
 	host := hostLibrary(b)
 	for _, fs := range []string{"", "overlay/"} {
-		for _, mode := range []string{benchNone, benchOne, benchMany} {
-			if fs != "" && mode == benchMany {
+		for _, mode := range []string{benchNone, benchEmpty, benchOne, benchMany} {
+			if fs != "" && (mode == benchMany || mode == benchEmpty) {
 				continue
 			}
 			b.Run(fs+mode, func(b *testing.B) {
@@ -246,7 +280,7 @@ func BenchmarkMmapExec(b *testing.B) {
 // system call of every process: getppid from a cgroup that is not
 // registered. BPF stats stay off here: they add two clock reads per run.
 func BenchmarkSyscall(b *testing.B) {
-	for _, mode := range []string{benchNone, benchMany} {
+	for _, mode := range []string{benchNone, benchEmpty, benchMany} {
 		b.Run(mode, func(b *testing.B) {
 			setupBench(b, mode)
 			for b.Loop() {
