@@ -195,11 +195,11 @@ func (e *Enforcer) DeleteRuleset(id uint32) error {
 		e.partial[id] = true
 		return fmt.Errorf("delete ruleset %d: %w", id, err)
 	}
+	delete(e.partial, id)
 	// The ID may come back with other rules.
 	if err := e.bumpRulesGen(); err != nil {
 		return fmt.Errorf("delete ruleset %d: %w", id, err)
 	}
-	delete(e.partial, id)
 	if !found && n == 0 {
 		return fmt.Errorf("delete ruleset %d: %w", id, os.ErrNotExist)
 	}

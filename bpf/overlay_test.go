@@ -3,6 +3,7 @@ package bpf
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,21 +47,15 @@ func newOverlayRoot(t testing.TB, bins []string, files map[string]string) *overl
 		copyExecutable(t, src, filepath.Join(o.lower, dst))
 	}
 	opts := "lowerdir=" + o.lower + ",upperdir=" + o.upper + ",workdir=" + work
-	out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, o.merged).CombinedOutput()
-	require.Privileged(t, "overlayfs", commandErr(err, out))
+	if out, err := exec.Command("mount", "-t", "overlay", "overlay", "-o", opts, o.merged).CombinedOutput(); err != nil {
+		require.Privileged(t, "overlayfs", fmt.Errorf("mount overlay on %s: %w: %s", o.merged, err, out))
+	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", o.merged).CombinedOutput(); err != nil {
 			t.Errorf("unmount overlay %s: %v: %s", o.merged, err, out)
 		}
 	})
 	return o
-}
-
-func commandErr(err error, out []byte) error {
-	if err != nil {
-		return &exec.Error{Name: strings.TrimSpace(string(out)), Err: err}
-	}
-	return nil
 }
 
 // copyUp makes the overlay copy path (in-root) to the upper layer, the way
