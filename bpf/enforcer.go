@@ -75,7 +75,8 @@ var modePrograms = map[string][]string{
 var mmapReasons = map[string]string{
 	ModeLSM: "lsm/mmap_file and lsm/file_mprotect: mapping a denied file executable fails with EPERM",
 	ModeKill: "tp_btf/sys_enter and sys_exit: a task that maps a denied file executable (mmap, mprotect, " +
-		"pkey_mprotect; 64-bit and ia32 calls) gets SIGKILL before it returns to user space",
+		"pkey_mprotect; 64-bit and ia32 calls) gets SIGKILL before it returns to user space; a file of an overlay " +
+		"(container root) is judged by the path the task opened, not its layer's",
 }
 
 // cgroupHooks are attached to Options.CgroupRoot with multi-attach links.

@@ -10,7 +10,12 @@
  * before the syscall runs; exit checks the mappings the syscall actually
  * made executable, which closes the race of swapping the fd or the mapping
  * between the two. SIGKILL is delivered before the thread returns to user
- * space, so the mapping is never executed by it. x86-64 only. */
+ * space, so the mapping is never executed by it. x86-64 only.
+ *
+ * overlayfs (every container root) maps the layer's file, not the overlay's:
+ * it is judged by the path the task opened (backing_file.user_path). Passes
+ * are cached so that a process loading its libraries does not pay a path
+ * walk per mapping, twice; see deny_file for what voids them. */
 #ifndef HOLDFAST_MMAP_H
 #define HOLDFAST_MMAP_H
 
