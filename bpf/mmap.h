@@ -142,11 +142,12 @@ static __always_inline enum map_call decode_call(struct pt_regs *regs, long id, 
 /* The file open as fd in the current task, or NULL. */
 static __always_inline struct file *file_of_fd(struct task_struct *task, __s64 fd)
 {
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	/* Direct (BTF) loads: far cheaper than bpf_probe_read_kernel calls. */
+	struct fdtable *fdt = task->files->fdt;
 
-	if (!fdt || fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+	if (!fdt || fd < 0 || fd >= fdt->max_fds)
 		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file **fds = fdt->fd;
 	struct file *file = NULL;
 
 	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
@@ -323,8 +324,8 @@ static __always_inline bool deny_file(struct vma_scan *s, struct file *file, str
 	struct mmap_task *t = bpf_task_storage_get(&mmap_tasks, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	__u64 dentry, mnt;
 	struct file *f = user_file(file, t, &dentry, &mnt);
-	__u64 root_dentry = (__u64)BPF_CORE_READ(task, fs, root.dentry);
-	__u64 root_mnt = (__u64)BPF_CORE_READ(task, fs, root.mnt);
+	__u64 root_dentry = (__u64)task->fs->root.dentry;
+	__u64 root_mnt = (__u64)task->fs->root.mnt;
 
 	__builtin_memset(&s->c, 0, sizeof(s->c));
 	s->c.ruleset = s->ruleset;
