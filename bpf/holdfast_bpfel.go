@@ -60,16 +60,15 @@ type holdfastMmapConfig struct {
 }
 
 type holdfastMmapTask struct {
-	_          structs.HostLayout
-	Dentry     uint64
-	Mnt        uint64
-	RootDentry uint64
-	RootMnt    uint64
-	Cgroup     uint64
-	Ruleset    uint32
-	Valid      uint32
-	Key        holdfastPassKey
-	View       [256]uint8
+	_      structs.HostLayout
+	Passed holdfastPassKey
+	Valid  uint32
+	Pad    uint32
+	Key    holdfastPassKey
+	Gen    holdfastPassValue
+	Cache  uint32
+	Pad2   uint32
+	View   [256]uint8
 }
 
 type holdfastNet4Key struct {

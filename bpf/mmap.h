@@ -208,23 +208,22 @@ struct {
 	__type(value, struct pass_value);
 } mmap_passes SEC(".maps");
 
-/* Room for the struct file fields match_file reads (f_path, f_inode). */
+/* Room for a struct file (its f_path and f_inode are filled in). */
 #define VIEW_SIZE 256
 
 /* Per task, between the entry and the exit of one mapping call. */
 struct mmap_task {
-	/* The last file the entry check passed, as (dentry, vfsmount) in the
-	 * task's root under its cgroup's rules: the exit check need not walk it
-	 * again. The open file holds the dentry, so its inode cannot change. */
-	__u64 dentry;
-	__u64 mnt;
-	__u64 root_dentry;
-	__u64 root_mnt;
-	__u64 cgroup;
-	__u32 ruleset;
+	/* The last file the entry check passed (valid): the exit check of the
+	 * same call need not look it up again. */
+	struct pass_key passed;
 	__u32 valid;
-	struct pass_key key; /* scratch: too big for the callbacks' stack */
-	/* A struct file standing for a backing file as the task opened it,
+	__u32 pad;
+	/* Scratch of one check, kept off the programs' stack. */
+	struct pass_key key;
+	struct pass_value gen;
+	__u32 cache; /* key missed in mmap_passes: cache the pass */
+	__u32 pad2;
+	/* A struct file standing for the mapped file as the task opened it,
 	 * for match_file (which reads it with bpf_probe_read_kernel). */
 	__u8 view[VIEW_SIZE];
 };
@@ -278,112 +277,123 @@ static __always_inline void view_put(struct mmap_task *t, __u32 off, __u64 v)
 		*(__u64 *)&t->view[off] = v;
 }
 
-/* user_file returns the file as the task opened it, in *dentry and *mnt too.
- * overlayfs maps the layer's file, a backing file whose own path is relative
- * to a private clone of the layer; the path the task used (and the one exec
- * is judged by) is its user_path, as in /proc/PID/maps. Such a file is
- * returned as t->view. NULL: a backing file that cannot be viewed. */
-static __always_inline struct file *user_file(struct file *file, struct mmap_task *t, __u64 *dentry, __u64 *mnt)
+/* view_of writes into t->view a struct file that stands for file as the
+ * task opened it, and into t->key its path and identity. overlayfs maps the
+ * layer's file, a backing file whose own path is relative to a private
+ * clone of the layer; the path the task used (and the one exec is judged
+ * by) is its user_path, as in /proc/PID/maps, and the identity the task
+ * sees is the overlay inode. match_file always gets the view: one pointer
+ * type keeps its verification to one pass per call site. The view holds
+ * f_path and f_inode, which is all match_file reads of a file. */
+static __always_inline bool view_of(struct file *file, struct mmap_task *t)
 {
-	*dentry = (__u64)BPF_CORE_READ(file, f_path.dentry);
-	*mnt = (__u64)BPF_CORE_READ(file, f_path.mnt);
-	if (!bpf_core_type_exists(struct backing_file))
-		return file;
-	__u32 zero = 0;
-	struct mmap_config *cfg = bpf_map_lookup_elem(&mmap_config, &zero);
+	struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
+	struct vfsmount *m = BPF_CORE_READ(file, f_path.mnt);
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
 
-	if (!cfg || !cfg->fmode_backing || !(BPF_CORE_READ(file, f_mode) & cfg->fmode_backing))
-		return file;
-	struct backing_file *bf = (struct backing_file *)file;
-	struct vfsmount *umnt = BPF_CORE_READ(bf, user_path.mnt);
-	struct dentry *ud = BPF_CORE_READ(bf, user_path.dentry);
+	if (bpf_core_type_exists(struct backing_file)) {
+		__u32 zero = 0;
+		struct mmap_config *cfg = bpf_map_lookup_elem(&mmap_config, &zero);
 
-	/* A path of its own whose mount is of its dentry's filesystem; else
-	 * the bit is not FMODE_BACKING here and the file is judged as is. */
-	if (!umnt || !ud || (__u64)ud == *dentry || BPF_CORE_READ(umnt, mnt_sb) != BPF_CORE_READ(ud, d_sb))
-		return file;
-	if (!t || bpf_core_type_size(struct file) > VIEW_SIZE)
-		return NULL;
+		if (cfg && cfg->fmode_backing && (BPF_CORE_READ(file, f_mode) & cfg->fmode_backing)) {
+			struct backing_file *bf = (struct backing_file *)file;
+			struct vfsmount *um = BPF_CORE_READ(bf, user_path.mnt);
+			struct dentry *ud = BPF_CORE_READ(bf, user_path.dentry);
+
+			/* A path of its own whose mount is of its dentry's
+			 * filesystem; else the bit is not FMODE_BACKING here and
+			 * the file is judged as is. */
+			if (um && ud && ud != d && BPF_CORE_READ(um, mnt_sb) == BPF_CORE_READ(ud, d_sb)) {
+				d = ud;
+				m = um;
+				inode = BPF_CORE_READ(ud, d_inode);
+			}
+		}
+	}
+	if (bpf_core_type_size(struct file) > VIEW_SIZE)
+		return false;
 	__u32 fpath = bpf_core_field_offset(struct file, f_path);
 
-	view_put(t, fpath + bpf_core_field_offset(struct path, dentry), (__u64)ud);
-	view_put(t, fpath + bpf_core_field_offset(struct path, mnt), (__u64)umnt);
-	view_put(t, bpf_core_field_offset(struct file, f_inode), (__u64)BPF_CORE_READ(ud, d_inode));
-	*dentry = (__u64)ud;
-	*mnt = (__u64)umnt;
-	return (struct file *)t->view;
+	view_put(t, fpath + bpf_core_field_offset(struct path, dentry), (__u64)d);
+	view_put(t, fpath + bpf_core_field_offset(struct path, mnt), (__u64)m);
+	view_put(t, bpf_core_field_offset(struct file, f_inode), (__u64)inode);
+	t->key.dentry = (__u64)d;
+	t->key.mnt = (__u64)m;
+	t->key.sb = (__u64)BPF_CORE_READ(inode, i_sb);
+	t->key.ino = BPF_CORE_READ(inode, i_ino);
+	return true;
+}
+
+static __always_inline bool same_key(const struct pass_key *a, const struct pass_key *b)
+{
+	return a->dentry == b->dentry && a->mnt == b->mnt && a->root_dentry == b->root_dentry &&
+	       a->root_mnt == b->root_mnt && a->sb == b->sb && a->ino == b->ino && a->cgroup == b->cgroup &&
+	       a->ruleset == b->ruleset;
 }
 
 /* deny_file runs the exec decision on one file with a fresh match state,
  * unless the same path object with the same identity passed under the same
  * rules with no path-changing system call and no rule change since: a pass
  * is cached, never a denial. At exit, the file the entry check passed is
- * not looked up again either. */
+ * not looked up again either. No pointer stays live across match_file, so
+ * that the verifier sees one state there. */
 static __always_inline bool deny_file(struct vma_scan *s, struct file *file, struct task_struct *task)
 {
 	struct mmap_task *t = bpf_task_storage_get(&mmap_tasks, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	__u64 dentry, mnt;
-	struct file *f = user_file(file, t, &dentry, &mnt);
-	__u64 root_dentry = (__u64)task->fs->root.dentry;
-	__u64 root_mnt = (__u64)task->fs->root.mnt;
 
 	__builtin_memset(&s->c, 0, sizeof(s->c));
 	s->c.ruleset = s->ruleset;
-	if (!f) {
+	if (!t || !view_of(file, t)) {
+		/* No room to judge it: refused. */
 		s->c.unresolved = 1;
-		goto denied;
+		s->denied = 1;
+		s->denied_dentry = (__u64)BPF_CORE_READ(file, f_path.dentry);
+		return true;
 	}
-	if (!t)
-		goto walk;
-	if (s->stage == STAGE_EXIT && t->valid && t->dentry == dentry && t->mnt == mnt && t->root_dentry == root_dentry &&
-	    t->root_mnt == root_mnt && t->cgroup == s->cgroup && t->ruleset == s->ruleset)
-		return false;
-
-	__u32 zero = 0;
-	__u64 *pg = bpf_map_lookup_elem(&path_gen, &zero);
-	struct mmap_config *cfg = bpf_map_lookup_elem(&mmap_config, &zero);
-	if (!pg || !cfg || s->stage == STAGE_LSM)
-		goto walk;
-	struct pass_value gen = {
-		.path_gen = *(volatile __u64 *)pg,
-		.rules_gen = cfg->rules_gen,
-	};
-	struct inode *inode = BPF_CORE_READ(f, f_inode);
 	struct pass_key *k = &t->key;
 
-	k->dentry = dentry;
-	k->mnt = mnt;
-	k->root_dentry = root_dentry;
-	k->root_mnt = root_mnt;
-	k->sb = (__u64)BPF_CORE_READ(inode, i_sb);
-	k->ino = BPF_CORE_READ(inode, i_ino);
+	k->root_dentry = (__u64)task->fs->root.dentry;
+	k->root_mnt = (__u64)task->fs->root.mnt;
 	k->cgroup = s->cgroup;
 	k->ruleset = s->ruleset;
 	k->pad = 0;
-	struct pass_value *v = bpf_map_lookup_elem(&mmap_passes, k);
-	if (v && v->path_gen == gen.path_gen && v->rules_gen == gen.rules_gen)
-		goto passed;
-	if (match_file(&s->c, f, task))
-		goto denied;
-	bpf_map_update_elem(&mmap_passes, k, &gen, BPF_ANY);
+	if (s->stage == STAGE_EXIT && t->valid && same_key(&t->passed, k))
+		return false;
+	t->cache = 0;
+	if (s->stage != STAGE_LSM) {
+		__u32 zero = 0;
+		__u64 *pg = bpf_map_lookup_elem(&path_gen, &zero);
+		struct mmap_config *cfg = bpf_map_lookup_elem(&mmap_config, &zero);
+
+		if (pg && cfg) {
+			/* Read before the walk: a change during it voids its pass. */
+			t->gen.path_gen = *(volatile __u64 *)pg;
+			t->gen.rules_gen = cfg->rules_gen;
+			struct pass_value *v = bpf_map_lookup_elem(&mmap_passes, k);
+
+			if (v && v->path_gen == t->gen.path_gen && v->rules_gen == t->gen.rules_gen)
+				goto passed;
+			t->cache = 1;
+		}
+	}
+	bool denied = match_file(&s->c, (struct file *)t->view, task);
+
+	t = bpf_task_storage_get(&mmap_tasks, task, 0, 0);
+	if (!t) /* cannot happen: it was there before the walk */
+		return denied;
+	if (denied) {
+		s->denied = 1;
+		s->denied_dentry = t->key.dentry;
+		return true;
+	}
+	if (t->cache)
+		bpf_map_update_elem(&mmap_passes, &t->key, &t->gen, BPF_ANY);
 passed:
 	if (s->stage == STAGE_ENTRY) {
-		t->dentry = dentry;
-		t->mnt = mnt;
-		t->root_dentry = root_dentry;
-		t->root_mnt = root_mnt;
-		t->cgroup = s->cgroup;
-		t->ruleset = s->ruleset;
+		t->passed = t->key;
 		t->valid = 1;
 	}
 	return false;
-walk:
-	if (!match_file(&s->c, f, task))
-		return false;
-denied:
-	s->denied = 1;
-	s->denied_dentry = dentry;
-	return true;
 }
 
 /* One mapping of the range per step. mprotect changes the mappings up to
