@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
 	"github.com/holdfast-dev/holdfast/test/harness"
@@ -25,7 +27,35 @@ const (
 	// The loop runs in an unregistered cgroup 6 levels deep (a host
 	// process): the programs walk its ancestors and find no container.
 	benchUnregistered = "unregistered-depth-6-of-10000-cgroups"
+	// benchEmpty attaches programs that return at once to sys_enter and
+	// sys_exit: what any program there costs, the floor of the mapping
+	// checks.
+	benchEmpty = "empty-sys-programs"
 )
+
+// attachEmptySysPrograms attaches a program that does nothing to sys_enter
+// and to sys_exit until the benchmark ends.
+func attachEmptySysPrograms(b *testing.B) {
+	for _, tp := range []string{"sys_enter", "sys_exit"} {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Name:         "holdfast_empty",
+			Type:         ebpf.Tracing,
+			AttachType:   ebpf.AttachTraceRawTp,
+			AttachTo:     tp,
+			License:      "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		})
+		if err != nil {
+			b.Fatalf("load empty %s program: %v", tp, err)
+		}
+		b.Cleanup(func() { prog.Close() })
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			b.Fatalf("attach empty %s program: %v", tp, err)
+		}
+		b.Cleanup(func() { l.Close() })
+	}
+}
 
 // benchRuleset has exec and connect rules that the benchmark's own execs
 // and connects do not match, so every check runs to the end.
@@ -57,7 +87,11 @@ func setupBench(b *testing.B, mode string) (*testCgroup, *Enforcer) {
 		name = "h1/h2/h3/h4/bench"
 	}
 	cg := env.cgroup(b, name)
-	if mode == benchNone {
+	switch mode {
+	case benchNone:
+		return cg, nil
+	case benchEmpty:
+		attachEmptySysPrograms(b)
 		return cg, nil
 	}
 	e := env.open(b)
@@ -88,6 +122,11 @@ func setupBench(b *testing.B, mode string) (*testCgroup, *Enforcer) {
 	}
 	return cg, e
 }
+
+// benchStatsEnv set to 0 leaves BPF run-time stats off in the mapping
+// benchmark: they add two clock reads to every run of the programs, which
+// wall time then includes.
+const benchStatsEnv = "HOLDFAST_BENCH_STATS"
 
 // bpfStatsRunTime is BPF_STATS_RUN_TIME.
 const bpfStatsRunTime = 0
@@ -193,7 +232,7 @@ func BenchmarkConnect(b *testing.B) {
 // the second is what one iteration pays in total (plus whatever else runs on
 // the machine meanwhile).
 func measurePrograms(b *testing.B, e *Enforcer, names ...string) {
-	if e == nil {
+	if e == nil || os.Getenv(benchStatsEnv) == "0" {
 		return
 	}
 	stats, err := ebpf.EnableStats(bpfStatsRunTime)
@@ -225,29 +264,41 @@ func measurePrograms(b *testing.B, e *Enforcer, names ...string) {
 }
 
 // BenchmarkMmapExec maps one page of a shared library executable and unmaps
-// it, from inside the benchmark's cgroup.
+// it, from inside the benchmark's cgroup. The overlay variants map the
+// library from an overlay mount, as in a container, where the kernel maps
+// the layer's file and the exit check judges it by the overlay path.
 func BenchmarkMmapExec(b *testing.B) {
-	lib := hostLibrary(b)
-	for _, mode := range []string{benchNone, benchOne, benchMany} {
-		b.Run(mode, func(b *testing.B) {
-			cg, e := setupBench(b, mode)
-			f, err := os.Open(lib)
-			if err != nil {
-				b.Fatal(err)
+	host := hostLibrary(b)
+	for _, fs := range []string{"", "overlay/"} {
+		for _, mode := range []string{benchNone, benchEmpty, benchOne, benchMany} {
+			if fs != "" && (mode == benchMany || mode == benchEmpty) {
+				continue
 			}
-			defer f.Close()
-			enterCgroup(b, cg)
-			measurePrograms(b, e, progMmapKill, progMmapKillExit)
-			for b.Loop() {
-				m, err := syscall.Mmap(int(f.Fd()), 0, 4096, syscall.PROT_READ|syscall.PROT_EXEC, syscall.MAP_PRIVATE)
-				if err != nil {
-					b.Fatal(fmt.Errorf("mmap %s: %w", lib, err))
+			b.Run(fs+mode, func(b *testing.B) {
+				lib := host
+				if fs != "" {
+					o := newOverlayRoot(b, nil, map[string]string{"/lib/libhf.so": host})
+					lib = filepath.Join(o.merged, "lib", "libhf.so")
 				}
-				if err := syscall.Munmap(m); err != nil {
+				cg, e := setupBench(b, mode)
+				f, err := os.Open(lib)
+				if err != nil {
 					b.Fatal(err)
 				}
-			}
-		})
+				defer f.Close()
+				enterCgroup(b, cg)
+				measurePrograms(b, e, progMmapKill, progMmapKillExit)
+				for b.Loop() {
+					m, err := syscall.Mmap(int(f.Fd()), 0, 4096, syscall.PROT_READ|syscall.PROT_EXEC, syscall.MAP_PRIVATE)
+					if err != nil {
+						b.Fatal(fmt.Errorf("mmap %s: %w", lib, err))
+					}
+					if err := syscall.Munmap(m); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -255,7 +306,7 @@ func BenchmarkMmapExec(b *testing.B) {
 // system call of every process: getppid from a cgroup that is not
 // registered. BPF stats stay off here: they add two clock reads per run.
 func BenchmarkSyscall(b *testing.B) {
-	for _, mode := range []string{benchNone, benchMany} {
+	for _, mode := range []string{benchNone, benchEmpty, benchMany} {
 		b.Run(mode, func(b *testing.B) {
 			setupBench(b, mode)
 			for b.Loop() {

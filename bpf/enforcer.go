@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -80,7 +81,8 @@ var modePrograms = map[string][]string{
 var mmapReasons = map[string]string{
 	ModeLSM: "lsm/mmap_file and lsm/file_mprotect: mapping a denied file executable fails with EPERM",
 	ModeKill: "tp_btf/sys_enter and sys_exit: a task that maps a denied file executable (mmap, mprotect, " +
-		"pkey_mprotect; 64-bit and ia32 calls) gets SIGKILL before it returns to user space",
+		"pkey_mprotect; 64-bit and ia32 calls) gets SIGKILL before it returns to user space; a file of an overlay " +
+		"(container root) is judged by the path the task opened, not its layer's",
 }
 
 // cgroupHooks are attached to Options.CgroupRoot with multi-attach links.
@@ -341,6 +343,10 @@ func (e *Enforcer) adopt(spec *ebpf.CollectionSpec, cgroupID uint64) error {
 	if err := e.readHashKey(); err != nil {
 		return err
 	}
+	// Rewritten in case the set was pinned by a build that got it wrong.
+	if err := e.writeMmapConfig(); err != nil {
+		return err
+	}
 
 	mode := ModeKill
 	if _, err := os.Stat(e.layout.Pin(KindLink, progExecLSM)); err == nil {
@@ -458,7 +464,43 @@ func mapsByName(maps map[string]*ebpf.Map) holdfastMaps {
 		Rulesets:    maps[holdfastMapRulesets],
 		SocketRules: maps[holdfastMapSocketRules],
 		BindRules:   maps[holdfastMapBindRules],
+		MmapConfig:  maps[holdfastMapMmapConfig],
+		MmapTasks:   maps[holdfastMapMmapTasks],
+		MmapPasses:  maps[holdfastMapMmapPasses],
+		PathGen:     maps[holdfastMapPathGen],
 	}
+}
+
+// writeMmapConfig tells the mapping checks this kernel's FMODE_BACKING bit,
+// before any of them is attached, and voids their cached passes.
+func (e *Enforcer) writeMmapConfig() error {
+	bit, err := fmodeBacking()
+	if err != nil {
+		return fmt.Errorf("write mmap config: %w", err)
+	}
+	return e.putMmapConfig(func(c *holdfastMmapConfig) { c.FmodeBacking = bit })
+}
+
+// bumpRulesGen voids the passes the mapping checks cached under the exec
+// rules as they were: called after every change of exec rules.
+func (e *Enforcer) bumpRulesGen() error {
+	return e.putMmapConfig(func(*holdfastMmapConfig) {})
+}
+
+// putMmapConfig applies change to the config and moves rules_gen forward:
+// past its old value and to the current time, so that two processes writing
+// it never bring back a value a cached pass holds.
+func (e *Enforcer) putMmapConfig(change func(*holdfastMmapConfig)) error {
+	var c holdfastMmapConfig
+	if err := e.maps.MmapConfig.Lookup(uint32(0), &c); err != nil {
+		return fmt.Errorf("read map %s: %w", holdfastMapMmapConfig, err)
+	}
+	change(&c)
+	c.RulesGen = max(c.RulesGen+1, uint64(time.Now().UnixNano()))
+	if err := e.maps.MmapConfig.Put(uint32(0), c); err != nil {
+		return fmt.Errorf("write map %s: %w", holdfastMapMmapConfig, err)
+	}
+	return nil
 }
 
 // install loads and attaches a new set and commits it to the ABI dir. Maps
@@ -488,6 +530,9 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 	}
 	e.maps = mapsByName(maps)
 	if err := e.initHashKey(created); err != nil {
+		return err
+	}
+	if err := e.writeMmapConfig(); err != nil {
 		return err
 	}
 

@@ -86,6 +86,7 @@ func (e *Enforcer) SetCgroupFiles(cgroupID uint64, rules []FileRule) error {
 		have = map[FileID]uint32{}
 		e.files.byCgroup[cgroupID] = have
 	}
+	added := false
 	for f, id := range want {
 		if cur, ok := have[f]; ok && cur == id {
 			continue
@@ -95,6 +96,13 @@ func (e *Enforcer) SetCgroupFiles(cgroupID uint64, rules []FileRule) error {
 			return fmt.Errorf("set files of cgroup %d: write %s to file_rules: %w", cgroupID, f, err)
 		}
 		have[f] = id
+		added = true
+	}
+	if added {
+		// A mapping that passed before may be denied now.
+		if err := e.bumpRulesGen(); err != nil {
+			return fmt.Errorf("set files of cgroup %d: %w", cgroupID, err)
+		}
 	}
 	for f := range have {
 		if _, ok := want[f]; ok {

@@ -95,6 +95,25 @@ type holdfastHashKey struct {
 	K1 uint64
 }
 
+type holdfastMmapConfig struct {
+	_            structs.HostLayout
+	FmodeBacking uint32
+	Pad          uint32
+	RulesGen     uint64
+}
+
+type holdfastMmapTask struct {
+	_      structs.HostLayout
+	Passed holdfastPassKey
+	Valid  uint32
+	Pad    uint32
+	Key    holdfastPassKey
+	Gen    holdfastPassValue
+	Cache  uint32
+	Pad2   uint32
+	View   [256]uint8
+}
+
 type holdfastNet4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -112,6 +131,25 @@ type holdfastNetKeyTypes struct {
 	K4 holdfastNet4Key
 	K6 holdfastNet6Key
 	V  holdfastPortRules
+}
+
+type holdfastPassKey struct {
+	_          structs.HostLayout
+	Dentry     uint64
+	Mnt        uint64
+	RootDentry uint64
+	RootMnt    uint64
+	Sb         uint64
+	Ino        uint64
+	Cgroup     uint64
+	Ruleset    uint32
+	Pad        uint32
+}
+
+type holdfastPassValue struct {
+	_        structs.HostLayout
+	PathGen  uint64
+	RulesGen uint64
 }
 
 type holdfastPortChunk struct {
@@ -171,9 +209,13 @@ const (
 	holdfastMapExecHashKey   = "exec_hash_key"
 	holdfastMapExecRules     = "exec_rules"
 	holdfastMapFileRules     = "file_rules"
+	holdfastMapMmapConfig    = "mmap_config"
+	holdfastMapMmapPasses    = "mmap_passes"
+	holdfastMapMmapTasks     = "mmap_tasks"
 	holdfastMapNet4Rules     = "net4_rules"
 	holdfastMapNet6Rules     = "net6_rules"
 	holdfastMapNetKeyTypes   = "net_key_types"
+	holdfastMapPathGen       = "path_gen"
 	holdfastMapPortChunks    = "port_chunks"
 	holdfastMapRulesets      = "rulesets"
 	holdfastMapSocketRules   = "socket_rules"
@@ -265,9 +307,13 @@ type holdfastMapSpecs struct {
 	ExecHashKey *ebpf.MapSpec `ebpf:"exec_hash_key"`
 	ExecRules   *ebpf.MapSpec `ebpf:"exec_rules"`
 	FileRules   *ebpf.MapSpec `ebpf:"file_rules"`
+	MmapConfig  *ebpf.MapSpec `ebpf:"mmap_config"`
+	MmapPasses  *ebpf.MapSpec `ebpf:"mmap_passes"`
+	MmapTasks   *ebpf.MapSpec `ebpf:"mmap_tasks"`
 	Net4Rules   *ebpf.MapSpec `ebpf:"net4_rules"`
 	Net6Rules   *ebpf.MapSpec `ebpf:"net6_rules"`
 	NetKeyTypes *ebpf.MapSpec `ebpf:"net_key_types"`
+	PathGen     *ebpf.MapSpec `ebpf:"path_gen"`
 	PortChunks  *ebpf.MapSpec `ebpf:"port_chunks"`
 	Rulesets    *ebpf.MapSpec `ebpf:"rulesets"`
 	SocketRules *ebpf.MapSpec `ebpf:"socket_rules"`
@@ -307,9 +353,13 @@ type holdfastMaps struct {
 	ExecHashKey *ebpf.Map `ebpf:"exec_hash_key"`
 	ExecRules   *ebpf.Map `ebpf:"exec_rules"`
 	FileRules   *ebpf.Map `ebpf:"file_rules"`
+	MmapConfig  *ebpf.Map `ebpf:"mmap_config"`
+	MmapPasses  *ebpf.Map `ebpf:"mmap_passes"`
+	MmapTasks   *ebpf.Map `ebpf:"mmap_tasks"`
 	Net4Rules   *ebpf.Map `ebpf:"net4_rules"`
 	Net6Rules   *ebpf.Map `ebpf:"net6_rules"`
 	NetKeyTypes *ebpf.Map `ebpf:"net_key_types"`
+	PathGen     *ebpf.Map `ebpf:"path_gen"`
 	PortChunks  *ebpf.Map `ebpf:"port_chunks"`
 	Rulesets    *ebpf.Map `ebpf:"rulesets"`
 	SocketRules *ebpf.Map `ebpf:"socket_rules"`
@@ -325,9 +375,13 @@ func (m *holdfastMaps) Close() error {
 		m.ExecHashKey,
 		m.ExecRules,
 		m.FileRules,
+		m.MmapConfig,
+		m.MmapPasses,
+		m.MmapTasks,
 		m.Net4Rules,
 		m.Net6Rules,
 		m.NetKeyTypes,
+		m.PathGen,
 		m.PortChunks,
 		m.Rulesets,
 		m.SocketRules,

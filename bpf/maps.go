@@ -253,6 +253,9 @@ func (e *Enforcer) PutRuleset(rs Ruleset) error {
 		}
 		return fmt.Errorf("put ruleset %d: %w", rs.ID, err)
 	}
+	if err := e.bumpRulesGen(); err != nil {
+		return fmt.Errorf("put ruleset %d: %w", rs.ID, err)
+	}
 	return nil
 }
 
@@ -367,6 +370,10 @@ func (e *Enforcer) DeleteRuleset(id uint32) error {
 		return fmt.Errorf("delete ruleset %d: %w", id, err)
 	}
 	delete(e.partial, id)
+	// The ID may come back with other rules.
+	if err := e.bumpRulesGen(); err != nil {
+		return fmt.Errorf("delete ruleset %d: %w", id, err)
+	}
 	if !found && n == 0 {
 		return fmt.Errorf("delete ruleset %d: %w", id, os.ErrNotExist)
 	}

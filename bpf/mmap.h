@@ -10,7 +10,12 @@
  * before the syscall runs; exit checks the mappings the syscall actually
  * made executable, which closes the race of swapping the fd or the mapping
  * between the two. SIGKILL is delivered before the thread returns to user
- * space, so the mapping is never executed by it. x86-64 only. */
+ * space, so the mapping is never executed by it. x86-64 only.
+ *
+ * overlayfs (every container root) maps the layer's file, not the overlay's:
+ * it is judged by the path the task opened (backing_file.user_path). Passes
+ * are cached so that a process loading its libraries does not pay a path
+ * walk per mapping, twice; see deny_file for what voids them. */
 #ifndef HOLDFAST_MMAP_H
 #define HOLDFAST_MMAP_H
 
@@ -137,29 +142,123 @@ static __always_inline enum map_call decode_call(struct pt_regs *regs, long id, 
 /* The file open as fd in the current task, or NULL. */
 static __always_inline struct file *file_of_fd(struct task_struct *task, __s64 fd)
 {
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	/* Direct (BTF) loads: far cheaper than bpf_probe_read_kernel calls. */
+	struct fdtable *fdt = task->files->fdt;
 
-	if (!fdt || fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+	if (!fdt || fd < 0 || fd >= fdt->max_fds)
 		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file **fds = fdt->fd;
 	struct file *file = NULL;
 
 	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
 	return file;
 }
 
+/* Set by the loader: FMODE_BACKING's bit for the running kernel (it moved
+ * between releases; 0 where files have no backing_file wrapper), and the
+ * time of its last change of exec rules, which voids every cached pass. */
+struct mmap_config {
+	__u32 fmode_backing;
+	__u32 pad;
+	__u64 rules_gen;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mmap_config);
+} mmap_config SEC(".maps");
+
+/* Bumped by the programs when a system call that can change the path of an
+ * existing file (rename, mount, umount, move_mount, pivot_root) returns:
+ * every cached pass before it is void. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} path_gen SEC(".maps");
+
+/* A file mapped executable that match_file passed: the path object (dentry
+ * and mount, in the task's root), the file's identity, and the rules it
+ * was judged by. Real loads map the same few libraries again and again. */
+struct pass_key {
+	__u64 dentry;
+	__u64 mnt;
+	__u64 root_dentry;
+	__u64 root_mnt;
+	__u64 sb;
+	__u64 ino;
+	__u64 cgroup;
+	__u32 ruleset;
+	__u32 pad;
+};
+
+/* The generations current before the walk that passed it. */
+struct pass_value {
+	__u64 path_gen;
+	__u64 rules_gen;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct pass_key);
+	__type(value, struct pass_value);
+} mmap_passes SEC(".maps");
+
+/* Room for a struct file (its f_path and f_inode are filled in). */
+#define VIEW_SIZE 256
+
+/* Per task, between the entry and the exit of one mapping call. */
+struct mmap_task {
+	/* The last file the entry check passed (valid): the exit check of the
+	 * same call need not look it up again. */
+	struct pass_key passed;
+	__u32 valid;
+	__u32 pad;
+	/* Scratch of one check, kept off the programs' stack. */
+	struct pass_key key;
+	struct pass_value gen;
+	__u32 cache; /* key missed in mmap_passes: cache the pass */
+	__u32 pad2;
+	/* A struct file standing for the mapped file as the task opened it,
+	 * for match_file (which reads it with bpf_probe_read_kernel). */
+	__u8 view[VIEW_SIZE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct mmap_task);
+} mmap_tasks SEC(".maps");
+
+/* Which check runs: at exit, the entry check's pass may be reused; in lsm
+ * mode, nothing voids cached passes (renames and mounts bump path_gen in
+ * kill mode's sys_exit program), so none are used. */
+enum {
+	STAGE_ENTRY = 0,
+	STAGE_EXIT,
+	STAGE_LSM,
+};
+
 /* State of one range check, shared by the bpf_loop and bpf_find_vma
  * callbacks. */
 struct vma_scan {
-	struct match_ctx c; /* its ruleset and owner_cgroup say whose rules */
+	__u64 owner_cgroup; /* the registered cgroup whose rules apply */
+	__u32 ruleset;
+	__u32 rule_id; /* of the rule that denied, for the event */
 	__u64 cursor;
 	__u64 end;
 	__u64 found_file;
 	__u64 found_end;
-	__u64 denied_file;
-	/* Small fields, to keep this and the match state within the stack. */
+	__u64 denied_dentry;
+	__u8 unresolved; /* refused without a rule: could not be judged */
 	__u8 found_exec;
 	__u8 only_exec; /* skip mappings that are not executable */
+	__u8 stage;	/* STAGE_* */
 	__u8 done;
 	__u8 denied;
 };
@@ -172,21 +271,144 @@ static long vma_found(struct task_struct *task, struct vm_area_struct *vma, stru
 	return 0;
 }
 
-/* deny_file runs the exec decision on one file with a fresh match state. */
+static __always_inline void view_put(struct mmap_task *t, __u32 off, __u64 v)
+{
+	if (off <= VIEW_SIZE - sizeof(__u64))
+		*(__u64 *)&t->view[off] = v;
+}
+
+/* view_of writes into t->view a struct file that stands for file as the
+ * task opened it, and into t->key its path and identity. overlayfs maps the
+ * layer's file, a backing file whose own path is relative to a private
+ * clone of the layer; the path the task used (and the one exec is judged
+ * by) is its user_path, as in /proc/PID/maps, and the identity the task
+ * sees is the overlay inode. match_file always gets the view: one pointer
+ * type keeps its verification to one pass per call site. The view holds
+ * f_path and f_inode, which is all match_file reads of a file. */
+static __always_inline bool view_of(struct file *file, struct mmap_task *t)
+{
+	struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
+	struct vfsmount *m = BPF_CORE_READ(file, f_path.mnt);
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+
+	if (bpf_core_type_exists(struct backing_file)) {
+		__u32 zero = 0;
+		struct mmap_config *cfg = bpf_map_lookup_elem(&mmap_config, &zero);
+
+		if (cfg && cfg->fmode_backing && (BPF_CORE_READ(file, f_mode) & cfg->fmode_backing)) {
+			struct backing_file *bf = (struct backing_file *)file;
+			struct vfsmount *um = BPF_CORE_READ(bf, user_path.mnt);
+			struct dentry *ud = BPF_CORE_READ(bf, user_path.dentry);
+
+			/* A path of its own whose mount is of its dentry's
+			 * filesystem; else the bit is not FMODE_BACKING here and
+			 * the file is judged as is. */
+			if (um && ud && ud != d && BPF_CORE_READ(um, mnt_sb) == BPF_CORE_READ(ud, d_sb)) {
+				d = ud;
+				m = um;
+				inode = BPF_CORE_READ(ud, d_inode);
+			}
+		}
+	}
+	if (bpf_core_type_size(struct file) > VIEW_SIZE)
+		return false;
+	__u32 fpath = bpf_core_field_offset(struct file, f_path);
+
+	view_put(t, fpath + bpf_core_field_offset(struct path, dentry), (__u64)d);
+	view_put(t, fpath + bpf_core_field_offset(struct path, mnt), (__u64)m);
+	view_put(t, bpf_core_field_offset(struct file, f_inode), (__u64)inode);
+	t->key.dentry = (__u64)d;
+	t->key.mnt = (__u64)m;
+	t->key.sb = (__u64)BPF_CORE_READ(inode, i_sb);
+	t->key.ino = BPF_CORE_READ(inode, i_ino);
+	return true;
+}
+
+static __always_inline bool same_key(const struct pass_key *a, const struct pass_key *b)
+{
+	return a->dentry == b->dentry && a->mnt == b->mnt && a->root_dentry == b->root_dentry &&
+	       a->root_mnt == b->root_mnt && a->sb == b->sb && a->ino == b->ino && a->cgroup == b->cgroup &&
+	       a->ruleset == b->ruleset;
+}
+
+/* run_match runs match_file with a fresh match state in a frame of its own:
+ * next to the scan state it does not fit one BPF stack frame. */
+static __noinline int run_match(struct vma_scan *s, struct file *file, struct task_struct *task)
+{
+	struct match_ctx c = {};
+
+	c.ruleset = s->ruleset;
+	c.owner_cgroup = s->owner_cgroup;
+	int denied = match_file(&c, file, task);
+
+	s->rule_id = c.rule_id;
+	s->unresolved = c.unresolved;
+	return denied;
+}
+
+/* deny_file runs the exec decision on one file with a fresh match state,
+ * unless the same path object with the same identity passed under the same
+ * rules with no path-changing system call and no rule change since: a pass
+ * is cached, never a denial. At exit, the file the entry check passed is
+ * not looked up again either. No pointer stays live across match_file, so
+ * that the verifier sees one state there. */
 static __always_inline bool deny_file(struct vma_scan *s, struct file *file, struct task_struct *task)
 {
-	/* A fresh match state; match_file sets up the ring and hash state. */
-	s->c.depth = 0;
-	s->c.words = 0;
-	s->c.rule_id = 0;
-	s->c.done = 0;
-	s->c.matched = 0;
-	s->c.unresolved = 0;
-	if (!match_file(&s->c, file, task))
+	struct mmap_task *t = bpf_task_storage_get(&mmap_tasks, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+	s->rule_id = 0;
+	s->unresolved = 0;
+	if (!t || !view_of(file, t)) {
+		/* No room to judge it: refused. */
+		s->unresolved = 1;
+		s->denied = 1;
+		s->denied_dentry = (__u64)BPF_CORE_READ(file, f_path.dentry);
+		return true;
+	}
+	struct pass_key *k = &t->key;
+
+	k->root_dentry = (__u64)task->fs->root.dentry;
+	k->root_mnt = (__u64)task->fs->root.mnt;
+	k->cgroup = s->owner_cgroup;
+	k->ruleset = s->ruleset;
+	k->pad = 0;
+	if (s->stage == STAGE_EXIT && t->valid && same_key(&t->passed, k))
 		return false;
-	s->denied = 1;
-	s->denied_file = (__u64)file;
-	return true;
+	t->cache = 0;
+	if (s->stage != STAGE_LSM) {
+		__u32 zero = 0;
+		__u64 *pg = bpf_map_lookup_elem(&path_gen, &zero);
+		struct mmap_config *cfg = bpf_map_lookup_elem(&mmap_config, &zero);
+
+		if (pg && cfg) {
+			/* Read before the walk: a change during it voids its pass. */
+			t->gen.path_gen = *(volatile __u64 *)pg;
+			t->gen.rules_gen = cfg->rules_gen;
+			struct pass_value *v = bpf_map_lookup_elem(&mmap_passes, k);
+
+			if (v && v->path_gen == t->gen.path_gen && v->rules_gen == t->gen.rules_gen)
+				goto passed;
+			t->cache = 1;
+		}
+	}
+	bool denied = run_match(s, (struct file *)t->view, task);
+
+	t = bpf_task_storage_get(&mmap_tasks, task, 0, 0);
+	if (!t) /* cannot happen: it was there before the walk */
+		return denied;
+	if (denied) {
+		s->denied = 1;
+		s->denied_dentry = t->key.dentry;
+		return true;
+	}
+	if (t->cache)
+		bpf_map_update_elem(&mmap_passes, &t->key, &t->gen, BPF_ANY);
+passed:
+	if (s->stage == STAGE_ENTRY) {
+		t->passed = t->key;
+		t->valid = 1;
+	}
+	return false;
 }
 
 /* One mapping of the range per step. mprotect changes the mappings up to
@@ -199,8 +421,8 @@ static long scan_step(__u32 i, struct vma_scan *s)
 	long err = bpf_find_vma(task, s->cursor, vma_found, s, 0);
 	if (err == -EBUSY) {
 		/* Another thread holds the address space lock: try again, within
-		 * the loop's bound. No retry counter here: a counter the verifier
-		 * must track exactly makes it check this step once per value. */
+		 * the loop's bound. No retry counter: one the verifier must track
+		 * exactly makes it check this step once per value. */
 		return 0;
 	}
 	if (err) {
@@ -231,7 +453,7 @@ static __always_inline bool scan_range(struct vma_scan *s, __u64 addr, __u64 len
 	if (s->denied)
 		return true;
 	if (!s->done) {
-		s->c.unresolved = 1;
+		s->unresolved = 1;
 		return true;
 	}
 	return false;
@@ -239,20 +461,19 @@ static __always_inline bool scan_range(struct vma_scan *s, __u64 addr, __u64 len
 
 static __always_inline void emit_mmap(struct vma_scan *s, __u64 cgroup_id, struct task_struct *task, __u32 action)
 {
-	struct event *ev = event_new(cgroup_id, action, s->c.ruleset, s->c.rule_id);
+	struct event *ev = event_new(cgroup_id, action, s->ruleset, s->rule_id);
 	if (!ev)
 		return;
 	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	ev->flags = s->c.unresolved ? EVENT_UNRESOLVED : 0;
+	ev->flags = s->unresolved ? EVENT_UNRESOLVED : 0;
 	/* The file's own name: tracing programs cannot call bpf_d_path. */
-	struct file *file = (struct file *)s->denied_file;
-	if (file)
-		bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename),
-					  BPF_CORE_READ(file, f_path.dentry, d_name.name));
+	struct dentry *d = (struct dentry *)s->denied_dentry;
+	if (d)
+		bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), BPF_CORE_READ(d, d_name.name));
 	bpf_ringbuf_submit(ev, 0);
 }
 
-static __always_inline void kill_mapping(struct vma_scan *s, __u64 cgroup_id, struct task_struct *task)
+static __noinline void kill_mapping(struct vma_scan *s, __u64 cgroup_id, struct task_struct *task)
 {
 	bpf_send_signal(SIGKILL);
 	emit_mmap(s, cgroup_id, task, ACTION_MMAP_KILLED);
@@ -274,12 +495,15 @@ int BPF_PROG(mmap_kill, struct pt_regs *regs, long id)
 	if (!owner_of_current(&o) || !(o.rule->flags & CG_EXEC))
 		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
+	struct mmap_task *t = bpf_task_storage_get(&mmap_tasks, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	struct vma_scan s = {};
 
-	s.c.ruleset = o.rule->ruleset;
-	s.c.owner_cgroup = o.cgroup_id;
+	if (t)
+		t->valid = 0;
+	s.ruleset = o.rule->ruleset;
+	s.owner_cgroup = o.cgroup_id;
 	if (unreadable) {
-		s.c.unresolved = 1;
+		s.unresolved = 1;
 		kill_mapping(&s, o.cgroup_id, task);
 		return 0;
 	}
@@ -295,11 +519,69 @@ int BPF_PROG(mmap_kill, struct pt_regs *regs, long id)
 	return 0;
 }
 
+/* x86-64 and ia32 numbers of the system calls that change the path of an
+ * existing file or mount. */
+#define NR_RENAME 82
+#define NR_RENAMEAT 264
+#define NR_RENAMEAT2 316
+#define NR_MOUNT 165
+#define NR_UMOUNT2 166
+#define NR_PIVOT_ROOT 155
+#define NR_MOVE_MOUNT 429 /* the same number for ia32 */
+#define NR32_RENAME 38
+#define NR32_RENAMEAT 302
+#define NR32_RENAMEAT2 353
+#define NR32_MOUNT 21
+#define NR32_UMOUNT 22
+#define NR32_UMOUNT2 52
+#define NR32_PIVOT_ROOT 217
+
+/* changes_paths says whether system call id (returning now) may have moved
+ * a file or a mount, failed or not: cached passes must go. */
+static __always_inline bool changes_paths(long id)
+{
+	bool native;
+
+	switch (id) {
+	case NR_MOVE_MOUNT:
+		return true;
+	case NR_RENAME:
+	case NR_RENAMEAT:
+	case NR_RENAMEAT2:
+	case NR_MOUNT:
+	case NR_UMOUNT2:
+	case NR_PIVOT_ROOT:
+		native = true;
+		break;
+	case NR32_RENAME:
+	case NR32_RENAMEAT:
+	case NR32_RENAMEAT2:
+	case NR32_MOUNT:
+	case NR32_UMOUNT:
+	case NR32_UMOUNT2:
+	case NR32_PIVOT_ROOT:
+		native = false;
+		break;
+	default:
+		return false;
+	}
+	struct task_struct *task = bpf_get_current_task_btf();
+	bool compat = task->thread_info.status & TS_COMPAT;
+	return native != compat;
+}
+
 /* After the call: the mappings it made executable, whatever fd or mapping
  * another thread swapped in after the entry check. */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(mmap_kill_exit, struct pt_regs *regs, long ret)
 {
+	if (changes_paths(regs->orig_ax)) {
+		__u32 zero = 0;
+		__u64 *pg = bpf_map_lookup_elem(&path_gen, &zero);
+		if (pg)
+			__sync_fetch_and_add(pg, 1);
+		return 0;
+	}
 	if (ret < 0 && ret > -4096)
 		return 0;
 	struct map_args a = {};
@@ -319,9 +601,10 @@ int BPF_PROG(mmap_kill_exit, struct pt_regs *regs, long ret)
 		return 0;
 	struct vma_scan s = {};
 
-	s.c.ruleset = o.rule->ruleset;
-	s.c.owner_cgroup = o.cgroup_id;
+	s.ruleset = o.rule->ruleset;
+	s.owner_cgroup = o.cgroup_id;
 	s.only_exec = 1;
+	s.stage = STAGE_EXIT;
 	if (call == CALL_MMAP) {
 		/* One mmap makes one mapping, at the address it returns. */
 		a.addr = (__u64)ret;
@@ -329,6 +612,9 @@ int BPF_PROG(mmap_kill_exit, struct pt_regs *regs, long ret)
 	}
 	if (scan_range(&s, a.addr, a.len))
 		kill_mapping(&s, o.cgroup_id, task);
+	struct mmap_task *t = bpf_task_storage_get(&mmap_tasks, task, 0, 0);
+	if (t)
+		t->valid = 0;
 	return 0;
 }
 
@@ -344,8 +630,9 @@ static __always_inline int deny_mapping_lsm(struct file *file, unsigned long pro
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct vma_scan s = {};
 
-	s.c.ruleset = o.rule->ruleset;
-	s.c.owner_cgroup = o.cgroup_id;
+	s.ruleset = o.rule->ruleset;
+	s.owner_cgroup = o.cgroup_id;
+	s.stage = STAGE_LSM;
 	if (!deny_file(&s, file, task))
 		return 0;
 	emit_mmap(&s, o.cgroup_id, task, ACTION_MMAP_DENIED);

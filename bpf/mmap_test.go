@@ -257,3 +257,124 @@ func TestMmapLSMMode(t *testing.T) {
 		t.Errorf("read mapping in lsm mode: %v, %q", err, out)
 	}
 }
+
+// passesOf counts the cached passes of cgroup cgroupID.
+func passesOf(t *testing.T, e *Enforcer, cgroupID uint64) int {
+	t.Helper()
+	var k holdfastPassKey
+	var v holdfastPassValue
+	n := 0
+	iter := e.maps.MmapPasses.Iterate()
+	for iter.Next(&k, &v) {
+		if k.Cgroup == cgroupID {
+			n++
+		}
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A mapping that passed is remembered, but no rename, move of a mount or
+// change of rules after it lets the same file pass where it is denied.
+func TestMmapPassCache(t *testing.T) {
+	env := newTestEnv(t)
+	e := env.open(t)
+	mapfile := buildMapfile(t)
+	base := resolved(t, t.TempDir())
+	denied := filepath.Join(base, "denied")
+	if err := os.Mkdir(denied, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cg := env.cgroup(t, "cache")
+	put := func(rs Ruleset) {
+		t.Helper()
+		if err := e.PutRuleset(rs); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.SetCgroup(cg.id, rs.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, denied+"/", 1)}})
+	// mapLib maps lib executable in a new process of cg. Passes are cached
+	// for every process, so a stale one would let the mapping through.
+	mapLib := func(lib string) error {
+		return command(cg, mapfile, "exec", lib).Run()
+	}
+	pass := func(t *testing.T, lib string) {
+		t.Helper()
+		if err := mapLib(lib); err != nil {
+			t.Fatalf("%s: want it mapped, got %v", lib, err)
+		}
+		if passesOf(t, e, cg.id) == 0 {
+			t.Fatalf("%s passed but no pass is cached", lib)
+		}
+	}
+	killed := func(t *testing.T, lib, what string) {
+		t.Helper()
+		if err := mapLib(lib); !killedBySIGKILL(err) {
+			t.Fatalf("%s: %s: want SIGKILL, got %v", lib, what, err)
+		}
+	}
+
+	t.Run("rename of the file", func(t *testing.T) {
+		lib := filepath.Join(base, "libfile.so")
+		copyExecutable(t, hostLibrary(t), lib)
+		pass(t, lib)
+		moved := filepath.Join(denied, "libfile.so")
+		if err := os.Rename(lib, moved); err != nil {
+			t.Fatal(err)
+		}
+		killed(t, moved, "renamed into a denied directory")
+	})
+	t.Run("rename of a directory above it", func(t *testing.T) {
+		dir := filepath.Join(base, "dir")
+		lib := filepath.Join(dir, "sub", "libdir.so")
+		copyExecutable(t, hostLibrary(t), lib)
+		pass(t, lib)
+		if err := os.Rename(dir, filepath.Join(denied, "dir")); err != nil {
+			t.Fatal(err)
+		}
+		killed(t, filepath.Join(denied, "dir", "sub", "libdir.so"), "its directory renamed into a denied one")
+	})
+	t.Run("move of its mount", func(t *testing.T) {
+		mnt := filepath.Join(base, "mnt")
+		if err := os.Mkdir(mnt, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("mount", "-t", "tmpfs", "holdfast-test", mnt).CombinedOutput(); err != nil {
+			t.Fatalf("mount tmpfs: %v: %s", err, out)
+		}
+		target := filepath.Join(denied, "mnt")
+		if err := os.Mkdir(target, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		mounted := mnt
+		t.Cleanup(func() {
+			if out, err := exec.Command("umount", mounted).CombinedOutput(); err != nil {
+				t.Errorf("unmount %s: %v: %s", mounted, err, out)
+			}
+		})
+		lib := filepath.Join(mnt, "libmnt.so")
+		copyExecutable(t, hostLibrary(t), lib)
+		pass(t, lib)
+		if out, err := exec.Command("mount", "--move", mnt, target).CombinedOutput(); err != nil {
+			t.Fatalf("mount --move: %v: %s", err, out)
+		}
+		mounted = target
+		killed(t, filepath.Join(target, "libmnt.so"), "its mount moved into a denied directory")
+	})
+	t.Run("ruleset ID reused with other rules", func(t *testing.T) {
+		lib := filepath.Join(base, "librules.so")
+		copyExecutable(t, hostLibrary(t), lib)
+		pass(t, lib)
+		put(Ruleset{ID: 2, Exec: []ExecRule{mustExecRule(t, denied+"/", 1)}})
+		if err := e.DeleteRuleset(1); err != nil {
+			t.Fatal(err)
+		}
+		put(Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, lib, 3)}})
+		killed(t, lib, "denied by the new rules of the same ruleset ID")
+	})
+}

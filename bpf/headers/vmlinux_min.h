@@ -31,15 +31,21 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_LPM_TRIE = 11,
 	BPF_MAP_TYPE_HASH_OF_MAPS = 13,
 	BPF_MAP_TYPE_RINGBUF = 27,
+	BPF_MAP_TYPE_TASK_STORAGE = 29,
 };
 
 enum {
 	BPF_ANY = 0,
 	BPF_F_NO_PREALLOC = 1,
 	BPF_F_RDONLY_PROG = 128,
+};
+
+enum {
+	BPF_LOCAL_STORAGE_GET_F_CREATE = 1,
 };
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
@@ -78,13 +84,23 @@ struct qstr {
 	const unsigned char *name;
 };
 
+struct super_block;
+
+struct inode {
+	unsigned long i_ino;
+	struct super_block *i_sb;
+};
+
 struct dentry {
 	struct dentry *d_parent;
 	struct qstr d_name;
+	struct inode *d_inode;
+	struct super_block *d_sb;
 };
 
 struct vfsmount {
 	struct dentry *mnt_root;
+	struct super_block *mnt_sb;
 };
 
 struct mount {
@@ -106,14 +122,17 @@ struct super_block {
 	dev_t s_dev;
 };
 
-struct inode {
-	unsigned long i_ino;
-	struct super_block *i_sb;
+struct file {
+	unsigned int f_mode;
+	struct inode *f_inode;
+	struct path f_path;
 };
 
-struct file {
-	struct path f_path;
-	struct inode *f_inode;
+/* Kernels >= 6.5: a file the kernel opens on behalf of another (overlayfs's
+ * layer file) with the path the user opened. */
+struct backing_file {
+	struct file file;
+	struct path user_path;
 };
 
 struct linux_binprm {
