@@ -189,3 +189,49 @@ func countIterated(m *ebpf.Map) (int, error) {
 	}
 	return n, nil
 }
+
+// DefaultCapacity is the capacity of every configurable map when no
+// Capacity overrides it.
+func DefaultCapacity() (Capacity, error) {
+	spec, err := loadHoldfast()
+	if err != nil {
+		return nil, fmt.Errorf("default capacities: %w", err)
+	}
+	c := Capacity{}
+	for _, name := range CapacityMaps {
+		c[name] = specCapacity(spec, name)
+	}
+	return c, nil
+}
+
+// Fits says whether one ruleset alone fits maps of capacity c (zero
+// entries: DefaultCapacity); if not, it can never be enforced, whatever
+// else is loaded. The error wraps ErrMapFull and names each map.
+func (c Capacity) Fits(rs Ruleset) error {
+	def, err := DefaultCapacity()
+	if err != nil {
+		return err
+	}
+	for name, n := range c {
+		if n != 0 {
+			def[name] = n
+		}
+	}
+	compiled, err := compileRuleset(rs, HashKey{K0: 1})
+	if err != nil {
+		return fmt.Errorf("ruleset %d: %w", rs.ID, err)
+	}
+	need := map[string]int{
+		MapExecRules:   len(compiled.exec),
+		MapNetPrefixes: max(len(compiled.v4), len(compiled.v6)),
+		MapPortChunks:  len(compiled.chunks),
+		MapSocketRules: len(compiled.sockets),
+	}
+	var errs []error
+	for _, name := range CapacityMaps {
+		if n, ok := need[name]; ok && n > int(def[name]) {
+			errs = append(errs, fmt.Errorf("%w: needs %d entries in map %s, which holds %d", ErrMapFull, n, name, def[name]))
+		}
+	}
+	return errors.Join(errs...)
+}

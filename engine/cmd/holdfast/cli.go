@@ -214,32 +214,12 @@ func runPolicy(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	switch args[0] {
 	case "validate":
-		if len(args) < 2 {
-			return usageError{"policy validate: no files given"}
+		fs := newFlags("policy validate")
+		capacity := capacityFlags(fs)
+		if err := parse(fs, args[1:]); err != nil {
+			return err
 		}
-		var errs []error
-		for _, file := range args[1:] {
-			ps, err := policy.ParseFile(file)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			names := make([]string, len(ps))
-			for i, p := range ps {
-				names[i] = p.Name
-			}
-			sort.Strings(names)
-			fmt.Fprintf(stdout, "%s: ok (%s)\n", file, strings.Join(names, ", "))
-			for _, p := range ps {
-				for _, w := range p.Warnings() {
-					fmt.Fprintf(stdout, "%s: warning: %s\n", file, w)
-				}
-			}
-		}
-		if len(errs) > 0 {
-			return fmt.Errorf("policy validation failed:\n%w", errors.Join(errs...))
-		}
-		return nil
+		return validatePolicies(fs.Args(), capacity, stdout)
 	case "reload":
 		fs := newFlags("policy reload")
 		socket := fs.String("socket", defaultSocket, "engine socket")
@@ -306,4 +286,60 @@ func runInstall(args []string) error {
 		return installContainerd(args[1:])
 	}
 	return usageError{fmt.Sprintf("install: unknown target %q (want crio or containerd)", args[0])}
+}
+
+// validatePolicies parses files, prints each one's policies and warnings,
+// and refuses a policy that alone can never fit maps of capacity c. The
+// union of all the files (a container every policy selects) is checked too:
+// exceeding it is a warning, since no container may be selected by all.
+func validatePolicies(files []string, c bpf.Capacity, stdout io.Writer) error {
+	if len(files) == 0 {
+		return usageError{"policy validate: no files given"}
+	}
+	var errs []error
+	var all []*policy.Policy
+	for _, file := range files {
+		ps, err := policy.ParseFile(file)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		all = append(all, ps...)
+		names := make([]string, len(ps))
+		for i, p := range ps {
+			names[i] = p.Name
+		}
+		sort.Strings(names)
+		fmt.Fprintf(stdout, "%s: ok (%s)\n", file, strings.Join(names, ", "))
+		for _, p := range ps {
+			for _, w := range p.Warnings() {
+				fmt.Fprintf(stdout, "%s: warning: %s\n", file, w)
+			}
+		}
+	}
+	if len(errs) == 0 {
+		set, err := policy.NewSet(all...)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			for _, p := range set.Policies() {
+				rs, err := set.Compile(1, []*policy.Policy{p})
+				if err == nil {
+					err = c.Fits(rs)
+				}
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: policy %s can never be enforced: %w", p.File, p.Name, err))
+				}
+			}
+			if rs, err := set.Compile(1, set.Policies()); err == nil && len(set.Policies()) > 1 {
+				if err := c.Fits(rs); err != nil {
+					fmt.Fprintf(stdout, "warning: a container selected by all these policies could not be enforced: %v\n", err)
+				}
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("policy validation failed:\n%w", errors.Join(errs...))
+	}
+	return nil
 }

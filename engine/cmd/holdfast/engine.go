@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -42,33 +43,7 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 	eventsMax := fs.Int64("events-max-bytes", 100<<20, "rotate the --events file before it passes this size (0: never)")
 	eventsBackups := fs.Int("events-max-backups", 5, "rotated events files to keep (FILE.1 newest)")
 	summaryInterval := fs.Duration("event-summary-interval", bpf.EventWindow, "how often denial summaries with exact kernel counts are written")
-	capacity := bpf.Capacity{}
-	for _, c := range []struct {
-		flag, m string
-		def     uint32
-		usage   string
-	}{
-		{"max-cgroups", bpf.MapCgroupRules, 65536, "registered cgroups (cgroup_rules entries)"},
-		{"max-rulesets", bpf.MapRulesets, 65536, "distinct rulesets"},
-		{"max-exec-rules", bpf.MapExecRules, 65536, "exec rules over all rulesets"},
-		{"max-net4-rulesets", bpf.MapNet4Rules, 65536, "rulesets with IPv4 connect rules (each has its own trie)"},
-		{"max-net6-rulesets", bpf.MapNet6Rules, 65536, "rulesets with IPv6 connect rules"},
-		{"max-net-prefixes", bpf.MapNetPrefixes, 16384, "CIDR prefixes in one ruleset's trie, per family"},
-		{"max-port-chunks", bpf.MapPortChunks, 65536, "overflow chunks of 16 port rules, over all rulesets"},
-		{"max-socket-rules", bpf.MapSocketRules, 65536, "socket-family rules over all rulesets"},
-		{"max-bind-rulesets", bpf.MapBindRules, 65536, "rulesets with bind rules"},
-		{"max-denial-counters", bpf.MapDenials, 16384, "per (container, rule, action) denial counters"},
-		{"events-ring-bytes", bpf.MapEvents, 256 << 10, "kernel event ring buffer size (power of two)"},
-	} {
-		fs.Func(c.flag, fmt.Sprintf("%s (default %d; pinned maps keep their size until uninstall)", c.usage, c.def), func(v string) error {
-			n, err := strconv.ParseUint(v, 10, 32)
-			if err != nil || n == 0 {
-				return fmt.Errorf("want a positive number, got %q", v)
-			}
-			capacity[c.m] = uint32(n)
-			return nil
-		})
-	}
+	capacity := capacityFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -161,4 +136,37 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 		return nil
 	}
 	return firstErr
+}
+
+// capacityFlags defines the --max-* map capacity flags on fs; the returned
+// Capacity fills in as fs parses.
+func capacityFlags(fs *flag.FlagSet) bpf.Capacity {
+	capacity := bpf.Capacity{}
+	for _, c := range []struct {
+		flag, m string
+		def     uint32
+		usage   string
+	}{
+		{"max-cgroups", bpf.MapCgroupRules, 65536, "registered cgroups (cgroup_rules entries)"},
+		{"max-rulesets", bpf.MapRulesets, 65536, "distinct rulesets"},
+		{"max-exec-rules", bpf.MapExecRules, 65536, "exec rules over all rulesets"},
+		{"max-net4-rulesets", bpf.MapNet4Rules, 65536, "rulesets with IPv4 connect rules (each has its own trie)"},
+		{"max-net6-rulesets", bpf.MapNet6Rules, 65536, "rulesets with IPv6 connect rules"},
+		{"max-net-prefixes", bpf.MapNetPrefixes, 16384, "CIDR prefixes in one ruleset's trie, per family"},
+		{"max-port-chunks", bpf.MapPortChunks, 65536, "overflow chunks of 16 port rules, over all rulesets"},
+		{"max-socket-rules", bpf.MapSocketRules, 65536, "socket-family rules over all rulesets"},
+		{"max-bind-rulesets", bpf.MapBindRules, 65536, "rulesets with bind rules"},
+		{"max-denial-counters", bpf.MapDenials, 16384, "per (container, rule, action) denial counters"},
+		{"events-ring-bytes", bpf.MapEvents, 256 << 10, "kernel event ring buffer size (power of two)"},
+	} {
+		fs.Func(c.flag, fmt.Sprintf("%s (default %d; pinned maps keep their size until uninstall)", c.usage, c.def), func(v string) error {
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil || n == 0 {
+				return fmt.Errorf("want a positive number, got %q", v)
+			}
+			capacity[c.m] = uint32(n)
+			return nil
+		})
+	}
+	return capacity
 }
