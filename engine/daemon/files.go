@@ -340,20 +340,24 @@ func resolveCommand(root *inroot.Root, arg0 string) (inroot.File, error) {
 	return inroot.File{}, fmt.Errorf("%s not found in PATH: %w", arg0, last)
 }
 
-// uncoveredExec lists, for an exec mode, the routes to running a denied
-// program that exec deny rules do not stop.
+// uncoveredExec lists, for an exec mode, the routes to running code of a
+// denied file, or an unlisted one, that the programs do not stop. README's
+// "What stays uncovered" says the same.
 func uncoveredExec(mode string) []string {
 	out := []string{
-		"a copy of a denied file, a file written at run time, a memfd or /proc/self/fd/N: deny rules name files that exist when the container registers (or paths), not new files",
-		"the dynamic loader run as a program (ld.so /path/to/denied) and dlopen of a denied library: the file is mapped, not exec'd",
+		"deny rules without an allow list: a copy of a denied file, a file written at run time, a memfd or /proc/self/fd/N of one; only exec.allow stops new files",
+		"allow lists match the resolved path only: a process that can chroot or mount (CAP_SYS_CHROOT, CAP_SYS_ADMIN, a user namespace) can make an unlisted file appear at an allowed path",
 		"one applet of a multi-call binary (busybox): applets run in-process or through /proc/self/exe; deny the binary or nothing",
-		"a file put at a denied exact path after registration: matched by its resolved path only",
-		"containers without a live process at registration or reload (holdfast containers add on an empty cgroup): rules hold by path only",
+		"a file put at a denied exact path after registration, and directory-prefix rules: matched by resolved path only, not by identity",
+		"containers without a live process at registration or reload (holdfast containers add on an empty cgroup): exact rules hold by path only",
+		"code copied into anonymous executable memory (a loader that reads a denied file and maps its bytes): only file-backed mappings are checked",
+		"on an overlay whose upper and lower layers are on different file systems (no xino), a hard link made inside the container is a new inode",
 	}
 	if mode == bpf.ModeKill {
 		out = append(out,
-			"a script in a denied path run through an allowed interpreter: kill mode checks the interpreter only",
-			"the exec itself succeeds: the new image is killed before its first instruction, the parent sees SIGKILL")
+			"a script in a denied path run through an allowed interpreter: kill mode checks the interpreter only, for deny and allow rules",
+			"the exec itself succeeds: the new image is killed before its first instruction, the parent sees SIGKILL",
+			"mapped files are checked at x86-64 system call entry and exit (64-bit and ia32 calls); other architectures are not covered in kill mode")
 	}
 	return out
 }
