@@ -289,13 +289,24 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 	}
 	if len(allow) > 0 && len(c.Entrypoint) > 0 {
 		switch {
-		case entry == nil || !onAllowList(entry):
+		case entry == nil:
 			ex.Warnings = append(ex.Warnings, fmt.Sprintf("the allow list does not contain the entrypoint %s: the container dies at start", c.Entrypoint[0]))
+		case !onAllowList(entry):
+			ex.Warnings = append(ex.Warnings, fmt.Sprintf("the allow list does not contain the entrypoint %s%s: the container dies at start", c.Entrypoint[0], matchedAs(*entry)))
 		case interp != nil && !onAllowList(interp):
-			ex.Warnings = append(ex.Warnings, fmt.Sprintf("the allow list does not contain %s, the interpreter of the entrypoint %s: the container dies at start", interp.Path, c.Entrypoint[0]))
+			ex.Warnings = append(ex.Warnings, fmt.Sprintf("the allow list does not contain %s%s, the interpreter of the entrypoint %s: the container dies at start", interp.Path, matchedAs(*interp), c.Entrypoint[0]))
 		}
 	}
 	return ex, nil
+}
+
+// matchedAs names the path an allow list must hold for f when it differs
+// from the name f was asked by.
+func matchedAs(f inroot.File) string {
+	if f.Target == f.Path {
+		return ""
+	}
+	return " (list it as " + f.Target + ")"
 }
 
 // rootless drops the root's own path from an error, which only repeats it.

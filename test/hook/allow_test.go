@@ -171,7 +171,7 @@ func TestExplainAllowList(t *testing.T) {
 		"warning: allow rules match the resolved path: in this image /bin/sh is /usr/bin/sh, so this rule allows nothing; write /usr/bin/sh",
 		"warning: /usr/bin/sh is a multi-call binary (installed as ",
 		"explain-allow spec.exec.allow[2]: /usr/local/bin/ → ",
-		entryWarning + "/bin/sleep: the container dies at start",
+		entryWarning + "/bin/sleep (list it as /usr/bin/sleep): the container dies at start",
 	} {
 		if !strings.Contains(out, w) {
 			t.Errorf("explain of an entrypoint missing from the allow list lacks %q", w)
@@ -179,7 +179,7 @@ func TestExplainAllowList(t *testing.T) {
 	}
 
 	out = explain("explain-allow", "script", "/usr/local/bin/entry.sh")
-	if w := "warning: the allow list does not contain /bin/sh, the interpreter of the entrypoint /usr/local/bin/entry.sh: the container dies at start"; !strings.Contains(out, w) {
+	if w := "warning: the allow list does not contain /bin/sh (list it as /usr/bin/sh), the interpreter of the entrypoint /usr/local/bin/entry.sh: the container dies at start"; !strings.Contains(out, w) {
 		t.Errorf("explain of a listed script whose interpreter is not listed lacks %q", w)
 	}
 	if strings.Contains(out, entryWarning) {
