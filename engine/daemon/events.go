@@ -26,7 +26,16 @@ type Event struct {
 	Container   *EventContainer `json:"container,omitempty"`
 	Policy      string          `json:"policy,omitempty"`
 	Rule        string          `json:"rule,omitempty"`
+	// Reason says why an exec was refused without a rule (Rule is empty):
+	// ReasonNotAllowed or ReasonUnresolved.
+	Reason string `json:"reason,omitempty"`
 }
+
+// Reasons of refusals that no rule made.
+const (
+	ReasonNotAllowed = "not-allowed" // not on the container's exec allow list
+	ReasonUnresolved = "unresolved"  // the file's path was too deep to resolve
+)
 
 // EventContainer is the identity of the container an event happened in.
 type EventContainer struct {
@@ -89,6 +98,12 @@ func (e *Engine) describe(ev bpf.Event) Event {
 	out := Event{Time: ev.Time, Action: ev.Action, PID: ev.TGID, Comm: ev.Comm, CgroupID: ev.CgroupID}
 	if ev.Filename != "" {
 		out.Binary = ev.Filename
+	}
+	switch {
+	case ev.Unresolved:
+		out.Reason = ReasonUnresolved
+	case ev.NotAllowed:
+		out.Reason = ReasonNotAllowed
 	}
 	if ev.Addr.IsValid() {
 		out.Destination = netip.AddrPortFrom(ev.Addr, ev.Port).String()

@@ -30,12 +30,13 @@ var binDirs = []string{"/bin", "/sbin", "/usr/bin", "/usr/sbin", "/usr/local/bin
 // binary (busybox, toybox, coreutils' single binary).
 const multiCallNames = 4
 
-// execRules are the exec rules of the policies selecting c, in set order.
+// execRules are the exec deny and allow rules of the policies selecting c,
+// in set order.
 func (e *Engine) execRules(c api.Container) []policy.RuleInfo {
 	var out []policy.RuleInfo
 	for _, p := range e.policies.Select(identity(c)) {
 		for _, r := range e.policies.Rules(p) {
-			if r.Kind == policy.KindExec {
+			if r.Kind == policy.KindExec || r.Kind == policy.KindExecAllow {
 				out = append(out, r)
 			}
 		}
@@ -232,11 +233,7 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 
 	// Allow lists (spec.exec.allow): the entrypoint, and a script's
 	// interpreter, must be on them or the container dies at start.
-	type allowed struct {
-		rule string
-		file *inroot.File
-	}
-	var allow []allowed
+	var allow []string
 	for _, r := range rules {
 		x := api.ExplainedRule{Policy: r.Policy, Field: r.Field, Rule: r.Text, RuleID: r.ID}
 		f, err := root.Resolve(r.Text)
@@ -247,6 +244,17 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 			x.File = resolvedFile(f)
 			if want := strings.TrimSuffix(r.Text, "/"); r.Text != "/" && f.Target != want {
 				x.Warnings = append(x.Warnings, fmt.Sprintf("directory prefix rules match the resolved path: in this image %s is %s/, so this rule covers nothing below it; write %s/", r.Text, f.Target, f.Target))
+			}
+		case strings.HasPrefix(r.Field, fieldExecAllow):
+			// Allow lists match the path the kernel resolved, never the
+			// file's identity: a name that is a symlink here allows nothing.
+			x.File = resolvedFile(f)
+			if f.Target != r.Text {
+				x.Warnings = append(x.Warnings, fmt.Sprintf("allow rules match the resolved path: in this image %s is %s, so this rule allows nothing; write %s", r.Text, f.Target, f.Target))
+			}
+			if names := multiCall(root, f); len(names) > 0 {
+				x.Warnings = append(x.Warnings, fmt.Sprintf("%s is a multi-call binary (installed as %d names: %s): allowing it lets it run every applet, in-process or through /proc/self/exe, whichever of its names are listed",
+					f.Target, len(names), strings.Join(shorten(names, 6), ", ")))
 			}
 		default:
 			x.File = resolvedFile(f)
@@ -264,17 +272,16 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 			}
 		}
 		if strings.HasPrefix(r.Field, fieldExecAllow) {
-			a := allowed{rule: r.Text}
-			if err == nil {
-				a.file = &f
-			}
-			allow = append(allow, a)
+			allow = append(allow, r.Text)
 		}
 		ex.Rules = append(ex.Rules, x)
 	}
+	// The kernel allows an exec by the path it resolved (f.Target), as
+	// listed: a rule naming a symlink, or another hard link of the same
+	// file, does not allow it.
 	onAllowList := func(f *inroot.File) bool {
 		for _, a := range allow {
-			if a.file != nil && (a.file.ID == f.ID || strings.HasSuffix(a.rule, "/") && underDir(f.Target, a.file.Target)) {
+			if a == f.Target || strings.HasSuffix(a, "/") && underDir(f.Target, a) {
 				return true
 			}
 		}
@@ -282,13 +289,24 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 	}
 	if len(allow) > 0 && len(c.Entrypoint) > 0 {
 		switch {
-		case entry == nil || !onAllowList(entry):
+		case entry == nil:
 			ex.Warnings = append(ex.Warnings, fmt.Sprintf("the allow list does not contain the entrypoint %s: the container dies at start", c.Entrypoint[0]))
+		case !onAllowList(entry):
+			ex.Warnings = append(ex.Warnings, fmt.Sprintf("the allow list does not contain the entrypoint %s%s: the container dies at start", c.Entrypoint[0], matchedAs(*entry)))
 		case interp != nil && !onAllowList(interp):
-			ex.Warnings = append(ex.Warnings, fmt.Sprintf("the allow list does not contain %s, the interpreter of the entrypoint %s: the container dies at start", interp.Path, c.Entrypoint[0]))
+			ex.Warnings = append(ex.Warnings, fmt.Sprintf("the allow list does not contain %s%s, the interpreter of the entrypoint %s: the container dies at start", interp.Path, matchedAs(*interp), c.Entrypoint[0]))
 		}
 	}
 	return ex, nil
+}
+
+// matchedAs names the path an allow list must hold for f when it differs
+// from the name f was asked by.
+func matchedAs(f inroot.File) string {
+	if f.Target == f.Path {
+		return ""
+	}
+	return " (list it as " + f.Target + ")"
 }
 
 // rootless drops the root's own path from an error, which only repeats it.

@@ -36,6 +36,13 @@ func newPodman(t *testing.T, hooksDir string) *podman {
 // container's files are overlayfs inodes).
 func newPodmanDriver(t *testing.T, hooksDir, driver string) *podman {
 	t.Helper()
+	return newPodmanImage(t, hooksDir, driver, nil)
+}
+
+// newPodmanImage is newPodmanDriver with extra files: extra adds them to
+// the rootfs before it becomes the image.
+func newPodmanImage(t *testing.T, hooksDir, driver string, extra func(t *testing.T, rootfs string)) *podman {
+	t.Helper()
 	bin := needTool(t, "podman")
 	// Short: podman refuses a runroot longer than 50 characters.
 	dir, err := os.MkdirTemp("", "hf-podman-")
@@ -66,6 +73,9 @@ func newPodmanDriver(t *testing.T, hooksDir, driver string) *podman {
 	fs, err := rootfs.Build(filepath.Join(t.TempDir(), "rootfs"))
 	if err != nil {
 		require.Privileged(t, "busybox rootfs", err)
+	}
+	if extra != nil {
+		extra(t, fs)
 	}
 	tarball := filepath.Join(t.TempDir(), "rootfs.tar")
 	if out, err := exec.Command("tar", "-C", fs, "-cf", tarball, ".").CombinedOutput(); err != nil {
