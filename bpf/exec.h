@@ -278,7 +278,9 @@ static __always_inline bool exec_refused(struct match_ctx *c, __u32 flags, struc
 {
 	if (match_file(c, file, task))
 		return true;
-	if (!(flags & CG_EXEC_ALLOW) || exec_allowed(c))
+	/* On the list by identity (an exact rule resolved in the container's
+	 * root, like /bin/sh -> /usr/bin/dash) or by path. */
+	if (!(flags & CG_EXEC_ALLOW) || allowed_identity(c->owner_cgroup, file) || exec_allowed(c))
 		return false;
 	c->not_allowed = 1;
 	return true;

@@ -29,10 +29,18 @@ func KernelDev(major, minor uint32) uint32 { return major<<20 | minor&(1<<20-1) 
 func (f FileID) String() string { return fmt.Sprintf("%d:%d:%d", f.Dev>>20, f.Dev&(1<<20-1), f.Ino) }
 
 // A FileRule denies executing (or mapping executable) one file by identity
-// in one registered cgroup; RuleID is the exec rule it was resolved from.
+// in one registered cgroup, or with Allow puts it on the cgroup's allow
+// list; RuleID is the exec rule it was resolved from.
 type FileRule struct {
 	File   FileID
 	RuleID uint32
+	Allow  bool
+}
+
+// verdict is what file_rules holds for one file.
+type verdict struct {
+	rule  uint32
+	allow bool
 }
 
 // fileIndex mirrors file_rules by cgroup, so replacing or clearing one
@@ -41,22 +49,22 @@ type FileRule struct {
 type fileIndex struct {
 	mu       sync.Mutex
 	loaded   bool
-	byCgroup map[uint64]map[FileID]uint32
+	byCgroup map[uint64]map[FileID]verdict
 }
 
 func (e *Enforcer) loadFileIndexLocked() error {
 	if e.files.loaded {
 		return nil
 	}
-	idx := map[uint64]map[FileID]uint32{}
+	idx := map[uint64]map[FileID]verdict{}
 	var k holdfastFileKey
 	var v holdfastFileValue
 	iter := e.maps.FileRules.Iterate()
 	for iter.Next(&k, &v) {
 		if idx[k.CgroupId] == nil {
-			idx[k.CgroupId] = map[FileID]uint32{}
+			idx[k.CgroupId] = map[FileID]verdict{}
 		}
-		idx[k.CgroupId][FileID{Dev: k.Dev, Ino: k.Ino}] = v.RuleId
+		idx[k.CgroupId][FileID{Dev: k.Dev, Ino: k.Ino}] = verdict{v.RuleId, v.Allow != 0}
 	}
 	if err := iter.Err(); err != nil {
 		return fmt.Errorf("read file_rules: %w", err)
@@ -68,12 +76,13 @@ func (e *Enforcer) loadFileIndexLocked() error {
 // SetCgroupFiles makes rules the identity rules of cgroupID. New and changed
 // entries are written before stale ones are removed, so a file denied
 // before and after is never allowed in between. Of two rules for one file,
-// the lowest rule ID is kept.
+// a deny beats an allow, then the lowest rule ID is kept.
 func (e *Enforcer) SetCgroupFiles(cgroupID uint64, rules []FileRule) error {
-	want := map[FileID]uint32{}
+	want := map[FileID]verdict{}
 	for _, r := range rules {
-		if cur, ok := want[r.File]; !ok || r.RuleID < cur {
-			want[r.File] = r.RuleID
+		cur, ok := want[r.File]
+		if !ok || cur.allow && !r.Allow || cur.allow == r.Allow && r.RuleID < cur.rule {
+			want[r.File] = verdict{r.RuleID, r.Allow}
 		}
 	}
 	e.files.mu.Lock()
@@ -83,20 +92,24 @@ func (e *Enforcer) SetCgroupFiles(cgroupID uint64, rules []FileRule) error {
 	}
 	have := e.files.byCgroup[cgroupID]
 	if have == nil {
-		have = map[FileID]uint32{}
+		have = map[FileID]verdict{}
 		e.files.byCgroup[cgroupID] = have
 	}
 	added := false
-	for f, id := range want {
-		if cur, ok := have[f]; ok && cur == id {
+	for f, v := range want {
+		if cur, ok := have[f]; ok && cur == v {
 			continue
 		}
 		key := holdfastFileKey{CgroupId: cgroupID, Dev: f.Dev, Ino: f.Ino}
-		if err := e.maps.FileRules.Update(key, holdfastFileValue{RuleId: id}, ebpf.UpdateAny); err != nil {
+		value := holdfastFileValue{RuleId: v.rule}
+		if v.allow {
+			value.Allow = 1
+		}
+		if err := e.maps.FileRules.Update(key, value, ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("set files of cgroup %d: write %s to file_rules: %w", cgroupID, f, err)
 		}
-		have[f] = id
-		added = true
+		have[f] = v
+		added = added || !v.allow
 	}
 	if added {
 		// A mapping that passed before may be denied now.
@@ -156,8 +169,8 @@ func (e *Enforcer) CgroupFiles(cgroupID uint64) ([]FileRule, error) {
 		return nil, fmt.Errorf("files of cgroup %d: %w", cgroupID, err)
 	}
 	var out []FileRule
-	for f, id := range e.files.byCgroup[cgroupID] {
-		out = append(out, FileRule{File: f, RuleID: id})
+	for f, v := range e.files.byCgroup[cgroupID] {
+		out = append(out, FileRule{File: f, RuleID: v.rule, Allow: v.allow})
 	}
 	slices.SortFunc(out, func(a, b FileRule) int {
 		return cmp.Or(cmp.Compare(a.RuleID, b.RuleID), cmp.Compare(a.File.Dev, b.File.Dev), cmp.Compare(a.File.Ino, b.File.Ino))

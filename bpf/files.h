@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
-/* Exec rules by file identity. The engine resolves each exact deny rule
- * inside a registered container's own root (symlinks followed within it)
- * and stores the file's device and inode under that container's cgroup: a
+/* Exec rules by file identity. The engine resolves each exact deny and
+ * allow rule inside a registered container's own root (symlinks followed
+ * within it) and stores the file's device and inode under that container's
+ * cgroup: a
  * ruleset is shared by containers of different images, the files are not.
  * A hard link, bind mount, chroot or private mount namespace changes the
  * path of a file, never its identity. */
@@ -20,7 +21,7 @@ struct file_key {
 
 struct file_value {
 	__u32 rule_id;
-	__u32 pad;
+	__u32 allow; /* 1: on the container's allow list; 0: denied */
 };
 
 struct {
@@ -31,8 +32,7 @@ struct {
 	__type(value, struct file_value);
 } file_rules SEC(".maps");
 
-/* One lookup: is this file, by identity, denied in the owner's container? */
-static __always_inline bool match_identity(__u64 owner_cgroup, struct file *file, __u32 *rule_id)
+static __always_inline struct file_value *lookup_identity(__u64 owner_cgroup, struct file *file)
 {
 	struct inode *inode = BPF_CORE_READ(file, f_inode);
 	struct file_key key = {
@@ -40,15 +40,29 @@ static __always_inline bool match_identity(__u64 owner_cgroup, struct file *file
 		.ino = BPF_CORE_READ(inode, i_ino),
 		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
 	};
-	struct file_value *v;
 
 	if (!owner_cgroup)
-		return false;
-	v = bpf_map_lookup_elem(&file_rules, &key);
-	if (!v)
+		return NULL;
+	return bpf_map_lookup_elem(&file_rules, &key);
+}
+
+/* One lookup: is this file, by identity, denied in the owner's container? */
+static __always_inline bool match_identity(__u64 owner_cgroup, struct file *file, __u32 *rule_id)
+{
+	struct file_value *v = lookup_identity(owner_cgroup, file);
+
+	if (!v || v->allow)
 		return false;
 	*rule_id = v->rule_id;
 	return true;
+}
+
+/* Is this file, by identity, on the owner container's allow list? */
+static __always_inline bool allowed_identity(__u64 owner_cgroup, struct file *file)
+{
+	struct file_value *v = lookup_identity(owner_cgroup, file);
+
+	return v && v->allow;
 }
 
 #endif

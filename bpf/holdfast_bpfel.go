@@ -86,7 +86,7 @@ type holdfastFileKey struct {
 type holdfastFileValue struct {
 	_      structs.HostLayout
 	RuleId uint32
-	Pad    uint32
+	Allow  uint32
 }
 
 type holdfastHashKey struct {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -46,6 +47,10 @@ func (e *Engine) execRules(c api.Container) []policy.RuleInfo {
 
 func isExactDeny(r policy.RuleInfo) bool {
 	return strings.HasPrefix(r.Field, fieldExecDeny) && !strings.HasSuffix(r.Text, "/")
+}
+
+func isExactAllow(r policy.RuleInfo) bool {
+	return strings.HasPrefix(r.Field, fieldExecAllow) && !strings.HasSuffix(r.Text, "/")
 }
 
 // openRootLocked opens the container's root filesystem: through the
@@ -131,7 +136,7 @@ func cgroupPids(dir string, max int) []int {
 func (e *Engine) syncFilesLocked(c *api.Container) error {
 	var rules []policy.RuleInfo
 	for _, r := range e.execRules(*c) {
-		if isExactDeny(r) {
+		if isExactDeny(r) || isExactAllow(r) {
 			rules = append(rules, r)
 		}
 	}
@@ -155,7 +160,7 @@ func (e *Engine) syncFilesLocked(c *api.Container) error {
 			e.log.Debug("exec rule resolves to nothing", "id", c.ID, "rule", r.Text, "err", err)
 			continue
 		}
-		files = append(files, bpf.FileRule{File: f.ID, RuleID: r.ID})
+		files = append(files, bpf.FileRule{File: f.ID, RuleID: r.ID, Allow: isExactAllow(r)})
 	}
 	if err := e.enforcer.SetCgroupFiles(c.CgroupID, files); err != nil {
 		return fmt.Errorf("files of container %s: %w", c.ID, err)
@@ -234,6 +239,7 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 	// Allow lists (spec.exec.allow): the entrypoint, and a script's
 	// interpreter, must be on them or the container dies at start.
 	var allow []string
+	var allowedIDs []bpf.FileID
 	for _, r := range rules {
 		x := api.ExplainedRule{Policy: r.Policy, Field: r.Field, Rule: r.Text, RuleID: r.ID}
 		f, err := root.Resolve(r.Text)
@@ -246,12 +252,11 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 				x.Warnings = append(x.Warnings, fmt.Sprintf("directory prefix rules match the resolved path: in this image %s is %s/, so this rule covers nothing below it; write %s/", r.Text, f.Target, f.Target))
 			}
 		case strings.HasPrefix(r.Field, fieldExecAllow):
-			// Allow lists match the path the kernel resolved, never the
-			// file's identity: a name that is a symlink here allows nothing.
+			// Exact allow rules are resolved like deny rules: the file they
+			// name here is allowed by identity, and the path as written.
 			x.File = resolvedFile(f)
-			if f.Target != r.Text {
-				x.Warnings = append(x.Warnings, fmt.Sprintf("allow rules match the resolved path: in this image %s is %s, so this rule allows nothing; write %s", r.Text, f.Target, f.Target))
-			}
+			x.Enforced = enforced[bpf.FileRule{File: f.ID, RuleID: r.ID, Allow: true}]
+			allowedIDs = append(allowedIDs, f.ID)
 			if names := multiCall(root, f); len(names) > 0 {
 				x.Warnings = append(x.Warnings, fmt.Sprintf("%s is a multi-call binary (installed as %d names: %s): allowing it lets it run every applet, in-process or through /proc/self/exe, whichever of its names are listed",
 					f.Target, len(names), strings.Join(shorten(names, 6), ", ")))
@@ -276,10 +281,12 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 		}
 		ex.Rules = append(ex.Rules, x)
 	}
-	// The kernel allows an exec by the path it resolved (f.Target), as
-	// listed: a rule naming a symlink, or another hard link of the same
-	// file, does not allow it.
+	// The kernel allows an exec by the identity of a file an exact rule
+	// resolved to, or by the path it resolved (f.Target) under a rule.
 	onAllowList := func(f *inroot.File) bool {
+		if slices.Contains(allowedIDs, f.ID) {
+			return true
+		}
 		for _, a := range allow {
 			if a == f.Target || strings.HasSuffix(a, "/") && underDir(f.Target, a) {
 				return true
@@ -364,7 +371,7 @@ func resolveCommand(root *inroot.Root, arg0 string) (inroot.File, error) {
 func uncoveredExec(mode string) []string {
 	out := []string{
 		"deny rules without an allow list: a copy of a denied file, a file written at run time, a memfd or /proc/self/fd/N of one; only exec.allow stops new files",
-		"allow lists match the resolved path only: a process that can chroot or mount (CAP_SYS_CHROOT, CAP_SYS_ADMIN, a user namespace) can make an unlisted file appear at an allowed path",
+		"allow lists also match by resolved path: a process that can chroot or mount (CAP_SYS_CHROOT, CAP_SYS_ADMIN, a user namespace) can make an unlisted file appear at an allowed path",
 		"one applet of a multi-call binary (busybox): applets run in-process or through /proc/self/exe; deny the binary or nothing",
 		"a file put at a denied exact path after registration, and directory-prefix rules: matched by resolved path only, not by identity",
 		"containers without a live process at registration or reload (holdfast containers add on an empty cgroup): exact rules hold by path only",

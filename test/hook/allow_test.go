@@ -9,10 +9,11 @@ import (
 	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
-// allowPolicy lets only the listed paths run. Allow lists match the path
-// the kernel resolved, so they name /usr/bin/..., not the /bin symlink, and
-// list busybox applets by each name a workload uses: all applets are one
-// file, and its other names (wget, nc, ...) stay refused.
+// allowPolicy lets only the listed files run. Exact allow rules are
+// resolved in the container's root like deny rules and allow the file they
+// name there by identity (and the path as written): all busybox applets are
+// one file, so listing /usr/bin/sh allows every name of it (wget, nc, ...),
+// as explain warns.
 const allowPolicy = `apiVersion: holdfast.dev/v1alpha1
 kind: WorkloadPolicy
 metadata: {name: allowlist}
@@ -39,8 +40,8 @@ var allowRoutes = []route{
 	{"copy", "cp /usr/bin/id /tmp/al-copy && exec /tmp/al-copy", "137"},
 	{"written-at-run-time", "exec " + hfexec + " written /usr/bin/id /tmp/al-written", "137"},
 	{"written-by-shell", "cp /usr/bin/id /tmp/al-cat && cat /usr/bin/id > /tmp/al-cat && exec /tmp/al-cat", "137"},
-	{"hardlink", "ln -f /usr/bin/id /tmp/al-hard && exec /tmp/al-hard", "137"},
-	{"unlisted-applet-name", "exec /usr/bin/wget --help", "137"},
+	{"hardlink-is-the-same-file", "ln -f /usr/bin/id /tmp/al-hard && exec /tmp/al-hard", "0"},
+	{"other-name-of-a-listed-multi-call-binary", "exec /usr/bin/true", "0"},
 	{"memfd", "exec " + hfexec + " memfd /usr/bin/id", "137"},
 	{"memfd-via-proc-fd", "exec " + hfexec + " memfd-proc /usr/bin/id", "137"},
 	{"copy-via-proc-fd", "cp /usr/bin/id /tmp/al-fd && exec " + hfexec + " procfd /tmp/al-fd", "137"},
@@ -115,9 +116,9 @@ func TestPodmanAllowList(t *testing.T) {
 	}
 }
 
-// explainAllowPolicy's allow list misses the entrypoint /bin/sleep (its
-// resolved path is /usr/bin/sleep) and names /bin/sh, a symlinked path
-// that allow lists never match on a merged-/usr image.
+// explainAllowPolicy's allow list misses the entrypoint /bin/id (its
+// resolved path is /usr/bin/id) and names /bin/sh, a symlinked path that
+// resolves to busybox, which it then allows under every name.
 const explainAllowPolicy = `apiVersion: holdfast.dev/v1alpha1
 kind: WorkloadPolicy
 metadata: {name: explain-allow}
@@ -137,7 +138,7 @@ func TestExplainAllowList(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(r.rootfs, "usr/local/bin"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(r.rootfs, "usr/local/bin/entry.sh"), []byte("#!/bin/sh\nexec cat\n"), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(r.rootfs, "usr/local/bin/entry.sh"), []byte("#!/bin/id\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	bin := hookBinary(t)
@@ -165,13 +166,12 @@ func TestExplainAllowList(t *testing.T) {
 	}
 	const entryWarning = "warning: the allow list does not contain the entrypoint "
 
-	out := explain("explain-allow", "sleep", "/bin/sleep", "600")
+	out := explain("explain-allow", "id", "/bin/id")
 	for _, w := range []string{
 		"explain-allow spec.exec.allow[0]: /bin/sh → /usr/bin/sh, ",
-		"warning: allow rules match the resolved path: in this image /bin/sh is /usr/bin/sh, so this rule allows nothing; write /usr/bin/sh",
 		"warning: /usr/bin/sh is a multi-call binary (installed as ",
 		"explain-allow spec.exec.allow[2]: /usr/local/bin/ → ",
-		entryWarning + "/bin/sleep (list it as /usr/bin/sleep): the container dies at start",
+		entryWarning + "/bin/id (list it as /usr/bin/id): the container dies at start",
 	} {
 		if !strings.Contains(out, w) {
 			t.Errorf("explain of an entrypoint missing from the allow list lacks %q", w)
@@ -179,11 +179,17 @@ func TestExplainAllowList(t *testing.T) {
 	}
 
 	out = explain("explain-allow", "script", "/usr/local/bin/entry.sh")
-	if w := "warning: the allow list does not contain /bin/sh (list it as /usr/bin/sh), the interpreter of the entrypoint /usr/local/bin/entry.sh: the container dies at start"; !strings.Contains(out, w) {
+	if w := "warning: the allow list does not contain /bin/id (list it as /usr/bin/id), the interpreter of the entrypoint /usr/local/bin/entry.sh: the container dies at start"; !strings.Contains(out, w) {
 		t.Errorf("explain of a listed script whose interpreter is not listed lacks %q", w)
 	}
 	if strings.Contains(out, entryWarning) {
 		t.Errorf("explain warns that a listed entrypoint is not listed")
+	}
+
+	// A rule naming the symlinked /bin/sh allows the file it resolves to.
+	out = explain("explain-allow", "symlinked", "/bin/sh", "-c", "sleep 600")
+	if strings.Contains(out, "warning: the allow list does not contain") {
+		t.Errorf("explain warns that /bin/sh, allowed through its symlinked name, is not on the allow list")
 	}
 
 	// allowPolicy lists /usr/bin/sh, which /bin/sh resolves to.
