@@ -161,6 +161,7 @@ struct task_struct {
 	unsigned int personality;
 	struct files_struct *files;
 	struct sigpending pending;
+	struct mm_struct *mm;
 };
 
 struct pt_regs {
