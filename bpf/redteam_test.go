@@ -13,8 +13,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/holdfast-dev/holdfast/test/harness"
 	"github.com/holdfast-dev/holdfast/test/require"
 )
 
@@ -299,4 +301,61 @@ func TestRedteamMoveOutOfContainerCgroup(t *testing.T) {
 	if !killedBySIGKILL(err) {
 		t.Errorf("moved from %s to %s, then exec of the denied %s: err=%v, output %q; want killed by SIGKILL", cg.dir, env.cgroupRoot, busybox, err, out)
 	}
+}
+
+// The routes the red team tried that hold today, kept as regression
+// checks: other ways to exec a denied file, and other ways to reach a
+// denied address.
+func TestRedteamRoutesThatHold(t *testing.T) {
+	env := newTestEnv(t)
+	e := env.open(t)
+	rt := buildRedteam(t)
+	busybox := staticBusybox(t)
+	listener := harness.ListenTCP(t, "127.0.0.2:0")
+	script := filepath.Join(resolved(t, t.TempDir()), "script")
+	if err := os.WriteFile(script, []byte("#!"+busybox+" true\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rs := Ruleset{ID: 1,
+		Exec:    []ExecRule{mustExecRule(t, busybox, 1)},
+		Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.2/32"), PortHi: 65535, RuleID: 2}},
+	}
+	if err := e.PutRuleset(rs); err != nil {
+		t.Fatal(err)
+	}
+	cg := env.cgroup(t, "hold")
+	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("exec", func(t *testing.T) {
+		pid1 := command(cg, busybox, "true")
+		pid1.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID // the denied exec is a pid namespace's init
+		for _, c := range []struct {
+			name string
+			cmd  *exec.Cmd
+		}{
+			{"execveat AT_EMPTY_PATH of an O_RDONLY fd", command(cg, rt, "execfd", "rdonly", busybox, "true")},
+			{"fexecve of an O_PATH fd", command(cg, rt, "execfd", "path", busybox, "true")},
+			{"script whose #! interpreter is denied", command(cg, script)},
+			{"denied exec by the init of a pid namespace", pid1},
+		} {
+			if out, err := c.cmd.Output(); !killedBySIGKILL(err) {
+				t.Errorf("%s: err=%v, output %q; want killed by SIGKILL", c.name, err, out)
+			}
+		}
+	})
+	t.Run("network", func(t *testing.T) {
+		port := fmt.Sprint(listener.Port)
+		for _, kind := range []string{"tfo", "uring-connect", "uring-sendmsg", "sendmmsg", "udp-connect", "pktinfo", "dualstack-tcp", "dualstack-udp"} {
+			out, err := command(nil, rt, "net", kind, "127.0.0.2", port).Output()
+			if got := strings.TrimSpace(string(out)); err != nil || got == "EPERM" {
+				t.Fatalf("%s to 127.0.0.2 outside the cgroup: %v, %q; want it through (the probe is broken)", kind, err, got)
+			}
+			out, err = command(cg, rt, "net", kind, "127.0.0.2", port).Output()
+			if got := strings.TrimSpace(string(out)); err != nil || got != "EPERM" {
+				t.Errorf("%s to the denied 127.0.0.2: %v, %q; want EPERM", kind, err, got)
+			}
+		}
+	})
 }

@@ -374,6 +374,126 @@ static int move_exec_mode(char **argv)
 	return fail("execv");
 }
 
+// execfd rdonly|path BIN ARG0: execveat(fd, "", AT_EMPTY_PATH) of BIN
+// opened O_RDONLY or O_PATH (fexecve).
+static int execfd_mode(char **argv)
+{
+	int fd = open(argv[1], (!strcmp(argv[0], "path") ? O_PATH : O_RDONLY) | O_CLOEXEC);
+	if (fd < 0)
+		return fail("open");
+	char *args[] = {argv[2], NULL};
+	char *env[] = {NULL};
+	syscall(SYS_execveat, fd, "", args, env, AT_EMPTY_PATH);
+	return fail("execveat");
+}
+
+static void result(int r)
+{
+	if (r >= 0)
+		printf("OK\n");
+	else if (errno == EPERM)
+		printf("EPERM\n");
+	else
+		printf("ERR %s\n", strerror(errno));
+}
+
+// net KIND IP PORT: one connect or UDP send to IP:PORT the way KIND says.
+static int net_mode(char **argv)
+{
+	const char *kind = argv[0];
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
+	inet_pton(AF_INET, argv[1], &sa.sin_addr);
+	struct sockaddr_in6 sa6 = {.sin6_family = AF_INET6, .sin6_port = sa.sin_port};
+	sa6.sin6_addr.s6_addr[10] = 0xff;
+	sa6.sin6_addr.s6_addr[11] = 0xff;
+	memcpy(&sa6.sin6_addr.s6_addr[12], &sa.sin_addr, 4);
+	if (!strcmp(kind, "tfo")) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		int r = sendto(fd, "x", 1, MSG_FASTOPEN, (struct sockaddr *)&sa, sizeof(sa));
+		result(r);
+		return 0;
+	}
+	if (!strcmp(kind, "uring-connect")) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		struct io_uring_sqe sqe;
+		memset(&sqe, 0, sizeof(sqe));
+		sqe.opcode = IORING_OP_CONNECT;
+		sqe.fd = fd;
+		sqe.addr = (unsigned long)&sa;
+		sqe.off = sizeof(sa);
+		int r = uring_op(&sqe);
+		if (r < 0)
+			errno = -r;
+		result(r);
+		return 0;
+	}
+	if (!strcmp(kind, "uring-sendmsg")) {
+		int fd = socket(AF_INET, SOCK_DGRAM, 0);
+		struct iovec iov = {.iov_base = "x", .iov_len = 1};
+		struct msghdr m = {.msg_name = &sa, .msg_namelen = sizeof(sa), .msg_iov = &iov, .msg_iovlen = 1};
+		struct io_uring_sqe sqe;
+		memset(&sqe, 0, sizeof(sqe));
+		sqe.opcode = IORING_OP_SENDMSG;
+		sqe.fd = fd;
+		sqe.addr = (unsigned long)&m;
+		sqe.len = 1;
+		int r = uring_op(&sqe);
+		if (r < 0)
+			errno = -r;
+		result(r);
+		return 0;
+	}
+	if (!strcmp(kind, "sendmmsg")) {
+		int fd = socket(AF_INET, SOCK_DGRAM, 0);
+		struct iovec iov = {.iov_base = "x", .iov_len = 1};
+		struct mmsghdr mm[2];
+		memset(mm, 0, sizeof(mm));
+		for (int i = 0; i < 2; i++) {
+			mm[i].msg_hdr.msg_name = &sa;
+			mm[i].msg_hdr.msg_namelen = sizeof(sa);
+			mm[i].msg_hdr.msg_iov = &iov;
+			mm[i].msg_hdr.msg_iovlen = 1;
+		}
+		result(sendmmsg(fd, mm, 2, 0) > 0 ? 0 : -1);
+		return 0;
+	}
+	if (!strcmp(kind, "udp-connect")) {
+		int fd = socket(AF_INET, SOCK_DGRAM, 0);
+		result(connect(fd, (struct sockaddr *)&sa, sizeof(sa)));
+		return 0;
+	}
+	if (!strcmp(kind, "pktinfo")) {
+		int fd = socket(AF_INET, SOCK_DGRAM, 0);
+		struct iovec iov = {.iov_base = "x", .iov_len = 1};
+		char cbuf[CMSG_SPACE(sizeof(struct in_pktinfo))];
+		memset(cbuf, 0, sizeof(cbuf));
+		struct msghdr m = {.msg_name = &sa, .msg_namelen = sizeof(sa), .msg_iov = &iov, .msg_iovlen = 1,
+				   .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = IPPROTO_IP;
+		c->cmsg_type = IP_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+		struct in_pktinfo *pi = (struct in_pktinfo *)CMSG_DATA(c);
+		inet_pton(AF_INET, "127.0.0.1", &pi->ipi_spec_dst);
+		pi->ipi_addr = sa.sin_addr;
+		result(sendmsg(fd, &m, 0));
+		return 0;
+	}
+	if (!strcmp(kind, "dualstack-tcp") || !strcmp(kind, "dualstack-udp")) {
+		int udp = !strcmp(kind, "dualstack-udp");
+		int fd = socket(AF_INET6, udp ? SOCK_DGRAM : SOCK_STREAM, 0);
+		int off = 0;
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
+		if (udp)
+			result(sendto(fd, "x", 1, 0, (struct sockaddr *)&sa6, sizeof(sa6)));
+		else
+			result(connect(fd, (struct sockaddr *)&sa6, sizeof(sa6)));
+		return 0;
+	}
+	fprintf(stderr, "unknown net kind %s\n", kind);
+	return 2;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -383,6 +503,10 @@ int main(int argc, char **argv)
 		return dnat_mode(argv + 2);
 	if (argc == 5 && !strcmp(argv[1], "move-exec"))
 		return move_exec_mode(argv + 2);
-	fprintf(stderr, "usage: redteam packet|dnat|move-exec ARGS...\n");
+	if (argc == 5 && !strcmp(argv[1], "execfd"))
+		return execfd_mode(argv + 2);
+	if (argc == 5 && !strcmp(argv[1], "net"))
+		return net_mode(argv + 2);
+	fprintf(stderr, "usage: redteam packet|dnat|move-exec|execfd|net ARGS...\n");
 	return 2;
 }
