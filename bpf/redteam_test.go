@@ -359,3 +359,30 @@ func TestRedteamRoutesThatHold(t *testing.T) {
 		}
 	})
 }
+
+// A process sharing the address space (clone CLONE_VM without
+// CLONE_THREAD: another thread group) maps a denied library executable.
+// SIGKILL reaches only the mapper's thread group; the survivor must not be
+// left with the executable mapping.
+func TestRedteamMmapSharedAddressSpace(t *testing.T) {
+	env := newTestEnv(t)
+	e := env.open(t)
+	rt := buildRedteam(t)
+	lib := filepath.Join(resolved(t, t.TempDir()), "denied", "libhf.so")
+	copyExecutable(t, hostLibrary(t), lib)
+	rs := Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, lib, 1)}}
+	if err := e.PutRuleset(rs); err != nil {
+		t.Fatal(err)
+	}
+	cg := env.cgroup(t, "vm")
+	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := command(nil, rt, "vm-mmap", lib).Output(); err != nil || strings.TrimSpace(string(out)) != "MAPPED child exited" {
+		t.Fatalf("outside the cgroup: %v, %q; want MAPPED child exited (the probe is broken)", err, out)
+	}
+	out, err := command(cg, rt, "vm-mmap", lib).Output()
+	if got := strings.TrimSpace(string(out)); !killedBySIGKILL(err) && !strings.HasPrefix(got, "NOT-MAPPED") {
+		t.Errorf("denied library mapped executable by a CLONE_VM sharer: %v, %q; want no executable mapping left", err, got)
+	}
+}

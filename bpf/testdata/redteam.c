@@ -494,6 +494,39 @@ static int net_mode(char **argv)
 	return 2;
 }
 
+static const char *vm_lib;
+static volatile void *vm_addr;
+
+static int vm_child(void *arg)
+{
+	(void)arg;
+	int fd = open(vm_lib, O_RDONLY);
+	void *p = mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0);
+	vm_addr = p == MAP_FAILED ? NULL : p;
+	_exit(0);
+}
+
+// vm-mmap LIB: a process sharing our address space (clone CLONE_VM, not a
+// thread) maps LIB executable and is killed for it; prints MAPPED when the
+// executable mapping of LIB is left in the shared address space.
+static int vm_mmap_mode(char **argv)
+{
+	vm_lib = argv[0];
+	pid_t pid = clone(vm_child, child_stack + sizeof(child_stack), CLONE_VM | SIGCHLD, NULL);
+	if (pid < 0)
+		return fail("clone");
+	int st;
+	waitpid(pid, &st, 0);
+	FILE *maps = fopen("/proc/self/maps", "r");
+	char line[512];
+	bool mapped = false;
+	while (maps && fgets(line, sizeof(line), maps))
+		if (strstr(line, vm_lib) && strchr(line, 'x') && strchr(line, 'x') < strchr(line, ' ') + 5)
+			mapped = true;
+	printf("%s child %s\n", mapped ? "MAPPED" : "NOT-MAPPED", WIFSIGNALED(st) ? "killed" : "exited");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -503,6 +536,8 @@ int main(int argc, char **argv)
 		return dnat_mode(argv + 2);
 	if (argc == 5 && !strcmp(argv[1], "move-exec"))
 		return move_exec_mode(argv + 2);
+	if (argc == 3 && !strcmp(argv[1], "vm-mmap"))
+		return vm_mmap_mode(argv + 2);
 	if (argc == 5 && !strcmp(argv[1], "execfd"))
 		return execfd_mode(argv + 2);
 	if (argc == 5 && !strcmp(argv[1], "net"))
