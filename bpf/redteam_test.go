@@ -156,14 +156,22 @@ func TestRedteamExecDeniedBinaryAsELFInterpreter(t *testing.T) {
 
 // A directory-prefix rule is matched on the path inside the task's root, so
 // chroot(2) into the denied directory (CAP_SYS_CHROOT is a default
-// capability of runc, podman and Docker) makes everything below it run.
-func TestRedteamExecPrefixRuleEscapedByChroot(t *testing.T) {
+// capability of runc, podman and Docker), or a bind mount of it elsewhere
+// in a user and mount namespace of the workload's own (no capability
+// needed where user namespaces may be created), makes everything below it
+// run.
+func TestRedteamExecPrefixRuleEscapedByChrootOrBindMount(t *testing.T) {
 	env := newTestEnv(t)
 	e := env.open(t)
 	busybox := staticBusybox(t)
-	denied := filepath.Join(resolved(t, t.TempDir()), "denied")
-	bin := filepath.Join(denied, "bb")
+	base := resolved(t, t.TempDir())
+	denied := filepath.Join(base, "denied")
+	bin := filepath.Join(denied, "true") // busybox runs the applet named by argv[0]
 	copyExecutable(t, busybox, bin)
+	mnt := filepath.Join(base, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
 
 	rs := Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, denied+"/", 1)}}
 	if err := e.PutRuleset(rs); err != nil {
@@ -174,17 +182,31 @@ func TestRedteamExecPrefixRuleEscapedByChroot(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	direct := command(cg, bin)
-	direct.Args[0] = "true"
-	if err := direct.Run(); !killedBySIGKILL(err) {
+	if err := command(cg, bin).Run(); !killedBySIGKILL(err) {
 		t.Fatalf("exec %s in the cgroup: %v, want killed by SIGKILL", bin, err)
 	}
-	cmd := command(cg, "/bb")
-	cmd.Args[0] = "true"
-	cmd.SysProcAttr.Chroot = denied
-	if err := cmd.Run(); !killedBySIGKILL(err) {
-		t.Errorf("exec /bb after chroot %s (below the denied prefix %s/): err=%v, want killed by SIGKILL", denied, denied, err)
-	}
+	t.Run("chroot", func(t *testing.T) {
+		cmd := command(cg, "/true")
+		cmd.SysProcAttr.Chroot = denied
+		if err := cmd.Run(); !killedBySIGKILL(err) {
+			t.Errorf("exec /true after chroot %s (below the denied prefix %s/): err=%v, want killed by SIGKILL", denied, denied, err)
+		}
+	})
+	t.Run("bind mount in a user namespace", func(t *testing.T) {
+		unshare, err := exec.LookPath("unshare")
+		if err != nil {
+			t.Skipf("util-linux unshare not installed: %v", err)
+		}
+		cmd := command(cg, unshare, "--user", "--map-root-user", "--mount", "--propagation", "private",
+			"sh", "-c", `mount --bind "$1" "$2" && exec "$2/true"`, "sh", denied, mnt)
+		out, err := cmd.CombinedOutput()
+		if err != nil && !killedBySIGKILL(err) {
+			t.Fatalf("bind mount %s on %s in a user namespace: %v: %s", denied, mnt, err, out)
+		}
+		if !killedBySIGKILL(err) {
+			t.Errorf("exec %s/true, a bind mount of the denied %s/: err=%v, want killed by SIGKILL", mnt, denied, err)
+		}
+	})
 }
 
 // network.sockets.deny: [packet] kills the caller at sys_enter_socket. Every
