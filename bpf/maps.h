@@ -18,6 +18,7 @@
 #define IPPROTO_ICMPV6 58
 #define IPPROTO_SCTP 132
 #define IPPROTO_MPTCP 262
+#define BPF_TCP_LISTEN 10
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 

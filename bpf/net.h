@@ -336,9 +336,35 @@ static __always_inline bool owner_of_skb(struct __sk_buff *skb, struct owner *o)
 #define NEXTHDR_AUTH 51
 #define NEXTHDR_DEST 60
 
-/* Egress packets of sockets the sock_addr hooks do not decide for. TCP and
- * UDP sockets are never touched here: their destinations were checked at
- * connect/sendmsg, and their replies to inbound connections must flow. */
+/* addressed_to_peer says whether a TCP or UDP packet goes to its socket's
+ * own peer, the destination connect4/6 or sendmsg4/6 checked. Only NAT
+ * after those hooks (a nat rule in the workload's own network namespace)
+ * makes them differ; an unconnected UDP socket has no peer (0), so its
+ * packets are checked by their destination, which sendmsg4/6 passed unless
+ * NAT changed it. Replies to inbound connections go to the peer. */
+static __always_inline bool addressed_to_peer(struct __sk_buff *skb, struct bpf_sock *sk)
+{
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		__u32 daddr;
+		if (bpf_skb_load_bytes(skb, 16, &daddr, sizeof(daddr)))
+			return true; /* no IP header: nothing to route */
+		return daddr == sk->dst_ip4;
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		__u32 d[4];
+		if (bpf_skb_load_bytes(skb, 24, d, sizeof(d)))
+			return true;
+		return d[0] == sk->dst_ip6[0] && d[1] == sk->dst_ip6[1] && d[2] == sk->dst_ip6[2] &&
+		       d[3] == sk->dst_ip6[3];
+	}
+	return true;
+}
+
+/* Egress packets, checked against the connect rules: those of sockets the
+ * sock_addr hooks do not decide for (raw, ping, SCTP, ...), and TCP and UDP
+ * packets whose destination is not the one those hooks checked. It runs
+ * after the OUTPUT and POSTROUTING netfilter hooks, so it sees the address
+ * NAT chose. */
 SEC("cgroup_skb/egress")
 int egress(struct __sk_buff *skb)
 {
@@ -347,11 +373,16 @@ int egress(struct __sk_buff *skb)
 	if (!sk)
 		return 1;
 	sk = bpf_sk_fullsock(sk);
-	if (!sk) /* request and timewait sockets: TCP */
+	if (!sk)
 		return 1;
 	__u32 type = sk->type, sproto = sk->protocol;
-	if ((type == SOCK_STREAM && sproto == IPPROTO_TCP) || (type == SOCK_DGRAM && sproto == IPPROTO_UDP))
+	if (type == SOCK_STREAM && sproto == IPPROTO_TCP) {
+		/* A listener sends the SYN-ACKs of its request sockets: replies. */
+		if (sk->state == BPF_TCP_LISTEN || addressed_to_peer(skb, sk))
+			return 1;
+	} else if (type == SOCK_DGRAM && sproto == IPPROTO_UDP && addressed_to_peer(skb, sk)) {
 		return 1;
+	}
 
 	struct owner o;
 	if (!owner_of_skb(skb, &o) || !(o.rule->flags & CG_CONNECT))
