@@ -479,11 +479,20 @@ static __noinline void kill_mapping(struct vma_scan *s, __u64 cgroup_id, struct 
 	emit_mmap(s, cgroup_id, task, ACTION_MMAP_KILLED);
 }
 
+/* Defined in net.h, which comes after this file. */
+static __always_inline bool socket_call(long id);
+static __always_inline void packet_socket_enter(struct pt_regs *regs, long id);
+
 /* Before the call: the file behind the fd, or the mappings mprotect is about
- * to make executable. */
+ * to make executable; and packet sockets (net.h). */
 SEC("tp_btf/sys_enter")
 int BPF_PROG(mmap_kill, struct pt_regs *regs, long id)
 {
+	/* One program on sys_enter for both: each costs every system call. */
+	if (socket_call(id)) {
+		packet_socket_enter(regs, id);
+		return 0;
+	}
 	struct map_args a = {};
 	bool unreadable = false;
 	enum map_call call = decode_call(regs, id, &a, &unreadable);

@@ -257,31 +257,134 @@ int sock_create(struct bpf_sock *sk)
 	return 0;
 }
 
-/* syscalls/sys_enter_socket (see its format file). */
-struct sys_enter_socket_args {
-	__u64 common;
-	__s32 nr;
-	__u32 pad;
-	__u64 family;
-	__u64 type;
-	__u64 protocol;
+/* Packet sockets. AF_PACKET sockets never reach cgroup/sock_create (only
+ * inet_create and inet6_create run it), and their frames bypass the IP
+ * egress hooks, so a packet rule kills the caller on entry to the system
+ * call, like exec's kill mode: no instruction of the caller runs after it.
+ * The raw sys_enter tracepoint sees every ABI's calls (the syscalls/
+ * tracepoints miss ia32 ones): x86-64 and x32 socket, ia32 socket and
+ * socketcall(SYS_SOCKET). io_uring_setup is killed too in a container
+ * whose rules deny packet sockets: IORING_OP_SOCKET makes one inside the
+ * kernel, and a ring runs linked operations on it before the submitter
+ * dies. */
+#define NR_SOCKET 41
+#define NR_IO_URING_SETUP 425 /* the same number for ia32 */
+#define X32_SYSCALL_BIT 0x40000000
+#define NR32_SOCKETCALL 102
+#define NR32_SOCKET 359
+#define SYS_SOCKET 1
+#define BPF_TASK_ITER_ALL_THREADS 1
+
+#ifndef bpf_ksym_exists
+#define bpf_ksym_exists(sym) (!!(sym))
+#endif
+
+enum pid_type {
+	PIDTYPE_TGID = 1,
 };
 
-/* AF_PACKET sockets never reach cgroup/sock_create (only inet_create and
- * inet6_create run it), and their packets bypass the IP egress hooks, so a
- * packet rule kills the caller at socket(), like exec's kill mode: the
- * socket is made, but no instruction of the caller runs after it.
- * socket(AF_INET, SOCK_PACKET) is the legacy spelling of AF_PACKET. */
-SEC("tracepoint/syscalls/sys_enter_socket")
-int socket_kill(struct sys_enter_socket_args *ctx)
-{
-	__u32 type = (__u32)ctx->type & 0xf; /* without SOCK_NONBLOCK, SOCK_CLOEXEC */
+struct bpf_iter_task {
+	__u64 __opaque[3];
+} __attribute__((aligned(8)));
 
-	if (ctx->family != AF_PACKET && !(ctx->family == AF_INET && type == SOCK_PACKET))
-		return 0;
+extern int bpf_iter_task_new(struct bpf_iter_task *it, struct task_struct *task__nullable, unsigned int flags) __ksym __weak;
+extern struct task_struct *bpf_iter_task_next(struct bpf_iter_task *it) __ksym __weak;
+extern void bpf_iter_task_destroy(struct bpf_iter_task *it) __ksym __weak;
+extern struct task_struct *bpf_task_acquire(struct task_struct *p) __ksym __weak;
+extern void bpf_task_release(struct task_struct *p) __ksym __weak;
+extern int bpf_send_signal_task(struct task_struct *task, int sig, enum pid_type type, __u64 value) __ksym __weak;
+
+/* socket_call says whether system call id may make a packet socket. The
+ * number test is all that other system calls pay. */
+static __always_inline bool socket_call(long id)
+{
+	switch (id) {
+	case NR_SOCKET:
+	case NR_SOCKET | X32_SYSCALL_BIT:
+	case NR_IO_URING_SETUP:
+	case NR_IO_URING_SETUP | X32_SYSCALL_BIT:
+	case NR32_SOCKETCALL:
+	case NR32_SOCKET:
+		return true;
+	}
+	return false;
+}
+
+static __always_inline bool packet_family(__u64 family, __u64 type)
+{
+	/* socket(AF_INET, SOCK_PACKET) is the legacy spelling of AF_PACKET;
+	 * the type without SOCK_NONBLOCK and SOCK_CLOEXEC. */
+	return family == AF_PACKET || (family == AF_INET && (type & 0xf) == SOCK_PACKET);
+}
+
+/* kill_files_sharers kills every other thread group that shares the
+ * caller's file table (clone CLONE_FILES without CLONE_THREAD): the socket
+ * the killed caller is about to make lands in that table, where they could
+ * use it. Walks every thread of the machine, on this rare path only. */
+static __always_inline void kill_files_sharers(struct task_struct *task)
+{
+	struct files_struct *files = task->files;
+	struct bpf_iter_task it;
+	struct task_struct *t;
+
+	if (!bpf_ksym_exists(bpf_send_signal_task) || !bpf_ksym_exists(bpf_iter_task_new) ||
+	    !bpf_ksym_exists(bpf_task_acquire))
+		return;
+	bpf_iter_task_new(&it, NULL, BPF_TASK_ITER_ALL_THREADS);
+	while ((t = bpf_iter_task_next(&it))) {
+		if (t->files != files || t->tgid == task->tgid)
+			continue;
+		struct task_struct *ref = bpf_task_acquire(t);
+		if (ref) {
+			bpf_send_signal_task(ref, SIGKILL, PIDTYPE_TGID, 0);
+			bpf_task_release(ref);
+		}
+	}
+	bpf_iter_task_destroy(&it);
+}
+
+/* packet_socket_enter kills the caller of a system call that would make a
+ * packet socket (or an io_uring) in a container whose rules deny packet
+ * sockets. */
+static __always_inline void packet_socket_enter(struct pt_regs *regs, long id)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	bool compat = task->thread_info.status & TS_COMPAT;
+	__u64 family = AF_PACKET, type = 0, protocol = 0;
+	bool uring = false;
+
+	if (!compat && (id == NR_IO_URING_SETUP || id == (NR_IO_URING_SETUP | X32_SYSCALL_BIT))) {
+		uring = true;
+	} else if (compat && id == NR_IO_URING_SETUP) {
+		uring = true;
+	} else if (!compat && (id == NR_SOCKET || id == (NR_SOCKET | X32_SYSCALL_BIT))) {
+		family = regs->di;
+		type = regs->si;
+		protocol = regs->dx;
+	} else if (compat && id == NR32_SOCKET) {
+		family = (__u32)regs->bx;
+		type = (__u32)regs->cx;
+		protocol = (__u32)regs->dx;
+	} else if (compat && id == NR32_SOCKETCALL) {
+		__u32 args[3];
+
+		if ((__u32)regs->bx != SYS_SOCKET)
+			return;
+		/* Arguments in user memory; not resident, they cannot be read
+		 * here (the kernel will fault them in): taken as AF_PACKET. */
+		if (bpf_probe_read_user(args, sizeof(args), (void *)(__u64)(__u32)regs->cx) == 0) {
+			family = args[0];
+			type = args[1];
+			protocol = args[2];
+		}
+	} else {
+		return;
+	}
+	if (!uring && !packet_family(family, type))
+		return;
 	struct owner o;
 	if (!owner_of_current(&o) || !(o.rule->flags & CG_SOCKET))
-		return 0;
+		return;
 	struct socket_key key = {
 		.ruleset = o.rule->ruleset,
 		.family = AF_PACKET,
@@ -290,15 +393,28 @@ int socket_kill(struct sys_enter_socket_args *ctx)
 	};
 	__u32 *rule_id = bpf_map_lookup_elem(&socket_rules, &key);
 	if (!rule_id)
-		return 0;
+		return;
+	__u32 rid = *rule_id;
 	bpf_send_signal(SIGKILL);
-	struct event *ev = event_new(o.cgroup_id, ACTION_SOCKET_KILLED, o.rule->ruleset, *rule_id);
+	kill_files_sharers(task);
+	struct event *ev = event_new(o.cgroup_id, ACTION_SOCKET_KILLED, o.rule->ruleset, rid);
 	if (ev) {
-		ev->family = (__u16)ctx->family;
-		ev->port = (__u16)type;
-		ev->proto = (__u8)ctx->protocol;
+		ev->family = (__u16)family;
+		ev->port = (__u16)(type & 0xf);
+		ev->proto = (__u8)protocol;
+		if (uring)
+			__builtin_memcpy(ev->filename, "io_uring_setup", sizeof("io_uring_setup"));
 		bpf_ringbuf_submit(ev, 0);
 	}
+}
+
+/* In lsm mode, where mmap_kill (which runs packet_socket_enter in kill
+ * mode) is not attached. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(socket_kill, struct pt_regs *regs, long id)
+{
+	if (socket_call(id))
+		packet_socket_enter(regs, id);
 	return 0;
 }
 

@@ -70,7 +70,7 @@ func wantPins(t *testing.T, layout Layout, pins []PinnedObject) {
 		want = append(want, KindMap+":maps/"+m)
 	}
 	for _, kind := range []string{KindProgram, KindLink} {
-		for _, p := range append(append(slices.Clone(modePrograms[ModeKill]), progSocketKill), cgroupHookNames()...) {
+		for _, p := range append(slices.Clone(modePrograms[ModeKill]), cgroupHookNames()...) {
 			want = append(want, kind+":"+kindDirs[kind]+"/"+p)
 		}
 	}
