@@ -126,11 +126,36 @@ static __always_inline __u8 rule_proto(__u32 protocol)
 	return protocol == IPPROTO_MPTCP ? IPPROTO_TCP : (__u8)protocol;
 }
 
+/* note_sendmsg records the destination a datagram is sent to for egress
+ * (sendmsg_passes): that one was decided here. */
+static __always_inline void note_sendmsg(struct bpf_sock_addr *ctx, bool v6)
+{
+	__u32 zero = 0;
+	struct sendmsg_pass *p = bpf_map_lookup_elem(&sendmsg_passes, &zero);
+
+	if (!p)
+		return;
+	p->cookie = bpf_get_socket_cookie(ctx);
+	if (v6) {
+		p->ip6[0] = ctx->user_ip6[0];
+		p->ip6[1] = ctx->user_ip6[1];
+		p->ip6[2] = ctx->user_ip6[2];
+		p->ip6[3] = ctx->user_ip6[3];
+	} else {
+		p->ip6[0] = 0;
+		p->ip6[1] = 0;
+		p->ip6[2] = bpf_htonl(0xffff);
+		p->ip6[3] = ctx->user_ip4;
+	}
+}
+
 /* Returns 1 to let the connect/sendmsg through, 0 to fail it with EPERM. */
 static __always_inline int check_sock(struct bpf_sock_addr *ctx, bool v6, __u32 action)
 {
 	struct owner o;
 
+	if (action == ACTION_SENDMSG_REFUSED)
+		note_sendmsg(ctx, v6);
 	if (!owner_of_current(&o) || !(o.rule->flags & CG_CONNECT))
 		return 1;
 	count(COUNTER_CONNECT_CHECKED);
@@ -453,27 +478,37 @@ static __always_inline bool owner_of_skb(struct __sk_buff *skb, struct owner *o)
 #define NEXTHDR_DEST 60
 
 /* addressed_to_peer says whether a TCP or UDP packet goes to its socket's
- * own peer, the destination connect4/6 or sendmsg4/6 checked. Only NAT
- * after those hooks (a nat rule in the workload's own network namespace)
- * makes them differ; an unconnected UDP socket has no peer (0), so its
- * packets are checked by their destination, which sendmsg4/6 passed unless
- * NAT changed it. Replies to inbound connections go to the peer. */
-static __always_inline bool addressed_to_peer(struct __sk_buff *skb, struct bpf_sock *sk)
+ * own peer, the destination connect4/6 checked, or for UDP to the
+ * destination sendmsg4/6 just checked. Only NAT after those hooks (a nat
+ * rule in the workload's own network namespace) makes them differ. Replies
+ * to inbound connections go to the peer. */
+static __always_inline bool addressed_to_peer(struct __sk_buff *skb, struct bpf_sock *sk, bool udp)
 {
+	__u32 d[4] = {};
+
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		__u32 daddr;
-		if (bpf_skb_load_bytes(skb, 16, &daddr, sizeof(daddr)))
+		if (bpf_skb_load_bytes(skb, 16, &d[3], 4))
 			return true; /* no IP header: nothing to route */
-		return daddr == sk->dst_ip4;
-	}
-	if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
-		__u32 d[4];
+		if (d[3] == sk->dst_ip4)
+			return true;
+		d[2] = bpf_htonl(0xffff);
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		if (bpf_skb_load_bytes(skb, 24, d, sizeof(d)))
 			return true;
-		return d[0] == sk->dst_ip6[0] && d[1] == sk->dst_ip6[1] && d[2] == sk->dst_ip6[2] &&
-		       d[3] == sk->dst_ip6[3];
+		if (d[0] == sk->dst_ip6[0] && d[1] == sk->dst_ip6[1] && d[2] == sk->dst_ip6[2] &&
+		    d[3] == sk->dst_ip6[3])
+			return true;
+	} else {
+		return true;
 	}
-	return true;
+	if (!udp)
+		return false;
+	/* An unconnected socket has no peer: the datagram sendmsg4/6 passed a
+	 * moment ago on this CPU, unless NAT changed its destination. */
+	__u32 zero = 0;
+	struct sendmsg_pass *p = bpf_map_lookup_elem(&sendmsg_passes, &zero);
+	return p && p->ip6[3] == d[3] && p->ip6[2] == d[2] && p->ip6[1] == d[1] && p->ip6[0] == d[0] &&
+	       p->cookie == bpf_get_socket_cookie(skb);
 }
 
 /* Egress packets, checked against the connect rules: those of sockets the
@@ -494,9 +529,9 @@ int egress(struct __sk_buff *skb)
 	__u32 type = sk->type, sproto = sk->protocol;
 	if (type == SOCK_STREAM && sproto == IPPROTO_TCP) {
 		/* A listener sends the SYN-ACKs of its request sockets: replies. */
-		if (sk->state == BPF_TCP_LISTEN || addressed_to_peer(skb, sk))
+		if (sk->state == BPF_TCP_LISTEN || addressed_to_peer(skb, sk, false))
 			return 1;
-	} else if (type == SOCK_DGRAM && sproto == IPPROTO_UDP && addressed_to_peer(skb, sk)) {
+	} else if (type == SOCK_DGRAM && sproto == IPPROTO_UDP && addressed_to_peer(skb, sk, true)) {
 		return 1;
 	}
 

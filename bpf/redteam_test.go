@@ -209,11 +209,11 @@ func TestRedteamExecPrefixRuleEscapedByChrootOrBindMount(t *testing.T) {
 	})
 }
 
-// network.sockets.deny: [packet] kills the caller at sys_enter_socket. Every
-// other way to the same socket leaves a usable one: io_uring's
-// IORING_OP_SOCKET and ia32 socket/socketcall never fire that tracepoint,
-// and a process sharing the fd table (clone CLONE_FILES, another thread
-// group) keeps the socket its killed sharer made. Packet frames bypass
+// network.sockets.deny: [packet] kills the caller of socket() on sys_enter.
+// The other ways to the same socket: io_uring's IORING_OP_SOCKET, ia32
+// socket/socketcall (which the syscalls/sys_enter_socket tracepoint never
+// saw), and a process sharing the fd table (clone CLONE_FILES, another
+// thread group) that would keep the socket its killed sharer made. Packet frames bypass
 // cgroup_skb/egress too, so the frame reaches the denied address. The
 // helper works in a network namespace of its own, as a container does
 // (packet sockets need CAP_NET_RAW in it).
@@ -244,6 +244,7 @@ func TestRedteamPacketSocketRoutes(t *testing.T) {
 				t.Fatalf("outside the cgroup: %v, output %q; want SENT ARRIVED (the probe is broken)", err, out)
 			}
 			cg := env.cgroup(t, fmt.Sprintf("packet-%d", i))
+			waitEmptyOnCleanup(t, cg)
 			if err := e.SetCgroup(cg.id, rs.ID); err != nil {
 				t.Fatal(err)
 			}
