@@ -66,14 +66,15 @@ const (
 	progMmapKillExit = holdfastProgMmapKillExit
 	progMmapLSM      = holdfastProgMmapLsm
 	progMprotectLSM  = holdfastProgMprotectLsm
-	progSocketKill   = holdfastProgSocketKill // syscalls/sys_enter_socket
+	progSocketKill   = holdfastProgSocketKill // tp_btf/sys_enter, lsm mode only
 )
 
 // modePrograms are the programs of each exec mode: the exec hook first, then
 // the hooks that deny mapping a denied file executable. A mode's programs are
-// attached and adopted together.
+// attached and adopted together. In kill mode mmap_kill, on sys_enter
+// already, also kills packet socket callers; lsm mode has socket_kill there.
 var modePrograms = map[string][]string{
-	ModeLSM:  {progExecLSM, progMmapLSM, progMprotectLSM},
+	ModeLSM:  {progExecLSM, progMmapLSM, progMprotectLSM, progSocketKill},
 	ModeKill: {progExecKill, progMmapKill, progMmapKillExit},
 }
 
@@ -352,7 +353,7 @@ func (e *Enforcer) adopt(spec *ebpf.CollectionSpec, cgroupID uint64) error {
 	if _, err := os.Stat(e.layout.Pin(KindLink, progExecLSM)); err == nil {
 		mode = ModeLSM
 	}
-	for _, name := range append(append(slices.Clone(modePrograms[mode]), progSocketKill), cgroupHookNames()...) {
+	for _, name := range append(slices.Clone(modePrograms[mode]), cgroupHookNames()...) {
 		if err := e.adoptLink(name, cgroupID); err != nil {
 			return err
 		}
@@ -554,9 +555,6 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 		e.links[h.prog] = l
 	}
 	e.controls = append(e.controls, connectControl(e.cgroupRoot))
-	if err := e.attachSocketKill(spec, maps); err != nil {
-		return err
-	}
 	return e.commit(maps)
 }
 
@@ -661,7 +659,7 @@ func (e *Enforcer) attachMode(spec *ebpf.CollectionSpec, maps map[string]*ebpf.M
 	links := map[string]link.Link{}
 	for _, name := range names {
 		var l link.Link
-		if mode == ModeLSM {
+		if progs[name].Type() == ebpf.LSM {
 			l, err = link.AttachLSM(link.LSMOptions{Program: progs[name]})
 		} else {
 			l, err = link.AttachTracing(link.TracingOptions{Program: progs[name], AttachType: ebpf.AttachTraceRawTp})
@@ -680,25 +678,6 @@ func (e *Enforcer) attachMode(spec *ebpf.CollectionSpec, maps map[string]*ebpf.M
 	for _, name := range names {
 		e.progs[name], e.links[name] = progs[name], links[name]
 	}
-	return nil
-}
-
-// attachSocketKill attaches the program that kills AF_PACKET callers to the
-// sys_enter_socket tracepoint, mounting tracefs if needed.
-func (e *Enforcer) attachSocketKill(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
-	if err := linux.MountTracefs(); err != nil {
-		return fmt.Errorf("attach %s: %w", progSocketKill, err)
-	}
-	progs, err := loadPrograms(spec, maps, progSocketKill)
-	if err != nil {
-		return err
-	}
-	e.progs[progSocketKill] = progs[progSocketKill]
-	l, err := link.Tracepoint("syscalls", "sys_enter_socket", progs[progSocketKill], nil)
-	if err != nil {
-		return fmt.Errorf("attach %s to syscalls/sys_enter_socket: %w", progSocketKill, err)
-	}
-	e.links[progSocketKill] = l
 	return nil
 }
 

@@ -17,6 +17,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #include "maps.h"
 #include "cgroup.h"
 #include "events.h"
+#include "tasks.h"
 #include "files.h"
 #include "exec.h"
 #include "mmap.h"

@@ -188,6 +188,12 @@ type holdfastRulesetInfo struct {
 	Digest       uint64
 }
 
+type holdfastSendmsgPass struct {
+	_      structs.HostLayout
+	Cookie uint64
+	Ip6    [4]uint32
+}
+
 type holdfastSocketKey struct {
 	_        structs.HostLayout
 	Ruleset  uint32
@@ -218,6 +224,7 @@ const (
 	holdfastMapPathGen       = "path_gen"
 	holdfastMapPortChunks    = "port_chunks"
 	holdfastMapRulesets      = "rulesets"
+	holdfastMapSendmsgPasses = "sendmsg_passes"
 	holdfastMapSocketRules   = "socket_rules"
 	holdfastProgBind4        = "bind4"
 	holdfastProgBind6        = "bind6"
@@ -299,24 +306,25 @@ type holdfastProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type holdfastMapSpecs struct {
-	BindRules   *ebpf.MapSpec `ebpf:"bind_rules"`
-	CgroupRules *ebpf.MapSpec `ebpf:"cgroup_rules"`
-	Counters    *ebpf.MapSpec `ebpf:"counters"`
-	Denials     *ebpf.MapSpec `ebpf:"denials"`
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	ExecHashKey *ebpf.MapSpec `ebpf:"exec_hash_key"`
-	ExecRules   *ebpf.MapSpec `ebpf:"exec_rules"`
-	FileRules   *ebpf.MapSpec `ebpf:"file_rules"`
-	MmapConfig  *ebpf.MapSpec `ebpf:"mmap_config"`
-	MmapPasses  *ebpf.MapSpec `ebpf:"mmap_passes"`
-	MmapTasks   *ebpf.MapSpec `ebpf:"mmap_tasks"`
-	Net4Rules   *ebpf.MapSpec `ebpf:"net4_rules"`
-	Net6Rules   *ebpf.MapSpec `ebpf:"net6_rules"`
-	NetKeyTypes *ebpf.MapSpec `ebpf:"net_key_types"`
-	PathGen     *ebpf.MapSpec `ebpf:"path_gen"`
-	PortChunks  *ebpf.MapSpec `ebpf:"port_chunks"`
-	Rulesets    *ebpf.MapSpec `ebpf:"rulesets"`
-	SocketRules *ebpf.MapSpec `ebpf:"socket_rules"`
+	BindRules     *ebpf.MapSpec `ebpf:"bind_rules"`
+	CgroupRules   *ebpf.MapSpec `ebpf:"cgroup_rules"`
+	Counters      *ebpf.MapSpec `ebpf:"counters"`
+	Denials       *ebpf.MapSpec `ebpf:"denials"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	ExecHashKey   *ebpf.MapSpec `ebpf:"exec_hash_key"`
+	ExecRules     *ebpf.MapSpec `ebpf:"exec_rules"`
+	FileRules     *ebpf.MapSpec `ebpf:"file_rules"`
+	MmapConfig    *ebpf.MapSpec `ebpf:"mmap_config"`
+	MmapPasses    *ebpf.MapSpec `ebpf:"mmap_passes"`
+	MmapTasks     *ebpf.MapSpec `ebpf:"mmap_tasks"`
+	Net4Rules     *ebpf.MapSpec `ebpf:"net4_rules"`
+	Net6Rules     *ebpf.MapSpec `ebpf:"net6_rules"`
+	NetKeyTypes   *ebpf.MapSpec `ebpf:"net_key_types"`
+	PathGen       *ebpf.MapSpec `ebpf:"path_gen"`
+	PortChunks    *ebpf.MapSpec `ebpf:"port_chunks"`
+	Rulesets      *ebpf.MapSpec `ebpf:"rulesets"`
+	SendmsgPasses *ebpf.MapSpec `ebpf:"sendmsg_passes"`
+	SocketRules   *ebpf.MapSpec `ebpf:"socket_rules"`
 }
 
 // holdfastVariableSpecs contains global variables before they are loaded into the kernel.
@@ -345,24 +353,25 @@ func (o *holdfastObjects) Close() error {
 //
 // It can be passed to loadHoldfastObjects or ebpf.CollectionSpec.LoadAndAssign.
 type holdfastMaps struct {
-	BindRules   *ebpf.Map `ebpf:"bind_rules"`
-	CgroupRules *ebpf.Map `ebpf:"cgroup_rules"`
-	Counters    *ebpf.Map `ebpf:"counters"`
-	Denials     *ebpf.Map `ebpf:"denials"`
-	Events      *ebpf.Map `ebpf:"events"`
-	ExecHashKey *ebpf.Map `ebpf:"exec_hash_key"`
-	ExecRules   *ebpf.Map `ebpf:"exec_rules"`
-	FileRules   *ebpf.Map `ebpf:"file_rules"`
-	MmapConfig  *ebpf.Map `ebpf:"mmap_config"`
-	MmapPasses  *ebpf.Map `ebpf:"mmap_passes"`
-	MmapTasks   *ebpf.Map `ebpf:"mmap_tasks"`
-	Net4Rules   *ebpf.Map `ebpf:"net4_rules"`
-	Net6Rules   *ebpf.Map `ebpf:"net6_rules"`
-	NetKeyTypes *ebpf.Map `ebpf:"net_key_types"`
-	PathGen     *ebpf.Map `ebpf:"path_gen"`
-	PortChunks  *ebpf.Map `ebpf:"port_chunks"`
-	Rulesets    *ebpf.Map `ebpf:"rulesets"`
-	SocketRules *ebpf.Map `ebpf:"socket_rules"`
+	BindRules     *ebpf.Map `ebpf:"bind_rules"`
+	CgroupRules   *ebpf.Map `ebpf:"cgroup_rules"`
+	Counters      *ebpf.Map `ebpf:"counters"`
+	Denials       *ebpf.Map `ebpf:"denials"`
+	Events        *ebpf.Map `ebpf:"events"`
+	ExecHashKey   *ebpf.Map `ebpf:"exec_hash_key"`
+	ExecRules     *ebpf.Map `ebpf:"exec_rules"`
+	FileRules     *ebpf.Map `ebpf:"file_rules"`
+	MmapConfig    *ebpf.Map `ebpf:"mmap_config"`
+	MmapPasses    *ebpf.Map `ebpf:"mmap_passes"`
+	MmapTasks     *ebpf.Map `ebpf:"mmap_tasks"`
+	Net4Rules     *ebpf.Map `ebpf:"net4_rules"`
+	Net6Rules     *ebpf.Map `ebpf:"net6_rules"`
+	NetKeyTypes   *ebpf.Map `ebpf:"net_key_types"`
+	PathGen       *ebpf.Map `ebpf:"path_gen"`
+	PortChunks    *ebpf.Map `ebpf:"port_chunks"`
+	Rulesets      *ebpf.Map `ebpf:"rulesets"`
+	SendmsgPasses *ebpf.Map `ebpf:"sendmsg_passes"`
+	SocketRules   *ebpf.Map `ebpf:"socket_rules"`
 }
 
 func (m *holdfastMaps) Close() error {
@@ -384,6 +393,7 @@ func (m *holdfastMaps) Close() error {
 		m.PathGen,
 		m.PortChunks,
 		m.Rulesets,
+		m.SendmsgPasses,
 		m.SocketRules,
 	)
 }

@@ -18,6 +18,7 @@
 #define IPPROTO_ICMPV6 58
 #define IPPROTO_SCTP 132
 #define IPPROTO_MPTCP 262
+#define BPF_TCP_LISTEN 10
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 
@@ -152,6 +153,21 @@ struct socket_key {
 	__u16 protocol;
 	__u16 pad;
 };
+
+/* The destination sendmsg4/6 last saw on this CPU and the socket it was
+ * for: egress lets the datagram that follows through without its own
+ * lookups when NAT left that destination as it was. */
+struct sendmsg_pass {
+	__u64 cookie;
+	__u32 ip6[4]; /* IPv4 as ::ffff:a.b.c.d */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sendmsg_pass);
+} sendmsg_passes SEC(".maps");
 
 /* Written by the loader only; lets SetCgroup take flags from what PutRuleset
  * stored, also after another process adopted the pins. */

@@ -473,62 +473,27 @@ static __always_inline void emit_mmap(struct vma_scan *s, __u64 cgroup_id, struc
 	bpf_ringbuf_submit(ev, 0);
 }
 
-struct bpf_iter_task {
-	__u64 __opaque[3];
-} __attribute__((aligned(8)));
-
-extern int bpf_iter_task_new(struct bpf_iter_task *it, struct task_struct *task, unsigned int flags) __ksym;
-extern struct task_struct *bpf_iter_task_next(struct bpf_iter_task *it) __ksym;
-extern void bpf_iter_task_destroy(struct bpf_iter_task *it) __ksym;
-enum pid_type {
-	PIDTYPE_PID,
-	PIDTYPE_TGID,
-};
-
-extern int bpf_send_signal_task(struct task_struct *task, int sig, enum pid_type type, __u64 value) __ksym;
-extern struct task_struct *bpf_task_from_pid(__s32 pid) __ksym;
-extern void bpf_task_release(struct task_struct *p) __ksym;
-
-#define BPF_TASK_ITER_ALL_PROCS 0
-
-/* kill_sharers kills every other process using mm: after vfork or
- * clone(CLONE_VM) the mapping the killed caller made stays in the address
- * space they share, and they would run on with it. */
-static __always_inline void kill_sharers(struct task_struct *task)
-{
-	struct mm_struct *mm = task->mm;
-	struct bpf_iter_task it;
-	struct task_struct *t;
-
-	if (!mm)
-		return;
-	bpf_iter_task_new(&it, NULL, BPF_TASK_ITER_ALL_PROCS);
-	while ((t = bpf_iter_task_next(&it))) {
-		if (t->mm != mm || t->tgid == task->tgid)
-			continue;
-		/* The iterator's pointer is RCU-protected; signalling wants a
-		 * reference. */
-		struct task_struct *ref = bpf_task_from_pid(t->tgid);
-		if (ref) {
-			bpf_send_signal_task(ref, SIGKILL, PIDTYPE_TGID, 0);
-			bpf_task_release(ref);
-		}
-	}
-	bpf_iter_task_destroy(&it);
-}
-
 static __noinline void kill_mapping(struct vma_scan *s, __u64 cgroup_id, struct task_struct *task)
 {
 	bpf_send_signal(SIGKILL);
-	kill_sharers(task);
+	kill_mm_sharers(task);
 	emit_mmap(s, cgroup_id, task, ACTION_MMAP_KILLED);
 }
 
+/* Defined in net.h, which comes after this file. */
+static __always_inline bool socket_call(long id);
+static __always_inline void packet_socket_enter(struct pt_regs *regs, long id);
+
 /* Before the call: the file behind the fd, or the mappings mprotect is about
- * to make executable. */
+ * to make executable; and packet sockets (net.h). */
 SEC("tp_btf/sys_enter")
 int BPF_PROG(mmap_kill, struct pt_regs *regs, long id)
 {
+	/* One program on sys_enter for both: each costs every system call. */
+	if (socket_call(id)) {
+		packet_socket_enter(regs, id);
+		return 0;
+	}
 	struct map_args a = {};
 	bool unreadable = false;
 	enum map_call call = decode_call(regs, id, &a, &unreadable);

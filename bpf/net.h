@@ -126,11 +126,36 @@ static __always_inline __u8 rule_proto(__u32 protocol)
 	return protocol == IPPROTO_MPTCP ? IPPROTO_TCP : (__u8)protocol;
 }
 
+/* note_sendmsg records the destination a datagram is sent to for egress
+ * (sendmsg_passes): that one was decided here. */
+static __always_inline void note_sendmsg(struct bpf_sock_addr *ctx, bool v6)
+{
+	__u32 zero = 0;
+	struct sendmsg_pass *p = bpf_map_lookup_elem(&sendmsg_passes, &zero);
+
+	if (!p)
+		return;
+	p->cookie = bpf_get_socket_cookie(ctx);
+	if (v6) {
+		p->ip6[0] = ctx->user_ip6[0];
+		p->ip6[1] = ctx->user_ip6[1];
+		p->ip6[2] = ctx->user_ip6[2];
+		p->ip6[3] = ctx->user_ip6[3];
+	} else {
+		p->ip6[0] = 0;
+		p->ip6[1] = 0;
+		p->ip6[2] = bpf_htonl(0xffff);
+		p->ip6[3] = ctx->user_ip4;
+	}
+}
+
 /* Returns 1 to let the connect/sendmsg through, 0 to fail it with EPERM. */
 static __always_inline int check_sock(struct bpf_sock_addr *ctx, bool v6, __u32 action)
 {
 	struct owner o;
 
+	if (action == ACTION_SENDMSG_REFUSED)
+		note_sendmsg(ctx, v6);
 	if (!owner_of_current(&o) || !(o.rule->flags & CG_CONNECT))
 		return 1;
 	count(COUNTER_CONNECT_CHECKED);
@@ -257,31 +282,88 @@ int sock_create(struct bpf_sock *sk)
 	return 0;
 }
 
-/* syscalls/sys_enter_socket (see its format file). */
-struct sys_enter_socket_args {
-	__u64 common;
-	__s32 nr;
-	__u32 pad;
-	__u64 family;
-	__u64 type;
-	__u64 protocol;
-};
+/* Packet sockets. AF_PACKET sockets never reach cgroup/sock_create (only
+ * inet_create and inet6_create run it), and their frames bypass the IP
+ * egress hooks, so a packet rule kills the caller on entry to the system
+ * call, like exec's kill mode: no instruction of the caller runs after it.
+ * The raw sys_enter tracepoint sees every ABI's calls (the syscalls/
+ * tracepoints miss ia32 ones): x86-64 and x32 socket, ia32 socket and
+ * socketcall(SYS_SOCKET). io_uring_setup is killed too in a container
+ * whose rules deny packet sockets: IORING_OP_SOCKET makes one inside the
+ * kernel, and a ring runs linked operations on it before the submitter
+ * dies. */
+#define NR_SOCKET 41
+#define NR_IO_URING_SETUP 425 /* the same number for ia32 */
+#define X32_SYSCALL_BIT 0x40000000
+#define NR32_SOCKETCALL 102
+#define NR32_SOCKET 359
+#define SYS_SOCKET 1
 
-/* AF_PACKET sockets never reach cgroup/sock_create (only inet_create and
- * inet6_create run it), and their packets bypass the IP egress hooks, so a
- * packet rule kills the caller at socket(), like exec's kill mode: the
- * socket is made, but no instruction of the caller runs after it.
- * socket(AF_INET, SOCK_PACKET) is the legacy spelling of AF_PACKET. */
-SEC("tracepoint/syscalls/sys_enter_socket")
-int socket_kill(struct sys_enter_socket_args *ctx)
+/* socket_call says whether system call id may make a packet socket. The
+ * number test is all that other system calls pay. */
+static __always_inline bool socket_call(long id)
 {
-	__u32 type = (__u32)ctx->type & 0xf; /* without SOCK_NONBLOCK, SOCK_CLOEXEC */
+	switch (id) {
+	case NR_SOCKET:
+	case NR_SOCKET | X32_SYSCALL_BIT:
+	case NR_IO_URING_SETUP:
+	case NR_IO_URING_SETUP | X32_SYSCALL_BIT:
+	case NR32_SOCKETCALL:
+	case NR32_SOCKET:
+		return true;
+	}
+	return false;
+}
 
-	if (ctx->family != AF_PACKET && !(ctx->family == AF_INET && type == SOCK_PACKET))
-		return 0;
+static __always_inline bool packet_family(__u64 family, __u64 type)
+{
+	/* socket(AF_INET, SOCK_PACKET) is the legacy spelling of AF_PACKET;
+	 * the type without SOCK_NONBLOCK and SOCK_CLOEXEC. */
+	return family == AF_PACKET || (family == AF_INET && (type & 0xf) == SOCK_PACKET);
+}
+
+/* packet_socket_enter kills the caller of a system call that would make a
+ * packet socket (or an io_uring) in a container whose rules deny packet
+ * sockets. */
+static __always_inline void packet_socket_enter(struct pt_regs *regs, long id)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	bool compat = task->thread_info.status & TS_COMPAT;
+	__u64 family = AF_PACKET, type = 0, protocol = 0;
+	bool uring = false;
+
+	if (!compat && (id == NR_IO_URING_SETUP || id == (NR_IO_URING_SETUP | X32_SYSCALL_BIT))) {
+		uring = true;
+	} else if (compat && id == NR_IO_URING_SETUP) {
+		uring = true;
+	} else if (!compat && (id == NR_SOCKET || id == (NR_SOCKET | X32_SYSCALL_BIT))) {
+		family = regs->di;
+		type = regs->si;
+		protocol = regs->dx;
+	} else if (compat && id == NR32_SOCKET) {
+		family = (__u32)regs->bx;
+		type = (__u32)regs->cx;
+		protocol = (__u32)regs->dx;
+	} else if (compat && id == NR32_SOCKETCALL) {
+		__u32 args[3];
+
+		if ((__u32)regs->bx != SYS_SOCKET)
+			return;
+		/* Arguments in user memory; not resident, they cannot be read
+		 * here (the kernel will fault them in): taken as AF_PACKET. */
+		if (bpf_probe_read_user(args, sizeof(args), (void *)(__u64)(__u32)regs->cx) == 0) {
+			family = args[0];
+			type = args[1];
+			protocol = args[2];
+		}
+	} else {
+		return;
+	}
+	if (!uring && !packet_family(family, type))
+		return;
 	struct owner o;
 	if (!owner_of_current(&o) || !(o.rule->flags & CG_SOCKET))
-		return 0;
+		return;
 	struct socket_key key = {
 		.ruleset = o.rule->ruleset,
 		.family = AF_PACKET,
@@ -290,15 +372,28 @@ int socket_kill(struct sys_enter_socket_args *ctx)
 	};
 	__u32 *rule_id = bpf_map_lookup_elem(&socket_rules, &key);
 	if (!rule_id)
-		return 0;
+		return;
+	__u32 rid = *rule_id;
 	bpf_send_signal(SIGKILL);
-	struct event *ev = event_new(o.cgroup_id, ACTION_SOCKET_KILLED, o.rule->ruleset, *rule_id);
+	kill_files_sharers(task);
+	struct event *ev = event_new(o.cgroup_id, ACTION_SOCKET_KILLED, o.rule->ruleset, rid);
 	if (ev) {
-		ev->family = (__u16)ctx->family;
-		ev->port = (__u16)type;
-		ev->proto = (__u8)ctx->protocol;
+		ev->family = (__u16)family;
+		ev->port = (__u16)(type & 0xf);
+		ev->proto = (__u8)protocol;
+		if (uring)
+			__builtin_memcpy(ev->filename, "io_uring_setup", sizeof("io_uring_setup"));
 		bpf_ringbuf_submit(ev, 0);
 	}
+}
+
+/* In lsm mode, where mmap_kill (which runs packet_socket_enter in kill
+ * mode) is not attached. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(socket_kill, struct pt_regs *regs, long id)
+{
+	if (socket_call(id))
+		packet_socket_enter(regs, id);
 	return 0;
 }
 
@@ -336,9 +431,45 @@ static __always_inline bool owner_of_skb(struct __sk_buff *skb, struct owner *o)
 #define NEXTHDR_AUTH 51
 #define NEXTHDR_DEST 60
 
-/* Egress packets of sockets the sock_addr hooks do not decide for. TCP and
- * UDP sockets are never touched here: their destinations were checked at
- * connect/sendmsg, and their replies to inbound connections must flow. */
+/* addressed_to_peer says whether a TCP or UDP packet goes to its socket's
+ * own peer, the destination connect4/6 checked, or for UDP to the
+ * destination sendmsg4/6 just checked. Only NAT after those hooks (a nat
+ * rule in the workload's own network namespace) makes them differ. Replies
+ * to inbound connections go to the peer. */
+static __always_inline bool addressed_to_peer(struct __sk_buff *skb, struct bpf_sock *sk, bool udp)
+{
+	__u32 d[4] = {};
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		if (bpf_skb_load_bytes(skb, 16, &d[3], 4))
+			return true; /* no IP header: nothing to route */
+		if (d[3] == sk->dst_ip4)
+			return true;
+		d[2] = bpf_htonl(0xffff);
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		if (bpf_skb_load_bytes(skb, 24, d, sizeof(d)))
+			return true;
+		if (d[0] == sk->dst_ip6[0] && d[1] == sk->dst_ip6[1] && d[2] == sk->dst_ip6[2] &&
+		    d[3] == sk->dst_ip6[3])
+			return true;
+	} else {
+		return true;
+	}
+	if (!udp)
+		return false;
+	/* An unconnected socket has no peer: the datagram sendmsg4/6 passed a
+	 * moment ago on this CPU, unless NAT changed its destination. */
+	__u32 zero = 0;
+	struct sendmsg_pass *p = bpf_map_lookup_elem(&sendmsg_passes, &zero);
+	return p && p->ip6[3] == d[3] && p->ip6[2] == d[2] && p->ip6[1] == d[1] && p->ip6[0] == d[0] &&
+	       p->cookie == bpf_get_socket_cookie(skb);
+}
+
+/* Egress packets, checked against the connect rules: those of sockets the
+ * sock_addr hooks do not decide for (raw, ping, SCTP, ...), and TCP and UDP
+ * packets whose destination is not the one those hooks checked. It runs
+ * after the OUTPUT and POSTROUTING netfilter hooks, so it sees the address
+ * NAT chose. */
 SEC("cgroup_skb/egress")
 int egress(struct __sk_buff *skb)
 {
@@ -347,11 +478,16 @@ int egress(struct __sk_buff *skb)
 	if (!sk)
 		return 1;
 	sk = bpf_sk_fullsock(sk);
-	if (!sk) /* request and timewait sockets: TCP */
+	if (!sk)
 		return 1;
 	__u32 type = sk->type, sproto = sk->protocol;
-	if ((type == SOCK_STREAM && sproto == IPPROTO_TCP) || (type == SOCK_DGRAM && sproto == IPPROTO_UDP))
+	if (type == SOCK_STREAM && sproto == IPPROTO_TCP) {
+		/* A listener sends the SYN-ACKs of its request sockets: replies. */
+		if (sk->state == BPF_TCP_LISTEN || addressed_to_peer(skb, sk, false))
+			return 1;
+	} else if (type == SOCK_DGRAM && sproto == IPPROTO_UDP && addressed_to_peer(skb, sk, true)) {
 		return 1;
+	}
 
 	struct owner o;
 	if (!owner_of_skb(skb, &o) || !(o.rule->flags & CG_CONNECT))
