@@ -30,9 +30,33 @@ func (f FileID) String() string { return fmt.Sprintf("%d:%d:%d", f.Dev>>20, f.De
 
 // A FileRule denies executing (or mapping executable) one file by identity
 // in one registered cgroup; RuleID is the exec rule it was resolved from.
+// With Dir, File is a directory-prefix rule's directory and everything
+// below it (by its parent chain within its file system, whatever mount,
+// chroot or namespace it is reached through) is denied.
 type FileRule struct {
 	File   FileID
 	RuleID uint32
+	Dir    bool
+}
+
+// fileEntry is one file_rules key of a cgroup: a file or a directory.
+type fileEntry struct {
+	File FileID
+	Dir  bool
+}
+
+// file_key.kind (FILE_KIND_* in files.h).
+const (
+	fileKindFile uint32 = 0
+	fileKindDir  uint32 = 1
+)
+
+func fileKey(cgroupID uint64, f fileEntry) holdfastFileKey {
+	k := holdfastFileKey{CgroupId: cgroupID, Dev: f.File.Dev, Ino: f.File.Ino, Kind: fileKindFile}
+	if f.Dir {
+		k.Kind = fileKindDir
+	}
+	return k
 }
 
 // fileIndex mirrors file_rules by cgroup, so replacing or clearing one
@@ -41,22 +65,22 @@ type FileRule struct {
 type fileIndex struct {
 	mu       sync.Mutex
 	loaded   bool
-	byCgroup map[uint64]map[FileID]uint32
+	byCgroup map[uint64]map[fileEntry]uint32
 }
 
 func (e *Enforcer) loadFileIndexLocked() error {
 	if e.files.loaded {
 		return nil
 	}
-	idx := map[uint64]map[FileID]uint32{}
+	idx := map[uint64]map[fileEntry]uint32{}
 	var k holdfastFileKey
 	var v holdfastFileValue
 	iter := e.maps.FileRules.Iterate()
 	for iter.Next(&k, &v) {
 		if idx[k.CgroupId] == nil {
-			idx[k.CgroupId] = map[FileID]uint32{}
+			idx[k.CgroupId] = map[fileEntry]uint32{}
 		}
-		idx[k.CgroupId][FileID{Dev: k.Dev, Ino: k.Ino}] = v.RuleId
+		idx[k.CgroupId][fileEntry{File: FileID{Dev: k.Dev, Ino: k.Ino}, Dir: k.Kind == fileKindDir}] = v.RuleId
 	}
 	if err := iter.Err(); err != nil {
 		return fmt.Errorf("read file_rules: %w", err)
@@ -70,10 +94,11 @@ func (e *Enforcer) loadFileIndexLocked() error {
 // before and after is never allowed in between. Of two rules for one file,
 // the lowest rule ID is kept.
 func (e *Enforcer) SetCgroupFiles(cgroupID uint64, rules []FileRule) error {
-	want := map[FileID]uint32{}
+	want := map[fileEntry]uint32{}
 	for _, r := range rules {
-		if cur, ok := want[r.File]; !ok || r.RuleID < cur {
-			want[r.File] = r.RuleID
+		f := fileEntry{File: r.File, Dir: r.Dir}
+		if cur, ok := want[f]; !ok || r.RuleID < cur {
+			want[f] = r.RuleID
 		}
 	}
 	e.files.mu.Lock()
@@ -83,7 +108,7 @@ func (e *Enforcer) SetCgroupFiles(cgroupID uint64, rules []FileRule) error {
 	}
 	have := e.files.byCgroup[cgroupID]
 	if have == nil {
-		have = map[FileID]uint32{}
+		have = map[fileEntry]uint32{}
 		e.files.byCgroup[cgroupID] = have
 	}
 	added := false
@@ -91,8 +116,7 @@ func (e *Enforcer) SetCgroupFiles(cgroupID uint64, rules []FileRule) error {
 		if cur, ok := have[f]; ok && cur == id {
 			continue
 		}
-		key := holdfastFileKey{CgroupId: cgroupID, Dev: f.Dev, Ino: f.Ino}
-		if err := e.maps.FileRules.Update(key, holdfastFileValue{RuleId: id}, ebpf.UpdateAny); err != nil {
+		if err := e.maps.FileRules.Update(fileKey(cgroupID, f), holdfastFileValue{RuleId: id}, ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("set files of cgroup %d: write %s to file_rules: %w", cgroupID, f, err)
 		}
 		have[f] = id
@@ -118,9 +142,8 @@ func (e *Enforcer) SetCgroupFiles(cgroupID uint64, rules []FileRule) error {
 	return nil
 }
 
-func (e *Enforcer) deleteFileLocked(cgroupID uint64, f FileID) error {
-	key := holdfastFileKey{CgroupId: cgroupID, Dev: f.Dev, Ino: f.Ino}
-	if err := e.maps.FileRules.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+func (e *Enforcer) deleteFileLocked(cgroupID uint64, f fileEntry) error {
+	if err := e.maps.FileRules.Delete(fileKey(cgroupID, f)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete %s from file_rules: %w", f, err)
 	}
 	delete(e.files.byCgroup[cgroupID], f)
@@ -157,10 +180,11 @@ func (e *Enforcer) CgroupFiles(cgroupID uint64) ([]FileRule, error) {
 	}
 	var out []FileRule
 	for f, id := range e.files.byCgroup[cgroupID] {
-		out = append(out, FileRule{File: f, RuleID: id})
+		out = append(out, FileRule{File: f.File, RuleID: id, Dir: f.Dir})
 	}
 	slices.SortFunc(out, func(a, b FileRule) int {
-		return cmp.Or(cmp.Compare(a.RuleID, b.RuleID), cmp.Compare(a.File.Dev, b.File.Dev), cmp.Compare(a.File.Ino, b.File.Ino))
+		return cmp.Or(cmp.Compare(a.RuleID, b.RuleID), cmp.Compare(a.File.Dev, b.File.Dev), cmp.Compare(a.File.Ino, b.File.Ino),
+			cmp.Compare(b2i(a.Dir), b2i(b.Dir)))
 	})
 	return out, nil
 }
@@ -173,4 +197,32 @@ func (e *Enforcer) FileCgroups() ([]uint64, error) {
 		return nil, fmt.Errorf("list cgroups with files: %w", err)
 	}
 	return slices.Sorted(maps.Keys(e.files.byCgroup)), nil
+}
+
+func (f fileEntry) String() string {
+	if f.Dir {
+		return "directory " + f.File.String()
+	}
+	return f.File.String()
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// writeExecConfig tells the exec programs the running kernel's
+// FMODE_BACKING, so that the file at a new image's entry point is judged by
+// the path the task opened (overlayfs maps the layer's file).
+func (e *Enforcer) writeExecConfig() error {
+	bit, err := fmodeBacking()
+	if err != nil {
+		return fmt.Errorf("write exec config: %w", err)
+	}
+	if err := e.maps.ExecConfig.Put(uint32(0), holdfastExecConfig{FmodeBacking: bit}); err != nil {
+		return fmt.Errorf("write map %s: %w", holdfastMapExecConfig, err)
+	}
+	return nil
 }

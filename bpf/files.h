@@ -15,8 +15,13 @@ struct file_key {
 	__u64 cgroup_id; /* owner cgroup (cgroup.h), not the ruleset */
 	__u64 ino;
 	__u32 dev;
-	__u32 pad;
+	__u32 kind; /* FILE_KIND_* */
 };
+
+/* file_key.kind: an exact deny rule's file, or a directory-prefix deny
+ * rule's directory (everything below it, by d_parent, is denied). */
+#define FILE_KIND_FILE 0
+#define FILE_KIND_DIR 1
 
 struct file_value {
 	__u32 rule_id;
@@ -32,9 +37,8 @@ struct {
 } file_rules SEC(".maps");
 
 /* One lookup: is this file, by identity, denied in the owner's container? */
-static __always_inline bool match_identity(__u64 owner_cgroup, struct file *file, __u32 *rule_id)
+static __always_inline bool match_identity(__u64 owner_cgroup, struct inode *inode, __u32 *rule_id)
 {
-	struct inode *inode = BPF_CORE_READ(file, f_inode);
 	struct file_key key = {
 		.cgroup_id = owner_cgroup,
 		.ino = BPF_CORE_READ(inode, i_ino),
