@@ -45,4 +45,49 @@ static __always_inline bool owner_of_current(struct owner *o)
 	return o->rule != NULL;
 }
 
+/* The registered cgroup a task last ran under (exec) or inherited (fork):
+ * after a task moves itself, its cgroup no longer says where it came from. */
+struct task_owner {
+	__u64 cgroup_id;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct task_owner);
+} task_owners SEC(".maps");
+
+static __always_inline void remember_owner(struct task_struct *task, __u64 cgroup_id)
+{
+	struct task_owner *t = bpf_task_storage_get(&task_owners, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+	if (t && t->cgroup_id != cgroup_id)
+		t->cgroup_id = cgroup_id;
+}
+
+/* The nearest registered cgroup at or above cg (0: none), from level 1 down
+ * as owner_of_current does. Callers check the hierarchy first: cgroup v1
+ * hierarchies have IDs of their own. */
+static __always_inline __u64 registered_ancestor(struct cgroup *cg)
+{
+	int level = BPF_CORE_READ(cg, level);
+	__u64 base = (__u64)cg + bpf_core_field_offset(struct cgroup, ancestors);
+	__u64 found = 0;
+
+	for (int l = 1; l < MAX_CGROUP_LEVEL; l++) {
+		struct cgroup *anc = NULL;
+
+		if (l > level)
+			break;
+		bpf_probe_read_kernel(&anc, sizeof(anc), (void *)(base + (__u64)l * sizeof(anc)));
+		if (!anc)
+			break;
+		__u64 id = BPF_CORE_READ(anc, kn, id);
+		if (bpf_map_lookup_elem(&cgroup_rules, &id))
+			found = id;
+	}
+	return found;
+}
+
 #endif

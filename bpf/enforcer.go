@@ -67,7 +67,18 @@ const (
 	progMmapLSM      = holdfastProgMmapLsm
 	progMprotectLSM  = holdfastProgMprotectLsm
 	progSocketKill   = holdfastProgSocketKill // tp_btf/sys_enter, lsm mode only
+	progCgroupMove   = holdfastProgCgroupMove // tp_btf/cgroup_attach_task
+	progCgroupFork   = holdfastProgCgroupFork // tp_btf/sched_process_fork
 )
+
+// movePrograms kill a container's task moved out of its cgroup; tracing
+// programs, attached in every exec mode.
+var movePrograms = []string{progCgroupMove, progCgroupFork}
+
+// alwaysPrograms are attached whatever the exec mode, next to its programs.
+func alwaysPrograms() []string {
+	return append(slices.Clone(movePrograms), cgroupHookNames()...)
+}
 
 // modePrograms are the programs of each exec mode: the exec hook first, then
 // the hooks that deny mapping a denied file executable. A mode's programs are
@@ -348,12 +359,15 @@ func (e *Enforcer) adopt(spec *ebpf.CollectionSpec, cgroupID uint64) error {
 	if err := e.writeMmapConfig(); err != nil {
 		return err
 	}
+	if err := e.writeExecConfig(); err != nil {
+		return err
+	}
 
 	mode := ModeKill
 	if _, err := os.Stat(e.layout.Pin(KindLink, progExecLSM)); err == nil {
 		mode = ModeLSM
 	}
-	for _, name := range append(slices.Clone(modePrograms[mode]), cgroupHookNames()...) {
+	for _, name := range append(slices.Clone(modePrograms[mode]), alwaysPrograms()...) {
 		if err := e.adoptLink(name, cgroupID); err != nil {
 			return err
 		}
@@ -469,6 +483,8 @@ func mapsByName(maps map[string]*ebpf.Map) holdfastMaps {
 		MmapTasks:   maps[holdfastMapMmapTasks],
 		MmapPasses:  maps[holdfastMapMmapPasses],
 		PathGen:     maps[holdfastMapPathGen],
+		ExecConfig:  maps[holdfastMapExecConfig],
+		TaskOwners:  maps[holdfastMapTaskOwners],
 	}
 }
 
@@ -536,8 +552,14 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 	if err := e.writeMmapConfig(); err != nil {
 		return err
 	}
+	if err := e.writeExecConfig(); err != nil {
+		return err
+	}
 
 	if err := e.attachExec(spec, maps); err != nil {
+		return err
+	}
+	if err := e.attachMove(spec, maps); err != nil {
 		return err
 	}
 	progs, err := loadPrograms(spec, maps, cgroupHookNames()...)
@@ -677,6 +699,26 @@ func (e *Enforcer) attachMode(spec *ebpf.CollectionSpec, maps map[string]*ebpf.M
 	}
 	for _, name := range names {
 		e.progs[name], e.links[name] = progs[name], links[name]
+	}
+	return nil
+}
+
+// attachMove attaches the programs that kill a task moved out of its
+// container's cgroup.
+func (e *Enforcer) attachMove(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
+	progs, err := loadPrograms(spec, maps, movePrograms...)
+	if err != nil {
+		return err
+	}
+	for _, name := range movePrograms {
+		e.progs[name] = progs[name]
+	}
+	for _, name := range movePrograms {
+		l, err := link.AttachTracing(link.TracingOptions{Program: progs[name], AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return fmt.Errorf("attach %s: %w", name, err)
+		}
+		e.links[name] = l
 	}
 	return nil
 }

@@ -25,6 +25,7 @@ const (
 	ActionBindRefused    = "bind-refused"    // bind() failed with EPERM
 	ActionPacketDropped  = "packet-dropped"  // an egress packet of a raw, ping or other socket was dropped
 	ActionSocketKilled   = "socket-killed"   // socket(AF_PACKET) caller got SIGKILL; Port holds the socket type
+	ActionMoveKilled     = "move-killed"     // a task moved out of its container's cgroup got SIGKILL; Filename holds the destination
 )
 
 var actions = map[uint32]string{
@@ -38,6 +39,7 @@ var actions = map[uint32]string{
 	8:  ActionBindRefused,
 	9:  ActionPacketDropped,
 	10: ActionSocketKilled,
+	11: ActionMoveKilled,
 }
 
 // Address families of network events.

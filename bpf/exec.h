@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
 /* Exec control: the executed file's path, resolved as the kernel sees it
- * inside the task's root, against the container's exact and prefix rules. */
+ * from the root of its mount namespace, and its identity and its directories'
+ * identities, against the container's exact and prefix rules. */
 #ifndef HOLDFAST_EXEC_H
 #define HOLDFAST_EXEC_H
 
@@ -71,8 +72,6 @@ static __always_inline __u64 sip_final(const struct sip *in, __u32 words)
 struct match_ctx {
 	__u64 dentry;
 	__u64 mnt; /* struct mount of dentry */
-	__u64 root_dentry;
-	__u64 root_vfsmnt; /* struct vfsmount of the task's root */
 	struct sip sip; /* keyed hash state over the components hashed so far */
 	__u64 root_hash; /* hash of no components: the "/" prefix */
 	__u32 words;     /* 64-bit words fed to sip */
@@ -94,21 +93,20 @@ struct match_ctx {
 	__u64 ring[MAX_PATH_DEPTH];
 };
 
-/* One step of the upward walk, as the kernel's prepend_path does it: stop at
- * the task's root, cross to the parent mount at a mount's root, stop at the
- * global root or a dentry that is its own parent (pseudo files). */
+/* One step of the upward walk, as the kernel's prepend_path does it for an
+ * absolute path: cross to the parent mount at a mount's root, stop at the
+ * root of the mount tree (the mount namespace's root mount, whose parent is
+ * itself; or a detached mount's root) or at a dentry that is its own parent
+ * (pseudo files). The task's chroot does not end it: a path is the same for
+ * every task of the container, chrooted or not (containers pivot_root, so
+ * the rootfs is the namespace's root and their paths do not change). */
 static long walk_step(__u32 i, struct match_ctx *c)
 {
 	struct dentry *d = (struct dentry *)c->dentry;
 	struct mount *m = (struct mount *)c->mnt;
-	__u64 vfsmnt = c->mnt + bpf_core_field_offset(struct mount, mnt);
 
 	if (!d || !m)
 		return 1;
-	if (c->dentry == c->root_dentry && vfsmnt == c->root_vfsmnt) {
-		c->done = 1;
-		return 1;
-	}
 	if (d == BPF_CORE_READ(m, mnt.mnt_root)) {
 		struct mount *parent = BPF_CORE_READ(m, mnt_parent);
 
@@ -131,6 +129,73 @@ static long walk_step(__u32 i, struct match_ctx *c)
 	c->depth++;
 	c->dentry = (__u64)parent;
 	return 0;
+}
+
+/* The upward walk over a file's directories within its file system
+ * (d_parent, mounts ignored): a directory-prefix rule's directory, resolved
+ * by the engine in the container's root, denies everything below it however
+ * it is reached (bind mount, chroot, a private mount namespace). */
+struct dir_walk {
+	__u64 dentry;
+	__u64 owner_cgroup;
+	__u32 dev;
+	__u32 rule_id;
+	__u8 done;
+	__u8 matched;
+	__u8 pad[6];
+};
+
+static long dir_step(__u32 i, struct dir_walk *w)
+{
+	struct dentry *d = (struct dentry *)w->dentry;
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+
+	if (!parent || parent == d) {
+		w->done = 1;
+		return 1;
+	}
+	struct file_key key = {
+		.cgroup_id = w->owner_cgroup,
+		.ino = BPF_CORE_READ(parent, d_inode, i_ino),
+		.dev = w->dev,
+		.kind = FILE_KIND_DIR,
+	};
+	struct file_value *v = bpf_map_lookup_elem(&file_rules, &key);
+
+	if (v) {
+		w->rule_id = v->rule_id;
+		w->matched = 1;
+		return 1;
+	}
+	w->dentry = (__u64)parent;
+	return 0;
+}
+
+enum {
+	DIRS_PASS = 0,
+	DIRS_DENIED,
+	DIRS_UNRESOLVED, /* deeper than MAX_WALK */
+};
+
+/* Whether a directory above dentry is denied in owner's container. A global
+ * function with a context of its own: the verifier checks it once, and
+ * the callers' match state does not multiply its states. */
+__noinline int dirs_denied(__u64 owner_cgroup, __u32 ruleset, __u64 dentry, __u32 *rule_id)
+{
+	struct ruleset_info *info = bpf_map_lookup_elem(&rulesets, &ruleset);
+	struct dir_walk w = {};
+
+	if (!rule_id || !info || !(info->flags & CG_EXEC_DIRS) || !owner_cgroup)
+		return DIRS_PASS;
+	w.dentry = dentry;
+	w.owner_cgroup = owner_cgroup;
+	w.dev = BPF_CORE_READ((struct dentry *)dentry, d_sb, s_dev);
+	bpf_loop(MAX_WALK, dir_step, &w, 0);
+	if (w.matched) {
+		*rule_id = w.rule_id;
+		return DIRS_DENIED;
+	}
+	return w.done ? DIRS_PASS : DIRS_UNRESOLVED;
 }
 
 static __always_inline bool lookup_exec(struct match_ctx *c, __u32 kind, __u64 hash)
@@ -189,25 +254,22 @@ static long hash_step(__u32 k, struct match_ctx *c)
 	return 0;
 }
 
-/* Matches file by identity against c->owner_cgroup's resolved files, then
- * resolves its path inside task's root against the ruleset in c.
- * Returns true when it is denied: c->rule_id says by what rule, or
- * c->unresolved that the path was too deep to resolve. Used for the file an
- * exec runs and for files mapped executable. */
-static __always_inline bool match_file(struct match_ctx *c, struct file *file, struct task_struct *task)
+/* Matches a file (its path object and inode) by identity against
+ * c->owner_cgroup's resolved files and directories, then resolves its path
+ * from the root of its mount tree against the ruleset in c. Returns true
+ * when it is denied: c->rule_id says by what rule, or c->unresolved that
+ * the path was too deep to resolve. Used for the file an exec runs, the
+ * file mapped at its entry point, and files mapped executable. */
+static __always_inline bool match_path(struct match_ctx *c, struct dentry *dentry, struct vfsmount *vfsmnt,
+				       struct inode *inode)
 {
 	/* The file itself first: no path trick changes its identity. */
-	if (match_identity(c->owner_cgroup, file, &c->rule_id)) {
+	if (match_identity(c->owner_cgroup, inode, &c->rule_id)) {
 		c->matched = 1;
 		return true;
 	}
-
-	__u64 vfsmnt = (__u64)BPF_CORE_READ(file, f_path.mnt);
-
-	c->dentry = (__u64)BPF_CORE_READ(file, f_path.dentry);
-	c->mnt = vfsmnt - bpf_core_field_offset(struct mount, mnt);
-	c->root_dentry = (__u64)BPF_CORE_READ(task, fs, root.dentry);
-	c->root_vfsmnt = (__u64)BPF_CORE_READ(task, fs, root.mnt);
+	c->dentry = (__u64)dentry;
+	c->mnt = (__u64)vfsmnt - bpf_core_field_offset(struct mount, mnt);
 	bpf_loop(MAX_WALK, walk_step, c, 0);
 	if (!c->done) {
 		count(COUNTER_EXEC_UNRESOLVED);
@@ -233,7 +295,29 @@ static __always_inline bool match_file(struct match_ctx *c, struct file *file, s
 		return true;
 	/* Paths deeper than any rule had their prefixes checked in the loop. */
 	/* Slot 0 holds the leaf, hashed last: the whole path. */
-	return c->depth <= MAX_PATH_DEPTH && lookup_exec(c, EXEC_EXACT, c->depth ? c->ring[0] : c->root_hash);
+	if (c->depth <= MAX_PATH_DEPTH && lookup_exec(c, EXEC_EXACT, c->depth ? c->ring[0] : c->root_hash))
+		return true;
+
+	/* Last, the directories above it (where the ruleset has prefix rules). */
+	switch (dirs_denied(c->owner_cgroup, c->ruleset, (__u64)dentry, &c->rule_id)) {
+	case DIRS_PASS:
+		return false;
+	case DIRS_DENIED:
+		c->matched = 1;
+		return true;
+	}
+	count(COUNTER_EXEC_UNRESOLVED);
+	c->unresolved = 1;
+	return true;
+}
+
+/* match_path for an open file. task is not needed (paths no longer end at
+ * its root); the mapping checks pass it. */
+static __always_inline bool match_file(struct match_ctx *c, struct file *file, struct task_struct *task)
+{
+	(void)task;
+	return match_path(c, BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt),
+			  BPF_CORE_READ(file, f_inode));
 }
 
 static __always_inline bool lookup_allow(struct match_ctx *c, __u64 hash, __u32 kind)
@@ -272,57 +356,200 @@ static __always_inline bool exec_allowed(struct match_ctx *c)
 	return false;
 }
 
-/* Whether the exec of file is refused: denied by a rule (or unresolvable),
- * or, with an allow list, not on it (c->not_allowed). */
-static __always_inline bool exec_refused(struct match_ctx *c, __u32 flags, struct file *file, struct task_struct *task)
+/* One exec decision and its outcome. The match state lives in judge()'s
+ * own frame: exec_kill judges two files, and two match states do not fit
+ * the 512-byte stack of one call chain. */
+struct exec_req {
+	__u64 owner_cgroup;
+	__u64 dentry;
+	__u64 vfsmnt;
+	__u64 inode;
+	__u32 ruleset;
+	__u32 flags; /* cgroup_rule flags; CG_EXEC_ALLOW applies the allow list */
+	__u32 rule_id;
+	__u8 unresolved;
+	__u8 not_allowed;
+	__u8 pad[2];
+};
+
+/* Whether the file in r is refused: denied by a rule (or unresolvable), or,
+ * with an allow list, not on it (r->not_allowed). A global function: the
+ * verifier checks it once, not once per call and caller state. */
+__noinline int judge(struct exec_req *r)
 {
-	if (match_file(c, file, task))
-		return true;
-	/* On the list by identity (an exact rule resolved in the container's
-	 * root, like /bin/sh -> /usr/bin/dash) or by path. */
-	if (!(flags & CG_EXEC_ALLOW) || allowed_identity(c->owner_cgroup, file) || exec_allowed(c))
-		return false;
-	c->not_allowed = 1;
-	return true;
+	struct match_ctx c = {};
+	int refused;
+
+	if (!r)
+		return 1;
+	c.ruleset = r->ruleset;
+	c.owner_cgroup = r->owner_cgroup;
+	refused = match_path(&c, (struct dentry *)r->dentry, (struct vfsmount *)r->vfsmnt, (struct inode *)r->inode);
+	/* On the allow list by identity (an exact rule resolved in the
+	 * container's root, like /bin/sh -> /usr/bin/dash) or by path. */
+	if (!refused && (r->flags & CG_EXEC_ALLOW) && !allowed_identity(r->owner_cgroup, (struct inode *)r->inode) &&
+	    !exec_allowed(&c)) {
+		c.not_allowed = 1;
+		refused = 1;
+	}
+	r->rule_id = c.rule_id;
+	r->unresolved = c.unresolved;
+	r->not_allowed = c.not_allowed;
+	return refused;
 }
 
-static __always_inline void emit_exec(struct match_ctx *c, __u64 cgroup_id, struct linux_binprm *bprm,
-				      struct task_struct *task, __u32 action)
+static __always_inline void req_file(struct exec_req *r, struct file *file)
 {
-	struct event *ev = event_new(cgroup_id, action, c->ruleset, c->rule_id);
+	r->dentry = (__u64)BPF_CORE_READ(file, f_path.dentry);
+	r->vfsmnt = (__u64)BPF_CORE_READ(file, f_path.mnt);
+	r->inode = (__u64)BPF_CORE_READ(file, f_inode);
+}
+
+/* FMODE_BACKING of the running kernel, written by the loader (bpf.fmodeBacking):
+ * overlayfs maps a layer's file, whose user_path is the file the task
+ * opened. */
+struct exec_config {
+	__u32 fmode_backing;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exec_config);
+} exec_config SEC(".maps");
+
+/* Attempts at the address space lock (bpf_find_vma only try-locks). */
+#define ENTRY_VMA_TRIES 64
+#define ERR_BUSY 16 /* EBUSY */
+
+/* The mapping at the new image's first instruction. */
+struct entry_find {
+	__u64 ip;
+	__u64 file;
+	__s64 err;
+	__u8 done;
+	__u8 pad[7];
+};
+
+static long entry_vma(struct task_struct *task, struct vm_area_struct *vma, struct entry_find *f)
+{
+	f->file = (__u64)vma->vm_file;
+	return 0;
+}
+
+static long entry_step(__u32 i, struct entry_find *f)
+{
+	long err = bpf_find_vma(bpf_get_current_task_btf(), f->ip, entry_vma, f, 0);
+
+	if (err == -ERR_BUSY)
+		return 0; /* another thread holds the lock: try again */
+	f->err = err;
+	f->done = 1;
+	return 1;
+}
+
+/* The file the new image starts in, when it is not the exec'd file: the ELF
+ * interpreter (PT_INTERP), which binfmt_elf maps inside execve, with no mmap
+ * system call for the mapping checks to see. It is judged by the deny rules
+ * only: ld.so is rarely on an allow list, and an executable naming another
+ * interpreter is itself a file the allow list has to admit. A start address
+ * in no mapping is refused. */
+static __always_inline int judge_entry(struct exec_req *r, struct file *exe)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	struct entry_find f = {};
+
+	f.ip = BPF_CORE_READ(regs, ip);
+	bpf_loop(ENTRY_VMA_TRIES, entry_step, &f, 0);
+	if (!f.done || f.err) {
+		count(COUNTER_EXEC_UNRESOLVED);
+		r->rule_id = 0;
+		r->unresolved = 1;
+		return 1;
+	}
+	if (!f.file)
+		return 0; /* anonymous memory or the vDSO: no file runs */
+	struct file *file = (struct file *)f.file;
+	struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
+	struct vfsmount *m = BPF_CORE_READ(file, f_path.mnt);
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+
+	if (bpf_core_type_exists(struct backing_file)) {
+		__u32 zero = 0;
+		struct exec_config *cfg = bpf_map_lookup_elem(&exec_config, &zero);
+
+		if (cfg && cfg->fmode_backing && (BPF_CORE_READ(file, f_mode) & cfg->fmode_backing)) {
+			struct backing_file *bf = (struct backing_file *)file;
+			struct vfsmount *um = BPF_CORE_READ(bf, user_path.mnt);
+			struct dentry *ud = BPF_CORE_READ(bf, user_path.dentry);
+
+			/* As in mmap.h: a plausible user path, else the layer
+			 * file is judged as is. */
+			if (um && ud && ud != d && BPF_CORE_READ(um, mnt_sb) == BPF_CORE_READ(ud, d_sb)) {
+				d = ud;
+				m = um;
+				inode = BPF_CORE_READ(ud, d_inode);
+			}
+		}
+	}
+	if (d == BPF_CORE_READ(exe, f_path.dentry) && m == BPF_CORE_READ(exe, f_path.mnt))
+		return 0; /* the exec'd file itself, judged already */
+	r->dentry = (__u64)d;
+	r->vfsmnt = (__u64)m;
+	r->inode = (__u64)inode;
+	r->flags &= ~CG_EXEC_ALLOW;
+	return judge(r);
+}
+
+static __always_inline void emit_exec(struct exec_req *r, struct linux_binprm *bprm, struct task_struct *task,
+				      __u32 action)
+{
+	struct event *ev = event_new(r->owner_cgroup, action, r->ruleset, r->rule_id);
 	if (!ev)
 		return;
 	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	ev->flags = (c->unresolved ? EVENT_UNRESOLVED : 0) | (c->not_allowed ? EVENT_NOT_ALLOWED : 0);
+	ev->flags = (r->unresolved ? EVENT_UNRESOLVED : 0) | (r->not_allowed ? EVENT_NOT_ALLOWED : 0);
 	bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), BPF_CORE_READ(bprm, filename));
 	bpf_ringbuf_submit(ev, 0);
 }
 
 /* Fallback mode: the exec has passed the point of no return, so the new
- * image is killed before its first instruction. */
+ * image is killed before its first instruction: the exec'd file, and the
+ * file at its start address (its ELF interpreter) if that is another. */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(exec_kill, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	struct owner o;
 
-	if (!owner_of_current(&o) || !(o.rule->flags & CG_EXEC))
+	if (!owner_of_current(&o))
+		return 0;
+	remember_owner(p, o.cgroup_id);
+	if (!(o.rule->flags & CG_EXEC))
 		return 0;
 	count(COUNTER_EXEC_CHECKED);
 
-	struct match_ctx c = {};
-	c.ruleset = o.rule->ruleset;
-	c.owner_cgroup = o.cgroup_id;
-	if (!exec_refused(&c, o.rule->flags, BPF_CORE_READ(bprm, file), p))
+	struct file *exe = BPF_CORE_READ(bprm, file);
+	struct exec_req r = {};
+
+	r.owner_cgroup = o.cgroup_id;
+	r.ruleset = o.rule->ruleset;
+	r.flags = o.rule->flags;
+	req_file(&r, exe);
+	if (!judge(&r) && !judge_entry(&r, exe))
 		return 0;
 	bpf_send_signal(SIGKILL);
 	count(COUNTER_EXEC_DENIED);
-	emit_exec(&c, o.cgroup_id, bprm, p, ACTION_EXEC_KILLED);
+	emit_exec(&r, bprm, p, ACTION_EXEC_KILLED);
 	return 0;
 }
 
 /* Preferred mode where BPF LSM programs load: execve fails with EPERM. It
  * runs for every binfmt stage, so a script and its interpreter are both
- * checked. */
+ * checked; an ELF interpreter is mapped through vm_mmap inside execve,
+ * which lsm/mmap_file (mmap.h) judges. */
 SEC("lsm/bprm_check_security")
 int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 {
@@ -330,19 +557,107 @@ int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 		return ret;
 	struct owner o;
 
-	if (!owner_of_current(&o) || !(o.rule->flags & CG_EXEC))
+	if (!owner_of_current(&o))
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	remember_owner(task, o.cgroup_id);
+	if (!(o.rule->flags & CG_EXEC))
 		return 0;
 	count(COUNTER_EXEC_CHECKED);
 
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct match_ctx c = {};
-	c.ruleset = o.rule->ruleset;
-	c.owner_cgroup = o.cgroup_id;
-	if (!exec_refused(&c, o.rule->flags, BPF_CORE_READ(bprm, file), task))
+	struct exec_req r = {};
+
+	r.owner_cgroup = o.cgroup_id;
+	r.ruleset = o.rule->ruleset;
+	r.flags = o.rule->flags;
+	req_file(&r, BPF_CORE_READ(bprm, file));
+	if (!judge(&r))
 		return 0;
 	count(COUNTER_EXEC_DENIED);
-	emit_exec(&c, o.cgroup_id, bprm, task, ACTION_EXEC_DENIED);
+	emit_exec(&r, bprm, task, ACTION_EXEC_DENIED);
 	return -EPERM;
+}
+
+/* Leaving the container's cgroup. A task of a registered container that can
+ * write a cgroup.procs above its own (CAP_SYS_ADMIN and the host's cgroup
+ * namespace), or clone3 into such a cgroup (CLONE_INTO_CGROUP), would run
+ * under no rules or another container's. When the mover is a task of a
+ * registered container and the destination's nearest registered cgroup is
+ * not that container, the moved task is killed. Runtimes move tasks from
+ * outside any container and are not affected. */
+
+/* The container the current task (the mover) belongs to: where it last
+ * exec'd or was forked, since a task that moved itself is already in the
+ * destination; else, for a task that did neither since the programs were
+ * loaded, its cgroup. */
+static __always_inline __u64 mover_owner(void)
+{
+	struct task_owner *t = bpf_task_storage_get(&task_owners, bpf_get_current_task_btf(), 0, 0);
+
+	if (t && t->cgroup_id && bpf_map_lookup_elem(&cgroup_rules, &t->cgroup_id))
+		return t->cgroup_id;
+	struct owner o;
+
+	return owner_of_current(&o) ? o.cgroup_id : 0;
+}
+
+static __always_inline void judge_move(struct task_struct *task, struct cgroup *dst, const char *path)
+{
+	__u64 to = registered_ancestor(dst);
+	__u64 from = mover_owner();
+
+	if (!from || from == to) {
+		/* An allowed move (by a runtime, or within the container) is
+		 * where the task now belongs. */
+		struct task_owner *t = bpf_task_storage_get(&task_owners, task, 0, 0);
+		if (t)
+			t->cgroup_id = to;
+		return;
+	}
+	/* Kernels before 6.13 have no way to signal another task from here. */
+	if (!bpf_ksym_exists(bpf_send_signal_task))
+		return;
+	bpf_send_signal_task(task, SIGKILL, PIDTYPE_TGID, 0);
+	struct cgroup_rule *rule = bpf_map_lookup_elem(&cgroup_rules, &from);
+	struct event *ev = event_new(from, ACTION_MOVE_KILLED, rule ? rule->ruleset : 0, 0);
+	if (!ev)
+		return;
+	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	if (path)
+		bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), path);
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* After a write to cgroup.procs or cgroup.threads moved task into dst. */
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(cgroup_move, struct cgroup *dst, const char *path, struct task_struct *task, bool threadgroup)
+{
+	if (BPF_CORE_READ(dst, root, hierarchy_id) != 0)
+		return 0; /* a cgroup v1 hierarchy: rules follow the v2 cgroup */
+	judge_move(task, dst, path);
+	return 0;
+}
+
+/* Before a new task first runs: it inherits where its parent belongs, and
+ * a task cloned into another cgroup (CLONE_INTO_CGROUP) is judged as a move.
+ * Every fork pays one task storage lookup and a pointer comparison. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(cgroup_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct task_owner *t = bpf_task_storage_get(&task_owners, parent, 0, 0);
+
+	if (t && t->cgroup_id) {
+		__u64 id = t->cgroup_id;
+		struct task_owner *c = bpf_task_storage_get(&task_owners, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (c)
+			c->cgroup_id = id;
+	}
+	struct cgroup *to = BPF_CORE_READ(child, cgroups, dfl_cgrp);
+
+	if (to != BPF_CORE_READ(parent, cgroups, dfl_cgrp))
+		judge_move(child, to, NULL);
+	return 0;
 }
 
 #endif

@@ -29,18 +29,43 @@ func KernelDev(major, minor uint32) uint32 { return major<<20 | minor&(1<<20-1) 
 func (f FileID) String() string { return fmt.Sprintf("%d:%d:%d", f.Dev>>20, f.Dev&(1<<20-1), f.Ino) }
 
 // A FileRule denies executing (or mapping executable) one file by identity
-// in one registered cgroup, or with Allow puts it on the cgroup's allow
-// list; RuleID is the exec rule it was resolved from.
+// in one registered cgroup; RuleID is the exec rule it was resolved from.
+// With Dir, File is a directory-prefix rule's directory and everything
+// below it (by its parent chain within its file system, whatever mount,
+// chroot or namespace it is reached through) is denied.
+// With Allow, File is on the cgroup's allow list instead (Dir is then
+// false).
 type FileRule struct {
 	File   FileID
 	RuleID uint32
+	Dir    bool
 	Allow  bool
 }
 
-// verdict is what file_rules holds for one file.
+// verdict is what file_rules holds for one entry.
 type verdict struct {
 	rule  uint32
 	allow bool
+}
+
+// fileEntry is one file_rules key of a cgroup: a file or a directory.
+type fileEntry struct {
+	File FileID
+	Dir  bool
+}
+
+// file_key.kind (FILE_KIND_* in files.h).
+const (
+	fileKindFile uint32 = 0
+	fileKindDir  uint32 = 1
+)
+
+func fileKey(cgroupID uint64, f fileEntry) holdfastFileKey {
+	k := holdfastFileKey{CgroupId: cgroupID, Dev: f.File.Dev, Ino: f.File.Ino, Kind: fileKindFile}
+	if f.Dir {
+		k.Kind = fileKindDir
+	}
+	return k
 }
 
 // fileIndex mirrors file_rules by cgroup, so replacing or clearing one
@@ -49,22 +74,22 @@ type verdict struct {
 type fileIndex struct {
 	mu       sync.Mutex
 	loaded   bool
-	byCgroup map[uint64]map[FileID]verdict
+	byCgroup map[uint64]map[fileEntry]verdict
 }
 
 func (e *Enforcer) loadFileIndexLocked() error {
 	if e.files.loaded {
 		return nil
 	}
-	idx := map[uint64]map[FileID]verdict{}
+	idx := map[uint64]map[fileEntry]verdict{}
 	var k holdfastFileKey
 	var v holdfastFileValue
 	iter := e.maps.FileRules.Iterate()
 	for iter.Next(&k, &v) {
 		if idx[k.CgroupId] == nil {
-			idx[k.CgroupId] = map[FileID]verdict{}
+			idx[k.CgroupId] = map[fileEntry]verdict{}
 		}
-		idx[k.CgroupId][FileID{Dev: k.Dev, Ino: k.Ino}] = verdict{v.RuleId, v.Allow != 0}
+		idx[k.CgroupId][fileEntry{File: FileID{Dev: k.Dev, Ino: k.Ino}, Dir: k.Kind == fileKindDir}] = verdict{v.RuleId, v.Allow != 0}
 	}
 	if err := iter.Err(); err != nil {
 		return fmt.Errorf("read file_rules: %w", err)
@@ -78,11 +103,13 @@ func (e *Enforcer) loadFileIndexLocked() error {
 // before and after is never allowed in between. Of two rules for one file,
 // a deny beats an allow, then the lowest rule ID is kept.
 func (e *Enforcer) SetCgroupFiles(cgroupID uint64, rules []FileRule) error {
-	want := map[FileID]verdict{}
+	want := map[fileEntry]verdict{}
 	for _, r := range rules {
-		cur, ok := want[r.File]
-		if !ok || cur.allow && !r.Allow || cur.allow == r.Allow && r.RuleID < cur.rule {
-			want[r.File] = verdict{r.RuleID, r.Allow}
+		f := fileEntry{File: r.File, Dir: r.Dir}
+		allow := r.Allow && !r.Dir
+		cur, ok := want[f]
+		if !ok || cur.allow && !allow || cur.allow == allow && r.RuleID < cur.rule {
+			want[f] = verdict{r.RuleID, allow}
 		}
 	}
 	e.files.mu.Lock()
@@ -92,7 +119,7 @@ func (e *Enforcer) SetCgroupFiles(cgroupID uint64, rules []FileRule) error {
 	}
 	have := e.files.byCgroup[cgroupID]
 	if have == nil {
-		have = map[FileID]verdict{}
+		have = map[fileEntry]verdict{}
 		e.files.byCgroup[cgroupID] = have
 	}
 	added := false
@@ -100,12 +127,11 @@ func (e *Enforcer) SetCgroupFiles(cgroupID uint64, rules []FileRule) error {
 		if cur, ok := have[f]; ok && cur == v {
 			continue
 		}
-		key := holdfastFileKey{CgroupId: cgroupID, Dev: f.Dev, Ino: f.Ino}
 		value := holdfastFileValue{RuleId: v.rule}
 		if v.allow {
 			value.Allow = 1
 		}
-		if err := e.maps.FileRules.Update(key, value, ebpf.UpdateAny); err != nil {
+		if err := e.maps.FileRules.Update(fileKey(cgroupID, f), value, ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("set files of cgroup %d: write %s to file_rules: %w", cgroupID, f, err)
 		}
 		have[f] = v
@@ -131,9 +157,8 @@ func (e *Enforcer) SetCgroupFiles(cgroupID uint64, rules []FileRule) error {
 	return nil
 }
 
-func (e *Enforcer) deleteFileLocked(cgroupID uint64, f FileID) error {
-	key := holdfastFileKey{CgroupId: cgroupID, Dev: f.Dev, Ino: f.Ino}
-	if err := e.maps.FileRules.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+func (e *Enforcer) deleteFileLocked(cgroupID uint64, f fileEntry) error {
+	if err := e.maps.FileRules.Delete(fileKey(cgroupID, f)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete %s from file_rules: %w", f, err)
 	}
 	delete(e.files.byCgroup[cgroupID], f)
@@ -170,10 +195,11 @@ func (e *Enforcer) CgroupFiles(cgroupID uint64) ([]FileRule, error) {
 	}
 	var out []FileRule
 	for f, v := range e.files.byCgroup[cgroupID] {
-		out = append(out, FileRule{File: f, RuleID: v.rule, Allow: v.allow})
+		out = append(out, FileRule{File: f.File, RuleID: v.rule, Dir: f.Dir, Allow: v.allow})
 	}
 	slices.SortFunc(out, func(a, b FileRule) int {
-		return cmp.Or(cmp.Compare(a.RuleID, b.RuleID), cmp.Compare(a.File.Dev, b.File.Dev), cmp.Compare(a.File.Ino, b.File.Ino))
+		return cmp.Or(cmp.Compare(a.RuleID, b.RuleID), cmp.Compare(a.File.Dev, b.File.Dev), cmp.Compare(a.File.Ino, b.File.Ino),
+			cmp.Compare(b2i(a.Dir), b2i(b.Dir)))
 	})
 	return out, nil
 }
@@ -186,4 +212,32 @@ func (e *Enforcer) FileCgroups() ([]uint64, error) {
 		return nil, fmt.Errorf("list cgroups with files: %w", err)
 	}
 	return slices.Sorted(maps.Keys(e.files.byCgroup)), nil
+}
+
+func (f fileEntry) String() string {
+	if f.Dir {
+		return "directory " + f.File.String()
+	}
+	return f.File.String()
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// writeExecConfig tells the exec programs the running kernel's
+// FMODE_BACKING, so that the file at a new image's entry point is judged by
+// the path the task opened (overlayfs maps the layer's file).
+func (e *Enforcer) writeExecConfig() error {
+	bit, err := fmodeBacking()
+	if err != nil {
+		return fmt.Errorf("write exec config: %w", err)
+	}
+	if err := e.maps.ExecConfig.Put(uint32(0), holdfastExecConfig{FmodeBacking: bit}); err != nil {
+		return fmt.Errorf("write map %s: %w", holdfastMapExecConfig, err)
+	}
+	return nil
 }

@@ -16,8 +16,14 @@ struct file_key {
 	__u64 cgroup_id; /* owner cgroup (cgroup.h), not the ruleset */
 	__u64 ino;
 	__u32 dev;
-	__u32 pad;
+	__u32 kind; /* FILE_KIND_* */
 };
+
+/* file_key.kind: an exact rule's file (denied, or allowed when
+ * file_value.allow), or a directory-prefix deny rule's directory
+ * (everything below it, by d_parent, is denied). */
+#define FILE_KIND_FILE 0
+#define FILE_KIND_DIR 1
 
 struct file_value {
 	__u32 rule_id;
@@ -32,13 +38,13 @@ struct {
 	__type(value, struct file_value);
 } file_rules SEC(".maps");
 
-static __always_inline struct file_value *lookup_identity(__u64 owner_cgroup, struct file *file)
+static __always_inline struct file_value *lookup_identity(__u64 owner_cgroup, struct inode *inode)
 {
-	struct inode *inode = BPF_CORE_READ(file, f_inode);
 	struct file_key key = {
 		.cgroup_id = owner_cgroup,
 		.ino = BPF_CORE_READ(inode, i_ino),
 		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
+		.kind = FILE_KIND_FILE,
 	};
 
 	if (!owner_cgroup)
@@ -47,9 +53,9 @@ static __always_inline struct file_value *lookup_identity(__u64 owner_cgroup, st
 }
 
 /* One lookup: is this file, by identity, denied in the owner's container? */
-static __always_inline bool match_identity(__u64 owner_cgroup, struct file *file, __u32 *rule_id)
+static __always_inline bool match_identity(__u64 owner_cgroup, struct inode *inode, __u32 *rule_id)
 {
-	struct file_value *v = lookup_identity(owner_cgroup, file);
+	struct file_value *v = lookup_identity(owner_cgroup, inode);
 
 	if (!v || v->allow)
 		return false;
@@ -58,9 +64,9 @@ static __always_inline bool match_identity(__u64 owner_cgroup, struct file *file
 }
 
 /* Is this file, by identity, on the owner container's allow list? */
-static __always_inline bool allowed_identity(__u64 owner_cgroup, struct file *file)
+static __always_inline bool allowed_identity(__u64 owner_cgroup, struct inode *inode)
 {
-	struct file_value *v = lookup_identity(owner_cgroup, file);
+	struct file_value *v = lookup_identity(owner_cgroup, inode);
 
 	return v && v->allow;
 }

@@ -41,6 +41,7 @@ func TestMain(m *testing.M) {
 //	install ROOT CGROUPROOT CGROUPID PATH  load, deny PATH exactly for the
 //	                            cgroup, print the pins as JSON, exit
 //	exec-... and allow-install  see allowHelper
+//	pivot ROOT ARGV...          run ARGV after pivot_root into ROOT (pivotHelper)
 func runHelper(mode string, args []string) int {
 	switch mode {
 	case "dial", "sendto":
@@ -56,6 +57,8 @@ func runHelper(mode string, args []string) int {
 		return allowHelper(mode, args)
 	case "exit":
 		return 0
+	case "pivot":
+		return pivotHelper(args)
 	case "install":
 		if len(args) != 4 {
 			fmt.Fprintf(os.Stderr, "install: want ROOT CGROUPROOT CGROUPID PATH, got %q\n", args)

@@ -62,6 +62,12 @@ type holdfastEvent struct {
 	Filename [256]int8
 }
 
+type holdfastExecConfig struct {
+	_            structs.HostLayout
+	FmodeBacking uint32
+	Pad          uint32
+}
+
 type holdfastExecKey struct {
 	_       structs.HostLayout
 	Ruleset uint32
@@ -80,7 +86,7 @@ type holdfastFileKey struct {
 	CgroupId uint64
 	Ino      uint64
 	Dev      uint32
-	Pad      uint32
+	Kind     uint32
 }
 
 type holdfastFileValue struct {
@@ -203,6 +209,11 @@ type holdfastSocketKey struct {
 	Pad      uint16
 }
 
+type holdfastTaskOwner struct {
+	_        structs.HostLayout
+	CgroupId uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -212,6 +223,7 @@ const (
 	holdfastMapCounters      = "counters"
 	holdfastMapDenials       = "denials"
 	holdfastMapEvents        = "events"
+	holdfastMapExecConfig    = "exec_config"
 	holdfastMapExecHashKey   = "exec_hash_key"
 	holdfastMapExecRules     = "exec_rules"
 	holdfastMapFileRules     = "file_rules"
@@ -226,8 +238,11 @@ const (
 	holdfastMapRulesets      = "rulesets"
 	holdfastMapSendmsgPasses = "sendmsg_passes"
 	holdfastMapSocketRules   = "socket_rules"
+	holdfastMapTaskOwners    = "task_owners"
 	holdfastProgBind4        = "bind4"
 	holdfastProgBind6        = "bind6"
+	holdfastProgCgroupFork   = "cgroup_fork"
+	holdfastProgCgroupMove   = "cgroup_move"
 	holdfastProgConnect4     = "connect4"
 	holdfastProgConnect6     = "connect6"
 	holdfastProgEgress       = "egress"
@@ -287,6 +302,8 @@ type holdfastSpecs struct {
 type holdfastProgramSpecs struct {
 	Bind4        *ebpf.ProgramSpec `ebpf:"bind4"`
 	Bind6        *ebpf.ProgramSpec `ebpf:"bind6"`
+	CgroupFork   *ebpf.ProgramSpec `ebpf:"cgroup_fork"`
+	CgroupMove   *ebpf.ProgramSpec `ebpf:"cgroup_move"`
 	Connect4     *ebpf.ProgramSpec `ebpf:"connect4"`
 	Connect6     *ebpf.ProgramSpec `ebpf:"connect6"`
 	Egress       *ebpf.ProgramSpec `ebpf:"egress"`
@@ -311,6 +328,7 @@ type holdfastMapSpecs struct {
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	Denials       *ebpf.MapSpec `ebpf:"denials"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
+	ExecConfig    *ebpf.MapSpec `ebpf:"exec_config"`
 	ExecHashKey   *ebpf.MapSpec `ebpf:"exec_hash_key"`
 	ExecRules     *ebpf.MapSpec `ebpf:"exec_rules"`
 	FileRules     *ebpf.MapSpec `ebpf:"file_rules"`
@@ -325,6 +343,7 @@ type holdfastMapSpecs struct {
 	Rulesets      *ebpf.MapSpec `ebpf:"rulesets"`
 	SendmsgPasses *ebpf.MapSpec `ebpf:"sendmsg_passes"`
 	SocketRules   *ebpf.MapSpec `ebpf:"socket_rules"`
+	TaskOwners    *ebpf.MapSpec `ebpf:"task_owners"`
 }
 
 // holdfastVariableSpecs contains global variables before they are loaded into the kernel.
@@ -358,6 +377,7 @@ type holdfastMaps struct {
 	Counters      *ebpf.Map `ebpf:"counters"`
 	Denials       *ebpf.Map `ebpf:"denials"`
 	Events        *ebpf.Map `ebpf:"events"`
+	ExecConfig    *ebpf.Map `ebpf:"exec_config"`
 	ExecHashKey   *ebpf.Map `ebpf:"exec_hash_key"`
 	ExecRules     *ebpf.Map `ebpf:"exec_rules"`
 	FileRules     *ebpf.Map `ebpf:"file_rules"`
@@ -372,6 +392,7 @@ type holdfastMaps struct {
 	Rulesets      *ebpf.Map `ebpf:"rulesets"`
 	SendmsgPasses *ebpf.Map `ebpf:"sendmsg_passes"`
 	SocketRules   *ebpf.Map `ebpf:"socket_rules"`
+	TaskOwners    *ebpf.Map `ebpf:"task_owners"`
 }
 
 func (m *holdfastMaps) Close() error {
@@ -381,6 +402,7 @@ func (m *holdfastMaps) Close() error {
 		m.Counters,
 		m.Denials,
 		m.Events,
+		m.ExecConfig,
 		m.ExecHashKey,
 		m.ExecRules,
 		m.FileRules,
@@ -395,6 +417,7 @@ func (m *holdfastMaps) Close() error {
 		m.Rulesets,
 		m.SendmsgPasses,
 		m.SocketRules,
+		m.TaskOwners,
 	)
 }
 
@@ -410,6 +433,8 @@ type holdfastVariables struct {
 type holdfastPrograms struct {
 	Bind4        *ebpf.Program `ebpf:"bind4"`
 	Bind6        *ebpf.Program `ebpf:"bind6"`
+	CgroupFork   *ebpf.Program `ebpf:"cgroup_fork"`
+	CgroupMove   *ebpf.Program `ebpf:"cgroup_move"`
 	Connect4     *ebpf.Program `ebpf:"connect4"`
 	Connect6     *ebpf.Program `ebpf:"connect6"`
 	Egress       *ebpf.Program `ebpf:"egress"`
@@ -429,6 +454,8 @@ func (p *holdfastPrograms) Close() error {
 	return _HoldfastClose(
 		p.Bind4,
 		p.Bind6,
+		p.CgroupFork,
+		p.CgroupMove,
 		p.Connect4,
 		p.Connect6,
 		p.Egress,

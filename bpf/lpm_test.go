@@ -157,7 +157,7 @@ func TestCompileRulesetIsOrderIndependent(t *testing.T) {
 	if ca.info != cb.info {
 		t.Errorf("same rules in another order compile differently: %+v vs %+v", ca.info, cb.info)
 	}
-	if ca.info.Flags != flagExec|flagConnect || ca.info.ExecRules != 2 || ca.info.Net4Prefixes != 2 {
+	if ca.info.Flags != flagExec|flagExecDirs|flagConnect || ca.info.ExecRules != 2 || ca.info.Net4Prefixes != 2 {
 		t.Errorf("info %+v", ca.info)
 	}
 	c := a

@@ -24,6 +24,7 @@ const (
 	flagSocket    uint32 = 1 << 3
 	flagBind      uint32 = 1 << 4
 	flagExecAllow uint32 = 1 << 5
+	flagExecDirs  uint32 = 1 << 6
 )
 
 var (
@@ -154,6 +155,10 @@ func compileRuleset(rs Ruleset, key HashKey) (compiledRuleset, error) {
 	}
 	if allow {
 		c.info.Flags |= flagExecAllow
+	}
+	if slices.ContainsFunc(rs.Exec, func(r ExecRule) bool { return r.Kind == ExecPrefix && len(r.Components) > 0 }) {
+		// Directory identities (FileRule.Dir) are looked up only then.
+		c.info.Flags |= flagExecDirs
 	}
 	if len(c.v4)+len(c.v6) > 0 {
 		c.info.Flags |= flagConnect

@@ -40,6 +40,9 @@
 #define CG_BIND (1u << 4)
 /* The ruleset has an allow list: only files on it may be exec'd. */
 #define CG_EXEC_ALLOW (1u << 5)
+/* The ruleset has directory-prefix deny rules: the exec checks look up the
+ * identities of the file's directories (file_rules, FILE_KIND_DIR). */
+#define CG_EXEC_DIRS (1u << 6)
 
 /* event.flags: the path was too deep to resolve, so it was refused without a
  * rule match. */
@@ -66,6 +69,7 @@ enum action {
 	ACTION_BIND_REFUSED = 8,
 	ACTION_PACKET_DROPPED = 9,
 	ACTION_SOCKET_KILLED = 10,
+	ACTION_MOVE_KILLED = 11, /* a task moved out of its container's cgroup got SIGKILL */
 };
 
 enum counter {

@@ -96,8 +96,9 @@ func sharedLibraries(t testing.TB, bin string) []string {
 
 // The loader route on a container's overlay root: every route that maps a
 // denied file executable is killed, whether the file sits in the image
-// (lower) layer or was copied up, and whether the task runs chrooted into
-// the overlay (as a container does) or reaches it by a longer path. On
+// (lower) layer or was copied up, and whether the task runs in the overlay
+// as a container does (pivot_root), chrooted into it, or reaches it by a
+// longer path. On
 // overlayfs the kernel maps the layer's file, not the overlay's, so the
 // mprotect checks see the layer file and must judge it by the path the
 // task opened.
@@ -128,29 +129,44 @@ func TestMmapOverlay(t *testing.T) {
 	}
 	t.Cleanup(func() { r.Close() })
 
+	// How the task reaches the overlay: pivot_root into it, as a container
+	// runtime does (paths start at the overlay); chroot into it, which does
+	// not change the paths rules see (they start at the mount namespace's
+	// root); or paths through the overlay mount.
+	const (
+		pivot = iota
+		chroot
+		host
+	)
 	for _, view := range []struct {
-		name   string
-		chroot bool
-	}{{"chrooted into the overlay", true}, {"paths through the overlay mount", false}} {
+		name string
+		kind int
+	}{{"pivot_root into the overlay", pivot}, {"chrooted into the overlay", chroot}, {"paths through the overlay mount", host}} {
 		t.Run(view.name, func(t *testing.T) {
-			// in is the path the task uses for an in-root path.
+			// in is the path the task uses for an in-root path, rule the
+			// path a rule names for it.
 			in := func(p string) string {
-				if view.chroot {
+				if view.kind == host {
+					return filepath.Join(o.merged, p)
+				}
+				return p
+			}
+			rule := func(p string) string {
+				if view.kind == pivot {
 					return p
 				}
 				return filepath.Join(o.merged, p)
 			}
-			// Rules name the paths as the task sees them. The layer-relative
-			// paths (what a walk of the layer file would yield) get rules of
-			// their own so that the event says which path matched.
-			rs := Ruleset{ID: 7, Exec: []ExecRule{
-				mustExecRule(t, in("/usr/bin/id"), 11),
-				mustExecRule(t, in("/usr/bin/id-up"), 12),
-				mustExecRule(t, in("/denied/libhf.so"), 13),
-				mustExecRule(t, in("/up/libhf.so"), 14),
+			// The layer-relative paths (what a walk of the layer file would
+			// yield) get rules of their own so that the event says which
+			// path matched.
+			rs := Ruleset{ID: 7 + uint32(view.kind), Exec: []ExecRule{
+				mustExecRule(t, rule("/usr/bin/id"), 11),
+				mustExecRule(t, rule("/usr/bin/id-up"), 12),
+				mustExecRule(t, rule("/denied/libhf.so"), 13),
+				mustExecRule(t, rule("/up/libhf.so"), 14),
 			}}
-			if !view.chroot {
-				rs.ID = 8
+			if view.kind != pivot {
 				rs.Exec = append(rs.Exec,
 					mustExecRule(t, "/denied/libhf.so", 93),
 					mustExecRule(t, "/up/libhf.so", 94))
@@ -163,16 +179,19 @@ func TestMmapOverlay(t *testing.T) {
 				t.Fatal(err)
 			}
 			run := func(argv ...string) *exec.Cmd {
-				if !view.chroot {
-					if argv[0] == "/bin/mapfile" {
-						argv[0] = mapfile
-					}
-					return command(cg, argv[0], argv[1:]...)
+				switch view.kind {
+				case pivot:
+					return pivoted(cg, o.merged, argv...)
+				case chroot:
+					cmd := command(cg, argv[0], argv[1:]...)
+					cmd.SysProcAttr.Chroot = o.merged
+					cmd.Dir = "/"
+					return cmd
 				}
-				cmd := command(cg, argv[0], argv[1:]...)
-				cmd.SysProcAttr.Chroot = o.merged
-				cmd.Dir = "/"
-				return cmd
+				if argv[0] == "/bin/mapfile" {
+					argv[0] = mapfile
+				}
+				return command(cg, argv[0], argv[1:]...)
 			}
 			tests := []struct {
 				name    string

@@ -13,10 +13,6 @@
 #define bpf_ksym_exists(sym) (!!(sym))
 #endif
 
-enum pid_type {
-	PIDTYPE_TGID = 1,
-};
-
 struct bpf_iter_task {
 	__u64 __opaque[3];
 } __attribute__((aligned(8)));

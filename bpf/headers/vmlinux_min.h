@@ -155,7 +155,32 @@ struct sigpending {
 	sigset_t signal;
 };
 
+struct kernfs_node {
+	u64 id;
+};
+
+struct cgroup_root {
+	int hierarchy_id; /* 0: the default (v2) hierarchy */
+};
+
+struct cgroup {
+	int level;
+	struct kernfs_node *kn;
+	struct cgroup_root *root;
+	struct cgroup *ancestors[0]; /* by level, this cgroup last */
+};
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
+};
+
+enum pid_type {
+	PIDTYPE_PID,
+	PIDTYPE_TGID,
+};
+
 struct task_struct {
+	struct css_set *cgroups;
 	pid_t pid;
 	pid_t tgid;
 	struct task_struct *real_parent;
@@ -179,6 +204,7 @@ struct pt_regs {
 	unsigned long si;
 	unsigned long di;
 	unsigned long orig_ax;
+	unsigned long ip;
 };
 
 struct fdtable {

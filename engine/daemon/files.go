@@ -53,6 +53,12 @@ func isExactAllow(r policy.RuleInfo) bool {
 	return strings.HasPrefix(r.Field, fieldExecAllow) && !strings.HasSuffix(r.Text, "/")
 }
 
+// isDirDeny says whether r denies a directory below "/" ("/" covers every
+// file by path alone).
+func isDirDeny(r policy.RuleInfo) bool {
+	return strings.HasPrefix(r.Field, fieldExecDeny) && strings.HasSuffix(r.Text, "/") && r.Text != "/"
+}
+
 // openRootLocked opens the container's root filesystem: through the
 // registrar's pid (and rootfs) while that pid still shows the root the
 // container was registered with, else through any process of its cgroup
@@ -129,14 +135,15 @@ func cgroupPids(dir string, max int) []int {
 	return pids
 }
 
-// syncFilesLocked resolves c's exact exec deny rules in its root and makes
-// the resulting file identities c's cgroup's file rules. It runs before the
-// cgroup entry is written, so a container is never enforced by path alone.
-// Without a root (no live process) the previous identities stay.
+// syncFilesLocked resolves c's exact and directory-prefix exec deny rules in
+// its root and makes the resulting file and directory identities c's
+// cgroup's file rules. It runs before the cgroup entry is written, so a
+// container is never enforced by path alone. Without a root (no live
+// process) the previous identities stay.
 func (e *Engine) syncFilesLocked(c *api.Container) error {
 	var rules []policy.RuleInfo
 	for _, r := range e.execRules(*c) {
-		if isExactDeny(r) || isExactAllow(r) {
+		if isExactDeny(r) || isExactAllow(r) || isDirDeny(r) {
 			rules = append(rules, r)
 		}
 	}
@@ -160,7 +167,14 @@ func (e *Engine) syncFilesLocked(c *api.Container) error {
 			e.log.Debug("exec rule resolves to nothing", "id", c.ID, "rule", r.Text, "err", err)
 			continue
 		}
-		files = append(files, bpf.FileRule{File: f.ID, RuleID: r.ID, Allow: isExactAllow(r)})
+		dir := isDirDeny(r)
+		if dir != f.Mode.IsDir() {
+			// A prefix rule naming a file, or an exact rule a directory,
+			// covers nothing by identity (Explain says so).
+			e.log.Debug("exec rule resolves to the wrong kind of file", "id", c.ID, "rule", r.Text, "mode", f.Mode)
+			continue
+		}
+		files = append(files, bpf.FileRule{File: f.ID, RuleID: r.ID, Dir: dir, Allow: isExactAllow(r)})
 	}
 	if err := e.enforcer.SetCgroupFiles(c.CgroupID, files); err != nil {
 		return fmt.Errorf("files of container %s: %w", c.ID, err)
@@ -248,6 +262,7 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 			x.Warnings = append(x.Warnings, fmt.Sprintf("resolves to nothing in this image (%v); it holds by path only, if the file appears later", rootless(err, root)))
 		case strings.HasSuffix(r.Text, "/"):
 			x.File = resolvedFile(f)
+			x.Enforced = enforced[bpf.FileRule{File: f.ID, RuleID: r.ID, Dir: true}]
 			if want := strings.TrimSuffix(r.Text, "/"); r.Text != "/" && f.Target != want {
 				x.Warnings = append(x.Warnings, fmt.Sprintf("directory prefix rules match the resolved path: in this image %s is %s/, so this rule covers nothing below it; write %s/", r.Text, f.Target, f.Target))
 			}
@@ -371,10 +386,11 @@ func resolveCommand(root *inroot.Root, arg0 string) (inroot.File, error) {
 func uncoveredExec(mode string) []string {
 	out := []string{
 		"deny rules without an allow list: a copy of a denied file, a file written at run time, a memfd or /proc/self/fd/N of one; only exec.allow stops new files",
-		"allow lists also match by resolved path: a process that can chroot or mount (CAP_SYS_CHROOT, CAP_SYS_ADMIN, a user namespace) can make an unlisted file appear at an allowed path",
+		"allow lists also match by resolved path: a process that can mount (CAP_SYS_ADMIN, a user namespace) can make an unlisted file appear at an allowed path; chroot does not change the path",
 		"one applet of a multi-call binary (busybox): applets run in-process or through /proc/self/exe; deny the binary or nothing",
-		"a file put at a denied exact path after registration, and directory-prefix rules: matched by resolved path only, not by identity",
-		"containers without a live process at registration or reload (holdfast containers add on an empty cgroup): exact rules hold by path only",
+		"a file put at a denied exact path, or a directory created at a denied prefix, after registration: matched by resolved path only, not by identity",
+		"containers without a live process at registration or reload (holdfast containers add on an empty cgroup): exact and directory-prefix rules hold by path only",
+		"a container task that neither exec'd nor forked since the programs were loaded and moves itself out of its container's cgroup, and a move into another container's cgroup by such a task: the move is not seen as leaving",
 		"code copied into anonymous executable memory (a loader that reads a denied file and maps its bytes): only file-backed mappings are checked",
 		"on an overlay whose upper and lower layers are on different file systems (no xino), a hard link made inside the container is a new inode",
 	}
