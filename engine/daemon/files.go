@@ -263,8 +263,8 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 		case strings.HasSuffix(r.Text, "/"):
 			x.File = resolvedFile(f)
 			x.Enforced = enforced[bpf.FileRule{File: f.ID, RuleID: r.ID, Dir: true}]
-			if want := strings.TrimSuffix(r.Text, "/"); r.Text != "/" && f.Target != want {
-				x.Warnings = append(x.Warnings, fmt.Sprintf("directory prefix rules match the resolved path: in this image %s is %s/, so this rule covers nothing below it; write %s/", r.Text, f.Target, f.Target))
+			if want := strings.TrimSuffix(r.Text, "/"); r.Text != "/" && f.Target != want && !x.Enforced {
+				x.Warnings = append(x.Warnings, fmt.Sprintf("directory prefix rules match the resolved path, and by identity only once resolved: in this image %s is %s/, and the directory is not denied by identity; write %s/", r.Text, f.Target, f.Target))
 			}
 		case strings.HasPrefix(r.Field, fieldExecAllow):
 			// Exact allow rules are resolved like deny rules: the file they

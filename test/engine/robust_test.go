@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -193,16 +194,23 @@ func TestDenialFlood(t *testing.T) {
 	// count. Rotation may have dropped the oldest: each summary carries the
 	// running total, so the retained ones must add up without a gap.
 	type summary struct{ count, events, total uint64 }
-	var got []summary
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got = got[:0]
+	read := func() []summary {
+		var got []summary
 		for _, ev := range e.Events(t) {
 			if ev["summary"] == "connect-refused" && uint64(ev["cgroupId"].(float64)) == cg.ID {
 				got = append(got, summary{uint64(ev["count"].(float64)), uint64(ev["events"].(float64)), uint64(ev["total"].(float64))})
 			}
 		}
-		if (len(got) > 0 && got[len(got)-1].total >= kernel) || time.Now().After(deadline) {
+		return got
+	}
+	// The files rotate while they are read: only two equal reads in a row,
+	// the last one complete, are a consistent view.
+	var got []summary
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		prev := got
+		got = read()
+		if len(got) > 0 && got[len(got)-1].total >= kernel && slices.Equal(prev, got) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
