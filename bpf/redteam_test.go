@@ -47,7 +47,7 @@ func staticBusybox(t testing.TB) string {
 	t.Helper()
 	p, err := exec.LookPath("busybox")
 	if err != nil {
-		t.Skipf("static busybox not installed: %v", err)
+		require.Privileged(t, "static busybox (busybox-static, installed by make deps)", err)
 	}
 	return resolved(t, p)
 }
@@ -200,7 +200,7 @@ func TestRedteamExecPrefixRuleEscapedByChrootOrBindMount(t *testing.T) {
 	t.Run("bind mount in a user namespace", func(t *testing.T) {
 		unshare, err := exec.LookPath("unshare")
 		if err != nil {
-			t.Skipf("util-linux unshare not installed: %v", err)
+			require.Privileged(t, "util-linux unshare", err)
 		}
 		cmd := command(cg, unshare, "--user", "--map-root-user", "--mount", "--propagation", "private",
 			"sh", "-c", `mount --bind "$1" "$2" && exec "$2/true"`, "sh", denied, mnt)
@@ -274,7 +274,7 @@ func TestRedteamConnectRewrittenByNAT(t *testing.T) {
 	rt := buildRedteam(t)
 	nft, err := exec.LookPath("nft")
 	if err != nil {
-		t.Skipf("nft not installed: %v", err)
+		require.Privileged(t, "nft (package nftables, installed by make deps)", err)
 	}
 	rs := Ruleset{ID: 1, Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.2/32"), PortHi: 65535, RuleID: 1}}}
 	if err := e.PutRuleset(rs); err != nil {

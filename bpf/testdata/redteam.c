@@ -311,6 +311,11 @@ static int dnat_mode(char **argv)
 		return fail("unshare net");
 	if (lo_up())
 		return fail("lo up");
+	// A SYN that egress drops is retried for about two minutes; one retry
+	// in this namespace of its own is enough to tell.
+	FILE *sys = fopen("/proc/sys/net/ipv4/tcp_syn_retries", "w");
+	if (!sys || fputs("1\n", sys) < 0 || fclose(sys))
+		return fail("tcp_syn_retries");
 	int l = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in sa = {.sin_family = AF_INET};
 	inet_pton(AF_INET, denied, &sa.sin_addr);

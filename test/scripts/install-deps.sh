@@ -10,7 +10,7 @@ set -euo pipefail
 packages=(
 	clang llvm libbpf-dev linux-libc-dev bpftool
 	runc podman busybox-static jq iproute2
-	make git ca-certificates gcc libc6-dev util-linux procps
+	make git ca-certificates gcc libc6-dev util-linux procps nftables
 )
 
 log() { echo "install-deps: $*"; }
