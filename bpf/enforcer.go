@@ -356,10 +356,7 @@ func (e *Enforcer) adopt(spec *ebpf.CollectionSpec, cgroupID uint64) error {
 		return err
 	}
 	// Rewritten in case the set was pinned by a build that got it wrong.
-	if err := e.writeMmapConfig(); err != nil {
-		return err
-	}
-	if err := e.writeExecConfig(); err != nil {
+	if err := e.writeFileConfig(); err != nil {
 		return err
 	}
 
@@ -483,19 +480,9 @@ func mapsByName(maps map[string]*ebpf.Map) holdfastMaps {
 		MmapTasks:   maps[holdfastMapMmapTasks],
 		MmapPasses:  maps[holdfastMapMmapPasses],
 		PathGen:     maps[holdfastMapPathGen],
-		ExecConfig:  maps[holdfastMapExecConfig],
+		FileConfig:  maps[holdfastMapFileConfig],
 		TaskOwners:  maps[holdfastMapTaskOwners],
 	}
-}
-
-// writeMmapConfig tells the mapping checks this kernel's FMODE_BACKING bit,
-// before any of them is attached, and voids their cached passes.
-func (e *Enforcer) writeMmapConfig() error {
-	bit, err := fmodeBacking()
-	if err != nil {
-		return fmt.Errorf("write mmap config: %w", err)
-	}
-	return e.putMmapConfig(func(c *holdfastMmapConfig) { c.FmodeBacking = bit })
 }
 
 // bumpRulesGen voids the passes the mapping checks cached under the exec
@@ -549,10 +536,11 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 	if err := e.initHashKey(created); err != nil {
 		return err
 	}
-	if err := e.writeMmapConfig(); err != nil {
+	if err := e.writeFileConfig(); err != nil {
 		return err
 	}
-	if err := e.writeExecConfig(); err != nil {
+	// A fresh generation: passes cached by programs of a replaced set are void.
+	if err := e.bumpRulesGen(); err != nil {
 		return err
 	}
 

@@ -405,21 +405,6 @@ static __always_inline void req_file(struct exec_req *r, struct file *file)
 	r->inode = (__u64)BPF_CORE_READ(file, f_inode);
 }
 
-/* FMODE_BACKING of the running kernel, written by the loader (bpf.fmodeBacking):
- * overlayfs maps a layer's file, whose user_path is the file the task
- * opened. */
-struct exec_config {
-	__u32 fmode_backing;
-	__u32 pad;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct exec_config);
-} exec_config SEC(".maps");
-
 /* Attempts at the address space lock (bpf_find_vma only try-locks). */
 #define ENTRY_VMA_TRIES 64
 #define ERR_BUSY 16 /* EBUSY */
@@ -472,29 +457,11 @@ static __always_inline int judge_entry(struct exec_req *r, struct file *exe)
 	}
 	if (!f.file)
 		return 0; /* anonymous memory or the vDSO: no file runs */
-	struct file *file = (struct file *)f.file;
-	struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
-	struct vfsmount *m = BPF_CORE_READ(file, f_path.mnt);
-	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	struct dentry *d;
+	struct vfsmount *m;
+	struct inode *inode;
 
-	if (bpf_core_type_exists(struct backing_file)) {
-		__u32 zero = 0;
-		struct exec_config *cfg = bpf_map_lookup_elem(&exec_config, &zero);
-
-		if (cfg && cfg->fmode_backing && (BPF_CORE_READ(file, f_mode) & cfg->fmode_backing)) {
-			struct backing_file *bf = (struct backing_file *)file;
-			struct vfsmount *um = BPF_CORE_READ(bf, user_path.mnt);
-			struct dentry *ud = BPF_CORE_READ(bf, user_path.dentry);
-
-			/* As in mmap.h: a plausible user path, else the layer
-			 * file is judged as is. */
-			if (um && ud && ud != d && BPF_CORE_READ(um, mnt_sb) == BPF_CORE_READ(ud, d_sb)) {
-				d = ud;
-				m = um;
-				inode = BPF_CORE_READ(ud, d_inode);
-			}
-		}
-	}
+	opened_path((struct file *)f.file, &d, &m, &inode);
 	if (d == BPF_CORE_READ(exe, f_path.dentry) && m == BPF_CORE_READ(exe, f_path.mnt))
 		return 0; /* the exec'd file itself, judged already */
 	r->dentry = (__u64)d;

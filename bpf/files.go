@@ -228,16 +228,16 @@ func b2i(b bool) int {
 	return 0
 }
 
-// writeExecConfig tells the exec programs the running kernel's
-// FMODE_BACKING, so that the file at a new image's entry point is judged by
-// the path the task opened (overlayfs maps the layer's file).
-func (e *Enforcer) writeExecConfig() error {
+// writeFileConfig tells the programs the running kernel's FMODE_BACKING,
+// so that a mapped file (the entry point of a new image, a library) is
+// judged by the path the task opened (overlayfs maps the layer's file).
+func (e *Enforcer) writeFileConfig() error {
 	bit, err := fmodeBacking()
 	if err != nil {
-		return fmt.Errorf("write exec config: %w", err)
+		return fmt.Errorf("write file config: %w", err)
 	}
-	if err := e.maps.ExecConfig.Put(uint32(0), holdfastExecConfig{FmodeBacking: bit}); err != nil {
-		return fmt.Errorf("write map %s: %w", holdfastMapExecConfig, err)
+	if err := e.maps.FileConfig.Put(uint32(0), holdfastFileConfig{FmodeBacking: bit}); err != nil {
+		return fmt.Errorf("write map %s: %w", holdfastMapFileConfig, err)
 	}
 	return nil
 }

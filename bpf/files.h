@@ -38,6 +38,50 @@ struct {
 	__type(value, struct file_value);
 } file_rules SEC(".maps");
 
+/* Set by the loader: FMODE_BACKING's bit for the running kernel (it moved
+ * between releases; 0 where files have no backing_file wrapper). */
+struct file_config {
+	__u32 fmode_backing;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct file_config);
+} file_config SEC(".maps");
+
+/* opened_path gives the path and inode of file as the task opened it.
+ * overlayfs maps a layer's file, a backing file whose own path is relative
+ * to a private clone of the layer; the path the task used (and the one exec
+ * is judged by) is its user_path, as /proc/PID/maps shows, and the identity
+ * the task sees is the overlay inode. */
+static __always_inline void opened_path(struct file *file, struct dentry **d, struct vfsmount **m, struct inode **inode)
+{
+	*d = BPF_CORE_READ(file, f_path.dentry);
+	*m = BPF_CORE_READ(file, f_path.mnt);
+	*inode = BPF_CORE_READ(file, f_inode);
+	if (!bpf_core_type_exists(struct backing_file))
+		return;
+	__u32 zero = 0;
+	struct file_config *cfg = bpf_map_lookup_elem(&file_config, &zero);
+
+	if (!cfg || !cfg->fmode_backing || !(BPF_CORE_READ(file, f_mode) & cfg->fmode_backing))
+		return;
+	struct backing_file *bf = (struct backing_file *)file;
+	struct vfsmount *um = BPF_CORE_READ(bf, user_path.mnt);
+	struct dentry *ud = BPF_CORE_READ(bf, user_path.dentry);
+
+	/* A path of its own whose mount is of its dentry's filesystem; else
+	 * the bit is not FMODE_BACKING here and the file is judged as is. */
+	if (um && ud && ud != *d && BPF_CORE_READ(um, mnt_sb) == BPF_CORE_READ(ud, d_sb)) {
+		*d = ud;
+		*m = um;
+		*inode = BPF_CORE_READ(ud, d_inode);
+	}
+}
+
 static __always_inline struct file_value *lookup_identity(__u64 owner_cgroup, struct inode *inode)
 {
 	struct file_key key = {

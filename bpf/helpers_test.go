@@ -312,3 +312,26 @@ func mustPrefix(t testing.TB, s string) netip.Prefix {
 	}
 	return p
 }
+
+// buildTestC compiles testdata/NAME.c with the host's C compiler into the
+// test's temp dir. -mno-red-zone: the helpers' ia32 calls push below the
+// stack pointer.
+func buildTestC(t testing.TB, name string, libs ...string) string {
+	t.Helper()
+	var cc string
+	for _, c := range []string{"cc", "gcc", "clang"} {
+		if p, err := exec.LookPath(c); err == nil {
+			cc = p
+			break
+		}
+	}
+	if cc == "" {
+		t.Fatalf("no C compiler (cc, gcc or clang) to build testdata/%s.c", name)
+	}
+	bin := filepath.Join(t.TempDir(), name)
+	args := append([]string{"-O2", "-Wall", "-mno-red-zone", "-o", bin, "testdata/" + name + ".c"}, libs...)
+	if out, err := exec.Command(cc, args...).CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v: %s", name, err, out)
+	}
+	return bin
+}

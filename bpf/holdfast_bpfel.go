@@ -62,12 +62,6 @@ type holdfastEvent struct {
 	Filename [256]int8
 }
 
-type holdfastExecConfig struct {
-	_            structs.HostLayout
-	FmodeBacking uint32
-	Pad          uint32
-}
-
 type holdfastExecKey struct {
 	_       structs.HostLayout
 	Ruleset uint32
@@ -79,6 +73,12 @@ type holdfastExecValue struct {
 	_      structs.HostLayout
 	RuleId uint32
 	Pad    uint32
+}
+
+type holdfastFileConfig struct {
+	_            structs.HostLayout
+	FmodeBacking uint32
+	Pad          uint32
 }
 
 type holdfastFileKey struct {
@@ -102,10 +102,8 @@ type holdfastHashKey struct {
 }
 
 type holdfastMmapConfig struct {
-	_            structs.HostLayout
-	FmodeBacking uint32
-	Pad          uint32
-	RulesGen     uint64
+	_        structs.HostLayout
+	RulesGen uint64
 }
 
 type holdfastMmapTask struct {
@@ -223,9 +221,9 @@ const (
 	holdfastMapCounters      = "counters"
 	holdfastMapDenials       = "denials"
 	holdfastMapEvents        = "events"
-	holdfastMapExecConfig    = "exec_config"
 	holdfastMapExecHashKey   = "exec_hash_key"
 	holdfastMapExecRules     = "exec_rules"
+	holdfastMapFileConfig    = "file_config"
 	holdfastMapFileRules     = "file_rules"
 	holdfastMapMmapConfig    = "mmap_config"
 	holdfastMapMmapPasses    = "mmap_passes"
@@ -328,9 +326,9 @@ type holdfastMapSpecs struct {
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	Denials       *ebpf.MapSpec `ebpf:"denials"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
-	ExecConfig    *ebpf.MapSpec `ebpf:"exec_config"`
 	ExecHashKey   *ebpf.MapSpec `ebpf:"exec_hash_key"`
 	ExecRules     *ebpf.MapSpec `ebpf:"exec_rules"`
+	FileConfig    *ebpf.MapSpec `ebpf:"file_config"`
 	FileRules     *ebpf.MapSpec `ebpf:"file_rules"`
 	MmapConfig    *ebpf.MapSpec `ebpf:"mmap_config"`
 	MmapPasses    *ebpf.MapSpec `ebpf:"mmap_passes"`
@@ -377,9 +375,9 @@ type holdfastMaps struct {
 	Counters      *ebpf.Map `ebpf:"counters"`
 	Denials       *ebpf.Map `ebpf:"denials"`
 	Events        *ebpf.Map `ebpf:"events"`
-	ExecConfig    *ebpf.Map `ebpf:"exec_config"`
 	ExecHashKey   *ebpf.Map `ebpf:"exec_hash_key"`
 	ExecRules     *ebpf.Map `ebpf:"exec_rules"`
+	FileConfig    *ebpf.Map `ebpf:"file_config"`
 	FileRules     *ebpf.Map `ebpf:"file_rules"`
 	MmapConfig    *ebpf.Map `ebpf:"mmap_config"`
 	MmapPasses    *ebpf.Map `ebpf:"mmap_passes"`
@@ -402,9 +400,9 @@ func (m *holdfastMaps) Close() error {
 		m.Counters,
 		m.Denials,
 		m.Events,
-		m.ExecConfig,
 		m.ExecHashKey,
 		m.ExecRules,
+		m.FileConfig,
 		m.FileRules,
 		m.MmapConfig,
 		m.MmapPasses,

@@ -154,12 +154,9 @@ static __always_inline struct file *file_of_fd(struct task_struct *task, __s64 f
 	return file;
 }
 
-/* Set by the loader: FMODE_BACKING's bit for the running kernel (it moved
- * between releases; 0 where files have no backing_file wrapper), and the
- * time of its last change of exec rules, which voids every cached pass. */
+/* Set by the loader: the time of its last change of exec rules, which
+ * voids every cached pass. */
 struct mmap_config {
-	__u32 fmode_backing;
-	__u32 pad;
 	__u64 rules_gen;
 };
 
@@ -278,38 +275,17 @@ static __always_inline void view_put(struct mmap_task *t, __u32 off, __u64 v)
 }
 
 /* view_of writes into t->view a struct file that stands for file as the
- * task opened it, and into t->key its path and identity. overlayfs maps the
- * layer's file, a backing file whose own path is relative to a private
- * clone of the layer; the path the task used (and the one exec is judged
- * by) is its user_path, as in /proc/PID/maps, and the identity the task
- * sees is the overlay inode. match_file always gets the view: one pointer
+ * task opened it (opened_path), and into t->key its path and identity.
+ * match_file always gets the view: one pointer
  * type keeps its verification to one pass per call site. The view holds
  * f_path and f_inode, which is all match_file reads of a file. */
 static __always_inline bool view_of(struct file *file, struct mmap_task *t)
 {
-	struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
-	struct vfsmount *m = BPF_CORE_READ(file, f_path.mnt);
-	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	struct dentry *d;
+	struct vfsmount *m;
+	struct inode *inode;
 
-	if (bpf_core_type_exists(struct backing_file)) {
-		__u32 zero = 0;
-		struct mmap_config *cfg = bpf_map_lookup_elem(&mmap_config, &zero);
-
-		if (cfg && cfg->fmode_backing && (BPF_CORE_READ(file, f_mode) & cfg->fmode_backing)) {
-			struct backing_file *bf = (struct backing_file *)file;
-			struct vfsmount *um = BPF_CORE_READ(bf, user_path.mnt);
-			struct dentry *ud = BPF_CORE_READ(bf, user_path.dentry);
-
-			/* A path of its own whose mount is of its dentry's
-			 * filesystem; else the bit is not FMODE_BACKING here and
-			 * the file is judged as is. */
-			if (um && ud && ud != d && BPF_CORE_READ(um, mnt_sb) == BPF_CORE_READ(ud, d_sb)) {
-				d = ud;
-				m = um;
-				inode = BPF_CORE_READ(ud, d_inode);
-			}
-		}
-	}
+	opened_path(file, &d, &m, &inode);
 	if (bpf_core_type_size(struct file) > VIEW_SIZE)
 		return false;
 	__u32 fpath = bpf_core_field_offset(struct file, f_path);
@@ -476,7 +452,7 @@ static __always_inline void emit_mmap(struct vma_scan *s, __u64 cgroup_id, struc
 static __noinline void kill_mapping(struct vma_scan *s, __u64 cgroup_id, struct task_struct *task)
 {
 	bpf_send_signal(SIGKILL);
-	kill_mm_sharers(task);
+	kill_sharers(task, SHARED_MM);
 	emit_mmap(s, cgroup_id, task, ACTION_MMAP_KILLED);
 }
 

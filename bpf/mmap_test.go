@@ -14,26 +14,7 @@ import (
 
 // buildMapfile compiles testdata/mapfile.c, the helper that maps files the
 // ways a loader or an attacker does.
-func buildMapfile(t testing.TB) string {
-	t.Helper()
-	var cc string
-	for _, name := range []string{"cc", "gcc", "clang"} {
-		if p, err := exec.LookPath(name); err == nil {
-			cc = p
-			break
-		}
-	}
-	if cc == "" {
-		t.Fatal("no C compiler (cc, gcc or clang) to build testdata/mapfile.c")
-	}
-	bin := filepath.Join(t.TempDir(), "mapfile")
-	// -mno-red-zone: its ia32 call pushes below the stack pointer.
-	out, err := exec.Command(cc, "-O2", "-Wall", "-mno-red-zone", "-o", bin, "testdata/mapfile.c", "-ldl").CombinedOutput()
-	if err != nil {
-		t.Fatalf("build mapfile: %v: %s", err, out)
-	}
-	return bin
-}
+func buildMapfile(t testing.TB) string { return buildTestC(t, "mapfile", "-ldl") }
 
 // loaderPath is the host's dynamic loader, resolved.
 func loaderPath(t testing.TB) string {

@@ -375,7 +375,7 @@ static __always_inline void packet_socket_enter(struct pt_regs *regs, long id)
 		return;
 	__u32 rid = *rule_id;
 	bpf_send_signal(SIGKILL);
-	kill_files_sharers(task);
+	kill_sharers(task, SHARED_FILES);
 	struct event *ev = event_new(o.cgroup_id, ACTION_SOCKET_KILLED, o.rule->ruleset, rid);
 	if (ev) {
 		ev->family = (__u16)family;

@@ -21,26 +21,7 @@ import (
 )
 
 // buildRedteam compiles testdata/redteam.c.
-func buildRedteam(t testing.TB) string {
-	t.Helper()
-	var cc string
-	for _, name := range []string{"cc", "gcc", "clang"} {
-		if p, err := exec.LookPath(name); err == nil {
-			cc = p
-			break
-		}
-	}
-	if cc == "" {
-		t.Fatal("no C compiler (cc, gcc or clang) to build testdata/redteam.c")
-	}
-	bin := filepath.Join(t.TempDir(), "redteam")
-	// -mno-red-zone: its ia32 calls push below the stack pointer.
-	out, err := exec.Command(cc, "-O2", "-Wall", "-mno-red-zone", "-o", bin, "testdata/redteam.c").CombinedOutput()
-	if err != nil {
-		t.Fatalf("build redteam: %v: %s", err, out)
-	}
-	return bin
-}
+func buildRedteam(t testing.TB) string { return buildTestC(t, "redteam") }
 
 // staticBusybox is the host's static busybox, resolved, or a skip.
 func staticBusybox(t testing.TB) string {

@@ -24,47 +24,28 @@ extern struct task_struct *bpf_task_acquire(struct task_struct *p) __ksym __weak
 extern void bpf_task_release(struct task_struct *p) __ksym __weak;
 extern int bpf_send_signal_task(struct task_struct *task, int sig, enum pid_type type, __u64 value) __ksym __weak;
 
-/* kill_files_sharers kills every other thread group that shares the
- * caller's file table (clone CLONE_FILES without CLONE_THREAD): the socket
- * the killed caller is about to make lands in that table, where they could
- * use it. Walks every thread of the machine, on this rare path only. */
-static __always_inline void kill_files_sharers(struct task_struct *task)
+/* What a killed caller leaves to the processes that share it. */
+enum shared {
+	SHARED_FILES, /* clone(CLONE_FILES): a packet socket lands in the table */
+	SHARED_MM,    /* vfork, clone(CLONE_VM): a denied mapping stays */
+};
+
+/* kill_sharers kills every other thread group that shares task's file
+ * table or address space, which they would go on using after the caller's
+ * SIGKILL. */
+static __always_inline void kill_sharers(struct task_struct *task, enum shared what)
 {
-	struct files_struct *files = task->files;
+	void *mine = what == SHARED_MM ? (void *)task->mm : (void *)task->files;
 	struct bpf_iter_task it;
 	struct task_struct *t;
 
-	if (!bpf_ksym_exists(bpf_send_signal_task) || !bpf_ksym_exists(bpf_iter_task_new) ||
+	if (!mine || !bpf_ksym_exists(bpf_send_signal_task) || !bpf_ksym_exists(bpf_iter_task_new) ||
 	    !bpf_ksym_exists(bpf_task_acquire))
 		return;
 	bpf_iter_task_new(&it, NULL, BPF_TASK_ITER_ALL_THREADS);
 	while ((t = bpf_iter_task_next(&it))) {
-		if (t->files != files || t->tgid == task->tgid)
-			continue;
-		struct task_struct *ref = bpf_task_acquire(t);
-		if (ref) {
-			bpf_send_signal_task(ref, SIGKILL, PIDTYPE_TGID, 0);
-			bpf_task_release(ref);
-		}
-	}
-	bpf_iter_task_destroy(&it);
-}
-
-/* kill_mm_sharers kills every other thread group using the caller's address
- * space: after vfork or clone(CLONE_VM) a mapping the killed caller made
- * stays in the space they share, and they would run on with it. */
-static __always_inline void kill_mm_sharers(struct task_struct *task)
-{
-	struct mm_struct *mm = task->mm;
-	struct bpf_iter_task it;
-	struct task_struct *t;
-
-	if (!mm || !bpf_ksym_exists(bpf_send_signal_task) || !bpf_ksym_exists(bpf_iter_task_new) ||
-	    !bpf_ksym_exists(bpf_task_acquire))
-		return;
-	bpf_iter_task_new(&it, NULL, BPF_TASK_ITER_ALL_THREADS);
-	while ((t = bpf_iter_task_next(&it))) {
-		if (t->mm != mm || t->tgid == task->tgid)
+		void *theirs = what == SHARED_MM ? (void *)t->mm : (void *)t->files;
+		if (theirs != mine || t->tgid == task->tgid)
 			continue;
 		struct task_struct *ref = bpf_task_acquire(t);
 		if (ref) {
