@@ -90,9 +90,12 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	for _, m := range st.Maps {
 		fill := fmt.Sprintf("%d / %d entries", m.Entries, m.Capacity)
-		if m.Entries < 0 {
+		switch {
+		case m.Name == bpf.MapEvents:
 			fill = fmt.Sprintf("%d bytes", m.Capacity)
-		} else if m.Capacity > 0 {
+		case m.Name == bpf.MapNetPrefixes:
+			fill = fmt.Sprintf("%d entries in each ruleset's trie, per family", m.Capacity)
+		case m.Capacity > 0:
 			fill += fmt.Sprintf(" (%d%%)", uint64(m.Entries)*100/uint64(m.Capacity))
 		}
 		if m.Requested != m.Capacity {
