@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
@@ -25,10 +26,12 @@ const (
 	ControlExec    = "exec"
 	ControlMmap    = "mmap" // a denied file mapped executable (ld.so run as a program, dlopen)
 	ControlConnect = "connect"
+	ControlMove    = "move" // a container's task moved out of its cgroup
 
 	ModeLSM    = "lsm"    // exec fails with EPERM (lsm/bprm_check_security)
 	ModeKill   = "kill"   // the new image gets SIGKILL before its first instruction
 	ModeCgroup = "cgroup" // connect/sendmsg fail with EPERM (cgroup sock_addr hooks)
+	ModeOff    = "off"    // the kernel lacks what the control needs
 )
 
 // A Control is one enforcement point, the mode it runs in and why.
@@ -378,7 +381,7 @@ func (e *Enforcer) adopt(spec *ebpf.CollectionSpec, cgroupID uint64) error {
 			fmt.Sprintf("adopted pinned tp_btf/sched_process_exec program (BPF LSM %s: %s)", probe.Outcome, probe.Reason)})
 	}
 	e.controls = append(e.controls, Control{ControlMmap, mode, "adopted pinned " + mmapReasons[mode]})
-	e.controls = append(e.controls, connectControl(e.cgroupRoot))
+	e.controls = append(e.controls, connectControl(e.cgroupRoot), moveControl())
 	return nil
 }
 
@@ -422,6 +425,21 @@ func cgroupHookNames() []string {
 		names[i] = h.prog
 	}
 	return names
+}
+
+// moveControl says whether moves out of a container's cgroup are stopped:
+// the programs signal the moved task, which needs the bpf_send_signal_task
+// kfunc (Linux 6.13).
+func moveControl() Control {
+	spec, err := btf.LoadKernelSpec()
+	if err == nil {
+		var fn *btf.Func
+		err = spec.TypeByName("bpf_send_signal_task", &fn)
+	}
+	if err != nil {
+		return Control{ControlMove, ModeOff, fmt.Sprintf("kernel has no bpf_send_signal_task kfunc (%v): a container task that can write a cgroup.procs above its container can leave it", err)}
+	}
+	return Control{ControlMove, ModeKill, "tp_btf/cgroup_attach_task and sched_process_fork: a task a container moves out of its own cgroup gets SIGKILL"}
 }
 
 func connectControl(cgroupRoot string) Control {
@@ -564,7 +582,7 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 		}
 		e.links[h.prog] = l
 	}
-	e.controls = append(e.controls, connectControl(e.cgroupRoot))
+	e.controls = append(e.controls, connectControl(e.cgroupRoot), moveControl())
 	return e.commit(maps)
 }
 

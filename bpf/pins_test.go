@@ -121,10 +121,10 @@ func TestPinsSurviveAndAdopt(t *testing.T) {
 		t.Fatalf("adoption changed pinned objects:\n got %v\nwant %v", got, want)
 	}
 	controls := e.Controls()
-	if len(controls) != 3 || controls[0].Name != ControlExec || controls[0].Mode != ModeKill ||
+	if len(controls) != 4 || controls[0].Name != ControlExec || controls[0].Mode != ModeKill ||
 		!strings.Contains(controls[0].Reason, "adopted") ||
 		controls[1].Name != ControlMmap || controls[1].Mode != ModeKill || !strings.Contains(controls[1].Reason, "adopted") ||
-		controls[2].Mode != ModeCgroup {
+		controls[2].Mode != ModeCgroup || controls[3].Name != ControlMove {
 		t.Errorf("controls after adoption: %+v", controls)
 	}
 	if cgroups, err := e.Cgroups(); err != nil || cgroups[cg.id] != 1 {
@@ -371,7 +371,7 @@ func TestControlsFollowLSMProbe(t *testing.T) {
 	e := env.open(t)
 	probe := ProbeLSM()
 	controls := e.Controls()
-	if len(controls) != 3 {
+	if len(controls) != 4 {
 		t.Fatalf("controls %+v", controls)
 	}
 	exec := controls[0]
@@ -387,6 +387,10 @@ func TestControlsFollowLSMProbe(t *testing.T) {
 	}
 	if c := controls[2]; c.Name != ControlConnect || c.Mode != ModeCgroup || !strings.Contains(c.Reason, env.cgroupRoot) {
 		t.Errorf("connect control %+v", c)
+	}
+	// Whether moves are stopped is proven by TestRedteamMoveOutOfContainerCgroup.
+	if c := controls[3]; c.Name != ControlMove || (c.Mode != ModeKill && c.Mode != ModeOff) || c.Reason == "" {
+		t.Errorf("move control %+v, want kill or off with a reason", c)
 	}
 }
 
