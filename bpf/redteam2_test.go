@@ -116,3 +116,89 @@ func TestRedteam2ExecRuleEscapedByOverlayLower(t *testing.T) {
 		t.Errorf("exec %s/true, an overlay whose lower layer is the denied %s/: err=%v, want killed by SIGKILL", merged, denied, err)
 	}
 }
+
+// buildRedteam2 compiles testdata/redteam2.c.
+func buildRedteam2(t testing.TB) string { return buildTestC(t, "redteam2") }
+
+// The move kill judges the mover by its task storage, set at exec and fork,
+// since a task that moved itself already sits in the destination. An
+// io_uring worker (io-wq, made by create_io_thread: no sched_process_fork)
+// has none: a write of the process's pid to a cgroup.procs above its
+// container, punted to the worker (IOSQE_ASYNC), moves the whole process
+// with the worker, and the worker's cgroup then says it came from nowhere.
+// Needs what the first pass's move needed: a writable cgroupfs in the host
+// cgroup namespace.
+func TestRedteam2MoveOutByIOURingWorker(t *testing.T) {
+	env := newTestEnv(t)
+	e := env.open(t)
+	rt := buildRedteam2(t)
+	busybox := staticBusybox(t)
+	rs := Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, busybox, 1)}}
+	if err := e.PutRuleset(rs); err != nil {
+		t.Fatal(err)
+	}
+	cg := env.cgroup(t, "container")
+	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
+		t.Fatal(err)
+	}
+	out, err := command(cg, rt, "uring-move", filepath.Join(env.cgroupRoot, "cgroup.procs"), busybox, "true").Output()
+	if err != nil && !killedBySIGKILL(err) {
+		t.Fatalf("io_uring move from %s to %s: %v: %s", cg.dir, env.cgroupRoot, err, out)
+	}
+	if !killedBySIGKILL(err) {
+		t.Errorf("moved by an io_uring worker from %s to %s, then exec of the denied %s: err=%v, output %q; want killed by SIGKILL", cg.dir, env.cgroupRoot, busybox, err, out)
+	}
+}
+
+// Routes against the second-pass mechanisms that hold today, kept as
+// regression checks.
+func TestRedteam2RoutesThatHold(t *testing.T) {
+	env := newTestEnv(t)
+	e := env.open(t)
+	rt := buildRedteam2(t)
+	busybox := staticBusybox(t)
+	base := resolved(t, t.TempDir())
+	denied := filepath.Join(base, "denied")
+	sub := filepath.Join(denied, "sub")
+	bin := filepath.Join(sub, "true")
+	copyExecutable(t, busybox, bin)
+
+	rs := Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, denied+"/", 1)}}
+	if err := e.PutRuleset(rs); err != nil {
+		t.Fatal(err)
+	}
+	cg := env.cgroup(t, "holds")
+	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetCgroupFiles(cg.id, []FileRule{{File: statID(t, denied), RuleID: 1, Dir: true}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A detached clone of a directory below the prefix: the path ends at
+	// the clone's root ("/true"), the directory identity does not.
+	t.Run("open_tree clone", func(t *testing.T) {
+		out, err := command(cg, rt, "tree-exec", sub, "true", "true").CombinedOutput()
+		if !killedBySIGKILL(err) {
+			t.Errorf("execveat of true in a detached clone of %s: err=%v, output %q; want killed by SIGKILL", sub, err, out)
+		}
+	})
+	// The denied directory renamed: its identity goes with it.
+	t.Run("rename", func(t *testing.T) {
+		moved := filepath.Join(base, "renamed")
+		if out, err := command(cg, busybox, "mv", denied, moved).CombinedOutput(); err != nil {
+			t.Fatalf("mv %s %s: %v: %s", denied, moved, err, out)
+		}
+		t.Cleanup(func() { os.Rename(moved, denied) })
+		if err := command(cg, filepath.Join(moved, "sub", "true")).Run(); !killedBySIGKILL(err) {
+			t.Errorf("exec below %s, the denied %s renamed: err=%v, want killed by SIGKILL", moved, denied, err)
+		}
+	})
+	// pivot_root into a bind mount of a directory below the prefix, in a
+	// mount namespace of its own: the path is "/true" there.
+	t.Run("pivot_root", func(t *testing.T) {
+		if err := pivoted(cg, sub, "/true").Run(); !killedBySIGKILL(err) {
+			t.Errorf("exec /true after pivot_root into %s: err=%v, want killed by SIGKILL", sub, err)
+		}
+	})
+}
