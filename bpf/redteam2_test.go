@@ -183,6 +183,27 @@ func TestRedteam2RoutesThatHold(t *testing.T) {
 			t.Errorf("execveat of true in a detached clone of %s: err=%v, output %q; want killed by SIGKILL", sub, err, out)
 		}
 	})
+	// binfmt_misc (mountable in a user namespace of the workload's own since
+	// 6.7) naming a file below the prefix as the interpreter of an allowed
+	// file, opened at registration (F): the interpreter is the file the
+	// exec ends with, and it is judged.
+	t.Run("binfmt_misc", func(t *testing.T) {
+		unshare, err := exec.LookPath("unshare")
+		if err != nil {
+			require.Privileged(t, "util-linux unshare", err)
+		}
+		data := filepath.Join(base, "data.rt2x")
+		if err := os.WriteFile(data, nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := command(cg, unshare, "--user", "--map-root-user", "--mount", "--propagation", "private",
+			busybox, "sh", "-c", `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc &&
+				echo ":rt2:E::rt2x::$1:F" > /proc/sys/fs/binfmt_misc/register && exec "$2"`, "sh", bin, data)
+		out, err := cmd.CombinedOutput()
+		if !killedBySIGKILL(err) {
+			t.Errorf("exec %s through binfmt_misc with the interpreter %s: err=%v, output %q; want killed by SIGKILL", data, bin, err, out)
+		}
+	})
 	// The denied directory renamed: its identity goes with it.
 	t.Run("rename", func(t *testing.T) {
 		moved := filepath.Join(base, "renamed")
