@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/holdfast-dev/holdfast/test/require"
@@ -222,4 +223,47 @@ func TestRedteam2RoutesThatHold(t *testing.T) {
 			t.Errorf("exec /true after pivot_root into %s: err=%v, want killed by SIGKILL", sub, err)
 		}
 	})
+}
+
+// The egress NAT check lets a UDP datagram through whose destination is
+// the one sendmsg4/6 last recorded on this CPU for this socket, and
+// sendmsg4/6 records the destination before deciding, also for one it
+// refuses. A workload with CAP_NET_ADMIN in its own network namespace
+// connects a UDP socket to an allowed address that a nat rule rewrites to
+// the denied one, sends once to the denied address (refused: EPERM, but
+// recorded), then sends on the connected socket, which no sendmsg hook
+// sees: egress finds the rewritten destination recorded and passes it.
+func TestRedteam2UDPNATAfterRefusedSendto(t *testing.T) {
+	env := newTestEnv(t)
+	e := env.open(t)
+	rt := buildRedteam2(t)
+	nft, err := exec.LookPath("nft")
+	if err != nil {
+		require.Privileged(t, "nft (package nftables, installed by make deps)", err)
+	}
+	rs := Ruleset{ID: 1, Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.2/32"), PortHi: 65535, RuleID: 1}}}
+	if err := e.PutRuleset(rs); err != nil {
+		t.Fatal(err)
+	}
+	cg := env.cgroup(t, "udpnat")
+	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
+		t.Fatal(err)
+	}
+	run := func(cg *testCgroup, how string) string {
+		t.Helper()
+		out, err := command(cg, rt, "udp-nat", nft, "127.0.0.2", "127.0.0.3", how).Output()
+		if err != nil {
+			t.Fatalf("redteam2 udp-nat %s: %v (output %q)", how, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if got := run(nil, "plain"); got != "SENT\nARRIVED" {
+		t.Fatalf("outside the cgroup, a datagram to 127.0.0.3 rewritten to 127.0.0.2: %q, want it to arrive (the probe is broken)", got)
+	}
+	if got := run(cg, "plain"); strings.HasSuffix(got, "\nARRIVED") {
+		t.Fatalf("in the cgroup, a datagram to 127.0.0.3 rewritten to the denied 127.0.0.2: %q, want it dropped", got)
+	}
+	if got := run(cg, "prime"); !strings.HasPrefix(got, "PRIME EPERM\n") || strings.HasSuffix(got, "\nARRIVED") {
+		t.Errorf("in the cgroup, a refused sendto 127.0.0.2, then a datagram to 127.0.0.3 rewritten to the denied 127.0.0.2: %q; want the sendto refused and the datagram dropped", got)
+	}
 }

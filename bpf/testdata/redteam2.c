@@ -4,7 +4,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/io_uring.h>
+#include <arpa/inet.h>
 #include <linux/mount.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +107,115 @@ static int tree_exec_mode(char **argv)
 	return fail("execveat");
 }
 
+static void pin_cpu(void)
+{
+	cpu_set_t set;
+	if (sched_getaffinity(0, sizeof(set), &set))
+		return;
+	for (int c = 0; c < CPU_SETSIZE; c++) {
+		if (CPU_ISSET(c, &set)) {
+			CPU_ZERO(&set);
+			CPU_SET(c, &set);
+			sched_setaffinity(0, sizeof(set), &set);
+			return;
+		}
+	}
+}
+
+static int lo_up(void)
+{
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	strcpy(ifr.ifr_name, "lo");
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+		return -1;
+	ifr.ifr_flags |= IFF_UP;
+	if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+		return -1;
+	close(s);
+	return 0;
+}
+
+static int udp_bound(const char *ip, struct sockaddr_in *sa)
+{
+	int s = socket(AF_INET, SOCK_DGRAM, 0);
+	memset(sa, 0, sizeof(*sa));
+	sa->sin_family = AF_INET;
+	inet_pton(AF_INET, ip, &sa->sin_addr);
+	if (s < 0 || bind(s, (struct sockaddr *)sa, sizeof(*sa)))
+		return -1;
+	socklen_t len = sizeof(*sa);
+	getsockname(s, (struct sockaddr *)sa, &len);
+	return s;
+}
+
+// udp-nat NFT DENIED VIA prime|plain: in a network namespace of its own,
+// bind a UDP receiver on DENIED, rewrite datagrams to VIA into DENIED with
+// a nat rule, connect a UDP socket to VIA and send on it (no address: the
+// sendmsg hook does not run). With prime, a sendto DENIED on the same
+// socket (refused) comes first. Prints the send result and ARRIVED or
+// NOT-ARRIVED; a marker datagram sent after it on the same CPU proves the
+// first one, if delivered, is queued when the receiver is read.
+static int udp_nat_mode(char **argv)
+{
+	const char *nft = argv[0], *denied = argv[1], *via = argv[2];
+	bool prime = !strcmp(argv[3], "prime");
+	pin_cpu();
+	if (unshare(CLONE_NEWNET))
+		return fail("unshare net");
+	if (lo_up())
+		return fail("lo up");
+	struct sockaddr_in rsa, msa;
+	int r = udp_bound(denied, &rsa);
+	int m = udp_bound("127.0.0.1", &msa);
+	if (r < 0 || m < 0)
+		return fail("bind receivers");
+	char rules[512];
+	snprintf(rules, sizeof(rules),
+		 "add table ip hf\n"
+		 "add chain ip hf out { type nat hook output priority -100; }\n"
+		 "add rule ip hf out ip daddr %s dnat to %s\n",
+		 via, denied);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "%s -f -", nft);
+	FILE *f = popen(cmd, "w");
+	if (!f)
+		return fail("popen nft");
+	fputs(rules, f);
+	int rc = pclose(f);
+	if (rc != 0) {
+		printf("ERR nft: %d\n", rc);
+		return 1;
+	}
+	int c = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in vsa = rsa;
+	inet_pton(AF_INET, via, &vsa.sin_addr);
+	if (connect(c, (struct sockaddr *)&vsa, sizeof(vsa)))
+		return fail("connect");
+	if (prime) {
+		if (sendto(c, "prime", 5, 0, (struct sockaddr *)&rsa, sizeof(rsa)) == 5) {
+			printf("ERR prime: sendto the denied address was let through\n");
+			return 1;
+		}
+		printf("PRIME %s\n", errno == EPERM ? "EPERM" : strerror(errno));
+	}
+	printf(send(c, "secret", 6, 0) == 6 ? "SENT\n" : "SEND %s\n", strerror(errno));
+	int k = socket(AF_INET, SOCK_DGRAM, 0);
+	if (sendto(k, "marker", 6, 0, (struct sockaddr *)&msa, sizeof(msa)) != 6)
+		return fail("marker");
+	char buf[16];
+	if (recv(m, buf, sizeof(buf), 0) < 0)
+		return fail("marker recv");
+	ssize_t n;
+	bool arrived = false;
+	while ((n = recv(r, buf, sizeof(buf), MSG_DONTWAIT)) >= 0)
+		if (n == 6 && !memcmp(buf, "secret", 6))
+			arrived = true;
+	printf(arrived ? "ARRIVED\n" : "NOT-ARRIVED\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -107,6 +223,8 @@ int main(int argc, char **argv)
 		return uring_move_mode(argv + 2);
 	if (argc == 5 && !strcmp(argv[1], "tree-exec"))
 		return tree_exec_mode(argv + 2);
-	fprintf(stderr, "usage: redteam2 uring-move|tree-exec ARGS...\n");
+	if (argc == 6 && !strcmp(argv[1], "udp-nat"))
+		return udp_nat_mode(argv + 2);
+	fprintf(stderr, "usage: redteam2 uring-move|tree-exec|udp-nat ARGS...\n");
 	return 2;
 }
