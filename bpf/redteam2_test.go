@@ -205,6 +205,21 @@ func TestRedteam2RoutesThatHold(t *testing.T) {
 			t.Errorf("exec %s through binfmt_misc with the interpreter %s: err=%v, output %q; want killed by SIGKILL", data, bin, err, out)
 		}
 	})
+	// Leaving the container's cgroup by clone3(CLONE_INTO_CGROUP): the
+	// child is killed before it runs.
+	t.Run("clone3 into another cgroup", func(t *testing.T) {
+		out, err := command(cg, rt, "clone3-exec", env.cgroupRoot, busybox, "true").Output()
+		if got := strings.TrimSpace(string(out)); err != nil || got != "CHILD SIGNAL 9" {
+			t.Errorf("clone3 CLONE_INTO_CGROUP %s from %s: err=%v, output %q; want CHILD SIGNAL 9", env.cgroupRoot, cg.dir, err, got)
+		}
+	})
+	// A thread other than the one that exec'd moves the process out.
+	t.Run("move by a thread", func(t *testing.T) {
+		out, err := command(cg, rt, "thread-move", filepath.Join(env.cgroupRoot, "cgroup.procs"), busybox, "true").Output()
+		if !killedBySIGKILL(err) {
+			t.Errorf("moved by a second thread from %s to %s: err=%v, output %q; want killed by SIGKILL", cg.dir, env.cgroupRoot, err, out)
+		}
+	})
 	// The denied directory renamed: its identity goes with it.
 	t.Run("rename", func(t *testing.T) {
 		moved := filepath.Join(base, "renamed")

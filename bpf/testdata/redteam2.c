@@ -8,7 +8,11 @@
 #include <linux/mount.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <linux/sched.h>
+#include <pthread.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <stdbool.h>
@@ -216,6 +220,67 @@ static int udp_nat_mode(char **argv)
 	return 0;
 }
 
+// clone3-exec CGDIR BIN ARG0: start a child in CGDIR (clone3
+// CLONE_INTO_CGROUP) that execs BIN as ARG0; prints how it ended.
+static int clone3_exec_mode(char **argv)
+{
+	int cg = open(argv[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cg < 0)
+		return fail("open cgroup");
+	struct clone_args ca;
+	memset(&ca, 0, sizeof(ca));
+	ca.flags = CLONE_INTO_CGROUP;
+	ca.exit_signal = SIGCHLD;
+	ca.cgroup = cg;
+	long pid = syscall(SYS_clone3, &ca, sizeof(ca));
+	if (pid < 0)
+		return fail("clone3");
+	if (pid == 0) {
+		char *args[] = {argv[2], NULL};
+		execv(argv[1], args);
+		_exit(127);
+	}
+	int st;
+	if (waitpid(pid, &st, 0) < 0)
+		return fail("waitpid");
+	if (WIFSIGNALED(st))
+		printf("CHILD SIGNAL %d\n", WTERMSIG(st));
+	else
+		printf("CHILD EXIT %d\n", WEXITSTATUS(st));
+	return 0;
+}
+
+static const char *thread_procs;
+static int thread_err;
+
+static void *mover(void *arg)
+{
+	int fd = open(thread_procs, O_WRONLY);
+	char pid[32];
+	int n = snprintf(pid, sizeof(pid), "%d\n", getpid());
+	if (fd < 0 || write(fd, pid, n) != n)
+		thread_err = errno ? errno : EIO;
+	return NULL;
+}
+
+// thread-move PROCS BIN ARG0: a second thread moves the process by writing
+// its pid to PROCS, then the main thread execs BIN as ARG0.
+static int thread_move_mode(char **argv)
+{
+	pthread_t th;
+	thread_procs = argv[0];
+	if (pthread_create(&th, NULL, mover, NULL) || pthread_join(th, NULL))
+		return fail("thread");
+	if (thread_err) {
+		errno = thread_err;
+		return fail("write cgroup.procs");
+	}
+	printf("MOVED\n");
+	char *args[] = {argv[2], NULL};
+	execv(argv[1], args);
+	return fail("execv");
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -223,8 +288,12 @@ int main(int argc, char **argv)
 		return uring_move_mode(argv + 2);
 	if (argc == 5 && !strcmp(argv[1], "tree-exec"))
 		return tree_exec_mode(argv + 2);
+	if (argc == 5 && !strcmp(argv[1], "clone3-exec"))
+		return clone3_exec_mode(argv + 2);
+	if (argc == 5 && !strcmp(argv[1], "thread-move"))
+		return thread_move_mode(argv + 2);
 	if (argc == 6 && !strcmp(argv[1], "udp-nat"))
 		return udp_nat_mode(argv + 2);
-	fprintf(stderr, "usage: redteam2 uring-move|tree-exec|udp-nat ARGS...\n");
+	fprintf(stderr, "usage: redteam2 uring-move|tree-exec|clone3-exec|thread-move|udp-nat ARGS...\n");
 	return 2;
 }
