@@ -554,13 +554,22 @@ int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
  * not that container, the moved task is killed. Runtimes move tasks from
  * outside any container and are not affected. */
 
+#define PF_IO_WORKER 0x00000010
+
 /* The container the current task (the mover) belongs to: where it last
  * exec'd or was forked, since a task that moved itself is already in the
  * destination; else, for a task that did neither since the programs were
- * loaded, its cgroup. */
+ * loaded, its cgroup. An io_uring worker is made without a fork the
+ * programs see: it speaks for its process, whose leader's record counts. */
 static __always_inline __u64 mover_owner(void)
 {
-	struct task_owner *t = bpf_task_storage_get(&task_owners, bpf_get_current_task_btf(), 0, 0);
+	struct task_struct *cur = bpf_get_current_task_btf();
+	struct task_owner *t;
+
+	if (cur->flags & PF_IO_WORKER)
+		t = bpf_task_storage_get(&task_owners, cur->group_leader, 0, 0);
+	else
+		t = bpf_task_storage_get(&task_owners, cur, 0, 0);
 
 	if (t && t->cgroup_id && bpf_map_lookup_elem(&cgroup_rules, &t->cgroup_id))
 		return t->cgroup_id;

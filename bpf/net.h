@@ -149,6 +149,18 @@ static __always_inline void note_sendmsg(struct bpf_sock_addr *ctx, bool v6)
 	}
 }
 
+/* forget_sendmsg drops the record of a refused datagram: its destination
+ * was not let through, and a later send on the connected socket whose
+ * packet NAT rewrote to it must be checked again at egress. */
+static __always_inline void forget_sendmsg(void)
+{
+	__u32 zero = 0;
+	struct sendmsg_pass *p = bpf_map_lookup_elem(&sendmsg_passes, &zero);
+
+	if (p)
+		p->cookie = 0;
+}
+
 /* Returns 1 to let the connect/sendmsg through, 0 to fail it with EPERM. */
 static __always_inline int check_sock(struct bpf_sock_addr *ctx, bool v6, __u32 action)
 {
@@ -179,6 +191,8 @@ static __always_inline int check_sock(struct bpf_sock_addr *ctx, bool v6, __u32 
 	if (!match_ports(rules, o.rule->ruleset, port, proto, &rule_id))
 		return 1;
 	count(COUNTER_CONNECT_REFUSED);
+	if (action == ACTION_SENDMSG_REFUSED)
+		forget_sendmsg();
 	net_event(o.cgroup_id, action, o.rule->ruleset, rule_id, v6, ip6, port, proto);
 	return 0;
 }

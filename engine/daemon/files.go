@@ -393,6 +393,8 @@ func uncoveredExec(mode string) []string {
 		"a container task that neither exec'd nor forked since the programs were loaded and moves itself out of its container's cgroup, and a move into another container's cgroup by such a task: the move is not seen as leaving",
 		"code copied into anonymous executable memory (a loader that reads a denied file and maps its bytes): only file-backed mappings are checked",
 		"on an overlay whose upper and lower layers are on different file systems (no xino), a hard link made inside the container is a new inode",
+		"a hard link, made in another directory, of a file below a denied directory prefix: prefix rules follow the exec'd name's parent chain",
+		"an overlay the workload mounts itself (user namespace or CAP_SYS_ADMIN) over a denied directory or file: its files have identities and paths of their own",
 	}
 	if mode == bpf.ModeKill {
 		out = append(out,
