@@ -468,7 +468,28 @@ static __always_inline int judge_entry(struct exec_req *r, struct file *exe)
 	r->vfsmnt = (__u64)m;
 	r->inode = (__u64)inode;
 	r->flags &= ~CG_EXEC_ALLOW;
-	return judge(r);
+
+	/* The same deny decision as a mapping's (passes.h): ld.so passes once
+	 * per container and ruleset, not on every exec. */
+	struct pass_key k = {
+		.dentry = (__u64)d,
+		.mnt = (__u64)m,
+		.root_dentry = (__u64)BPF_CORE_READ(task, fs, root.dentry),
+		.root_mnt = (__u64)BPF_CORE_READ(task, fs, root.mnt),
+		.sb = (__u64)BPF_CORE_READ(inode, i_sb),
+		.ino = BPF_CORE_READ(inode, i_ino),
+		.cgroup = r->owner_cgroup,
+		.ruleset = r->ruleset,
+	};
+	struct pass_value gen;
+	bool cacheable = read_gens(&gen);
+
+	if (cacheable && passed_before(&k, &gen))
+		return 0;
+	int refused = judge(r);
+	if (!refused && cacheable)
+		bpf_map_update_elem(&mmap_passes, &k, &gen, BPF_ANY);
+	return refused;
 }
 
 static __always_inline void emit_exec(struct exec_req *r, struct linux_binprm *bprm, struct task_struct *task,

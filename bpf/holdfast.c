@@ -19,6 +19,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #include "events.h"
 #include "tasks.h"
 #include "files.h"
+#include "passes.h"
 #include "exec.h"
 #include "mmap.h"
 #include "net.h"

@@ -154,56 +154,6 @@ static __always_inline struct file *file_of_fd(struct task_struct *task, __s64 f
 	return file;
 }
 
-/* Set by the loader: the time of its last change of exec rules, which
- * voids every cached pass. */
-struct mmap_config {
-	__u64 rules_gen;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct mmap_config);
-} mmap_config SEC(".maps");
-
-/* Bumped by the programs when a system call that can change the path of an
- * existing file (rename, mount, umount, move_mount, pivot_root) returns:
- * every cached pass before it is void. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} path_gen SEC(".maps");
-
-/* A file mapped executable that match_file passed: the path object (dentry
- * and mount, in the task's root), the file's identity, and the rules it
- * was judged by. Real loads map the same few libraries again and again. */
-struct pass_key {
-	__u64 dentry;
-	__u64 mnt;
-	__u64 root_dentry;
-	__u64 root_mnt;
-	__u64 sb;
-	__u64 ino;
-	__u64 cgroup;
-	__u32 ruleset;
-	__u32 pad;
-};
-
-/* The generations current before the walk that passed it. */
-struct pass_value {
-	__u64 path_gen;
-	__u64 rules_gen;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct pass_key);
-	__type(value, struct pass_value);
-} mmap_passes SEC(".maps");
 
 /* Room for a struct file (its f_path and f_inode are filled in). */
 #define VIEW_SIZE 256
@@ -351,21 +301,10 @@ static __always_inline bool deny_file(struct vma_scan *s, struct file *file, str
 	if (s->stage == STAGE_EXIT && t->valid && same_key(&t->passed, k))
 		return false;
 	t->cache = 0;
-	if (s->stage != STAGE_LSM) {
-		__u32 zero = 0;
-		__u64 *pg = bpf_map_lookup_elem(&path_gen, &zero);
-		struct mmap_config *cfg = bpf_map_lookup_elem(&mmap_config, &zero);
-
-		if (pg && cfg) {
-			/* Read before the walk: a change during it voids its pass. */
-			t->gen.path_gen = *(volatile __u64 *)pg;
-			t->gen.rules_gen = cfg->rules_gen;
-			struct pass_value *v = bpf_map_lookup_elem(&mmap_passes, k);
-
-			if (v && v->path_gen == t->gen.path_gen && v->rules_gen == t->gen.rules_gen)
-				goto passed;
-			t->cache = 1;
-		}
+	if (s->stage != STAGE_LSM && read_gens(&t->gen)) {
+		if (passed_before(k, &t->gen))
+			goto passed;
+		t->cache = 1;
 	}
 	bool denied = run_match(s, (struct file *)t->view, task);
 
