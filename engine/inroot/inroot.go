@@ -13,7 +13,6 @@
 package inroot
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -237,16 +236,15 @@ func (r *Root) dev(mntID int) (uint32, error) {
 // readMountDevs maps mount IDs to the major:minor field of mountinfo, which
 // is the superblock's s_dev.
 func readMountDevs(name string) (map[int]uint32, error) {
-	f, err := os.Open(name)
+	// One read: it is on every registration's path, and a scanner's
+	// buffer cost as much as the kernel's rendering of the file.
+	data, err := os.ReadFile(name)
 	if err != nil {
 		return nil, fmt.Errorf("read mounts: %w", err)
 	}
-	defer f.Close()
 	devs := map[int]uint32{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.SplitN(sc.Text(), " ", 4)
+	for line := range strings.Lines(string(data)) {
+		fields := strings.SplitN(strings.TrimSuffix(line, "\n"), " ", 4)
 		if len(fields) < 3 {
 			continue
 		}
@@ -264,9 +262,6 @@ func readMountDevs(name string) (map[int]uint32, error) {
 			continue
 		}
 		devs[id] = bpf.KernelDev(uint32(ma), uint32(mi))
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read mounts %s: %w", name, err)
 	}
 	return devs, nil
 }
