@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/linux"
@@ -203,11 +204,22 @@ var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
 
 func safeName(name string) string { return unsafeChars.ReplaceAllString(name, "_") }
 
+// removeCgroup removes a test cgroup once the processes the programs killed
+// in it, asynchronously (the sharers of a killed caller's file table or
+// address space), have left.
 func removeCgroup(t testing.TB, dir string) {
 	t.Helper()
-	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("remove cgroup %s: %v", dir, err)
+	var err error
+	for range 500 { // bounds a stuck process only
+		if err = os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if !errors.Is(err, syscall.EBUSY) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
+	t.Errorf("remove cgroup %s: %v", dir, err)
 }
 
 func testLogger(t testing.TB) *slog.Logger {
