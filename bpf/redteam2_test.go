@@ -120,8 +120,6 @@ func TestRedteam2ExecRuleEscapedByOverlayLower(t *testing.T) {
 	}
 }
 
-// buildRedteam2 compiles testdata/redteam2.c.
-func buildRedteam2(t testing.TB) string { return buildTestC(t, "redteam2") }
 
 // The move kill judges the mover by its task storage, set at exec and fork,
 // since a task that moved itself already sits in the destination. An
@@ -134,7 +132,7 @@ func buildRedteam2(t testing.TB) string { return buildTestC(t, "redteam2") }
 func TestRedteam2MoveOutByIOURingWorker(t *testing.T) {
 	env := newTestEnv(t)
 	e := env.open(t)
-	rt := buildRedteam2(t)
+	rt := buildRedteam(t)
 	busybox := staticBusybox(t)
 	rs := Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, busybox, 1)}}
 	if err := e.PutRuleset(rs); err != nil {
@@ -158,7 +156,7 @@ func TestRedteam2MoveOutByIOURingWorker(t *testing.T) {
 func TestRedteam2RoutesThatHold(t *testing.T) {
 	env := newTestEnv(t)
 	e := env.open(t)
-	rt := buildRedteam2(t)
+	rt := buildRedteam(t)
 	busybox := staticBusybox(t)
 	base := resolved(t, t.TempDir())
 	denied := filepath.Join(base, "denied")
@@ -253,7 +251,7 @@ func TestRedteam2RoutesThatHold(t *testing.T) {
 func TestRedteam2UDPNATAfterRefusedSendto(t *testing.T) {
 	env := newTestEnv(t)
 	e := env.open(t)
-	rt := buildRedteam2(t)
+	rt := buildRedteam(t)
 	nft, err := exec.LookPath("nft")
 	if err != nil {
 		require.Privileged(t, "nft (package nftables, installed by make deps)", err)
