@@ -37,20 +37,7 @@ func TestRedteam2ExecPrefixRuleEscapedByHardLink(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rs := Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, denied+"/", 1)}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	cg := env.cgroup(t, "hardlink")
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroupFiles(cg.id, []FileRule{{File: statID(t, denied), RuleID: 1, Dir: true}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := command(cg, bin).Run(); !killedBySIGKILL(err) {
-		t.Fatalf("exec %s in the cgroup: %v, want killed by SIGKILL", bin, err)
-	}
+	cg := deniedDirCgroup(t, env, e, "hardlink", denied, bin)
 
 	// What the workload does: link(2) the denied file elsewhere, exec the link.
 	link := filepath.Join(outside, "true")
@@ -89,23 +76,7 @@ func TestRedteam2ExecRuleEscapedByOverlayLower(t *testing.T) {
 		require.Privileged(t, "util-linux unshare", err)
 	}
 
-	rs := Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, denied+"/", 1), mustExecRule(t, bin, 2)}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	cg := env.cgroup(t, "overlay")
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroupFiles(cg.id, []FileRule{
-		{File: statID(t, denied), RuleID: 1, Dir: true},
-		{File: statID(t, bin), RuleID: 2},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := command(cg, bin).Run(); !killedBySIGKILL(err) {
-		t.Fatalf("exec %s in the cgroup: %v, want killed by SIGKILL", bin, err)
-	}
+	cg := deniedDirCgroup(t, env, e, "overlay", denied, bin, bin)
 
 	merged := filepath.Join(base, "merged")
 	opts := "lowerdir=" + denied + ",upperdir=" + filepath.Join(base, "upper") + ",workdir=" + filepath.Join(base, "work")
@@ -119,7 +90,6 @@ func TestRedteam2ExecRuleEscapedByOverlayLower(t *testing.T) {
 		t.Errorf("exec %s/true, an overlay whose lower layer is the denied %s/: err=%v, want killed by SIGKILL", merged, denied, err)
 	}
 }
-
 
 // The move kill judges the mover by its task storage, set at exec and fork,
 // since a task that moved itself already sits in the destination. An
@@ -164,17 +134,7 @@ func TestRedteam2RoutesThatHold(t *testing.T) {
 	bin := filepath.Join(sub, "true")
 	copyExecutable(t, busybox, bin)
 
-	rs := Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, denied+"/", 1)}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	cg := env.cgroup(t, "holds")
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroupFiles(cg.id, []FileRule{{File: statID(t, denied), RuleID: 1, Dir: true}}); err != nil {
-		t.Fatal(err)
-	}
+	cg := deniedDirCgroup(t, env, e, "holds", denied, bin)
 
 	// A detached clone of a directory below the prefix: the path ends at
 	// the clone's root ("/true"), the directory identity does not.

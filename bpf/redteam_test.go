@@ -23,6 +23,34 @@ import (
 // buildRedteam compiles testdata/redteam.c.
 func buildRedteam(t testing.TB) string { return buildTestC(t, "redteam") }
 
+// deniedDirCgroup registers a cgroup whose ruleset denies dir/ by path and,
+// as the engine resolves a prefix rule, by the directory's identity, plus
+// exact rules for files (by path and identity), and checks that probe is
+// killed there.
+func deniedDirCgroup(t *testing.T, env *testEnv, e *Enforcer, name, dir, probe string, files ...string) *testCgroup {
+	t.Helper()
+	rs := Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, dir+"/", 1)}}
+	ids := []FileRule{{File: statID(t, dir), RuleID: 1, Dir: true}}
+	for i, f := range files {
+		rs.Exec = append(rs.Exec, mustExecRule(t, f, uint32(i+2)))
+		ids = append(ids, FileRule{File: statID(t, f), RuleID: uint32(i + 2)})
+	}
+	if err := e.PutRuleset(rs); err != nil {
+		t.Fatal(err)
+	}
+	cg := env.cgroup(t, name)
+	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetCgroupFiles(cg.id, ids); err != nil {
+		t.Fatal(err)
+	}
+	if err := command(cg, probe).Run(); !killedBySIGKILL(err) {
+		t.Fatalf("exec %s in the cgroup: %v, want killed by SIGKILL", probe, err)
+	}
+	return cg
+}
+
 // staticBusybox is the host's static busybox, resolved, or a skip.
 func staticBusybox(t testing.TB) string {
 	t.Helper()
@@ -154,23 +182,10 @@ func TestRedteamExecPrefixRuleEscapedByChrootOrBindMount(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rs := Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, denied+"/", 1)}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	cg := env.cgroup(t, "chroot")
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
 	// The directory's identity, as the engine resolves a prefix rule in the
 	// container's root: what the bind mount cannot change.
-	if err := e.SetCgroupFiles(cg.id, []FileRule{{File: statID(t, denied), RuleID: 1, Dir: true}}); err != nil {
-		t.Fatal(err)
-	}
+	cg := deniedDirCgroup(t, env, e, "chroot", denied, bin)
 
-	if err := command(cg, bin).Run(); !killedBySIGKILL(err) {
-		t.Fatalf("exec %s in the cgroup: %v, want killed by SIGKILL", bin, err)
-	}
 	t.Run("chroot", func(t *testing.T) {
 		cmd := command(cg, "/true")
 		cmd.SysProcAttr.Chroot = denied
