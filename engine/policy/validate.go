@@ -305,27 +305,8 @@ func (c *checker) connect(conn *Connect) []rule {
 		if proerr != nil {
 			c.addf(field+".protocol", "%w", proerr)
 		}
-		type portRange struct {
-			lo, hi uint16
-			field  string
-		}
-		ranges := []portRange{{lo: 0, hi: 65535, field: field}}
-		if len(d.Ports) > 0 {
-			ranges = ranges[:0]
-		}
-		valid := perr == nil && proerr == nil
-		for j, s := range d.Ports {
-			pfield := fmt.Sprintf("%s.ports[%d]", field, j)
-			lo, hi, err := parsePortRange(string(s))
-			if err != nil {
-				c.addf(pfield, "%w", err)
-				valid = false
-				continue
-			}
-			d.Ports[j] = formatPorts(lo, hi)
-			ranges = append(ranges, portRange{lo, hi, pfield})
-		}
-		if !valid {
+		ranges, portsOK := c.ports(field, d.Ports)
+		if perr != nil || proerr != nil || !portsOK {
 			continue
 		}
 		d.CIDR, d.Protocol = prefix.String(), name
@@ -346,6 +327,34 @@ func (c *checker) connect(conn *Connect) []rule {
 		}
 	}
 	return rules
+}
+
+// portRange is one validated port range and the field it was written in.
+type portRange struct {
+	lo, hi uint16
+	field  string
+}
+
+// ports validates the ports of the rule at field, rewrites them in
+// canonical form and returns their ranges: all ports when none are given.
+// ok is false if any is invalid (each is reported).
+func (c *checker) ports(field string, ports []PortRange) (ranges []portRange, ok bool) {
+	if len(ports) == 0 {
+		return []portRange{{0, 65535, field}}, true
+	}
+	ok = true
+	for j, s := range ports {
+		pfield := fmt.Sprintf("%s.ports[%d]", field, j)
+		lo, hi, err := parsePortRange(string(s))
+		if err != nil {
+			c.addf(pfield, "%w", err)
+			ok = false
+			continue
+		}
+		ports[j] = formatPorts(lo, hi)
+		ranges = append(ranges, portRange{lo, hi, pfield})
+	}
+	return ranges, ok
 }
 
 // sockets validates socket kinds and returns one rule per kind.
@@ -373,30 +382,11 @@ func (c *checker) bind(b *Bind) []rule {
 		d := &b.Deny[i]
 		field := fmt.Sprintf("spec.network.bind.deny[%d]", i)
 		proto, name, err := parseProtocol(d.Protocol)
-		valid := err == nil
 		if err != nil {
 			c.addf(field+".protocol", "%w", err)
 		}
-		type portRange struct {
-			lo, hi uint16
-			field  string
-		}
-		ranges := []portRange{{0, 65535, field}}
-		if len(d.Ports) > 0 {
-			ranges = ranges[:0]
-		}
-		for j, s := range d.Ports {
-			pfield := fmt.Sprintf("%s.ports[%d]", field, j)
-			lo, hi, err := parsePortRange(string(s))
-			if err != nil {
-				c.addf(pfield, "%w", err)
-				valid = false
-				continue
-			}
-			d.Ports[j] = formatPorts(lo, hi)
-			ranges = append(ranges, portRange{lo, hi, pfield})
-		}
-		if !valid {
+		ranges, portsOK := c.ports(field, d.Ports)
+		if err != nil || !portsOK {
 			continue
 		}
 		d.Protocol = name
