@@ -55,10 +55,12 @@ type Options struct {
 
 // Engine implements api.Handler over the registry, policies and enforcer.
 type Engine struct {
-	opts     Options
-	log      *slog.Logger
-	cgroups  cgroup.Mount
-	enforcer *bpf.Enforcer
+	opts    Options
+	log     *slog.Logger
+	cgroups cgroup.Mount
+	// selfCgroups: the engine's cgroup and its ancestors, never registered.
+	selfCgroups map[uint64]string
+	enforcer    *bpf.Enforcer
 	// lock is the flock on the state dir: one engine per node state.
 	lock *os.File
 	// eventsMu keeps event lines and summaries whole in Options.Events.
@@ -112,6 +114,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		}
 		e.cgroups = m
 	}
+	e.selfCgroups = engineCgroups(e.cgroups)
 
 	set, err := e.loadPolicies()
 	if err != nil {
@@ -321,10 +324,10 @@ func (e *Engine) resolveCgroup(c *api.Container) error {
 		if c.CgroupID == 0 {
 			return errors.New("neither cgroupId nor cgroupPath given")
 		}
-		return nil
+		return e.refuseEngineCgroup(c.CgroupID)
 	}
-	dir := c.CgroupPath
-	if !strings.HasPrefix(filepath.Clean(dir), e.cgroups.Root+"/") {
+	dir := filepath.Clean(c.CgroupPath)
+	if dir != e.cgroups.Root && !strings.HasPrefix(dir, e.cgroups.Root+"/") {
 		dir = e.cgroups.Dir(dir)
 	}
 	id, err := cgroup.ID(dir)
@@ -341,7 +344,37 @@ func (e *Engine) resolveCgroup(c *api.Container) error {
 	}
 	c.CgroupID = id
 	c.CgroupPath = dir
+	return e.refuseEngineCgroup(c.CgroupID)
+}
+
+// refuseEngineCgroup refuses the engine's own cgroup and its ancestors, the
+// root included: rules there would hold the engine and every process beside
+// it, and its move control would kill what they start in other cgroups.
+// A registrar naming one has mapped a stale pid or a wrong cgroupsPath.
+func (e *Engine) refuseEngineCgroup(id uint64) error {
+	if path, ok := e.selfCgroups[id]; ok {
+		return fmt.Errorf("cgroup %s (id %d) holds the engine itself or is an ancestor of its cgroup; no container lives there", path, id)
+	}
 	return nil
+}
+
+// engineCgroups maps the IDs of the engine's v2 cgroup and its ancestors to
+// their paths; empty when the engine cannot see its cgroup (a cgroup
+// namespace), where only the registrars' own checks apply.
+func engineCgroups(m cgroup.Mount) map[uint64]string {
+	out := map[uint64]string{}
+	own, err := m.PathOfPID(os.Getpid())
+	if err != nil {
+		return out
+	}
+	for p := own; ; p = filepath.Dir(p) {
+		if id, err := cgroup.ID(m.Dir(p)); err == nil {
+			out[id] = p
+		}
+		if p == "/" || p == "." {
+			return out
+		}
+	}
 }
 
 // Register implements api.Handler.

@@ -8,45 +8,10 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"time"
 
 	"github.com/holdfast-dev/holdfast/bpf"
+	"github.com/holdfast-dev/holdfast/engine/api"
 )
-
-// Event is one enforcement decision as written to the events stream.
-type Event struct {
-	Time        time.Time       `json:"time"`
-	Action      string          `json:"action"`
-	PID         uint32          `json:"pid"`
-	Comm        string          `json:"comm,omitempty"`
-	Binary      string          `json:"binary,omitempty"`
-	Destination string          `json:"destination,omitempty"`
-	Protocol    string          `json:"protocol,omitempty"`
-	CgroupID    uint64          `json:"cgroupId"`
-	Container   *EventContainer `json:"container,omitempty"`
-	Policy      string          `json:"policy,omitempty"`
-	Rule        string          `json:"rule,omitempty"`
-	// Reason says why an exec was refused without a rule (Rule is empty):
-	// ReasonNotAllowed or ReasonUnresolved.
-	Reason string `json:"reason,omitempty"`
-}
-
-// Reasons of refusals that no rule made.
-const (
-	ReasonNotAllowed = "not-allowed" // not on the container's exec allow list
-	ReasonUnresolved = "unresolved"  // the file's path was too deep to resolve
-)
-
-// EventContainer is the identity of the container an event happened in.
-type EventContainer struct {
-	ID        string            `json:"id"`
-	Namespace string            `json:"namespace,omitempty"`
-	Pod       string            `json:"pod,omitempty"`
-	PodUID    string            `json:"podUid,omitempty"`
-	Name      string            `json:"name,omitempty"`
-	Image     string            `json:"image,omitempty"`
-	Labels    map[string]string `json:"labels,omitempty"`
-}
 
 // StreamEvents writes every kernel event as one JSON line until ctx is done.
 // Events produced while no engine ran wait in the pinned ring buffer and
@@ -94,16 +59,16 @@ func (e *Engine) writeEvent(v any) error {
 }
 
 // describe joins a kernel event with the container and policy it concerns.
-func (e *Engine) describe(ev bpf.Event) Event {
-	out := Event{Time: ev.Time, Action: ev.Action, PID: ev.TGID, Comm: ev.Comm, CgroupID: ev.CgroupID}
+func (e *Engine) describe(ev bpf.Event) api.Event {
+	out := api.Event{Schema: api.EventSchema, Time: ev.Time, Action: ev.Action, PID: ev.TGID, Comm: ev.Comm, CgroupID: ev.CgroupID}
 	if ev.Filename != "" {
 		out.Binary = ev.Filename
 	}
 	switch {
 	case ev.Unresolved:
-		out.Reason = ReasonUnresolved
+		out.Reason = api.ReasonUnresolved
 	case ev.NotAllowed:
-		out.Reason = ReasonNotAllowed
+		out.Reason = api.ReasonNotAllowed
 	}
 	if ev.Addr.IsValid() {
 		out.Destination = netip.AddrPortFrom(ev.Addr, ev.Port).String()
@@ -116,13 +81,13 @@ func (e *Engine) describe(ev bpf.Event) Event {
 	return out
 }
 
-func (e *Engine) containerOfLocked(cgroupID uint64) *EventContainer {
+func (e *Engine) containerOfLocked(cgroupID uint64) *api.EventContainer {
 	if ids := e.reg.InCgroup(cgroupID); len(ids) > 0 {
 		c, _ := e.reg.Get(ids[0])
-		return &EventContainer{ID: c.ID, Namespace: c.Namespace, Pod: c.Pod, PodUID: c.PodUID, Name: c.Name, Image: c.Image, Labels: c.Labels}
+		return &api.EventContainer{ID: c.ID, Namespace: c.Namespace, Pod: c.Pod, PodUID: c.PodUID, Name: c.Name, Image: c.Image, Labels: c.Labels}
 	}
 	if o, ok := e.orphans[cgroupID]; ok {
-		return &EventContainer{ID: o.ID}
+		return &api.EventContainer{ID: o.ID}
 	}
 	return nil
 }

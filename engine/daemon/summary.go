@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/bpf"
+	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/registry"
 )
 
@@ -25,11 +26,11 @@ type Summary struct {
 	Time time.Time `json:"time"`
 	// Summary is the action summarised. Summaries have no "action" field,
 	// so consumers that count events by action do not count them.
-	Summary   string          `json:"summary"`
-	CgroupID  uint64          `json:"cgroupId,omitempty"`
-	Container *EventContainer `json:"container,omitempty"`
-	Policy    string          `json:"policy,omitempty"`
-	Rule      string          `json:"rule,omitempty"`
+	Summary   string              `json:"summary"`
+	CgroupID  uint64              `json:"cgroupId,omitempty"`
+	Container *api.EventContainer `json:"container,omitempty"`
+	Policy    string              `json:"policy,omitempty"`
+	Rule      string              `json:"rule,omitempty"`
 	// Count denials since the previous summary, of which Events were
 	// written as events, Lost found the ring buffer full and Suppressed
 	// were held back by the rate limit.

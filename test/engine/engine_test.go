@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/holdfast-dev/holdfast/engine/cgroup"
 	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
@@ -322,6 +323,32 @@ func TestUnknownCgroupRefused(t *testing.T) {
 		}
 	}
 	expectEnforced(t, cg, binary, addr)
+}
+
+// A registrar that maps a stale pid or a wrong cgroupsPath can name the
+// cgroup the engine runs in, or one above it. Rules there would hold the
+// engine and everything beside it; the engine refuses them.
+func TestEngineCgroupRefused(t *testing.T) {
+	binary, addr := deniedBinary(t), harness.ListenTCP(t, "127.0.0.1:0").String()
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": lockdown("lockdown", binary, addr)}})
+	m, err := cgroup.Detect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := m.DirOfPID(e.PID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{own, m.Root} {
+		out, err := e.CLI("containers", "add", "--id", "self", "--cgroup-path", dir, "--namespace", "shop",
+			"--label", "app=web", "--label", "tier=front")
+		if err == nil || !strings.Contains(out, "holds the engine itself") {
+			t.Errorf("registering the engine's cgroup or its ancestor %s: want it refused, got %v: %s", dir, err, out)
+		}
+	}
+	if r := harness.RunOutside(binary); r.ExitCode != 0 {
+		t.Errorf("%s beside the engine after the refused registrations: %v", binary, r)
+	}
 }
 
 func TestNonRootPeerRefused(t *testing.T) {
