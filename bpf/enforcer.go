@@ -500,6 +500,7 @@ func mapsByName(maps map[string]*ebpf.Map) holdfastMaps {
 		PathGen:     maps[holdfastMapPathGen],
 		FileConfig:  maps[holdfastMapFileConfig],
 		TaskOwners:  maps[holdfastMapTaskOwners],
+		AuditRules:  maps[holdfastMapAuditRules],
 	}
 }
 

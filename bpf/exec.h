@@ -86,6 +86,9 @@ struct match_ctx {
 	__u8 matched;
 	__u8 unresolved;
 	__u8 not_allowed;
+	/* The first match by a rule in audit mode: the walk goes on, since an
+	 * enforcing rule that also matches must decide (fits the padding). */
+	__u32 audit_rule;
 	/* The topmost components seen, by walk index modulo the depth limit:
 	 * hashing runs from the root down, and rules never go deeper. Once a
 	 * component is hashed its slot holds the hash of the path down to and
@@ -209,7 +212,23 @@ static __always_inline bool lookup_exec(struct match_ctx *c, __u32 kind, __u64 h
 
 	if (!v)
 		return false;
+	if (audited(c->ruleset, v->rule_id)) {
+		if (!c->audit_rule)
+			c->audit_rule = v->rule_id;
+		return false;
+	}
 	c->rule_id = v->rule_id;
+	c->matched = 1;
+	return true;
+}
+
+/* audit_match ends a walk no enforcing rule matched: denied by the first
+ * audit-mode rule that did, if any (the callers record it and let it go). */
+static __always_inline bool audit_match(struct match_ctx *c)
+{
+	if (!c->audit_rule)
+		return false;
+	c->rule_id = c->audit_rule;
 	c->matched = 1;
 	return true;
 }
@@ -265,8 +284,12 @@ static __always_inline bool match_path(struct match_ctx *c, struct dentry *dentr
 {
 	/* The file itself first: no path trick changes its identity. */
 	if (match_identity(c->owner_cgroup, inode, &c->rule_id)) {
-		c->matched = 1;
-		return true;
+		if (!audited(c->ruleset, c->rule_id)) {
+			c->matched = 1;
+			return true;
+		}
+		c->audit_rule = c->rule_id;
+		c->rule_id = 0;
 	}
 	c->dentry = (__u64)dentry;
 	c->mnt = (__u64)vfsmnt - bpf_core_field_offset(struct mount, mnt);
@@ -301,8 +324,14 @@ static __always_inline bool match_path(struct match_ctx *c, struct dentry *dentr
 	/* Last, the directories above it (where the ruleset has prefix rules). */
 	switch (dirs_denied(c->owner_cgroup, c->ruleset, (__u64)dentry, &c->rule_id)) {
 	case DIRS_PASS:
-		return false;
+		return audit_match(c);
 	case DIRS_DENIED:
+		if (audited(c->ruleset, c->rule_id)) {
+			if (!c->audit_rule)
+				c->audit_rule = c->rule_id;
+			c->rule_id = 0;
+			return audit_match(c);
+		}
 		c->matched = 1;
 		return true;
 	}
@@ -385,11 +414,16 @@ __noinline int judge(struct exec_req *r)
 	c.ruleset = r->ruleset;
 	c.owner_cgroup = r->owner_cgroup;
 	refused = match_path(&c, (struct dentry *)r->dentry, (struct vfsmount *)r->vfsmnt, (struct inode *)r->inode);
+	/* A rule in audit mode denied it: an enforcing allow list still
+	 * decides (the path was walked in full, so the ring is hashed). */
+	bool rule_audited = refused && !c.unresolved && audited(c.ruleset, c.rule_id);
 	/* On the allow list by identity (an exact rule resolved in the
 	 * container's root, like /bin/sh -> /usr/bin/dash) or by path. */
-	if (!refused && (r->flags & CG_EXEC_ALLOW) && !allowed_identity(r->owner_cgroup, (struct inode *)r->inode) &&
-	    !exec_allowed(&c)) {
+	if ((!refused || rule_audited) && (r->flags & CG_EXEC_ALLOW) &&
+	    !allowed_identity(r->owner_cgroup, (struct inode *)r->inode) && !exec_allowed(&c) &&
+	    (!refused || !audited(c.ruleset, AUDIT_NOT_ALLOWED))) {
 		c.not_allowed = 1;
+		c.rule_id = 0;
 		refused = 1;
 	}
 	r->rule_id = c.rule_id;
@@ -453,6 +487,7 @@ static __always_inline int judge_entry(struct exec_req *r, struct file *exe)
 		count(COUNTER_EXEC_UNRESOLVED);
 		r->rule_id = 0;
 		r->unresolved = 1;
+		r->not_allowed = 0;
 		return 1;
 	}
 	if (!f.file)
@@ -504,6 +539,18 @@ static __always_inline void emit_exec(struct exec_req *r, struct linux_binprm *b
 	bpf_ringbuf_submit(ev, 0);
 }
 
+/* exec_audited says whether the refusal judge() made is by a rule in audit
+ * mode; then it records the wouldDeny event, and the exec goes ahead. */
+static __always_inline bool exec_audited(struct exec_req *r, struct linux_binprm *bprm, struct task_struct *task,
+					 __u32 action)
+{
+	if (!audited(r->ruleset, r->not_allowed ? AUDIT_NOT_ALLOWED : r->rule_id))
+		return false;
+	count(COUNTER_AUDITED);
+	emit_exec(r, bprm, task, action | ACTION_AUDITED);
+	return true;
+}
+
 /* Fallback mode: the exec has passed the point of no return, so the new
  * image is killed before its first instruction: the exec'd file, and the
  * file at its start address (its ELF interpreter) if that is another. */
@@ -526,7 +573,10 @@ int BPF_PROG(exec_kill, struct task_struct *p, pid_t old_pid, struct linux_binpr
 	r.ruleset = o.rule->ruleset;
 	r.flags = o.rule->flags;
 	req_file(&r, exe);
-	if (!judge(&r) && !judge_entry(&r, exe))
+	/* The interpreter is judged also when an audited rule passed the
+	 * exec'd file: an enforcing rule may still deny it. */
+	if (!(judge(&r) && !exec_audited(&r, bprm, p, ACTION_EXEC_KILLED)) &&
+	    !(judge_entry(&r, exe) && !exec_audited(&r, bprm, p, ACTION_EXEC_KILLED)))
 		return 0;
 	bpf_send_signal(SIGKILL);
 	count(COUNTER_EXEC_DENIED);
@@ -560,7 +610,7 @@ int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 	r.ruleset = o.rule->ruleset;
 	r.flags = o.rule->flags;
 	req_file(&r, BPF_CORE_READ(bprm, file));
-	if (!judge(&r))
+	if (!judge(&r) || exec_audited(&r, bprm, task, ACTION_EXEC_DENIED))
 		return 0;
 	count(COUNTER_EXEC_DENIED);
 	emit_exec(&r, bprm, task, ACTION_EXEC_DENIED);

@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type holdfastAuditKey struct {
+	_       structs.HostLayout
+	Ruleset uint32
+	RuleId  uint32
+}
+
 type holdfastCgroupRule struct {
 	_       structs.HostLayout
 	Ruleset uint32
@@ -216,6 +222,7 @@ type holdfastTaskOwner struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	holdfastMapAuditRules    = "audit_rules"
 	holdfastMapBindRules     = "bind_rules"
 	holdfastMapCgroupRules   = "cgroup_rules"
 	holdfastMapCounters      = "counters"
@@ -321,6 +328,7 @@ type holdfastProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type holdfastMapSpecs struct {
+	AuditRules    *ebpf.MapSpec `ebpf:"audit_rules"`
 	BindRules     *ebpf.MapSpec `ebpf:"bind_rules"`
 	CgroupRules   *ebpf.MapSpec `ebpf:"cgroup_rules"`
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
@@ -370,6 +378,7 @@ func (o *holdfastObjects) Close() error {
 //
 // It can be passed to loadHoldfastObjects or ebpf.CollectionSpec.LoadAndAssign.
 type holdfastMaps struct {
+	AuditRules    *ebpf.Map `ebpf:"audit_rules"`
 	BindRules     *ebpf.Map `ebpf:"bind_rules"`
 	CgroupRules   *ebpf.Map `ebpf:"cgroup_rules"`
 	Counters      *ebpf.Map `ebpf:"counters"`
@@ -395,6 +404,7 @@ type holdfastMaps struct {
 
 func (m *holdfastMaps) Close() error {
 	return _HoldfastClose(
+		m.AuditRules,
 		m.BindRules,
 		m.CgroupRules,
 		m.Counters,

@@ -35,7 +35,7 @@
 /* cgroup_rule.flags */
 #define CG_EXEC (1u << 0)
 #define CG_CONNECT (1u << 1)
-/* bit 2 is reserved for audit-only rulesets */
+/* bit 2 is unused (audit mode is per rule: audit_rules) */
 #define CG_SOCKET (1u << 3)
 #define CG_BIND (1u << 4)
 /* The ruleset has an allow list: only files on it may be exec'd. */
@@ -72,6 +72,10 @@ enum action {
 	ACTION_MOVE_KILLED = 11, /* a task moved out of its container's cgroup got SIGKILL */
 };
 
+/* Or'd into an action (events, denials): the rule's policy is in audit
+ * mode, so the operation went ahead (no signal, no EPERM, no drop). */
+#define ACTION_AUDITED (1u << 8)
+
 enum counter {
 	COUNTER_EXEC_CHECKED,
 	COUNTER_EXEC_DENIED,
@@ -80,6 +84,7 @@ enum counter {
 	COUNTER_CONNECT_REFUSED,
 	COUNTER_EVENTS_LOST,
 	COUNTER_DENIALS_UNTRACKED, /* denials map full: counted here only, no event */
+	COUNTER_AUDITED, /* decisions of audit-mode rules: recorded, let through */
 	COUNTER_MAX,
 };
 
@@ -333,6 +338,35 @@ struct {
 	__type(key, struct denial_key);
 	__type(value, struct denial_value);
 } denials SEC(".maps");
+
+/* Audit mode, per ruleset and rule: a decision by a rule with an entry
+ * here is recorded and the operation goes ahead. Written apart from the
+ * ruleset's rules so that switching a policy's mode changes only these
+ * entries, never the rules or the cgroup entries pointing at them. */
+struct audit_key {
+	__u32 ruleset;
+	__u32 rule_id; /* or AUDIT_UNRESOLVED, AUDIT_NOT_ALLOWED */
+};
+
+/* rule_id of refusals no rule made: an unresolvable path or mapping, and
+ * a file not on the ruleset's exec allow list. */
+#define AUDIT_UNRESOLVED 0
+#define AUDIT_NOT_ALLOWED 0xffffffffu
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct audit_key);
+	__type(value, __u32); /* unused */
+} audit_rules SEC(".maps");
+
+/* audited says whether a decision of ruleset by rule_id only records. */
+static __always_inline bool audited(__u32 ruleset, __u32 rule_id)
+{
+	struct audit_key k = {.ruleset = ruleset, .rule_id = rule_id};
+
+	return bpf_map_lookup_elem(&audit_rules, &k) != NULL;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

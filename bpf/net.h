@@ -106,6 +106,8 @@ static __always_inline struct port_rules *lookup_dest(__u32 ruleset, bool v6, __
 static __always_inline void net_event(__u64 cgroup_id, __u32 action, __u32 ruleset, __u32 rule_id,
 				      bool v6, __u32 ip6[4], __u32 port, __u8 proto)
 {
+	if (action & ACTION_AUDITED)
+		count(COUNTER_AUDITED);
 	struct event *ev = event_new(cgroup_id, action, ruleset, rule_id);
 	if (!ev)
 		return;
@@ -190,6 +192,11 @@ static __always_inline int check_sock(struct bpf_sock_addr *ctx, bool v6, __u32 
 	__u32 rule_id = 0;
 	if (!match_ports(rules, o.rule->ruleset, port, proto, &rule_id))
 		return 1;
+	if (audited(o.rule->ruleset, rule_id)) {
+		/* Let through; a UDP datagram's pass stays for egress. */
+		net_event(o.cgroup_id, action | ACTION_AUDITED, o.rule->ruleset, rule_id, v6, ip6, port, proto);
+		return 1;
+	}
 	count(COUNTER_CONNECT_REFUSED);
 	if (action == ACTION_SENDMSG_REFUSED)
 		forget_sendmsg();
@@ -246,8 +253,11 @@ static __always_inline int check_bind(struct bpf_sock_addr *ctx, bool v6)
 	} else {
 		ip6[3] = ctx->user_ip4;
 	}
-	net_event(o.cgroup_id, ACTION_BIND_REFUSED, o.rule->ruleset, rule_id, v6, ip6, port, proto);
-	return 0;
+	bool audit = audited(o.rule->ruleset, rule_id);
+
+	net_event(o.cgroup_id, ACTION_BIND_REFUSED | (audit ? ACTION_AUDITED : 0), o.rule->ruleset, rule_id, v6, ip6,
+		  port, proto);
+	return audit;
 }
 
 SEC("cgroup/bind4")
@@ -286,14 +296,19 @@ int sock_create(struct bpf_sock *sk)
 	}
 	if (!rule_id)
 		return 1;
-	struct event *ev = event_new(o.cgroup_id, ACTION_SOCKET_REFUSED, o.rule->ruleset, *rule_id);
+	bool audit = audited(o.rule->ruleset, *rule_id);
+
+	if (audit)
+		count(COUNTER_AUDITED);
+	struct event *ev = event_new(o.cgroup_id, ACTION_SOCKET_REFUSED | (audit ? ACTION_AUDITED : 0), o.rule->ruleset,
+				     *rule_id);
 	if (ev) {
 		ev->family = key.family;
 		ev->proto = (__u8)proto;
 		ev->port = type; /* socket events carry the type here */
 		bpf_ringbuf_submit(ev, 0);
 	}
-	return 0;
+	return audit;
 }
 
 /* Packet sockets. AF_PACKET sockets never reach cgroup/sock_create (only
@@ -388,9 +403,16 @@ static __always_inline void packet_socket_enter(struct pt_regs *regs, long id)
 	if (!rule_id)
 		return;
 	__u32 rid = *rule_id;
-	bpf_send_signal(SIGKILL);
-	kill_sharers(task, SHARED_FILES);
-	struct event *ev = event_new(o.cgroup_id, ACTION_SOCKET_KILLED, o.rule->ruleset, rid);
+	__u32 action = ACTION_SOCKET_KILLED;
+
+	if (audited(o.rule->ruleset, rid)) {
+		count(COUNTER_AUDITED);
+		action |= ACTION_AUDITED;
+	} else {
+		bpf_send_signal(SIGKILL);
+		kill_sharers(task, SHARED_FILES);
+	}
+	struct event *ev = event_new(o.cgroup_id, action, o.rule->ruleset, rid);
 	if (ev) {
 		ev->family = (__u16)family;
 		ev->port = (__u16)(type & 0xf);
@@ -566,6 +588,11 @@ int egress(struct __sk_buff *skb)
 	__u32 rule_id = 0;
 	if (!match_ports(rules, o.rule->ruleset, port, proto, &rule_id))
 		return 1;
+	if (audited(o.rule->ruleset, rule_id)) {
+		net_event(o.cgroup_id, ACTION_PACKET_DROPPED | ACTION_AUDITED, o.rule->ruleset, rule_id, v6, ip6, port,
+			  proto);
+		return 1;
+	}
 	count(COUNTER_CONNECT_REFUSED);
 	net_event(o.cgroup_id, ACTION_PACKET_DROPPED, o.rule->ruleset, rule_id, v6, ip6, port, proto);
 	return 0;

@@ -33,6 +33,11 @@ type Ruleset struct {
 	Connect []NetRule // connect4/6, sendmsg4/6 (UDP) and egress packets of other sockets
 	Sockets []SocketRule
 	Bind    []BindRule
+	// AuditNotAllowed: a file not on the allow list is only recorded
+	// (wouldDeny), not refused. AuditUnresolved: the same for refusals
+	// without a rule (a path or mapping that could not be judged).
+	AuditNotAllowed bool
+	AuditUnresolved bool
 }
 
 // An ExecRule denies or allows executing one path (ExecExact,
@@ -43,6 +48,7 @@ type ExecRule struct {
 	Kind       uint32
 	Components []string
 	RuleID     uint32
+	Audit      bool // audit mode: a match is recorded, the exec goes ahead
 }
 
 // Allow reports whether the rule is an allow rule.
@@ -56,6 +62,7 @@ type NetRule struct {
 	PortHi uint16
 	Proto  uint8
 	RuleID uint32
+	Audit  bool // audit mode: a match is recorded, the traffic goes ahead
 }
 
 // A SocketRule refuses socket() (cgroup/sock_create) of one kind of socket.
@@ -68,6 +75,7 @@ type SocketRule struct {
 	Type     uint16 // SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, ... or SocketAny
 	Protocol uint16 // IPPROTO number or SocketAny
 	RuleID   uint32
+	Audit    bool // audit mode: a match is recorded, the socket is made
 }
 
 // SocketAny is the wildcard of SocketRule.Type and Protocol.
@@ -81,6 +89,7 @@ type BindRule struct {
 	PortHi uint16
 	Proto  uint8
 	RuleID uint32
+	Audit  bool // audit mode: a match is recorded, the bind goes ahead
 }
 
 // A HashKey is the secret key of PathHash. Each install makes its own, so a

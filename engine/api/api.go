@@ -191,6 +191,8 @@ type Counters struct {
 	EventsLost     uint64 `json:"eventsLost"`
 	// DenialsUntracked were not counted per container (denials map full).
 	DenialsUntracked uint64 `json:"denialsUntracked"`
+	// Audited decisions of audit-mode rules were recorded and let through.
+	Audited uint64 `json:"audited"`
 }
 
 // Control is one enforcement point and the mode it runs in.
@@ -211,4 +213,5 @@ type PinnedObject struct {
 type PolicySummary struct {
 	Name string `json:"name"`
 	File string `json:"file"`
+	Mode string `json:"mode"` // ModeEnforce or ModeAudit
 }
