@@ -32,24 +32,42 @@ func waitEvent(t *testing.T, r *EventReader, what string, match func(Event) bool
 // setAudit marks every rule of rs audited or enforcing, refusals without a
 // rule included.
 func setAudit(rs Ruleset, audit bool) Ruleset {
-	rs.Exec = slices.Clone(rs.Exec)
-	for i := range rs.Exec {
-		rs.Exec[i].Audit = audit
-	}
-	rs.Connect = slices.Clone(rs.Connect)
-	for i := range rs.Connect {
-		rs.Connect[i].Audit = audit
-	}
-	rs.Sockets = slices.Clone(rs.Sockets)
-	for i := range rs.Sockets {
-		rs.Sockets[i].Audit = audit
-	}
-	rs.Bind = slices.Clone(rs.Bind)
-	for i := range rs.Bind {
-		rs.Bind[i].Audit = audit
-	}
+	rs.Exec = withMode(rs.Exec, func(r *ExecRule) { r.Audit = audit })
+	rs.Connect = withMode(rs.Connect, func(r *NetRule) { r.Audit = audit })
+	rs.Sockets = withMode(rs.Sockets, func(r *SocketRule) { r.Audit = audit })
+	rs.Bind = withMode(rs.Bind, func(r *BindRule) { r.Audit = audit })
 	rs.AuditNotAllowed, rs.AuditUnresolved = audit, audit
 	return rs
+}
+
+func withMode[R any](rules []R, set func(*R)) []R {
+	out := slices.Clone(rules)
+	for i := range out {
+		set(&out[i])
+	}
+	return out
+}
+
+// putOn stores rs and points cg at it.
+func putOn(t *testing.T, e *Enforcer, cg *testCgroup, rs Ruleset) {
+	t.Helper()
+	if err := e.PutRuleset(rs); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openEvents opens the events ring buffer for the test.
+func openEvents(t *testing.T, e *Enforcer) *EventReader {
+	t.Helper()
+	r, err := e.Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
 }
 
 // One ruleset with a rule at every hook, put in audit mode, switched to
@@ -74,17 +92,8 @@ func TestAuditModeAtEveryHook(t *testing.T) {
 		Sockets: []SocketRule{{Family: familyInet, Type: unix.SOCK_RAW, Protocol: unix.IPPROTO_ICMP, RuleID: 4}, {Family: familyPacket, Type: SocketAny, Protocol: SocketAny, RuleID: 5}},
 		Bind:    []BindRule{{PortLo: 8050, PortHi: 8050, Proto: ProtoTCP, RuleID: 3}},
 	}, true)
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
-	r, err := e.Events()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	putOn(t, e, cg, rs)
+	r := openEvents(t, e)
 
 	type op struct {
 		name   string
@@ -236,12 +245,7 @@ func TestAuditEnforcingRuleWins(t *testing.T) {
 			{PortLo: 8050, PortHi: 8050, Proto: ProtoTCP, RuleID: 12},
 		},
 	}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
+	putOn(t, e, cg, rs)
 	for _, c := range []struct {
 		name   string
 		path   string
@@ -295,21 +299,12 @@ func TestAuditAllowList(t *testing.T) {
 	cg := env.cgroup(t, "allow")
 	id := resolved(t, "/usr/bin/id")
 	trueBin := resolved(t, "/usr/bin/true")
-	r, err := e.Events()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	r := openEvents(t, e)
 
 	allow := mustExecRule(t, trueBin, 1)
 	allow.Kind = ExecAllowExact
 	rs := Ruleset{ID: 62, Exec: []ExecRule{allow}, AuditNotAllowed: true}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
+	putOn(t, e, cg, rs)
 	if out, err := command(cg, id).Output(); err != nil {
 		t.Fatalf("%s under an audited allow list: %v, output %q", id, err, out)
 	}
@@ -334,12 +329,7 @@ func TestAuditAllowList(t *testing.T) {
 	deny := mustExecRule(t, id, 2)
 	deny.Audit = true
 	rs2 := Ruleset{ID: 63, Exec: []ExecRule{allow, deny}}
-	if err := e.PutRuleset(rs2); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, rs2.ID); err != nil {
-		t.Fatal(err)
-	}
+	putOn(t, e, cg, rs2)
 	if err := command(cg, id).Run(); !killedBySIGKILL(err) {
 		t.Errorf("%s, audited rule under an enforcing allow list: %v, want SIGKILL", id, err)
 	}
