@@ -84,8 +84,10 @@ type Explanation struct {
 	Root      string `json:"root,omitempty"`
 	RootError string `json:"rootError,omitempty"`
 	// Entrypoint is the resolved entrypoint, when known.
-	Entrypoint *ResolvedFile   `json:"entrypoint,omitempty"`
-	Rules      []ExplainedRule `json:"rules"`
+	Entrypoint *ResolvedFile `json:"entrypoint,omitempty"`
+	// PolicyModes is the mode of each policy selecting the container.
+	PolicyModes map[string]string `json:"policyModes,omitempty"`
+	Rules       []ExplainedRule   `json:"rules"`
 	// Warnings concern the container as a whole.
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -96,6 +98,7 @@ type ExplainedRule struct {
 	Field  string `json:"field"` // e.g. spec.exec.deny[0]
 	Rule   string `json:"rule"`  // the path as written, canonical
 	RuleID uint32 `json:"ruleId"`
+	Mode   string `json:"mode"` // its policy's: ModeEnforce or ModeAudit
 	// File is what the rule resolved to; nil when it resolves to nothing.
 	File *ResolvedFile `json:"file,omitempty"`
 	// Enforced says the file's identity is in the kernel's map for this

@@ -284,7 +284,14 @@ func rulesetKey(set *policy.Set, ps []*policy.Policy) string {
 		parts[i] = p.Name + "@" + p.Digest()
 	}
 	sort.Strings(parts)
-	return set.Digest() + "|" + strings.Join(parts, ",")
+	key := set.Digest() + "|" + strings.Join(parts, ",")
+	// Digests leave modes out: a mode switch keeps the key and is applied
+	// in place (syncModesLocked), unless the modes are mixed, where they
+	// decide which rules compile in.
+	if modes := policy.MixedModes(ps); modes != "" {
+		key += "|" + modes
+	}
+	return key
 }
 
 // rulesetFor finds or builds the ruleset that c's policies compile to and
@@ -585,7 +592,7 @@ func (e *Engine) Status(ctx context.Context) (*api.Status, error) {
 		st.Pinned = append(st.Pinned, api.PinnedObject{Path: p.Path, Kind: p.Kind, ID: p.ID})
 	}
 	for _, p := range e.policies.Policies() {
-		st.Policies = append(st.Policies, api.PolicySummary{Name: p.Name, File: p.File})
+		st.Policies = append(st.Policies, api.PolicySummary{Name: p.Name, File: p.File, Mode: p.Mode()})
 	}
 	for _, u := range usage {
 		st.Maps = append(st.Maps, api.MapUsage{Name: u.Name, Entries: u.Entries, Capacity: u.Capacity, Requested: u.Requested})
@@ -619,6 +626,7 @@ func (e *Engine) reconcileLocked() error {
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	wanted := map[uint64]bool{}
+	modesSynced := map[uint32]bool{}
 	var errs []error
 	for _, c := range e.reg.List() {
 		if c.CgroupPath != "" {
@@ -656,6 +664,9 @@ func (e *Engine) reconcileLocked() error {
 		}
 		e.rulesetOf[c.ID] = key
 		wanted[c.CgroupID] = true
+		if err := e.syncModesLocked(c, rulesetID, modesSynced); err != nil {
+			errs = append(errs, fmt.Errorf("reconcile container %s: %w", c.ID, err))
+		}
 		if cgroups[c.CgroupID] != rulesetID {
 			if err := e.enforcer.SetCgroup(c.CgroupID, rulesetID); err != nil {
 				errs = append(errs, fmt.Errorf("reconcile container %s: %w", c.ID, err))

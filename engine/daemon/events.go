@@ -61,6 +61,7 @@ func (e *Engine) writeEvent(v any) error {
 // describe joins a kernel event with the container and policy it concerns.
 func (e *Engine) describe(ev bpf.Event) api.Event {
 	out := api.Event{Schema: api.EventSchema, Time: ev.Time, Action: ev.Action, PID: ev.TGID, Comm: ev.Comm, CgroupID: ev.CgroupID}
+	out.Verdict, out.Mode = verdictOf(ev)
 	if ev.Filename != "" {
 		out.Binary = ev.Filename
 	}

@@ -214,7 +214,10 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 	if !ok {
 		return nil, fmt.Errorf("explain %s: %w", id, api.ErrNotFound)
 	}
-	ex := &api.Explanation{Container: c, Rules: []api.ExplainedRule{}}
+	ex := &api.Explanation{Container: c, Rules: []api.ExplainedRule{}, PolicyModes: map[string]string{}}
+	for _, p := range e.policies.Select(identity(c)) {
+		ex.PolicyModes[p.Name] = p.Mode()
+	}
 	rules := e.execRules(c)
 	enforced := map[bpf.FileRule]bool{}
 	if files, err := e.enforcer.CgroupFiles(c.CgroupID); err == nil {
@@ -226,7 +229,7 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 	if err != nil {
 		ex.RootError = err.Error()
 		for _, r := range rules {
-			ex.Rules = append(ex.Rules, api.ExplainedRule{Policy: r.Policy, Field: r.Field, Rule: r.Text, RuleID: r.ID})
+			ex.Rules = append(ex.Rules, api.ExplainedRule{Policy: r.Policy, Field: r.Field, Rule: r.Text, RuleID: r.ID, Mode: r.Mode})
 		}
 		return ex, nil
 	}
@@ -255,7 +258,7 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 	var allow []string
 	var allowedIDs []bpf.FileID
 	for _, r := range rules {
-		x := api.ExplainedRule{Policy: r.Policy, Field: r.Field, Rule: r.Text, RuleID: r.ID}
+		x := api.ExplainedRule{Policy: r.Policy, Field: r.Field, Rule: r.Text, RuleID: r.ID, Mode: r.Mode}
 		f, err := root.Resolve(r.Text)
 		switch {
 		case err != nil:

@@ -32,10 +32,19 @@ type Metadata struct {
 
 // Spec says which containers a policy applies to and what it denies them.
 type Spec struct {
+	// Mode is ModeEnforce (the default when empty) or ModeAudit: matches
+	// are only recorded (verdict wouldDeny) and the operations go ahead.
+	Mode     string   `json:"mode,omitempty"`
 	Selector Selector `json:"selector,omitzero"`
 	Exec     Exec     `json:"exec,omitzero"`
 	Network  Network  `json:"network,omitzero"`
 }
+
+// Modes of a policy (spec.mode); the same words as the event schema's.
+const (
+	ModeEnforce = "enforce"
+	ModeAudit   = "audit"
+)
 
 // Selector picks containers. Every field given must match; an absent field
 // matches anything, so an empty selector selects every container.

@@ -97,10 +97,29 @@ type rule struct {
 	bind    bpf.BindRule
 }
 
-// Digest is "sha256:" and the hex SHA-256 of the canonical spec, so it
-// changes exactly when the policy's meaning or rule order changes, not when
-// only its formatting does.
+// Digest is "sha256:" and the hex SHA-256 of the canonical spec without
+// its mode, so it changes exactly when the policy's rules or their order
+// change, not when only its formatting or its mode does.
 func (p *Policy) Digest() string { return p.digest }
+
+// Mode is ModeEnforce or ModeAudit.
+func (p *Policy) Mode() string {
+	if p.Spec.Mode == ModeAudit {
+		return ModeAudit
+	}
+	return ModeEnforce
+}
+
+// Audit says whether the policy is in audit mode.
+func (p *Policy) Audit() bool { return p.Mode() == ModeAudit }
+
+func (c *checker) mode(m string) {
+	switch m {
+	case "", ModeEnforce, ModeAudit:
+	default:
+		c.addf("spec.mode", "%q is not a mode (want %q or %q)", m, ModeEnforce, ModeAudit)
+	}
+}
 
 // Canonical returns the policy as a canonical JSON document (which is
 // also valid YAML); parsing it yields a policy with the same digest.
@@ -158,12 +177,17 @@ func (c *checker) policy(doc *document) *Policy {
 		return p
 	}
 	p.Spec = *doc.Spec
+	c.mode(p.Spec.Mode)
 	p.pods = c.selector(&p.Spec.Selector)
 	p.rules = append(c.exec(&p.Spec.Exec), c.connect(&p.Spec.Network.Connect)...)
 	p.rules = append(p.rules, c.sockets(&p.Spec.Network.Sockets)...)
 	p.rules = append(p.rules, c.bind(&p.Spec.Network.Bind)...)
 
-	spec, err := json.Marshal(p.Spec)
+	// The digest leaves the mode out: switching it keeps rule IDs and
+	// rulesets, and the kernel changes only the rules' modes in place.
+	modeless := p.Spec
+	modeless.Mode = ""
+	spec, err := json.Marshal(modeless)
 	if err != nil {
 		c.addf("spec", "encode canonical spec: %w", err)
 		return p

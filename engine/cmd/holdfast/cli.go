@@ -82,6 +82,9 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	n := st.Counters
 	fmt.Fprintf(tw, "exec:\t%d checked, %d denied (%d unresolvable paths)\n", n.ExecChecked, n.ExecDenied, n.ExecUnresolved)
 	fmt.Fprintf(tw, "connect:\t%d checked, %d refused\n", n.ConnectChecked, n.ConnectRefused)
+	if n.Audited > 0 {
+		fmt.Fprintf(tw, "audited:\t%d would have been denied (audit-mode rules; let through)\n", n.Audited)
+	}
 	if n.EventsLost > 0 {
 		fmt.Fprintf(tw, "events lost:\t%d (ring buffer full; counted in summaries)\n", n.EventsLost)
 	}
@@ -107,7 +110,7 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(tw, "orphaned:\t%s\tcgroup %s, ruleset %d: enforced, no registration\n", o.ID, o.Path, o.Ruleset)
 	}
 	for _, p := range st.Policies {
-		fmt.Fprintf(tw, "policy:\t%s\t%s\n", p.Name, p.File)
+		fmt.Fprintf(tw, "policy:\t%s\t%s\t%s\n", p.Name, p.Mode, p.File)
 	}
 	if st.PolicyError != "" {
 		fmt.Fprintf(tw, "policy error:\t%s\n", st.PolicyError)
