@@ -6,9 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cilium/ebpf"
-
-	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
@@ -17,20 +14,14 @@ func withMode(policy, mode string) string {
 	return strings.Replace(policy, "spec:\n", "spec:\n  mode: "+mode+"\n", 1)
 }
 
-// cgroupEntry reads the kernel's entry of a registered cgroup from the
-// engine's pinned cgroup_rules map: ruleset ID and flags.
-func cgroupEntry(t *testing.T, e *harness.Engine, cg harness.Cgroup) [2]uint32 {
+// cgroupEntry is the kernel's entry of a registered cgroup.
+func cgroupEntry(t *testing.T, e *harness.Engine, cg harness.Cgroup) string {
 	t.Helper()
-	m, err := ebpf.LoadPinnedMap(bpf.Layout{Root: e.BPFDir}.Pin(bpf.KindMap, bpf.MapCgroupRules), &ebpf.LoadPinOptions{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
+	v, ok := e.CgroupEntry(t, cg.ID)
+	if !ok {
+		t.Fatalf("cgroup %d has no entry in the pinned cgroup map", cg.ID)
 	}
-	defer m.Close()
-	var v [2]uint32
-	if err := m.Lookup(cg.ID, &v); err != nil {
-		t.Fatalf("cgroup %d in %s: %v", cg.ID, bpf.MapCgroupRules, err)
-	}
-	return v
+	return string(v)
 }
 
 func reload(t *testing.T, e *harness.Engine) {
@@ -45,10 +36,8 @@ func reload(t *testing.T, e *harness.Engine) {
 // policy and rule.
 func decision(t *testing.T, e *harness.Engine, skip int, action, subject, verdict, mode, policy, rule string) {
 	t.Helper()
-	seen := 0
-	ev := e.WaitEvent(t, func(ev map[string]any) bool {
-		seen++
-		return seen > skip && ev["action"] == action && (ev["binary"] == subject || ev["destination"] == subject)
+	ev, _ := e.WaitEventAfter(t, skip, func(ev map[string]any) bool {
+		return ev["action"] == action && (ev["binary"] == subject || ev["destination"] == subject)
 	})
 	if ev["verdict"] != verdict || ev["mode"] != mode || ev["policy"] != policy || ev["rule"] != rule {
 		t.Errorf("%s %s event: %v; want verdict %s, mode %s, policy %s, rule %s", action, subject, ev, verdict, mode, policy, rule)

@@ -311,11 +311,21 @@ func readEvents(t testing.TB, path string) []map[string]any {
 // WaitEvent waits up to 10s for an event that match accepts.
 func (e *Engine) WaitEvent(t testing.TB, match func(map[string]any) bool) map[string]any {
 	t.Helper()
+	ev, _ := e.WaitEventAfter(t, 0, match)
+	return ev
+}
+
+// WaitEventAfter is WaitEvent over the events after the first skip (as
+// counted by Events); it also returns how many events there are up to and
+// including the match, the skip of a wait for the next one.
+func (e *Engine) WaitEventAfter(t testing.TB, skip int, match func(map[string]any) bool) (map[string]any, int) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		for _, ev := range e.Events(t) {
-			if match(ev) {
-				return ev
+		all := e.Events(t)
+		for i := skip; i < len(all); i++ {
+			if match(all[i]) {
+				return all[i], i + 1
 			}
 		}
 		if time.Now().After(deadline) {
