@@ -22,11 +22,12 @@ const (
 	MapBindRules   = holdfastMapBindRules   // rulesets with bind rules
 	MapDenials     = holdfastMapDenials     // (cgroup, rule, action) denial counters
 	MapEvents      = holdfastMapEvents      // ring buffer bytes
+	MapAuditRules  = holdfastMapAuditRules  // audit-mode rules over all rulesets
 )
 
 // CapacityMaps are the maps whose capacity is configurable, in status order.
 var CapacityMaps = []string{MapCgroupRules, MapRulesets, MapExecRules, MapNet4Rules, MapNet6Rules,
-	MapNetPrefixes, MapPortChunks, MapSocketRules, MapBindRules, MapDenials, MapEvents}
+	MapNetPrefixes, MapPortChunks, MapSocketRules, MapBindRules, MapDenials, MapEvents, MapAuditRules}
 
 // ErrMapFull: a map has no room for another entry. The error names the map
 // and its capacity; raise it with the engine's --max-* flags (a new capacity

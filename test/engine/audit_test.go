@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/holdfast-dev/holdfast/test/harness"
+	"github.com/holdfast-dev/holdfast/test/pinned"
 )
 
 // withMode sets spec.mode of a policy made by lockdown.
@@ -17,7 +18,7 @@ func withMode(policy, mode string) string {
 // cgroupEntry is the kernel's entry of a registered cgroup.
 func cgroupEntry(t *testing.T, e *harness.Engine, cg harness.Cgroup) string {
 	t.Helper()
-	v, ok := e.CgroupEntry(t, cg.ID)
+	v, ok := pinned.CgroupEntry(t, e.BPFDir, cg.ID)
 	if !ok {
 		t.Fatalf("cgroup %d has no entry in the pinned cgroup map", cg.ID)
 	}

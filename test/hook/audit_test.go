@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/holdfast-dev/holdfast/test/harness"
+	"github.com/holdfast-dev/holdfast/test/pinned"
 )
 
 // A running runc container under an audit-mode policy runs the denied
@@ -28,7 +29,7 @@ func TestRuncAuditModeSwitchesInPlace(t *testing.T) {
 	c.runc(t, "create", "--bundle", c.Bundle, c.ID)
 	c.runc(t, "start", c.ID)
 	cgroupID := cgroupIDOf(t, logPath, c.ID)
-	entry, ok := e.CgroupEntry(t, cgroupID)
+	entry, ok := pinned.CgroupEntry(t, e.BPFDir, cgroupID)
 	if !ok {
 		t.Fatalf("container %s (cgroup %d) is not mapped", c.ID, cgroupID)
 	}
@@ -77,7 +78,7 @@ func TestRuncAuditModeSwitchesInPlace(t *testing.T) {
 	reload(t, "audit")
 	t.Run("audit again", audited)
 
-	if now, _ := e.CgroupEntry(t, cgroupID); !bytes.Equal(now, entry) {
+	if now, _ := pinned.CgroupEntry(t, e.BPFDir, cgroupID); !bytes.Equal(now, entry) {
 		t.Errorf("cgroup entry changed by mode switches: %x, was %x", now, entry)
 	}
 	if regs := countDecisions(t, logPath, c.ID, "registered"); regs != 1 {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/test/harness"
+	"github.com/holdfast-dev/holdfast/test/pinned"
 	"github.com/holdfast-dev/holdfast/test/require"
 	"github.com/holdfast-dev/holdfast/test/rootfs"
 )
@@ -313,7 +314,7 @@ func engineLists(t testing.TB, e *harness.Engine, id string) bool {
 // for cgroupID: what the kernel enforces, not what the engine says.
 func cgroupMapped(t testing.TB, e *harness.Engine, cgroupID uint64) bool {
 	t.Helper()
-	_, ok := e.CgroupEntry(t, cgroupID)
+	_, ok := pinned.CgroupEntry(t, e.BPFDir, cgroupID)
 	return ok
 }
 
