@@ -131,6 +131,8 @@ func (e *Enforcer) mapNamed(name string) *ebpf.Map {
 		return e.maps.Denials
 	case MapEvents:
 		return e.maps.Events
+	case MapAuditRules:
+		return e.maps.AuditRules
 	}
 	return nil
 }
@@ -154,6 +156,8 @@ func (e *Enforcer) countEntries(name string, m *ebpf.Map) (int, error) {
 		return countBatched[holdfastExecKey, holdfastExecValue](m)
 	case MapDenials:
 		return countBatched[holdfastDenialKey, holdfastDenialValue](m)
+	case MapAuditRules:
+		return countBatched[holdfastAuditKey, uint32](m)
 	}
 	return countIterated(m)
 }

@@ -51,10 +51,21 @@ func decision(t *testing.T, e *harness.Engine, skip int, action, subject, verdic
 func TestAuditModeThroughEngine(t *testing.T) {
 	binary, addr := deniedBinary(t), harness.ListenTCP(t, "127.0.0.1:0").String()
 	policy := lockdown("lockdown", binary, addr)
-	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": withMode(policy, "audit")}})
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": withMode(policy, "audit")},
+		Args: []string{"--event-summary-interval", "200ms"}})
 	cg := harness.NewCgroup(t)
 	register(t, e, "ctr-1", cg)
 	entry := cgroupEntry(t, e, cg)
+	// Summaries count audited decisions apart from denials.
+	summarized := func(t *testing.T, verdict string) {
+		t.Helper()
+		ev := e.WaitEvent(t, func(ev map[string]any) bool {
+			return ev["summary"] == "exec-killed" && ev["verdict"] == verdict && ev["cgroupId"] == float64(cg.ID)
+		})
+		if ev["policy"] != "lockdown" || ev["rule"] != binary || ev["count"].(float64) < 1 {
+			t.Errorf("%s summary %v", verdict, ev)
+		}
+	}
 	registered, err := e.Client().List(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +80,7 @@ func TestAuditModeThroughEngine(t *testing.T) {
 		decision(t, e, skip, "connect-refused", addr, "wouldDeny", "audit", "lockdown", connectRule)
 	}
 	t.Run("audit", auditPhase)
+	summarized(t, "wouldDeny")
 
 	st, err := e.Client().Status(context.Background())
 	if err != nil {
@@ -92,6 +104,7 @@ func TestAuditModeThroughEngine(t *testing.T) {
 		expectEnforced(t, cg, binary, addr)
 		decision(t, e, skip, "exec-killed", binary, "deny", "enforce", "lockdown", binary)
 		decision(t, e, skip, "connect-refused", addr, "deny", "enforce", "lockdown", connectRule)
+		summarized(t, "deny")
 	})
 	if got := cgroupEntry(t, e, cg); got != entry {
 		t.Errorf("cgroup entry changed by the switch to enforce: %v, was %v", got, entry)
