@@ -201,6 +201,13 @@ __noinline int dirs_denied(__u64 owner_cgroup, __u32 ruleset, __u64 dentry, __u3
 	return w.done ? DIRS_PASS : DIRS_UNRESOLVED;
 }
 
+/* audited() as a global function: the verifier checks it once, and each of
+ * the many paths through the hashing loop pays a call, not a lookup. */
+__noinline int rule_audited(__u32 ruleset, __u32 rule_id)
+{
+	return audited(ruleset, rule_id);
+}
+
 static __always_inline bool lookup_exec(struct match_ctx *c, __u32 kind, __u64 hash)
 {
 	struct exec_key key = {
@@ -212,9 +219,8 @@ static __always_inline bool lookup_exec(struct match_ctx *c, __u32 kind, __u64 h
 
 	if (!v)
 		return false;
-	if (audited(c->ruleset, v->rule_id)) {
-		if (!c->audit_rule)
-			c->audit_rule = v->rule_id;
+	if (rule_audited(c->ruleset, v->rule_id)) {
+		c->audit_rule = v->rule_id;
 		return false;
 	}
 	c->rule_id = v->rule_id;
@@ -284,7 +290,7 @@ static __always_inline bool match_path(struct match_ctx *c, struct dentry *dentr
 {
 	/* The file itself first: no path trick changes its identity. */
 	if (match_identity(c->owner_cgroup, inode, &c->rule_id)) {
-		if (!audited(c->ruleset, c->rule_id)) {
+		if (!rule_audited(c->ruleset, c->rule_id)) {
 			c->matched = 1;
 			return true;
 		}
@@ -326,9 +332,8 @@ static __always_inline bool match_path(struct match_ctx *c, struct dentry *dentr
 	case DIRS_PASS:
 		return audit_match(c);
 	case DIRS_DENIED:
-		if (audited(c->ruleset, c->rule_id)) {
-			if (!c->audit_rule)
-				c->audit_rule = c->rule_id;
+		if (rule_audited(c->ruleset, c->rule_id)) {
+			c->audit_rule = c->rule_id;
 			c->rule_id = 0;
 			return audit_match(c);
 		}
@@ -416,12 +421,12 @@ __noinline int judge(struct exec_req *r)
 	refused = match_path(&c, (struct dentry *)r->dentry, (struct vfsmount *)r->vfsmnt, (struct inode *)r->inode);
 	/* A rule in audit mode denied it: an enforcing allow list still
 	 * decides (the path was walked in full, so the ring is hashed). */
-	bool rule_audited = refused && !c.unresolved && audited(c.ruleset, c.rule_id);
+	bool by_audited = refused && !c.unresolved && rule_audited(c.ruleset, c.rule_id);
 	/* On the allow list by identity (an exact rule resolved in the
 	 * container's root, like /bin/sh -> /usr/bin/dash) or by path. */
-	if ((!refused || rule_audited) && (r->flags & CG_EXEC_ALLOW) &&
+	if ((!refused || by_audited) && (r->flags & CG_EXEC_ALLOW) &&
 	    !allowed_identity(r->owner_cgroup, (struct inode *)r->inode) && !exec_allowed(&c) &&
-	    (!refused || !audited(c.ruleset, AUDIT_NOT_ALLOWED))) {
+	    (!refused || !rule_audited(c.ruleset, AUDIT_NOT_ALLOWED))) {
 		c.not_allowed = 1;
 		c.rule_id = 0;
 		refused = 1;
