@@ -88,7 +88,7 @@ func TestAuditModeAtEveryHook(t *testing.T) {
 
 	rs := setAudit(Ruleset{ID: 60,
 		Exec:    []ExecRule{mustExecRule(t, id, 1)},
-		Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.1/32"), PortLo: ls.tcp4Port, PortHi: ls.tcp4Port, Proto: ProtoTCP, RuleID: 2}, {Prefix: mustPrefix(t, "127.0.0.2/32"), PortLo: rawPort, PortHi: rawPort, Proto: ProtoUDP, RuleID: 6}},
+		Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.1/32"), PortLo: ls.tcp4Port, PortHi: ls.tcp4Port, Proto: ProtoTCP, RuleID: 2}, {Prefix: mustPrefix(t, "127.0.0.2/32"), PortLo: rawPort, PortHi: rawPort, Proto: ProtoUDP, RuleID: 6}, {Prefix: mustPrefix(t, "127.0.0.1/32"), PortLo: portOf(t, ls.udp4), PortHi: portOf(t, ls.udp4), Proto: ProtoUDP, RuleID: 7}},
 		Sockets: []SocketRule{{Family: familyInet, Type: unix.SOCK_RAW, Protocol: unix.IPPROTO_ICMP, RuleID: 4}, {Family: familyPacket, Type: SocketAny, Protocol: SocketAny, RuleID: 5}},
 		Bind:    []BindRule{{PortLo: 8050, PortHi: 8050, Proto: ProtoTCP, RuleID: 3}},
 	}, true)
@@ -135,6 +135,9 @@ func TestAuditModeAtEveryHook(t *testing.T) {
 		}},
 		{"connect", ActionConnectRefused, 2, func(t *testing.T) (bool, string) {
 			return helperResult(t, "dial", "tcp4", "-", ls.tcp4)
+		}},
+		{"sendmsg", ActionSendmsgRefused, 7, func(t *testing.T) (bool, string) {
+			return helperResult(t, "sendto", "udp4", "127.0.0.1:0", ls.udp4)
 		}},
 		{"bind", ActionBindRefused, 3, func(t *testing.T) (bool, string) {
 			return helperResult(t, "bind", "tcp4", "127.0.0.1:8050")
