@@ -384,3 +384,40 @@ func TestSetAuditModesRefusesOtherContent(t *testing.T) {
 		t.Errorf("modes left after DeleteRuleset: %v %v", rules, notAllowed)
 	}
 }
+
+// One mprotect over a mapping an audit-mode rule denies and one an
+// enforcing rule denies: the audited one is recorded and the check goes on
+// to the next, which kills.
+func TestAuditMprotectSpan(t *testing.T) {
+	env := newTestEnv(t)
+	e := env.open(t)
+	cg := env.cgroup(t, "span")
+	mapfile := buildMapfile(t)
+	base := resolved(t, t.TempDir())
+	audited, audited2, denied := filepath.Join(base, "a", "lib.so"), filepath.Join(base, "b", "lib.so"), filepath.Join(base, "c", "lib.so")
+	for _, p := range []string{audited, audited2, denied} {
+		copyExecutable(t, hostLibrary(t), p)
+	}
+	auditRule := func(path string, id uint32) ExecRule { r := mustExecRule(t, path, id); r.Audit = true; return r }
+	putOn(t, e, cg, Ruleset{ID: 66, Exec: []ExecRule{auditRule(audited, 1), auditRule(audited2, 2), mustExecRule(t, denied, 3)}})
+	r := openEvents(t, e)
+
+	out, err := command(cg, mapfile, "span-files", audited, audited2).Output()
+	if err != nil || string(out) != "mapped\nOK\n" {
+		t.Errorf("mprotect over two audited mappings: %v, output %q; want it to succeed", err, out)
+	}
+	for _, rule := range []uint32{1, 2} {
+		ev := waitEvent(t, r, "audited mapping", func(ev Event) bool { return ev.CgroupID == cg.id && ev.RuleID == rule })
+		if !ev.Audited || ev.Action != ActionMmapKilled {
+			t.Errorf("event %+v: want an audited mmap-killed of rule %d", ev, rule)
+		}
+	}
+	out, err = command(cg, mapfile, "span-files", audited, denied).Output()
+	if !killedBySIGKILL(err) || string(out) != "mapped\n" {
+		t.Errorf("mprotect over an audited and an enforced mapping: %v, output %q; want SIGKILL after mapping", err, out)
+	}
+	ev := waitEvent(t, r, "kill", func(ev Event) bool { return ev.CgroupID == cg.id && ev.RuleID == 3 })
+	if ev.Audited || ev.Action != ActionMmapKilled {
+		t.Errorf("event %+v: want the enforced mmap-killed of rule 3", ev)
+	}
+}

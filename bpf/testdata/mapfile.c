@@ -35,12 +35,29 @@ static int fail(const char *what)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: mapfile MODE PATH\n");
+	if (argc != 3 && !(argc == 4 && !strcmp(argv[1], "span-files"))) {
+		fprintf(stderr, "usage: mapfile MODE PATH | mapfile span-files PATH PATH\n");
 		return 2;
 	}
 	const char *mode = argv[1], *path = argv[2];
 	setvbuf(stdout, NULL, _IONBF, 0);
+
+	if (!strcmp(mode, "span-files")) {
+		// A page of each file side by side: one mprotect over both.
+		int a = open(argv[2], O_RDONLY | O_CLOEXEC), b = open(argv[3], O_RDONLY | O_CLOEXEC);
+		if (a < 0 || b < 0)
+			return fail("open");
+		char *p = mmap(NULL, 2 * PAGE, PROT_READ, MAP_PRIVATE, a, 0);
+		if (p == MAP_FAILED)
+			return fail("mmap first");
+		if (mmap(p + PAGE, PAGE, PROT_READ, MAP_PRIVATE | MAP_FIXED, b, 0) == MAP_FAILED)
+			return fail("mmap second");
+		printf("mapped\n");
+		if (mprotect(p, 2 * PAGE, PROT_READ | PROT_EXEC))
+			return fail("mprotect");
+		printf("OK\n");
+		return 0;
+	}
 
 	if (!strcmp(mode, "dlopen")) {
 		if (!dlopen(path, RTLD_NOW | RTLD_LOCAL)) {
