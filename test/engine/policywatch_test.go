@@ -13,26 +13,6 @@ import (
 // applyDeadline is how soon a changed policy directory must be in force.
 const applyDeadline = 2 * time.Second
 
-// waitSwitch runs from and to in cg until to is killed and from runs, for
-// at most applyDeadline. Every round must see one of them killed: the
-// container is never without rules while the set changes.
-func waitSwitch(t *testing.T, cg harness.Cgroup, from, to string) {
-	t.Helper()
-	deadline := time.Now().Add(applyDeadline)
-	for {
-		before, after := cg.Run(t, from), cg.Run(t, to)
-		if !before.Killed() && !after.Killed() {
-			t.Fatalf("neither %s (%v) nor %s (%v) killed while the policies changed: a gap", from, before, to, after)
-		}
-		if after.Killed() && before.ExitCode == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("policy change not in force within %v: %s %v, %s %v", applyDeadline, from, before, to, after)
-		}
-	}
-}
-
 func expectReady(t *testing.T, e *harness.Engine) {
 	t.Helper()
 	if out, err := e.CLI("status", "--ready"); err != nil || strings.TrimSpace(out) != "ready" {
@@ -72,7 +52,7 @@ func TestConfigMapUpdateFollowed(t *testing.T) {
 	if err := harness.WriteConfigMap(e.PolicyDir, map[string]string{"lockdown.yaml": lockdown("lockdown", second, addr)}); err != nil {
 		t.Fatal(err)
 	}
-	waitSwitch(t, cg, first, second)
+	harness.WaitExecSwitch(t, cg, first, second, applyDeadline)
 	applied := e.WaitEvent(t, func(ev map[string]any) bool { return ev["action"] == "policy-applied" })
 	if applied["dir"] != e.PolicyDir || !strings.Contains(strings.Join(stringsOf(applied["policies"]), ","), "lockdown") {
 		t.Errorf("policy-applied event: %v", applied)
