@@ -70,6 +70,7 @@ check-generated:
 deps:
 	bash test/scripts/install-deps.sh
 	@if [ -f test/scripts/build-containerd.sh ]; then bash test/scripts/build-containerd.sh; fi
+	bash test/scripts/build-helm.sh $(HELM_BIN)
 
 test: deps build check-generated check-manifest
 	$(GO) vet ./...
