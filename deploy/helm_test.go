@@ -2,13 +2,11 @@ package deploy_test
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -16,43 +14,14 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/holdfast-dev/holdfast/engine/daemon"
+	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
 const chartDir = "helm/holdfast"
 
-var (
-	helmOnce sync.Once
-	helmPath string
-	helmErr  error
-)
-
-// helm returns the helm binary test/scripts/build-helm.sh caches, building
-// it on first use (a few minutes, once per machine).
-func helm(t *testing.T) string {
-	t.Helper()
-	helmOnce.Do(func() {
-		dir := os.Getenv("HOLDFAST_HELM_BIN")
-		if dir == "" {
-			dir = "/var/cache/holdfast/helm-v3.22.0/bin"
-		}
-		helmPath = filepath.Join(dir, "helm")
-		if _, err := os.Stat(helmPath); err == nil {
-			return
-		}
-		out, err := exec.Command("sh", filepath.Join("..", "test", "scripts", "build-helm.sh"), dir).CombinedOutput()
-		if err != nil {
-			helmErr = fmt.Errorf("build helm: %w\n%s", err, out)
-		}
-	})
-	if helmErr != nil {
-		t.Fatal(helmErr)
-	}
-	return helmPath
-}
-
 func runHelm(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	out, err := exec.Command(helm(t), args...).CombinedOutput()
+	out, err := exec.Command(harness.Helm(t), args...).CombinedOutput()
 	return string(out), err
 }
 
@@ -248,7 +217,7 @@ func TestHelmRefusesBadValues(t *testing.T) {
 
 // The plain manifest is the chart rendered with its defaults (make manifest).
 func TestManifestIsRenderedChart(t *testing.T) {
-	want, err := exec.Command("sh", "render-manifest.sh", helm(t)).Output()
+	want, err := exec.Command("sh", "render-manifest.sh", harness.Helm(t)).Output()
 	if err != nil {
 		t.Fatalf("render-manifest.sh: %v", err)
 	}

@@ -54,6 +54,10 @@ type DaemonSetOptions struct {
 	Containers []string
 	// HostPaths adds or overrides stand-ins of hostPath volumes.
 	HostPaths map[string]string
+	// Render returns the manifest to run (default:
+	// deploy/kubernetes/daemonset.yaml), given the pod's directories: a
+	// chart rendered with host paths below Dir, which stand for themselves.
+	Render func(p *DaemonSetPod) string
 }
 
 // StartDaemonSetPod builds the image, lays out the host paths and starts
@@ -124,7 +128,25 @@ func StartDaemonSetPod(t testing.TB, opts DaemonSetOptions) *DaemonSetPod {
 	}
 	p.mustPodman(t, "build", "-f", filepath.Join(RepoRoot(), "deploy", "Containerfile"), "-t", ImageTag, ctx)
 
-	ds := readDaemonSet(t)
+	manifest := ""
+	if opts.Render != nil {
+		manifest = opts.Render(p)
+	} else {
+		data, err := os.ReadFile(filepath.Join(RepoRoot(), "deploy", "kubernetes", "daemonset.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		manifest = string(data)
+	}
+	ds := daemonSetOf(t, manifest)
+	// Init containers run to completion first, as kubelet runs them.
+	for _, c := range ds.Spec.Template.Spec.InitContainers {
+		args, _, err := podmanRunArgs(ds, c.Name, p.hostDir)
+		if err != nil {
+			t.Fatalf("translate the DaemonSet's init container %s: %v", c.Name, err)
+		}
+		p.mustPodman(t, append([]string{"run", "--rm", "--name", p.prefix + c.Name}, args...)...)
+	}
 	names := opts.Containers
 	if len(names) == 0 {
 		names = []string{"engine"}
@@ -150,24 +172,22 @@ func (p *DaemonSetPod) hostDir(v corev1.Volume) (string, error) {
 		return p.Policies, nil
 	case v.HostPath != nil && p.HostPaths[v.HostPath.Path] != "":
 		return p.HostPaths[v.HostPath.Path], nil
+	case v.HostPath != nil && strings.HasPrefix(v.HostPath.Path, p.Dir+"/"):
+		return v.HostPath.Path, os.MkdirAll(v.HostPath.Path, 0o755)
 	}
 	return "", fmt.Errorf("volume %s: no stand-in for %+v", v.Name, v.VolumeSource)
 }
 
-// readDaemonSet reads the DaemonSet of the plain manifest.
-func readDaemonSet(t testing.TB) *appsv1.DaemonSet {
+// daemonSetOf finds the DaemonSet in a manifest.
+func daemonSetOf(t testing.TB, manifest string) *appsv1.DaemonSet {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(RepoRoot(), "deploy", "kubernetes", "daemonset.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, doc := range strings.Split(string(data), "\n---\n") {
+	for _, doc := range strings.Split(manifest, "\n---\n") {
 		var ds appsv1.DaemonSet
 		if err := yaml.UnmarshalStrict([]byte(doc), &ds); err == nil && ds.Kind == "DaemonSet" {
 			return &ds
 		}
 	}
-	t.Fatal("deploy/kubernetes/daemonset.yaml has no DaemonSet")
+	t.Fatal("the manifest has no DaemonSet")
 	return nil
 }
 
@@ -177,9 +197,11 @@ func readDaemonSet(t testing.TB) *appsv1.DaemonSet {
 func podmanRunArgs(ds *appsv1.DaemonSet, name string, hostDir func(corev1.Volume) (string, error)) ([]string, *corev1.Container, error) {
 	pod := ds.Spec.Template.Spec
 	var c *corev1.Container
-	for i := range pod.Containers {
-		if pod.Containers[i].Name == name {
-			c = &pod.Containers[i]
+	for _, list := range [][]corev1.Container{pod.InitContainers, pod.Containers} {
+		for i := range list {
+			if list[i].Name == name {
+				c = &list[i]
+			}
 		}
 	}
 	if c == nil {
@@ -340,3 +362,6 @@ func (p *DaemonSetPod) WaitEvents(t testing.TB, action string, within time.Durat
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Podman runs podman on the pod's own storage (images, containers).
+func (p *DaemonSetPod) Podman(args ...string) *exec.Cmd { return p.cmd(args...) }

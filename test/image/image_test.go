@@ -4,8 +4,10 @@
 package image_test
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +15,8 @@ import (
 
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/test/harness"
+	"github.com/holdfast-dev/holdfast/test/require"
+	"github.com/holdfast-dev/holdfast/test/rootfs"
 )
 
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
@@ -108,4 +112,74 @@ func TestImageAsDaemonSet(t *testing.T) {
 	if logs := n.Logs("engine"); !strings.Contains(logs, "policy directory change refused") {
 		t.Errorf("engine log has no line about the refused update:\n%s", logs)
 	}
+}
+
+// The chart's crio runtime: the init container from the image installs the
+// OCI hook into the host's hooks.d and libexec; podman reading that hooks.d
+// as CRI-O does runs the hook, which registers the container with the
+// engine from the image, and a denied binary dies at its first instruction.
+func TestImageCRIOInitContainerInstallsHook(t *testing.T) {
+	policy := `apiVersion: holdfast.dev/v1alpha1
+kind: WorkloadPolicy
+metadata: {name: shop-lockdown}
+spec:
+  selector: {namespaces: [shop]}
+  exec: {deny: [/usr/bin/id]}
+`
+	var hooksDir string
+	n := harness.StartDaemonSetPod(t, harness.DaemonSetOptions{
+		Policies: map[string]string{"lockdown.yaml": policy},
+		Render: func(p *harness.DaemonSetPod) string {
+			hooksDir = filepath.Join(p.Dir, "hooks.d")
+			out, err := exec.Command(harness.Helm(t), "template", "holdfast", filepath.Join(harness.RepoRoot(), "deploy", "helm", "holdfast"),
+				"--namespace", "holdfast-system", "--set", "runtime=crio", "--set", "failMode=closed",
+				"--set", "crio.hooksDir="+hooksDir, "--set", "crio.installDir="+filepath.Join(p.Dir, "libexec"),
+				"--set", "crio.socketDir="+filepath.Join(p.Dir, "crio"),
+				"--set", "hostPaths.bpffs="+p.BPFFS, "--set", "hostPaths.run="+p.Run,
+				"--set", "hostPaths.state="+p.State, "--set", "hostPaths.log="+p.Log).Output()
+			if err != nil {
+				t.Fatalf("helm template --set runtime=crio: %v", err)
+			}
+			return string(out)
+		},
+	})
+	if _, err := os.Stat(filepath.Join(n.Dir, "libexec", "holdfast-oci-hook")); err != nil {
+		t.Fatalf("the init container did not install the hook binary: %v", err)
+	}
+
+	fs, err := rootfs.Build(filepath.Join(t.TempDir(), "rootfs"))
+	if err != nil {
+		require.Privileged(t, "busybox rootfs", err)
+	}
+	tarball := filepath.Join(t.TempDir(), "rootfs.tar")
+	if out, err := exec.Command("tar", "-C", fs, "-cf", tarball, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar rootfs: %v\n%s", err, out)
+	}
+	if out, err := n.Podman("import", tarball, "localhost/busybox-test").CombinedOutput(); err != nil {
+		t.Fatalf("podman import: %v\n%s", err, out)
+	}
+	// CRI-O's annotations of an application container of pod shop/web-0.
+	run := func(namespace string) (string, int) {
+		out, err := n.Podman("run", "--rm", "--hooks-dir", hooksDir, "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=1024:1024",
+			"--annotation", "io.kubernetes.pod.namespace="+namespace, "--annotation", "io.kubernetes.pod.name=web-0",
+			"--annotation", "io.kubernetes.container.name=main", "localhost/busybox-test", "/usr/bin/id").CombinedOutput()
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			return string(out), exitErr.ExitCode()
+		} else if err != nil {
+			t.Fatalf("podman run: %v\n%s", err, out)
+		}
+		return string(out), 0
+	}
+	if out, code := run("shop"); code != 137 || strings.Contains(out, "uid=") {
+		t.Errorf("selected container: /usr/bin/id exited %d with %q, want SIGKILL (137) before any output\nhook log:\n%s", code, out, hookLog(n))
+	}
+	if out, code := run("other"); code != 0 || !strings.Contains(out, "uid=0") {
+		t.Errorf("unselected container: /usr/bin/id exited %d with %q, want it to run", code, out)
+	}
+}
+
+func hookLog(n *harness.DaemonSetPod) string {
+	data, _ := os.ReadFile(filepath.Join(n.Log, "oci-hook.log"))
+	return string(data)
 }
