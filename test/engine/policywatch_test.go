@@ -123,7 +123,9 @@ func TestConfigMapUpdateFollowed(t *testing.T) {
 // policy dir that disappears makes the engine not ready until it is back.
 func TestPolicyDirWatchReadiness(t *testing.T) {
 	first, addr := deniedBinary(t), harness.ListenTCP(t, "127.0.0.1:0").String()
-	e := harness.StartEngine(t, harness.Options{})
+	// A debounce far above the time the pieces take to write, so the
+	// burst is read once, whole.
+	e := harness.StartEngine(t, harness.Options{Args: []string{"--policy-debounce", "1s"}})
 	cg := harness.NewCgroup(t)
 	out, err := e.CLI("containers", "add", "--id", "ctr-1", "--cgroup-path", cg.Dir, "--namespace", "shop",
 		"--label", "app=web", "--label", "tier=front", "--container", "main")
@@ -147,6 +149,9 @@ func TestPolicyDirWatchReadiness(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("new policy file not applied within %v: %v", applyDeadline, r)
 		}
+	}
+	if applied, refused := policyEvents(e, t, "policy-applied"), policyEvents(e, t, "policy-refused"); len(applied) != 1 || len(refused) != 0 {
+		t.Errorf("a burst of writes: want it applied once and never refused half-written, got applied %v, refused %v", applied, refused)
 	}
 
 	if err := os.RemoveAll(e.PolicyDir); err != nil {
