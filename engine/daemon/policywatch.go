@@ -120,10 +120,14 @@ func (e *Engine) applyPolicyDir(ctx context.Context) {
 	if err == nil {
 		e.mu.Lock()
 		same := e.policyErr == nil && e.policies.Digest() == set.Digest()
-		e.mu.Unlock()
 		if same {
+			// In force already (a `policy reload` got here first): a later
+			// refusal, even the same as before, is news again.
+			e.watch.reported = ""
+			e.mu.Unlock()
 			return
 		}
+		e.mu.Unlock()
 		if err = e.Reload(ctx); err == nil {
 			e.mu.Lock()
 			e.watch.reported = ""
