@@ -288,13 +288,13 @@ func identity(c api.Container) policy.Identity {
 func rulesetKey(set *policy.Set, ps []*policy.Policy) string {
 	parts := make([]string, len(ps))
 	for i, p := range ps {
-		parts[i] = p.Name + "@" + p.Digest()
+		parts[i] = p.Name + "@" + p.RulesDigest()
 	}
 	sort.Strings(parts)
-	key := set.Digest() + "|" + strings.Join(parts, ",")
-	// Digests leave modes out: a mode switch keeps the key and is applied
-	// in place (syncModesLocked), unless the modes are mixed, where they
-	// decide which rules compile in.
+	key := set.RulesDigest() + "|" + strings.Join(parts, ",")
+	// Rules digests leave modes out: a mode switch keeps the key and is
+	// applied in place (syncModesLocked), unless the modes are mixed, where
+	// they decide which rules compile in.
 	if modes := policy.MixedModes(ps); modes != "" {
 		key += "|" + modes
 	}

@@ -23,6 +23,8 @@ type Set struct {
 	firstID  map[*Policy]uint32
 	rules    []RuleInfo // rules[id-1]
 	digest   string
+	// rulesDigest is digest without the policies' modes.
+	rulesDigest string
 }
 
 // RuleInfo describes one rule, for events and explanations.
@@ -62,7 +64,7 @@ func NewSet(policies ...*Policy) (*Set, error) {
 	}
 	slices.SortFunc(s.policies, func(a, b *Policy) int { return strings.Compare(a.Name, b.Name) })
 
-	digest := sha256.New()
+	digest, rulesDigest := sha256.New(), sha256.New()
 	for _, p := range s.policies {
 		s.firstID[p] = uint32(len(s.rules)) + 1
 		for _, r := range p.rules {
@@ -77,8 +79,10 @@ func NewSet(policies ...*Policy) (*Set, error) {
 			})
 		}
 		fmt.Fprintf(digest, "%s\x00%s\n", p.Name, p.digest)
+		fmt.Fprintf(rulesDigest, "%s\x00%s\n", p.Name, p.rulesDigest)
 	}
 	s.digest = "sha256:" + hex.EncodeToString(digest.Sum(nil))
+	s.rulesDigest = "sha256:" + hex.EncodeToString(rulesDigest.Sum(nil))
 	return s, nil
 }
 
@@ -132,6 +136,10 @@ func (s *Set) Policy(name string) (*Policy, bool) {
 // Digest identifies the set's content: it changes when a policy is added,
 // removed, renamed or changed, and so whenever rule IDs may have moved.
 func (s *Set) Digest() string { return s.digest }
+
+// RulesDigest is Digest without the policies' modes: it changes whenever
+// rule IDs may have moved, and not when only a mode changed.
+func (s *Set) RulesDigest() string { return s.rulesDigest }
 
 // Select returns the policies that apply to the container, sorted by name.
 func (s *Set) Select(id Identity) []*Policy {

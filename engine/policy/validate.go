@@ -80,10 +80,11 @@ type Policy struct {
 	// lower case.
 	Spec Spec
 
-	loc    location
-	pods   labels.Selector
-	rules  []rule // in file order; a Set numbers them
-	digest string
+	loc         location
+	pods        labels.Selector
+	rules       []rule // in file order; a Set numbers them
+	digest      string
+	rulesDigest string
 }
 
 // rule is one compiled rule before a Set gives it an ID.
@@ -97,10 +98,14 @@ type rule struct {
 	bind    bpf.BindRule
 }
 
-// Digest is "sha256:" and the hex SHA-256 of the canonical spec without
-// its mode, so it changes exactly when the policy's rules or their order
-// change, not when only its formatting or its mode does.
+// Digest is "sha256:" and the hex SHA-256 of the canonical spec, so it
+// changes exactly when the policy's meaning or rule order changes, not when
+// only its formatting does.
 func (p *Policy) Digest() string { return p.digest }
+
+// RulesDigest is Digest without the mode: it changes when the policy's
+// selector, rules or their order change, not when only its mode does.
+func (p *Policy) RulesDigest() string { return p.rulesDigest }
 
 // Mode is ModeEnforce or ModeAudit.
 func (p *Policy) Mode() string {
@@ -183,17 +188,23 @@ func (c *checker) policy(doc *document) *Policy {
 	p.rules = append(p.rules, c.sockets(&p.Spec.Network.Sockets)...)
 	p.rules = append(p.rules, c.bind(&p.Spec.Network.Bind)...)
 
-	// The digest leaves the mode out: switching it keeps rule IDs and
-	// rulesets, and the kernel changes only the rules' modes in place.
-	modeless := p.Spec
-	modeless.Mode = ""
-	spec, err := json.Marshal(modeless)
+	spec, err := json.Marshal(p.Spec)
 	if err != nil {
 		c.addf("spec", "encode canonical spec: %w", err)
 		return p
 	}
 	sum := sha256.Sum256(spec)
 	p.digest = "sha256:" + hex.EncodeToString(sum[:])
+	// The rules digest leaves the mode out: switching it keeps rule IDs
+	// and rulesets, and the kernel changes only the rules' modes in place.
+	modeless := p.Spec
+	modeless.Mode = ""
+	if spec, err = json.Marshal(modeless); err != nil {
+		c.addf("spec", "encode canonical spec: %w", err)
+		return p
+	}
+	sum = sha256.Sum256(spec)
+	p.rulesDigest = "sha256:" + hex.EncodeToString(sum[:])
 	return p
 }
 

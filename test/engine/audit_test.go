@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/holdfast-dev/holdfast/test/harness"
 	"github.com/holdfast-dev/holdfast/test/pinned"
@@ -175,4 +176,25 @@ func TestEnforcingPolicyWinsOverAudit(t *testing.T) {
 	if ex.PolicyModes["audit"] != "audit" || ex.PolicyModes["lockdown"] != "enforce" {
 		t.Errorf("explain policy modes %v", ex.PolicyModes)
 	}
+}
+
+// The policy directory watcher applies a change of spec.mode alone (no
+// `policy reload`): the running cgroup switches to enforcing.
+func TestWatcherAppliesModeSwitch(t *testing.T) {
+	binary, addr := deniedBinary(t), harness.ListenTCP(t, "127.0.0.1:0").String()
+	policy := lockdown("lockdown", binary, addr)
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": withMode(policy, "audit")}})
+	cg := harness.NewCgroup(t)
+	register(t, e, "ctr-1", cg)
+	expectFree(t, cg, binary, addr)
+
+	e.WritePolicy(t, "lockdown.yaml", withMode(policy, "enforce"))
+	deadline := time.Now().Add(5 * time.Second)
+	for r := cg.Run(t, binary); !r.Killed(); r = cg.Run(t, binary) {
+		if time.Now().After(deadline) {
+			t.Fatalf("mode switch not applied by the watcher within 5s: %s still runs (%v)", binary, r)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	expectEnforced(t, cg, binary, addr)
 }
