@@ -3,6 +3,8 @@ package engine_test
 import (
 	"context"
 	"encoding/json"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +99,10 @@ func TestAuditModeThroughEngine(t *testing.T) {
 	if err != nil || !strings.Contains(out, "lockdown (audit)") {
 		t.Errorf("explain does not show the mode: %v\n%s", err, out)
 	}
+	validated, err := exec.Command(e.Bin, "policy", "validate", filepath.Join(e.PolicyDir, "lockdown.yaml")).CombinedOutput()
+	if err != nil || !strings.Contains(string(validated), "ok (lockdown (audit))") {
+		t.Errorf("policy validate does not show the mode: %v\n%s", err, validated)
+	}
 
 	e.WritePolicy(t, "lockdown.yaml", withMode(policy, "enforce"))
 	reload(t, e)
@@ -133,10 +139,18 @@ func TestAuditModeThroughEngine(t *testing.T) {
 		t.Errorf("mode switches made new rulesets: status says %d", st.Rulesets)
 	}
 
-	// A restarted engine adopts the pins with the modes in them.
+	// A restarted engine adopts the pins with the modes in them, and
+	// applies a mode changed while it was down.
 	e.Kill9(t)
 	e.Start(t)
 	t.Run("audit after restart", auditPhase)
+	e.Kill9(t)
+	e.WritePolicy(t, "lockdown.yaml", withMode(policy, "enforce"))
+	e.Start(t)
+	t.Run("enforce after a change while down", func(t *testing.T) { expectEnforced(t, cg, binary, addr) })
+	if got := cgroupEntry(t, e, cg); got != entry {
+		t.Errorf("cgroup entry changed by the restart: %v, was %v", got, entry)
+	}
 }
 
 // One container selected by an auditing and an enforcing policy that deny

@@ -328,6 +328,9 @@ func validatePolicies(files []string, c bpf.Capacity, stdout io.Writer) error {
 		names := make([]string, len(ps))
 		for i, p := range ps {
 			names[i] = p.Name
+			if p.Audit() {
+				names[i] += " (audit)"
+			}
 		}
 		sort.Strings(names)
 		fmt.Fprintf(stdout, "%s: ok (%s)\n", file, strings.Join(names, ", "))
