@@ -86,8 +86,9 @@ struct match_ctx {
 	__u8 matched;
 	__u8 unresolved;
 	__u8 not_allowed;
-	/* The first match by a rule in audit mode: the walk goes on, since an
-	 * enforcing rule that also matches must decide (fits the padding). */
+	/* A match by a rule in audit mode (the last one seen): the walk goes
+	 * on, since an enforcing rule that also matches must decide (fits the
+	 * padding). */
 	__u32 audit_rule;
 	/* The topmost components seen, by walk index modulo the depth limit:
 	 * hashing runs from the root down, and rules never go deeper. Once a
@@ -228,7 +229,7 @@ static __always_inline bool lookup_exec(struct match_ctx *c, __u32 kind, __u64 h
 	return true;
 }
 
-/* audit_match ends a walk no enforcing rule matched: denied by the first
+/* audit_match ends a walk no enforcing rule matched: denied by an
  * audit-mode rule that did, if any (the callers record it and let it go). */
 static __always_inline bool audit_match(struct match_ctx *c)
 {
