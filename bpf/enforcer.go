@@ -72,15 +72,24 @@ const (
 	progSocketKill   = holdfastProgSocketKill // tp_btf/sys_enter, lsm mode only
 	progCgroupMove   = holdfastProgCgroupMove // tp_btf/cgroup_attach_task
 	progCgroupFork   = holdfastProgCgroupFork // tp_btf/sched_process_fork
+	progProcExec     = holdfastProgProcExec   // tp_btf/sched_process_exec (process table)
+	progProcFork     = holdfastProgProcFork   // tp_btf/sched_process_fork
+	progProcExit     = holdfastProgProcExit   // tp_btf/sched_process_exit
 )
 
 // movePrograms kill a container's task moved out of its cgroup; tracing
 // programs, attached in every exec mode.
 var movePrograms = []string{progCgroupMove, progCgroupFork}
 
+// processPrograms keep the process table (process.h). They are attached
+// before the exec mode's programs: a tracepoint runs its programs in the
+// order they were attached, and the exec check reads the entry proc_exec
+// makes for a container's first process.
+var processPrograms = []string{progProcExec, progProcFork, progProcExit}
+
 // alwaysPrograms are attached whatever the exec mode, next to its programs.
 func alwaysPrograms() []string {
-	return append(slices.Clone(movePrograms), cgroupHookNames()...)
+	return slices.Concat(processPrograms, movePrograms, cgroupHookNames())
 }
 
 // modePrograms are the programs of each exec mode: the exec hook first, then
@@ -500,6 +509,9 @@ func mapsByName(maps map[string]*ebpf.Map) holdfastMaps {
 		PathGen:     maps[holdfastMapPathGen],
 		FileConfig:  maps[holdfastMapFileConfig],
 		TaskOwners:  maps[holdfastMapTaskOwners],
+		Processes:   maps[holdfastMapProcesses],
+
+		ProcessScratch: maps[holdfastMapProcessScratch],
 	}
 }
 
@@ -562,10 +574,13 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 		return err
 	}
 
+	if err := e.attachTracing(spec, maps, processPrograms); err != nil {
+		return err
+	}
 	if err := e.attachExec(spec, maps); err != nil {
 		return err
 	}
-	if err := e.attachMove(spec, maps); err != nil {
+	if err := e.attachTracing(spec, maps, movePrograms); err != nil {
 		return err
 	}
 	progs, err := loadPrograms(spec, maps, cgroupHookNames()...)
@@ -709,17 +724,18 @@ func (e *Enforcer) attachMode(spec *ebpf.CollectionSpec, maps map[string]*ebpf.M
 	return nil
 }
 
-// attachMove attaches the programs that kill a task moved out of its
-// container's cgroup.
-func (e *Enforcer) attachMove(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
-	progs, err := loadPrograms(spec, maps, movePrograms...)
+// attachTracing attaches tracing programs of every exec mode: those that
+// kill a task moved out of its container's cgroup, those that keep the
+// process table.
+func (e *Enforcer) attachTracing(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map, names []string) error {
+	progs, err := loadPrograms(spec, maps, names...)
 	if err != nil {
 		return err
 	}
-	for _, name := range movePrograms {
+	for _, name := range names {
 		e.progs[name] = progs[name]
 	}
-	for _, name := range movePrograms {
+	for _, name := range names {
 		l, err := link.AttachTracing(link.TracingOptions{Program: progs[name], AttachType: ebpf.AttachTraceRawTp})
 		if err != nil {
 			return fmt.Errorf("attach %s: %w", name, err)

@@ -86,6 +86,7 @@ struct match_ctx {
 	__u8 matched;
 	__u8 unresolved;
 	__u8 not_allowed;
+	__u8 lineage; /* ancestor classes of the process (process.h) */
 	/* The topmost components seen, by walk index modulo the depth limit:
 	 * hashing runs from the root down, and rules never go deeper. Once a
 	 * component is hashed its slot holds the hash of the path down to and
@@ -208,6 +209,9 @@ static __always_inline bool lookup_exec(struct match_ctx *c, __u32 kind, __u64 h
 	struct exec_value *v = bpf_map_lookup_elem(&exec_rules, &key);
 
 	if (!v)
+		return false;
+	/* Scoped to ancestors the process does not descend from. */
+	if (v->from && !(v->from & c->lineage))
 		return false;
 	c->rule_id = v->rule_id;
 	c->matched = 1;
@@ -369,7 +373,11 @@ struct exec_req {
 	__u32 rule_id;
 	__u8 unresolved;
 	__u8 not_allowed;
-	__u8 pad[2];
+	__u8 lineage; /* in: ancestor classes of the process (process.h) */
+	__u8 pad;
+	/* out: the hash of the file's whole path when it was resolved and
+	 * not refused (0: none), for its ancestor class. */
+	__u64 path_hash;
 };
 
 /* Whether the file in r is refused: denied by a rule (or unresolvable), or,
@@ -384,6 +392,7 @@ __noinline int judge(struct exec_req *r)
 		return 1;
 	c.ruleset = r->ruleset;
 	c.owner_cgroup = r->owner_cgroup;
+	c.lineage = r->lineage;
 	refused = match_path(&c, (struct dentry *)r->dentry, (struct vfsmount *)r->vfsmnt, (struct inode *)r->inode);
 	/* On the allow list by identity (an exact rule resolved in the
 	 * container's root, like /bin/sh -> /usr/bin/dash) or by path. */
@@ -395,6 +404,9 @@ __noinline int judge(struct exec_req *r)
 	r->rule_id = c.rule_id;
 	r->unresolved = c.unresolved;
 	r->not_allowed = c.not_allowed;
+	r->path_hash = 0;
+	if (!refused && c.done && c.depth <= MAX_PATH_DEPTH)
+		r->path_hash = c.depth ? c.ring[0] : c.root_hash;
 	return refused;
 }
 
@@ -515,7 +527,7 @@ int BPF_PROG(exec_kill, struct task_struct *p, pid_t old_pid, struct linux_binpr
 	if (!owner_of_current(&o))
 		return 0;
 	remember_owner(p, o.cgroup_id);
-	if (!(o.rule->flags & CG_EXEC))
+	if (!(o.rule->flags & (CG_EXEC | CG_ANCESTRY)))
 		return 0;
 	count(COUNTER_EXEC_CHECKED);
 
@@ -525,9 +537,18 @@ int BPF_PROG(exec_kill, struct task_struct *p, pid_t old_pid, struct linux_binpr
 	r.owner_cgroup = o.cgroup_id;
 	r.ruleset = o.rule->ruleset;
 	r.flags = o.rule->flags;
+	if (r.flags & CG_ANCESTRY)
+		r.lineage = exec_lineage(p);
 	req_file(&r, exe);
-	if (!judge(&r) && !judge_entry(&r, exe))
-		return 0;
+	if (!judge(&r)) {
+		__u64 hash = r.path_hash;
+
+		if (!judge_entry(&r, exe)) {
+			if (r.flags & CG_ANCESTRY)
+				note_exec_class(BPF_CORE_READ(p, tgid), r.ruleset, hash);
+			return 0;
+		}
+	}
 	bpf_send_signal(SIGKILL);
 	count(COUNTER_EXEC_DENIED);
 	emit_exec(&r, bprm, p, ACTION_EXEC_KILLED);
@@ -550,7 +571,7 @@ int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 	struct task_struct *task = bpf_get_current_task_btf();
 
 	remember_owner(task, o.cgroup_id);
-	if (!(o.rule->flags & CG_EXEC))
+	if (!(o.rule->flags & (CG_EXEC | CG_ANCESTRY)))
 		return 0;
 	count(COUNTER_EXEC_CHECKED);
 
@@ -559,9 +580,16 @@ int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 	r.owner_cgroup = o.cgroup_id;
 	r.ruleset = o.rule->ruleset;
 	r.flags = o.rule->flags;
+	if (r.flags & CG_ANCESTRY)
+		r.lineage = exec_lineage(task);
 	req_file(&r, BPF_CORE_READ(bprm, file));
-	if (!judge(&r))
+	if (!judge(&r)) {
+		/* Every binfmt stage passes here; the last one (the binary
+		 * that runs) sets the class. */
+		if (r.flags & CG_ANCESTRY)
+			note_exec_class(BPF_CORE_READ(task, tgid), r.ruleset, r.path_hash);
 		return 0;
+	}
 	count(COUNTER_EXEC_DENIED);
 	emit_exec(&r, bprm, task, ACTION_EXEC_DENIED);
 	return -EPERM;

@@ -18,6 +18,7 @@ const (
 type portRule struct {
 	lo, hi uint16
 	proto  uint8
+	from   uint8 // ancestor classes (NetRule.From)
 	ruleID uint32
 }
 
@@ -60,7 +61,7 @@ func flattenNet(rules []NetRule) (v4, v6 []lpmEntry, err error) {
 		if err := checkProto(r.Proto); err != nil {
 			return nil, nil, fmt.Errorf("connect rule %d (rule id %d): %w", i, r.RuleID, err)
 		}
-		own[p] = append(own[p], portRule{lo: r.PortLo, hi: r.PortHi, proto: r.Proto, ruleID: r.RuleID})
+		own[p] = append(own[p], portRule{lo: r.PortLo, hi: r.PortHi, proto: r.Proto, from: r.From, ruleID: r.RuleID})
 	}
 
 	prefixes := slices.SortedFunc(maps.Keys(own), comparePrefixes)
@@ -78,7 +79,9 @@ func flattenNet(rules []NetRule) (v4, v6 []lpmEntry, err error) {
 		var merged []portRule
 		for _, q := range containing {
 			for _, r := range own[q] {
-				if !slices.ContainsFunc(merged, func(m portRule) bool { return m.lo == r.lo && m.hi == r.hi && m.proto == r.proto }) {
+				if !slices.ContainsFunc(merged, func(m portRule) bool {
+					return m.lo == r.lo && m.hi == r.hi && m.proto == r.proto && m.from == r.from
+				}) {
 					merged = append(merged, r)
 				}
 			}
@@ -138,7 +141,7 @@ func packPortRules(rules []portRule, ruleset uint32, seq *uint32) (holdfastPortR
 }
 
 func (r portRule) value() holdfastPortRule {
-	return holdfastPortRule{Lo: r.lo, Hi: r.hi, Proto: r.proto, RuleId: r.ruleID}
+	return holdfastPortRule{Lo: r.lo, Hi: r.hi, Proto: r.proto, From: r.from, RuleId: r.ruleID}
 }
 
 func checkProto(p uint8) error {
