@@ -94,7 +94,7 @@ func (e *Engine) containerOfLocked(cgroupID uint64) *api.EventContainer {
 
 func (e *Engine) ruleLocked(ruleID uint32) (policy, rule string) {
 	if info, ok := e.policies.Rule(ruleID); ok {
-		return info.Policy, info.Text
+		return info.Policy, info.Describe()
 	}
 	return "", ""
 }

@@ -45,8 +45,9 @@ func (e *Engine) execRules(c api.Container) []policy.RuleInfo {
 	return out
 }
 
+// Rules scoped to ancestors match by path only: an identity has no scope.
 func isExactDeny(r policy.RuleInfo) bool {
-	return strings.HasPrefix(r.Field, fieldExecDeny) && !strings.HasSuffix(r.Text, "/")
+	return strings.HasPrefix(r.Field, fieldExecDeny) && !strings.HasSuffix(r.Text, "/") && r.From == ""
 }
 
 func isExactAllow(r policy.RuleInfo) bool {
@@ -56,7 +57,7 @@ func isExactAllow(r policy.RuleInfo) bool {
 // isDirDeny says whether r denies a directory below "/" ("/" covers every
 // file by path alone).
 func isDirDeny(r policy.RuleInfo) bool {
-	return strings.HasPrefix(r.Field, fieldExecDeny) && strings.HasSuffix(r.Text, "/") && r.Text != "/"
+	return strings.HasPrefix(r.Field, fieldExecDeny) && strings.HasSuffix(r.Text, "/") && r.Text != "/" && r.From == ""
 }
 
 // openRootLocked opens the container's root filesystem: through the

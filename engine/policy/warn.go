@@ -18,7 +18,8 @@ var multiCallBinaries = map[string]bool{"busybox": true, "toybox": true}
 // `holdfast containers explain` says what each rule means in one container.
 func (p *Policy) Warnings() []string {
 	var out []string
-	for i, r := range p.Spec.Exec.Deny {
+	for i, d := range p.Spec.Exec.Deny {
+		r := d.Path
 		field := fmt.Sprintf("%s: spec.exec.deny[%d] %s", p.Name, i, r)
 		top := "/" + strings.SplitN(strings.TrimPrefix(r, "/"), "/", 2)[0]
 		if usr, ok := mergedUsr[top]; ok {
