@@ -70,7 +70,7 @@ static __always_inline struct event *event_new(__u64 cgroup_id, __u32 action, __
 
 		ev->start_ns = leader_start(cur);
 		ev->ppid = BPF_CORE_READ(cur, real_parent, tgid);
-		keep_acting();
+		keep_chain(ev->tgid);
 	}
 	return ev;
 }

@@ -83,12 +83,20 @@ func decodeProcess(raw *holdfastProcess) Process {
 }
 
 // ForgetExited removes the entry of a process that exited while an event
-// named it, once that event is described. A live process, or another
-// process that took the pid since, is left alone.
-func (e *Enforcer) ForgetExited(pid uint32, startNs uint64) error {
+// named it, once the event about it that comes last is described: its
+// process_exit event where its cgroup has exec events (exitEvent), else
+// any. A live process, or another process that took the pid since, is
+// left alone.
+func (e *Enforcer) ForgetExited(pid uint32, startNs uint64, exitEvent bool) error {
 	p, ok, err := e.Process(pid)
 	if err != nil || !ok || !p.Exited || p.StartNs != startNs {
 		return err
+	}
+	if !exitEvent {
+		var rule holdfastCgroupRule
+		if err := e.maps.CgroupRules.Lookup(p.CgroupID, &rule); err == nil && rule.Flags&flagExecEvent != 0 {
+			return nil // its process_exit event follows
+		}
 	}
 	if err := e.maps.Processes.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("forget exited process %d: %w", pid, err)

@@ -60,16 +60,27 @@ static __always_inline __u64 leader_start(struct task_struct *t)
 	return BPF_CORE_READ(t, group_leader, start_boottime);
 }
 
-/* keep_acting marks the current process's entry as named by an event, so
- * its exit leaves it for user space (which deletes it after describing
- * the event). One lookup, on the deny path only. */
-static __always_inline void keep_acting(void)
-{
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct process *p = bpf_map_lookup_elem(&processes, &tgid);
+/* Ancestors kept for an event: deeper chains are described from /proc or
+ * as incomplete if their processes are gone. */
+#define KEEP_DEPTH 16
 
-	if (p && !(p->flags & PROC_KEEP))
+/* keep_chain marks the entries of a process and its ancestors in the
+ * container as named by an event, so their exits leave them for user space
+ * (which deletes them after describing the event). A global function,
+ * verified once; called only for events that reached the ring buffer. */
+__noinline int keep_chain(__u32 tgid)
+{
+	for (int i = 0; i < KEEP_DEPTH; i++) {
+		struct process *p = bpf_map_lookup_elem(&processes, &tgid);
+
+		if (!p)
+			break;
 		p->flags |= PROC_KEEP;
+		if (p->flags & PROC_CONTAINER_ROOT)
+			break;
+		tgid = p->ppid;
+	}
+	return 0;
 }
 
 /* The ancestor classes an exec by task is judged with: its ancestors' and

@@ -74,6 +74,7 @@ func (e *Engine) describe(ev bpf.Event) api.Event {
 		out.Destination = netip.AddrPortFrom(ev.Addr, ev.Port).String()
 		out.Protocol = protoName(ev.Proto)
 	}
+	e.describeProcess(ev, &out)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	out.Container = e.containerOfLocked(ev.CgroupID)

@@ -3,8 +3,8 @@ package policy
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/holdfast-dev/holdfast/bpf"
