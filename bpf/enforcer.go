@@ -27,6 +27,10 @@ const (
 	ControlMmap    = "mmap" // a denied file mapped executable (ld.so run as a program, dlopen)
 	ControlConnect = "connect"
 	ControlMove    = "move" // a container's task moved out of its cgroup
+	// ControlProcess tracks the processes of registered containers for
+	// events and ancestry-scoped rules (process.h).
+	ControlProcess = "process"
+	ModeTracing    = "tracing"
 
 	ModeLSM    = "lsm"    // exec fails with EPERM (lsm/bprm_check_security)
 	ModeKill   = "kill"   // the new image gets SIGKILL before its first instruction
@@ -390,7 +394,7 @@ func (e *Enforcer) adopt(spec *ebpf.CollectionSpec, cgroupID uint64) error {
 			fmt.Sprintf("adopted pinned tp_btf/sched_process_exec program (BPF LSM %s: %s)", probe.Outcome, probe.Reason)})
 	}
 	e.controls = append(e.controls, Control{ControlMmap, mode, "adopted pinned " + mmapReasons[mode]})
-	e.controls = append(e.controls, connectControl(e.cgroupRoot), moveControl())
+	e.controls = append(e.controls, connectControl(e.cgroupRoot), moveControl(), processControl())
 	return nil
 }
 
@@ -449,6 +453,13 @@ func moveControl() Control {
 		return Control{ControlMove, ModeOff, fmt.Sprintf("kernel has no bpf_send_signal_task kfunc (%v): a container task that can write a cgroup.procs above its container can leave it", err)}
 	}
 	return Control{ControlMove, ModeKill, "tp_btf/cgroup_attach_task and sched_process_fork: a task a container moves out of its own cgroup gets SIGKILL"}
+}
+
+// processControl: the tracking programs are tp_btf programs, which load
+// wherever the exec kill mode does; Open fails without them.
+func processControl() Control {
+	return Control{ControlProcess, ModeTracing, "tp_btf/sched_process_fork, sched_process_exec and sched_process_exit keep the pinned process table: " +
+		"events name a process and its ancestors, and ancestry-scoped rules see which ancestor binaries a process descends from"}
 }
 
 func connectControl(cgroupRoot string) Control {
@@ -597,7 +608,7 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 		}
 		e.links[h.prog] = l
 	}
-	e.controls = append(e.controls, connectControl(e.cgroupRoot), moveControl())
+	e.controls = append(e.controls, connectControl(e.cgroupRoot), moveControl(), processControl())
 	return e.commit(maps)
 }
 

@@ -208,3 +208,33 @@ spec:
 		t.Errorf("kill event: rule %q, ancestors %+v; want the scope and %s as the parent (event %+v, process %+v)", kill.Rule, kill.Ancestors, nginx, kill, kill.Process)
 	}
 }
+
+// A container registered after its processes started: the table never saw
+// its shells, so the kill event names them from /proc, with the exec IDs
+// /proc gives, up to the container's first process.
+func TestAncestryFromProcBeforeTracking(t *testing.T) {
+	binary := deniedBinary(t)
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": processPolicy(binary)}})
+	cg := harness.NewCgroup(t)
+	flag := filepath.Join(t.TempDir(), "go")
+	inner := fmt.Sprintf(`while [ ! -e %s ]; do /usr/bin/sleep 0.05; done; %s; /usr/bin/sleep 60`, flag, binary)
+	outer := cg.Start(t, "/bin/sh", "-c", fmt.Sprintf(`/bin/sh -c '%s'; true`, inner))
+	register(t, e, "ctr-1", cg)
+	if err := os.WriteFile(flag, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kill := waitEvent(t, e, "exec-killed", binary)
+	if kill.AncestorsIncomplete || len(kill.Ancestors) != 2 || kill.Ancestors[1].PID != uint32(outer.Process.Pid) {
+		t.Fatalf("ancestors %+v incomplete=%v: want the two shells, the outer one pid %d", kill.Ancestors, kill.AncestorsIncomplete, outer.Process.Pid)
+	}
+	for _, a := range kill.Ancestors {
+		// /proc names the file the shell runs (/bin/sh -> dash).
+		if a.Binary != "/usr/bin/dash" || a.ExecID == "" || len(a.Args) == 0 || a.Args[0] != "/bin/sh" {
+			t.Errorf("ancestor from /proc: %+v", a)
+		}
+	}
+	if kill.Process.ParentExecID != kill.Ancestors[0].ExecID || kill.Ancestors[0].ParentExecID != kill.Ancestors[1].ExecID {
+		t.Errorf("exec IDs from BPF and /proc disagree: process parent %s, inner sh %s (parent %s), outer sh %s",
+			kill.Process.ParentExecID, kill.Ancestors[0].ExecID, kill.Ancestors[0].ParentExecID, kill.Ancestors[1].ExecID)
+	}
+}
