@@ -29,20 +29,14 @@ func compileAncestors(rs Ruleset, key HashKey) ([]execEntry, error) {
 }
 
 // mergeExecEntries folds entries with one key (sorted by key, then rule
-// ID) into one: an unscoped rule covers every process, so it wins;
-// otherwise the classes of the scoped ones add up and the lowest rule ID
-// reports them. An ancestor binary named twice gets both classes.
+// ID) into one, reported by the lowest rule ID: scoped rules of one path
+// add up their classes, as does an ancestor binary named twice. Unscoped
+// rules have keys of their own and are looked up first.
 func mergeExecEntries(entries []execEntry) []execEntry {
 	var out []execEntry
 	for _, x := range entries {
 		if n := len(out); n > 0 && out[n-1].key == x.key {
-			last := &out[n-1]
-			switch {
-			case x.key.Kind == execAncestor || (last.value.From != 0 && x.value.From != 0):
-				last.value.From |= x.value.From
-			case x.value.From == 0:
-				last.value = x.value
-			}
+			out[n-1].value.From |= x.value.From
 			continue
 		}
 		out = append(out, x)

@@ -210,8 +210,24 @@ static __always_inline bool lookup_exec(struct match_ctx *c, __u32 kind, __u64 h
 
 	if (!v)
 		return false;
-	/* Scoped to ancestors the process does not descend from. */
-	if (v->from && !(v->from & c->lineage))
+	c->rule_id = v->rule_id;
+	c->matched = 1;
+	return true;
+}
+
+/* A rule scoped to ancestors (its own kinds) that applies to the process
+ * in c. Only the exec checks call it: the mapping checks' code stays as it
+ * was, and with it the verifier's cost of mmap_kill. */
+static __always_inline bool lookup_scoped(struct match_ctx *c, __u32 kind, __u64 hash)
+{
+	struct exec_key key = {
+		.ruleset = c->ruleset,
+		.kind = kind + EXEC_SCOPED,
+		.hash = hash,
+	};
+	struct exec_value *v = c->lineage ? bpf_map_lookup_elem(&exec_rules, &key) : NULL;
+
+	if (!v || !(v->from & c->lineage))
 		return false;
 	c->rule_id = v->rule_id;
 	c->matched = 1;
@@ -258,6 +274,18 @@ static long hash_step(__u32 k, struct match_ctx *c)
 	return 0;
 }
 
+/* hash_step of the exec checks: prefix rules scoped to ancestors too. */
+static long hash_step_scoped(__u32 k, struct match_ctx *c)
+{
+	__u32 idx = (c->depth - 1 - k) & (MAX_PATH_DEPTH - 1);
+
+	hash_component(c, (struct dentry *)c->ring[idx]);
+	c->ring[idx] = sip_final(&c->sip, c->words);
+	if (k + 1 < c->depth && (lookup_exec(c, EXEC_PREFIX, c->ring[idx]) || lookup_scoped(c, EXEC_PREFIX, c->ring[idx])))
+		return 1;
+	return 0;
+}
+
 /* Matches a file (its path object and inode) by identity against
  * c->owner_cgroup's resolved files and directories, then resolves its path
  * from the root of its mount tree against the ruleset in c. Returns true
@@ -265,7 +293,7 @@ static long hash_step(__u32 k, struct match_ctx *c)
  * the path was too deep to resolve. Used for the file an exec runs, the
  * file mapped at its entry point, and files mapped executable. */
 static __always_inline bool match_path(struct match_ctx *c, struct dentry *dentry, struct vfsmount *vfsmnt,
-				       struct inode *inode)
+				       struct inode *inode, bool scoped)
 {
 	/* The file itself first: no path trick changes its identity. */
 	if (match_identity(c->owner_cgroup, inode, &c->rule_id)) {
@@ -291,16 +319,20 @@ static __always_inline bool match_path(struct match_ctx *c, struct dentry *dentr
 	c->root_hash = sip_final(&c->sip, 0);
 
 	/* "/" covers every exec, also of files without a path (memfd). */
-	if (lookup_exec(c, EXEC_PREFIX, c->root_hash))
+	if (lookup_exec(c, EXEC_PREFIX, c->root_hash) || (scoped && lookup_scoped(c, EXEC_PREFIX, c->root_hash)))
 		return true;
 	__u32 n = c->depth < MAX_PATH_DEPTH ? c->depth : MAX_PATH_DEPTH;
-	bpf_loop(n, hash_step, c, 0);
+	bpf_loop(n, scoped ? hash_step_scoped : hash_step, c, 0);
 	if (c->matched)
 		return true;
 	/* Paths deeper than any rule had their prefixes checked in the loop. */
 	/* Slot 0 holds the leaf, hashed last: the whole path. */
-	if (c->depth <= MAX_PATH_DEPTH && lookup_exec(c, EXEC_EXACT, c->depth ? c->ring[0] : c->root_hash))
-		return true;
+	if (c->depth <= MAX_PATH_DEPTH) {
+		__u64 whole = c->depth ? c->ring[0] : c->root_hash;
+
+		if (lookup_exec(c, EXEC_EXACT, whole) || (scoped && lookup_scoped(c, EXEC_EXACT, whole)))
+			return true;
+	}
 
 	/* Last, the directories above it (where the ruleset has prefix rules). */
 	switch (dirs_denied(c->owner_cgroup, c->ruleset, (__u64)dentry, &c->rule_id)) {
@@ -321,7 +353,7 @@ static __always_inline bool match_file(struct match_ctx *c, struct file *file, s
 {
 	(void)task;
 	return match_path(c, BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt),
-			  BPF_CORE_READ(file, f_inode));
+			  BPF_CORE_READ(file, f_inode), false);
 }
 
 static __always_inline bool lookup_allow(struct match_ctx *c, __u64 hash, __u32 kind)
@@ -393,7 +425,7 @@ __noinline int judge(struct exec_req *r)
 	c.ruleset = r->ruleset;
 	c.owner_cgroup = r->owner_cgroup;
 	c.lineage = r->lineage;
-	refused = match_path(&c, (struct dentry *)r->dentry, (struct vfsmount *)r->vfsmnt, (struct inode *)r->inode);
+	refused = match_path(&c, (struct dentry *)r->dentry, (struct vfsmount *)r->vfsmnt, (struct inode *)r->inode, true);
 	/* On the allow list by identity (an exact rule resolved in the
 	 * container's root, like /bin/sh -> /usr/bin/dash) or by path. */
 	if (!refused && (r->flags & CG_EXEC_ALLOW) && !allowed_identity(r->owner_cgroup, (struct inode *)r->inode) &&

@@ -80,6 +80,9 @@ func compileRuleset(rs Ruleset, key HashKey) (compiledRuleset, error) {
 			return c, fmt.Errorf("exec rule id %d: ancestor classes %#x: only deny rules are scoped, to one of the %d ancestors", r.RuleID, r.From, len(rs.Ancestors))
 		}
 		k := holdfastExecKey{Ruleset: rs.ID, Kind: r.Kind, Hash: PathHash(key, r.Components)}
+		if r.From != 0 {
+			k.Kind += execScoped
+		}
 		c.exec = append(c.exec, execEntry{k, holdfastExecValue{RuleId: r.RuleID, From: uint32(r.From)}})
 		allow = allow || r.Allow()
 	}

@@ -64,7 +64,11 @@ enum exec_kind {
 	/* Not a rule: the binary is an ancestor of ancestry-scoped rules;
 	 * exec_value.from holds its class bit. */
 	EXEC_ANCESTOR = 4,
+	/* EXEC_EXACT and EXEC_PREFIX scoped to ancestors (exec_value.from). */
+	EXEC_EXACT_SCOPED = 5,
+	EXEC_PREFIX_SCOPED = 6,
 };
+#define EXEC_SCOPED (EXEC_EXACT_SCOPED - EXEC_EXACT)
 
 enum action {
 	ACTION_EXEC_KILLED = 1,

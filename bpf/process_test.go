@@ -160,7 +160,12 @@ func TestAncestryScopedRules(t *testing.T) {
 	port := uint16(srv.Port)
 	rule := mustExecRule(t, id, 11)
 	rule.From = 1
-	rs := Ruleset{ID: 5, Exec: []ExecRule{rule}, Ancestors: [][]string{ancestor},
+	// A directory prefix, scoped the same way.
+	scopedTrue := filepath.Join(base, "scoped", "true")
+	copyExecutable(t, resolved(t, "/usr/bin/true"), scopedTrue)
+	dirRule := mustExecRule(t, filepath.Dir(scopedTrue)+"/", 13)
+	dirRule.From = 1
+	rs := Ruleset{ID: 5, Exec: []ExecRule{rule, dirRule}, Ancestors: [][]string{ancestor},
 		Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.1/32"), PortLo: port, PortHi: port, RuleID: 12, From: 1}}}
 	if err := e.PutRuleset(rs); err != nil {
 		t.Fatal(err)
@@ -187,6 +192,8 @@ func TestAncestryScopedRules(t *testing.T) {
 		{"exec below the ancestor", nginx, idScript, "rc=137"},
 		{"exec two levels below", nginx, "/bin/sh -c '" + idScript + "'", "rc=137"},
 		{"exec outside its subtree", "/bin/sh", idScript, "rc=0"},
+		{"prefix below the ancestor", nginx, scopedTrue + "; echo rc=$?", "rc=137"},
+		{"prefix outside its subtree", "/bin/sh", scopedTrue + "; echo rc=$?", "rc=0"},
 		{"connect below the ancestor", nginx, dialScript + "; true", "EPERM"},
 		{"connect outside its subtree", "/bin/sh", dialScript + "; true", "OK"},
 	} {

@@ -18,6 +18,10 @@ const (
 	// execAncestor marks an ancestor binary of ancestry-scoped rules in
 	// exec_rules (EXEC_ANCESTOR); Ruleset.Ancestors makes them.
 	execAncestor uint32 = 4
+	// execScoped is added to ExecExact and ExecPrefix for rules scoped to
+	// ancestors (EXEC_EXACT_SCOPED, EXEC_PREFIX_SCOPED): only the exec
+	// checks look those up.
+	execScoped uint32 = 5
 )
 
 // MaxAncestorClasses bounds the distinct ancestor binaries one ruleset's
