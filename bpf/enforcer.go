@@ -521,6 +521,7 @@ func mapsByName(maps map[string]*ebpf.Map) holdfastMaps {
 		FileConfig:  maps[holdfastMapFileConfig],
 		TaskOwners:  maps[holdfastMapTaskOwners],
 		Processes:   maps[holdfastMapProcesses],
+		ProcessKept: maps[holdfastMapProcessKept],
 
 		ProcessScratch: maps[holdfastMapProcessScratch],
 	}

@@ -253,6 +253,7 @@ const (
 	holdfastMapNetKeyTypes    = "net_key_types"
 	holdfastMapPathGen        = "path_gen"
 	holdfastMapPortChunks     = "port_chunks"
+	holdfastMapProcessKept    = "process_kept"
 	holdfastMapProcessScratch = "process_scratch"
 	holdfastMapProcesses      = "processes"
 	holdfastMapRulesets       = "rulesets"
@@ -366,6 +367,7 @@ type holdfastMapSpecs struct {
 	NetKeyTypes    *ebpf.MapSpec `ebpf:"net_key_types"`
 	PathGen        *ebpf.MapSpec `ebpf:"path_gen"`
 	PortChunks     *ebpf.MapSpec `ebpf:"port_chunks"`
+	ProcessKept    *ebpf.MapSpec `ebpf:"process_kept"`
 	ProcessScratch *ebpf.MapSpec `ebpf:"process_scratch"`
 	Processes      *ebpf.MapSpec `ebpf:"processes"`
 	Rulesets       *ebpf.MapSpec `ebpf:"rulesets"`
@@ -417,6 +419,7 @@ type holdfastMaps struct {
 	NetKeyTypes    *ebpf.Map `ebpf:"net_key_types"`
 	PathGen        *ebpf.Map `ebpf:"path_gen"`
 	PortChunks     *ebpf.Map `ebpf:"port_chunks"`
+	ProcessKept    *ebpf.Map `ebpf:"process_kept"`
 	ProcessScratch *ebpf.Map `ebpf:"process_scratch"`
 	Processes      *ebpf.Map `ebpf:"processes"`
 	Rulesets       *ebpf.Map `ebpf:"rulesets"`
@@ -444,6 +447,7 @@ func (m *holdfastMaps) Close() error {
 		m.NetKeyTypes,
 		m.PathGen,
 		m.PortChunks,
+		m.ProcessKept,
 		m.ProcessScratch,
 		m.Processes,
 		m.Rulesets,

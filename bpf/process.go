@@ -12,7 +12,7 @@ import (
 // process.flags (PROC_* in process.h).
 const (
 	procExeced        = 1 << 0
-	procExited        = 1 << 2
+	procExited        = 1 << 2 // kept past its exit for an event (process_kept)
 	procArgsCut       = 1 << 3
 	procContainerRoot = 1 << 4
 )
@@ -82,24 +82,40 @@ func decodeProcess(raw *holdfastProcess) Process {
 	return p
 }
 
-// ForgetExited removes the entry of a process that exited while an event
-// named it, once the event about it that comes last is described: its
-// process_exit event where its cgroup has exec events (exitEvent), else
-// any. A live process, or another process that took the pid since, is
-// left alone.
-func (e *Enforcer) ForgetExited(pid uint32, startNs uint64, exitEvent bool) error {
-	p, ok, err := e.Process(pid)
-	if err != nil || !ok || !p.Exited || p.StartNs != startNs {
-		return err
+// Release says an event naming process pid (started at startNs) has been
+// described. Its entry stays past its exit only while an event about it is
+// to come: an exited process's entry goes now, unless its cgroup has exec
+// events and this was not its process_exit event; a live one stops being
+// kept unless a process_exit event will come. Another process that took
+// the pid since is left alone.
+func (e *Enforcer) Release(pid uint32, startNs uint64, exitEvent bool) error {
+	var kept uint64
+	if err := e.maps.ProcessKept.Lookup(pid, &kept); errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("release process %d: look up %s: %w", pid, holdfastMapProcessKept, err)
 	}
-	if !exitEvent {
+	if kept != startNs {
+		return nil
+	}
+	p, ok, err := e.Process(pid)
+	if err != nil {
+		return fmt.Errorf("release process %d: %w", pid, err)
+	}
+	if ok && p.StartNs == startNs {
 		var rule holdfastCgroupRule
-		if err := e.maps.CgroupRules.Lookup(p.CgroupID, &rule); err == nil && rule.Flags&flagExecEvent != 0 {
+		eventsOn := e.maps.CgroupRules.Lookup(p.CgroupID, &rule) == nil && rule.Flags&flagExecEvent != 0
+		if eventsOn && !exitEvent {
 			return nil // its process_exit event follows
 		}
+		if p.Exited {
+			if err := e.maps.Processes.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("release exited process %d: %w", pid, err)
+			}
+		}
 	}
-	if err := e.maps.Processes.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("forget exited process %d: %w", pid, err)
+	if err := e.maps.ProcessKept.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("release process %d: delete from %s: %w", pid, holdfastMapProcessKept, err)
 	}
 	return nil
 }

@@ -14,8 +14,8 @@
 
 /* process.flags */
 #define PROC_EXECED (1u << 0)     /* binary and args are its own exec's, not inherited at fork */
-#define PROC_KEEP (1u << 1)       /* an event names it: kept past exit for user space */
-#define PROC_EXITED (1u << 2)     /* exited, kept for PROC_KEEP */
+/* bit 1 is unused (kept processes are in process_kept) */
+#define PROC_EXITED (1u << 2)     /* exited, kept for an event (process_kept) */
 #define PROC_ARGS_CUT (1u << 3)   /* argv was longer than PROC_ARGS_LEN */
 #define PROC_CONTAINER_ROOT (1u << 4) /* its parent is outside the container: the chain ends here */
 
@@ -47,6 +47,16 @@ struct {
 	__type(value, struct process);
 } processes SEC(".maps");
 
+/* Processes an event named, by tgid, with their start: their entries
+ * outlive their exit until user space has described the event and deletes
+ * both. Kept apart from the entries so user space never rewrites one. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u64);
+} process_kept SEC(".maps");
+
 /* A zeroed entry to start from: struct process does not fit the stack. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -75,7 +85,7 @@ __noinline int keep_chain(__u32 tgid)
 
 		if (!p)
 			break;
-		p->flags |= PROC_KEEP;
+		bpf_map_update_elem(&process_kept, &tgid, &p->start_ns, BPF_ANY);
 		if (p->flags & PROC_CONTAINER_ROOT)
 			break;
 		tgid = p->ppid;
@@ -217,7 +227,7 @@ int BPF_PROG(proc_exec, struct task_struct *task, pid_t old_pid, struct linux_bi
 		fill_exec(p, task, bprm, o.cgroup_id);
 	}
 	if (o.rule->flags & CG_EXEC_EVENTS) {
-		p->flags |= PROC_KEEP;
+		bpf_map_update_elem(&process_kept, &tgid, &p->start_ns, BPF_ANY);
 		emit_process(p, ACTION_PROCESS_EXEC);
 	}
 	return 0;
@@ -251,7 +261,7 @@ int BPF_PROG(proc_fork, struct task_struct *parent, struct task_struct *child)
 	c->pid = tgid;
 	c->ppid = BPF_CORE_READ(rp, tgid);
 	c->parent_start_ns = leader_start(rp);
-	c->flags &= ~(PROC_EXECED | PROC_KEEP | PROC_EXITED | PROC_CONTAINER_ROOT);
+	c->flags &= ~(PROC_EXECED | PROC_EXITED | PROC_CONTAINER_ROOT);
 	return 0;
 }
 
@@ -268,10 +278,12 @@ int BPF_PROG(proc_exit, struct task_struct *task)
 	if (!p || p->start_ns != leader_start(task))
 		return 0;
 	if (events_on(p->cgroup_id)) {
-		p->flags |= PROC_KEEP;
+		bpf_map_update_elem(&process_kept, &tgid, &p->start_ns, BPF_ANY);
 		emit_process(p, ACTION_PROCESS_EXIT);
 	}
-	if (p->flags & PROC_KEEP)
+	__u64 *kept = bpf_map_lookup_elem(&process_kept, &tgid);
+
+	if (kept && *kept == p->start_ns)
 		p->flags |= PROC_EXITED;
 	else
 		bpf_map_delete_elem(&processes, &tgid);

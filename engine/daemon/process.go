@@ -36,8 +36,8 @@ func (e *Engine) inContainer(pid uint32, cgroupID uint64) bool {
 }
 
 // describeProcess fills the event's process, its ancestors and, for
-// process events, the verdict; then lets the table drop the entry of an
-// exited process once no event needs it.
+// process events, the verdict; then releases the table entries the event
+// kept past their processes' exit.
 func (e *Engine) describeProcess(ev bpf.Event, out *api.Event) {
 	if ev.Action == bpf.ActionProcessExec || ev.Action == bpf.ActionProcessExit {
 		out.Verdict = api.VerdictAllow
@@ -51,12 +51,9 @@ func (e *Engine) describeProcess(ev bpf.Event, out *api.Event) {
 	out.Ancestors = c.Ancestors
 	out.AncestorsIncomplete = c.Incomplete
 	for i, p := range c.Tracked {
-		if !p.Exited {
-			continue
-		}
 		exitEvent := i == 0 && ev.Action == bpf.ActionProcessExit
-		if err := e.enforcer.ForgetExited(p.PID, p.StartNs, exitEvent); err != nil {
-			e.log.Warn("drop exited process from the process table", "pid", p.PID, "err", err)
+		if err := e.enforcer.Release(p.PID, p.StartNs, exitEvent); err != nil {
+			e.log.Warn("release a process the event named", "pid", p.PID, "err", err)
 		}
 	}
 }

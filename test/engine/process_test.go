@@ -78,6 +78,24 @@ func checkChain(t *testing.T, e *harness.Engine, kill api.Event, binary string) 
 	}
 }
 
+// waitTableEmpty waits until the process table holds no entry: every
+// process exited, and the entries events kept past their exit were
+// released once described.
+func waitTableEmpty(t *testing.T, e *harness.Engine) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		u := mapUsage(t, status(t, e), "processes")
+		if u.Entries == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process table keeps %d entries after its processes exited", u.Entries)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func processPolicy(binary string) string {
 	return fmt.Sprintf(`apiVersion: holdfast.dev/v1alpha1
 kind: WorkloadPolicy
@@ -145,6 +163,10 @@ func TestKillEventCarriesAncestry(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	if err := os.WriteFile(filepath.Join(cg.Dir, "cgroup.kill"), []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	waitTableEmpty(t, e)
 }
 
 // An exec rule and a connect rule scoped to an ancestor binary deny a
@@ -203,6 +225,7 @@ spec:
 		t.Errorf("connect below /bin/sh: want it allowed, got %v", r)
 	}
 
+	waitTableEmpty(t, e)
 	kill := waitEvent(t, e, "exec-killed", binary)
 	if !strings.Contains(kill.Rule, "from ancestors "+nginx) || len(kill.Ancestors) != 1 || kill.AncestorsIncomplete || kill.Ancestors[0].Binary != nginx {
 		t.Errorf("kill event: rule %q, ancestors %+v; want the scope and %s as the parent (event %+v, process %+v)", kill.Rule, kill.Ancestors, nginx, kill, kill.Process)
