@@ -86,3 +86,22 @@ func TestAncestryValidationErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestAncestorWarnings(t *testing.T) {
+	ps := mustParse(t, "w.yaml", doc("w", `{exec: {deny: [{path: /usr/bin/id, from: {ancestors: [/bin/sh, /usr/sbin/nginx]}}]},
+  network: {connect: {deny: [{cidr: 10.0.0.0/8, from: {ancestors: [/bin/busybox]}}]}}}`))
+	got := ps[0].Warnings()
+	want := []string{
+		"w: spec.exec.deny[0].from.ancestors[0] /bin/sh: on merged-/usr images the binary runs as /usr/bin/sh",
+		"w: spec.network.connect.deny[0].from.ancestors[0] /bin/busybox: on merged-/usr images the binary runs as /usr/bin/busybox",
+		"w: spec.network.connect.deny[0].from.ancestors[0] /bin/busybox: a multi-call binary",
+	}
+	if len(got) != len(want) {
+		t.Fatalf("warnings %q, want %d", got, len(want))
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("warning %d: %q, want it to start with %q", i, got[i], want[i])
+		}
+	}
+}
