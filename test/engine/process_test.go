@@ -224,6 +224,34 @@ spec:
 	if r := dialBelow("/bin/sh"); !strings.Contains(r.Stdout, "connected") {
 		t.Errorf("connect below /bin/sh: want it allowed, got %v", r)
 	}
+	// The rules and the classes of running processes are pinned: with no
+	// engine at all, a process started below nginx before the engine died
+	// is still denied, and new ones are judged the same.
+	dir := t.TempDir()
+	flag, result := filepath.Join(dir, "go"), filepath.Join(dir, "rc")
+	cg.Start(t, nginx, "-c", fmt.Sprintf(`while [ ! -e %s ]; do /usr/bin/sleep 0.05; done; "$0"; echo rc=$? > %s`, flag, result), binary)
+	e.Kill9(t)
+	if err := os.WriteFile(flag, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := cg.Run(t, nginx, "-c", script, binary); !strings.Contains(r.Stdout, "rc=137") {
+		t.Errorf("%s below %s with the engine killed: want it killed, got %v", binary, nginx, r)
+	}
+	if r := cg.Run(t, "/bin/sh", "-c", script, binary); !strings.Contains(r.Stdout, "rc=0") {
+		t.Errorf("%s below /bin/sh with the engine killed: want it to run, got %v", binary, r)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if out, _ := os.ReadFile(result); strings.TrimSpace(string(out)) != "" {
+			if strings.TrimSpace(string(out)) != "rc=137" {
+				t.Errorf("%s below an %s started before the engine died: %s, want rc=137", binary, nginx, out)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the process started before the engine died did not run its command")
+		}
+	}
+	e.Start(t)
 
 	waitTableEmpty(t, e)
 	kill := waitEvent(t, e, "exec-killed", binary)
