@@ -20,7 +20,7 @@
 #define PROC_CONTAINER_ROOT (1u << 4) /* its parent is outside the container: the chain ends here */
 
 /* One process (thread group). Its exec ID is (boot ID, start_ns in clock
- * ticks, pid), which /proc/<pid>/stat gives too (bpf.ExecID). */
+ * ticks, pid), which /proc/<pid>/stat gives too (lineage.ExecID). */
 struct process {
 	__u64 start_ns;        /* task->start_boottime of the leader */
 	__u64 parent_start_ns; /* the same of real_parent's leader */
@@ -74,10 +74,11 @@ static __always_inline __u64 leader_start(struct task_struct *t)
  * as incomplete if their processes are gone. */
 #define KEEP_DEPTH 16
 
-/* keep_chain marks the entries of a process and its ancestors in the
- * container as named by an event, so their exits leave them for user space
- * (which deletes them after describing the event). A global function,
- * verified once; called only for events that reached the ring buffer. */
+/* keep_chain records a process and its ancestors in the container in
+ * process_kept, as named by an event: their exits leave their entries for
+ * user space, which releases them once it described the event. A global
+ * function, verified once; called only for events that reached the ring
+ * buffer. */
 __noinline int keep_chain(__u32 tgid)
 {
 	for (int i = 0; i < KEEP_DEPTH; i++) {
