@@ -114,9 +114,16 @@ spec:
 // still names its ancestors from the pinned process table.
 func TestKillEventCarriesAncestry(t *testing.T) {
 	binary := deniedBinary(t)
-	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": processPolicy(binary)}})
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": processPolicy(binary)},
+		Args: []string{"--max-processes", "4096"}})
 	cg := harness.NewCgroup(t)
 	register(t, e, "ctr-1", cg)
+	if u := mapUsage(t, status(t, e), "processes"); u.Capacity != 4096 {
+		t.Errorf("process table %+v: want the capacity --max-processes gave", u)
+	}
+	if out, err := e.CLI("status"); err != nil || !strings.Contains(out, "map processes:") || !strings.Contains(out, "control process:") {
+		t.Errorf("holdfast status does not show the process table and its control: %v\n%s", err, out)
+	}
 
 	flag := filepath.Join(t.TempDir(), "go")
 	// The inner sh runs the binary once flag exists, and both shells stay
