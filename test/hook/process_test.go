@@ -40,7 +40,6 @@ func TestRuncKillEventAncestry(t *testing.T) {
 	if res := c.run(t); !strings.Contains(res.Stdout, "rc=137") {
 		t.Fatalf("/usr/bin/id below two shells: want it killed, got %v", res)
 	}
-	var kill api.Event
 	decode := func(m map[string]any) api.Event {
 		var ev api.Event
 		b, _ := json.Marshal(m)
@@ -49,7 +48,7 @@ func TestRuncKillEventAncestry(t *testing.T) {
 		}
 		return ev
 	}
-	kill = decode(killedEvent(t, e, c.ID, "/usr/bin/id"))
+	kill := decode(killedEvent(t, e, c.ID, "/usr/bin/id"))
 	if kill.Process == nil || kill.AncestorsIncomplete || len(kill.Ancestors) != 2 {
 		t.Fatalf("kill event: process %+v, ancestors %+v, incomplete %v; want two shells, complete", kill.Process, kill.Ancestors, kill.AncestorsIncomplete)
 	}
