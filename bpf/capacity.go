@@ -23,11 +23,12 @@ const (
 	MapDenials     = holdfastMapDenials     // (cgroup, rule, action) denial counters
 	MapEvents      = holdfastMapEvents      // ring buffer bytes
 	MapAuditRules  = holdfastMapAuditRules  // audit-mode rules over all rulesets
+	MapProcesses   = holdfastMapProcesses   // tracked processes (LRU: the least recently used go when full)
 )
 
 // CapacityMaps are the maps whose capacity is configurable, in status order.
 var CapacityMaps = []string{MapCgroupRules, MapRulesets, MapExecRules, MapNet4Rules, MapNet6Rules,
-	MapNetPrefixes, MapPortChunks, MapSocketRules, MapBindRules, MapDenials, MapEvents, MapAuditRules}
+	MapNetPrefixes, MapPortChunks, MapSocketRules, MapBindRules, MapDenials, MapEvents, MapAuditRules, MapProcesses}
 
 // ErrMapFull: a map has no room for another entry. The error names the map
 // and its capacity; raise it with the engine's --max-* flags (a new capacity
@@ -133,6 +134,8 @@ func (e *Enforcer) mapNamed(name string) *ebpf.Map {
 		return e.maps.Events
 	case MapAuditRules:
 		return e.maps.AuditRules
+	case MapProcesses:
+		return e.maps.Processes
 	}
 	return nil
 }
@@ -158,6 +161,8 @@ func (e *Enforcer) countEntries(name string, m *ebpf.Map) (int, error) {
 		return countBatched[holdfastDenialKey, holdfastDenialValue](m)
 	case MapAuditRules:
 		return countBatched[holdfastAuditKey, uint32](m)
+	case MapProcesses:
+		return countBatched[uint32, holdfastProcess](m)
 	}
 	return countIterated(m)
 }

@@ -26,6 +26,8 @@ const (
 	ActionPacketDropped  = "packet-dropped"  // an egress packet of a raw, ping or other socket was dropped
 	ActionSocketKilled   = "socket-killed"   // socket(AF_PACKET) caller got SIGKILL; Port holds the socket type
 	ActionMoveKilled     = "move-killed"     // a task moved out of its container's cgroup got SIGKILL; Filename holds the destination
+	ActionProcessExec    = "process_exec"    // a process of a container with exec events ran a binary (Filename)
+	ActionProcessExit    = "process_exit"    // such a process exited
 )
 
 var actions = map[uint32]string{
@@ -40,6 +42,8 @@ var actions = map[uint32]string{
 	9:  ActionPacketDropped,
 	10: ActionSocketKilled,
 	11: ActionMoveKilled,
+	12: ActionProcessExec,
+	13: ActionProcessExit,
 }
 
 // Address families of network events.
@@ -78,6 +82,9 @@ type Event struct {
 	// Audited: the rule is in audit mode; the operation went ahead (no
 	// kill, no refusal, no drop). Action says what enforcing would do.
 	Audited bool
+	// StartNs is the acting process's start in ns since boot (its exec
+	// ID with TGID; Process); 0 where no process is known (egress).
+	StartNs uint64
 }
 
 // An EventReader reads the events ring buffer. Events go to one reader: do
@@ -148,6 +155,7 @@ func (r *EventReader) decode(raw holdfastEvent) (Event, error) {
 		Port:       raw.Port,
 		Proto:      raw.Proto,
 		Audited:    raw.Action&actionAudited != 0,
+		StartNs:    raw.StartNs,
 	}
 	switch {
 	case ev.Action == ActionSocketRefused || ev.Action == ActionSocketKilled:

@@ -90,6 +90,7 @@ struct match_ctx {
 	 * on, since an enforcing rule that also matches must decide (fits the
 	 * padding). */
 	__u32 audit_rule;
+	__u8 lineage; /* ancestor classes of the process (process.h) */
 	/* The topmost components seen, by walk index modulo the depth limit:
 	 * hashing runs from the root down, and rules never go deeper. Once a
 	 * component is hashed its slot holds the hash of the path down to and
@@ -240,6 +241,29 @@ static __always_inline bool audit_match(struct match_ctx *c)
 	return true;
 }
 
+/* A rule scoped to ancestors (its own kinds) that applies to the process
+ * in c. Only the exec checks call it: the mapping checks' code stays as it
+ * was, and with it the verifier's cost of mmap_kill. */
+static __always_inline bool lookup_scoped(struct match_ctx *c, __u32 kind, __u64 hash)
+{
+	struct exec_key key = {
+		.ruleset = c->ruleset,
+		.kind = kind + EXEC_SCOPED,
+		.hash = hash,
+	};
+	struct exec_value *v = c->lineage ? bpf_map_lookup_elem(&exec_rules, &key) : NULL;
+
+	if (!v || !(v->from & c->lineage))
+		return false;
+	if (rule_audited(c->ruleset, v->rule_id)) {
+		c->audit_rule = v->rule_id;
+		return false;
+	}
+	c->rule_id = v->rule_id;
+	c->matched = 1;
+	return true;
+}
+
 /* Feeds one component like bpf.PathHash: its length, then its bytes as
  * little-endian 64-bit words, the last one zero-padded. */
 static __always_inline void hash_component(struct match_ctx *c, struct dentry *d)
@@ -280,6 +304,18 @@ static long hash_step(__u32 k, struct match_ctx *c)
 	return 0;
 }
 
+/* hash_step of the exec checks: prefix rules scoped to ancestors too. */
+static long hash_step_scoped(__u32 k, struct match_ctx *c)
+{
+	__u32 idx = (c->depth - 1 - k) & (MAX_PATH_DEPTH - 1);
+
+	hash_component(c, (struct dentry *)c->ring[idx]);
+	c->ring[idx] = sip_final(&c->sip, c->words);
+	if (k + 1 < c->depth && (lookup_exec(c, EXEC_PREFIX, c->ring[idx]) || lookup_scoped(c, EXEC_PREFIX, c->ring[idx])))
+		return 1;
+	return 0;
+}
+
 /* Matches a file (its path object and inode) by identity against
  * c->owner_cgroup's resolved files and directories, then resolves its path
  * from the root of its mount tree against the ruleset in c. Returns true
@@ -287,7 +323,7 @@ static long hash_step(__u32 k, struct match_ctx *c)
  * the path was too deep to resolve. Used for the file an exec runs, the
  * file mapped at its entry point, and files mapped executable. */
 static __always_inline bool match_path(struct match_ctx *c, struct dentry *dentry, struct vfsmount *vfsmnt,
-				       struct inode *inode)
+				       struct inode *inode, bool scoped)
 {
 	/* The file itself first: no path trick changes its identity. */
 	if (match_identity(c->owner_cgroup, inode, &c->rule_id)) {
@@ -317,16 +353,20 @@ static __always_inline bool match_path(struct match_ctx *c, struct dentry *dentr
 	c->root_hash = sip_final(&c->sip, 0);
 
 	/* "/" covers every exec, also of files without a path (memfd). */
-	if (lookup_exec(c, EXEC_PREFIX, c->root_hash))
+	if (lookup_exec(c, EXEC_PREFIX, c->root_hash) || (scoped && lookup_scoped(c, EXEC_PREFIX, c->root_hash)))
 		return true;
 	__u32 n = c->depth < MAX_PATH_DEPTH ? c->depth : MAX_PATH_DEPTH;
-	bpf_loop(n, hash_step, c, 0);
+	bpf_loop(n, scoped ? hash_step_scoped : hash_step, c, 0);
 	if (c->matched)
 		return true;
 	/* Paths deeper than any rule had their prefixes checked in the loop. */
 	/* Slot 0 holds the leaf, hashed last: the whole path. */
-	if (c->depth <= MAX_PATH_DEPTH && lookup_exec(c, EXEC_EXACT, c->depth ? c->ring[0] : c->root_hash))
-		return true;
+	if (c->depth <= MAX_PATH_DEPTH) {
+		__u64 whole = c->depth ? c->ring[0] : c->root_hash;
+
+		if (lookup_exec(c, EXEC_EXACT, whole) || (scoped && lookup_scoped(c, EXEC_EXACT, whole)))
+			return true;
+	}
 
 	/* Last, the directories above it (where the ruleset has prefix rules). */
 	switch (dirs_denied(c->owner_cgroup, c->ruleset, (__u64)dentry, &c->rule_id)) {
@@ -352,7 +392,7 @@ static __always_inline bool match_file(struct match_ctx *c, struct file *file, s
 {
 	(void)task;
 	return match_path(c, BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt),
-			  BPF_CORE_READ(file, f_inode));
+			  BPF_CORE_READ(file, f_inode), false);
 }
 
 static __always_inline bool lookup_allow(struct match_ctx *c, __u64 hash, __u32 kind)
@@ -404,7 +444,11 @@ struct exec_req {
 	__u32 rule_id;
 	__u8 unresolved;
 	__u8 not_allowed;
-	__u8 pad[2];
+	__u8 lineage; /* in: ancestor classes of the process (process.h) */
+	__u8 pad;
+	/* out: the hash of the file's whole path when it was resolved and
+	 * not refused (0: none), for its ancestor class. */
+	__u64 path_hash;
 };
 
 /* Whether the file in r is refused: denied by a rule (or unresolvable), or,
@@ -419,7 +463,8 @@ __noinline int judge(struct exec_req *r)
 		return 1;
 	c.ruleset = r->ruleset;
 	c.owner_cgroup = r->owner_cgroup;
-	refused = match_path(&c, (struct dentry *)r->dentry, (struct vfsmount *)r->vfsmnt, (struct inode *)r->inode);
+	c.lineage = r->lineage;
+	refused = match_path(&c, (struct dentry *)r->dentry, (struct vfsmount *)r->vfsmnt, (struct inode *)r->inode, true);
 	/* A rule in audit mode denied it: an enforcing allow list still
 	 * decides (the path was walked in full, so the ring is hashed). */
 	bool by_audited = refused && !c.unresolved && rule_audited(c.ruleset, c.rule_id);
@@ -435,6 +480,9 @@ __noinline int judge(struct exec_req *r)
 	r->rule_id = c.rule_id;
 	r->unresolved = c.unresolved;
 	r->not_allowed = c.not_allowed;
+	r->path_hash = 0;
+	if (!refused && c.done && c.depth <= MAX_PATH_DEPTH)
+		r->path_hash = c.depth ? c.ring[0] : c.root_hash;
 	return refused;
 }
 
@@ -568,7 +616,7 @@ int BPF_PROG(exec_kill, struct task_struct *p, pid_t old_pid, struct linux_binpr
 	if (!owner_of_current(&o))
 		return 0;
 	remember_owner(p, o.cgroup_id);
-	if (!(o.rule->flags & CG_EXEC))
+	if (!(o.rule->flags & (CG_EXEC | CG_ANCESTRY)))
 		return 0;
 	count(COUNTER_EXEC_CHECKED);
 
@@ -578,12 +626,21 @@ int BPF_PROG(exec_kill, struct task_struct *p, pid_t old_pid, struct linux_binpr
 	r.owner_cgroup = o.cgroup_id;
 	r.ruleset = o.rule->ruleset;
 	r.flags = o.rule->flags;
+	if (r.flags & CG_ANCESTRY)
+		r.lineage = exec_lineage(p);
 	req_file(&r, exe);
 	/* The interpreter is judged also when an audited rule passed the
 	 * exec'd file: an enforcing rule may still deny it. */
-	if (!(judge(&r) && !exec_audited(&r, bprm, p, ACTION_EXEC_KILLED)) &&
-	    !(judge_entry(&r, exe) && !exec_audited(&r, bprm, p, ACTION_EXEC_KILLED)))
+	bool denied = judge(&r) && !exec_audited(&r, bprm, p, ACTION_EXEC_KILLED);
+	__u64 hash = r.path_hash;
+
+	if (!denied)
+		denied = judge_entry(&r, exe) && !exec_audited(&r, bprm, p, ACTION_EXEC_KILLED);
+	if (!denied) {
+		if (r.flags & CG_ANCESTRY)
+			note_exec_class(BPF_CORE_READ(p, tgid), r.ruleset, hash);
 		return 0;
+	}
 	bpf_send_signal(SIGKILL);
 	count(COUNTER_EXEC_DENIED);
 	emit_exec(&r, bprm, p, ACTION_EXEC_KILLED);
@@ -606,7 +663,7 @@ int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 	struct task_struct *task = bpf_get_current_task_btf();
 
 	remember_owner(task, o.cgroup_id);
-	if (!(o.rule->flags & CG_EXEC))
+	if (!(o.rule->flags & (CG_EXEC | CG_ANCESTRY)))
 		return 0;
 	count(COUNTER_EXEC_CHECKED);
 
@@ -615,9 +672,16 @@ int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 	r.owner_cgroup = o.cgroup_id;
 	r.ruleset = o.rule->ruleset;
 	r.flags = o.rule->flags;
+	if (r.flags & CG_ANCESTRY)
+		r.lineage = exec_lineage(task);
 	req_file(&r, BPF_CORE_READ(bprm, file));
-	if (!judge(&r) || exec_audited(&r, bprm, task, ACTION_EXEC_DENIED))
+	if (!judge(&r) || exec_audited(&r, bprm, task, ACTION_EXEC_DENIED)) {
+		/* Every binfmt stage passes here; the last one (the binary
+		 * that runs) sets the class. */
+		if (r.flags & CG_ANCESTRY)
+			note_exec_class(BPF_CORE_READ(task, tgid), r.ruleset, r.path_hash);
 		return 0;
+	}
 	count(COUNTER_EXEC_DENIED);
 	emit_exec(&r, bprm, task, ACTION_EXEC_DENIED);
 	return -EPERM;

@@ -25,6 +25,8 @@ const (
 	flagBind      uint32 = 1 << 4
 	flagExecAllow uint32 = 1 << 5
 	flagExecDirs  uint32 = 1 << 6
+	flagAncestry  uint32 = 1 << 7
+	flagExecEvent uint32 = 1 << 8
 )
 
 var (
@@ -77,16 +79,28 @@ func compileRuleset(rs Ruleset, key HashKey) (compiledRuleset, error) {
 		if err := checkComponents(r); err != nil {
 			return c, fmt.Errorf("exec rule id %d: %w", r.RuleID, err)
 		}
+		if r.From != 0 && (r.Allow() || r.From>>len(rs.Ancestors) != 0) {
+			return c, fmt.Errorf("exec rule id %d: ancestor classes %#x: only deny rules are scoped, to one of the %d ancestors", r.RuleID, r.From, len(rs.Ancestors))
+		}
 		k := holdfastExecKey{Ruleset: rs.ID, Kind: r.Kind, Hash: PathHash(key, r.Components)}
-		c.exec = append(c.exec, execEntry{k, holdfastExecValue{RuleId: r.RuleID}, r.Audit})
+		if r.From != 0 {
+			k.Kind += execScoped
+		}
+		c.exec = append(c.exec, execEntry{k, holdfastExecValue{RuleId: r.RuleID, From: uint32(r.From)}, r.Audit})
 		allow = allow || r.Allow()
 	}
+	ancestors, err := compileAncestors(rs, key)
+	if err != nil {
+		return c, err
+	}
+	c.exec = append(c.exec, ancestors...)
 	slices.SortFunc(c.exec, func(a, b execEntry) int {
 		return cmp.Or(cmp.Compare(a.key.Kind, b.key.Kind), cmp.Compare(a.key.Hash, b.key.Hash),
 			compareAudit(a.audit, b.audit), cmp.Compare(a.value.RuleId, b.value.RuleId))
 	})
-	// Same path twice: an enforcing rule wins, then the lowest rule ID.
-	c.exec = slices.CompactFunc(c.exec, func(a, b execEntry) bool { return a.key == b.key })
+	// Same path twice: an enforcing rule wins (sorted first), then the
+	// lowest rule ID; scoped rules of one path join their ancestor classes.
+	c.exec = mergeExecEntries(c.exec)
 
 	netRules := slices.Clone(rs.Connect)
 	slices.SortFunc(netRules, func(a, b NetRule) int {
@@ -167,6 +181,12 @@ func compileRuleset(rs Ruleset, key HashKey) (compiledRuleset, error) {
 	}
 	if len(c.v4)+len(c.v6) > 0 {
 		c.info.Flags |= flagConnect
+	}
+	if len(rs.Ancestors) > 0 {
+		c.info.Flags |= flagAncestry
+	}
+	if rs.ExecEvents {
+		c.info.Flags |= flagExecEvent
 	}
 	if len(c.sockets) > 0 {
 		c.info.Flags |= flagSocket

@@ -43,6 +43,11 @@
 /* The ruleset has directory-prefix deny rules: the exec checks look up the
  * identities of the file's directories (file_rules, FILE_KIND_DIR). */
 #define CG_EXEC_DIRS (1u << 6)
+/* The ruleset has rules scoped by ancestry (from.ancestors): the exec
+ * programs keep the ancestor classes of its processes (process.h). */
+#define CG_ANCESTRY (1u << 7)
+/* process_exec and process_exit events for the cgroup's processes. */
+#define CG_EXEC_EVENTS (1u << 8)
 
 /* event.flags: the path was too deep to resolve, so it was refused without a
  * rule match. */
@@ -56,7 +61,14 @@ enum exec_kind {
 	EXEC_PREFIX = 1,
 	EXEC_ALLOW_EXACT = 2,
 	EXEC_ALLOW_PREFIX = 3,
+	/* Not a rule: the binary is an ancestor of ancestry-scoped rules;
+	 * exec_value.from holds its class bit. */
+	EXEC_ANCESTOR = 4,
+	/* EXEC_EXACT and EXEC_PREFIX scoped to ancestors (exec_value.from). */
+	EXEC_EXACT_SCOPED = 5,
+	EXEC_PREFIX_SCOPED = 6,
 };
+#define EXEC_SCOPED (EXEC_EXACT_SCOPED - EXEC_EXACT)
 
 enum action {
 	ACTION_EXEC_KILLED = 1,
@@ -70,6 +82,8 @@ enum action {
 	ACTION_PACKET_DROPPED = 9,
 	ACTION_SOCKET_KILLED = 10,
 	ACTION_MOVE_KILLED = 11, /* a task moved out of its container's cgroup got SIGKILL */
+	ACTION_PROCESS_EXEC = 12, /* informational (CG_EXEC_EVENTS) */
+	ACTION_PROCESS_EXIT = 13,
 };
 
 /* Or'd into an action (events, denials): the rule's policy is in audit
@@ -108,7 +122,9 @@ struct hash_key {
 
 struct exec_value {
 	__u32 rule_id;
-	__u32 pad;
+	/* Ancestor classes (process.h): a rule with any applies only to
+	 * processes descended from one of them; 0 applies to every process. */
+	__u32 from;
 };
 
 /* Keys of a ruleset's own LPM tries (net4_rules and net6_rules map a ruleset
@@ -127,7 +143,8 @@ struct port_rule {
 	__u16 lo;
 	__u16 hi;
 	__u8 proto; /* 0 = any */
-	__u8 pad[3];
+	__u8 from;  /* ancestor classes, as exec_value.from */
+	__u8 pad[2];
 	__u32 rule_id;
 };
 
@@ -209,6 +226,9 @@ struct event {
 	__u8 addr[16];
 	char comm[16];
 	char filename[256];
+	/* The acting process: its leader's start (ns since boot, as
+	 * task->start_boottime) and, with tgid, its exec ID. */
+	__u64 start_ns;
 };
 
 struct {

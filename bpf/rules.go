@@ -15,7 +15,18 @@ const (
 	ExecPrefix      uint32 = 1 // deny every path below a directory
 	ExecAllowExact  uint32 = 2 // allow the whole resolved path
 	ExecAllowPrefix uint32 = 3 // allow every path below a directory
+	// execAncestor marks an ancestor binary of ancestry-scoped rules in
+	// exec_rules (EXEC_ANCESTOR); Ruleset.Ancestors makes them.
+	execAncestor uint32 = 4
+	// execScoped is added to ExecExact and ExecPrefix for rules scoped to
+	// ancestors (EXEC_EXACT_SCOPED, EXEC_PREFIX_SCOPED): only the exec
+	// checks look those up.
+	execScoped uint32 = 5
 )
+
+// MaxAncestorClasses bounds the distinct ancestor binaries one ruleset's
+// ancestry-scoped rules may name: each is one bit of a process's classes.
+const MaxAncestorClasses = 8
 
 // Protocols a network rule can match (IPPROTO numbers; 0 = any).
 const (
@@ -38,6 +49,12 @@ type Ruleset struct {
 	// without a rule (a path or mapping that could not be judged).
 	AuditNotAllowed bool
 	AuditUnresolved bool
+	// Ancestors are the binaries (SplitPath components) that
+	// ancestry-scoped rules name: Ancestors[i] is class 1<<i of their From.
+	Ancestors [][]string
+	// ExecEvents turns on process_exec and process_exit events for the
+	// processes of the ruleset's cgroups.
+	ExecEvents bool
 }
 
 // An ExecRule denies or allows executing one path (ExecExact,
@@ -49,6 +66,10 @@ type ExecRule struct {
 	Components []string
 	RuleID     uint32
 	Audit      bool // audit mode: a match is recorded, the exec goes ahead
+	// From scopes a deny rule to processes descended from one of these
+	// ancestor classes (bits of Ruleset.Ancestors); 0 applies it to all.
+	// Scoped rules match by path only, not by file identity.
+	From uint8
 }
 
 // Allow reports whether the rule is an allow rule.
@@ -63,6 +84,9 @@ type NetRule struct {
 	Proto  uint8
 	RuleID uint32
 	Audit  bool // audit mode: a match is recorded, the traffic goes ahead
+	// From scopes the rule like ExecRule.From. The egress packet check
+	// knows no process and leaves scoped rules out.
+	From uint8
 }
 
 // A SocketRule refuses socket() (cgroup/sock_create) of one kind of socket.

@@ -22,6 +22,7 @@ import (
 	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/engine/lineage"
 	"github.com/holdfast-dev/holdfast/engine/linux"
 	"github.com/holdfast-dev/holdfast/engine/policy"
 	"github.com/holdfast-dev/holdfast/engine/registry"
@@ -66,6 +67,8 @@ type Engine struct {
 	// selfCgroups: the engine's cgroup and its ancestors, never registered.
 	selfCgroups map[uint64]string
 	enforcer    *bpf.Enforcer
+	// processes names an event's process and its ancestors (process.go).
+	processes *lineage.Walker
 	// lock is the flock on the state dir: one engine per node state.
 	lock *os.File
 	// eventsMu keeps event lines and summaries whole in Options.Events.
@@ -143,6 +146,11 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
 	e.enforcer = enf
+	if e.processes, err = e.newWalker(); err != nil {
+		enf.Close()
+		reg.Close()
+		return nil, fmt.Errorf("start engine: %w", err)
+	}
 	for _, c := range enf.Controls() {
 		e.log.Info("enforcement mode", "control", c.Name, "mode", c.Mode, "reason", c.Reason)
 	}

@@ -75,6 +75,7 @@ func (e *Engine) describe(ev bpf.Event) api.Event {
 		out.Destination = netip.AddrPortFrom(ev.Addr, ev.Port).String()
 		out.Protocol = protoName(ev.Proto)
 	}
+	e.describeProcess(ev, &out)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	out.Container = e.containerOfLocked(ev.CgroupID)
@@ -95,7 +96,7 @@ func (e *Engine) containerOfLocked(cgroupID uint64) *api.EventContainer {
 
 func (e *Engine) ruleLocked(ruleID uint32) (policy, rule string) {
 	if info, ok := e.policies.Rule(ruleID); ok {
-		return info.Policy, info.Text
+		return info.Policy, info.Describe()
 	}
 	return "", ""
 }

@@ -45,8 +45,9 @@ func (e *Engine) execRules(c api.Container) []policy.RuleInfo {
 	return out
 }
 
+// Rules scoped to ancestors match by path only: an identity has no scope.
 func isExactDeny(r policy.RuleInfo) bool {
-	return strings.HasPrefix(r.Field, fieldExecDeny) && !strings.HasSuffix(r.Text, "/")
+	return strings.HasPrefix(r.Field, fieldExecDeny) && !strings.HasSuffix(r.Text, "/") && r.From == ""
 }
 
 func isExactAllow(r policy.RuleInfo) bool {
@@ -56,7 +57,7 @@ func isExactAllow(r policy.RuleInfo) bool {
 // isDirDeny says whether r denies a directory below "/" ("/" covers every
 // file by path alone).
 func isDirDeny(r policy.RuleInfo) bool {
-	return strings.HasPrefix(r.Field, fieldExecDeny) && strings.HasSuffix(r.Text, "/") && r.Text != "/"
+	return strings.HasPrefix(r.Field, fieldExecDeny) && strings.HasSuffix(r.Text, "/") && r.Text != "/" && r.From == ""
 }
 
 // openRootLocked opens the container's root filesystem: through the
@@ -258,11 +259,18 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 	var allow []string
 	var allowedIDs []bpf.FileID
 	for _, r := range rules {
-		x := api.ExplainedRule{Policy: r.Policy, Field: r.Field, Rule: r.Text, RuleID: r.ID, Mode: r.Mode}
+		x := api.ExplainedRule{Policy: r.Policy, Field: r.Field, Rule: r.Describe(), RuleID: r.ID, Mode: r.Mode}
 		f, err := root.Resolve(r.Text)
 		switch {
 		case err != nil:
 			x.Warnings = append(x.Warnings, fmt.Sprintf("resolves to nothing in this image (%v); it holds by path only, if the file appears later", rootless(err, root)))
+		case r.From != "":
+			// Scoped rules match by the path the kernel resolves, never by
+			// identity, and not the container's first process.
+			x.File = resolvedFile(f)
+			if want := strings.TrimSuffix(r.Text, "/"); f.Target != want {
+				x.Warnings = append(x.Warnings, fmt.Sprintf("rules scoped to ancestors match the resolved path only: in this image %s is %s; write that path", want, f.Target))
+			}
 		case strings.HasSuffix(r.Text, "/"):
 			x.File = resolvedFile(f)
 			x.Enforced = enforced[bpf.FileRule{File: f.ID, RuleID: r.ID, Dir: true}]

@@ -39,6 +39,17 @@ type RuleInfo struct {
 	// "bind tcp 8000-8099".
 	Text string
 	Mode string // its policy's: ModeEnforce or ModeAudit
+	// From are the ancestor binaries a scoped rule applies below, comma
+	// separated; empty for a rule that applies to every process.
+	From string
+}
+
+// Describe is the rule's text with its ancestor scope, for events.
+func (r RuleInfo) Describe() string {
+	if r.From == "" {
+		return r.Text
+	}
+	return r.Text + " from ancestors " + r.From
 }
 
 // NewSet numbers the policies' rules. Policy names must be unique.
@@ -76,6 +87,7 @@ func NewSet(policies ...*Policy) (*Set, error) {
 				Kind:   r.kind,
 				Text:   r.text,
 				Mode:   p.Mode(),
+				From:   strings.Join(r.from, ","),
 			})
 		}
 		fmt.Fprintf(digest, "%s\x00%s\n", p.Name, p.digest)
@@ -204,6 +216,11 @@ func (s *Set) Compile(rulesetID uint32, policies []*Policy) (bpf.Ruleset, error)
 	type execKey struct {
 		kind uint32
 		text string
+		from string
+	}
+	type netKey struct {
+		rule bpf.NetRule
+		from string
 	}
 	// Refusals without a rule: audited when only audit-mode policies
 	// have the rules they come from.
@@ -212,7 +229,8 @@ func (s *Set) Compile(rulesetID uint32, policies []*Policy) (bpf.Ruleset, error)
 		AuditUnresolved: !enforcedExec && slices.ContainsFunc(ordered, hasExec),
 	}
 	execSeen := make(map[execKey]bool)
-	netSeen := make(map[bpf.NetRule]bool) // keyed with RuleID 0
+	netSeen := make(map[netKey]bool) // keyed with RuleID 0
+	classes := ancestorClasses{}
 	socketSeen := make(map[string]bool)
 	bindSeen := make(map[bpf.BindRule]bool)
 	for _, p := range ordered {
@@ -221,20 +239,23 @@ func (s *Set) Compile(rulesetID uint32, policies []*Policy) (bpf.Ruleset, error)
 		for _, r := range p.rules {
 			switch r.kind {
 			case KindExec, KindExecAllow:
-				k := execKey{r.exec.Kind, r.text}
+				k := execKey{r.exec.Kind, r.text, strings.Join(r.from, "\x00")}
 				// An enforcing allow list is not widened by an audited one.
 				skip := r.kind == KindExecAllow && audit && enforcedAllow
 				if !execSeen[k] && !skip {
 					execSeen[k] = true
 					e := r.exec
 					e.RuleID, e.Audit = id, audit
+					e.From = classes.of(r.from)
 					rs.Exec = append(rs.Exec, e)
 				}
 			case KindConnect:
-				if !netSeen[r.net] {
-					netSeen[r.net] = true
+				k := netKey{r.net, strings.Join(r.from, "\x00")}
+				if !netSeen[k] {
+					netSeen[k] = true
 					n := r.net
 					n.RuleID, n.Audit = id, audit
+					n.From = classes.of(r.from)
 					rs.Connect = append(rs.Connect, n)
 				}
 			case KindSocket:
@@ -255,6 +276,20 @@ func (s *Set) Compile(rulesetID uint32, policies []*Policy) (bpf.Ruleset, error)
 			}
 			id++
 		}
+	}
+	if len(classes.paths) > bpf.MaxAncestorClasses {
+		return bpf.Ruleset{}, fmt.Errorf("compile ruleset %d: the selected policies scope rules to %d ancestor binaries (%s), at most %d per container",
+			rulesetID, len(classes.paths), strings.Join(classes.paths, ", "), bpf.MaxAncestorClasses)
+	}
+	for _, p := range classes.paths {
+		components, _, err := bpf.SplitPath(p)
+		if err != nil {
+			return bpf.Ruleset{}, fmt.Errorf("compile ruleset %d: ancestor %s: %w", rulesetID, p, err)
+		}
+		rs.Ancestors = append(rs.Ancestors, components)
+	}
+	for _, p := range ordered {
+		rs.ExecEvents = rs.ExecEvents || p.Spec.Events.Exec
 	}
 	return rs, nil
 }
@@ -290,4 +325,27 @@ func MixedModes(policies []*Policy) string {
 	}
 	slices.Sort(parts)
 	return strings.Join(parts, ",")
+}
+
+// ancestorClasses numbers the ancestor binaries of a ruleset's scoped rules
+// in the order they are first named: path i is class bit 1<<i.
+type ancestorClasses struct {
+	paths []string
+}
+
+// of is the class mask of a rule's ancestors (0: not scoped). Paths past
+// bpf.MaxAncestorClasses are numbered too, and Compile refuses them.
+func (a *ancestorClasses) of(from []string) uint8 {
+	var mask uint8
+	for _, p := range from {
+		i := slices.Index(a.paths, p)
+		if i < 0 {
+			i = len(a.paths)
+			a.paths = append(a.paths, p)
+		}
+		if i < bpf.MaxAncestorClasses {
+			mask |= 1 << i
+		}
+	}
+	return mask
 }

@@ -94,6 +94,7 @@ type rule struct {
 	text    string
 	exec    bpf.ExecRule
 	net     bpf.NetRule
+	from    []string // ancestor binaries the rule is scoped to (canonical)
 	sockets []bpf.SocketRule
 	bind    bpf.BindRule
 }
@@ -293,14 +294,29 @@ func (c *checker) exec(e *Exec) []rule {
 	if e.Allow != nil && len(e.Allow) == 0 {
 		c.addf("spec.exec.allow", `empty list would allow nothing; omit the field, or deny "/" to refuse every exec`)
 	}
-	rules := c.execPaths(e.Deny, "spec.exec.deny", KindExec, bpf.ExecExact, bpf.ExecPrefix)
-	return append(rules, c.execPaths(e.Allow, "spec.exec.allow", KindExecAllow, bpf.ExecAllowExact, bpf.ExecAllowPrefix)...)
+	paths := make([]string, len(e.Deny))
+	froms := make([]*From, len(e.Deny))
+	for i, d := range e.Deny {
+		paths[i], froms[i] = d.Path, d.From
+	}
+	rules := c.execPaths(paths, froms, "spec.exec.deny", KindExec, bpf.ExecExact, bpf.ExecPrefix)
+	for i := range e.Deny {
+		e.Deny[i].Path = paths[i]
+	}
+	return append(rules, c.execPaths(e.Allow, nil, "spec.exec.allow", KindExecAllow, bpf.ExecAllowExact, bpf.ExecAllowPrefix)...)
 }
 
-func (c *checker) execPaths(paths []string, base, kind string, exact, prefixKind uint32) []rule {
+// execPaths compiles exec paths; froms, where given, scope each to
+// ancestors.
+func (c *checker) execPaths(paths []string, froms []*From, base, kind string, exact, prefixKind uint32) []rule {
 	var rules []rule
 	for i, p := range paths {
 		field := fmt.Sprintf("%s[%d]", base, i)
+		var from []string
+		if froms != nil && froms[i] != nil {
+			field += ".path"
+			from = c.from(fmt.Sprintf("%s[%d].from", base, i), froms[i])
+		}
 		components, prefix, err := bpf.SplitPath(p)
 		if err != nil {
 			c.addf(field, "%w", err)
@@ -317,9 +333,10 @@ func (c *checker) execPaths(paths []string, base, kind string, exact, prefixKind
 		paths[i] = text
 		rules = append(rules, rule{
 			kind:  kind,
-			field: field,
+			field: strings.TrimSuffix(field, ".path"),
 			text:  text,
 			exec:  bpf.ExecRule{Kind: k, Components: components},
+			from:  from,
 		})
 	}
 	return rules
@@ -341,6 +358,10 @@ func (c *checker) connect(conn *Connect) []rule {
 			c.addf(field+".protocol", "%w", proerr)
 		}
 		ranges, portsOK := c.ports(field, d.Ports)
+		var from []string
+		if d.From != nil {
+			from = c.from(field+".from", d.From)
+		}
 		if perr != nil || proerr != nil || !portsOK {
 			continue
 		}
@@ -358,6 +379,7 @@ func (c *checker) connect(conn *Connect) []rule {
 				field: r.field,
 				text:  text,
 				net:   bpf.NetRule{Prefix: prefix, PortLo: r.lo, PortHi: r.hi, Proto: proto},
+				from:  from,
 			})
 		}
 	}
@@ -529,4 +551,35 @@ func sortedStringKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// from validates an ancestor scope and puts its paths in canonical form:
+// binaries named exactly (no directory prefixes), each once.
+func (c *checker) from(field string, f *From) []string {
+	if len(f.Ancestors) == 0 {
+		c.addf(field+".ancestors", "required: the binaries the rule applies below")
+		return nil
+	}
+	var out []string
+	for i, p := range f.Ancestors {
+		af := fmt.Sprintf("%s.ancestors[%d]", field, i)
+		components, prefix, err := bpf.SplitPath(p)
+		if err != nil {
+			c.addf(af, "%w", err)
+			continue
+		}
+		if prefix {
+			c.addf(af, "%q: an ancestor is one binary, not a directory", p)
+			continue
+		}
+		text := "/" + strings.Join(components, "/")
+		f.Ancestors[i] = text
+		if !slices.Contains(out, text) {
+			out = append(out, text)
+		}
+	}
+	if len(out) > bpf.MaxAncestorClasses {
+		c.addf(field+".ancestors", "%d binaries, at most %d", len(out), bpf.MaxAncestorClasses)
+	}
+	return out
 }
