@@ -144,6 +144,9 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 	// The create stages run before pivot_root: the engine resolves exec
 	// rules in the rootfs as the container's process sees it.
 	ctr.Pid, ctr.Rootfs, ctr.Entrypoint = st.Pid, cfg.Rootfs(st.Bundle), cfg.Args()
+	// At createContainer the hook runs inside the container's cgroup: the
+	// engine checks the claim against the hook's own cgroup too.
+	ctr.PeerInContainer = h.Stage == StageCreateContainer
 	var stored *api.Container
 	if err := d.timed("engine", func() (err error) {
 		stored, err = h.Engine.Register(ctx, ctr)

@@ -46,6 +46,15 @@ type Options struct {
 	// register at start under DiscoverSource. Optional.
 	Discover       func(ctx context.Context, m cgroup.Mount) ([]api.Container, error)
 	DiscoverSource string
+	// DiscoverInterval repeats Discover: containers it finds that nothing
+	// registered are registered, and its own registrations of containers
+	// it no longer finds are removed. 0: only at start.
+	DiscoverInterval time.Duration
+	// DiscoverEndpoint names what Discover asks, for status.
+	DiscoverEndpoint string
+	// PodSandbox asks the CRI runtime for a pod sandbox's identity and
+	// labels, for containers whose sandbox was not registered. Optional.
+	PodSandbox func(ctx context.Context, sandboxID string) (*api.Pod, error)
 	// Capacity sizes the BPF maps when they are created (--max-* flags).
 	Capacity bpf.Capacity
 	// SummaryInterval is how often denial summaries are written (default
@@ -78,6 +87,8 @@ type Engine struct {
 	// orphans are pinned cgroup entries no registration accounts for; they
 	// stay enforced while their cgroup exists.
 	orphans map[uint64]api.Orphan
+	// discovered is the outcome of the last Discover run.
+	discovered discoverRun
 }
 
 var _ api.Handler = (*Engine)(nil)
@@ -155,34 +166,6 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	ok = true
 	return e, nil
-}
-
-// adoptDiscovered registers the containers Discover finds that no registrar
-// has registered: a registrar's own registration (with its source, which its
-// Synchronize relies on) always wins.
-func (e *Engine) adoptDiscovered(ctx context.Context) error {
-	found, err := e.opts.Discover(ctx, e.cgroups)
-	if err != nil {
-		return fmt.Errorf("discover existing containers: %w", err)
-	}
-	adopted := 0
-	var errs []error
-	for _, c := range found {
-		e.mu.Lock()
-		_, known := e.reg.Get(c.ID)
-		e.mu.Unlock()
-		if known {
-			continue
-		}
-		c.Source = e.opts.DiscoverSource
-		if _, err := e.Register(ctx, c); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		adopted++
-	}
-	e.log.Info("adopted existing containers", "source", e.opts.DiscoverSource, "found", len(found), "adopted", adopted)
-	return errors.Join(errs...)
 }
 
 // Close releases the engine's file descriptors. The pinned programs keep
@@ -382,7 +365,7 @@ func (e *Engine) Register(ctx context.Context, c api.Container) (*api.Container,
 	if c.ID == "" {
 		return nil, errors.New("register: container has no id")
 	}
-	if err := e.resolveCgroup(&c); err != nil {
+	if err := e.checkIdentity(ctx, &c); err != nil {
 		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
 	}
 	if c.Source == "" {
@@ -508,8 +491,8 @@ func (e *Engine) Sync(ctx context.Context, source string, cs []api.Container) ([
 		if c.ID == "" {
 			return nil, fmt.Errorf("sync %s: container %d has no id", source, i)
 		}
-		if err := e.resolveCgroup(&c); err != nil {
-			e.log.Info("sync: skipping container without a cgroup", "source", source, "id", c.ID, "err", err)
+		if err := e.checkIdentity(ctx, &c); err != nil {
+			e.log.Info("sync: skipping container", "source", source, "id", c.ID, "err", err)
 			continue
 		}
 		live = append(live, c)
@@ -596,6 +579,8 @@ func (e *Engine) Status(ctx context.Context) (*api.Status, error) {
 	if e.policyErr != nil {
 		st.PolicyError = e.policyErr.Error()
 	}
+	st.CgroupCheck = e.cgroupCheckMode()
+	st.CRI = e.discoverStatusLocked()
 	return st, nil
 }
 

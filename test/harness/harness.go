@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -168,6 +169,11 @@ func (e *Engine) Start(t testing.TB) {
 	args := append([]string{"engine",
 		"--policies", e.PolicyDir, "--state-dir", e.StateDir, "--bpf-dir", e.BPFDir,
 		"--socket", e.Socket, "--events", e.EventsFile, "--log-level", "debug"}, e.args...)
+	// A test engine reconciles only with a CRI runtime it is pointed at,
+	// never with one that happens to run on the machine.
+	if !slices.ContainsFunc(e.args, func(a string) bool { return strings.HasPrefix(a, "--cri-endpoint") }) {
+		args = append(args, "--cri-endpoint=none")
+	}
 	cmd := exec.Command(e.Bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
