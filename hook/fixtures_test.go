@@ -1,29 +1,17 @@
 package hook
 
 import (
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
+
+	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
-// The fixtures are the annotations runtimes put on a pod's sandbox and on
-// one of its application containers: CRI-O's as its sources set them
-// (server/sandbox_run_linux.go, internal/factory/container), containerd's
-// as captured from containerd 2.4's CRI (internal/cri/annotations).
-func readFixture(t *testing.T, name string) map[string]string {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var a map[string]string
-	if err := json.Unmarshal(data, &a); err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	return a
-}
-
+// The fixtures (hook/testdata) are the annotations runtimes put on a pod's
+// sandbox and on one of its application containers: CRI-O's as its sources
+// set them (server/sandbox_run_linux.go, internal/factory/container),
+// containerd's captured from containerd 2.4's CRI (internal/cri/annotations;
+// HOLDFAST_UPDATE_FIXTURES=1 go test -run TestHookPodLabelsFromCRI ./test/nri
+// refreshes them).
 func TestIdentityOfRuntimeFixtures(t *testing.T) {
 	tests := []struct {
 		fixture   string
@@ -53,7 +41,7 @@ func TestIdentityOfRuntimeFixtures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.fixture, func(t *testing.T) {
-			a := readFixture(t, tt.fixture)
+			a := harness.RuntimeAnnotations(t, tt.fixture)
 			got, err := Identity("c1", a)
 			if err != nil {
 				t.Fatal(err)
@@ -78,7 +66,7 @@ func TestIdentityOfRuntimeFixtures(t *testing.T) {
 }
 
 func TestIdentityRefusesContainerWithoutSandbox(t *testing.T) {
-	a := readFixture(t, "crio-container.json")
+	a := harness.RuntimeAnnotations(t, "crio-container.json")
 	delete(a, CRIOSandboxID)
 	if _, err := Identity("c1", a); err == nil {
 		t.Fatal("an application container without a sandbox id was accepted")
