@@ -159,6 +159,13 @@ func (e *Engine) WritePolicy(t testing.TB, name, yaml string) {
 // Start runs the engine process (again) and waits for its socket.
 func (e *Engine) Start(t testing.TB) {
 	t.Helper()
+	e.Launch(t)
+	e.waitReady(t)
+}
+
+// Launch runs the engine process (again) without waiting for it.
+func (e *Engine) Launch(t testing.TB) {
+	t.Helper()
 	if e.cmd != nil {
 		t.Fatal("engine already running")
 	}
@@ -184,7 +191,10 @@ func (e *Engine) Start(t testing.TB) {
 	e.cmd = cmd
 	e.done = make(chan struct{})
 	go func() { cmd.Wait(); logf.Close(); close(e.done) }()
+}
 
+func (e *Engine) waitReady(t testing.TB) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
