@@ -16,24 +16,31 @@ type discoverRun struct {
 	registered int
 }
 
-// ReconcileDiscovered repeats adoptDiscovered every DiscoverInterval until
-// ctx ends, so a container no registrar reported (a registrar that was
-// down, a node without NRI) is enforced within one interval.
+// ReconcileDiscovered runs adoptDiscovered at once, then every
+// DiscoverInterval until ctx ends, so a container no registrar reported (a
+// registrar that was down, a node without NRI) is enforced within one
+// interval. The first run follows start-up instead of being part of it:
+// what is registered is enforced already, and registrars need not wait
+// for a listing of the whole node.
 func (e *Engine) ReconcileDiscovered(ctx context.Context) error {
-	if e.opts.Discover == nil || e.opts.DiscoverInterval <= 0 {
+	if e.opts.Discover == nil {
 		<-ctx.Done()
 		return nil
 	}
-	t := time.NewTicker(e.opts.DiscoverInterval)
-	defer t.Stop()
+	var tick <-chan time.Time
+	if e.opts.DiscoverInterval > 0 {
+		t := time.NewTicker(e.opts.DiscoverInterval)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
+		if err := e.adoptDiscovered(ctx); err != nil && ctx.Err() == nil {
+			e.log.Error("reconcile with existing containers", "source", e.opts.DiscoverSource, "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
-		}
-		if err := e.adoptDiscovered(ctx); err != nil && ctx.Err() == nil {
-			e.log.Error("reconcile with existing containers", "source", e.opts.DiscoverSource, "err", err)
+		case <-tick:
 		}
 	}
 }
@@ -56,7 +63,7 @@ func (e *Engine) adoptDiscovered(ctx context.Context) (err error) {
 		}
 		e.mu.Unlock()
 	}()
-	found, err := e.opts.Discover(ctx, e.cgroups)
+	found, err := e.opts.Discover(ctx, e.cgroups, func(id string) bool { return e.registeredBy(id) != "" })
 	if err != nil {
 		return fmt.Errorf("discover existing containers: %w", err)
 	}

@@ -43,8 +43,10 @@ type Options struct {
 	Events     io.Writer // JSON lines; nil discards
 	Log        *slog.Logger
 	// Discover lists containers that exist already (e.g. through CRI) to
-	// register at start under DiscoverSource. Optional.
-	Discover       func(ctx context.Context, m cgroup.Mount) ([]api.Container, error)
+	// register under DiscoverSource, from ReconcileDiscovered. Optional.
+	// known tells the containers registered already, which Discover may
+	// list by ID alone.
+	Discover       func(ctx context.Context, m cgroup.Mount, known func(id string) bool) ([]api.Container, error)
 	DiscoverSource string
 	// DiscoverInterval repeats Discover: containers it finds that nothing
 	// registered are registered, and its own registrations of containers
@@ -127,45 +129,63 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	e.selfCgroups = engineCgroups(e.cgroups)
 
-	set, err := e.loadPolicies()
-	if err != nil {
-		return nil, fmt.Errorf("start engine: %w", err)
+	// The pinned programs and maps are opened (or loaded) while the
+	// policies and the registry are read: neither needs the other, and
+	// with many containers each is a good part of a restart.
+	type opened struct {
+		enf *bpf.Enforcer
+		err error
 	}
-	e.policies = set
-
-	reg, err := registry.Open(filepath.Join(opts.StateDir, "registry"))
-	if err != nil {
-		if reg == nil {
-			return nil, fmt.Errorf("start engine: %w", err)
+	enfc := make(chan opened, 1)
+	go func() {
+		enf, err := bpf.Open(bpf.Layout{Root: opts.BPFDir}, bpf.Options{CgroupRoot: e.cgroups.Root, Log: e.log, Capacity: opts.Capacity})
+		enfc <- opened{enf, err}
+	}()
+	reg, err := e.loadState()
+	o := <-enfc
+	if err != nil || o.err != nil {
+		if o.enf != nil {
+			o.enf.Close()
 		}
-		e.log.Error("registry entries skipped", "err", err)
+		if reg != nil {
+			reg.Close()
+		}
+		return nil, fmt.Errorf("start engine: %w", errors.Join(err, o.err))
 	}
-	e.reg = reg
-
-	enf, err := bpf.Open(bpf.Layout{Root: opts.BPFDir}, bpf.Options{CgroupRoot: e.cgroups.Root, Log: e.log, Capacity: opts.Capacity})
-	if err != nil {
-		return nil, fmt.Errorf("start engine: %w", err)
-	}
+	enf := o.enf
 	e.enforcer = enf
 	for _, c := range enf.Controls() {
 		e.log.Info("enforcement mode", "control", c.Name, "mode", c.Mode, "reason", c.Reason)
 	}
 
 	e.mu.Lock()
-	err = e.reconcileLocked()
+	err = e.reconcileLocked(false)
 	e.mu.Unlock()
 	if err != nil {
 		enf.Close()
 		reg.Close()
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
-	if opts.Discover != nil {
-		if err := e.adoptDiscovered(ctx); err != nil {
-			e.log.Error("adopt existing containers", "source", opts.DiscoverSource, "err", err)
-		}
-	}
 	ok = true
 	return e, nil
+}
+
+// loadState reads the policies and opens the registry.
+func (e *Engine) loadState() (*registry.Store, error) {
+	set, err := e.loadPolicies()
+	if err != nil {
+		return nil, err
+	}
+	e.policies = set
+	reg, err := registry.Open(filepath.Join(e.opts.StateDir, "registry"))
+	if err != nil {
+		if reg == nil {
+			return nil, err
+		}
+		e.log.Error("registry entries skipped", "err", err)
+	}
+	e.reg = reg
+	return reg, nil
 }
 
 // Close releases the engine's file descriptors. The pinned programs keep
@@ -242,7 +262,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 	e.policyErr = nil
 	prev := e.policies
 	e.policies = set
-	if err := e.reconcileLocked(); err != nil {
+	if err := e.reconcileLocked(true); err != nil {
 		e.policies = prev
 		return fmt.Errorf("reload policies from %s: %w", e.opts.PolicyDir, err)
 	}
@@ -371,18 +391,25 @@ func (e *Engine) Register(ctx context.Context, c api.Container) (*api.Container,
 	if c.Source == "" {
 		c.Source = "cli"
 	}
+	pre := e.resolveAhead(&c)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
 	}
-	return e.registerLocked(c)
+	return e.registerResolvedLocked(c, &pre)
 }
 
 // registerLocked records c and puts its policies in force. An error that
 // leaves a selected container unenforced wraps api.ErrCannotEnforce, so the
 // registrars refuse it even when failing open.
 func (e *Engine) registerLocked(c api.Container) (*api.Container, error) {
+	return e.registerResolvedLocked(c, nil)
+}
+
+// registerResolvedLocked is registerLocked with c's exec rules resolved
+// ahead of the lock (pre), used when resolved under the policies in force.
+func (e *Engine) registerResolvedLocked(c api.Container, pre *resolvedFiles) (*api.Container, error) {
 	key, rulesetID, names, err := e.rulesetFor(c)
 	if err != nil {
 		return nil, fmt.Errorf("register container %s: %w: %w", c.ID, api.ErrCannotEnforce, err)
@@ -391,7 +418,13 @@ func (e *Engine) registerLocked(c api.Container) (*api.Container, error) {
 	prev, hadPrev := e.reg.Get(c.ID)
 	if rulesetID != 0 {
 		// Identities first: the file_rules entries wait for the cgroup entry.
-		if err := e.syncFilesLocked(&c); err != nil {
+		var err error
+		if pre != nil && pre.set == e.policies {
+			err = e.writeFilesLocked(&c, *pre)
+		} else {
+			err = e.syncFilesLocked(&c)
+		}
+		if err != nil {
 			e.log.Warn("exec rules hold by path only", "id", c.ID, "err", err)
 		}
 	}
@@ -586,8 +619,11 @@ func (e *Engine) Status(ctx context.Context) (*api.Status, error) {
 
 // reconcileLocked makes the maps match the registry and policies: rulesets
 // first, then cgroup entries, then removal of what nothing references, so
-// no registered cgroup is ever without its rules.
-func (e *Engine) reconcileLocked() error {
+// no registered cgroup is ever without its rules. Exec rules are resolved
+// again in every container when resolveAll is set (a reload), else only in
+// those whose ruleset changed: at a restart with the same policies the
+// pinned identities are the ones the last resolution wrote.
+func (e *Engine) reconcileLocked(resolveAll bool) error {
 	inMaps, err := e.enforcer.Rulesets()
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
@@ -623,7 +659,7 @@ func (e *Engine) reconcileLocked() error {
 			continue
 		}
 		rootID := c.RootID
-		if rulesetID != 0 {
+		if rulesetID != 0 && (resolveAll || !inMaps[rulesetID] || cgroups[c.CgroupID] != rulesetID) {
 			// Rule IDs and rules may have changed: resolve again.
 			if err := e.syncFilesLocked(&c); err != nil {
 				e.log.Warn("exec rules not resolved again", "id", c.ID, "err", err)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -98,7 +99,12 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 		}()
 	}
 	defer l.Close()
+	// Start-up only grows the heap (the registry, the kernel's BTF): GC
+	// cycles then cost time and free little, so it runs them rarely
+	// until the engine is ready, and hands the garbage back after.
+	gcPercent := debug.SetGCPercent(800)
 	eng, err := daemon.New(ctx, opts)
+	debug.SetGCPercent(gcPercent)
 	if err != nil {
 		return err
 	}
@@ -123,6 +129,7 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 	go func() { errc <- eng.ReconcileDiscovered(ctx) }()
 	srv := &api.Server{Handler: eng, Log: log}
 	go func() { errc <- srv.Serve(ctx, l) }()
+	go debug.FreeOSMemory()
 	log.Info("engine ready", "socket", *socket, "bpf-dir", *bpfDir, "adopted", eng.Enforcer().Adopted())
 
 	var firstErr error
@@ -176,7 +183,7 @@ func capacityFlags(fs *flag.FlagSet) bpf.Capacity {
 // it for pod labels. An empty endpoint is detected on each use among the
 // default sockets, so a runtime that starts after the engine is found.
 func criOptions(opts *daemon.Options, endpoint string, interval time.Duration, log *slog.Logger) {
-	lister := func(m cgroup.Mount) (*cri.Lister, error) {
+	lister := func(m cgroup.Mount, known func(string) bool) (*cri.Lister, error) {
 		ep := endpoint
 		if ep == "" {
 			var err error
@@ -184,17 +191,17 @@ func criOptions(opts *daemon.Options, endpoint string, interval time.Duration, l
 				return nil, err
 			}
 		}
-		return &cri.Lister{Endpoint: ep, Cgroups: m, Log: log}, nil
+		return &cri.Lister{Endpoint: ep, Cgroups: m, Known: known, Log: log}, nil
 	}
-	opts.Discover = func(ctx context.Context, m cgroup.Mount) ([]api.Container, error) {
-		l, err := lister(m)
+	opts.Discover = func(ctx context.Context, m cgroup.Mount, known func(string) bool) ([]api.Container, error) {
+		l, err := lister(m, known)
 		if err != nil {
 			return nil, err
 		}
 		return l.List(ctx)
 	}
 	opts.PodSandbox = func(ctx context.Context, id string) (*api.Pod, error) {
-		l, err := lister(cgroup.Mount{})
+		l, err := lister(cgroup.Mount{}, nil)
 		if err != nil {
 			return nil, err
 		}
