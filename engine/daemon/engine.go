@@ -62,6 +62,11 @@ type Options struct {
 	// SummaryInterval is how often denial summaries are written (default
 	// bpf.EventWindow, the kernel's rate-limit window).
 	SummaryInterval time.Duration
+	// WatchPolicies: WatchPolicies runs, and the engine is not ready
+	// until it watches the policy dir. PolicyDebounce is the quiet time
+	// after a change before it is applied (default DefaultPolicyDebounce).
+	WatchPolicies  bool
+	PolicyDebounce time.Duration
 }
 
 // Engine implements api.Handler over the registry, policies and enforcer.
@@ -91,6 +96,8 @@ type Engine struct {
 	orphans map[uint64]api.Orphan
 	// discovered is the outcome of the last Discover run.
 	discovered discoverRun
+	// watch is the policy directory watcher's state.
+	watch policyWatch
 }
 
 var _ api.Handler = (*Engine)(nil)
@@ -611,9 +618,12 @@ func (e *Engine) Status(ctx context.Context) (*api.Status, error) {
 	}
 	if e.policyErr != nil {
 		st.PolicyError = e.policyErr.Error()
+		st.PolicyErrors = policyFileErrors(e.policyErr)
 	}
 	st.CgroupCheck = e.cgroupCheckMode()
 	st.CRI = e.discoverStatusLocked()
+	st.NotReady = e.notReadyLocked(len(pinned))
+	st.Ready = st.NotReady == ""
 	return st, nil
 }
 

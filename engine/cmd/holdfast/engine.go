@@ -47,6 +47,8 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 	eventsMax := fs.Int64("events-max-bytes", 100<<20, "rotate the --events file before it passes this size (0: never)")
 	eventsBackups := fs.Int("events-max-backups", 5, "rotated events files to keep (FILE.1 newest)")
 	summaryInterval := fs.Duration("event-summary-interval", bpf.EventWindow, "how often denial summaries with exact kernel counts are written")
+	watchPolicies := fs.Bool("watch-policies", true, "apply changes of the policy dir (files, ConfigMap volume updates) as they happen")
+	policyDebounce := fs.Duration("policy-debounce", daemon.DefaultPolicyDebounce, "wait this long after a policy dir change before reading it")
 	capacity := capacityFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -80,6 +82,8 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 
 		Capacity:        capacity,
 		SummaryInterval: *summaryInterval,
+		WatchPolicies:   *watchPolicies,
+		PolicyDebounce:  *policyDebounce,
 	}
 	if *criEndpoint != "none" {
 		criOptions(&opts, *criEndpoint, *criInterval, log)
@@ -123,10 +127,17 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}()
 
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	go func() { errc <- eng.StreamEvents(ctx) }()
 	go func() { errc <- eng.Maintain(ctx) }()
 	go func() { errc <- eng.ReconcileDiscovered(ctx) }()
+	go func() {
+		if *watchPolicies {
+			errc <- eng.WatchPolicies(ctx)
+			return
+		}
+		errc <- nil
+	}()
 	srv := &api.Server{Handler: eng, Log: log}
 	go func() { errc <- srv.Serve(ctx, l) }()
 	go debug.FreeOSMemory()
