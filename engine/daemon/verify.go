@@ -32,7 +32,7 @@ func witnesses(ctx context.Context, c api.Container) ([]cgroupWitness, error) {
 	if c.PeerInContainer {
 		pid, ok := api.PeerPID(ctx)
 		if !ok {
-			return nil, errors.New("registrar says it runs in the container, but its pid is unknown")
+			return nil, errors.New("the registrar runs in the container, but its pid is not visible to the engine (run the engine in the host's pid namespace)")
 		}
 		ws = append(ws, cgroupWitness{what: fmt.Sprintf("the registrar (pid %d), which runs in it", pid), pid: pid})
 	}
