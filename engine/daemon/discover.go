@@ -82,13 +82,15 @@ func (e *Engine) adoptDiscovered(ctx context.Context) (err error) {
 		}
 		e.mu.Lock()
 		_, known := e.reg.Get(c.ID) // a registrar may have come first meanwhile
+		var regErr error
 		if !known {
-			_, err = e.registerLocked(c)
+			_, regErr = e.registerLocked(c)
 		}
 		e.mu.Unlock()
-		if err != nil {
-			errs = append(errs, err)
-		} else if !known {
+		switch {
+		case regErr != nil:
+			errs = append(errs, regErr)
+		case !known:
 			adopted++
 		}
 	}
