@@ -74,6 +74,27 @@ type Container struct {
 	// root directory, which tells its processes from ones that chrooted
 	// elsewhere when rules are resolved again later.
 	RootID string `json:"rootId,omitempty"`
+	// Sandbox marks a pod's sandbox (infra) container; its Labels are the
+	// pod's labels, which the pod's application containers take through
+	// SandboxID.
+	Sandbox bool `json:"sandbox,omitempty"`
+	// SandboxID names the pod sandbox of an application container: the
+	// engine takes the pod's identity and labels from the registered
+	// sandbox, else from the CRI runtime (PodSandboxStatus).
+	SandboxID string `json:"sandboxId,omitempty"`
+	// PeerInContainer says the registrar itself runs in the container's
+	// cgroup (an OCI createContainer hook): the engine checks the claimed
+	// cgroup against the peer's own.
+	PeerInContainer bool `json:"peerInContainer,omitempty"`
+}
+
+// Pod is a pod sandbox's identity as the CRI runtime reports it.
+type Pod struct {
+	ID        string            `json:"id"`
+	Namespace string            `json:"namespace,omitempty"`
+	Name      string            `json:"name,omitempty"`
+	UID       string            `json:"uid,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
 }
 
 // Explanation is what each exec rule of a container's policies means in
@@ -168,7 +189,22 @@ type Status struct {
 	Maps []MapUsage `json:"maps"`
 	// Orphans are pinned cgroup entries no registration accounts for (the
 	// registry was lost): they stay enforced while their cgroup exists.
-	Orphans []Orphan `json:"orphans,omitempty"`
+	Orphans []Orphan `json:"orphans,omitempty"` // CgroupCheck says how registrars' cgroup claims are checked against
+	// the kernel ("process" or why they cannot be).
+	CgroupCheck string `json:"cgroupCheck,omitempty"`
+	// CRI is the CRI runtime the engine reconciles with, if any.
+	CRI *CRIStatus `json:"cri,omitempty"`
+}
+
+// CRIStatus is the state of reconciliation with the node's CRI runtime.
+type CRIStatus struct {
+	Endpoint string `json:"endpoint"`
+	// Interval between reconciliations; 0: only at start.
+	Interval string `json:"interval"`
+	LastRun  string `json:"lastRun,omitempty"` // RFC 3339
+	LastErr  string `json:"lastError,omitempty"`
+	// Registered counts the containers registered from the CRI listing.
+	Registered int `json:"registered"`
 }
 
 // MapUsage is one BPF map's fill level.

@@ -34,9 +34,13 @@ const multiCallNames = 4
 // execRules are the exec deny and allow rules of the policies selecting c,
 // in set order.
 func (e *Engine) execRules(c api.Container) []policy.RuleInfo {
+	return execRulesOf(e.policies, c)
+}
+
+func execRulesOf(set *policy.Set, c api.Container) []policy.RuleInfo {
 	var out []policy.RuleInfo
-	for _, p := range e.policies.Select(identity(c)) {
-		for _, r := range e.policies.Rules(p) {
+	for _, p := range set.Select(identity(c)) {
+		for _, r := range set.Rules(p) {
 			if r.Kind == policy.KindExec || r.Kind == policy.KindExecAllow {
 				out = append(out, r)
 			}
@@ -60,12 +64,12 @@ func isDirDeny(r policy.RuleInfo) bool {
 	return strings.HasPrefix(r.Field, fieldExecDeny) && strings.HasSuffix(r.Text, "/") && r.Text != "/" && r.From == ""
 }
 
-// openRootLocked opens the container's root filesystem: through the
+// openRoot opens the container's root filesystem: through the
 // registrar's pid (and rootfs) while that pid still shows the root the
 // container was registered with, else through any process of its cgroup
 // whose root is that root (a process that chrooted elsewhere does not
 // count). It records the root's identity in c.RootID the first time.
-func (e *Engine) openRootLocked(c *api.Container) (*inroot.Root, error) {
+func (e *Engine) openRoot(c *api.Container) (*inroot.Root, error) {
 	var errs []error
 	try := func(pid int, rootfs string) *inroot.Root {
 		r, err := inroot.OfProcess(pid, rootfs)
@@ -142,24 +146,39 @@ func cgroupPids(dir string, max int) []int {
 // container is never enforced by path alone. Without a root (no live
 // process) the previous identities stay.
 func (e *Engine) syncFilesLocked(c *api.Container) error {
+	return e.writeFilesLocked(c, e.resolveFiles(e.policies, c))
+}
+
+// resolvedFiles are a container's exec rules resolved in its root under
+// one policy set. Resolving reads the container's files and mountinfo, so
+// a registration does it before taking the engine lock.
+type resolvedFiles struct {
+	set    *policy.Set
+	rootID string // the root resolved in, for c.RootID
+	files  []bpf.FileRule
+	err    error
+}
+
+// resolveFiles resolves c's identity-matched exec rules of set in c's
+// root. It reads no engine state but the logger, so it needs no lock.
+func (e *Engine) resolveFiles(set *policy.Set, c *api.Container) resolvedFiles {
+	out := resolvedFiles{set: set}
 	var rules []policy.RuleInfo
-	for _, r := range e.execRules(*c) {
+	for _, r := range execRulesOf(set, *c) {
 		if isExactDeny(r) || isExactAllow(r) || isDirDeny(r) {
 			rules = append(rules, r)
 		}
 	}
 	if len(rules) == 0 {
-		if err := e.enforcer.SetCgroupFiles(c.CgroupID, nil); err != nil {
-			return fmt.Errorf("files of container %s: %w", c.ID, err)
-		}
-		return nil
+		return out
 	}
-	root, err := e.openRootLocked(c)
+	root, err := e.openRoot(c)
 	if err != nil {
-		return fmt.Errorf("files of container %s: %w", c.ID, err)
+		out.err = fmt.Errorf("files of container %s: %w", c.ID, err)
+		return out
 	}
 	defer root.Close()
-	var files []bpf.FileRule
+	out.rootID = c.RootID
 	for _, r := range rules {
 		f, err := root.Resolve(r.Text)
 		if err != nil {
@@ -175,12 +194,24 @@ func (e *Engine) syncFilesLocked(c *api.Container) error {
 			e.log.Debug("exec rule resolves to the wrong kind of file", "id", c.ID, "rule", r.Text, "mode", f.Mode)
 			continue
 		}
-		files = append(files, bpf.FileRule{File: f.ID, RuleID: r.ID, Dir: dir, Allow: isExactAllow(r)})
+		out.files = append(out.files, bpf.FileRule{File: f.ID, RuleID: r.ID, Dir: dir, Allow: isExactAllow(r)})
 	}
-	if err := e.enforcer.SetCgroupFiles(c.CgroupID, files); err != nil {
+	e.log.Debug("exec rules resolved", "id", c.ID, "root", root.Name(), "files", out.files)
+	return out
+}
+
+// writeFilesLocked puts resolved identities in the maps. Without a root
+// (no live process) the previous identities stay.
+func (e *Engine) writeFilesLocked(c *api.Container, r resolvedFiles) error {
+	if r.err != nil {
+		return r.err
+	}
+	if r.rootID != "" && c.RootID == "" {
+		c.RootID = r.rootID
+	}
+	if err := e.enforcer.SetCgroupFiles(c.CgroupID, r.files); err != nil {
 		return fmt.Errorf("files of container %s: %w", c.ID, err)
 	}
-	e.log.Debug("exec rules resolved", "id", c.ID, "root", root.Name(), "files", files)
 	return nil
 }
 
@@ -226,7 +257,7 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 			enforced[f] = true
 		}
 	}
-	root, err := e.openRootLocked(&c)
+	root, err := e.openRoot(&c)
 	if err != nil {
 		ex.RootError = err.Error()
 		for _, r := range rules {
@@ -414,4 +445,14 @@ func uncoveredExec(mode string) []string {
 			"mapped files are checked at x86-64 system call entry and exit (64-bit and ia32 calls); other architectures are not covered in kill mode")
 	}
 	return out
+}
+
+// resolveAhead resolves c's exec rules under the policies in force now,
+// outside the engine lock, so concurrent registrations resolve in parallel;
+// a reload meanwhile makes the registration resolve again under the lock.
+func (e *Engine) resolveAhead(c *api.Container) resolvedFiles {
+	e.mu.Lock()
+	set := e.policies
+	e.mu.Unlock()
+	return e.resolveFiles(set, c)
 }

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -158,6 +159,13 @@ func (e *Engine) WritePolicy(t testing.TB, name, yaml string) {
 // Start runs the engine process (again) and waits for its socket.
 func (e *Engine) Start(t testing.TB) {
 	t.Helper()
+	e.Launch(t)
+	e.waitReady(t)
+}
+
+// Launch runs the engine process (again) without waiting for it.
+func (e *Engine) Launch(t testing.TB) {
+	t.Helper()
 	if e.cmd != nil {
 		t.Fatal("engine already running")
 	}
@@ -168,6 +176,11 @@ func (e *Engine) Start(t testing.TB) {
 	args := append([]string{"engine",
 		"--policies", e.PolicyDir, "--state-dir", e.StateDir, "--bpf-dir", e.BPFDir,
 		"--socket", e.Socket, "--events", e.EventsFile, "--log-level", "debug"}, e.args...)
+	// A test engine reconciles only with a CRI runtime it is pointed at,
+	// never with one that happens to run on the machine.
+	if !slices.ContainsFunc(e.args, func(a string) bool { return strings.HasPrefix(a, "--cri-endpoint") }) {
+		args = append(args, "--cri-endpoint=none")
+	}
 	cmd := exec.Command(e.Bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -178,7 +191,10 @@ func (e *Engine) Start(t testing.TB) {
 	e.cmd = cmd
 	e.done = make(chan struct{})
 	go func() { cmd.Wait(); logf.Close(); close(e.done) }()
+}
 
+func (e *Engine) waitReady(t testing.TB) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)

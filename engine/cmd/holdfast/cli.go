@@ -110,6 +110,7 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(tw, "map %s:\t%s\n", m.Name, fill)
 	}
+	printCRIStatus(tw, st)
 	for _, o := range st.Orphans {
 		fmt.Fprintf(tw, "orphaned:\t%s\tcgroup %s, ruleset %d: enforced, no registration\n", o.ID, o.Path, o.Ruleset)
 	}
