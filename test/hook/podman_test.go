@@ -89,11 +89,23 @@ func newPodmanImage(t *testing.T, hooksDir, driver string, extra func(t *testing
 }
 
 // removePodmanDir removes podman's storage, unmounting what the overlay
-// driver left mounted below it.
+// driver left mounted below it. A container's cleanup process (podman
+// container cleanup, run by conmon) may still be writing there as the test
+// ends: retry until it is gone.
 func removePodmanDir(t *testing.T, dir string) {
 	harness.UnmountBelow(t, dir)
-	if err := os.RemoveAll(dir); err != nil {
-		t.Errorf("remove podman storage: %v", err)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := os.RemoveAll(dir)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("remove podman storage: %v", err)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+		harness.UnmountBelow(t, dir)
 	}
 }
 
