@@ -54,6 +54,16 @@ func (e *FieldError) Unwrap() error { return e.Err }
 // ParseFile reads and parses one policy file. It refuses anything but a
 // regular file, so a FIFO or device in a policy directory cannot block it.
 func ParseFile(path string) ([]*Policy, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// readFile reads a regular file of at most MaxFileSize bytes (one more, so
+// Parse can tell it is too large).
+func readFile(path string) ([]byte, error) {
 	info, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("read policy file: %w", err)
@@ -70,7 +80,7 @@ func ParseFile(path string) ([]*Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read policy file %s: %w", path, err)
 	}
-	return Parse(path, data)
+	return data, nil
 }
 
 // Parse parses the policies in data, which may hold several YAML documents
@@ -98,6 +108,9 @@ func Parse(name string, data []byte) ([]*Policy, error) {
 		}
 		if string(bytes.TrimSpace(j)) == "null" {
 			continue // "~" or "null": nothing to enforce
+		}
+		if documentKind(j) == KindRedactionFilter {
+			continue // engine/redact reads these
 		}
 		p, derrs := parseDocument(loc, j)
 		errs = append(errs, derrs...)

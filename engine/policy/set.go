@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -111,19 +109,14 @@ func describeLocation(p *Policy) string {
 // load, with errors naming each file, so the caller can keep the set it
 // had.
 func LoadDir(dir string) (*Set, error) {
-	entries, err := os.ReadDir(dir)
+	files, err := Files(dir)
 	if err != nil {
 		return nil, fmt.Errorf("load policies: %w", err)
 	}
 	var policies []*Policy
 	var errs []error
-	for _, e := range entries {
-		name := e.Name()
-		ext := filepath.Ext(name)
-		if strings.HasPrefix(name, ".") || ext != ".yaml" && ext != ".yml" {
-			continue
-		}
-		ps, err := ParseFile(filepath.Join(dir, name))
+	for _, f := range files {
+		ps, err := ParseFile(f)
 		if err != nil {
 			errs = append(errs, err)
 			continue
