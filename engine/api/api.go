@@ -142,6 +142,8 @@ type Request struct {
 	ID         string      `json:"id,omitempty"`
 	Source     string      `json:"source,omitempty"`
 	Containers []Container `json:"containers,omitempty"`
+	// Events selects the lines an OpSubscribe request streams.
+	Events *EventFilter `json:"events,omitempty"`
 }
 
 // Response is what the engine answers. Error is set on failure only.
@@ -194,6 +196,13 @@ type Status struct {
 	CgroupCheck string `json:"cgroupCheck,omitempty"`
 	// CRI is the CRI runtime the engine reconciles with, if any.
 	CRI *CRIStatus `json:"cri,omitempty"`
+	// EventsFile is the engine's --events file, which `holdfast events
+	// --since` replays; empty when events go to stderr.
+	EventsFile string `json:"eventsFile,omitempty"`
+	// RedactionFilters are the filters in force; RedactionError is why
+	// the policy dir's filters were last refused (the previous set stays).
+	RedactionFilters []string `json:"redactionFilters,omitempty"`
+	RedactionError   string   `json:"redactionError,omitempty"`
 }
 
 // CRIStatus is the state of reconciliation with the node's CRI runtime.

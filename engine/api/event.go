@@ -96,6 +96,8 @@ const (
 // directory, applied or refused.
 type PolicyEvent struct {
 	Schema   int               `json:"schema"`
+	Seq      uint64            `json:"seq"`
+	BootID   string            `json:"bootId,omitempty"`
 	Time     time.Time         `json:"time"`
 	Action   string            `json:"action"`
 	Dir      string            `json:"dir"`

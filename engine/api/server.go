@@ -162,6 +162,9 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 			resp = &Response{Error: fmt.Sprintf("request larger than %d bytes", MaxMessageSize)}
 		case decErr != nil:
 			resp = &Response{Error: fmt.Sprintf("malformed request: %v", decErr)}
+		case req.Op == OpSubscribe:
+			s.serveEvents(ctx, conn, &req, timeout)
+			return
 		default:
 			reqCtx, cancel := context.WithDeadline(ctx, deadline)
 			resp, keep = s.dispatch(reqCtx, &req), true

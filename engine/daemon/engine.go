@@ -68,6 +68,7 @@ type Options struct {
 	// after a change before it is applied (default DefaultPolicyDebounce).
 	WatchPolicies  bool
 	PolicyDebounce time.Duration
+	Observe        ObserveOptions
 }
 
 // Engine implements api.Handler over the registry, policies and enforcer.
@@ -82,8 +83,8 @@ type Engine struct {
 	processes *lineage.Walker
 	// lock is the flock on the state dir: one engine per node state.
 	lock *os.File
-	// eventsMu keeps event lines and summaries whole in Options.Events.
-	eventsMu sync.Mutex
+	// obs numbers, redacts and fans out event lines (observe.go).
+	obs *observation
 
 	mu       sync.Mutex
 	reg      *registry.Store
@@ -138,6 +139,9 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		e.cgroups = m
 	}
 	e.selfCgroups = engineCgroups(e.cgroups)
+	if err := e.startObserving(); err != nil {
+		return nil, fmt.Errorf("start engine: %w", err)
+	}
 
 	// The pinned programs and maps are opened (or loaded) while the
 	// policies and the registry are read: neither needs the other, and
@@ -234,39 +238,20 @@ func (e *Engine) loadPolicies() (*policy.Set, error) {
 
 // snapshotPolicies copies the files of a good set into dir.
 func (e *Engine) snapshotPolicies(set *policy.Set, dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create policy snapshot %s: %w", dir, err)
-	}
-	want := map[string]bool{}
+	var files []string
 	for _, p := range set.Policies() {
-		name := filepath.Base(p.File)
-		if want[name] {
-			continue
-		}
-		want[name] = true
-		data, err := os.ReadFile(p.File)
-		if err != nil {
-			return fmt.Errorf("snapshot policy file %s: %w", p.File, err)
-		}
-		if err := registry.WriteFileAtomic(filepath.Join(dir, name), data); err != nil {
-			return fmt.Errorf("snapshot policy file %s: %w", p.File, err)
-		}
+		files = append(files, p.File)
 	}
-	old, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("read policy snapshot %s: %w", dir, err)
-	}
-	for _, f := range old {
-		if !want[f.Name()] {
-			os.Remove(filepath.Join(dir, f.Name()))
-		}
+	if err := snapshotFiles(files, dir); err != nil {
+		return fmt.Errorf("policy snapshot: %w", err)
 	}
 	return nil
 }
 
 // Reload re-reads the policy dir. A bad dir is refused with the reason and
 // the enforced policies stay as they were.
-func (e *Engine) Reload(ctx context.Context) error {
+func (e *Engine) Reload(ctx context.Context) (err error) {
+	defer func() { err = errors.Join(err, e.afterReload(err)) }()
 	set, err := policy.LoadDir(e.opts.PolicyDir)
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -405,9 +390,11 @@ func engineCgroups(m cgroup.Mount) map[uint64]string {
 // Register implements api.Handler.
 func (e *Engine) Register(ctx context.Context, c api.Container) (*api.Container, error) {
 	if c.ID == "" {
+		e.countRegistration(c.Source, errors.New("no id"))
 		return nil, errors.New("register: container has no id")
 	}
 	if err := e.checkIdentity(ctx, &c); err != nil {
+		e.countRegistration(c.Source, err)
 		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
 	}
 	if c.Source == "" {
@@ -431,7 +418,8 @@ func (e *Engine) registerLocked(c api.Container) (*api.Container, error) {
 
 // registerResolvedLocked is registerLocked with c's exec rules resolved
 // ahead of the lock (pre), used when resolved under the policies in force.
-func (e *Engine) registerResolvedLocked(c api.Container, pre *resolvedFiles) (*api.Container, error) {
+func (e *Engine) registerResolvedLocked(c api.Container, pre *resolvedFiles) (_ *api.Container, err error) {
+	defer func() { e.countRegistration(c.Source, err) }()
 	key, rulesetID, names, err := e.rulesetFor(c)
 	if err != nil {
 		return nil, fmt.Errorf("register container %s: %w: %w", c.ID, api.ErrCannotEnforce, err)
@@ -639,6 +627,7 @@ func (e *Engine) Status(ctx context.Context) (*api.Status, error) {
 	st.CRI = e.discoverStatusLocked()
 	st.NotReady = e.notReadyLocked(len(pinned))
 	st.Ready = st.NotReady == ""
+	e.observeStatus(st)
 	return st, nil
 }
 

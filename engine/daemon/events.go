@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -34,28 +33,9 @@ func (e *Engine) StreamEvents(ctx context.Context) error {
 			}
 			return fmt.Errorf("stream events: %w", err)
 		}
-		e.writeEvent(e.describe(ev))
+		out := e.describe(ev)
+		e.writeEvent(&out)
 	}
-}
-
-// writeEvent writes one JSON line; event lines and summaries come from two
-// goroutines and must not interleave.
-func (e *Engine) writeEvent(v any) error {
-	if e.opts.Events == nil {
-		return nil
-	}
-	line, err := json.Marshal(v)
-	if err != nil {
-		e.log.Error("encode event", "err", err)
-		return fmt.Errorf("encode event: %w", err)
-	}
-	e.eventsMu.Lock()
-	defer e.eventsMu.Unlock()
-	if _, err := e.opts.Events.Write(append(line, '\n')); err != nil {
-		e.log.Error("write event", "err", err)
-		return fmt.Errorf("write event: %w", err)
-	}
-	return nil
 }
 
 // describe joins a kernel event with the container and policy it concerns.

@@ -134,7 +134,7 @@ func (e *Engine) applyPolicyDir(ctx context.Context) {
 			names := e.policyNamesLocked()
 			e.mu.Unlock()
 			e.log.Info("policy directory changed; policies applied", "dir", dir, "policies", names)
-			e.writeEvent(api.PolicyEvent{Schema: api.EventSchema, Time: time.Now(), Action: api.ActionPolicyApplied, Dir: dir, Policies: names})
+			e.writeEvent(&api.PolicyEvent{Schema: api.EventSchema, Time: time.Now(), Action: api.ActionPolicyApplied, Dir: dir, Policies: names})
 			return
 		}
 	}
@@ -148,7 +148,7 @@ func (e *Engine) applyPolicyDir(ctx context.Context) {
 		return
 	}
 	e.log.Error("policy directory change refused; the last good policies stay in force", "dir", dir, "policies", names, "err", err)
-	e.writeEvent(api.PolicyEvent{Schema: api.EventSchema, Time: time.Now(), Action: api.ActionPolicyRefused, Dir: dir, Policies: names, Errors: policyFileErrors(err)})
+	e.writeEvent(&api.PolicyEvent{Schema: api.EventSchema, Time: time.Now(), Action: api.ActionPolicyRefused, Dir: dir, Policies: names, Errors: policyFileErrors(err)})
 }
 
 func (e *Engine) policyNamesLocked() []string {

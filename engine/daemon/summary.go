@@ -23,7 +23,11 @@ const ActionUntracked = "denials-untracked"
 // previous summary, from the kernel's counters: exact however many of them
 // the kernel's rate limit kept out of the event stream.
 type Summary struct {
-	Time time.Time `json:"time"`
+	// Schema, Seq and BootID number the line as they do events.
+	Schema int       `json:"schema"`
+	Seq    uint64    `json:"seq"`
+	BootID string    `json:"bootId,omitempty"`
+	Time   time.Time `json:"time"`
 	// Summary is the action summarised. Summaries have no "action" field,
 	// so consumers that count events by action do not count them.
 	Summary   string              `json:"summary"`
@@ -156,7 +160,7 @@ func (e *Engine) summarize(done reported) error {
 	// not be written (a full disk) is covered by the next one.
 	changed, failed := false, false
 	for _, p := range out {
-		if err := e.writeEvent(p.s); err != nil {
+		if err := e.writeEvent(&p.s); err != nil {
 			failed = true
 			continue
 		}

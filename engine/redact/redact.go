@@ -56,7 +56,8 @@ type Filter struct {
 	File string
 	Spec Spec
 
-	args []*regexp.Regexp
+	args       []*regexp.Regexp
+	failClosed bool
 }
 
 // Set is the filters in force, sorted by name.
@@ -245,6 +246,9 @@ func (s *Set) Apply(ev *api.Event) {
 
 // redact applies f to one process and says whether it changed anything.
 func (f *Filter) redact(p *api.Process) bool {
+	if f.failClosed {
+		return maskAll(p)
+	}
 	if !f.covers(p.Binary) {
 		return false
 	}
@@ -349,6 +353,37 @@ func (f *Filter) redactEnv(env []string) bool {
 				break
 			}
 		}
+	}
+	return changed
+}
+
+// FailClosedName names the set used while no valid filters are known.
+const FailClosedName = "holdfast-fail-closed"
+
+// FailClosed is the set for an engine that has no valid filters to apply
+// (they are invalid and no earlier good set was saved): it masks every
+// argument after argv[0] and every environment value, so a typo in a
+// filter never lets a secret out.
+func FailClosed() *Set {
+	return &Set{filters: []*Filter{{Name: FailClosedName, failClosed: true}}}
+}
+
+func maskAll(p *api.Process) bool {
+	changed := false
+	if len(p.Args) > 1 {
+		args := []string{p.Args[0]}
+		for range p.Args[1:] {
+			args = append(args, Mask)
+		}
+		p.Args, changed = args, true
+	}
+	if len(p.Env) > 0 {
+		env := make([]string, len(p.Env))
+		for i, kv := range p.Env {
+			k, _, _ := strings.Cut(kv, "=")
+			env[i] = k + "=" + Mask
+		}
+		p.Env, changed = env, true
 	}
 	return changed
 }

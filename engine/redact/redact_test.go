@@ -172,3 +172,13 @@ func TestNoFiltersIsEmpty(t *testing.T) {
 		t.Errorf("a dir without filters changed an event: %+v", ev.Process)
 	}
 }
+
+func TestFailClosedMasksEverything(t *testing.T) {
+	ev := &api.Event{Process: &api.Process{Args: []string{"mysql", "-uroot", "secret"}, Env: []string{"A=b"}},
+		Ancestors: []api.Process{{Args: []string{"sh", "-c", "mysql secret"}}}}
+	FailClosed().Apply(ev)
+	if !slices.Equal(ev.Process.Args, []string{"mysql", Mask, Mask}) || ev.Process.Env[0] != "A="+Mask ||
+		ev.Ancestors[0].Args[2] != Mask || !slices.Equal(ev.RedactedBy, []string{FailClosedName}) {
+		t.Errorf("fail-closed set left %+v %+v by %v", ev.Process, ev.Ancestors, ev.RedactedBy)
+	}
+}
