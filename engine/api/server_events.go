@@ -81,7 +81,7 @@ func (s *Server) serveEvents(ctx context.Context, conn net.Conn, req *Request, t
 				return
 			}
 			if n := sub.TakeLost(); n > 0 {
-				msg, _ := json.Marshal(Lost{Lost: n})
+				msg, _ := json.Marshal(Lost{LinesLost: n})
 				if err := write(append(msg, '\n')); err != nil {
 					s.log().Info("event subscriber dropped", "err", fmt.Errorf("write lost-lines notice: %w", err))
 					return

@@ -13,7 +13,7 @@ const OpSubscribe = "subscribe"
 // Lost is the stream line that tells a subscriber how many lines the
 // engine dropped for it because it read too slowly.
 type Lost struct {
-	Lost uint64 `json:"lost"`
+	LinesLost uint64 `json:"linesLost"`
 }
 
 // EventMeta is what a subscription filters events on.

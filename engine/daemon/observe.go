@@ -37,6 +37,10 @@ type ObserveOptions struct {
 type observation struct {
 	stream *eventstream.Stream
 
+	// denialsMu orders a scrape's read of the kernel's denial counters
+	// and retired totals against the retirement of counters.
+	denialsMu sync.Mutex
+
 	mu         sync.Mutex
 	filters    *redact.Set
 	filterErr  error

@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/holdfast-dev/holdfast/bpf"
@@ -177,7 +175,7 @@ func (e *Engine) summarize(done reported) error {
 		}
 	}
 	if len(gone) > 0 {
-		if err := e.enforcer.DeleteDenials(slices.Collect(maps.Keys(gone))...); err != nil {
+		if err := e.retireDenials(denials, gone); err != nil {
 			return err
 		}
 		for k := range denials {

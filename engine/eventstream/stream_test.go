@@ -52,7 +52,7 @@ func TestSequenceNeverRepeatsAcrossReopen(t *testing.T) {
 
 type line struct {
 	api.Event
-	Lost uint64 `json:"lost"`
+	LinesLost uint64 `json:"linesLost"`
 }
 
 func event(action, ns string) *api.Event {
@@ -152,8 +152,8 @@ func TestSlowSubscriberLosesLinesNotTheEngine(t *testing.T) {
 		if err := json.Unmarshal(b, &l); err != nil {
 			t.Fatalf("bad line %q", b)
 		}
-		if l.Lost > 0 {
-			lost += l.Lost
+		if l.LinesLost > 0 {
+			lost += l.LinesLost
 		} else {
 			delivered++
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/holdfast-dev/holdfast/engine/daemon"
 	"github.com/holdfast-dev/holdfast/engine/linux"
 	"github.com/holdfast-dev/holdfast/engine/policy"
+	"github.com/holdfast-dev/holdfast/engine/redact"
 )
 
 // labelFlags collects repeated --label k=v.
@@ -129,6 +130,15 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(tw, "ready:\tyes\n")
 	} else {
 		fmt.Fprintf(tw, "ready:\tno: %s\n", st.NotReady)
+	}
+	if len(st.RedactionFilters) > 0 {
+		fmt.Fprintf(tw, "redaction filters:\t%s\n", strings.Join(st.RedactionFilters, ", "))
+	}
+	if st.RedactionError != "" {
+		fmt.Fprintf(tw, "redaction error:\t%s\n", st.RedactionError)
+	}
+	if st.EventsFile != "" {
+		fmt.Fprintf(tw, "events file:\t%s\n", st.EventsFile)
 	}
 	for _, p := range st.Pinned {
 		fmt.Fprintf(tw, "pinned %s:\t%s\tid %d\n", p.Kind, p.Path, p.ID)
@@ -319,19 +329,25 @@ func validatePolicies(files []string, c bpf.Capacity, stdout io.Writer) error {
 	}
 	var errs []error
 	var all []*policy.Policy
+	var filters []*redact.Filter
 	for _, file := range files {
 		ps, err := policy.ParseFile(file)
-		if err != nil {
+		fs, ferr := redact.ParseFile(file)
+		if err := errors.Join(err, ferr); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		all = append(all, ps...)
+		filters = append(filters, fs...)
 		names := make([]string, len(ps))
 		for i, p := range ps {
 			names[i] = p.Name
 			if p.Audit() {
 				names[i] += " (audit)"
 			}
+		}
+		for _, f := range fs {
+			names = append(names, "redaction filter "+f.Name)
 		}
 		sort.Strings(names)
 		fmt.Fprintf(stdout, "%s: ok (%s)\n", file, strings.Join(names, ", "))
@@ -340,6 +356,9 @@ func validatePolicies(files []string, c bpf.Capacity, stdout io.Writer) error {
 				fmt.Fprintf(stdout, "%s: warning: %s\n", file, w)
 			}
 		}
+	}
+	if _, err := redact.NewSet(filters...); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
 		set, err := policy.NewSet(all...)

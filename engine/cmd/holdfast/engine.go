@@ -50,6 +50,7 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 	watchPolicies := fs.Bool("watch-policies", true, "apply changes of the policy dir (files, ConfigMap volume updates) as they happen")
 	policyDebounce := fs.Duration("policy-debounce", daemon.DefaultPolicyDebounce, "wait this long after a policy dir change before reading it")
 	capacity := capacityFlags(fs)
+	observe := observeFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -84,6 +85,7 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 		SummaryInterval: *summaryInterval,
 		WatchPolicies:   *watchPolicies,
 		PolicyDebounce:  *policyDebounce,
+		Observe:         observe.options,
 	}
 	if *criEndpoint != "none" {
 		criOptions(&opts, *criEndpoint, *criInterval, log)
@@ -113,6 +115,10 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer eng.Close()
+	metricsSrv, err := observe.listenMetrics(eng, log)
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -127,7 +133,8 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}()
 
-	errc := make(chan error, 5)
+	errc := make(chan error, 6)
+	go func() { errc <- metricsSrv.Serve(ctx) }()
 	go func() { errc <- eng.StreamEvents(ctx) }()
 	go func() { errc <- eng.Maintain(ctx) }()
 	go func() { errc <- eng.ReconcileDiscovered(ctx) }()

@@ -21,6 +21,7 @@ Usage:
   holdfast containers explain --id ID [-o json]  what each exec rule resolves to in that container
   holdfast policy validate FILE...        check policy files (no engine needed)
   holdfast policy reload                  make the engine re-read its policy dir (or SIGHUP)
+  holdfast events [filters] [-o json|text] [--since DURATION|RFC3339]   follow events live
   holdfast install crio|containerd [flags]
   holdfast uninstall crio|containerd [flags]
   holdfast uninstall [--bpf-dir D] [--state-dir D]   detach and remove all pins
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runContainers(ctx, rest, stdout)
 	case "policy":
 		return runPolicy(ctx, rest, stdout)
+	case "events":
+		return runEvents(ctx, rest, stdout, stderr)
 	case "install":
 		return runInstall(rest)
 	case "uninstall":
