@@ -199,6 +199,8 @@ type Status struct {
 	// EventsFile is the engine's --events file, which `holdfast events
 	// --since` replays; empty when events go to stderr.
 	EventsFile string `json:"eventsFile,omitempty"`
+	// EventSubscribers are the clients following the event stream.
+	EventSubscribers int `json:"eventSubscribers"`
 	// RedactionFilters are the filters in force; RedactionError is why
 	// the policy dir's filters were last refused (the previous set stays).
 	RedactionFilters []string `json:"redactionFilters,omitempty"`

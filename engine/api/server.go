@@ -46,6 +46,10 @@ type Server struct {
 	// IdleTimeout closes a connection that sends no further request for
 	// this long (default DefaultIdleTimeout).
 	IdleTimeout time.Duration
+	// StreamStall drops an event subscriber whose connection took no line
+	// for this long (default DefaultStreamStall); lines it misses before
+	// that are dropped for it alone and counted.
+	StreamStall time.Duration
 	// AllowUID decides which peer uids may talk; nil allows uid 0 only.
 	AllowUID func(uid uint32) bool
 	Log      *slog.Logger
@@ -163,7 +167,7 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 		case decErr != nil:
 			resp = &Response{Error: fmt.Sprintf("malformed request: %v", decErr)}
 		case req.Op == OpSubscribe:
-			s.serveEvents(ctx, conn, &req, timeout)
+			s.serveEvents(ctx, conn, &req)
 			return
 		default:
 			reqCtx, cancel := context.WithDeadline(ctx, deadline)

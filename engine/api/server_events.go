@@ -25,9 +25,17 @@ type EventSubscription interface {
 	Close()
 }
 
+// DefaultStreamStall is how long an event subscriber may leave the stream
+// unread before the engine drops it.
+const DefaultStreamStall = time.Minute
+
 // serveEvents answers a subscribe request and then writes the stream until
-// the client hangs up, the engine stops or a write stalls for timeout.
-func (s *Server) serveEvents(ctx context.Context, conn net.Conn, req *Request, timeout time.Duration) {
+// the client hangs up, the engine stops or a write stalls.
+func (s *Server) serveEvents(ctx context.Context, conn net.Conn, req *Request) {
+	timeout := s.StreamStall
+	if timeout <= 0 {
+		timeout = DefaultStreamStall
+	}
 	write := func(p []byte) error {
 		conn.SetWriteDeadline(time.Now().Add(timeout))
 		_, err := conn.Write(p)

@@ -202,6 +202,7 @@ func (e *Engine) observeStatus(st *api.Status) {
 	if f, ok := e.opts.Events.(*eventlog.File); ok {
 		st.EventsFile = f.Path
 	}
+	st.EventSubscribers = e.obs.stream.Stats().Subscribers
 	e.obs.mu.Lock()
 	defer e.obs.mu.Unlock()
 	for _, f := range e.obs.filters.Filters() {

@@ -37,7 +37,7 @@ type Snapshot struct {
 	SubscriberDropped uint64
 	Subscribers       int
 	// PolicyLoaded is false while the policy dir is refused (the last
-	// good policies stay in force); PolicyGeneration counts good loads.
+	// good policies stay in force); PolicyGeneration counts good reloads.
 	PolicyLoaded     bool
 	PolicyGeneration uint64
 	Policies         int
@@ -100,7 +100,7 @@ var (
 	descPolicyLoaded = prometheus.NewDesc("holdfast_policy_load_ok",
 		"1 when the policy dir last loaded, 0 while it is refused (the previous policies stay in force).", nil, nil)
 	descPolicyGeneration = prometheus.NewDesc("holdfast_policy_generation",
-		"Successful policy loads since the engine started (start and reloads).", nil, nil)
+		"Successful policy reloads since the engine started (0 at start).", nil, nil)
 	descPolicies = prometheus.NewDesc("holdfast_policies",
 		"Policies in force.", nil, nil)
 	descRedactionLoaded = prometheus.NewDesc("holdfast_redaction_load_ok",
