@@ -10,7 +10,7 @@ import (
 	"github.com/holdfast-dev/holdfast/engine/api"
 )
 
-func writeDir(t *testing.T, files map[string]string) string {
+func writeDir(t testing.TB, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for name, data := range files {
@@ -180,5 +180,19 @@ func TestFailClosedMasksEverything(t *testing.T) {
 	if !slices.Equal(ev.Process.Args, []string{"mysql", Mask, Mask}) || ev.Process.Env[0] != "A="+Mask ||
 		ev.Ancestors[0].Args[2] != Mask || !slices.Equal(ev.RedactedBy, []string{FailClosedName}) {
 		t.Errorf("fail-closed set left %+v %+v by %v", ev.Process, ev.Ancestors, ev.RedactedBy)
+	}
+}
+
+// BenchmarkApply redacts a three-process chain with two filters.
+func BenchmarkApply(b *testing.B) {
+	set, err := LoadDir(writeDir(b, map[string]string{"p.yaml": secrets}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		ev := &api.Event{Process: &api.Process{Binary: "/usr/bin/mysql", Args: []string{"mysql", "-uroot", "-phunter2", "--host", "db"}},
+			Ancestors: []api.Process{{Binary: "/bin/sh", Args: []string{"sh", "-c", "mysql -uroot -phunter2 --host db"}}, {Binary: "/usr/sbin/nginx", Args: []string{"nginx", "-g", "daemon off;"}}}}
+		set.Apply(ev)
 	}
 }
