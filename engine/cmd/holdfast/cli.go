@@ -297,7 +297,8 @@ func runUninstall(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("uninstall: %w", err)
 	}
 	fmt.Fprintf(stdout, "detached and removed pins under %s\n", *bpfDir)
-	for _, sub := range []string{"registry", "policies", daemon.ReportedFile, daemon.LockFile} {
+	// daemon.SequenceFile stays: event numbers never repeat for a state dir.
+	for _, sub := range []string{"registry", "policies", daemon.RedactionSnapshot, daemon.ReportedFile, daemon.LockFile} {
 		if err := os.RemoveAll(*stateDir + "/" + sub); err != nil {
 			return fmt.Errorf("uninstall: remove state: %w", err)
 		}
