@@ -164,16 +164,6 @@ func (s *Stream) Stats() Stats {
 	return st
 }
 
-// Close ends every subscription (their Lines channels close).
-func (s *Stream) Close() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for sub := range s.subs {
-		delete(s.subs, sub)
-		close(sub.lines)
-	}
-}
-
 // Subscription is one subscriber's queue; it implements
 // api.EventSubscription.
 type Subscription struct {
@@ -185,7 +175,7 @@ type Subscription struct {
 
 var _ api.EventSubscription = (*Subscription)(nil)
 
-// Lines yields the queued lines; closed when the stream closes.
+// Lines yields the queued lines; closed by Close.
 func (sub *Subscription) Lines() <-chan []byte { return sub.lines }
 
 // TakeLost returns the lines dropped since the last call.

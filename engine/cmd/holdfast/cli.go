@@ -140,6 +140,7 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	if st.EventsFile != "" {
 		fmt.Fprintf(tw, "events file:\t%s\n", st.EventsFile)
 	}
+	fmt.Fprintf(tw, "event subscribers:\t%d\n", st.EventSubscribers)
 	for _, p := range st.Pinned {
 		fmt.Fprintf(tw, "pinned %s:\t%s\tid %d\n", p.Kind, p.Path, p.ID)
 	}
