@@ -339,11 +339,23 @@ func TestEventSeqSurvivesRestart(t *testing.T) {
 	})
 	cg := harness.NewCgroup(t)
 	registerIn(t, e, "shop-1", cg, "shop", "web-0", "main")
+	f := follow(t, e, "-o", "json", "--type", "exec-killed")
 	cg.Run(t, binary)
 	e.WaitEvent(t, func(ev map[string]any) bool { return ev["summary"] == "exec-killed" })
 	e.Restart(t)
 	cg.Run(t, binary)
-	waitEvents(t, e, 2, func(ev map[string]any) bool { return ev["action"] == "exec-killed" })
+	kills := waitEvents(t, e, 2, func(ev map[string]any) bool { return ev["action"] == "exec-killed" })
+	// `holdfast events` outlives the engine: it resubscribes and prints
+	// both kills, once each.
+	var printed []uint64
+	for _, l := range f.until(t, hasSeq(t, seqOf(kills[1]))) {
+		if ev := decode(t, l); ev["action"] == "exec-killed" { // not the summaries, whose type is the same
+			printed = append(printed, seqOf(ev))
+		}
+	}
+	if fmt.Sprint(printed) != fmt.Sprint([]uint64{seqOf(kills[0]), seqOf(kills[1])}) {
+		t.Errorf("holdfast events across a restart printed seqs %v, want %d and %d", printed, seqOf(kills[0]), seqOf(kills[1]))
+	}
 	var prev uint64
 	boot := bootID(t)
 	events := e.Events(t)
@@ -357,8 +369,8 @@ func TestEventSeqSurvivesRestart(t *testing.T) {
 			t.Errorf("line without boot id %s or schema %d: %v", boot, api.EventSchema, ev)
 		}
 	}
-	if kills := countAction(events, "exec-killed"); kills != 2 {
-		t.Errorf("want one exec-killed event before and one after the restart, got %d in %v", kills, events)
+	if n := countAction(events, "exec-killed"); n != 2 {
+		t.Errorf("want one exec-killed event before and one after the restart, got %d in %v", n, events)
 	}
 }
 

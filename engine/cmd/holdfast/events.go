@@ -83,50 +83,117 @@ func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 
-	client := &api.Client{Socket: *socket}
+	r := &eventsReader{client: &api.Client{Socket: *socket}, filter: f, file: *eventsFile, emit: emit, stderr: stderr}
 	// Subscribed before the replay, so nothing falls between the two.
-	stream, err := client.SubscribeEvents(ctx, f)
+	stream, err := r.client.SubscribeEvents(ctx, f)
 	if err != nil {
 		return err
 	}
-	defer stream.Close()
-	var lastSeq uint64
 	if *since != "" {
-		path := *eventsFile
-		if path == "" {
-			st, err := client.Status(ctx)
-			if err != nil {
-				return err
-			}
-			if path = st.EventsFile; path == "" {
-				return errors.New("events: the engine writes events to stderr, not a file; give --events-file to replay one")
-			}
+		path, err := r.eventsFile(ctx)
+		if err != nil {
+			stream.Close()
+			return err
 		}
-		if lastSeq, err = replay(path, from, f, emit); err != nil {
+		if r.last, err = replay(path, from, 0, f, emit); err != nil {
+			stream.Close()
 			return err
 		}
 	}
 	for {
+		err := r.follow(stream)
+		stream.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, errStreamBroke) {
+			return err
+		}
+		// The engine restarted or went away: resubscribe, then catch up from
+		// the file on what was published meanwhile (seq never repeats).
+		fmt.Fprintf(stderr, "holdfast events: %v; reconnecting\n", err)
+		if stream, err = r.resubscribe(ctx); err != nil {
+			return nil // ctx done
+		}
+		path, err := r.eventsFile(ctx)
+		if err == nil {
+			var last uint64
+			if last, err = replay(path, time.Time{}, r.last, f, emit); err == nil {
+				r.last = max(r.last, last)
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "holdfast events: lines published while disconnected may be missing: %v\n", err)
+		}
+	}
+}
+
+// errStreamBroke marks a stream the engine ended or broke, which a reader
+// resubscribes to, unlike a failure to print.
+var errStreamBroke = errors.New("stream lost")
+
+// eventsReader follows the stream, remembering the last line printed.
+type eventsReader struct {
+	client *api.Client
+	filter api.EventFilter
+	file   string // events file to replay; "" asks the engine
+	emit   func([]byte, *eventLine) error
+	stderr io.Writer
+	last   uint64 // highest seq printed
+}
+
+// eventsFile is --events-file or the engine's events file.
+func (r *eventsReader) eventsFile(ctx context.Context) (string, error) {
+	if r.file != "" {
+		return r.file, nil
+	}
+	st, err := r.client.Status(ctx)
+	if err != nil {
+		return "", err
+	}
+	if st.EventsFile == "" {
+		return "", errors.New("events: the engine writes events to stderr, not a file; give --events-file to replay one")
+	}
+	return st.EventsFile, nil
+}
+
+// follow prints the stream's lines until it ends.
+func (r *eventsReader) follow(stream *api.EventStream) error {
+	for {
 		raw, err := stream.Next()
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+			return fmt.Errorf("%w: %w", errStreamBroke, err)
 		}
 		var l eventLine
 		if err := json.Unmarshal(raw, &l); err != nil {
 			return fmt.Errorf("events: bad line from the engine: %w", err)
 		}
 		if l.LinesLost > 0 {
-			fmt.Fprintf(stderr, "holdfast events: the engine dropped %d lines for this reader (it read too slowly)\n", l.LinesLost)
+			fmt.Fprintf(r.stderr, "holdfast events: the engine dropped %d lines for this reader (it read too slowly)\n", l.LinesLost)
 			continue
 		}
-		if l.Seq != 0 && l.Seq <= lastSeq {
-			continue // already replayed
+		if l.Seq != 0 && l.Seq <= r.last {
+			continue // already printed from the file
 		}
-		if err := emit(raw, &l); err != nil {
+		if err := r.emit(raw, &l); err != nil {
 			return fmt.Errorf("events: %w", err)
+		}
+		r.last = max(r.last, l.Seq)
+	}
+}
+
+// resubscribe retries every second until it succeeds or ctx is done.
+func (r *eventsReader) resubscribe(ctx context.Context) (*api.EventStream, error) {
+	for {
+		stream, err := r.client.SubscribeEvents(ctx, r.filter)
+		if err == nil {
+			fmt.Fprintln(r.stderr, "holdfast events: reconnected")
+			return stream, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
 		}
 	}
 }
@@ -157,9 +224,9 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 }
 
 // replay prints the lines of the events file and its rotated backups,
-// oldest first, at or after from that pass f, and returns the highest seq
-// printed.
-func replay(path string, from time.Time, f api.EventFilter, emit func([]byte, *eventLine) error) (uint64, error) {
+// oldest first, at or after from, numbered above after (when after > 0),
+// that pass f, and returns the highest seq printed.
+func replay(path string, from time.Time, after uint64, f api.EventFilter, emit func([]byte, *eventLine) error) (uint64, error) {
 	var files []string
 	for i := 1; ; i++ {
 		backup := path + "." + strconv.Itoa(i)
@@ -172,14 +239,14 @@ func replay(path string, from time.Time, f api.EventFilter, emit func([]byte, *e
 	files = append(files, path)
 	var last uint64
 	for _, name := range files {
-		if err := replayFile(name, from, f, emit, &last); err != nil {
+		if err := replayFile(name, from, after, f, emit, &last); err != nil {
 			return last, err
 		}
 	}
 	return last, nil
 }
 
-func replayFile(name string, from time.Time, f api.EventFilter, emit func([]byte, *eventLine) error, last *uint64) error {
+func replayFile(name string, from time.Time, after uint64, f api.EventFilter, emit func([]byte, *eventLine) error, last *uint64) error {
 	file, err := os.Open(name)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil // rotated away meanwhile, or no event yet
@@ -195,7 +262,7 @@ func replayFile(name string, from time.Time, f api.EventFilter, emit func([]byte
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			continue // a line cut by a crash or a full disk
 		}
-		if l.Time.Before(from) || !f.Match(l.meta()) {
+		if l.Time.Before(from) || after > 0 && l.Seq <= after || !f.Match(l.meta()) {
 			continue
 		}
 		if err := emit(sc.Bytes(), &l); err != nil {

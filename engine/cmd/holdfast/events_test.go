@@ -78,11 +78,32 @@ func TestReplay(t *testing.T) {
 		}
 	}
 	var got []uint64
-	last, err := replay(path, time.Date(2026, 12, 2, 1, 30, 0, 0, time.UTC), api.EventFilter{Namespace: "shop"}, func(_ []byte, l *eventLine) error {
+	last, err := replay(path, time.Date(2026, 12, 2, 1, 30, 0, 0, time.UTC), 0, api.EventFilter{Namespace: "shop"}, func(_ []byte, l *eventLine) error {
 		got = append(got, l.Seq)
 		return nil
 	})
 	if err != nil || last != 5 || len(got) != 2 || got[0] != 3 || got[1] != 5 {
 		t.Errorf("replay = %v, last %d, %v; want [3 5], last 5", got, last, err)
+	}
+}
+
+// After a reconnect only lines numbered above the last one printed are
+// replayed, whatever their time.
+func TestReplayAfterSeq(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	var data string
+	for seq := 1; seq <= 4; seq++ {
+		data += `{"seq":` + string(rune('0'+seq)) + `,"time":"2026-12-02T01:00:00Z","action":"exec-killed"}` + "\n"
+	}
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	last, err := replay(path, time.Time{}, 2, api.EventFilter{}, func(_ []byte, l *eventLine) error {
+		got = append(got, l.Seq)
+		return nil
+	})
+	if err != nil || last != 4 || len(got) != 2 || got[0] != 3 {
+		t.Errorf("replay after 2 = %v, last %d, %v; want [3 4]", got, last, err)
 	}
 }
