@@ -251,7 +251,7 @@ func (e *Engine) snapshotPolicies(set *policy.Set, dir string) error {
 // Reload re-reads the policy dir. A bad dir is refused with the reason and
 // the enforced policies stay as they were.
 func (e *Engine) Reload(ctx context.Context) (err error) {
-	defer func() { err = errors.Join(err, e.afterReload(err)) }()
+	defer func() { e.afterReload(err) }()
 	set, err := policy.LoadDir(e.opts.PolicyDir)
 	e.mu.Lock()
 	defer e.mu.Unlock()

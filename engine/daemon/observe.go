@@ -121,14 +121,24 @@ func snapshotRedaction(set *redact.Set, dir string) error {
 }
 
 // afterReload runs when a policy reload ends: a good policy load counts a
-// generation, and the redaction filters are read again either way.
-func (e *Engine) afterReload(policyErr error) error {
+// generation, and the redaction filters are read again either way. A
+// refusal of the filters is not the policies': status, metrics and the
+// log report it, and the previous filters stay.
+func (e *Engine) afterReload(policyErr error) {
 	if policyErr == nil {
 		e.obs.mu.Lock()
 		e.obs.generation++
 		e.obs.mu.Unlock()
 	}
-	return e.loadRedaction()
+	e.refreshRedaction()
+}
+
+// refreshRedaction reads the redaction filters again (the policy dir
+// changed without changing the policies).
+func (e *Engine) refreshRedaction() {
+	if err := e.loadRedaction(); err != nil {
+		e.log.Error("redaction filters refused; the previous filters stay in force", "err", err)
+	}
 }
 
 // writeEvent sends one line through the pipeline: a kernel event is

@@ -125,6 +125,7 @@ func (e *Engine) applyPolicyDir(ctx context.Context) {
 			// refusal, even the same as before, is news again.
 			e.watch.reported = ""
 			e.mu.Unlock()
+			e.refreshRedaction() // a change of filters alone
 			return
 		}
 		e.mu.Unlock()

@@ -271,6 +271,17 @@ func TestRedactionThroughRealDenial(t *testing.T) {
 	check("after a bad reload")
 	e.Restart(t)
 	check("after a restart with the bad file")
+
+	// The engine watches the policy dir: a fixed file goes in without a
+	// reload.
+	e.WritePolicy(t, "secrets.yaml", strings.Replace(secretsFilter, "name: secrets", "name: secrets-v2", 1))
+	deadline := time.Now().Add(10 * time.Second)
+	for st := status(t, e); strings.Join(st.RedactionFilters, ",") != "secrets-v2" || st.RedactionError != ""; st = status(t, e) {
+		if time.Now().After(deadline) {
+			t.Fatalf("fixed filter file not applied within 10s: filters %v, error %q", st.RedactionFilters, st.RedactionError)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // --since replays the matching lines of the events file, then follows

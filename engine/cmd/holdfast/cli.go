@@ -258,8 +258,13 @@ func runPolicy(ctx context.Context, args []string, stdout io.Writer) error {
 		if err := parse(fs, args[1:]); err != nil {
 			return err
 		}
-		if err := (&api.Client{Socket: *socket}).Reload(ctx); err != nil {
+		client := &api.Client{Socket: *socket}
+		if err := client.Reload(ctx); err != nil {
 			return err
+		}
+		// Filters are refused apart from the policies, which are in force.
+		if st, err := client.Status(ctx); err == nil && st.RedactionError != "" {
+			return fmt.Errorf("policies reloaded, but redaction filters refused (the previous filters stay): %s", st.RedactionError)
 		}
 		fmt.Fprintln(stdout, "policies reloaded")
 		return nil
