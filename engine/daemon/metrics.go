@@ -31,6 +31,9 @@ func (e *Engine) decisionKeyLocked(k bpf.DenialKey) decisionKey {
 		hook = k.Action
 	}
 	policy, _ := e.ruleLocked(k.RuleID)
+	if k.Audited {
+		return decisionKey{hook: hook, verdict: api.VerdictWouldDeny, policy: policy, mode: api.ModeAudit}
+	}
 	return decisionKey{hook: hook, verdict: api.VerdictDeny, policy: policy, mode: api.ModeEnforce}
 }
 

@@ -3,10 +3,8 @@ package daemon
 import (
 	"fmt"
 	"path/filepath"
-	"slices"
 	"sync"
 
-	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/eventlog"
 	"github.com/holdfast-dev/holdfast/engine/eventstream"
@@ -142,10 +140,9 @@ func (e *Engine) refreshRedaction() {
 }
 
 // writeEvent sends one line through the pipeline: a kernel event is
-// completed and redacted first; summaries go as they are.
+// redacted first; summaries and policy events go as they are.
 func (e *Engine) writeEvent(rec eventstream.Record) error {
 	if ev, ok := rec.(*api.Event); ok {
-		completeDecision(ev)
 		if !e.opts.Observe.CaptureEnv {
 			dropEnv(ev)
 		}
@@ -159,21 +156,6 @@ func (e *Engine) writeEvent(rec eventstream.Record) error {
 		return err
 	}
 	return nil
-}
-
-// denialActions are the kernel's refusals; their events are enforced
-// denials unless describe said otherwise (audit mode).
-var denialActions = []string{bpf.ActionExecKilled, bpf.ActionExecDenied, bpf.ActionConnectRefused, bpf.ActionSendmsgRefused,
-	bpf.ActionMmapKilled, bpf.ActionMmapDenied, bpf.ActionSocketRefused, bpf.ActionBindRefused, bpf.ActionPacketDropped,
-	bpf.ActionSocketKilled, bpf.ActionMoveKilled}
-
-func completeDecision(ev *api.Event) {
-	if ev.Verdict == "" && slices.Contains(denialActions, ev.Action) {
-		ev.Verdict = api.VerdictDeny
-	}
-	if ev.Mode == "" && ev.Verdict == api.VerdictDeny {
-		ev.Mode = api.ModeEnforce
-	}
 }
 
 func dropEnv(ev *api.Event) {
@@ -229,9 +211,9 @@ func (s *Summary) Stamp(seq uint64, bootID string) {
 }
 
 // Meta is what subscription filters see of a summary: its type is the
-// action it summarises; it has no verdict.
+// action it summarises.
 func (s *Summary) Meta() api.EventMeta {
-	m := api.EventMeta{Policy: s.Policy, Type: s.Summary}
+	m := api.EventMeta{Policy: s.Policy, Type: s.Summary, Verdict: s.Verdict}
 	if c := s.Container; c != nil {
 		m.Namespace, m.Pod, m.ContainerID, m.ContainerName = c.Namespace, c.Pod, c.ID, c.Name
 	}

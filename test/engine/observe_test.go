@@ -563,9 +563,13 @@ func value(samples map[string][]model.Sample, name string, labels map[string]str
 
 func TestMetricsEndpoint(t *testing.T) {
 	binary, addr := deniedBinary(t), harness.ListenTCP(t, "127.0.0.1:0").String()
+	audited := deniedBinary(t)
 	e := harness.StartEngine(t, harness.Options{
-		Policies: map[string]string{"shop.yaml": denyIn("shop-lock", "shop", binary, addr)},
-		Args:     []string{"--metrics-addr", "127.0.0.1:0"},
+		Policies: map[string]string{
+			"shop.yaml": denyIn("shop-lock", "shop", binary, addr),
+			"lab.yaml":  strings.Replace(denyIn("lab-try", "lab", audited, addr), "spec:\n", "spec:\n  mode: audit\n", 1),
+		},
+		Args: []string{"--metrics-addr", "127.0.0.1:0"},
 	})
 	log, _ := os.ReadFile(e.LogFile)
 	m := metricsLog.FindSubmatch(log)
@@ -586,18 +590,25 @@ func TestMetricsEndpoint(t *testing.T) {
 	if r := dial(t, cg, "tcp", addr); r.ExitCode != 3 {
 		t.Fatalf("denied connect: %v", r)
 	}
+	lab := harness.NewCgroup(t)
+	registerIn(t, e, "lab-1", lab, "lab", "try-0", "main")
+	if r := lab.Run(t, audited); r.ExitCode != 0 {
+		t.Fatalf("audited binary: want it to run, got %v", r)
+	}
 
-	decision := func(s map[string][]model.Sample, hook string) float64 {
-		return value(s, "holdfast_decisions_total", map[string]string{"hook": hook, "verdict": "deny", "policy": "shop-lock", "mode": "enforce"})
+	decision := func(s map[string][]model.Sample, hook, verdict, policy, mode string) float64 {
+		return value(s, "holdfast_decisions_total", map[string]string{"hook": hook, "verdict": verdict, "policy": policy, "mode": mode})
 	}
 	var s map[string][]model.Sample
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		s = scrape(t, metricsAddr)
-		if decision(s, "exec") == 2 && decision(s, "connect") == 1 {
+		exec, connect := decision(s, "exec", "deny", "shop-lock", "enforce"), decision(s, "connect", "deny", "shop-lock", "enforce")
+		audit := decision(s, "exec", "wouldDeny", "lab-try", "audit")
+		if exec == 2 && connect == 1 && audit == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("decisions: exec %v connect %v, want 2 and 1; %v", decision(s, "exec"), decision(s, "connect"), s["holdfast_decisions_total"])
+			t.Fatalf("decisions: exec %v connect %v audited exec %v, want 2, 1 and 1; %v", exec, connect, audit, s["holdfast_decisions_total"])
 		}
 	}
 	for _, c := range []struct {
@@ -605,14 +616,14 @@ func TestMetricsEndpoint(t *testing.T) {
 		labels map[string]string
 		want   float64
 	}{
-		{"holdfast_registrations_total", map[string]string{"source": "cli", "result": "registered"}, 1},
+		{"holdfast_registrations_total", map[string]string{"source": "cli", "result": "registered"}, 2},
 		{"holdfast_registrations_total", map[string]string{"source": "cli", "result": "failed"}, 1},
-		{"holdfast_registered_containers", nil, 1},
-		{"holdfast_map_entries", map[string]string{"map": "cgroup_rules"}, 1},
+		{"holdfast_registered_containers", nil, 2},
+		{"holdfast_map_entries", map[string]string{"map": "cgroup_rules"}, 2},
 		{"holdfast_map_capacity", map[string]string{"map": "cgroup_rules"}, 65536},
 		{"holdfast_policy_load_ok", nil, 1},
 		{"holdfast_policy_generation", nil, 0},
-		{"holdfast_policies", nil, 1},
+		{"holdfast_policies", nil, 2},
 		{"holdfast_ringbuffer_lost_events_total", nil, 0},
 	} {
 		if got := value(s, c.name, c.labels); got != c.want {

@@ -31,7 +31,7 @@ type eventLine struct {
 func (l *eventLine) meta() api.EventMeta {
 	m := l.Event.Meta()
 	if l.Summary != "" {
-		m.Type, m.Verdict = l.Summary, ""
+		m.Type = l.Summary
 	}
 	return m
 }
@@ -285,9 +285,9 @@ func formatEvent(l *eventLine) string {
 		fmt.Fprintf(&b, "summary %s x%d (%d suppressed)", l.Summary, l.Count, l.Suppressed)
 	} else {
 		b.WriteString(l.Action)
-		if l.Verdict != "" {
-			b.WriteString(" " + l.Verdict)
-		}
+	}
+	if l.Verdict != "" {
+		b.WriteString(" " + l.Verdict)
 	}
 	if c := l.Container; c != nil {
 		switch {

@@ -27,8 +27,8 @@ func TestFormatEvent(t *testing.T) {
 			`2026-12-02T03:04:05.000Z #8 connect-refused wouldDeny dest=10.0.0.1:80/tcp … → sh(5) → wget(9)`},
 		{"no process: comm and pid", `{"seq":9,"time":"2026-12-02T03:04:05Z","action":"exec-killed","pid":42,"comm":"id","cgroupId":77}`,
 			`2026-12-02T03:04:05.000Z #9 exec-killed cgroup 77 id(42)`},
-		{"summary", `{"seq":10,"time":"2026-12-02T03:04:05Z","summary":"connect-refused","container":{"id":"abc"},"policy":"lock","rule":"r","count":100,"events":5,"lost":0,"suppressed":95,"total":100}`,
-			`2026-12-02T03:04:05.000Z #10 summary connect-refused x100 (95 suppressed) container abc policy=lock rule="r"`},
+		{"summary", `{"seq":10,"time":"2026-12-02T03:04:05Z","summary":"connect-refused","verdict":"wouldDeny","container":{"id":"abc"},"policy":"lock","rule":"r","count":100,"events":5,"lost":0,"suppressed":95,"total":100}`,
+			`2026-12-02T03:04:05.000Z #10 summary connect-refused x100 (95 suppressed) wouldDeny container abc policy=lock rule="r"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var l eventLine
