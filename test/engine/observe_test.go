@@ -43,7 +43,7 @@ const secretsFilter = `apiVersion: holdfast.dev/v1alpha1
 kind: RedactionFilter
 metadata: {name: secrets}
 spec:
-  args: ['token=(\w+)']
+  args: ['token=(\w+)', '--password[= ](\S+)']
   argFlags: [--password]
 `
 
@@ -206,7 +206,7 @@ func TestEventsFilters(t *testing.T) {
 	}
 	lines := text.until(t, func(l string) bool { return strings.Contains(l, " exec-killed deny ") })
 	want := regexp.MustCompile(`^\S+ #` + strconv.FormatUint(shopExec, 10) + ` exec-killed deny shop/web-0/main policy=shop-lock rule="` +
-		regexp.QuoteMeta(binary) + `" binary=` + regexp.QuoteMeta(binary) + ` id\(\d+\)$`)
+		regexp.QuoteMeta(binary) + `" binary=` + regexp.QuoteMeta(binary) + ` (\S+\(\d+\) → )*id\(\d+\) args=\["` + regexp.QuoteMeta(binary) + `"\]$`)
 	if l := lines[len(lines)-1]; !want.MatchString(l) {
 		t.Errorf("text line %q does not match %s", l, want)
 	}
@@ -228,9 +228,11 @@ func TestRedactionThroughRealDenial(t *testing.T) {
 	}
 	jsonLines, textLines := follow(t, e, "-o", "json"), follow(t, e)
 
-	cmd := exec.Command(os.Args[0], "--password", "hunter2", "token=abc123")
+	// sh → the dial helper: the secret is in the parent's argv (one -c
+	// element) and the child's (separate elements).
+	cmd := exec.Command("/bin/sh", "-c", os.Args[0]+" --password hunter2 token=abc123; true")
 	cmd.Env = append(os.Environ(), envDial+"=tcp "+addr)
-	if r := cg.RunCmd(t, cmd); r.ExitCode != 3 {
+	if r := cg.RunCmd(t, cmd); !strings.Contains(r.Stdout, "refused:") {
 		t.Fatalf("denied connect: %v", r)
 	}
 	ev := e.WaitEvent(t, func(ev map[string]any) bool { return ev["action"] == "connect-refused" })
@@ -245,14 +247,24 @@ func TestRedactionThroughRealDenial(t *testing.T) {
 			t.Errorf("secret in the %s: %s", where, data)
 		}
 	}
-	// Where the engine knows the process's argv, it is there, masked.
-	if p, ok := ev["process"].(map[string]any); ok {
-		if args := fmt.Sprint(p["args"]); !strings.Contains(args, "--password *****") || !strings.Contains(args, "token=*****") {
-			t.Errorf("process args not redacted: %v", args)
-		}
-		if fmt.Sprint(ev["redactedBy"]) != "[secrets]" {
-			t.Errorf("redactedBy = %v, want [secrets]", ev["redactedBy"])
-		}
+	// The argv is there, masked, for the process and its parent.
+	p, _ := ev["process"].(map[string]any)
+	if args := fmt.Sprint(p["args"]); !strings.Contains(args, "--password ***** token=*****") {
+		t.Errorf("process args not redacted: %v (event %v)", args, ev)
+	}
+	ancestors, _ := ev["ancestors"].([]any)
+	if len(ancestors) == 0 {
+		t.Fatalf("event has no ancestors: %v", ev)
+	}
+	parent, _ := ancestors[0].(map[string]any)
+	if args := fmt.Sprint(parent["args"]); parent["binary"] != "/bin/sh" || !strings.Contains(args, "--password ***** token=*****; true") {
+		t.Errorf("parent sh: binary %v, args %v; want its -c string redacted", parent["binary"], args)
+	}
+	if fmt.Sprint(ev["redactedBy"]) != "[secrets]" {
+		t.Errorf("redactedBy = %v, want [secrets]", ev["redactedBy"])
+	}
+	if l := text[len(text)-1]; !strings.Contains(l, "sh(") || !strings.Contains(l, " → ") || !strings.Contains(l, "redactedBy=secrets") {
+		t.Errorf("text line lacks the chain or redactedBy: %s", l)
 	}
 
 	// A bad filter file is refused, naming file and field; the filters in
