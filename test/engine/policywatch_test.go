@@ -150,6 +150,8 @@ func TestPolicyDirWatchReadiness(t *testing.T) {
 			t.Fatalf("new policy file not applied within %v: %v", applyDeadline, r)
 		}
 	}
+	// The policy-applied line is written just after the rules are in force.
+	waitEvents(t, e, 1, func(ev map[string]any) bool { return ev["action"] == "policy-applied" })
 	if applied, refused := policyEvents(e, t, "policy-applied"), policyEvents(e, t, "policy-refused"); len(applied) != 1 || len(refused) != 0 {
 		t.Errorf("a burst of writes: want it applied once and never refused half-written, got applied %v, refused %v", applied, refused)
 	}
