@@ -146,7 +146,7 @@ func (c *Client) call(ctx context.Context, req Request) (*Response, error) {
 		case resp.Code == CodeCannotEnforce:
 			err = fmt.Errorf("%w: %s", ErrCannotEnforce, resp.Error)
 		}
-		return nil, fmt.Errorf("engine refused %s: %w", req.Op, err)
+		return nil, fmt.Errorf("%w %s: %w", ErrRefused, req.Op, err)
 	}
 	return resp, nil
 }

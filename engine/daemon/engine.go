@@ -22,7 +22,6 @@ import (
 	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
-	"github.com/holdfast-dev/holdfast/engine/linux"
 	"github.com/holdfast-dev/holdfast/engine/policy"
 	"github.com/holdfast-dev/holdfast/engine/registry"
 )
@@ -94,7 +93,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("start engine: create state dir %s: %w", opts.StateDir, err)
 	}
-	lock, err := linux.LockFile(filepath.Join(opts.StateDir, LockFile))
+	lock, err := lockStateDir(ctx, filepath.Join(opts.StateDir, LockFile))
 	if err != nil {
 		return nil, fmt.Errorf("start engine: another engine uses state dir %s: %w", opts.StateDir, err)
 	}
@@ -105,14 +104,8 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 			lock.Close()
 		}
 	}()
-	if opts.CgroupRoot != "" {
-		e.cgroups = cgroup.Mount{Root: opts.CgroupRoot, Mode: "configured"}
-	} else {
-		m, err := cgroup.Detect()
-		if err != nil {
-			return nil, fmt.Errorf("start engine: %w", err)
-		}
-		e.cgroups = m
+	if e.cgroups, err = cgroupMount(opts); err != nil {
+		return nil, fmt.Errorf("start engine: %w", err)
 	}
 	e.selfCgroups = engineCgroups(e.cgroups)
 
@@ -356,6 +349,14 @@ func (e *Engine) refuseEngineCgroup(id uint64) error {
 		return fmt.Errorf("cgroup %s (id %d) holds the engine itself or is an ancestor of its cgroup; no container lives there", path, id)
 	}
 	return nil
+}
+
+// cgroupMount is the configured cgroup v2 mount, else the detected one.
+func cgroupMount(opts Options) (cgroup.Mount, error) {
+	if opts.CgroupRoot != "" {
+		return cgroup.Mount{Root: opts.CgroupRoot, Mode: "configured"}, nil
+	}
+	return cgroup.Detect()
 }
 
 // engineCgroups maps the IDs of the engine's v2 cgroup and its ancestors to

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/failpolicy"
+	"github.com/holdfast-dev/holdfast/engine/fallback"
 	nriplugin "github.com/holdfast-dev/holdfast/nri-plugin"
 )
 
@@ -38,6 +40,9 @@ func run(args []string) error {
 	engineNS := fs.String("engine-namespace", failpolicy.DefaultEngineNamespace, "holdfast's own namespace, always fail-open")
 	idx := fs.String("idx", "10", "two-digit NRI plugin index")
 	verbose := fs.Bool("v", false, "debug logging")
+	holdfastBin := fs.String("holdfast-binary", "", "holdfast binary that registers containers while the engine is down (default: next to this binary, else in PATH)")
+	stateDir := fs.String("state-dir", fallback.DefaultStateDir, "the engine's state dir, for registering while it is down")
+	bpfDir := fs.String("bpf-dir", fallback.DefaultBPFDir, "the engine's bpffs dir, for registering while it is down")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -81,12 +86,17 @@ func run(args []string) error {
 			failOpen = append(failOpen, ns)
 		}
 	}
+	offline := fallback.Command{Binary: *holdfastBin, StateDir: *stateDir, BPFDir: *bpfDir}
+	if exe, err := os.Executable(); err == nil {
+		offline.NextTo = filepath.Dir(exe)
+	}
 	p := &nriplugin.Plugin{
 		Engine:     &api.Client{Socket: *engineSocket},
 		FailPolicy: failpolicy.Policy{Mode: mode, OpenNamespaces: failOpen, EngineNamespace: *engineNS},
 		Cgroups:    mount,
 		Log:        log,
 		Locked:     locked,
+		Offline:    offline,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
