@@ -245,11 +245,21 @@ func (p *Plugin) StartContainer(ctx context.Context, pod *nri.PodSandbox, ctr *n
 	if err != nil {
 		return p.failStart(pod, ctr, err)
 	}
-	if err := p.acquire(ctx); err != nil {
-		return p.failStart(pod, ctr, err)
+	// The engine gets its share of the budget, the wait for a pending
+	// engine call (a resync stuck on a hung engine) included.
+	ectx, cancel := p.engineShare(ctx)
+	defer cancel()
+	var reg *api.Container
+	if err = p.acquire(ectx); err == nil {
+		// Held until c is remembered, so a resync cannot send a list without it.
+		defer p.release()
+		reg, err = engine.Register(ectx, c)
 	}
-	defer p.release()
-	reg, err := p.register(ctx, engine, c)
+	offline := false
+	if p.Offline != nil && fallback.Unreachable(err) && ctx.Err() == nil {
+		reg, err = p.registerOffline(ctx, c, err)
+		offline = err == nil
+	}
 	if err != nil {
 		if open, _ := p.failsOpen(pod.GetNamespace(), err); open {
 			// The container runs anyway; the resync loop registers it once
@@ -260,25 +270,24 @@ func (p *Plugin) StartContainer(ctx context.Context, pod *nri.PodSandbox, ctr *n
 		return p.failStart(pod, ctr, err)
 	}
 	p.remember(c)
+	if offline {
+		// Registered outside the engine slot: a resync once the engine is
+		// back makes sure no list sent meanwhile left c out.
+		p.markStale()
+	}
 	p.log().Info("registered", "id", c.ID, "namespace", c.Namespace, "pod", c.Pod,
 		"container", c.Name, "cgroupId", c.CgroupID, "policies", reg.Policies, "took", time.Since(start))
 	return nil
 }
 
-// register asks the engine and, when it cannot be reached, registers c
-// offline with the time left.
-func (p *Plugin) register(ctx context.Context, engine Engine, c api.Container) (*api.Container, error) {
-	ectx, cancel := p.engineShare(ctx)
-	reg, err := engine.Register(ectx, c)
-	cancel()
-	if err == nil || p.Offline == nil || !fallback.Unreachable(err) || ctx.Err() != nil {
-		return reg, err
+// registerOffline registers c without the engine, which failed with
+// engineErr, in the time left.
+func (p *Plugin) registerOffline(ctx context.Context, c api.Container, engineErr error) (*api.Container, error) {
+	reg, err := p.Offline.Register(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("%w; registering without it: %w", engineErr, err)
 	}
-	reg, offErr := p.Offline.Register(ctx, c)
-	if offErr != nil {
-		return nil, fmt.Errorf("%w; registering without it: %w", err, offErr)
-	}
-	p.log().Warn("engine unreachable; registered the container offline for the engine to adopt", "id", c.ID, "err", err)
+	p.log().Warn("engine unreachable; registered the container offline for the engine to adopt", "id", c.ID, "err", engineErr)
 	return reg, nil
 }
 
@@ -327,17 +336,17 @@ func (p *Plugin) unregister(ctx context.Context, id string) {
 	defer cancel()
 	p.forget(id)
 	engine, _ := p.settings()
-	err := p.acquire(ctx)
+	ectx, cancel := p.engineShare(ctx)
+	err := p.acquire(ectx)
 	if err == nil {
-		ectx, cancel := p.engineShare(ctx)
 		err = engine.Unregister(ectx, id)
-		cancel()
-		if p.Offline != nil && fallback.Unreachable(err) && ctx.Err() == nil {
-			if err = p.Offline.Unregister(ctx, id); err == nil {
-				p.log().Warn("engine unreachable; recorded the removal offline", "id", id)
-			}
-		}
 		p.release()
+	}
+	cancel()
+	if p.Offline != nil && fallback.Unreachable(err) && ctx.Err() == nil {
+		if err = p.Offline.Unregister(ctx, id); err == nil {
+			p.log().Warn("engine unreachable; recorded the removal offline", "id", id)
+		}
 	}
 	switch {
 	case err == nil:

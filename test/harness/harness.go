@@ -327,3 +327,35 @@ func (e *Engine) WaitEvent(t testing.TB, match func(map[string]any) bool) map[st
 
 // String describes the engine for messages.
 func (e *Engine) String() string { return fmt.Sprintf("engine(socket=%s)", e.Socket) }
+
+// CheckJournal checks that every line of the engine's registry journal is
+// whole JSON, and that the engine, restarted, reads it without skipping any.
+func (e *Engine) CheckJournal(t testing.TB) {
+	t.Helper()
+	f, err := os.Open(filepath.Join(e.StateDir, "registry", "registry.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), api.MaxMessageSize)
+	lines := 0
+	for sc.Scan() {
+		lines++
+		if !json.Valid(sc.Bytes()) {
+			t.Errorf("registry journal line %d is not whole JSON: %q", lines, sc.Text())
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("read registry journal: %v", err)
+	}
+	if lines == 0 {
+		t.Error("registry journal is empty")
+	}
+	before, _ := os.ReadFile(e.LogFile)
+	e.Restart(t)
+	after, _ := os.ReadFile(e.LogFile)
+	if news := string(after[len(before):]); strings.Contains(news, "registry entries skipped") {
+		t.Errorf("restarted engine skipped registry entries:\n%s", news)
+	}
+}

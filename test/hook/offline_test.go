@@ -1,10 +1,7 @@
 package hook_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -110,7 +107,7 @@ func TestRuncEnforcedWhileEngineDown(t *testing.T) {
 		t.Errorf("/usr/bin/whoami in %s, denied by the policy changed while the engine was down: exit %d, want SIGKILL", sleeper.ID, code)
 	}
 	killedEvent(t, e, sleeper.ID, "/usr/bin/whoami")
-	checkJournal(t, e)
+	e.CheckJournal(t)
 
 	// The engine's own unregistration of an adopted container works.
 	sleeper.runc(t, "delete", "--force", sleeper.ID)
@@ -179,34 +176,5 @@ func TestRuncEngineHung(t *testing.T) {
 	if _, err := e.Client().Status(ctx); err != nil {
 		t.Fatalf("engine after SIGCONT: %v", err)
 	}
-	checkJournal(t, e)
-}
-
-// checkJournal checks that every line of the engine's registry journal is
-// whole JSON, and that a restarted engine reads it without skipping any.
-func checkJournal(t *testing.T, e *harness.Engine) {
-	t.Helper()
-	f, err := os.Open(filepath.Join(e.StateDir, "registry", "registry.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	lines := 0
-	for sc.Scan() {
-		lines++
-		if !json.Valid(sc.Bytes()) {
-			t.Errorf("registry journal line %d is not whole JSON: %q", lines, sc.Text())
-		}
-	}
-	if lines == 0 {
-		t.Error("registry journal is empty")
-	}
-	before, _ := os.ReadFile(e.LogFile)
-	e.Restart(t)
-	after, _ := os.ReadFile(e.LogFile)
-	if strings.Contains(string(after[len(before):]), "registry entries skipped") {
-		t.Errorf("restarted engine skipped registry entries:\n%s", after[len(before):])
-	}
+	e.CheckJournal(t)
 }
