@@ -33,6 +33,45 @@ type Hook struct {
 	// Offline registers without the engine when it cannot be reached (the
 	// slow path, fallback.Command); nil leaves that to the fail mode.
 	Offline Engine
+
+	// connected is closed once a connection made ahead is ready (or failed).
+	connected <-chan struct{}
+}
+
+// connector is an Engine that can connect ahead of its first call
+// (*api.Client).
+type connector interface {
+	Connect(ctx context.Context) error
+}
+
+// connectAhead starts connecting to the engine while the hook reads the
+// state, config.json and cgroup, so the engine accepts and checks the
+// connection meanwhile; the engine call waits for it.
+func (h *Hook) connectAhead(ctx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	c, ok := h.Engine.(connector)
+	if !ok {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		ectx, cancel := h.engineContext(ctx)
+		defer cancel()
+		c.Connect(ectx) // a failure shows again, with its reason, in the call
+	}()
+	return done
+}
+
+// awaitConnection waits for the connection made ahead, at most until ctx ends.
+func (h *Hook) awaitConnection(ctx context.Context) {
+	if h.connected == nil {
+		return
+	}
+	select {
+	case <-h.connected:
+	case <-ctx.Done():
+	}
 }
 
 // Outcomes a decision records.
@@ -98,6 +137,7 @@ func (h *Hook) Run(ctx context.Context, stdin io.Reader) *Decision {
 	if h.Stage == StagePoststop {
 		d.Action = "unregister"
 	}
+	h.connected = h.connectAhead(ctx)
 	err := h.run(ctx, stdin, d)
 	d.Elapsed = time.Since(start)
 	h.decide(d, err)
@@ -174,6 +214,7 @@ func (h *Hook) register(ctx context.Context, ctr api.Container, d *Decision) (*a
 	err := d.timed("engine", func() (err error) {
 		ectx, cancel := h.engineContext(ctx)
 		defer cancel()
+		h.awaitConnection(ectx)
 		stored, err = h.Engine.Register(ectx, ctr)
 		return err
 	})
@@ -209,6 +250,7 @@ func (h *Hook) unregister(ctx context.Context, st *specs.State, d *Decision) err
 	err := d.timed("engine", func() error {
 		ectx, cancel := h.engineContext(ctx)
 		defer cancel()
+		h.awaitConnection(ectx)
 		return h.Engine.Unregister(ectx, st.ID)
 	})
 	err = h.explainDeadline(ctx, err)

@@ -112,6 +112,19 @@ func (c *Client) Reload(ctx context.Context) error {
 	return nil
 }
 
+// Connect dials the engine ahead of the first call and keeps the
+// connection for it, so a short-lived client (the OCI hook) overlaps the
+// connection's set-up, on both ends, with its own work. A failure is not
+// kept: the next call dials again and reports it.
+func (c *Client) Connect(ctx context.Context) error {
+	cc, err := c.dial(ctx)
+	if err != nil {
+		return err
+	}
+	c.putIdle(cc)
+	return nil
+}
+
 func (c *Client) call(ctx context.Context, req Request) (*Response, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

@@ -55,11 +55,9 @@ func Unreachable(err error) bool {
 // Command runs the holdfast binary's offline commands. Its Register and
 // Unregister have the engine client's signatures.
 type Command struct {
-	// Binary is the holdfast binary; empty means BinaryName in NextTo,
-	// else in PATH (looked up only when needed).
-	Binary string
-	// NextTo is the directory of the registrar's binary.
-	NextTo   string
+	// Binary is the holdfast binary; empty means BinaryName next to the
+	// registrar's own binary, else in PATH (looked up only when needed).
+	Binary   string
 	StateDir string
 	BPFDir   string
 }
@@ -97,15 +95,16 @@ func (c Command) binary() (string, error) {
 	if c.Binary != "" {
 		return c.Binary, nil
 	}
-	if c.NextTo != "" {
-		p := filepath.Join(c.NextTo, BinaryName)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
+	var nextTo string
+	if exe, err := os.Executable(); err == nil {
+		nextTo = filepath.Join(filepath.Dir(exe), BinaryName)
+		if _, err := os.Stat(nextTo); err == nil {
+			return nextTo, nil
 		}
 	}
 	p, err := exec.LookPath(BinaryName)
 	if err != nil {
-		return "", fmt.Errorf("find the %s binary next to the registrar (%s) or in PATH: %w", BinaryName, c.NextTo, err)
+		return "", fmt.Errorf("find the %s binary (not at %s) in PATH: %w", BinaryName, nextTo, err)
 	}
 	return p, nil
 }

@@ -235,6 +235,19 @@ func (e *Engine) signal(t testing.TB, sig syscall.Signal) {
 	e.cmd = nil
 }
 
+// Hang stops the engine with SIGSTOP: it keeps its socket and state-dir
+// lock and answers nothing. The returned func (also a Cleanup) resumes it.
+func (e *Engine) Hang(t testing.TB) (resume func()) {
+	t.Helper()
+	if err := e.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("stop engine: %v", err)
+	}
+	var once sync.Once
+	resume = func() { once.Do(func() { e.cmd.Process.Signal(syscall.SIGCONT) }) }
+	t.Cleanup(resume)
+	return resume
+}
+
 // Restart kills the engine with SIGKILL and starts it again.
 func (e *Engine) Restart(t testing.TB) {
 	t.Helper()

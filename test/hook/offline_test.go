@@ -122,17 +122,7 @@ func TestRuncEngineHung(t *testing.T) {
 	r := newRuncEnv(t)
 	bin := hookBinary(t)
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"locked.yaml": lockedPolicy}})
-	if err := syscall.Kill(e.PID(), syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			syscall.Kill(e.PID(), syscall.SIGCONT)
-			resumed = true
-		}
-	}
-	t.Cleanup(resume)
+	resume := e.Hang(t)
 
 	for _, mode := range []string{"closed", "open"} {
 		t.Run(mode, func(t *testing.T) {

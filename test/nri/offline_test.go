@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/holdfast-dev/holdfast/test/harness"
@@ -91,17 +90,7 @@ spec:
 func TestEngineHung(t *testing.T) {
 	c := sharedContainerd(t)
 	e := harness.StartEngine(t, harness.Options{Policies: shopPolicy(1)})
-	if err := syscall.Kill(e.PID(), syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			syscall.Kill(e.PID(), syscall.SIGCONT)
-			resumed = true
-		}
-	}
-	t.Cleanup(resume)
+	resume := e.Hang(t)
 
 	for _, mode := range []string{"closed", "open"} {
 		t.Run(mode, func(t *testing.T) {

@@ -42,10 +42,12 @@ func run(start time.Time, args []string, stdin io.Reader, stderr io.Writer) int 
 	ctx, cancel := context.WithDeadline(context.Background(), start.Add(time.Duration(cfg.Timeout)))
 	defer cancel()
 	h := &hook.Hook{
-		Stage:   stage,
-		Config:  cfg,
-		Engine:  &api.Client{Socket: cfg.Socket},
-		Offline: offline(cfg),
+		Stage:  stage,
+		Config: cfg,
+		Engine: &api.Client{Socket: cfg.Socket},
+		// The slow path: the holdfast binary registers the container
+		// itself when the engine cannot be reached.
+		Offline: fallback.Command{Binary: cfg.HoldfastBinary, StateDir: cfg.StateDir, BPFDir: cfg.BPFDir},
 	}
 	d := h.Run(ctx, stdin)
 	if err := hook.AppendLog(cfg.Log, stderr, d); err != nil {
@@ -53,16 +55,6 @@ func run(start time.Time, args []string, stdin io.Reader, stderr io.Writer) int 
 	}
 	io.WriteString(stderr, d.StderrLine())
 	return d.ExitCode()
-}
-
-// offline is the slow path: the holdfast binary registers the container
-// itself when the engine cannot be reached.
-func offline(cfg hook.Config) fallback.Command {
-	c := fallback.Command{Binary: cfg.HoldfastBinary, StateDir: cfg.StateDir, BPFDir: cfg.BPFDir}
-	if exe, err := os.Executable(); err == nil {
-		c.NextTo = filepath.Dir(exe)
-	}
-	return c
 }
 
 // configure parses flags over the config file and validates the result.

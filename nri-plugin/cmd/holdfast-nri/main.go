@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -86,17 +85,13 @@ func run(args []string) error {
 			failOpen = append(failOpen, ns)
 		}
 	}
-	offline := fallback.Command{Binary: *holdfastBin, StateDir: *stateDir, BPFDir: *bpfDir}
-	if exe, err := os.Executable(); err == nil {
-		offline.NextTo = filepath.Dir(exe)
-	}
 	p := &nriplugin.Plugin{
 		Engine:     &api.Client{Socket: *engineSocket},
 		FailPolicy: failpolicy.Policy{Mode: mode, OpenNamespaces: failOpen, EngineNamespace: *engineNS},
 		Cgroups:    mount,
 		Log:        log,
 		Locked:     locked,
-		Offline:    offline,
+		Offline:    fallback.Command{Binary: *holdfastBin, StateDir: *stateDir, BPFDir: *bpfDir},
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
