@@ -59,6 +59,7 @@ func (h *Hook) connectAhead(ctx context.Context) <-chan struct{} {
 		ectx, cancel := h.engineContext(ctx)
 		defer cancel()
 		c.Connect(ectx) // a failure shows again, with its reason, in the call
+		api.WarmUp()
 	}()
 	return done
 }

@@ -125,6 +125,15 @@ func (c *Client) Connect(ctx context.Context) error {
 	return nil
 }
 
+// WarmUp builds the JSON encoder and decoder of the wire types, which a new
+// process otherwise builds during its first call. A short-lived client runs
+// it beside its own start-up work (the OCI hook, while it reads its input).
+func WarmUp() {
+	json.Marshal(Request{Container: &Container{}})
+	var resp Response
+	json.Unmarshal([]byte(`{"container":{}}`), &resp)
+}
+
 func (c *Client) call(ctx context.Context, req Request) (*Response, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
