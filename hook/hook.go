@@ -285,10 +285,12 @@ func (h *Hook) explainDeadline(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
-	if ctx.Err() != nil {
+	timedOut := errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded)
+	share := h.engineShare()
+	if ctx.Err() != nil || timedOut && share >= time.Duration(h.Config.Timeout) {
 		return fmt.Errorf("no answer from the engine before the hook's %v deadline: %w", time.Duration(h.Config.Timeout), err)
 	}
-	if share := h.engineShare(); errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
+	if timedOut {
 		return fmt.Errorf("no answer from the engine within %v (its share of the hook's %v deadline): %w", share, time.Duration(h.Config.Timeout), err)
 	}
 	return err
