@@ -130,7 +130,7 @@ func BenchmarkContainerCreate(b *testing.B) {
 // log, over the decisions with outcome; there must be one per iteration.
 func hookPhases(b *testing.B, logPath, outcome, what string) {
 	b.Helper()
-	var inHook []time.Duration // from the hook's start of work to its decision
+	var inHook []time.Duration // from the state read to the decision
 	steps := map[string][]time.Duration{}
 	for _, l := range hookLog(b, logPath) {
 		if l["outcome"] != outcome {
@@ -147,7 +147,7 @@ func hookPhases(b *testing.B, logPath, outcome, what string) {
 	if len(inHook) != b.N {
 		b.Fatalf("hook (%s) logged %d %q decisions for %d containers", what, len(inHook), outcome, b.N)
 	}
-	b.Logf("inside holdfast-oci-hook, %s (process start to decision): p50 %.2f p90 %.2f p99 %.2f", what,
+	b.Logf("inside holdfast-oci-hook, %s (state read to decision): p50 %.2f p90 %.2f p99 %.2f", what,
 		ms(percentile(inHook, 50)), ms(percentile(inHook, 90)), ms(percentile(inHook, 99)))
 	for _, name := range slices.Sorted(maps.Keys(steps)) {
 		b.Logf("  step %-8s p50 %.2f p90 %.2f p99 %.2f", name, ms(percentile(steps[name], 50)), ms(percentile(steps[name], 90)), ms(percentile(steps[name], 99)))
