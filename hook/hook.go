@@ -33,9 +33,6 @@ type Hook struct {
 	// Offline registers without the engine when it cannot be reached (the
 	// slow path, fallback.Command); nil leaves that to the fail mode.
 	Offline Engine
-
-	// connected is closed once a connection made ahead is ready (or failed).
-	connected <-chan struct{}
 }
 
 // connector is an Engine that can connect ahead of its first call
@@ -65,12 +62,12 @@ func (h *Hook) connectAhead(ctx context.Context) <-chan struct{} {
 }
 
 // awaitConnection waits for the connection made ahead, at most until ctx ends.
-func (h *Hook) awaitConnection(ctx context.Context) {
-	if h.connected == nil {
+func (d *Decision) awaitConnection(ctx context.Context) {
+	if d.connected == nil {
 		return
 	}
 	select {
-	case <-h.connected:
+	case <-d.connected:
 	case <-ctx.Done():
 	}
 }
@@ -103,6 +100,9 @@ type Decision struct {
 	// Steps times each step that ran, in order, so a slow create can be
 	// traced to the state read, config.json, the cgroup lookup or the engine.
 	Steps []Step
+
+	// connected is closed once the connection made ahead is ready (or failed).
+	connected <-chan struct{}
 }
 
 // Step is one timed step of a run.
@@ -138,7 +138,7 @@ func (h *Hook) Run(ctx context.Context, stdin io.Reader) *Decision {
 	if h.Stage == StagePoststop {
 		d.Action = "unregister"
 	}
-	h.connected = h.connectAhead(ctx)
+	d.connected = h.connectAhead(ctx)
 	err := h.run(ctx, stdin, d)
 	d.Elapsed = time.Since(start)
 	h.decide(d, err)
@@ -215,7 +215,7 @@ func (h *Hook) register(ctx context.Context, ctr api.Container, d *Decision) (*a
 	err := d.timed("engine", func() (err error) {
 		ectx, cancel := h.engineContext(ctx)
 		defer cancel()
-		h.awaitConnection(ectx)
+		d.awaitConnection(ectx)
 		stored, err = h.Engine.Register(ectx, ctr)
 		return err
 	})
@@ -251,7 +251,7 @@ func (h *Hook) unregister(ctx context.Context, st *specs.State, d *Decision) err
 	err := d.timed("engine", func() error {
 		ectx, cancel := h.engineContext(ctx)
 		defer cancel()
-		h.awaitConnection(ectx)
+		d.awaitConnection(ectx)
 		return h.Engine.Unregister(ectx, st.ID)
 	})
 	err = h.explainDeadline(ctx, err)
