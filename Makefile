@@ -16,7 +16,12 @@ BINARIES := $(foreach cmd,$(COMMANDS),$(if $(wildcard $(cmd)/*.go),$(BIN)/$(notd
 TEST_FLAGS ?= -count=1 -p 2 -timeout 10m
 BENCH_FLAGS ?=
 
-.PHONY: all build generate check-generated deps test demo bench clean FORCE
+# The image tag follows the engine's version.
+VERSION ?= $(shell sed -n 's/^var Version = "\(.*\)"$$/\1/p' engine/daemon/engine.go)
+IMAGE ?= holdfast:$(VERSION)
+HELM_BIN ?= /var/cache/holdfast/helm-v3.22.0/bin
+
+.PHONY: all build generate check-generated deps test demo bench clean image manifest check-manifest FORCE
 
 all: build
 
@@ -27,6 +32,22 @@ build: $(BINARIES)
 $(BIN)/%: FORCE
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./$(filter %/$*,$(COMMANDS))
+
+# Static binaries FROM scratch: nothing is pulled from a registry.
+image: build
+	podman build -f deploy/Containerfile -t $(IMAGE) $(BIN)
+
+# deploy/kubernetes/daemonset.yaml is the chart rendered with its defaults.
+manifest:
+	bash test/scripts/build-helm.sh $(HELM_BIN)
+	bash deploy/render-manifest.sh $(HELM_BIN)/helm > deploy/kubernetes/daemonset.yaml
+
+# Fails when deploy/kubernetes/daemonset.yaml is not what the chart renders.
+check-manifest:
+	bash test/scripts/build-helm.sh $(HELM_BIN)
+	@bash deploy/render-manifest.sh $(HELM_BIN)/helm | diff -u deploy/kubernetes/daemonset.yaml - \
+		|| { echo "check-manifest: deploy/kubernetes/daemonset.yaml differs from the chart; run make manifest"; exit 1; }
+	@echo "check-manifest: deploy/kubernetes/daemonset.yaml matches the chart"
 
 generate:
 	$(GO) generate ./bpf/
@@ -49,8 +70,9 @@ check-generated:
 deps:
 	bash test/scripts/install-deps.sh
 	@if [ -f test/scripts/build-containerd.sh ]; then bash test/scripts/build-containerd.sh; fi
+	bash test/scripts/build-helm.sh $(HELM_BIN)
 
-test: deps build check-generated
+test: deps build check-generated check-manifest
 	$(GO) vet ./...
 	$(GO) test $(TEST_FLAGS) ./...
 

@@ -378,12 +378,11 @@ func (e *Enforcer) adopt(spec *ebpf.CollectionSpec, cgroupID uint64) error {
 		}
 	}
 
-	probe := ProbeLSM()
 	if mode == ModeLSM {
 		e.controls = append(e.controls, Control{ControlExec, ModeLSM, "adopted pinned lsm/bprm_check_security program"})
 	} else {
 		e.controls = append(e.controls, Control{ControlExec, ModeKill,
-			fmt.Sprintf("adopted pinned tp_btf/sched_process_exec program (BPF LSM %s: %s)", probe.Outcome, probe.Reason)})
+			fmt.Sprintf("adopted pinned tp_btf/sched_process_exec program (%s)", lsmVerdict(HaveLSM()))})
 	}
 	e.controls = append(e.controls, Control{ControlMmap, mode, "adopted pinned " + mmapReasons[mode]})
 	e.controls = append(e.controls, connectControl(e.cgroupRoot), moveControl())
@@ -662,9 +661,9 @@ func (e *Enforcer) dropExecRules() error {
 // probe says they work, else the tracing kill fallback. The reason is kept
 // for Controls.
 func (e *Enforcer) attachExec(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
-	probe := ProbeLSM()
-	why := fmt.Sprintf("BPF LSM %s: %s", probe.Outcome, probe.Reason)
-	if probe.Outcome == Supported {
+	lsmErr := HaveLSM()
+	why := lsmVerdict(lsmErr)
+	if lsmErr == nil {
 		err := e.attachMode(spec, maps, ModeLSM)
 		if err == nil {
 			e.controls = append(e.controls, Control{ControlExec, ModeLSM, why}, Control{ControlMmap, ModeLSM, mmapReasons[ModeLSM]})

@@ -201,10 +201,7 @@ func TestMmapFollowsCgroupRules(t *testing.T) {
 
 func TestMmapLSMMode(t *testing.T) {
 	require.Root(t)
-	probe := ProbeLSM()
-	if probe.Outcome != Supported {
-		require.Unsupported(t, "BPF LSM (lsm/mmap_file, lsm/file_mprotect)", probe.Err())
-	}
+	requireLSM(t, "BPF LSM (lsm/mmap_file, lsm/file_mprotect)")
 	env := newTestEnv(t)
 	e := env.open(t)
 	if c := e.Controls()[1]; c.Name != ControlMmap || c.Mode != ModeLSM {

@@ -41,14 +41,45 @@ func linkExists(id uint32) bool {
 	return true
 }
 
-// waitLinkGone waits for the kernel to free an unpinned link, which
-// happens after an RCU grace period; the deadline only guards a hang.
-func waitLinkGone(t *testing.T, id uint32) {
+// requireLSM skips t where the probe says BPF LSM programs cannot work, and
+// fails it in strict mode where the probe could not tell.
+func requireLSM(t *testing.T, feature string) {
 	t.Helper()
+	err := HaveLSM()
+	switch {
+	case errors.Is(err, ebpf.ErrNotSupported):
+		require.Unsupported(t, feature, err)
+	case err != nil:
+		require.Privileged(t, feature, err)
+	}
+}
+
+// waitDetached waits until prog no longer runs on cgroupDir for attach after
+// its link's pin was removed. The kernel frees the link's ID before it
+// detaches the program, so the cgroup's own list is what says it is gone;
+// the deadline only guards a hang.
+func waitDetached(t *testing.T, cgroupDir string, attach ebpf.AttachType, prog uint32) {
+	t.Helper()
+	dir, err := os.Open(cgroupDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
 	deadline := time.Now().Add(10 * time.Second)
-	for linkExists(id) {
+	for {
+		res, err := link.QueryPrograms(link.QueryOptions{Target: int(dir.Fd()), Attach: attach})
+		if err != nil {
+			t.Fatalf("query %s programs on %s: %v", attach, cgroupDir, err)
+		}
+		attached := false
+		for _, p := range res.Programs {
+			attached = attached || uint32(p.ID) == prog
+		}
+		if !attached {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("link %d still exists after its pin was removed", id)
+			t.Fatalf("program %d still attached to %s after its link's pin was removed", prog, cgroupDir)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -212,7 +243,7 @@ func TestRepairPartialSet(t *testing.T) {
 	if err := os.Remove(env.layout.Pin(KindLink, holdfastProgConnect4)); err != nil {
 		t.Fatal(err)
 	}
-	waitLinkGone(t, pinIDs(t, before)[env.layout.Pin(KindLink, holdfastProgConnect4)])
+	waitDetached(t, env.cgroupRoot, ebpf.AttachCGroupInet4Connect, pinIDs(t, before)[env.layout.Pin(KindProgram, holdfastProgConnect4)])
 	runNetCheck(t, cg, netCheck{"dial", "tcp4", "-", ls.tcp4, "OK"})
 
 	e2 := env.open(t)
@@ -369,18 +400,18 @@ func TestLayoutRefusesPathsOutside(t *testing.T) {
 func TestControlsFollowLSMProbe(t *testing.T) {
 	env := newTestEnv(t)
 	e := env.open(t)
-	probe := ProbeLSM()
+	lsmErr := HaveLSM()
 	controls := e.Controls()
 	if len(controls) != 4 {
 		t.Fatalf("controls %+v", controls)
 	}
 	exec := controls[0]
 	wantMode := ModeKill
-	if probe.Outcome == Supported {
+	if lsmErr == nil {
 		wantMode = ModeLSM
 	}
-	if exec.Name != ControlExec || exec.Mode != wantMode || !strings.Contains(exec.Reason, probe.Reason) {
-		t.Errorf("exec control %+v, want mode %s with the probe's reason %q", exec, wantMode, probe.Reason)
+	if exec.Name != ControlExec || exec.Mode != wantMode || !strings.Contains(exec.Reason, lsmVerdict(lsmErr)) {
+		t.Errorf("exec control %+v, want mode %s with the probe's reason %q", exec, wantMode, lsmVerdict(lsmErr))
 	}
 	if c := controls[1]; c.Name != ControlMmap || c.Mode != wantMode || c.Reason != mmapReasons[wantMode] {
 		t.Errorf("mmap control %+v, want mode %s", c, wantMode)
@@ -396,10 +427,7 @@ func TestControlsFollowLSMProbe(t *testing.T) {
 
 func TestLSMMode(t *testing.T) {
 	require.Root(t)
-	probe := ProbeLSM()
-	if probe.Outcome != Supported {
-		require.Unsupported(t, "BPF LSM (lsm/bprm_check_security)", probe.Err())
-	}
+	requireLSM(t, "BPF LSM (lsm/bprm_check_security)")
 	env := newTestEnv(t)
 	e := env.open(t)
 	if mode := e.Controls()[0].Mode; mode != ModeLSM {

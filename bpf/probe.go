@@ -13,59 +13,23 @@ import (
 	"github.com/cilium/ebpf/btf"
 )
 
-// ProbeOutcome is what a feature probe found.
-type ProbeOutcome int
-
-const (
-	// Supported: the feature works here.
-	Supported ProbeOutcome = iota
-	// Unsupported: the kernel refused it; the fallback is the right mode.
-	Unsupported
-	// Inconclusive: the probe could not tell; holdfast takes the fallback.
-	Inconclusive
-)
-
-func (o ProbeOutcome) String() string {
-	switch o {
-	case Supported:
-		return "supported"
-	case Unsupported:
-		return "unsupported"
-	case Inconclusive:
-		return "inconclusive"
-	}
-	return fmt.Sprintf("ProbeOutcome(%d)", int(o))
-}
-
-// ProbeResult is a probe's outcome and why.
-type ProbeResult struct {
-	Outcome ProbeOutcome
-	Reason  string
-}
-
-// Err returns nil when the feature is supported and otherwise an error
-// carrying the reason, for callers that report a skip or a fallback.
-func (r ProbeResult) Err() error {
-	if r.Outcome == Supported {
-		return nil
-	}
-	return fmt.Errorf("%s: %s", r.Outcome, r.Reason)
-}
-
 // lsmListPath lists the active LSMs when securityfs is mounted.
 const lsmListPath = "/sys/kernel/security/lsm"
 
-// ProbeLSM reports whether BPF LSM programs (lsm/bprm_check_security) can
-// deny exec here. The kernel does not change under a running process, so the
-// first answer is kept.
-func ProbeLSM() ProbeResult { return probeLSMOnce() }
+// HaveLSM reports whether BPF LSM programs (lsm/bprm_check_security) can
+// deny exec here, in cilium/ebpf's convention: nil when they can, an error
+// wrapping ebpf.ErrNotSupported when the kernel refuses them, and any other
+// error when the probe could not tell (holdfast then takes the fallback
+// too). The kernel does not change under a running process, so the first
+// answer is kept.
+func HaveLSM() error { return haveLSMOnce() }
 
-var probeLSMOnce = sync.OnceValue(probeLSM)
+var haveLSMOnce = sync.OnceValue(haveLSM)
 
-func probeLSM() ProbeResult {
+func haveLSM() error {
 	active, listErr := activeLSMs()
 	if listErr == nil && !slices.Contains(active, "bpf") {
-		return ProbeResult{Unsupported, fmt.Sprintf("bpf is not an active LSM (%s)", strings.Join(active, ","))}
+		return fmt.Errorf("bpf is not an active LSM (%s): %w", strings.Join(active, ","), ebpf.ErrNotSupported)
 	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:       "holdfast_probe",
@@ -82,18 +46,31 @@ func probeLSM() ProbeResult {
 	case errors.Is(err, os.ErrPermission):
 		// cilium/ebpf's hint about MEMLOCK does not apply: the kernel
 		// accounts BPF memory to cgroups and refuses this program type.
-		return ProbeResult{Unsupported, "the kernel refused to load an lsm/bprm_check_security program: operation not permitted"}
-	case errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, errors.ErrUnsupported) || errors.Is(err, btf.ErrNotFound):
-		return ProbeResult{Unsupported, fmt.Sprintf("load lsm/bprm_check_security: %v", err)}
+		return fmt.Errorf("the kernel refused to load an lsm/bprm_check_security program: operation not permitted: %w", ebpf.ErrNotSupported)
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return fmt.Errorf("load lsm/bprm_check_security: %w", err)
+	case errors.Is(err, errors.ErrUnsupported) || errors.Is(err, btf.ErrNotFound):
+		return fmt.Errorf("load lsm/bprm_check_security: %w: %w", ebpf.ErrNotSupported, err)
 	case err != nil:
-		return ProbeResult{Inconclusive, fmt.Sprintf("load lsm/bprm_check_security: %v", err)}
+		return fmt.Errorf("inconclusive: load lsm/bprm_check_security: %w", err)
 	}
 	prog.Close()
 	if listErr != nil {
 		// A loaded LSM program only runs if bpf is in the lsm= list.
-		return ProbeResult{Inconclusive, fmt.Sprintf("lsm programs load but the active LSMs are unknown: %v", listErr)}
+		return fmt.Errorf("inconclusive: lsm programs load but the active LSMs are unknown: %w", listErr)
 	}
-	return ProbeResult{Supported, "lsm/bprm_check_security loads and bpf is an active LSM"}
+	return nil
+}
+
+// lsmVerdict describes HaveLSM's answer for Controls.
+func lsmVerdict(err error) string {
+	switch {
+	case err == nil:
+		return "BPF LSM supported: lsm/bprm_check_security loads and bpf is an active LSM"
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return "BPF LSM unsupported: " + strings.TrimSuffix(err.Error(), ": "+ebpf.ErrNotSupported.Error())
+	}
+	return "BPF LSM probe " + err.Error()
 }
 
 func activeLSMs() ([]string, error) {

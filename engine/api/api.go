@@ -157,6 +157,13 @@ type Status struct {
 	// PolicyError is why the policy dir was last refused; the previous
 	// policies stay enforced.
 	PolicyError string `json:"policyError,omitempty"`
+	// PolicyErrors is PolicyError split by the file each problem is in.
+	PolicyErrors []PolicyFileError `json:"policyErrors,omitempty"`
+	// Ready: pins loaded or adopted, registry reconciled, policies loaded
+	// and (when asked for) the policy directory watched. NotReady says
+	// what is missing.
+	Ready    bool   `json:"ready"`
+	NotReady string `json:"notReady,omitempty"`
 	// Maps are the fill levels of the BPF maps whose capacity is set by
 	// the engine's --max-* flags.
 	Maps []MapUsage `json:"maps"`
@@ -215,4 +222,11 @@ type PinnedObject struct {
 type PolicySummary struct {
 	Name string `json:"name"`
 	File string `json:"file"`
+}
+
+// PolicyFileError is one refused policy file and why. File is empty for a
+// problem with the directory itself.
+type PolicyFileError struct {
+	File   string   `json:"file"`
+	Errors []string `json:"errors"`
 }

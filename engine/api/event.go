@@ -85,3 +85,20 @@ type EventContainer struct {
 	Image     string            `json:"image,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
 }
+
+// Actions of PolicyEvent lines.
+const (
+	ActionPolicyApplied = "policy-applied" // a changed policy directory is in force
+	ActionPolicyRefused = "policy-refused" // a changed policy directory was refused; the last good set stays
+)
+
+// PolicyEvent is the events-stream line about a change of the policy
+// directory, applied or refused.
+type PolicyEvent struct {
+	Schema   int               `json:"schema"`
+	Time     time.Time         `json:"time"`
+	Action   string            `json:"action"`
+	Dir      string            `json:"dir"`
+	Policies []string          `json:"policies,omitempty"` // in force after the event
+	Errors   []PolicyFileError `json:"errors,omitempty"`
+}

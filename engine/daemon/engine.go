@@ -50,6 +50,11 @@ type Options struct {
 	// SummaryInterval is how often denial summaries are written (default
 	// bpf.EventWindow, the kernel's rate-limit window).
 	SummaryInterval time.Duration
+	// WatchPolicies: WatchPolicies runs, and the engine is not ready
+	// until it watches the policy dir. PolicyDebounce is the quiet time
+	// after a change before it is applied (default DefaultPolicyDebounce).
+	WatchPolicies  bool
+	PolicyDebounce time.Duration
 }
 
 // Engine implements api.Handler over the registry, policies and enforcer.
@@ -77,6 +82,8 @@ type Engine struct {
 	// orphans are pinned cgroup entries no registration accounts for; they
 	// stay enforced while their cgroup exists.
 	orphans map[uint64]api.Orphan
+	// watch is the policy directory watcher's state.
+	watch policyWatch
 }
 
 var _ api.Handler = (*Engine)(nil)
@@ -596,7 +603,10 @@ func (e *Engine) Status(ctx context.Context) (*api.Status, error) {
 	}
 	if e.policyErr != nil {
 		st.PolicyError = e.policyErr.Error()
+		st.PolicyErrors = policyFileErrors(e.policyErr)
 	}
+	st.NotReady = e.notReadyLocked(len(pinned))
+	st.Ready = st.NotReady == ""
 	return st, nil
 }
 

@@ -90,19 +90,7 @@ func newPodmanImage(t *testing.T, hooksDir, driver string, extra func(t *testing
 // removePodmanDir removes podman's storage, unmounting what the overlay
 // driver left mounted below it.
 func removePodmanDir(t *testing.T, dir string) {
-	data, _ := os.ReadFile("/proc/self/mountinfo")
-	var mounts []string
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			mounts = append(mounts, f[4])
-		}
-	}
-	slices.SortFunc(mounts, func(a, b string) int { return len(b) - len(a) }) // deepest first
-	for _, m := range mounts {
-		if out, err := exec.Command("umount", m).CombinedOutput(); err != nil {
-			t.Errorf("unmount %s: %v: %s", m, err, out)
-		}
-	}
+	harness.UnmountBelow(t, dir)
 	if err := os.RemoveAll(dir); err != nil {
 		t.Errorf("remove podman storage: %v", err)
 	}

@@ -31,10 +31,9 @@ import (
 // killedExit is how CRI reports a process ended by SIGKILL.
 const killedExit = 128 + 9
 
-// shopPolicy selects pods labelled app=web in namespace shop: /bin/id may
-// not run and nothing may connect to 127.0.0.1:port.
-func shopPolicy(port int) map[string]string {
-	return map[string]string{"shop-web.yaml": fmt.Sprintf(`apiVersion: holdfast.dev/v1alpha1
+// shopExecPolicy selects pods labelled app=web in namespace shop: /bin/id
+// may not run.
+const shopExecPolicy = `apiVersion: holdfast.dev/v1alpha1
 kind: WorkloadPolicy
 metadata: {name: shop-web}
 spec:
@@ -43,7 +42,11 @@ spec:
     podLabels: {matchLabels: {app: web}}
   exec:
     deny: [/bin/id]
-  network:
+`
+
+// shopPolicy is shopExecPolicy, and nothing may connect to 127.0.0.1:port.
+func shopPolicy(port int) map[string]string {
+	return map[string]string{"shop-web.yaml": shopExecPolicy + fmt.Sprintf(`  network:
     connect:
       deny:
         - {cidr: 127.0.0.1/32, ports: ["%d"], protocol: tcp}

@@ -50,6 +50,7 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlags("status")
 	socket := fs.String("socket", defaultSocket, "engine socket")
 	output := fs.String("o", "text", "output format: text or json")
+	ready := fs.Bool("ready", false, "only say whether the engine is ready; exit status 1 with the reason when not (probes)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -57,6 +58,9 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	st, err := (&api.Client{Socket: *socket}).Status(ctx)
+	if *ready {
+		return reportReady(st, err, *socket, stdout)
+	}
 	if err != nil {
 		return err
 	}
@@ -109,8 +113,18 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	for _, p := range st.Policies {
 		fmt.Fprintf(tw, "policy:\t%s\t%s\n", p.Name, p.File)
 	}
-	if st.PolicyError != "" {
+	for _, f := range st.PolicyErrors {
+		for _, msg := range f.Errors {
+			fmt.Fprintf(tw, "policy refused:\t%s\t%s\n", f.File, msg)
+		}
+	}
+	if st.PolicyError != "" && len(st.PolicyErrors) == 0 {
 		fmt.Fprintf(tw, "policy error:\t%s\n", st.PolicyError)
+	}
+	if st.Ready {
+		fmt.Fprintf(tw, "ready:\tyes\n")
+	} else {
+		fmt.Fprintf(tw, "ready:\tno: %s\n", st.NotReady)
 	}
 	for _, p := range st.Pinned {
 		fmt.Fprintf(tw, "pinned %s:\t%s\tid %d\n", p.Kind, p.Path, p.ID)
@@ -344,5 +358,18 @@ func validatePolicies(files []string, c bpf.Capacity, stdout io.Writer) error {
 	if len(errs) > 0 {
 		return fmt.Errorf("policy validation failed:\n%w", errors.Join(errs...))
 	}
+	return nil
+}
+
+// reportReady is `status --ready`: exit status 0 only for an engine that
+// answered and says it is ready.
+func reportReady(st *api.Status, err error, socket string, stdout io.Writer) error {
+	if err != nil {
+		return fmt.Errorf("not ready: engine on %s does not answer: %w", socket, err)
+	}
+	if !st.Ready {
+		return fmt.Errorf("not ready: %s", st.NotReady)
+	}
+	fmt.Fprintln(stdout, "ready")
 	return nil
 }

@@ -43,6 +43,8 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 	eventsMax := fs.Int64("events-max-bytes", 100<<20, "rotate the --events file before it passes this size (0: never)")
 	eventsBackups := fs.Int("events-max-backups", 5, "rotated events files to keep (FILE.1 newest)")
 	summaryInterval := fs.Duration("event-summary-interval", bpf.EventWindow, "how often denial summaries with exact kernel counts are written")
+	watchPolicies := fs.Bool("watch-policies", true, "apply changes of the policy dir (files, ConfigMap volume updates) as they happen")
+	policyDebounce := fs.Duration("policy-debounce", daemon.DefaultPolicyDebounce, "wait this long after a policy dir change before reading it")
 	capacity := capacityFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -76,6 +78,8 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 
 		Capacity:        capacity,
 		SummaryInterval: *summaryInterval,
+		WatchPolicies:   *watchPolicies,
+		PolicyDebounce:  *policyDebounce,
 	}
 	if *criEndpoint != "" {
 		opts.Discover = func(ctx context.Context, m cgroup.Mount) ([]api.Container, error) {
@@ -117,15 +121,22 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}()
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- eng.StreamEvents(ctx) }()
 	go func() { errc <- eng.Maintain(ctx) }()
+	go func() {
+		if *watchPolicies {
+			errc <- eng.WatchPolicies(ctx)
+			return
+		}
+		errc <- nil
+	}()
 	srv := &api.Server{Handler: eng, Log: log}
 	go func() { errc <- srv.Serve(ctx, l) }()
 	log.Info("engine ready", "socket", *socket, "bpf-dir", *bpfDir, "adopted", eng.Enforcer().Adopted())
 
 	var firstErr error
-	for i := 0; i < 3; i++ {
+	for i := 0; i < cap(errc); i++ {
 		if err := <-errc; err != nil && firstErr == nil {
 			firstErr = err
 			stop()

@@ -16,7 +16,7 @@ const usage = `holdfast: container security policy from the first instruction
 
 Usage:
   holdfast engine [flags]                 run the engine daemon
-  holdfast status [-o json]               enforcement mode, pins, policies, containers
+  holdfast status [-o json] [--ready]     enforcement mode, pins, policies, containers; --ready for probes
   holdfast containers add --id ID --cgroup-path PATH [identity flags]
   holdfast containers remove --id ID
   holdfast containers list [-o json]
