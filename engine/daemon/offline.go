@@ -88,7 +88,16 @@ func openOffline(ctx context.Context, opts Options) (*Engine, error) {
 	if e.cgroups, err = cgroupMount(opts); err != nil {
 		return nil, err
 	}
+	// The cgroups above this process are refused as the engine's are; its
+	// own may be the container's (a hook run in the container's cgroup).
 	e.selfCgroups = engineCgroups(e.cgroups)
+	if own, err := e.cgroups.PathOfPID(os.Getpid()); err == nil && own != "/" {
+		for id, p := range e.selfCgroups {
+			if p == own {
+				delete(e.selfCgroups, id)
+			}
+		}
+	}
 	// The snapshot is the set the engine last enforced (its policy dir may
 	// hold edits it has not accepted).
 	snapshot := filepath.Join(opts.StateDir, "policies")
