@@ -22,11 +22,13 @@ const (
 	MapBindRules   = holdfastMapBindRules   // rulesets with bind rules
 	MapDenials     = holdfastMapDenials     // (cgroup, rule, action) denial counters
 	MapEvents      = holdfastMapEvents      // ring buffer bytes
+	MapAuditRules  = holdfastMapAuditRules  // audit-mode rules over all rulesets
+	MapProcesses   = holdfastMapProcesses   // tracked processes (LRU: the least recently used go when full)
 )
 
 // CapacityMaps are the maps whose capacity is configurable, in status order.
 var CapacityMaps = []string{MapCgroupRules, MapRulesets, MapExecRules, MapNet4Rules, MapNet6Rules,
-	MapNetPrefixes, MapPortChunks, MapSocketRules, MapBindRules, MapDenials, MapEvents}
+	MapNetPrefixes, MapPortChunks, MapSocketRules, MapBindRules, MapDenials, MapEvents, MapAuditRules, MapProcesses}
 
 // ErrMapFull: a map has no room for another entry. The error names the map
 // and its capacity; raise it with the engine's --max-* flags (a new capacity
@@ -130,6 +132,10 @@ func (e *Enforcer) mapNamed(name string) *ebpf.Map {
 		return e.maps.Denials
 	case MapEvents:
 		return e.maps.Events
+	case MapAuditRules:
+		return e.maps.AuditRules
+	case MapProcesses:
+		return e.maps.Processes
 	}
 	return nil
 }
@@ -153,6 +159,10 @@ func (e *Enforcer) countEntries(name string, m *ebpf.Map) (int, error) {
 		return countBatched[holdfastExecKey, holdfastExecValue](m)
 	case MapDenials:
 		return countBatched[holdfastDenialKey, holdfastDenialValue](m)
+	case MapAuditRules:
+		return countBatched[holdfastAuditKey, uint32](m)
+	case MapProcesses:
+		return countBatched[uint32, holdfastProcess](m)
 	}
 	return countIterated(m)
 }

@@ -27,6 +27,10 @@ const (
 	ControlMmap    = "mmap" // a denied file mapped executable (ld.so run as a program, dlopen)
 	ControlConnect = "connect"
 	ControlMove    = "move" // a container's task moved out of its cgroup
+	// ControlProcess tracks the processes of registered containers for
+	// events and ancestry-scoped rules (process.h).
+	ControlProcess = "process"
+	ModeTracing    = "tracing"
 
 	ModeLSM    = "lsm"    // exec fails with EPERM (lsm/bprm_check_security)
 	ModeKill   = "kill"   // the new image gets SIGKILL before its first instruction
@@ -72,15 +76,24 @@ const (
 	progSocketKill   = holdfastProgSocketKill // tp_btf/sys_enter, lsm mode only
 	progCgroupMove   = holdfastProgCgroupMove // tp_btf/cgroup_attach_task
 	progCgroupFork   = holdfastProgCgroupFork // tp_btf/sched_process_fork
+	progProcExec     = holdfastProgProcExec   // tp_btf/sched_process_exec (process table)
+	progProcFork     = holdfastProgProcFork   // tp_btf/sched_process_fork
+	progProcExit     = holdfastProgProcExit   // tp_btf/sched_process_exit
 )
 
 // movePrograms kill a container's task moved out of its cgroup; tracing
 // programs, attached in every exec mode.
 var movePrograms = []string{progCgroupMove, progCgroupFork}
 
+// processPrograms keep the process table (process.h). They are attached
+// before the exec mode's programs: a tracepoint runs its programs in the
+// order they were attached, and the exec check reads the entry proc_exec
+// makes for a container's first process.
+var processPrograms = []string{progProcExec, progProcFork, progProcExit}
+
 // alwaysPrograms are attached whatever the exec mode, next to its programs.
 func alwaysPrograms() []string {
-	return append(slices.Clone(movePrograms), cgroupHookNames()...)
+	return slices.Concat(processPrograms, movePrograms, cgroupHookNames())
 }
 
 // modePrograms are the programs of each exec mode: the exec hook first, then
@@ -385,7 +398,7 @@ func (e *Enforcer) adopt(spec *ebpf.CollectionSpec, cgroupID uint64) error {
 			fmt.Sprintf("adopted pinned tp_btf/sched_process_exec program (%s)", lsmVerdict(HaveLSM()))})
 	}
 	e.controls = append(e.controls, Control{ControlMmap, mode, "adopted pinned " + mmapReasons[mode]})
-	e.controls = append(e.controls, connectControl(e.cgroupRoot), moveControl())
+	e.controls = append(e.controls, connectControl(e.cgroupRoot), moveControl(), processControl())
 	return nil
 }
 
@@ -446,6 +459,13 @@ func moveControl() Control {
 	return Control{ControlMove, ModeKill, "tp_btf/cgroup_attach_task and sched_process_fork: a task a container moves out of its own cgroup gets SIGKILL"}
 }
 
+// processControl: the tracking programs are tp_btf programs, which load
+// wherever the exec kill mode does; Open fails without them.
+func processControl() Control {
+	return Control{ControlProcess, ModeTracing, "tp_btf/sched_process_fork, sched_process_exec and sched_process_exit keep the pinned process table: " +
+		"events name a process and its ancestors, and ancestry-scoped rules see which ancestor binaries a process descends from"}
+}
+
 func connectControl(cgroupRoot string) Control {
 	return Control{ControlConnect, ModeCgroup,
 		fmt.Sprintf("cgroup/%s attached to %s", strings.Join(cgroupHookNames(), ","), cgroupRoot)}
@@ -504,6 +524,11 @@ func mapsByName(maps map[string]*ebpf.Map) holdfastMaps {
 		PathGen:     maps[holdfastMapPathGen],
 		FileConfig:  maps[holdfastMapFileConfig],
 		TaskOwners:  maps[holdfastMapTaskOwners],
+		AuditRules:  maps[holdfastMapAuditRules],
+		Processes:   maps[holdfastMapProcesses],
+		ProcessKept: maps[holdfastMapProcessKept],
+
+		ProcessScratch: maps[holdfastMapProcessScratch],
 	}
 }
 
@@ -566,10 +591,13 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 		return err
 	}
 
+	if err := e.attachTracing(spec, maps, processPrograms); err != nil {
+		return err
+	}
 	if err := e.attachExec(spec, maps); err != nil {
 		return err
 	}
-	if err := e.attachMove(spec, maps); err != nil {
+	if err := e.attachTracing(spec, maps, movePrograms); err != nil {
 		return err
 	}
 	progs, err := loadPrograms(spec, maps, cgroupHookNames()...)
@@ -586,7 +614,7 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 		}
 		e.links[h.prog] = l
 	}
-	e.controls = append(e.controls, connectControl(e.cgroupRoot), moveControl())
+	e.controls = append(e.controls, connectControl(e.cgroupRoot), moveControl(), processControl())
 	return e.commit(maps)
 }
 
@@ -713,17 +741,18 @@ func (e *Enforcer) attachMode(spec *ebpf.CollectionSpec, maps map[string]*ebpf.M
 	return nil
 }
 
-// attachMove attaches the programs that kill a task moved out of its
-// container's cgroup.
-func (e *Enforcer) attachMove(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
-	progs, err := loadPrograms(spec, maps, movePrograms...)
+// attachTracing attaches tracing programs of every exec mode: those that
+// kill a task moved out of its container's cgroup, those that keep the
+// process table.
+func (e *Enforcer) attachTracing(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map, names []string) error {
+	progs, err := loadPrograms(spec, maps, names...)
 	if err != nil {
 		return err
 	}
-	for _, name := range movePrograms {
+	for _, name := range names {
 		e.progs[name] = progs[name]
 	}
-	for _, name := range movePrograms {
+	for _, name := range names {
 		l, err := link.AttachTracing(link.TracingOptions{Program: progs[name], AttachType: ebpf.AttachTraceRawTp})
 		if err != nil {
 			return fmt.Errorf("attach %s: %w", name, err)

@@ -26,6 +26,8 @@ const (
 	ActionPacketDropped  = "packet-dropped"  // an egress packet of a raw, ping or other socket was dropped
 	ActionSocketKilled   = "socket-killed"   // socket(AF_PACKET) caller got SIGKILL; Port holds the socket type
 	ActionMoveKilled     = "move-killed"     // a task moved out of its container's cgroup got SIGKILL; Filename holds the destination
+	ActionProcessExec    = "process_exec"    // a process of a container with exec events ran a binary (Filename)
+	ActionProcessExit    = "process_exit"    // such a process exited
 )
 
 var actions = map[uint32]string{
@@ -40,6 +42,8 @@ var actions = map[uint32]string{
 	9:  ActionPacketDropped,
 	10: ActionSocketKilled,
 	11: ActionMoveKilled,
+	12: ActionProcessExec,
+	13: ActionProcessExit,
 }
 
 // Address families of network events.
@@ -75,6 +79,12 @@ type Event struct {
 	Addr       netip.Addr // destination as the caller gave it
 	Port       uint16
 	Proto      uint8 // ProtoTCP, ProtoUDP or another IPPROTO number
+	// Audited: the rule is in audit mode; the operation went ahead (no
+	// kill, no refusal, no drop). Action says what enforcing would do.
+	Audited bool
+	// StartNs is the acting process's start in ns since boot (its exec
+	// ID with TGID; Process); 0 where no process is known (egress).
+	StartNs uint64
 }
 
 // An EventReader reads the events ring buffer. Events go to one reader: do
@@ -120,7 +130,7 @@ func (r *EventReader) Read() (Event, error) {
 }
 
 func (r *EventReader) decode(raw holdfastEvent) (Event, error) {
-	action, ok := actions[raw.Action]
+	action, ok := actions[raw.Action&^actionAudited]
 	if !ok {
 		return Event{}, fmt.Errorf("decode event: unknown action %d", raw.Action)
 	}
@@ -144,6 +154,8 @@ func (r *EventReader) decode(raw holdfastEvent) (Event, error) {
 		Family:     raw.Family,
 		Port:       raw.Port,
 		Proto:      raw.Proto,
+		Audited:    raw.Action&actionAudited != 0,
+		StartNs:    raw.StartNs,
 	}
 	switch {
 	case ev.Action == ActionSocketRefused || ev.Action == ActionSocketKilled:
@@ -190,6 +202,7 @@ type DenialKey struct {
 	CgroupID uint64
 	RuleID   uint32
 	Action   string
+	Audited  bool // counted apart: audit-mode decisions that let the operation go ahead
 }
 
 // DenialCount is the kernel's running count of one DenialKey since its
@@ -206,11 +219,12 @@ func (e *Enforcer) Denials() (map[DenialKey]DenialCount, error) {
 	var v holdfastDenialValue
 	iter := e.maps.Denials.Iterate()
 	for iter.Next(&k, &v) {
-		action, ok := actions[k.Action]
+		action, ok := actions[k.Action&^actionAudited]
 		if !ok {
 			action = fmt.Sprintf("action-%d", k.Action)
 		}
-		out[DenialKey{CgroupID: k.CgroupId, RuleID: k.RuleId, Action: action}] = DenialCount{Total: v.Total, Sent: v.Sent, Lost: v.Lost}
+		dk := DenialKey{CgroupID: k.CgroupId, RuleID: k.RuleId, Action: action, Audited: k.Action&actionAudited != 0}
+		out[dk] = DenialCount{Total: v.Total, Sent: v.Sent, Lost: v.Lost}
 	}
 	if err := iter.Err(); err != nil {
 		return nil, fmt.Errorf("read denials: %w", err)

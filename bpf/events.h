@@ -64,6 +64,14 @@ static __always_inline struct event *event_new(__u64 cgroup_id, __u32 action, __
 	ev->rule_id = rule_id;
 	ev->ruleset = ruleset;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	/* Egress may run in any task's context: it names no process. */
+	if (action != ACTION_PACKET_DROPPED) {
+		struct task_struct *cur = (struct task_struct *)bpf_get_current_task();
+
+		ev->start_ns = leader_start(cur);
+		ev->ppid = BPF_CORE_READ(cur, real_parent, tgid);
+		keep_chain(ev->tgid);
+	}
 	return ev;
 }
 

@@ -86,6 +86,11 @@ struct match_ctx {
 	__u8 matched;
 	__u8 unresolved;
 	__u8 not_allowed;
+	/* A match by a rule in audit mode (the last one seen): the walk goes
+	 * on, since an enforcing rule that also matches must decide (fits the
+	 * padding). */
+	__u32 audit_rule;
+	__u8 lineage; /* ancestor classes of the process (process.h) */
 	/* The topmost components seen, by walk index modulo the depth limit:
 	 * hashing runs from the root down, and rules never go deeper. Once a
 	 * component is hashed its slot holds the hash of the path down to and
@@ -198,6 +203,13 @@ __noinline int dirs_denied(__u64 owner_cgroup, __u32 ruleset, __u64 dentry, __u3
 	return w.done ? DIRS_PASS : DIRS_UNRESOLVED;
 }
 
+/* audited() as a global function: the verifier checks it once, and each of
+ * the many paths through the hashing loop pays a call, not a lookup. */
+__noinline int rule_audited(__u32 ruleset, __u32 rule_id)
+{
+	return audited(ruleset, rule_id);
+}
+
 static __always_inline bool lookup_exec(struct match_ctx *c, __u32 kind, __u64 hash)
 {
 	struct exec_key key = {
@@ -209,6 +221,44 @@ static __always_inline bool lookup_exec(struct match_ctx *c, __u32 kind, __u64 h
 
 	if (!v)
 		return false;
+	if (rule_audited(c->ruleset, v->rule_id)) {
+		c->audit_rule = v->rule_id;
+		return false;
+	}
+	c->rule_id = v->rule_id;
+	c->matched = 1;
+	return true;
+}
+
+/* audit_match ends a walk no enforcing rule matched: denied by an
+ * audit-mode rule that did, if any (the callers record it and let it go). */
+static __always_inline bool audit_match(struct match_ctx *c)
+{
+	if (!c->audit_rule)
+		return false;
+	c->rule_id = c->audit_rule;
+	c->matched = 1;
+	return true;
+}
+
+/* A rule scoped to ancestors (its own kinds) that applies to the process
+ * in c. Only the exec checks call it: the mapping checks' code stays as it
+ * was, and with it the verifier's cost of mmap_kill. */
+static __always_inline bool lookup_scoped(struct match_ctx *c, __u32 kind, __u64 hash)
+{
+	struct exec_key key = {
+		.ruleset = c->ruleset,
+		.kind = kind + EXEC_SCOPED,
+		.hash = hash,
+	};
+	struct exec_value *v = c->lineage ? bpf_map_lookup_elem(&exec_rules, &key) : NULL;
+
+	if (!v || !(v->from & c->lineage))
+		return false;
+	if (rule_audited(c->ruleset, v->rule_id)) {
+		c->audit_rule = v->rule_id;
+		return false;
+	}
 	c->rule_id = v->rule_id;
 	c->matched = 1;
 	return true;
@@ -254,6 +304,18 @@ static long hash_step(__u32 k, struct match_ctx *c)
 	return 0;
 }
 
+/* hash_step of the exec checks: prefix rules scoped to ancestors too. */
+static long hash_step_scoped(__u32 k, struct match_ctx *c)
+{
+	__u32 idx = (c->depth - 1 - k) & (MAX_PATH_DEPTH - 1);
+
+	hash_component(c, (struct dentry *)c->ring[idx]);
+	c->ring[idx] = sip_final(&c->sip, c->words);
+	if (k + 1 < c->depth && (lookup_exec(c, EXEC_PREFIX, c->ring[idx]) || lookup_scoped(c, EXEC_PREFIX, c->ring[idx])))
+		return 1;
+	return 0;
+}
+
 /* Matches a file (its path object and inode) by identity against
  * c->owner_cgroup's resolved files and directories, then resolves its path
  * from the root of its mount tree against the ruleset in c. Returns true
@@ -261,12 +323,16 @@ static long hash_step(__u32 k, struct match_ctx *c)
  * the path was too deep to resolve. Used for the file an exec runs, the
  * file mapped at its entry point, and files mapped executable. */
 static __always_inline bool match_path(struct match_ctx *c, struct dentry *dentry, struct vfsmount *vfsmnt,
-				       struct inode *inode)
+				       struct inode *inode, bool scoped)
 {
 	/* The file itself first: no path trick changes its identity. */
 	if (match_identity(c->owner_cgroup, inode, &c->rule_id)) {
-		c->matched = 1;
-		return true;
+		if (!rule_audited(c->ruleset, c->rule_id)) {
+			c->matched = 1;
+			return true;
+		}
+		c->audit_rule = c->rule_id;
+		c->rule_id = 0;
 	}
 	c->dentry = (__u64)dentry;
 	c->mnt = (__u64)vfsmnt - bpf_core_field_offset(struct mount, mnt);
@@ -287,22 +353,31 @@ static __always_inline bool match_path(struct match_ctx *c, struct dentry *dentr
 	c->root_hash = sip_final(&c->sip, 0);
 
 	/* "/" covers every exec, also of files without a path (memfd). */
-	if (lookup_exec(c, EXEC_PREFIX, c->root_hash))
+	if (lookup_exec(c, EXEC_PREFIX, c->root_hash) || (scoped && lookup_scoped(c, EXEC_PREFIX, c->root_hash)))
 		return true;
 	__u32 n = c->depth < MAX_PATH_DEPTH ? c->depth : MAX_PATH_DEPTH;
-	bpf_loop(n, hash_step, c, 0);
+	bpf_loop(n, scoped ? hash_step_scoped : hash_step, c, 0);
 	if (c->matched)
 		return true;
 	/* Paths deeper than any rule had their prefixes checked in the loop. */
 	/* Slot 0 holds the leaf, hashed last: the whole path. */
-	if (c->depth <= MAX_PATH_DEPTH && lookup_exec(c, EXEC_EXACT, c->depth ? c->ring[0] : c->root_hash))
-		return true;
+	if (c->depth <= MAX_PATH_DEPTH) {
+		__u64 whole = c->depth ? c->ring[0] : c->root_hash;
+
+		if (lookup_exec(c, EXEC_EXACT, whole) || (scoped && lookup_scoped(c, EXEC_EXACT, whole)))
+			return true;
+	}
 
 	/* Last, the directories above it (where the ruleset has prefix rules). */
 	switch (dirs_denied(c->owner_cgroup, c->ruleset, (__u64)dentry, &c->rule_id)) {
 	case DIRS_PASS:
-		return false;
+		return audit_match(c);
 	case DIRS_DENIED:
+		if (rule_audited(c->ruleset, c->rule_id)) {
+			c->audit_rule = c->rule_id;
+			c->rule_id = 0;
+			return audit_match(c);
+		}
 		c->matched = 1;
 		return true;
 	}
@@ -317,7 +392,7 @@ static __always_inline bool match_file(struct match_ctx *c, struct file *file, s
 {
 	(void)task;
 	return match_path(c, BPF_CORE_READ(file, f_path.dentry), BPF_CORE_READ(file, f_path.mnt),
-			  BPF_CORE_READ(file, f_inode));
+			  BPF_CORE_READ(file, f_inode), false);
 }
 
 static __always_inline bool lookup_allow(struct match_ctx *c, __u64 hash, __u32 kind)
@@ -369,7 +444,11 @@ struct exec_req {
 	__u32 rule_id;
 	__u8 unresolved;
 	__u8 not_allowed;
-	__u8 pad[2];
+	__u8 lineage; /* in: ancestor classes of the process (process.h) */
+	__u8 pad;
+	/* out: the hash of the file's whole path when it was resolved and
+	 * not refused (0: none), for its ancestor class. */
+	__u64 path_hash;
 };
 
 /* Whether the file in r is refused: denied by a rule (or unresolvable), or,
@@ -384,17 +463,26 @@ __noinline int judge(struct exec_req *r)
 		return 1;
 	c.ruleset = r->ruleset;
 	c.owner_cgroup = r->owner_cgroup;
-	refused = match_path(&c, (struct dentry *)r->dentry, (struct vfsmount *)r->vfsmnt, (struct inode *)r->inode);
+	c.lineage = r->lineage;
+	refused = match_path(&c, (struct dentry *)r->dentry, (struct vfsmount *)r->vfsmnt, (struct inode *)r->inode, true);
+	/* A rule in audit mode denied it: an enforcing allow list still
+	 * decides (the path was walked in full, so the ring is hashed). */
+	bool by_audited = refused && !c.unresolved && rule_audited(c.ruleset, c.rule_id);
 	/* On the allow list by identity (an exact rule resolved in the
 	 * container's root, like /bin/sh -> /usr/bin/dash) or by path. */
-	if (!refused && (r->flags & CG_EXEC_ALLOW) && !allowed_identity(r->owner_cgroup, (struct inode *)r->inode) &&
-	    !exec_allowed(&c)) {
+	if ((!refused || by_audited) && (r->flags & CG_EXEC_ALLOW) &&
+	    !allowed_identity(r->owner_cgroup, (struct inode *)r->inode) && !exec_allowed(&c) &&
+	    (!refused || !rule_audited(c.ruleset, AUDIT_NOT_ALLOWED))) {
 		c.not_allowed = 1;
+		c.rule_id = 0;
 		refused = 1;
 	}
 	r->rule_id = c.rule_id;
 	r->unresolved = c.unresolved;
 	r->not_allowed = c.not_allowed;
+	r->path_hash = 0;
+	if (!refused && c.done && c.depth <= MAX_PATH_DEPTH)
+		r->path_hash = c.depth ? c.ring[0] : c.root_hash;
 	return refused;
 }
 
@@ -453,6 +541,7 @@ static __always_inline int judge_entry(struct exec_req *r, struct file *exe)
 		count(COUNTER_EXEC_UNRESOLVED);
 		r->rule_id = 0;
 		r->unresolved = 1;
+		r->not_allowed = 0;
 		return 1;
 	}
 	if (!f.file)
@@ -504,6 +593,18 @@ static __always_inline void emit_exec(struct exec_req *r, struct linux_binprm *b
 	bpf_ringbuf_submit(ev, 0);
 }
 
+/* exec_audited says whether the refusal judge() made is by a rule in audit
+ * mode; then it records the wouldDeny event, and the exec goes ahead. */
+static __always_inline bool exec_audited(struct exec_req *r, struct linux_binprm *bprm, struct task_struct *task,
+					 __u32 action)
+{
+	if (!audited(r->ruleset, r->not_allowed ? AUDIT_NOT_ALLOWED : r->rule_id))
+		return false;
+	count(COUNTER_AUDITED);
+	emit_exec(r, bprm, task, action | ACTION_AUDITED);
+	return true;
+}
+
 /* Fallback mode: the exec has passed the point of no return, so the new
  * image is killed before its first instruction: the exec'd file, and the
  * file at its start address (its ELF interpreter) if that is another. */
@@ -515,7 +616,7 @@ int BPF_PROG(exec_kill, struct task_struct *p, pid_t old_pid, struct linux_binpr
 	if (!owner_of_current(&o))
 		return 0;
 	remember_owner(p, o.cgroup_id);
-	if (!(o.rule->flags & CG_EXEC))
+	if (!(o.rule->flags & (CG_EXEC | CG_ANCESTRY)))
 		return 0;
 	count(COUNTER_EXEC_CHECKED);
 
@@ -525,9 +626,21 @@ int BPF_PROG(exec_kill, struct task_struct *p, pid_t old_pid, struct linux_binpr
 	r.owner_cgroup = o.cgroup_id;
 	r.ruleset = o.rule->ruleset;
 	r.flags = o.rule->flags;
+	if (r.flags & CG_ANCESTRY)
+		r.lineage = exec_lineage(p);
 	req_file(&r, exe);
-	if (!judge(&r) && !judge_entry(&r, exe))
+	/* The interpreter is judged also when an audited rule passed the
+	 * exec'd file: an enforcing rule may still deny it. */
+	bool denied = judge(&r) && !exec_audited(&r, bprm, p, ACTION_EXEC_KILLED);
+	__u64 hash = r.path_hash;
+
+	if (!denied)
+		denied = judge_entry(&r, exe) && !exec_audited(&r, bprm, p, ACTION_EXEC_KILLED);
+	if (!denied) {
+		if (r.flags & CG_ANCESTRY)
+			note_exec_class(BPF_CORE_READ(p, tgid), r.ruleset, hash);
 		return 0;
+	}
 	bpf_send_signal(SIGKILL);
 	count(COUNTER_EXEC_DENIED);
 	emit_exec(&r, bprm, p, ACTION_EXEC_KILLED);
@@ -550,7 +663,7 @@ int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 	struct task_struct *task = bpf_get_current_task_btf();
 
 	remember_owner(task, o.cgroup_id);
-	if (!(o.rule->flags & CG_EXEC))
+	if (!(o.rule->flags & (CG_EXEC | CG_ANCESTRY)))
 		return 0;
 	count(COUNTER_EXEC_CHECKED);
 
@@ -559,9 +672,16 @@ int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 	r.owner_cgroup = o.cgroup_id;
 	r.ruleset = o.rule->ruleset;
 	r.flags = o.rule->flags;
+	if (r.flags & CG_ANCESTRY)
+		r.lineage = exec_lineage(task);
 	req_file(&r, BPF_CORE_READ(bprm, file));
-	if (!judge(&r))
+	if (!judge(&r) || exec_audited(&r, bprm, task, ACTION_EXEC_DENIED)) {
+		/* Every binfmt stage passes here; the last one (the binary
+		 * that runs) sets the class. */
+		if (r.flags & CG_ANCESTRY)
+			note_exec_class(BPF_CORE_READ(task, tgid), r.ruleset, r.path_hash);
 		return 0;
+	}
 	count(COUNTER_EXEC_DENIED);
 	emit_exec(&r, bprm, task, ACTION_EXEC_DENIED);
 	return -EPERM;

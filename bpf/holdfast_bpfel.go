@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type holdfastAuditKey struct {
+	_       structs.HostLayout
+	Ruleset uint32
+	RuleId  uint32
+}
+
 type holdfastCgroupRule struct {
 	_       structs.HostLayout
 	Ruleset uint32
@@ -60,6 +66,7 @@ type holdfastEvent struct {
 	Addr     [16]uint8
 	Comm     [16]int8
 	Filename [256]int8
+	StartNs  uint64
 }
 
 type holdfastExecKey struct {
@@ -72,7 +79,7 @@ type holdfastExecKey struct {
 type holdfastExecValue struct {
 	_      structs.HostLayout
 	RuleId uint32
-	Pad    uint32
+	From   uint32
 }
 
 type holdfastFileConfig struct {
@@ -168,7 +175,8 @@ type holdfastPortRule struct {
 	Lo     uint16
 	Hi     uint16
 	Proto  uint8
-	Pad    [3]uint8
+	From   uint8
+	Pad    [2]uint8
 	RuleId uint32
 }
 
@@ -177,6 +185,24 @@ type holdfastPortRules struct {
 	N     uint32
 	More  uint32
 	Rules [16]holdfastPortRule
+}
+
+type holdfastProcess struct {
+	_             structs.HostLayout
+	StartNs       uint64
+	ParentStartNs uint64
+	CgroupId      uint64
+	Pid           uint32
+	Ppid          uint32
+	Uid           uint32
+	ArgsLen       uint16
+	Flags         uint8
+	Lineage       uint8
+	Self          uint8
+	Pad           [7]uint8
+	Binary        [256]int8
+	Args          [256]int8
+	Cwd           [64]int8
 }
 
 type holdfastRulesetInfo struct {
@@ -216,44 +242,51 @@ type holdfastTaskOwner struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	holdfastMapBindRules     = "bind_rules"
-	holdfastMapCgroupRules   = "cgroup_rules"
-	holdfastMapCounters      = "counters"
-	holdfastMapDenials       = "denials"
-	holdfastMapEvents        = "events"
-	holdfastMapExecHashKey   = "exec_hash_key"
-	holdfastMapExecRules     = "exec_rules"
-	holdfastMapFileConfig    = "file_config"
-	holdfastMapFileRules     = "file_rules"
-	holdfastMapMmapConfig    = "mmap_config"
-	holdfastMapMmapPasses    = "mmap_passes"
-	holdfastMapMmapTasks     = "mmap_tasks"
-	holdfastMapNet4Rules     = "net4_rules"
-	holdfastMapNet6Rules     = "net6_rules"
-	holdfastMapNetKeyTypes   = "net_key_types"
-	holdfastMapPathGen       = "path_gen"
-	holdfastMapPortChunks    = "port_chunks"
-	holdfastMapRulesets      = "rulesets"
-	holdfastMapSendmsgPasses = "sendmsg_passes"
-	holdfastMapSocketRules   = "socket_rules"
-	holdfastMapTaskOwners    = "task_owners"
-	holdfastProgBind4        = "bind4"
-	holdfastProgBind6        = "bind6"
-	holdfastProgCgroupFork   = "cgroup_fork"
-	holdfastProgCgroupMove   = "cgroup_move"
-	holdfastProgConnect4     = "connect4"
-	holdfastProgConnect6     = "connect6"
-	holdfastProgEgress       = "egress"
-	holdfastProgExecKill     = "exec_kill"
-	holdfastProgExecLsm      = "exec_lsm"
-	holdfastProgMmapKill     = "mmap_kill"
-	holdfastProgMmapKillExit = "mmap_kill_exit"
-	holdfastProgMmapLsm      = "mmap_lsm"
-	holdfastProgMprotectLsm  = "mprotect_lsm"
-	holdfastProgSendmsg4     = "sendmsg4"
-	holdfastProgSendmsg6     = "sendmsg6"
-	holdfastProgSockCreate   = "sock_create"
-	holdfastProgSocketKill   = "socket_kill"
+	holdfastMapAuditRules     = "audit_rules"
+	holdfastMapBindRules      = "bind_rules"
+	holdfastMapCgroupRules    = "cgroup_rules"
+	holdfastMapCounters       = "counters"
+	holdfastMapDenials        = "denials"
+	holdfastMapEvents         = "events"
+	holdfastMapExecHashKey    = "exec_hash_key"
+	holdfastMapExecRules      = "exec_rules"
+	holdfastMapFileConfig     = "file_config"
+	holdfastMapFileRules      = "file_rules"
+	holdfastMapMmapConfig     = "mmap_config"
+	holdfastMapMmapPasses     = "mmap_passes"
+	holdfastMapMmapTasks      = "mmap_tasks"
+	holdfastMapNet4Rules      = "net4_rules"
+	holdfastMapNet6Rules      = "net6_rules"
+	holdfastMapNetKeyTypes    = "net_key_types"
+	holdfastMapPathGen        = "path_gen"
+	holdfastMapPortChunks     = "port_chunks"
+	holdfastMapProcessKept    = "process_kept"
+	holdfastMapProcessScratch = "process_scratch"
+	holdfastMapProcesses      = "processes"
+	holdfastMapRulesets       = "rulesets"
+	holdfastMapSendmsgPasses  = "sendmsg_passes"
+	holdfastMapSocketRules    = "socket_rules"
+	holdfastMapTaskOwners     = "task_owners"
+	holdfastProgBind4         = "bind4"
+	holdfastProgBind6         = "bind6"
+	holdfastProgCgroupFork    = "cgroup_fork"
+	holdfastProgCgroupMove    = "cgroup_move"
+	holdfastProgConnect4      = "connect4"
+	holdfastProgConnect6      = "connect6"
+	holdfastProgEgress        = "egress"
+	holdfastProgExecKill      = "exec_kill"
+	holdfastProgExecLsm       = "exec_lsm"
+	holdfastProgMmapKill      = "mmap_kill"
+	holdfastProgMmapKillExit  = "mmap_kill_exit"
+	holdfastProgMmapLsm       = "mmap_lsm"
+	holdfastProgMprotectLsm   = "mprotect_lsm"
+	holdfastProgProcExec      = "proc_exec"
+	holdfastProgProcExit      = "proc_exit"
+	holdfastProgProcFork      = "proc_fork"
+	holdfastProgSendmsg4      = "sendmsg4"
+	holdfastProgSendmsg6      = "sendmsg6"
+	holdfastProgSockCreate    = "sock_create"
+	holdfastProgSocketKill    = "socket_kill"
 )
 
 // loadHoldfast returns the embedded CollectionSpec for holdfast.
@@ -311,6 +344,9 @@ type holdfastProgramSpecs struct {
 	MmapKillExit *ebpf.ProgramSpec `ebpf:"mmap_kill_exit"`
 	MmapLsm      *ebpf.ProgramSpec `ebpf:"mmap_lsm"`
 	MprotectLsm  *ebpf.ProgramSpec `ebpf:"mprotect_lsm"`
+	ProcExec     *ebpf.ProgramSpec `ebpf:"proc_exec"`
+	ProcExit     *ebpf.ProgramSpec `ebpf:"proc_exit"`
+	ProcFork     *ebpf.ProgramSpec `ebpf:"proc_fork"`
 	Sendmsg4     *ebpf.ProgramSpec `ebpf:"sendmsg4"`
 	Sendmsg6     *ebpf.ProgramSpec `ebpf:"sendmsg6"`
 	SockCreate   *ebpf.ProgramSpec `ebpf:"sock_create"`
@@ -321,27 +357,31 @@ type holdfastProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type holdfastMapSpecs struct {
-	BindRules     *ebpf.MapSpec `ebpf:"bind_rules"`
-	CgroupRules   *ebpf.MapSpec `ebpf:"cgroup_rules"`
-	Counters      *ebpf.MapSpec `ebpf:"counters"`
-	Denials       *ebpf.MapSpec `ebpf:"denials"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	ExecHashKey   *ebpf.MapSpec `ebpf:"exec_hash_key"`
-	ExecRules     *ebpf.MapSpec `ebpf:"exec_rules"`
-	FileConfig    *ebpf.MapSpec `ebpf:"file_config"`
-	FileRules     *ebpf.MapSpec `ebpf:"file_rules"`
-	MmapConfig    *ebpf.MapSpec `ebpf:"mmap_config"`
-	MmapPasses    *ebpf.MapSpec `ebpf:"mmap_passes"`
-	MmapTasks     *ebpf.MapSpec `ebpf:"mmap_tasks"`
-	Net4Rules     *ebpf.MapSpec `ebpf:"net4_rules"`
-	Net6Rules     *ebpf.MapSpec `ebpf:"net6_rules"`
-	NetKeyTypes   *ebpf.MapSpec `ebpf:"net_key_types"`
-	PathGen       *ebpf.MapSpec `ebpf:"path_gen"`
-	PortChunks    *ebpf.MapSpec `ebpf:"port_chunks"`
-	Rulesets      *ebpf.MapSpec `ebpf:"rulesets"`
-	SendmsgPasses *ebpf.MapSpec `ebpf:"sendmsg_passes"`
-	SocketRules   *ebpf.MapSpec `ebpf:"socket_rules"`
-	TaskOwners    *ebpf.MapSpec `ebpf:"task_owners"`
+	AuditRules     *ebpf.MapSpec `ebpf:"audit_rules"`
+	BindRules      *ebpf.MapSpec `ebpf:"bind_rules"`
+	CgroupRules    *ebpf.MapSpec `ebpf:"cgroup_rules"`
+	Counters       *ebpf.MapSpec `ebpf:"counters"`
+	Denials        *ebpf.MapSpec `ebpf:"denials"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	ExecHashKey    *ebpf.MapSpec `ebpf:"exec_hash_key"`
+	ExecRules      *ebpf.MapSpec `ebpf:"exec_rules"`
+	FileConfig     *ebpf.MapSpec `ebpf:"file_config"`
+	FileRules      *ebpf.MapSpec `ebpf:"file_rules"`
+	MmapConfig     *ebpf.MapSpec `ebpf:"mmap_config"`
+	MmapPasses     *ebpf.MapSpec `ebpf:"mmap_passes"`
+	MmapTasks      *ebpf.MapSpec `ebpf:"mmap_tasks"`
+	Net4Rules      *ebpf.MapSpec `ebpf:"net4_rules"`
+	Net6Rules      *ebpf.MapSpec `ebpf:"net6_rules"`
+	NetKeyTypes    *ebpf.MapSpec `ebpf:"net_key_types"`
+	PathGen        *ebpf.MapSpec `ebpf:"path_gen"`
+	PortChunks     *ebpf.MapSpec `ebpf:"port_chunks"`
+	ProcessKept    *ebpf.MapSpec `ebpf:"process_kept"`
+	ProcessScratch *ebpf.MapSpec `ebpf:"process_scratch"`
+	Processes      *ebpf.MapSpec `ebpf:"processes"`
+	Rulesets       *ebpf.MapSpec `ebpf:"rulesets"`
+	SendmsgPasses  *ebpf.MapSpec `ebpf:"sendmsg_passes"`
+	SocketRules    *ebpf.MapSpec `ebpf:"socket_rules"`
+	TaskOwners     *ebpf.MapSpec `ebpf:"task_owners"`
 }
 
 // holdfastVariableSpecs contains global variables before they are loaded into the kernel.
@@ -370,31 +410,36 @@ func (o *holdfastObjects) Close() error {
 //
 // It can be passed to loadHoldfastObjects or ebpf.CollectionSpec.LoadAndAssign.
 type holdfastMaps struct {
-	BindRules     *ebpf.Map `ebpf:"bind_rules"`
-	CgroupRules   *ebpf.Map `ebpf:"cgroup_rules"`
-	Counters      *ebpf.Map `ebpf:"counters"`
-	Denials       *ebpf.Map `ebpf:"denials"`
-	Events        *ebpf.Map `ebpf:"events"`
-	ExecHashKey   *ebpf.Map `ebpf:"exec_hash_key"`
-	ExecRules     *ebpf.Map `ebpf:"exec_rules"`
-	FileConfig    *ebpf.Map `ebpf:"file_config"`
-	FileRules     *ebpf.Map `ebpf:"file_rules"`
-	MmapConfig    *ebpf.Map `ebpf:"mmap_config"`
-	MmapPasses    *ebpf.Map `ebpf:"mmap_passes"`
-	MmapTasks     *ebpf.Map `ebpf:"mmap_tasks"`
-	Net4Rules     *ebpf.Map `ebpf:"net4_rules"`
-	Net6Rules     *ebpf.Map `ebpf:"net6_rules"`
-	NetKeyTypes   *ebpf.Map `ebpf:"net_key_types"`
-	PathGen       *ebpf.Map `ebpf:"path_gen"`
-	PortChunks    *ebpf.Map `ebpf:"port_chunks"`
-	Rulesets      *ebpf.Map `ebpf:"rulesets"`
-	SendmsgPasses *ebpf.Map `ebpf:"sendmsg_passes"`
-	SocketRules   *ebpf.Map `ebpf:"socket_rules"`
-	TaskOwners    *ebpf.Map `ebpf:"task_owners"`
+	AuditRules     *ebpf.Map `ebpf:"audit_rules"`
+	BindRules      *ebpf.Map `ebpf:"bind_rules"`
+	CgroupRules    *ebpf.Map `ebpf:"cgroup_rules"`
+	Counters       *ebpf.Map `ebpf:"counters"`
+	Denials        *ebpf.Map `ebpf:"denials"`
+	Events         *ebpf.Map `ebpf:"events"`
+	ExecHashKey    *ebpf.Map `ebpf:"exec_hash_key"`
+	ExecRules      *ebpf.Map `ebpf:"exec_rules"`
+	FileConfig     *ebpf.Map `ebpf:"file_config"`
+	FileRules      *ebpf.Map `ebpf:"file_rules"`
+	MmapConfig     *ebpf.Map `ebpf:"mmap_config"`
+	MmapPasses     *ebpf.Map `ebpf:"mmap_passes"`
+	MmapTasks      *ebpf.Map `ebpf:"mmap_tasks"`
+	Net4Rules      *ebpf.Map `ebpf:"net4_rules"`
+	Net6Rules      *ebpf.Map `ebpf:"net6_rules"`
+	NetKeyTypes    *ebpf.Map `ebpf:"net_key_types"`
+	PathGen        *ebpf.Map `ebpf:"path_gen"`
+	PortChunks     *ebpf.Map `ebpf:"port_chunks"`
+	ProcessKept    *ebpf.Map `ebpf:"process_kept"`
+	ProcessScratch *ebpf.Map `ebpf:"process_scratch"`
+	Processes      *ebpf.Map `ebpf:"processes"`
+	Rulesets       *ebpf.Map `ebpf:"rulesets"`
+	SendmsgPasses  *ebpf.Map `ebpf:"sendmsg_passes"`
+	SocketRules    *ebpf.Map `ebpf:"socket_rules"`
+	TaskOwners     *ebpf.Map `ebpf:"task_owners"`
 }
 
 func (m *holdfastMaps) Close() error {
 	return _HoldfastClose(
+		m.AuditRules,
 		m.BindRules,
 		m.CgroupRules,
 		m.Counters,
@@ -412,6 +457,9 @@ func (m *holdfastMaps) Close() error {
 		m.NetKeyTypes,
 		m.PathGen,
 		m.PortChunks,
+		m.ProcessKept,
+		m.ProcessScratch,
+		m.Processes,
 		m.Rulesets,
 		m.SendmsgPasses,
 		m.SocketRules,
@@ -442,6 +490,9 @@ type holdfastPrograms struct {
 	MmapKillExit *ebpf.Program `ebpf:"mmap_kill_exit"`
 	MmapLsm      *ebpf.Program `ebpf:"mmap_lsm"`
 	MprotectLsm  *ebpf.Program `ebpf:"mprotect_lsm"`
+	ProcExec     *ebpf.Program `ebpf:"proc_exec"`
+	ProcExit     *ebpf.Program `ebpf:"proc_exit"`
+	ProcFork     *ebpf.Program `ebpf:"proc_fork"`
 	Sendmsg4     *ebpf.Program `ebpf:"sendmsg4"`
 	Sendmsg6     *ebpf.Program `ebpf:"sendmsg6"`
 	SockCreate   *ebpf.Program `ebpf:"sock_create"`
@@ -463,6 +514,9 @@ func (p *holdfastPrograms) Close() error {
 		p.MmapKillExit,
 		p.MmapLsm,
 		p.MprotectLsm,
+		p.ProcExec,
+		p.ProcExit,
+		p.ProcFork,
 		p.Sendmsg4,
 		p.Sendmsg6,
 		p.SockCreate,

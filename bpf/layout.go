@@ -14,7 +14,7 @@ import (
 // change to a map's key or value or to a program's contract needs a new ABI:
 // Open installs it beside the old one and removes the old pins only after
 // the new programs are attached.
-const ABI = "v2"
+const ABI = "v3"
 
 // DefaultRoot is where holdfast pins its objects unless told otherwise.
 const DefaultRoot = "/sys/fs/bpf/holdfast"

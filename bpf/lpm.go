@@ -18,7 +18,9 @@ const (
 type portRule struct {
 	lo, hi uint16
 	proto  uint8
+	from   uint8 // ancestor classes (NetRule.From)
 	ruleID uint32
+	audit  bool // not stored in the value: audit_rules holds modes
 }
 
 // An lpmEntry is one stored prefix with every port rule that applies to
@@ -60,7 +62,7 @@ func flattenNet(rules []NetRule) (v4, v6 []lpmEntry, err error) {
 		if err := checkProto(r.Proto); err != nil {
 			return nil, nil, fmt.Errorf("connect rule %d (rule id %d): %w", i, r.RuleID, err)
 		}
-		own[p] = append(own[p], portRule{lo: r.PortLo, hi: r.PortHi, proto: r.Proto, ruleID: r.RuleID})
+		own[p] = append(own[p], portRule{lo: r.PortLo, hi: r.PortHi, proto: r.Proto, from: r.From, ruleID: r.RuleID, audit: r.Audit})
 	}
 
 	prefixes := slices.SortedFunc(maps.Keys(own), comparePrefixes)
@@ -75,12 +77,17 @@ func flattenNet(rules []NetRule) (v4, v6 []lpmEntry, err error) {
 			}
 		}
 		slices.SortFunc(containing, func(a, b netip.Prefix) int { return cmp.Compare(b.Bits(), a.Bits()) })
-		var merged []portRule
+		var all []portRule
 		for _, q := range containing {
-			for _, r := range own[q] {
-				if !slices.ContainsFunc(merged, func(m portRule) bool { return m.lo == r.lo && m.hi == r.hi && m.proto == r.proto }) {
-					merged = append(merged, r)
-				}
+			all = append(all, own[q]...)
+		}
+		// Enforcing rules first, whatever their prefix: the kernel takes
+		// the first match, and an audit-mode rule must not hide one.
+		slices.SortStableFunc(all, func(a, b portRule) int { return compareAudit(a.audit, b.audit) })
+		var merged []portRule
+		for _, r := range all {
+			if !slices.ContainsFunc(merged, func(m portRule) bool { return m.lo == r.lo && m.hi == r.hi && m.proto == r.proto && m.from == r.from }) {
+				merged = append(merged, r)
 			}
 		}
 		entry := lpmEntry{prefix: p, rules: merged}
@@ -138,7 +145,7 @@ func packPortRules(rules []portRule, ruleset uint32, seq *uint32) (holdfastPortR
 }
 
 func (r portRule) value() holdfastPortRule {
-	return holdfastPortRule{Lo: r.lo, Hi: r.hi, Proto: r.proto, RuleId: r.ruleID}
+	return holdfastPortRule{Lo: r.lo, Hi: r.hi, Proto: r.proto, From: r.from, RuleId: r.ruleID}
 }
 
 func checkProto(p uint8) error {

@@ -25,6 +25,8 @@ const (
 	flagBind      uint32 = 1 << 4
 	flagExecAllow uint32 = 1 << 5
 	flagExecDirs  uint32 = 1 << 6
+	flagAncestry  uint32 = 1 << 7
+	flagExecEvent uint32 = 1 << 8
 )
 
 var (
@@ -40,6 +42,7 @@ var (
 type execEntry struct {
 	key   holdfastExecKey
 	value holdfastExecValue
+	audit bool
 }
 
 type netEntry struct {
@@ -50,6 +53,7 @@ type netEntry struct {
 type socketEntry struct {
 	key    holdfastSocketKey
 	ruleID uint32
+	audit  bool
 }
 
 // compiledRuleset is a ruleset in map form.
@@ -60,6 +64,7 @@ type compiledRuleset struct {
 	bind    *holdfastPortRules
 	chunks  []chunkEntry // overflow of v4, v6 and bind port rules
 	info    holdfastRulesetInfo
+	audit   []holdfastAuditKey // audit_rules entries, apart from the digest
 }
 
 // compileRuleset hashes the exec rules' paths with key, the enforcer's
@@ -74,16 +79,28 @@ func compileRuleset(rs Ruleset, key HashKey) (compiledRuleset, error) {
 		if err := checkComponents(r); err != nil {
 			return c, fmt.Errorf("exec rule id %d: %w", r.RuleID, err)
 		}
+		if r.From != 0 && (r.Allow() || r.From>>len(rs.Ancestors) != 0) {
+			return c, fmt.Errorf("exec rule id %d: ancestor classes %#x: only deny rules are scoped, to one of the %d ancestors", r.RuleID, r.From, len(rs.Ancestors))
+		}
 		k := holdfastExecKey{Ruleset: rs.ID, Kind: r.Kind, Hash: PathHash(key, r.Components)}
-		c.exec = append(c.exec, execEntry{k, holdfastExecValue{RuleId: r.RuleID}})
+		if r.From != 0 {
+			k.Kind += execScoped
+		}
+		c.exec = append(c.exec, execEntry{k, holdfastExecValue{RuleId: r.RuleID, From: uint32(r.From)}, r.Audit})
 		allow = allow || r.Allow()
 	}
+	ancestors, err := compileAncestors(rs, key)
+	if err != nil {
+		return c, err
+	}
+	c.exec = append(c.exec, ancestors...)
 	slices.SortFunc(c.exec, func(a, b execEntry) int {
 		return cmp.Or(cmp.Compare(a.key.Kind, b.key.Kind), cmp.Compare(a.key.Hash, b.key.Hash),
-			cmp.Compare(a.value.RuleId, b.value.RuleId))
+			compareAudit(a.audit, b.audit), cmp.Compare(a.value.RuleId, b.value.RuleId))
 	})
-	// Same path twice: the lowest rule ID reports it.
-	c.exec = slices.CompactFunc(c.exec, func(a, b execEntry) bool { return a.key == b.key })
+	// Same path twice: an enforcing rule wins (sorted first), then the
+	// lowest rule ID; scoped rules of one path join their ancestor classes.
+	c.exec = mergeExecEntries(c.exec)
 
 	netRules := slices.Clone(rs.Connect)
 	slices.SortFunc(netRules, func(a, b NetRule) int {
@@ -109,7 +126,7 @@ func compileRuleset(rs Ruleset, key HashKey) (compiledRuleset, error) {
 	sockets := slices.Clone(rs.Sockets)
 	slices.SortFunc(sockets, func(a, b SocketRule) int {
 		return cmp.Or(cmp.Compare(a.Family, b.Family), cmp.Compare(a.Type, b.Type),
-			cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.RuleID, b.RuleID))
+			cmp.Compare(a.Protocol, b.Protocol), compareAudit(a.Audit, b.Audit), cmp.Compare(a.RuleID, b.RuleID))
 	})
 	for _, r := range sockets {
 		switch {
@@ -123,12 +140,14 @@ func compileRuleset(rs Ruleset, key HashKey) (compiledRuleset, error) {
 		if len(c.sockets) > 0 && c.sockets[len(c.sockets)-1].key == key {
 			continue
 		}
-		c.sockets = append(c.sockets, socketEntry{key, r.RuleID})
+		c.sockets = append(c.sockets, socketEntry{key, r.RuleID, r.Audit})
 	}
+	enforceCoveringSockets(c.sockets)
 
 	bind := slices.Clone(rs.Bind)
 	slices.SortFunc(bind, func(a, b BindRule) int {
-		return cmp.Or(cmp.Compare(a.PortLo, b.PortLo), cmp.Compare(a.PortHi, b.PortHi),
+		// Enforcing rules first: the kernel takes the first match.
+		return cmp.Or(compareAudit(a.Audit, b.Audit), cmp.Compare(a.PortLo, b.PortLo), cmp.Compare(a.PortHi, b.PortHi),
 			cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.RuleID, b.RuleID))
 	})
 	var bindRules []portRule
@@ -139,7 +158,7 @@ func compileRuleset(rs Ruleset, key HashKey) (compiledRuleset, error) {
 		if err := checkProto(r.Proto); err != nil {
 			return c, fmt.Errorf("bind rule id %d: %w", r.RuleID, err)
 		}
-		pr := portRule{lo: r.PortLo, hi: r.PortHi, proto: r.Proto, ruleID: r.RuleID}
+		pr := portRule{lo: r.PortLo, hi: r.PortHi, proto: r.Proto, ruleID: r.RuleID, audit: r.Audit}
 		if !slices.ContainsFunc(bindRules, func(m portRule) bool { return m.lo == pr.lo && m.hi == pr.hi && m.proto == pr.proto }) {
 			bindRules = append(bindRules, pr)
 		}
@@ -163,6 +182,12 @@ func compileRuleset(rs Ruleset, key HashKey) (compiledRuleset, error) {
 	if len(c.v4)+len(c.v6) > 0 {
 		c.info.Flags |= flagConnect
 	}
+	if len(rs.Ancestors) > 0 {
+		c.info.Flags |= flagAncestry
+	}
+	if rs.ExecEvents {
+		c.info.Flags |= flagExecEvent
+	}
 	if len(c.sockets) > 0 {
 		c.info.Flags |= flagSocket
 	}
@@ -176,10 +201,14 @@ func compileRuleset(rs Ruleset, key HashKey) (compiledRuleset, error) {
 	c.info.BindRules = uint32(len(bindRules))
 	c.info.Chunks = uint32(len(c.chunks))
 
+	c.audit = auditEntries(rs)
+
 	// The digest tells a repeated PutRuleset (fine) from a conflicting one.
+	// Modes are not in it: they change in place (SetAuditModes).
 	var buf bytes.Buffer
 	for _, x := range c.exec {
-		binary.Write(&buf, binary.LittleEndian, x)
+		binary.Write(&buf, binary.LittleEndian, x.key)
+		binary.Write(&buf, binary.LittleEndian, x.value)
 	}
 	for _, x := range c.v4 {
 		binary.Write(&buf, binary.LittleEndian, key4(x.prefix))
@@ -291,6 +320,9 @@ func (e *Enforcer) writeRules(id uint32, c compiledRuleset) error {
 		if err := e.maps.BindRules.Update(id, c.bind, ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("write bind rules to bind_rules: %w", e.fullError(MapBindRules, err))
 		}
+	}
+	if err := e.writeAudit(id, c.audit); err != nil {
+		return err
 	}
 	if err := e.maps.Rulesets.Update(id, c.info, ebpf.UpdateNoExist); err != nil {
 		err = e.fullError(MapRulesets, err)
@@ -428,7 +460,14 @@ func (e *Enforcer) deleteRuleEntries(id uint32) (int, error) {
 	if err != nil {
 		return n, err
 	}
-	return n, del(e.maps.PortChunks, holdfastMapPortChunks, chunkKeys)
+	if err := del(e.maps.PortChunks, holdfastMapPortChunks, chunkKeys); err != nil {
+		return n, err
+	}
+	auditKeys, err := keysOf[holdfastAuditKey](e.maps.AuditRules, func(k holdfastAuditKey) bool { return k.Ruleset == id })
+	if err != nil {
+		return n, err
+	}
+	return n, del(e.maps.AuditRules, holdfastMapAuditRules, auditKeys)
 }
 
 // keysOf collects the keys of m that match. Keys are collected before any
@@ -540,6 +579,9 @@ func (e *Enforcer) Rulesets() (map[uint32]bool, error) {
 	if err := forEachKey(e.maps.PortChunks, func(k holdfastChunkKey) { partial(k.Ruleset) }); err != nil {
 		return nil, fmt.Errorf("read port_chunks: %w", err)
 	}
+	if err := forEachKey(e.maps.AuditRules, func(k holdfastAuditKey) { partial(k.Ruleset) }); err != nil {
+		return nil, fmt.Errorf("read audit_rules: %w", err)
+	}
 	return out, nil
 }
 
@@ -554,12 +596,15 @@ type Counters struct {
 	// DenialsUntracked: denials not counted per container because the
 	// denials map was full (and so sent no event).
 	DenialsUntracked uint64
+	// Audited: decisions of audit-mode rules, recorded and let through
+	// (not in ExecDenied or ConnectRefused).
+	Audited uint64
 }
 
 // Counters reads the per-CPU counters map.
 func (e *Enforcer) Counters() (Counters, error) {
 	var c Counters
-	fields := []*uint64{&c.ExecChecked, &c.ExecDenied, &c.ExecUnresolved, &c.ConnectChecked, &c.ConnectRefused, &c.EventsLost, &c.DenialsUntracked}
+	fields := []*uint64{&c.ExecChecked, &c.ExecDenied, &c.ExecUnresolved, &c.ConnectChecked, &c.ConnectRefused, &c.EventsLost, &c.DenialsUntracked, &c.Audited}
 	for i, f := range fields {
 		var perCPU []uint64
 		if err := e.maps.Counters.Lookup(uint32(i), &perCPU); err != nil {

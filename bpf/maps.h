@@ -35,7 +35,7 @@
 /* cgroup_rule.flags */
 #define CG_EXEC (1u << 0)
 #define CG_CONNECT (1u << 1)
-/* bit 2 is reserved for audit-only rulesets */
+/* bit 2 is unused (audit mode is per rule: audit_rules) */
 #define CG_SOCKET (1u << 3)
 #define CG_BIND (1u << 4)
 /* The ruleset has an allow list: only files on it may be exec'd. */
@@ -43,6 +43,11 @@
 /* The ruleset has directory-prefix deny rules: the exec checks look up the
  * identities of the file's directories (file_rules, FILE_KIND_DIR). */
 #define CG_EXEC_DIRS (1u << 6)
+/* The ruleset has rules scoped by ancestry (from.ancestors): the exec
+ * programs keep the ancestor classes of its processes (process.h). */
+#define CG_ANCESTRY (1u << 7)
+/* process_exec and process_exit events for the cgroup's processes. */
+#define CG_EXEC_EVENTS (1u << 8)
 
 /* event.flags: the path was too deep to resolve, so it was refused without a
  * rule match. */
@@ -56,7 +61,14 @@ enum exec_kind {
 	EXEC_PREFIX = 1,
 	EXEC_ALLOW_EXACT = 2,
 	EXEC_ALLOW_PREFIX = 3,
+	/* Not a rule: the binary is an ancestor of ancestry-scoped rules;
+	 * exec_value.from holds its class bit. */
+	EXEC_ANCESTOR = 4,
+	/* EXEC_EXACT and EXEC_PREFIX scoped to ancestors (exec_value.from). */
+	EXEC_EXACT_SCOPED = 5,
+	EXEC_PREFIX_SCOPED = 6,
 };
+#define EXEC_SCOPED (EXEC_EXACT_SCOPED - EXEC_EXACT)
 
 enum action {
 	ACTION_EXEC_KILLED = 1,
@@ -70,7 +82,13 @@ enum action {
 	ACTION_PACKET_DROPPED = 9,
 	ACTION_SOCKET_KILLED = 10,
 	ACTION_MOVE_KILLED = 11, /* a task moved out of its container's cgroup got SIGKILL */
+	ACTION_PROCESS_EXEC = 12, /* informational (CG_EXEC_EVENTS) */
+	ACTION_PROCESS_EXIT = 13,
 };
+
+/* Or'd into an action (events, denials): the rule's policy is in audit
+ * mode, so the operation went ahead (no signal, no EPERM, no drop). */
+#define ACTION_AUDITED (1u << 8)
 
 enum counter {
 	COUNTER_EXEC_CHECKED,
@@ -80,6 +98,7 @@ enum counter {
 	COUNTER_CONNECT_REFUSED,
 	COUNTER_EVENTS_LOST,
 	COUNTER_DENIALS_UNTRACKED, /* denials map full: counted here only, no event */
+	COUNTER_AUDITED, /* decisions of audit-mode rules: recorded, let through */
 	COUNTER_MAX,
 };
 
@@ -103,7 +122,9 @@ struct hash_key {
 
 struct exec_value {
 	__u32 rule_id;
-	__u32 pad;
+	/* Ancestor classes (process.h): a rule with any applies only to
+	 * processes descended from one of them; 0 applies to every process. */
+	__u32 from;
 };
 
 /* Keys of a ruleset's own LPM tries (net4_rules and net6_rules map a ruleset
@@ -122,7 +143,8 @@ struct port_rule {
 	__u16 lo;
 	__u16 hi;
 	__u8 proto; /* 0 = any */
-	__u8 pad[3];
+	__u8 from;  /* ancestor classes, as exec_value.from */
+	__u8 pad[2];
 	__u32 rule_id;
 };
 
@@ -204,6 +226,9 @@ struct event {
 	__u8 addr[16];
 	char comm[16];
 	char filename[256];
+	/* The acting process: its leader's start (ns since boot, as
+	 * task->start_boottime) and, with tgid, its exec ID. */
+	__u64 start_ns;
 };
 
 struct {
@@ -333,6 +358,35 @@ struct {
 	__type(key, struct denial_key);
 	__type(value, struct denial_value);
 } denials SEC(".maps");
+
+/* Audit mode, per ruleset and rule: a decision by a rule with an entry
+ * here is recorded and the operation goes ahead. Written apart from the
+ * ruleset's rules so that switching a policy's mode changes only these
+ * entries, never the rules or the cgroup entries pointing at them. */
+struct audit_key {
+	__u32 ruleset;
+	__u32 rule_id; /* or AUDIT_UNRESOLVED, AUDIT_NOT_ALLOWED */
+};
+
+/* rule_id of refusals no rule made: an unresolvable path or mapping, and
+ * a file not on the ruleset's exec allow list. */
+#define AUDIT_UNRESOLVED 0
+#define AUDIT_NOT_ALLOWED 0xffffffffu
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct audit_key);
+	__type(value, __u32); /* unused */
+} audit_rules SEC(".maps");
+
+/* audited says whether a decision of ruleset by rule_id only records. */
+static __always_inline bool audited(__u32 ruleset, __u32 rule_id)
+{
+	struct audit_key k = {.ruleset = ruleset, .rule_id = rule_id};
+
+	return bpf_map_lookup_elem(&audit_rules, &k) != NULL;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

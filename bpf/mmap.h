@@ -257,19 +257,54 @@ static __always_inline bool same_key(const struct pass_key *a, const struct pass
 	       a->ruleset == b->ruleset;
 }
 
+/* mapping_audited records a mapping denied by ruleset's rule_id as a
+ * wouldDeny event when that rule is in audit mode. A global function: the
+ * verifier checks it once, apart from the scan's states. */
+__noinline int mapping_audited(__u64 cgroup_id, __u32 ruleset, __u32 rule_id, __u32 action, __u64 dentry)
+{
+	if (!audited(ruleset, rule_id))
+		return 0;
+	count(COUNTER_AUDITED);
+	struct event *ev = event_new(cgroup_id, action | ACTION_AUDITED, ruleset, rule_id);
+	if (!ev)
+		return 1;
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	ev->flags = rule_id == AUDIT_UNRESOLVED ? EVENT_UNRESOLVED : 0;
+	if (dentry)
+		bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename),
+					  BPF_CORE_READ((struct dentry *)dentry, d_name.name));
+	bpf_ringbuf_submit(ev, 0);
+	return 1;
+}
+
+enum {
+	MATCH_PASS = 0,
+	MATCH_DENIED,
+	MATCH_AUDITED, /* denied by an audit-mode rule: recorded, not refused */
+};
+
 /* run_match runs match_file with a fresh match state in a frame of its own:
  * next to the scan state it does not fit one BPF stack frame. */
 static __noinline int run_match(struct vma_scan *s, struct file *file, struct task_struct *task)
 {
-	struct match_ctx c = {};
+	/* judge() without the allow list is match_file's decision, in a
+	 * global function the verifier checks once for exec and mappings. */
+	struct exec_req r = {};
 
-	c.ruleset = s->ruleset;
-	c.owner_cgroup = s->owner_cgroup;
-	int denied = match_file(&c, file, task);
+	r.owner_cgroup = s->owner_cgroup;
+	r.ruleset = s->ruleset;
+	req_file(&r, file);
+	int denied = judge(&r);
 
-	s->rule_id = c.rule_id;
-	s->unresolved = c.unresolved;
-	return denied;
+	s->rule_id = r.rule_id;
+	s->unresolved = r.unresolved;
+	if (denied && mapping_audited(s->owner_cgroup, s->ruleset, r.rule_id,
+				      s->stage == STAGE_LSM ? ACTION_MMAP_DENIED : ACTION_MMAP_KILLED,
+				      (__u64)BPF_CORE_READ(file, f_path.dentry)))
+		return MATCH_AUDITED;
+	return denied ? MATCH_DENIED : MATCH_PASS;
 }
 
 /* deny_file runs the exec decision on one file with a fresh match state,
@@ -306,17 +341,18 @@ static __always_inline bool deny_file(struct vma_scan *s, struct file *file, str
 			goto passed;
 		t->cache = 1;
 	}
-	bool denied = run_match(s, (struct file *)t->view, task);
+	int verdict = run_match(s, (struct file *)t->view, task);
 
 	t = bpf_task_storage_get(&mmap_tasks, task, 0, 0);
 	if (!t) /* cannot happen: it was there before the walk */
-		return denied;
-	if (denied) {
+		return verdict == MATCH_DENIED;
+	if (verdict == MATCH_DENIED) {
 		s->denied = 1;
 		s->denied_dentry = t->key.dentry;
 		return true;
 	}
-	if (t->cache)
+	/* An audited denial is not a pass to cache: the mode may change. */
+	if (t->cache && verdict == MATCH_PASS)
 		bpf_map_update_elem(&mmap_passes, &t->key, &t->gen, BPF_ANY);
 passed:
 	if (s->stage == STAGE_ENTRY) {
@@ -390,6 +426,10 @@ static __always_inline void emit_mmap(struct vma_scan *s, __u64 cgroup_id, struc
 
 static __noinline void kill_mapping(struct vma_scan *s, __u64 cgroup_id, struct task_struct *task)
 {
+	/* Rule denials were audited in run_match; these could not be judged. */
+	if (s->unresolved && mapping_audited(cgroup_id, s->ruleset, AUDIT_UNRESOLVED, ACTION_MMAP_KILLED,
+					     s->denied_dentry))
+		return;
 	bpf_send_signal(SIGKILL);
 	kill_sharers(task, SHARED_MM);
 	emit_mmap(s, cgroup_id, task, ACTION_MMAP_KILLED);
@@ -559,6 +599,8 @@ static __always_inline int deny_mapping_lsm(struct file *file, unsigned long pro
 	s.owner_cgroup = o.cgroup_id;
 	s.stage = STAGE_LSM;
 	if (!deny_file(&s, file, task))
+		return 0;
+	if (s.unresolved && mapping_audited(o.cgroup_id, s.ruleset, AUDIT_UNRESOLVED, ACTION_MMAP_DENIED, s.denied_dentry))
 		return 0;
 	emit_mmap(&s, o.cgroup_id, task, ACTION_MMAP_DENIED);
 	return -EPERM;

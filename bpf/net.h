@@ -11,9 +11,12 @@
  * rules over every port match it. */
 #define PORTLESS 0xffffffffu
 
-static __always_inline bool port_rule_matches(struct port_rule *r, __u32 port, __u8 proto)
+static __always_inline bool port_rule_matches(struct port_rule *r, __u32 port, __u8 proto, __u8 lineage)
 {
 	if (r->proto != 0 && r->proto != proto)
+		return false;
+	/* Scoped to ancestors the process does not descend from. */
+	if (r->from && !(r->from & lineage))
 		return false;
 	if (port == PORTLESS)
 		return r->lo == 0 && r->hi == 65535;
@@ -24,6 +27,7 @@ struct chunk_walk {
 	struct chunk_key key;
 	__u32 port;
 	__u8 proto;
+	__u8 lineage;
 	__u32 rule_id;
 	bool found;
 };
@@ -38,7 +42,7 @@ static long walk_chunk(__u64 index, void *data)
 	for (__u32 i = 0; i < CHUNK_PORT_RULES; i++) {
 		if (i >= c->n)
 			break;
-		if (port_rule_matches(&c->rules[i], w->port, w->proto)) {
+		if (port_rule_matches(&c->rules[i], w->port, w->proto, w->lineage)) {
 			w->rule_id = c->rules[i].rule_id;
 			w->found = true;
 			return 1;
@@ -54,7 +58,8 @@ static long walk_chunk(__u64 index, void *data)
  * than MAX_PORT_RULES rules on one prefix), walked with bpf_loop to the end of
  * the chain the loader wrote (BPF_MAX_LOOPS bounds it, far above any chunk
  * map capacity). */
-static __always_inline bool match_ports(struct port_rules *rules, __u32 ruleset, __u32 port, __u8 proto, __u32 *rule_id)
+static __always_inline bool match_ports(struct port_rules *rules, __u32 ruleset, __u32 port, __u8 proto, __u8 lineage,
+					__u32 *rule_id)
 {
 	__u32 n = rules->n;
 
@@ -62,14 +67,15 @@ static __always_inline bool match_ports(struct port_rules *rules, __u32 ruleset,
 		if (i >= n)
 			break;
 		struct port_rule *r = &rules->rules[i];
-		if (port_rule_matches(r, port, proto)) {
+		if (port_rule_matches(r, port, proto, lineage)) {
 			*rule_id = r->rule_id;
 			return true;
 		}
 	}
 	if (rules->more == 0)
 		return false;
-	struct chunk_walk w = { .key = { .ruleset = ruleset, .seq = rules->more - 1 }, .port = port, .proto = proto };
+	struct chunk_walk w = { .key = { .ruleset = ruleset, .seq = rules->more - 1 }, .port = port, .proto = proto,
+				.lineage = lineage };
 	bpf_loop(1 << 23, walk_chunk, &w, 0);
 	*rule_id = w.rule_id;
 	return w.found;
@@ -106,6 +112,8 @@ static __always_inline struct port_rules *lookup_dest(__u32 ruleset, bool v6, __
 static __always_inline void net_event(__u64 cgroup_id, __u32 action, __u32 ruleset, __u32 rule_id,
 				      bool v6, __u32 ip6[4], __u32 port, __u8 proto)
 {
+	if (action & ACTION_AUDITED)
+		count(COUNTER_AUDITED);
 	struct event *ev = event_new(cgroup_id, action, ruleset, rule_id);
 	if (!ev)
 		return;
@@ -188,8 +196,14 @@ static __always_inline int check_sock(struct bpf_sock_addr *ctx, bool v6, __u32 
 	if (!rules)
 		return 1;
 	__u32 rule_id = 0;
-	if (!match_ports(rules, o.rule->ruleset, port, proto, &rule_id))
+	__u8 lineage = (o.rule->flags & CG_ANCESTRY) ? current_lineage() : 0;
+	if (!match_ports(rules, o.rule->ruleset, port, proto, lineage, &rule_id))
 		return 1;
+	if (audited(o.rule->ruleset, rule_id)) {
+		/* Let through; a UDP datagram's pass stays for egress. */
+		net_event(o.cgroup_id, action | ACTION_AUDITED, o.rule->ruleset, rule_id, v6, ip6, port, proto);
+		return 1;
+	}
 	count(COUNTER_CONNECT_REFUSED);
 	if (action == ACTION_SENDMSG_REFUSED)
 		forget_sendmsg();
@@ -235,7 +249,7 @@ static __always_inline int check_bind(struct bpf_sock_addr *ctx, bool v6)
 	__u32 port = bpf_ntohs((__u16)ctx->user_port);
 	__u8 proto = rule_proto(ctx->protocol);
 	__u32 rule_id = 0;
-	if (!match_ports(rules, o.rule->ruleset, port, proto, &rule_id))
+	if (!match_ports(rules, o.rule->ruleset, port, proto, 0, &rule_id))
 		return 1;
 	__u32 ip6[4] = {};
 	if (v6) {
@@ -246,8 +260,11 @@ static __always_inline int check_bind(struct bpf_sock_addr *ctx, bool v6)
 	} else {
 		ip6[3] = ctx->user_ip4;
 	}
-	net_event(o.cgroup_id, ACTION_BIND_REFUSED, o.rule->ruleset, rule_id, v6, ip6, port, proto);
-	return 0;
+	bool audit = audited(o.rule->ruleset, rule_id);
+
+	net_event(o.cgroup_id, ACTION_BIND_REFUSED | (audit ? ACTION_AUDITED : 0), o.rule->ruleset, rule_id, v6, ip6,
+		  port, proto);
+	return audit;
 }
 
 SEC("cgroup/bind4")
@@ -286,14 +303,19 @@ int sock_create(struct bpf_sock *sk)
 	}
 	if (!rule_id)
 		return 1;
-	struct event *ev = event_new(o.cgroup_id, ACTION_SOCKET_REFUSED, o.rule->ruleset, *rule_id);
+	bool audit = audited(o.rule->ruleset, *rule_id);
+
+	if (audit)
+		count(COUNTER_AUDITED);
+	struct event *ev = event_new(o.cgroup_id, ACTION_SOCKET_REFUSED | (audit ? ACTION_AUDITED : 0), o.rule->ruleset,
+				     *rule_id);
 	if (ev) {
 		ev->family = key.family;
 		ev->proto = (__u8)proto;
 		ev->port = type; /* socket events carry the type here */
 		bpf_ringbuf_submit(ev, 0);
 	}
-	return 0;
+	return audit;
 }
 
 /* Packet sockets. AF_PACKET sockets never reach cgroup/sock_create (only
@@ -388,9 +410,16 @@ static __always_inline void packet_socket_enter(struct pt_regs *regs, long id)
 	if (!rule_id)
 		return;
 	__u32 rid = *rule_id;
-	bpf_send_signal(SIGKILL);
-	kill_sharers(task, SHARED_FILES);
-	struct event *ev = event_new(o.cgroup_id, ACTION_SOCKET_KILLED, o.rule->ruleset, rid);
+	__u32 action = ACTION_SOCKET_KILLED;
+
+	if (audited(o.rule->ruleset, rid)) {
+		count(COUNTER_AUDITED);
+		action |= ACTION_AUDITED;
+	} else {
+		bpf_send_signal(SIGKILL);
+		kill_sharers(task, SHARED_FILES);
+	}
+	struct event *ev = event_new(o.cgroup_id, action, o.rule->ruleset, rid);
 	if (ev) {
 		ev->family = (__u16)family;
 		ev->port = (__u16)(type & 0xf);
@@ -564,8 +593,14 @@ int egress(struct __sk_buff *skb)
 	if (!rules)
 		return 1;
 	__u32 rule_id = 0;
-	if (!match_ports(rules, o.rule->ruleset, port, proto, &rule_id))
+	/* No process here: rules scoped to ancestors do not apply. */
+	if (!match_ports(rules, o.rule->ruleset, port, proto, 0, &rule_id))
 		return 1;
+	if (audited(o.rule->ruleset, rule_id)) {
+		net_event(o.cgroup_id, ACTION_PACKET_DROPPED | ACTION_AUDITED, o.rule->ruleset, rule_id, v6, ip6, port,
+			  proto);
+		return 1;
+	}
 	count(COUNTER_CONNECT_REFUSED);
 	net_event(o.cgroup_id, ACTION_PACKET_DROPPED, o.rule->ruleset, rule_id, v6, ip6, port, proto);
 	return 0;

@@ -97,7 +97,7 @@ func wantPins(t *testing.T, layout Layout, pins []PinnedObject) {
 		}
 	}
 	var want []string
-	for _, m := range []string{"bind_rules", "cgroup_rules", "counters", "denials", "events", "exec_hash_key", "exec_rules", "file_config", "file_rules", "mmap_config", "mmap_passes", "mmap_tasks", "net4_rules", "net6_rules", "net_key_types", "path_gen", "port_chunks", "rulesets", "sendmsg_passes", "socket_rules", "task_owners"} {
+	for _, m := range []string{"audit_rules", "bind_rules", "cgroup_rules", "counters", "denials", "events", "exec_hash_key", "exec_rules", "file_config", "file_rules", "mmap_config", "mmap_passes", "mmap_tasks", "net4_rules", "net6_rules", "net_key_types", "path_gen", "port_chunks", "process_kept", "process_scratch", "processes", "rulesets", "sendmsg_passes", "socket_rules", "task_owners"} {
 		want = append(want, KindMap+":maps/"+m)
 	}
 	for _, kind := range []string{KindProgram, KindLink} {
@@ -152,10 +152,10 @@ func TestPinsSurviveAndAdopt(t *testing.T) {
 		t.Fatalf("adoption changed pinned objects:\n got %v\nwant %v", got, want)
 	}
 	controls := e.Controls()
-	if len(controls) != 4 || controls[0].Name != ControlExec || controls[0].Mode != ModeKill ||
+	if len(controls) != 5 || controls[0].Name != ControlExec || controls[0].Mode != ModeKill ||
 		!strings.Contains(controls[0].Reason, "adopted") ||
 		controls[1].Name != ControlMmap || controls[1].Mode != ModeKill || !strings.Contains(controls[1].Reason, "adopted") ||
-		controls[2].Mode != ModeCgroup || controls[3].Name != ControlMove {
+		controls[2].Mode != ModeCgroup || controls[3].Name != ControlMove || controls[4].Name != ControlProcess {
 		t.Errorf("controls after adoption: %+v", controls)
 	}
 	if cgroups, err := e.Cgroups(); err != nil || cgroups[cg.id] != 1 {
@@ -402,7 +402,7 @@ func TestControlsFollowLSMProbe(t *testing.T) {
 	e := env.open(t)
 	lsmErr := HaveLSM()
 	controls := e.Controls()
-	if len(controls) != 4 {
+	if len(controls) != 5 || controls[4].Name != ControlProcess {
 		t.Fatalf("controls %+v", controls)
 	}
 	exec := controls[0]

@@ -15,7 +15,18 @@ const (
 	ExecPrefix      uint32 = 1 // deny every path below a directory
 	ExecAllowExact  uint32 = 2 // allow the whole resolved path
 	ExecAllowPrefix uint32 = 3 // allow every path below a directory
+	// execAncestor marks an ancestor binary of ancestry-scoped rules in
+	// exec_rules (EXEC_ANCESTOR); Ruleset.Ancestors makes them.
+	execAncestor uint32 = 4
+	// execScoped is added to ExecExact and ExecPrefix for rules scoped to
+	// ancestors (EXEC_EXACT_SCOPED, EXEC_PREFIX_SCOPED): only the exec
+	// checks look those up.
+	execScoped uint32 = 5
 )
+
+// MaxAncestorClasses bounds the distinct ancestor binaries one ruleset's
+// ancestry-scoped rules may name: each is one bit of a process's classes.
+const MaxAncestorClasses = 8
 
 // Protocols a network rule can match (IPPROTO numbers; 0 = any).
 const (
@@ -33,6 +44,17 @@ type Ruleset struct {
 	Connect []NetRule // connect4/6, sendmsg4/6 (UDP) and egress packets of other sockets
 	Sockets []SocketRule
 	Bind    []BindRule
+	// AuditNotAllowed: a file not on the allow list is only recorded
+	// (wouldDeny), not refused. AuditUnresolved: the same for refusals
+	// without a rule (a path or mapping that could not be judged).
+	AuditNotAllowed bool
+	AuditUnresolved bool
+	// Ancestors are the binaries (SplitPath components) that
+	// ancestry-scoped rules name: Ancestors[i] is class 1<<i of their From.
+	Ancestors [][]string
+	// ExecEvents turns on process_exec and process_exit events for the
+	// processes of the ruleset's cgroups.
+	ExecEvents bool
 }
 
 // An ExecRule denies or allows executing one path (ExecExact,
@@ -43,6 +65,11 @@ type ExecRule struct {
 	Kind       uint32
 	Components []string
 	RuleID     uint32
+	Audit      bool // audit mode: a match is recorded, the exec goes ahead
+	// From scopes a deny rule to processes descended from one of these
+	// ancestor classes (bits of Ruleset.Ancestors); 0 applies it to all.
+	// Scoped rules match by path only, not by file identity.
+	From uint8
 }
 
 // Allow reports whether the rule is an allow rule.
@@ -56,6 +83,10 @@ type NetRule struct {
 	PortHi uint16
 	Proto  uint8
 	RuleID uint32
+	Audit  bool // audit mode: a match is recorded, the traffic goes ahead
+	// From scopes the rule like ExecRule.From. The egress packet check
+	// knows no process and leaves scoped rules out.
+	From uint8
 }
 
 // A SocketRule refuses socket() (cgroup/sock_create) of one kind of socket.
@@ -68,6 +99,7 @@ type SocketRule struct {
 	Type     uint16 // SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, ... or SocketAny
 	Protocol uint16 // IPPROTO number or SocketAny
 	RuleID   uint32
+	Audit    bool // audit mode: a match is recorded, the socket is made
 }
 
 // SocketAny is the wildcard of SocketRule.Type and Protocol.
@@ -81,6 +113,7 @@ type BindRule struct {
 	PortHi uint16
 	Proto  uint8
 	RuleID uint32
+	Audit  bool // audit mode: a match is recorded, the bind goes ahead
 }
 
 // A HashKey is the secret key of PathHash. Each install makes its own, so a

@@ -193,6 +193,13 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 	// The create stages run before pivot_root: the engine resolves exec
 	// rules in the rootfs as the container's process sees it.
 	ctr.Pid, ctr.Rootfs, ctr.Entrypoint = st.Pid, cfg.Rootfs(st.Bundle), cfg.Args()
+	// At createContainer the hook runs inside the container's cgroup: the
+	// engine checks the claim against the hook's own cgroup. The state's
+	// pid there is the init's pid in the container's pid namespace (1),
+	// which names another process to the engine.
+	if h.Stage == StageCreateContainer {
+		ctr.PeerInContainer, ctr.Pid = true, 0
+	}
 	stored, err := h.register(ctx, ctr, d)
 	if err != nil {
 		return err

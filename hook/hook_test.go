@@ -146,6 +146,24 @@ func TestRunRegistersAndUnregisters(t *testing.T) {
 	}
 }
 
+// At createContainer the state's pid is the init's pid inside the
+// container's pid namespace: the hook does not pass it on, and asks the
+// engine to check the claim against its own cgroup instead.
+func TestRunCreateContainerNamesItself(t *testing.T) {
+	cg, _ := newTestCgroup(t)
+	eng, sock := startFakeEngine(t)
+	b := harness.OCIBundle(t, map[string]string{CRIONamespace: "shop"}, cg.Path)
+	h := newHook(StageCreateContainer, sock, Config{FailMode: failpolicy.Closed})
+	d := h.Run(deadline(t, 5*time.Second), strings.NewReader(harness.OCIState("c2", "creating", 1, b, nil)))
+	if d.Err != nil || d.Outcome != OutcomeRegistered {
+		t.Fatalf("register: outcome %s err %v", d.Outcome, d.Err)
+	}
+	got, _ := eng.get("c2")
+	if got.Pid != 0 || !got.PeerInContainer {
+		t.Errorf("createContainer registration has pid %d, peerInContainer %v; want 0 and true", got.Pid, got.PeerInContainer)
+	}
+}
+
 func TestRunFailureModes(t *testing.T) {
 	cg, _ := newTestCgroup(t)
 	pid := cg.Start(t, "sleep", "600").Process.Pid

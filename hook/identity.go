@@ -27,6 +27,18 @@ const (
 	CRIImageName     = "io.kubernetes.cri.image-name"
 )
 
+// Annotations that tell a pod's sandbox (infra) container from its
+// application containers and name the sandbox: CRI-O's, then containerd's.
+const (
+	CRIOContainerType = "io.kubernetes.cri-o.ContainerType"
+	CRIOSandboxID     = "io.kubernetes.cri-o.SandboxID"
+	CRIContainerType  = "io.kubernetes.cri.container-type"
+	CRISandboxID      = "io.kubernetes.cri.sandbox-id"
+
+	ContainerTypeSandbox   = "sandbox"
+	ContainerTypeContainer = "container"
+)
+
 // maxLabels bounds the labels annotation, which Kubernetes caps far lower.
 const maxLabels = 1024
 
@@ -34,6 +46,13 @@ const maxLabels = 1024
 // and annotations. Each set is searched in order (the state's before
 // config.json's), CRI-O's keys before containerd's. Without a container
 // name annotation the id names the container.
+//
+// A pod's labels are on its sandbox: a sandbox container is registered as
+// one, with CRI-O's labels annotation as the pod's labels; an application
+// container names its sandbox, and the engine gives it the pod's labels
+// (CRI-O's labels annotation on it holds only kubelet's container labels).
+// A container with neither kind (plain podman or runc) takes the labels
+// annotation as its pod labels.
 func Identity(id string, annotationSets ...map[string]string) (api.Container, error) {
 	lookup := func(keys ...string) string {
 		for _, set := range annotationSets {
@@ -56,6 +75,19 @@ func Identity(id string, annotationSets ...map[string]string) (api.Container, er
 	}
 	if c.Name == "" {
 		c.Name = id
+	}
+	switch kind := lookup(CRIOContainerType, CRIContainerType); kind {
+	case ContainerTypeSandbox:
+		c.Sandbox = true
+	case ContainerTypeContainer:
+		c.SandboxID = lookup(CRIOSandboxID, CRISandboxID)
+		if c.SandboxID == "" {
+			return c, fmt.Errorf("identity of %s: an application container without a %s or %s annotation", id, CRIOSandboxID, CRISandboxID)
+		}
+		return c, nil
+	case "":
+	default:
+		return c, fmt.Errorf("identity of %s: unknown container type %q", id, kind)
 	}
 	if raw := lookup(CRIOLabels); raw != "" {
 		labels, err := ParseLabels(raw)

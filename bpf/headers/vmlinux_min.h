@@ -119,6 +119,7 @@ struct path {
 
 struct fs_struct {
 	struct path root;
+	struct path pwd;
 };
 
 struct super_block {
@@ -179,8 +180,23 @@ enum pid_type {
 	PIDTYPE_TGID,
 };
 
+typedef struct {
+	int counter;
+} atomic_t;
+
+struct signal_struct {
+	atomic_t live; /* threads not yet exiting */
+};
+
+struct mm_struct {
+	unsigned long arg_start;
+	unsigned long arg_end;
+};
+
 struct task_struct {
 	struct css_set *cgroups;
+	u64 start_boottime;
+	struct signal_struct *signal;
 	pid_t pid;
 	pid_t tgid;
 	struct task_struct *real_parent;

@@ -33,15 +33,38 @@ static int fail(const char *what)
 	return 1;
 }
 
+// span maps a page of first (anonymous when -1) and of second side by side,
+// then makes both executable with one mprotect.
+static int span(int first, int second)
+{
+	char *p = first < 0 ? mmap(NULL, 2 * PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+			    : mmap(NULL, 2 * PAGE, PROT_READ, MAP_PRIVATE, first, 0);
+	if (p == MAP_FAILED)
+		return fail("mmap first");
+	if (mmap(p + PAGE, PAGE, PROT_READ, MAP_PRIVATE | MAP_FIXED, second, 0) == MAP_FAILED)
+		return fail("mmap file");
+	printf("mapped\n");
+	if (mprotect(p, 2 * PAGE, PROT_READ | PROT_EXEC))
+		return fail("mprotect");
+	printf("OK\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
-		fprintf(stderr, "usage: mapfile MODE PATH\n");
+	if (argc != 3 && !(argc == 4 && !strcmp(argv[1], "span-files"))) {
+		fprintf(stderr, "usage: mapfile MODE PATH | mapfile span-files PATH PATH\n");
 		return 2;
 	}
 	const char *mode = argv[1], *path = argv[2];
 	setvbuf(stdout, NULL, _IONBF, 0);
 
+	if (!strcmp(mode, "span-files")) {
+		int a = open(argv[2], O_RDONLY | O_CLOEXEC), b = open(argv[3], O_RDONLY | O_CLOEXEC);
+		if (a < 0 || b < 0)
+			return fail("open");
+		return span(a, b);
+	}
 	if (!strcmp(mode, "dlopen")) {
 		if (!dlopen(path, RTLD_NOW | RTLD_LOCAL)) {
 			printf("ERR dlopen: %s\n", dlerror());
@@ -81,19 +104,8 @@ int main(int argc, char **argv)
 		printf("OK\n");
 		return 0;
 	}
-	if (!strcmp(mode, "span")) {
-		// An anonymous page, then the file's page: one mprotect over both.
-		char *p = mmap(NULL, 2 * PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (p == MAP_FAILED)
-			return fail("mmap anonymous");
-		if (mmap(p + PAGE, PAGE, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0) == MAP_FAILED)
-			return fail("mmap file");
-		printf("mapped\n");
-		if (mprotect(p, 2 * PAGE, PROT_READ | PROT_EXEC))
-			return fail("mprotect");
-		printf("OK\n");
-		return 0;
-	}
+	if (!strcmp(mode, "span"))
+		return span(-1, fd);
 	if (!strcmp(mode, "read-implies-exec")) {
 		if (personality(READ_IMPLIES_EXEC) < 0)
 			return fail("personality");

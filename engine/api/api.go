@@ -78,6 +78,27 @@ type Container struct {
 	// root directory, which tells its processes from ones that chrooted
 	// elsewhere when rules are resolved again later.
 	RootID string `json:"rootId,omitempty"`
+	// Sandbox marks a pod's sandbox (infra) container; its Labels are the
+	// pod's labels, which the pod's application containers take through
+	// SandboxID.
+	Sandbox bool `json:"sandbox,omitempty"`
+	// SandboxID names the pod sandbox of an application container: the
+	// engine takes the pod's identity and labels from the registered
+	// sandbox, else from the CRI runtime (PodSandboxStatus).
+	SandboxID string `json:"sandboxId,omitempty"`
+	// PeerInContainer says the registrar itself runs in the container's
+	// cgroup (an OCI createContainer hook): the engine checks the claimed
+	// cgroup against the peer's own.
+	PeerInContainer bool `json:"peerInContainer,omitempty"`
+}
+
+// Pod is a pod sandbox's identity as the CRI runtime reports it.
+type Pod struct {
+	ID        string            `json:"id"`
+	Namespace string            `json:"namespace,omitempty"`
+	Name      string            `json:"name,omitempty"`
+	UID       string            `json:"uid,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
 }
 
 // Explanation is what each exec rule of a container's policies means in
@@ -88,8 +109,10 @@ type Explanation struct {
 	Root      string `json:"root,omitempty"`
 	RootError string `json:"rootError,omitempty"`
 	// Entrypoint is the resolved entrypoint, when known.
-	Entrypoint *ResolvedFile   `json:"entrypoint,omitempty"`
-	Rules      []ExplainedRule `json:"rules"`
+	Entrypoint *ResolvedFile `json:"entrypoint,omitempty"`
+	// PolicyModes is the mode of each policy selecting the container.
+	PolicyModes map[string]string `json:"policyModes,omitempty"`
+	Rules       []ExplainedRule   `json:"rules"`
 	// Warnings concern the container as a whole.
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -100,6 +123,7 @@ type ExplainedRule struct {
 	Field  string `json:"field"` // e.g. spec.exec.deny[0]
 	Rule   string `json:"rule"`  // the path as written, canonical
 	RuleID uint32 `json:"ruleId"`
+	Mode   string `json:"mode"` // its policy's: ModeEnforce or ModeAudit
 	// File is what the rule resolved to; nil when it resolves to nothing.
 	File *ResolvedFile `json:"file,omitempty"`
 	// Enforced says the file's identity is in the kernel's map for this
@@ -169,7 +193,22 @@ type Status struct {
 	Maps []MapUsage `json:"maps"`
 	// Orphans are pinned cgroup entries no registration accounts for (the
 	// registry was lost): they stay enforced while their cgroup exists.
-	Orphans []Orphan `json:"orphans,omitempty"`
+	Orphans []Orphan `json:"orphans,omitempty"` // CgroupCheck says how registrars' cgroup claims are checked against
+	// the kernel ("process" or why they cannot be).
+	CgroupCheck string `json:"cgroupCheck,omitempty"`
+	// CRI is the CRI runtime the engine reconciles with, if any.
+	CRI *CRIStatus `json:"cri,omitempty"`
+}
+
+// CRIStatus is the state of reconciliation with the node's CRI runtime.
+type CRIStatus struct {
+	Endpoint string `json:"endpoint"`
+	// Interval between reconciliations; 0: only at start.
+	Interval string `json:"interval"`
+	LastRun  string `json:"lastRun,omitempty"` // RFC 3339
+	LastErr  string `json:"lastError,omitempty"`
+	// Registered counts the containers registered from the CRI listing.
+	Registered int `json:"registered"`
 }
 
 // MapUsage is one BPF map's fill level.
@@ -202,6 +241,8 @@ type Counters struct {
 	EventsLost     uint64 `json:"eventsLost"`
 	// DenialsUntracked were not counted per container (denials map full).
 	DenialsUntracked uint64 `json:"denialsUntracked"`
+	// Audited decisions of audit-mode rules were recorded and let through.
+	Audited uint64 `json:"audited"`
 }
 
 // Control is one enforcement point and the mode it runs in.
@@ -222,6 +263,7 @@ type PinnedObject struct {
 type PolicySummary struct {
 	Name string `json:"name"`
 	File string `json:"file"`
+	Mode string `json:"mode"` // ModeEnforce or ModeAudit
 }
 
 // PolicyFileError is one refused policy file and why. File is empty for a

@@ -124,7 +124,11 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 	defer stop()
 
 	// The peer cannot change, so its credentials are checked once.
-	refusal := s.refusal(linux.PeerCred(conn))
+	cred, credErr := linux.PeerCred(conn)
+	refusal := s.refusal(cred, credErr)
+	if credErr == nil {
+		ctx = WithPeerPID(ctx, int(cred.PID))
+	}
 	in := newJSONStream(conn)
 	// The first request is due at once, as on a one-shot connection.
 	deadline := time.Now().Add(timeout)

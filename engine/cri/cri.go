@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"strings"
 	"time"
 
@@ -34,29 +35,25 @@ type Lister struct {
 	// (a bare absolute path is taken as a unix socket).
 	Endpoint string
 	Cgroups  cgroup.Mount
-	Log      *slog.Logger
+	// Known, if set, names containers the caller has already: List gives
+	// them by ID alone, without a ContainerStatus call each.
+	Known func(id string) bool
+	Log   *slog.Logger
 }
 
-// List returns every running container with its pod identity and cgroup.
-// Containers whose cgroup cannot be found (they exited meanwhile) are left
-// out and logged; a runtime that does not answer is an error.
-func (l *Lister) List(ctx context.Context) ([]api.Container, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
-		defer cancel()
-	}
-	target, err := grpcTarget(l.Endpoint)
-	if err != nil {
-		return nil, err
-	}
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, fmt.Errorf("connect to cri runtime at %s: %w", l.Endpoint, err)
-	}
-	defer conn.Close()
-	rt := runtime.NewRuntimeServiceClient(conn)
+// List returns every running container with its pod identity, cgroup and
+// process. Containers that cannot be described (they exited meanwhile) are
+// logged and listed by id alone; a runtime that does not answer is an
+// error.
+func (l *Lister) List(ctx context.Context) (out []api.Container, err error) {
+	err = l.call(ctx, func(ctx context.Context, rt runtime.RuntimeServiceClient) error {
+		out, err = l.list(ctx, rt)
+		return err
+	})
+	return out, err
+}
 
+func (l *Lister) list(ctx context.Context, rt runtime.RuntimeServiceClient) ([]api.Container, error) {
 	pods, err := rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("list pod sandboxes from %s: %w", l.Endpoint, err)
@@ -74,12 +71,19 @@ func (l *Lister) List(ctx context.Context) ([]api.Container, error) {
 
 	out := make([]api.Container, 0, len(ctrs.GetContainers()))
 	for _, c := range ctrs.GetContainers() {
+		if l.Known != nil && l.Known(c.GetId()) {
+			out = append(out, api.Container{ID: c.GetId(), Source: Source})
+			continue
+		}
 		reg, err := l.describe(ctx, rt, podByID[c.GetPodSandboxId()], c)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("list containers from %s: %w", l.Endpoint, err)
 			}
+			// Listed by id alone: it runs, so a reconcile must not drop
+			// its registration, but it cannot be adopted now.
 			l.log().Warn("not adopting container", "id", c.GetId(), "err", err)
+			out = append(out, api.Container{ID: c.GetId(), Source: Source})
 			continue
 		}
 		out = append(out, reg)
@@ -133,6 +137,7 @@ func (l *Lister) describe(ctx context.Context, rt runtime.RuntimeServiceClient, 
 	}
 	return api.Container{
 		ID:         c.GetId(),
+		Pid:        info.Pid,
 		CgroupID:   id,
 		CgroupPath: path,
 		Namespace:  pod.GetMetadata().GetNamespace(),
@@ -155,4 +160,66 @@ func grpcTarget(endpoint string) (string, error) {
 		return "unix://" + endpoint, nil
 	}
 	return "", fmt.Errorf("cri endpoint %q: want unix:///path/to/socket", endpoint)
+}
+
+// call runs f over a connection that lives for this one call, within
+// DefaultTimeout when ctx has no deadline.
+func (l *Lister) call(ctx context.Context, f func(context.Context, runtime.RuntimeServiceClient) error) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
+		defer cancel()
+	}
+	target, err := grpcTarget(l.Endpoint)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("connect to cri runtime at %s: %w", l.Endpoint, err)
+	}
+	defer conn.Close()
+	return f(ctx, runtime.NewRuntimeServiceClient(conn))
+}
+
+// Pod asks the runtime for a pod sandbox's identity and labels
+// (PodSandboxStatus), for a container whose sandbox the engine never saw.
+func (l *Lister) Pod(ctx context.Context, sandboxID string) (*api.Pod, error) {
+	var resp *runtime.PodSandboxStatusResponse
+	err := l.call(ctx, func(ctx context.Context, rt runtime.RuntimeServiceClient) (err error) {
+		resp, err = rt.PodSandboxStatus(ctx, &runtime.PodSandboxStatusRequest{PodSandboxId: sandboxID})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pod sandbox status of %s from %s: %w", sandboxID, l.Endpoint, err)
+	}
+	st := resp.GetStatus()
+	return &api.Pod{
+		ID:        sandboxID,
+		Namespace: st.GetMetadata().GetNamespace(),
+		Name:      st.GetMetadata().GetName(),
+		UID:       st.GetMetadata().GetUid(),
+		Labels:    maps.Clone(st.GetLabels()),
+	}, nil
+}
+
+// DefaultEndpoints are the CRI sockets of containerd and CRI-O at their
+// default paths, in the order DetectEndpoint tries them.
+var DefaultEndpoints = []string{
+	"/run/containerd/containerd.sock",
+	"/run/crio/crio.sock",
+	"/var/run/crio/crio.sock",
+}
+
+// ErrNoEndpoint: none of the default CRI sockets exists.
+var ErrNoEndpoint = errors.New("no CRI socket found")
+
+// DetectEndpoint returns the first of candidates that is a Unix socket.
+func DetectEndpoint(candidates []string) (string, error) {
+	for _, p := range candidates {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().Type() == os.ModeSocket {
+			return "unix://" + p, nil
+		}
+	}
+	return "", fmt.Errorf("%w among %s", ErrNoEndpoint, strings.Join(candidates, ", "))
 }

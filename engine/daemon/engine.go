@@ -22,6 +22,7 @@ import (
 	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/engine/lineage"
 	"github.com/holdfast-dev/holdfast/engine/policy"
 	"github.com/holdfast-dev/holdfast/engine/registry"
 )
@@ -42,9 +43,20 @@ type Options struct {
 	Events     io.Writer // JSON lines; nil discards
 	Log        *slog.Logger
 	// Discover lists containers that exist already (e.g. through CRI) to
-	// register at start under DiscoverSource. Optional.
-	Discover       func(ctx context.Context, m cgroup.Mount) ([]api.Container, error)
+	// register under DiscoverSource, from ReconcileDiscovered. Optional.
+	// known tells the containers registered already, which Discover may
+	// list by ID alone.
+	Discover       func(ctx context.Context, m cgroup.Mount, known func(id string) bool) ([]api.Container, error)
 	DiscoverSource string
+	// DiscoverInterval repeats Discover: containers it finds that nothing
+	// registered are registered, and its own registrations of containers
+	// it no longer finds are removed. 0: only at start.
+	DiscoverInterval time.Duration
+	// DiscoverEndpoint names what Discover asks, for status.
+	DiscoverEndpoint string
+	// PodSandbox asks the CRI runtime for a pod sandbox's identity and
+	// labels, for containers whose sandbox was not registered. Optional.
+	PodSandbox func(ctx context.Context, sandboxID string) (*api.Pod, error)
 	// Capacity sizes the BPF maps when they are created (--max-* flags).
 	Capacity bpf.Capacity
 	// SummaryInterval is how often denial summaries are written (default
@@ -65,6 +77,8 @@ type Engine struct {
 	// selfCgroups: the engine's cgroup and its ancestors, never registered.
 	selfCgroups map[uint64]string
 	enforcer    *bpf.Enforcer
+	// processes names an event's process and its ancestors (process.go).
+	processes *lineage.Walker
 	// lock is the flock on the state dir: one engine per node state.
 	lock *os.File
 	// eventsMu keeps event lines and summaries whole in Options.Events.
@@ -82,6 +96,8 @@ type Engine struct {
 	// orphans are pinned cgroup entries no registration accounts for; they
 	// stay enforced while their cgroup exists.
 	orphans map[uint64]api.Orphan
+	// discovered is the outcome of the last Discover run.
+	discovered discoverRun
 	// watch is the policy directory watcher's state.
 	watch policyWatch
 }
@@ -116,73 +132,68 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	e.selfCgroups = engineCgroups(e.cgroups)
 
-	set, err := e.loadPolicies()
-	if err != nil {
-		return nil, fmt.Errorf("start engine: %w", err)
+	// The pinned programs and maps are opened (or loaded) while the
+	// policies and the registry are read: neither needs the other, and
+	// with many containers each is a good part of a restart.
+	type opened struct {
+		enf *bpf.Enforcer
+		err error
 	}
-	e.policies = set
-
-	reg, err := registry.Open(filepath.Join(opts.StateDir, "registry"))
-	if err != nil {
-		if reg == nil {
-			return nil, fmt.Errorf("start engine: %w", err)
+	enfc := make(chan opened, 1)
+	go func() {
+		enf, err := bpf.Open(bpf.Layout{Root: opts.BPFDir}, bpf.Options{CgroupRoot: e.cgroups.Root, Log: e.log, Capacity: opts.Capacity})
+		enfc <- opened{enf, err}
+	}()
+	reg, err := e.loadState()
+	o := <-enfc
+	if err != nil || o.err != nil {
+		if o.enf != nil {
+			o.enf.Close()
 		}
-		e.log.Error("registry entries skipped", "err", err)
+		if reg != nil {
+			reg.Close()
+		}
+		return nil, fmt.Errorf("start engine: %w", errors.Join(err, o.err))
 	}
-	e.reg = reg
-
-	enf, err := bpf.Open(bpf.Layout{Root: opts.BPFDir}, bpf.Options{CgroupRoot: e.cgroups.Root, Log: e.log, Capacity: opts.Capacity})
-	if err != nil {
+	enf := o.enf
+	e.enforcer = enf
+	if e.processes, err = e.newWalker(); err != nil {
+		enf.Close()
+		reg.Close()
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
-	e.enforcer = enf
 	for _, c := range enf.Controls() {
 		e.log.Info("enforcement mode", "control", c.Name, "mode", c.Mode, "reason", c.Reason)
 	}
 
 	e.mu.Lock()
-	err = e.reconcileLocked()
+	err = e.reconcileLocked(false)
 	e.mu.Unlock()
 	if err != nil {
 		enf.Close()
 		reg.Close()
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
-	if opts.Discover != nil {
-		if err := e.adoptDiscovered(ctx); err != nil {
-			e.log.Error("adopt existing containers", "source", opts.DiscoverSource, "err", err)
-		}
-	}
 	ok = true
 	return e, nil
 }
 
-// adoptDiscovered registers the containers Discover finds that no registrar
-// has registered: a registrar's own registration (with its source, which its
-// Synchronize relies on) always wins.
-func (e *Engine) adoptDiscovered(ctx context.Context) error {
-	found, err := e.opts.Discover(ctx, e.cgroups)
+// loadState reads the policies and opens the registry.
+func (e *Engine) loadState() (*registry.Store, error) {
+	set, err := e.loadPolicies()
 	if err != nil {
-		return fmt.Errorf("discover existing containers: %w", err)
+		return nil, err
 	}
-	adopted := 0
-	var errs []error
-	for _, c := range found {
-		e.mu.Lock()
-		_, known := e.reg.Get(c.ID)
-		e.mu.Unlock()
-		if known {
-			continue
+	e.policies = set
+	reg, err := registry.Open(filepath.Join(e.opts.StateDir, "registry"))
+	if err != nil {
+		if reg == nil {
+			return nil, err
 		}
-		c.Source = e.opts.DiscoverSource
-		if _, err := e.Register(ctx, c); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		adopted++
+		e.log.Error("registry entries skipped", "err", err)
 	}
-	e.log.Info("adopted existing containers", "source", e.opts.DiscoverSource, "found", len(found), "adopted", adopted)
-	return errors.Join(errs...)
+	e.reg = reg
+	return reg, nil
 }
 
 // Close releases the engine's file descriptors. The pinned programs keep
@@ -259,7 +270,7 @@ func (e *Engine) Reload(ctx context.Context) error {
 	e.policyErr = nil
 	prev := e.policies
 	e.policies = set
-	if err := e.reconcileLocked(); err != nil {
+	if err := e.reconcileLocked(true); err != nil {
 		e.policies = prev
 		return fmt.Errorf("reload policies from %s: %w", e.opts.PolicyDir, err)
 	}
@@ -281,10 +292,17 @@ func identity(c api.Container) policy.Identity {
 func rulesetKey(set *policy.Set, ps []*policy.Policy) string {
 	parts := make([]string, len(ps))
 	for i, p := range ps {
-		parts[i] = p.Name + "@" + p.Digest()
+		parts[i] = p.Name + "@" + p.RulesDigest()
 	}
 	sort.Strings(parts)
-	return set.Digest() + "|" + strings.Join(parts, ",")
+	key := set.RulesDigest() + "|" + strings.Join(parts, ",")
+	// Rules digests leave modes out: a mode switch keeps the key and is
+	// applied in place (syncModesLocked), unless the modes are mixed, where
+	// they decide which rules compile in.
+	if modes := policy.MixedModes(ps); modes != "" {
+		key += "|" + modes
+	}
+	return key
 }
 
 // rulesetFor finds or builds the ruleset that c's policies compile to and
@@ -370,12 +388,18 @@ func cgroupMount(opts Options) (cgroup.Mount, error) {
 // their paths; empty when the engine cannot see its cgroup (a cgroup
 // namespace), where only the registrars' own checks apply.
 func engineCgroups(m cgroup.Mount) map[uint64]string {
-	out := map[uint64]string{}
 	own, err := m.PathOfPID(os.Getpid())
 	if err != nil {
-		return out
+		return map[uint64]string{}
 	}
-	for p := own; ; p = filepath.Dir(p) {
+	return cgroupAndAncestors(m, own)
+}
+
+// cgroupAndAncestors maps the IDs of a v2 cgroup and its ancestors, the
+// root included, to their paths.
+func cgroupAndAncestors(m cgroup.Mount, path string) map[uint64]string {
+	out := map[uint64]string{}
+	for p := path; ; p = filepath.Dir(p) {
 		if id, err := cgroup.ID(m.Dir(p)); err == nil {
 			out[id] = p
 		}
@@ -390,24 +414,31 @@ func (e *Engine) Register(ctx context.Context, c api.Container) (*api.Container,
 	if c.ID == "" {
 		return nil, errors.New("register: container has no id")
 	}
-	if err := e.resolveCgroup(&c); err != nil {
+	if err := e.checkIdentity(ctx, &c); err != nil {
 		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
 	}
 	if c.Source == "" {
 		c.Source = "cli"
 	}
+	pre := e.resolveAhead(&c)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
 	}
-	return e.registerLocked(c)
+	return e.registerResolvedLocked(c, &pre)
 }
 
 // registerLocked records c and puts its policies in force. An error that
 // leaves a selected container unenforced wraps api.ErrCannotEnforce, so the
 // registrars refuse it even when failing open.
 func (e *Engine) registerLocked(c api.Container) (*api.Container, error) {
+	return e.registerResolvedLocked(c, nil)
+}
+
+// registerResolvedLocked is registerLocked with c's exec rules resolved
+// ahead of the lock (pre), used when resolved under the policies in force.
+func (e *Engine) registerResolvedLocked(c api.Container, pre *resolvedFiles) (*api.Container, error) {
 	key, rulesetID, names, err := e.rulesetFor(c)
 	if err != nil {
 		return nil, fmt.Errorf("register container %s: %w: %w", c.ID, api.ErrCannotEnforce, err)
@@ -416,7 +447,13 @@ func (e *Engine) registerLocked(c api.Container) (*api.Container, error) {
 	prev, hadPrev := e.reg.Get(c.ID)
 	if rulesetID != 0 {
 		// Identities first: the file_rules entries wait for the cgroup entry.
-		if err := e.syncFilesLocked(&c); err != nil {
+		var err error
+		if pre != nil && pre.set == e.policies {
+			err = e.writeFilesLocked(&c, *pre)
+		} else {
+			err = e.syncFilesLocked(&c)
+		}
+		if err != nil {
 			e.log.Warn("exec rules hold by path only", "id", c.ID, "err", err)
 		}
 	}
@@ -516,8 +553,8 @@ func (e *Engine) Sync(ctx context.Context, source string, cs []api.Container) ([
 		if c.ID == "" {
 			return nil, fmt.Errorf("sync %s: container %d has no id", source, i)
 		}
-		if err := e.resolveCgroup(&c); err != nil {
-			e.log.Info("sync: skipping container without a cgroup", "source", source, "id", c.ID, "err", err)
+		if err := e.checkIdentity(ctx, &c); err != nil {
+			e.log.Info("sync: skipping container", "source", source, "id", c.ID, "err", err)
 			continue
 		}
 		live = append(live, c)
@@ -593,7 +630,7 @@ func (e *Engine) Status(ctx context.Context) (*api.Status, error) {
 		st.Pinned = append(st.Pinned, api.PinnedObject{Path: p.Path, Kind: p.Kind, ID: p.ID})
 	}
 	for _, p := range e.policies.Policies() {
-		st.Policies = append(st.Policies, api.PolicySummary{Name: p.Name, File: p.File})
+		st.Policies = append(st.Policies, api.PolicySummary{Name: p.Name, File: p.File, Mode: p.Mode()})
 	}
 	for _, u := range usage {
 		st.Maps = append(st.Maps, api.MapUsage{Name: u.Name, Entries: u.Entries, Capacity: u.Capacity, Requested: u.Requested})
@@ -605,6 +642,8 @@ func (e *Engine) Status(ctx context.Context) (*api.Status, error) {
 		st.PolicyError = e.policyErr.Error()
 		st.PolicyErrors = policyFileErrors(e.policyErr)
 	}
+	st.CgroupCheck = e.cgroupCheckMode()
+	st.CRI = e.discoverStatusLocked()
 	st.NotReady = e.notReadyLocked(len(pinned))
 	st.Ready = st.NotReady == ""
 	return st, nil
@@ -612,8 +651,11 @@ func (e *Engine) Status(ctx context.Context) (*api.Status, error) {
 
 // reconcileLocked makes the maps match the registry and policies: rulesets
 // first, then cgroup entries, then removal of what nothing references, so
-// no registered cgroup is ever without its rules.
-func (e *Engine) reconcileLocked() error {
+// no registered cgroup is ever without its rules. Exec rules are resolved
+// again in every container when resolveAll is set (a reload), else only in
+// those whose ruleset changed: at a restart with the same policies the
+// pinned identities are the ones the last resolution wrote.
+func (e *Engine) reconcileLocked(resolveAll bool) error {
 	inMaps, err := e.enforcer.Rulesets()
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
@@ -630,6 +672,7 @@ func (e *Engine) reconcileLocked() error {
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	wanted := map[uint64]bool{}
+	modesSynced := map[uint32]bool{}
 	var errs []error
 	for _, c := range e.reg.List() {
 		if c.CgroupPath != "" {
@@ -649,7 +692,7 @@ func (e *Engine) reconcileLocked() error {
 			continue
 		}
 		rootID := c.RootID
-		if rulesetID != 0 {
+		if rulesetID != 0 && (resolveAll || !inMaps[rulesetID] || cgroups[c.CgroupID] != rulesetID) {
 			// Rule IDs and rules may have changed: resolve again.
 			if err := e.syncFilesLocked(&c); err != nil {
 				e.log.Warn("exec rules not resolved again", "id", c.ID, "err", err)
@@ -667,6 +710,9 @@ func (e *Engine) reconcileLocked() error {
 		}
 		e.rulesetOf[c.ID] = key
 		wanted[c.CgroupID] = true
+		if err := e.syncModesLocked(c, rulesetID, modesSynced); err != nil {
+			errs = append(errs, fmt.Errorf("reconcile container %s: %w", c.ID, err))
+		}
 		if cgroups[c.CgroupID] != rulesetID {
 			if err := e.enforcer.SetCgroup(c.CgroupID, rulesetID); err != nil {
 				errs = append(errs, fmt.Errorf("reconcile container %s: %w", c.ID, err))

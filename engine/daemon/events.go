@@ -61,6 +61,7 @@ func (e *Engine) writeEvent(v any) error {
 // describe joins a kernel event with the container and policy it concerns.
 func (e *Engine) describe(ev bpf.Event) api.Event {
 	out := api.Event{Schema: api.EventSchema, Time: ev.Time, Action: ev.Action, PID: ev.TGID, Comm: ev.Comm, CgroupID: ev.CgroupID}
+	out.Verdict, out.Mode = verdictOf(ev)
 	if ev.Filename != "" {
 		out.Binary = ev.Filename
 	}
@@ -74,6 +75,7 @@ func (e *Engine) describe(ev bpf.Event) api.Event {
 		out.Destination = netip.AddrPortFrom(ev.Addr, ev.Port).String()
 		out.Protocol = protoName(ev.Proto)
 	}
+	e.describeProcess(ev, &out)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	out.Container = e.containerOfLocked(ev.CgroupID)
@@ -94,7 +96,7 @@ func (e *Engine) containerOfLocked(cgroupID uint64) *api.EventContainer {
 
 func (e *Engine) ruleLocked(ruleID uint32) (policy, rule string) {
 	if info, ok := e.policies.Rule(ruleID); ok {
-		return info.Policy, info.Text
+		return info.Policy, info.Describe()
 	}
 	return "", ""
 }

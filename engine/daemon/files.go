@@ -34,9 +34,13 @@ const multiCallNames = 4
 // execRules are the exec deny and allow rules of the policies selecting c,
 // in set order.
 func (e *Engine) execRules(c api.Container) []policy.RuleInfo {
+	return execRulesOf(e.policies, c)
+}
+
+func execRulesOf(set *policy.Set, c api.Container) []policy.RuleInfo {
 	var out []policy.RuleInfo
-	for _, p := range e.policies.Select(identity(c)) {
-		for _, r := range e.policies.Rules(p) {
+	for _, p := range set.Select(identity(c)) {
+		for _, r := range set.Rules(p) {
 			if r.Kind == policy.KindExec || r.Kind == policy.KindExecAllow {
 				out = append(out, r)
 			}
@@ -45,8 +49,9 @@ func (e *Engine) execRules(c api.Container) []policy.RuleInfo {
 	return out
 }
 
+// Rules scoped to ancestors match by path only: an identity has no scope.
 func isExactDeny(r policy.RuleInfo) bool {
-	return strings.HasPrefix(r.Field, fieldExecDeny) && !strings.HasSuffix(r.Text, "/")
+	return strings.HasPrefix(r.Field, fieldExecDeny) && !strings.HasSuffix(r.Text, "/") && r.From == ""
 }
 
 func isExactAllow(r policy.RuleInfo) bool {
@@ -56,15 +61,15 @@ func isExactAllow(r policy.RuleInfo) bool {
 // isDirDeny says whether r denies a directory below "/" ("/" covers every
 // file by path alone).
 func isDirDeny(r policy.RuleInfo) bool {
-	return strings.HasPrefix(r.Field, fieldExecDeny) && strings.HasSuffix(r.Text, "/") && r.Text != "/"
+	return strings.HasPrefix(r.Field, fieldExecDeny) && strings.HasSuffix(r.Text, "/") && r.Text != "/" && r.From == ""
 }
 
-// openRootLocked opens the container's root filesystem: through the
+// openRoot opens the container's root filesystem: through the
 // registrar's pid (and rootfs) while that pid still shows the root the
 // container was registered with, else through any process of its cgroup
 // whose root is that root (a process that chrooted elsewhere does not
 // count). It records the root's identity in c.RootID the first time.
-func (e *Engine) openRootLocked(c *api.Container) (*inroot.Root, error) {
+func (e *Engine) openRoot(c *api.Container) (*inroot.Root, error) {
 	var errs []error
 	try := func(pid int, rootfs string) *inroot.Root {
 		r, err := inroot.OfProcess(pid, rootfs)
@@ -141,24 +146,39 @@ func cgroupPids(dir string, max int) []int {
 // container is never enforced by path alone. Without a root (no live
 // process) the previous identities stay.
 func (e *Engine) syncFilesLocked(c *api.Container) error {
+	return e.writeFilesLocked(c, e.resolveFiles(e.policies, c))
+}
+
+// resolvedFiles are a container's exec rules resolved in its root under
+// one policy set. Resolving reads the container's files and mountinfo, so
+// a registration does it before taking the engine lock.
+type resolvedFiles struct {
+	set    *policy.Set
+	rootID string // the root resolved in, for c.RootID
+	files  []bpf.FileRule
+	err    error
+}
+
+// resolveFiles resolves c's identity-matched exec rules of set in c's
+// root. It reads no engine state but the logger, so it needs no lock.
+func (e *Engine) resolveFiles(set *policy.Set, c *api.Container) resolvedFiles {
+	out := resolvedFiles{set: set}
 	var rules []policy.RuleInfo
-	for _, r := range e.execRules(*c) {
+	for _, r := range execRulesOf(set, *c) {
 		if isExactDeny(r) || isExactAllow(r) || isDirDeny(r) {
 			rules = append(rules, r)
 		}
 	}
 	if len(rules) == 0 {
-		if err := e.enforcer.SetCgroupFiles(c.CgroupID, nil); err != nil {
-			return fmt.Errorf("files of container %s: %w", c.ID, err)
-		}
-		return nil
+		return out
 	}
-	root, err := e.openRootLocked(c)
+	root, err := e.openRoot(c)
 	if err != nil {
-		return fmt.Errorf("files of container %s: %w", c.ID, err)
+		out.err = fmt.Errorf("files of container %s: %w", c.ID, err)
+		return out
 	}
 	defer root.Close()
-	var files []bpf.FileRule
+	out.rootID = c.RootID
 	for _, r := range rules {
 		f, err := root.Resolve(r.Text)
 		if err != nil {
@@ -174,12 +194,24 @@ func (e *Engine) syncFilesLocked(c *api.Container) error {
 			e.log.Debug("exec rule resolves to the wrong kind of file", "id", c.ID, "rule", r.Text, "mode", f.Mode)
 			continue
 		}
-		files = append(files, bpf.FileRule{File: f.ID, RuleID: r.ID, Dir: dir, Allow: isExactAllow(r)})
+		out.files = append(out.files, bpf.FileRule{File: f.ID, RuleID: r.ID, Dir: dir, Allow: isExactAllow(r)})
 	}
-	if err := e.enforcer.SetCgroupFiles(c.CgroupID, files); err != nil {
+	e.log.Debug("exec rules resolved", "id", c.ID, "root", root.Name(), "files", out.files)
+	return out
+}
+
+// writeFilesLocked puts resolved identities in the maps. Without a root
+// (no live process) the previous identities stay.
+func (e *Engine) writeFilesLocked(c *api.Container, r resolvedFiles) error {
+	if r.err != nil {
+		return r.err
+	}
+	if r.rootID != "" && c.RootID == "" {
+		c.RootID = r.rootID
+	}
+	if err := e.enforcer.SetCgroupFiles(c.CgroupID, r.files); err != nil {
 		return fmt.Errorf("files of container %s: %w", c.ID, err)
 	}
-	e.log.Debug("exec rules resolved", "id", c.ID, "root", root.Name(), "files", files)
 	return nil
 }
 
@@ -214,7 +246,10 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 	if !ok {
 		return nil, fmt.Errorf("explain %s: %w", id, api.ErrNotFound)
 	}
-	ex := &api.Explanation{Container: c, Rules: []api.ExplainedRule{}}
+	ex := &api.Explanation{Container: c, Rules: []api.ExplainedRule{}, PolicyModes: map[string]string{}}
+	for _, p := range e.policies.Select(identity(c)) {
+		ex.PolicyModes[p.Name] = p.Mode()
+	}
 	rules := e.execRules(c)
 	enforced := map[bpf.FileRule]bool{}
 	if files, err := e.enforcer.CgroupFiles(c.CgroupID); err == nil {
@@ -222,11 +257,11 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 			enforced[f] = true
 		}
 	}
-	root, err := e.openRootLocked(&c)
+	root, err := e.openRoot(&c)
 	if err != nil {
 		ex.RootError = err.Error()
 		for _, r := range rules {
-			ex.Rules = append(ex.Rules, api.ExplainedRule{Policy: r.Policy, Field: r.Field, Rule: r.Text, RuleID: r.ID})
+			ex.Rules = append(ex.Rules, api.ExplainedRule{Policy: r.Policy, Field: r.Field, Rule: r.Text, RuleID: r.ID, Mode: r.Mode})
 		}
 		return ex, nil
 	}
@@ -255,11 +290,18 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 	var allow []string
 	var allowedIDs []bpf.FileID
 	for _, r := range rules {
-		x := api.ExplainedRule{Policy: r.Policy, Field: r.Field, Rule: r.Text, RuleID: r.ID}
+		x := api.ExplainedRule{Policy: r.Policy, Field: r.Field, Rule: r.Describe(), RuleID: r.ID, Mode: r.Mode}
 		f, err := root.Resolve(r.Text)
 		switch {
 		case err != nil:
 			x.Warnings = append(x.Warnings, fmt.Sprintf("resolves to nothing in this image (%v); it holds by path only, if the file appears later", rootless(err, root)))
+		case r.From != "":
+			// Scoped rules match by the path the kernel resolves, never by
+			// identity, and not the container's first process.
+			x.File = resolvedFile(f)
+			if want := strings.TrimSuffix(r.Text, "/"); f.Target != want {
+				x.Warnings = append(x.Warnings, fmt.Sprintf("rules scoped to ancestors match the resolved path only: in this image %s is %s; write that path", want, f.Target))
+			}
 		case strings.HasSuffix(r.Text, "/"):
 			x.File = resolvedFile(f)
 			x.Enforced = enforced[bpf.FileRule{File: f.ID, RuleID: r.ID, Dir: true}]
@@ -403,4 +445,14 @@ func uncoveredExec(mode string) []string {
 			"mapped files are checked at x86-64 system call entry and exit (64-bit and ia32 calls); other architectures are not covered in kill mode")
 	}
 	return out
+}
+
+// resolveAhead resolves c's exec rules under the policies in force now,
+// outside the engine lock, so concurrent registrations resolve in parallel;
+// a reload meanwhile makes the registration resolve again under the lock.
+func (e *Engine) resolveAhead(c *api.Container) resolvedFiles {
+	e.mu.Lock()
+	set := e.policies
+	e.mu.Unlock()
+	return e.resolveFiles(set, c)
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,7 +46,13 @@ func RegisterOffline(ctx context.Context, opts Options, c api.Container) (*api.C
 	}
 	defer e.Close()
 	// Holding the lock, finish what was started whatever the deadline.
-	return e.Register(context.WithoutCancel(ctx), c)
+	ctx = context.WithoutCancel(ctx)
+	if c.PeerInContainer {
+		// The registrar runs in the container and this process is its
+		// child: it is the witness of the cgroup claim the peer would be.
+		ctx = api.WithPeerPID(ctx, procSelf())
+	}
+	return e.Register(ctx, c)
 }
 
 // UnregisterOffline removes a registration while no engine runs (a
@@ -90,13 +97,9 @@ func openOffline(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	// The cgroups above this process are refused as the engine's are; its
 	// own may be the container's (a hook run in the container's cgroup).
-	e.selfCgroups = engineCgroups(e.cgroups)
-	if own, err := e.cgroups.PathOfPID(os.Getpid()); err == nil && own != "/" {
-		for id, p := range e.selfCgroups {
-			if p == own {
-				delete(e.selfCgroups, id)
-			}
-		}
+	e.selfCgroups = cgroupAndAncestors(e.cgroups, "/")
+	if own, err := e.cgroups.PathOfPID(procSelf()); err == nil && own != "/" {
+		e.selfCgroups = cgroupAndAncestors(e.cgroups, filepath.Dir(own))
 	}
 	// The snapshot is the set the engine last enforced (its policy dir may
 	// hold edits it has not accepted).
@@ -143,6 +146,17 @@ func (e *Engine) closeOffline() {
 		e.reg.Close()
 	}
 	e.lock.Close()
+}
+
+// procSelf is this process's pid as /proc names it: a hook's child runs in
+// the container's pid namespace while /proc is still the host's.
+func procSelf() int {
+	if link, err := os.Readlink("/proc/self"); err == nil {
+		if pid, err := strconv.Atoi(link); err == nil {
+			return pid
+		}
+	}
+	return os.Getpid()
 }
 
 // lockStateDir takes the state-dir lock for an engine. A registrar

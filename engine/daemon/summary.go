@@ -31,6 +31,9 @@ type Summary struct {
 	Container *api.EventContainer `json:"container,omitempty"`
 	Policy    string              `json:"policy,omitempty"`
 	Rule      string              `json:"rule,omitempty"`
+	// Verdict is api.VerdictDeny, or api.VerdictWouldDeny for decisions of
+	// audit-mode rules, which are counted apart.
+	Verdict string `json:"verdict,omitempty"`
 	// Count denials since the previous summary, of which Events were
 	// written as events, Lost found the ring buffer full and Suppressed
 	// were held back by the rate limit.
@@ -48,6 +51,9 @@ type Summary struct {
 type reported map[string]bpf.DenialCount
 
 func denialName(k bpf.DenialKey) string {
+	if k.Audited {
+		return fmt.Sprintf("%d/%d/%s/%s", k.CgroupID, k.RuleID, k.Action, api.VerdictWouldDeny)
+	}
 	return fmt.Sprintf("%d/%d/%s", k.CgroupID, k.RuleID, k.Action)
 }
 
@@ -133,6 +139,10 @@ func (e *Engine) summarize(done reported) error {
 			Container: e.containerOfLocked(k.CgroupID),
 			Count:     c.Total - prev.Total, Events: c.Sent - prev.Sent, Lost: c.Lost - prev.Lost, Total: c.Total}
 		s.Policy, s.Rule = e.ruleLocked(k.RuleID)
+		s.Verdict = api.VerdictDeny
+		if k.Audited {
+			s.Verdict = api.VerdictWouldDeny
+		}
 		s.Suppressed = s.Count - s.Events - s.Lost
 		out = append(out, pending{name, c, s})
 	}

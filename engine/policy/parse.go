@@ -296,6 +296,16 @@ func (c *checker) shape(v any, t reflect.Type, field string) (out any, keep bool
 	if v == nil {
 		return nil, true
 	}
+	if t == reflect.TypeFor[ExecDeny]() {
+		switch v.(type) {
+		case string:
+			return v, true
+		case map[string]any:
+			return c.shape(v, reflect.TypeFor[execDenyFields](), field)
+		}
+		c.malformed(field, "must be a path or a mapping {path, from}, got %s", describe(v))
+		return nil, false
+	}
 	if reflect.PointerTo(t).Implements(unmarshalerType) {
 		switch v.(type) {
 		case string, json.Number:
@@ -356,6 +366,11 @@ func (c *checker) shape(v any, t reflect.Type, field string) (out any, keep bool
 			}
 		}
 		return s, true
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			c.malformed(field, "must be true or false, got %s", describe(v))
+			return nil, false
+		}
 	case reflect.String:
 		if _, ok := v.(string); !ok {
 			hint := ""

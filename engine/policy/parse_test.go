@@ -83,7 +83,7 @@ func TestParseExample(t *testing.T) {
 			Containers: []string{"main"},
 			Images:     []string{"registry.example/library/nginx:*"},
 		},
-		Exec: Exec{Deny: []string{"/bin/sh", "/usr/bin/wget", "/tmp/"}},
+		Exec: Exec{Deny: []ExecDeny{{Path: "/bin/sh"}, {Path: "/usr/bin/wget"}, {Path: "/tmp/"}}},
 		Network: Network{Connect: Connect{Deny: []Destination{
 			{CIDR: "169.254.169.254/32", Protocol: "any"},
 			{CIDR: "0.0.0.0/0", Ports: []PortRange{"25", "6660-6669"}, Protocol: "tcp"},
@@ -141,7 +141,7 @@ func TestValidationErrors(t *testing.T) {
 		{"string where a list belongs", doc("p", "{exec: {deny: /bin/sh}}"),
 			[]string{`p.yaml: spec.exec.deny: must be a sequence, got string "/bin/sh"`}},
 		{"number where a string belongs", doc("p", "{exec: {deny: [/bin/sh, 42]}}"),
-			[]string{`p.yaml: spec.exec.deny[1]: must be a string, got number 42`}},
+			[]string{`p.yaml: spec.exec.deny[1]: must be a path or a mapping {path, from}, got number 42`}},
 		{"YAML boolean where a string belongs", doc("p", "{selector: {podLabels: {matchExpressions: [{key: a, operator: In, values: [yes]}]}}}"),
 			[]string{`p.yaml: spec.selector.podLabels.matchExpressions[0].values[0]: must be a string, got boolean true (YAML reads yes/no/on/off/true/false as booleans; quote the value)`}},
 		{"mapping where a port belongs", doc("p", "{network: {connect: {deny: [{cidr: 10.0.0.0/8, ports: [{from: 1}]}]}}}"),

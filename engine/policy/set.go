@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -22,6 +23,8 @@ type Set struct {
 	firstID  map[*Policy]uint32
 	rules    []RuleInfo // rules[id-1]
 	digest   string
+	// rulesDigest is digest without the policies' modes.
+	rulesDigest string
 }
 
 // RuleInfo describes one rule, for events and explanations.
@@ -35,6 +38,18 @@ type RuleInfo struct {
 	// "169.254.169.254/32", "0.0.0.0/0 tcp 6660-6669", "socket raw",
 	// "bind tcp 8000-8099".
 	Text string
+	Mode string // its policy's: ModeEnforce or ModeAudit
+	// From are the ancestor binaries a scoped rule applies below, comma
+	// separated; empty for a rule that applies to every process.
+	From string
+}
+
+// Describe is the rule's text with its ancestor scope, for events.
+func (r RuleInfo) Describe() string {
+	if r.From == "" {
+		return r.Text
+	}
+	return r.Text + " from ancestors " + r.From
 }
 
 // NewSet numbers the policies' rules. Policy names must be unique.
@@ -60,7 +75,7 @@ func NewSet(policies ...*Policy) (*Set, error) {
 	}
 	slices.SortFunc(s.policies, func(a, b *Policy) int { return strings.Compare(a.Name, b.Name) })
 
-	digest := sha256.New()
+	digest, rulesDigest := sha256.New(), sha256.New()
 	for _, p := range s.policies {
 		s.firstID[p] = uint32(len(s.rules)) + 1
 		for _, r := range p.rules {
@@ -71,11 +86,15 @@ func NewSet(policies ...*Policy) (*Set, error) {
 				Field:  r.field,
 				Kind:   r.kind,
 				Text:   r.text,
+				Mode:   p.Mode(),
+				From:   strings.Join(r.from, ","),
 			})
 		}
 		fmt.Fprintf(digest, "%s\x00%s\n", p.Name, p.digest)
+		fmt.Fprintf(rulesDigest, "%s\x00%s\n", p.Name, p.rulesDigest)
 	}
 	s.digest = "sha256:" + hex.EncodeToString(digest.Sum(nil))
+	s.rulesDigest = "sha256:" + hex.EncodeToString(rulesDigest.Sum(nil))
 	return s, nil
 }
 
@@ -130,6 +149,10 @@ func (s *Set) Policy(name string) (*Policy, bool) {
 // removed, renamed or changed, and so whenever rule IDs may have moved.
 func (s *Set) Digest() string { return s.digest }
 
+// RulesDigest is Digest without the policies' modes: it changes whenever
+// rule IDs may have moved, and not when only a mode changed.
+func (s *Set) RulesDigest() string { return s.rulesDigest }
+
 // Select returns the policies that apply to the container, sorted by name.
 func (s *Set) Select(id Identity) []*Policy {
 	var out []*Policy
@@ -159,9 +182,13 @@ func (s *Set) Rules(p *Policy) []RuleInfo {
 }
 
 // Compile builds the ruleset that enforces the union of the policies' rules.
-// Identical rules are kept once, under the lowest ID (the first policy by
-// name). If any of the policies has an exec allow list, the ruleset's allow
-// list is the union of theirs, and the container runs only what is on it. The policies must belong to this set, since its IDs are used.
+// Identical rules are kept once, under the lowest ID of an enforcing policy
+// if one has it (the first such policy by name), else of an audit-mode one.
+// If any of the policies has an exec allow list, the ruleset's allow list is
+// the union of theirs, and the container runs only what is on it; audit-mode
+// policies' lists count only when no enforcing policy has one, and then the
+// list only audits. The policies must belong to this set, since its IDs are
+// used.
 func (s *Set) Compile(rulesetID uint32, policies []*Policy) (bpf.Ruleset, error) {
 	ordered := slices.Clone(policies)
 	for _, p := range ordered {
@@ -172,43 +199,70 @@ func (s *Set) Compile(rulesetID uint32, policies []*Policy) (bpf.Ruleset, error)
 			return bpf.Ruleset{}, fmt.Errorf("compile ruleset %d: policy %q is not in this set", rulesetID, p.Name)
 		}
 	}
-	slices.SortFunc(ordered, func(a, b *Policy) int { return strings.Compare(a.Name, b.Name) })
+	// Enforcing policies first: their rule is the one kept of equal rules.
+	slices.SortFunc(ordered, func(a, b *Policy) int {
+		return cmp.Or(compareModes(a, b), strings.Compare(a.Name, b.Name))
+	})
 	ordered = slices.Compact(ordered)
+	hasAllow := func(p *Policy) bool { return p.hasRule(KindExecAllow) }
+	hasExec := func(p *Policy) bool { return p.hasRule(KindExec) || p.hasRule(KindExecAllow) }
+	enforcing := func(has func(*Policy) bool) func(*Policy) bool {
+		return func(p *Policy) bool { return !p.Audit() && has(p) }
+	}
+	enforcedAllow := slices.ContainsFunc(ordered, enforcing(hasAllow))
+	enforcedExec := slices.ContainsFunc(ordered, enforcing(hasExec))
 
 	// Paths in canonical form: the same text is the same path.
 	type execKey struct {
 		kind uint32
 		text string
+		from string
 	}
-	rs := bpf.Ruleset{ID: rulesetID}
+	type netKey struct {
+		rule bpf.NetRule
+		from string
+	}
+	// Refusals without a rule: audited when only audit-mode policies
+	// have the rules they come from.
+	rs := bpf.Ruleset{ID: rulesetID,
+		AuditNotAllowed: !enforcedAllow && slices.ContainsFunc(ordered, hasAllow),
+		AuditUnresolved: !enforcedExec && slices.ContainsFunc(ordered, hasExec),
+	}
 	execSeen := make(map[execKey]bool)
-	netSeen := make(map[bpf.NetRule]bool) // keyed with RuleID 0
+	netSeen := make(map[netKey]bool) // keyed with RuleID 0
+	classes := ancestorClasses{}
 	socketSeen := make(map[string]bool)
 	bindSeen := make(map[bpf.BindRule]bool)
 	for _, p := range ordered {
 		id := s.firstID[p]
+		audit := p.Audit()
 		for _, r := range p.rules {
 			switch r.kind {
 			case KindExec, KindExecAllow:
-				k := execKey{r.exec.Kind, r.text}
-				if !execSeen[k] {
+				k := execKey{r.exec.Kind, r.text, strings.Join(r.from, "\x00")}
+				// An enforcing allow list is not widened by an audited one.
+				skip := r.kind == KindExecAllow && audit && enforcedAllow
+				if !execSeen[k] && !skip {
 					execSeen[k] = true
 					e := r.exec
-					e.RuleID = id
+					e.RuleID, e.Audit = id, audit
+					e.From = classes.of(r.from)
 					rs.Exec = append(rs.Exec, e)
 				}
 			case KindConnect:
-				if !netSeen[r.net] {
-					netSeen[r.net] = true
+				k := netKey{r.net, strings.Join(r.from, "\x00")}
+				if !netSeen[k] {
+					netSeen[k] = true
 					n := r.net
-					n.RuleID = id
+					n.RuleID, n.Audit = id, audit
+					n.From = classes.of(r.from)
 					rs.Connect = append(rs.Connect, n)
 				}
 			case KindSocket:
 				if !socketSeen[r.text] {
 					socketSeen[r.text] = true
 					for _, sr := range r.sockets {
-						sr.RuleID = id
+						sr.RuleID, sr.Audit = id, audit
 						rs.Sockets = append(rs.Sockets, sr)
 					}
 				}
@@ -216,12 +270,82 @@ func (s *Set) Compile(rulesetID uint32, policies []*Policy) (bpf.Ruleset, error)
 				if !bindSeen[r.bind] {
 					bindSeen[r.bind] = true
 					b := r.bind
-					b.RuleID = id
+					b.RuleID, b.Audit = id, audit
 					rs.Bind = append(rs.Bind, b)
 				}
 			}
 			id++
 		}
 	}
+	if len(classes.paths) > bpf.MaxAncestorClasses {
+		return bpf.Ruleset{}, fmt.Errorf("compile ruleset %d: the selected policies scope rules to %d ancestor binaries (%s), at most %d per container",
+			rulesetID, len(classes.paths), strings.Join(classes.paths, ", "), bpf.MaxAncestorClasses)
+	}
+	for _, p := range classes.paths {
+		components, _, err := bpf.SplitPath(p)
+		if err != nil {
+			return bpf.Ruleset{}, fmt.Errorf("compile ruleset %d: ancestor %s: %w", rulesetID, p, err)
+		}
+		rs.Ancestors = append(rs.Ancestors, components)
+	}
+	for _, p := range ordered {
+		rs.ExecEvents = rs.ExecEvents || p.Spec.Events.Exec
+	}
 	return rs, nil
+}
+
+// compareModes orders enforcing policies before audit-mode ones.
+func compareModes(a, b *Policy) int {
+	switch {
+	case a.Audit() == b.Audit():
+		return 0
+	case !a.Audit():
+		return -1
+	}
+	return 1
+}
+
+func (p *Policy) hasRule(kind string) bool {
+	return slices.ContainsFunc(p.rules, func(r rule) bool { return r.kind == kind })
+}
+
+// MixedModes names the policies' modes when they differ, "" when they are
+// all the same: only then do modes change what the policies compile to
+// (which of two equal rules is kept, whose allow list counts), so only then
+// must a ruleset cache key include them. A switch of the mode of every
+// policy of a ruleset changes rule modes in place (bpf.SetAuditModes).
+func MixedModes(policies []*Policy) string {
+	if !slices.ContainsFunc(policies, (*Policy).Audit) ||
+		!slices.ContainsFunc(policies, func(p *Policy) bool { return !p.Audit() }) {
+		return ""
+	}
+	parts := make([]string, len(policies))
+	for i, p := range policies {
+		parts[i] = p.Name + "=" + p.Mode()
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
+}
+
+// ancestorClasses numbers the ancestor binaries of a ruleset's scoped rules
+// in the order they are first named: path i is class bit 1<<i.
+type ancestorClasses struct {
+	paths []string
+}
+
+// of is the class mask of a rule's ancestors (0: not scoped). Paths past
+// bpf.MaxAncestorClasses are numbered too, and Compile refuses them.
+func (a *ancestorClasses) of(from []string) uint8 {
+	var mask uint8
+	for _, p := range from {
+		i := slices.Index(a.paths, p)
+		if i < 0 {
+			i = len(a.paths)
+			a.paths = append(a.paths, p)
+		}
+		if i < bpf.MaxAncestorClasses {
+			mask |= 1 << i
+		}
+	}
+	return mask
 }

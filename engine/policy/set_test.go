@@ -42,7 +42,7 @@ func TestCompileExec(t *testing.T) {
 				t.Errorf("Compile = %+v, want %+v", rs, want)
 			}
 			info, ok := set.Rule(1)
-			wantInfo := RuleInfo{ID: 1, Policy: "p", File: "c.yaml", Field: "spec.exec.deny[0]", Kind: KindExec, Text: tt.text}
+			wantInfo := RuleInfo{ID: 1, Policy: "p", File: "c.yaml", Field: "spec.exec.deny[0]", Kind: KindExec, Text: tt.text, Mode: ModeEnforce}
 			if !ok || info != wantInfo {
 				t.Errorf("Rule(1) = %+v, %t; want %+v", info, ok, wantInfo)
 			}
@@ -260,7 +260,7 @@ func TestCompileExecAllow(t *testing.T) {
 		4: {Field: "spec.exec.allow[2]", Kind: KindExecAllow, Text: "/"},
 		5: {Field: "spec.network.connect.deny[0]", Kind: KindConnect, Text: "10.0.0.0/8"},
 	} {
-		w.ID, w.Policy, w.File = id, "p", "c.yaml"
+		w.ID, w.Policy, w.File, w.Mode = id, "p", "c.yaml", ModeEnforce
 		if got, ok := set.Rule(id); !ok || got != w {
 			t.Errorf("Rule(%d) = %+v, %t; want %+v", id, got, ok, w)
 		}

@@ -32,10 +32,72 @@ type Metadata struct {
 
 // Spec says which containers a policy applies to and what it denies them.
 type Spec struct {
+	// Mode is ModeEnforce (the default when empty) or ModeAudit: matches
+	// are only recorded (verdict wouldDeny) and the operations go ahead.
+	Mode     string   `json:"mode,omitempty"`
 	Selector Selector `json:"selector,omitzero"`
 	Exec     Exec     `json:"exec,omitzero"`
 	Network  Network  `json:"network,omitzero"`
+	Events   Events   `json:"events,omitzero"`
 }
+
+// Events turns on informational events for the selected containers.
+type Events struct {
+	// Exec: a process_exec and a process_exit event for every process.
+	Exec bool `json:"exec,omitempty"`
+}
+
+// From scopes a deny rule to part of a container's process tree.
+type From struct {
+	// Ancestors are absolute paths of binaries: the rule applies only to
+	// processes descended from a process running one of them in the same
+	// container (a process that replaced itself by exec counts its
+	// earlier images as ancestors).
+	Ancestors []string `json:"ancestors"`
+}
+
+// ExecDeny is one exec.deny entry: a path, written as a plain string, or
+// a mapping {path, from} for a rule scoped to ancestors.
+type ExecDeny struct {
+	Path string `json:"path"`
+	From *From  `json:"from,omitempty"`
+}
+
+// execDenyFields is ExecDeny's mapping form, decoded without its
+// UnmarshalJSON.
+type execDenyFields ExecDeny
+
+// UnmarshalJSON accepts a string or a mapping.
+func (d *ExecDeny) UnmarshalJSON(data []byte) error {
+	data = bytes.TrimSpace(data)
+	if len(data) > 0 && data[0] == '"' {
+		*d = ExecDeny{}
+		if err := json.Unmarshal(data, &d.Path); err != nil {
+			return fmt.Errorf("decode exec.deny entry: %w", err)
+		}
+		return nil
+	}
+	var f execDenyFields
+	if err := json.Unmarshal(data, &f); err != nil {
+		return fmt.Errorf("decode exec.deny entry: %w", err)
+	}
+	*d = ExecDeny(f)
+	return nil
+}
+
+// MarshalJSON writes an unscoped entry as the plain string it can be.
+func (d ExecDeny) MarshalJSON() ([]byte, error) {
+	if d.From == nil {
+		return json.Marshal(d.Path)
+	}
+	return json.Marshal(execDenyFields(d))
+}
+
+// Modes of a policy (spec.mode); the same words as the event schema's.
+const (
+	ModeEnforce = "enforce"
+	ModeAudit   = "audit"
+)
 
 // Selector picks containers. Every field given must match; an absent field
 // matches anything, so an empty selector selects every container.
@@ -53,8 +115,9 @@ type Selector struct {
 // optionally the only ones they may run.
 type Exec struct {
 	// Deny holds absolute paths: a path denies exactly that file, a path
-	// with a trailing slash denies everything below that directory.
-	Deny []string `json:"deny,omitempty"`
+	// with a trailing slash denies everything below that directory. An
+	// entry may be scoped to ancestors ({path, from}).
+	Deny []ExecDeny `json:"deny,omitempty"`
 	// Allow, written like Deny, makes an allow list: when any policy
 	// selecting a container has one, the container may run only files on
 	// the union of those lists, minus what any deny rule denies.
@@ -102,6 +165,8 @@ type Destination struct {
 	Ports []PortRange `json:"ports,omitempty"`
 	// Protocol is "tcp", "udp" or "any" (the default).
 	Protocol string `json:"protocol,omitempty"`
+	// From scopes the rule to descendants of ancestor binaries.
+	From *From `json:"from,omitempty"`
 }
 
 // PortRange is "N" or "N-M". YAML authors often leave single ports

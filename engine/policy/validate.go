@@ -80,10 +80,11 @@ type Policy struct {
 	// lower case.
 	Spec Spec
 
-	loc    location
-	pods   labels.Selector
-	rules  []rule // in file order; a Set numbers them
-	digest string
+	loc         location
+	pods        labels.Selector
+	rules       []rule // in file order; a Set numbers them
+	digest      string
+	rulesDigest string
 }
 
 // rule is one compiled rule before a Set gives it an ID.
@@ -93,6 +94,7 @@ type rule struct {
 	text    string
 	exec    bpf.ExecRule
 	net     bpf.NetRule
+	from    []string // ancestor binaries the rule is scoped to (canonical)
 	sockets []bpf.SocketRule
 	bind    bpf.BindRule
 }
@@ -101,6 +103,29 @@ type rule struct {
 // changes exactly when the policy's meaning or rule order changes, not when
 // only its formatting does.
 func (p *Policy) Digest() string { return p.digest }
+
+// RulesDigest is Digest without the mode: it changes when the policy's
+// selector, rules or their order change, not when only its mode does.
+func (p *Policy) RulesDigest() string { return p.rulesDigest }
+
+// Mode is ModeEnforce or ModeAudit.
+func (p *Policy) Mode() string {
+	if p.Spec.Mode == ModeAudit {
+		return ModeAudit
+	}
+	return ModeEnforce
+}
+
+// Audit says whether the policy is in audit mode.
+func (p *Policy) Audit() bool { return p.Mode() == ModeAudit }
+
+func (c *checker) mode(m string) {
+	switch m {
+	case "", ModeEnforce, ModeAudit:
+	default:
+		c.addf("spec.mode", "%q is not a mode (want %q or %q)", m, ModeEnforce, ModeAudit)
+	}
+}
 
 // Canonical returns the policy as a canonical JSON document (which is
 // also valid YAML); parsing it yields a policy with the same digest.
@@ -158,6 +183,7 @@ func (c *checker) policy(doc *document) *Policy {
 		return p
 	}
 	p.Spec = *doc.Spec
+	c.mode(p.Spec.Mode)
 	p.pods = c.selector(&p.Spec.Selector)
 	p.rules = append(c.exec(&p.Spec.Exec), c.connect(&p.Spec.Network.Connect)...)
 	p.rules = append(p.rules, c.sockets(&p.Spec.Network.Sockets)...)
@@ -170,6 +196,16 @@ func (c *checker) policy(doc *document) *Policy {
 	}
 	sum := sha256.Sum256(spec)
 	p.digest = "sha256:" + hex.EncodeToString(sum[:])
+	// The rules digest leaves the mode out: switching it keeps rule IDs
+	// and rulesets, and the kernel changes only the rules' modes in place.
+	modeless := p.Spec
+	modeless.Mode = ""
+	if spec, err = json.Marshal(modeless); err != nil {
+		c.addf("spec", "encode canonical spec: %w", err)
+		return p
+	}
+	sum = sha256.Sum256(spec)
+	p.rulesDigest = "sha256:" + hex.EncodeToString(sum[:])
 	return p
 }
 
@@ -258,14 +294,29 @@ func (c *checker) exec(e *Exec) []rule {
 	if e.Allow != nil && len(e.Allow) == 0 {
 		c.addf("spec.exec.allow", `empty list would allow nothing; omit the field, or deny "/" to refuse every exec`)
 	}
-	rules := c.execPaths(e.Deny, "spec.exec.deny", KindExec, bpf.ExecExact, bpf.ExecPrefix)
-	return append(rules, c.execPaths(e.Allow, "spec.exec.allow", KindExecAllow, bpf.ExecAllowExact, bpf.ExecAllowPrefix)...)
+	paths := make([]string, len(e.Deny))
+	froms := make([]*From, len(e.Deny))
+	for i, d := range e.Deny {
+		paths[i], froms[i] = d.Path, d.From
+	}
+	rules := c.execPaths(paths, froms, "spec.exec.deny", KindExec, bpf.ExecExact, bpf.ExecPrefix)
+	for i := range e.Deny {
+		e.Deny[i].Path = paths[i]
+	}
+	return append(rules, c.execPaths(e.Allow, nil, "spec.exec.allow", KindExecAllow, bpf.ExecAllowExact, bpf.ExecAllowPrefix)...)
 }
 
-func (c *checker) execPaths(paths []string, base, kind string, exact, prefixKind uint32) []rule {
+// execPaths compiles exec paths; froms, where given, scope each to
+// ancestors.
+func (c *checker) execPaths(paths []string, froms []*From, base, kind string, exact, prefixKind uint32) []rule {
 	var rules []rule
 	for i, p := range paths {
 		field := fmt.Sprintf("%s[%d]", base, i)
+		var from []string
+		if froms != nil && froms[i] != nil {
+			field += ".path"
+			from = c.from(fmt.Sprintf("%s[%d].from", base, i), froms[i])
+		}
 		components, prefix, err := bpf.SplitPath(p)
 		if err != nil {
 			c.addf(field, "%w", err)
@@ -282,9 +333,10 @@ func (c *checker) execPaths(paths []string, base, kind string, exact, prefixKind
 		paths[i] = text
 		rules = append(rules, rule{
 			kind:  kind,
-			field: field,
+			field: strings.TrimSuffix(field, ".path"),
 			text:  text,
 			exec:  bpf.ExecRule{Kind: k, Components: components},
+			from:  from,
 		})
 	}
 	return rules
@@ -306,6 +358,10 @@ func (c *checker) connect(conn *Connect) []rule {
 			c.addf(field+".protocol", "%w", proerr)
 		}
 		ranges, portsOK := c.ports(field, d.Ports)
+		var from []string
+		if d.From != nil {
+			from = c.from(field+".from", d.From)
+		}
 		if perr != nil || proerr != nil || !portsOK {
 			continue
 		}
@@ -323,6 +379,7 @@ func (c *checker) connect(conn *Connect) []rule {
 				field: r.field,
 				text:  text,
 				net:   bpf.NetRule{Prefix: prefix, PortLo: r.lo, PortHi: r.hi, Proto: proto},
+				from:  from,
 			})
 		}
 	}
@@ -494,4 +551,35 @@ func sortedStringKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// from validates an ancestor scope and puts its paths in canonical form:
+// binaries named exactly (no directory prefixes), each once.
+func (c *checker) from(field string, f *From) []string {
+	if len(f.Ancestors) == 0 {
+		c.addf(field+".ancestors", "required: the binaries the rule applies below")
+		return nil
+	}
+	var out []string
+	for i, p := range f.Ancestors {
+		af := fmt.Sprintf("%s.ancestors[%d]", field, i)
+		components, prefix, err := bpf.SplitPath(p)
+		if err != nil {
+			c.addf(af, "%w", err)
+			continue
+		}
+		if prefix {
+			c.addf(af, "%q: an ancestor is one binary, not a directory", p)
+			continue
+		}
+		text := "/" + strings.Join(components, "/")
+		f.Ancestors[i] = text
+		if !slices.Contains(out, text) {
+			out = append(out, text)
+		}
+	}
+	if len(out) > bpf.MaxAncestorClasses {
+		c.addf(field+".ancestors", "%d binaries, at most %d", len(out), bpf.MaxAncestorClasses)
+	}
+	return out
 }

@@ -42,6 +42,22 @@ func NewCgroup(t testing.TB) Cgroup {
 	return Cgroup{Dir: dir, Path: "/" + filepath.Base(dir), ID: id}
 }
 
+// Child creates the sub-cgroup name of cg, removed (before cg) when the
+// test ends.
+func (cg Cgroup) Child(t testing.TB, name string) Cgroup {
+	t.Helper()
+	dir := filepath.Join(cg.Dir, name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatalf("create sub-cgroup: %v", err)
+	}
+	t.Cleanup(func() { removeCgroup(t, dir) })
+	id, err := cgroup.ID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Cgroup{Dir: dir, Path: cg.Path + "/" + name, ID: id}
+}
+
 func removeCgroup(t testing.TB, dir string) {
 	os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
 	deadline := time.Now().Add(5 * time.Second)

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -158,6 +159,13 @@ func (e *Engine) WritePolicy(t testing.TB, name, yaml string) {
 // Start runs the engine process (again) and waits for its socket.
 func (e *Engine) Start(t testing.TB) {
 	t.Helper()
+	e.Launch(t)
+	e.waitReady(t)
+}
+
+// Launch runs the engine process (again) without waiting for it.
+func (e *Engine) Launch(t testing.TB) {
+	t.Helper()
 	if e.cmd != nil {
 		t.Fatal("engine already running")
 	}
@@ -168,6 +176,11 @@ func (e *Engine) Start(t testing.TB) {
 	args := append([]string{"engine",
 		"--policies", e.PolicyDir, "--state-dir", e.StateDir, "--bpf-dir", e.BPFDir,
 		"--socket", e.Socket, "--events", e.EventsFile, "--log-level", "debug"}, e.args...)
+	// A test engine reconciles only with a CRI runtime it is pointed at,
+	// never with one that happens to run on the machine.
+	if !slices.ContainsFunc(e.args, func(a string) bool { return strings.HasPrefix(a, "--cri-endpoint") }) {
+		args = append(args, "--cri-endpoint=none")
+	}
 	cmd := exec.Command(e.Bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -178,7 +191,10 @@ func (e *Engine) Start(t testing.TB) {
 	e.cmd = cmd
 	e.done = make(chan struct{})
 	go func() { cmd.Wait(); logf.Close(); close(e.done) }()
+}
 
+func (e *Engine) waitReady(t testing.TB) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -324,11 +340,21 @@ func readEvents(t testing.TB, path string) []map[string]any {
 // WaitEvent waits up to 10s for an event that match accepts.
 func (e *Engine) WaitEvent(t testing.TB, match func(map[string]any) bool) map[string]any {
 	t.Helper()
+	ev, _ := e.WaitEventAfter(t, 0, match)
+	return ev
+}
+
+// WaitEventAfter is WaitEvent over the events after the first skip (as
+// counted by Events); it also returns how many events there are up to and
+// including the match, the skip of a wait for the next one.
+func (e *Engine) WaitEventAfter(t testing.TB, skip int, match func(map[string]any) bool) (map[string]any, int) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		for _, ev := range e.Events(t) {
-			if match(ev) {
-				return ev
+		all := e.Events(t)
+		for i := skip; i < len(all); i++ {
+			if match(all[i]) {
+				return all[i], i + 1
 			}
 		}
 		if time.Now().After(deadline) {

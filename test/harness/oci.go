@@ -31,3 +31,19 @@ func OCIState(id, status string, pid int, bundle string, annotations map[string]
 	data, _ := json.Marshal(map[string]any{"ociVersion": "1.0.2", "id": id, "status": status, "pid": pid, "bundle": bundle, "annotations": annotations})
 	return string(data)
 }
+
+// RuntimeAnnotations reads one of hook/testdata's fixtures: the annotations
+// a runtime (CRI-O, containerd) puts on a sandbox or application container.
+func RuntimeAnnotations(t testing.TB, name string) map[string]string {
+	t.Helper()
+	path := filepath.Join(RepoRoot(), "hook", "testdata", name)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a map[string]string
+	if err := json.Unmarshal(data, &a); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return a
+}

@@ -109,7 +109,7 @@ func TestPodmanAllowList(t *testing.T) {
 		t.Fatalf("entrypoint /bin/sh: want it to run, got %v", res)
 	}
 	checkRouteResults(t, "podman overlay", res.Stdout, allowRoutes)
-	id, _ := idOfRegistered(t, logPath, "podman-allow")
+	id, _ := idOfRegistered(t, logPath, "podman-allow", "main")
 	ev := notAllowedEvent(t, e, id, "/tmp/al-copy")
 	if ctr, _ := ev["container"].(map[string]any); ctr["pod"] != "podman-allow" {
 		t.Errorf("not-allowed event: want the container's identity, got %v", ctr)

@@ -162,7 +162,7 @@ func TestPodmanOverlayDeniesTheFileNotTheName(t *testing.T) {
 		t.Fatalf("entrypoint: want it to run, got %v", res)
 	}
 	checkRoutes(t, "podman overlay", res.Stdout)
-	id, _ := idOfRegistered(t, logPath, "podman-routes")
+	id, _ := idOfRegistered(t, logPath, "podman-routes", "main")
 	killedEvent(t, e, id, "/bin/id")
 }
 

@@ -20,10 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-
-	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/test/harness"
+	"github.com/holdfast-dev/holdfast/test/pinned"
 	"github.com/holdfast-dev/holdfast/test/require"
 	"github.com/holdfast-dev/holdfast/test/rootfs"
 )
@@ -153,6 +151,17 @@ func (r *runcEnv) bundle(t testing.TB, o bundleOpts) *container {
 		exec.Command(r.runc, "--root", r.root, "delete", "--force", c.ID).Run()
 	})
 	return c
+}
+
+// sleeper is a bundle of a pod the locked policy selects whose container
+// sleeps, registered by the hook at createRuntime and logging to logPath.
+func (r *runcEnv) sleeper(t testing.TB, e *harness.Engine, logPath, pod string) *container {
+	t.Helper()
+	return r.bundle(t, bundleOpts{
+		Args:        []string{"/bin/sleep", "600"},
+		Annotations: lockedAnnotations(pod),
+		Hooks:       hookEntries(hookBinary(t), "createRuntime", e.Socket, logPath, "--fail-mode", "closed"),
+	})
 }
 
 // runResult is how `runc run` ended.
@@ -305,21 +314,8 @@ func engineLists(t testing.TB, e *harness.Engine, id string) bool {
 // for cgroupID: what the kernel enforces, not what the engine says.
 func cgroupMapped(t testing.TB, e *harness.Engine, cgroupID uint64) bool {
 	t.Helper()
-	// "cgroup_rules" is the map's name in bpf/holdfast.c.
-	m, err := ebpf.LoadPinnedMap(bpf.Layout{Root: e.BPFDir}.Pin(bpf.KindMap, "cgroup_rules"), nil)
-	if err != nil {
-		t.Fatalf("open the engine's pinned cgroup map: %v", err)
-	}
-	defer m.Close()
-	value := make([]byte, m.ValueSize())
-	err = m.Lookup(cgroupID, value)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return false
-	}
-	if err != nil {
-		t.Fatalf("look up cgroup %d: %v", cgroupID, err)
-	}
-	return true
+	_, ok := pinned.CgroupEntry(t, e.BPFDir, cgroupID)
+	return ok
 }
 
 // expectForgotten checks that a removed container left nothing behind in

@@ -212,7 +212,7 @@ func TestPodmanLoaderRoute(t *testing.T) {
 		t.Fatalf("entrypoint: want it to run, got %v", res)
 	}
 	checkRouteResults(t, "podman overlay", res.Stdout, loaderRoutes)
-	id, _ := idOfRegistered(t, logPath, "podman-loader")
+	id, _ := idOfRegistered(t, logPath, "podman-loader", "main")
 	mmapKilledEvent(t, e, id, "id", "/usr/bin/id")
 	mmapKilledEvent(t, e, id, "libhfdeny.so", libDenied)
 }

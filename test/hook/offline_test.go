@@ -19,8 +19,8 @@ var lockedWhoamiPolicy = strings.Replace(lockedPolicy, "deny: [/bin/id]", "deny:
 
 // offlineHooks are hook entries that register without the engine when it
 // cannot be reached, into e's state and pins.
-func offlineHooks(bin string, e *harness.Engine, logPath string, extra ...string) map[string][]runcHook {
-	return hookEntries(bin, "createRuntime", e.Socket, logPath, append([]string{
+func offlineHooks(bin, stage string, e *harness.Engine, logPath string, extra ...string) map[string][]runcHook {
+	return hookEntries(bin, stage, e.Socket, logPath, append([]string{
 		"--state-dir", e.StateDir, "--bpf-dir", e.BPFDir, "--holdfast-binary", e.Bin}, extra...)...)
 }
 
@@ -30,6 +30,14 @@ func offlineHooks(bin string, e *harness.Engine, logPath string, extra ...string
 // with their identity, applies the policy changed meanwhile, and forgets
 // the one removed meanwhile.
 func TestRuncEnforcedWhileEngineDown(t *testing.T) {
+	// createContainer runs the hook in the container's cgroup (the slow
+	// path's process witnesses the claim); createRuntime names its pid.
+	for _, stage := range []string{"createContainer", "createRuntime"} {
+		t.Run(stage, func(t *testing.T) { enforcedWhileEngineDown(t, stage) })
+	}
+}
+
+func enforcedWhileEngineDown(t *testing.T, stage string) {
 	r := newRuncEnv(t)
 	if err := rootfs.CopyDynamic(r.rootfs, "/usr/bin/whoami"); err != nil {
 		t.Fatal(err)
@@ -37,7 +45,7 @@ func TestRuncEnforcedWhileEngineDown(t *testing.T) {
 	bin := hookBinary(t)
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"locked.yaml": lockedPolicy}})
 	logPath := filepath.Join(t.TempDir(), "hook.log")
-	hooks := offlineHooks(bin, e, logPath, "--fail-mode", "closed")
+	hooks := offlineHooks(bin, stage, e, logPath, "--fail-mode", "closed")
 	e.Terminate(t)
 
 	denied := r.bundle(t, bundleOpts{Args: []string{"/bin/id"}, Annotations: lockedAnnotations("offline-denied"), Hooks: hooks})
@@ -128,7 +136,7 @@ func TestRuncEngineHung(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			logPath := filepath.Join(t.TempDir(), "hook.log")
 			c := r.bundle(t, bundleOpts{Args: []string{"/bin/echo", "started"}, Annotations: lockedAnnotations("hung-" + mode),
-				Hooks: offlineHooks(bin, e, logPath, "--fail-mode", mode, "--timeout", "1s")})
+				Hooks: offlineHooks(bin, "createRuntime", e, logPath, "--fail-mode", mode, "--timeout", "1s")})
 			res := c.run(t)
 			if strings.Contains(res.Stderr, "ran past specified timeout") {
 				t.Errorf("runc had to kill the hook: %s", res.Stderr)

@@ -3,6 +3,7 @@ package hook_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -108,9 +109,7 @@ func (p *podman) run(t *testing.T, name string, annotations map[string]string, a
 	defer cancel()
 	runArgs := []string{"run", "--rm", "--name", name, "--network", "none",
 		"--ulimit", "nofile=20000:20000", "--ulimit", "nproc=1024:1024"}
-	for k, v := range annotations {
-		runArgs = append(runArgs, "--annotation", `"`+strings.ReplaceAll(k+"="+v, `"`, `""`)+`"`)
-	}
+	runArgs = append(runArgs, annotationArgs(annotations)...)
 	// Options for run itself may come first, up to "--".
 	if i := slices.Index(args, "--"); i >= 0 {
 		runArgs, args = append(runArgs, args[:i]...), args[i+1:]
@@ -133,11 +132,72 @@ func (p *podman) run(t *testing.T, name string, annotations map[string]string, a
 	return res
 }
 
-// idOfRegistered finds the container id and cgroup the hook registered for a pod.
-func idOfRegistered(t *testing.T, logPath, pod string) (id string, cgroupID uint64) {
+// sandbox starts a pod's sandbox container with CRI-O's sandbox
+// annotations (hook/testdata/crio-sandbox.json) and the given pod labels,
+// and returns its id. Its own SandboxID annotation keeps the fixture's
+// value: podman chooses the id only after the annotations are set.
+func (p *podman) sandbox(t *testing.T, name string, labels map[string]string) string {
+	t.Helper()
+	a := harness.RuntimeAnnotations(t, "crio-sandbox.json")
+	all := map[string]string{}
+	if err := json.Unmarshal([]byte(a["io.kubernetes.cri-o.Labels"]), &all); err != nil {
+		t.Fatal(err)
+	}
+	for k := range all {
+		if !strings.HasPrefix(k, "io.kubernetes.") {
+			delete(all, k)
+			delete(a, k)
+		}
+	}
+	for k, v := range labels {
+		all[k], a[k] = v, v
+	}
+	data, _ := json.Marshal(all)
+	a["io.kubernetes.cri-o.Labels"] = string(data)
+	args := []string{"run", "--detach", "--name", name, "--network", "none",
+		"--ulimit", "nofile=20000:20000", "--ulimit", "nproc=1024:1024"}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := p.cmd(ctx, append(append(args, annotationArgs(a)...), podmanImage, "/bin/sleep", "999999")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("start sandbox %s: %v\n%s", name, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// crioContainer is CRI-O's annotation set of an application container
+// (hook/testdata/crio-container.json) named name in the pod of sandboxID.
+func crioContainer(t *testing.T, sandboxID, name string) map[string]string {
+	t.Helper()
+	a := harness.RuntimeAnnotations(t, "crio-container.json")
+	a["io.kubernetes.cri-o.SandboxID"] = sandboxID
+	a["io.kubernetes.container.name"] = name
+	labels := map[string]string{}
+	if err := json.Unmarshal([]byte(a["io.kubernetes.cri-o.Labels"]), &labels); err != nil {
+		t.Fatal(err)
+	}
+	labels["io.kubernetes.container.name"] = name
+	data, _ := json.Marshal(labels)
+	a["io.kubernetes.cri-o.Labels"] = string(data)
+	return a
+}
+
+// annotationArgs are --annotation flags, CSV-quoted because podman splits
+// their values on commas.
+func annotationArgs(annotations map[string]string) []string {
+	var args []string
+	for k, v := range annotations {
+		args = append(args, "--annotation", `"`+strings.ReplaceAll(k+"="+v, `"`, `""`)+`"`)
+	}
+	return args
+}
+
+// idOfRegistered finds the container id and cgroup the hook registered for
+// a pod's container.
+func idOfRegistered(t *testing.T, logPath, pod, container string) (id string, cgroupID uint64) {
 	t.Helper()
 	for _, l := range hookLog(t, logPath) {
-		if l["outcome"] == "registered" && l["pod"] == pod {
+		if l["outcome"] == "registered" && l["pod"] == pod && l["container"] == container {
 			id, _ = l["id"].(string)
 			f, _ := l["cgroupId"].(float64)
 			return id, uint64(f)
@@ -148,9 +208,12 @@ func idOfRegistered(t *testing.T, logPath, pod string) (id string, cgroupID uint
 }
 
 // TestPodmanHooksDir installs the hook with `holdfast install crio` into a
-// hooks dir, runs podman with that --hooks-dir and CRI-O's annotations, and
-// checks that a policy selecting by the labels annotation holds from the
-// first instruction while an unselected container runs freely.
+// hooks dir and runs podman with that --hooks-dir emulating CRI-O exactly:
+// a sandbox container with CRI-O's sandbox annotations, then application
+// containers with CRI-O's container annotations. A policy selecting the
+// pod's labels holds from the first instruction, also when the engine
+// restarted between sandbox and container, while a container of an
+// unselected pod runs freely.
 func TestPodmanHooksDir(t *testing.T) {
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"locked.yaml": lockedPolicy}})
 	hookSrc := hookBinary(t)
@@ -175,38 +238,44 @@ func TestPodmanHooksDir(t *testing.T) {
 	}
 
 	p := newPodman(t, hooksDir)
-	locked := map[string]string{
-		"io.kubernetes.pod.namespace": "shop",
-		"io.kubernetes.pod.name":      "locked-pod",
-		"io.kubernetes.cri-o.Labels":  `{"app":"locked","tier":"front"}`,
+	// A pod as CRI-O makes it: the sandbox carries the pod's labels, the
+	// application container only kubelet's container labels and the
+	// sandbox's id.
+	lockedPod := p.sandbox(t, "hf-sandbox-locked", map[string]string{"app": "locked", "tier": "front"})
+	if res := p.run(t, "hf-denied", crioContainer(t, lockedPod, "main"), "/bin/id"); !res.killed() || strings.Contains(res.Stdout, "uid=") {
+		t.Errorf("denied /bin/id in a container of a selected pod: want SIGKILL before any output, got %v", res)
 	}
-	if res := p.run(t, "hf-denied", locked, "/bin/id"); !res.killed() || strings.Contains(res.Stdout, "uid=") {
-		t.Errorf("denied /bin/id in a selected podman container: want SIGKILL before any output, got %v", res)
-	}
-	id, cgroupID := idOfRegistered(t, logPath, "locked-pod")
+	id, cgroupID := idOfRegistered(t, logPath, "web-7f9c6b5d4-x2kqp", "main")
 	killedEvent(t, e, id, "/bin/id")
 	decision(t, logPath, id, "unregistered")
 	expectForgotten(t, e, id, cgroupID)
 
-	locked["io.kubernetes.pod.name"] = "locked-pod-2"
-	if res := p.run(t, "hf-allowed", locked, "/bin/echo", "allowed"); res.ExitCode != 0 || res.Stdout != "allowed\n" {
-		t.Errorf("allowed command in a selected container: %v", res)
+	// The engine restarted between the sandbox and the container: the
+	// sandbox's registration, with the pod's labels, is in its registry.
+	e.Restart(t)
+	if res := p.run(t, "hf-denied-after-restart", crioContainer(t, lockedPod, "main"), "/bin/id"); !res.killed() {
+		t.Errorf("denied /bin/id in a container of a selected pod after an engine restart: want SIGKILL, got %v", res)
+	}
+	if res := p.run(t, "hf-allowed", crioContainer(t, lockedPod, "main"), "/bin/echo", "allowed"); res.ExitCode != 0 || res.Stdout != "allowed\n" {
+		t.Errorf("allowed command in a container of a selected pod: %v", res)
 	}
 
-	free := map[string]string{
-		"io.kubernetes.pod.namespace": "shop",
-		"io.kubernetes.pod.name":      "free-pod",
-		"io.kubernetes.cri-o.Labels":  `{"app":"other"}`,
+	freePod := p.sandbox(t, "hf-sandbox-free", map[string]string{"app": "other"})
+	if res := p.run(t, "hf-free", crioContainer(t, freePod, "free"), "/bin/id"); res.ExitCode != 0 || !strings.Contains(res.Stdout, "uid=0") {
+		t.Errorf("/bin/id in a container of a pod no policy selects: %v", res)
 	}
-	if res := p.run(t, "hf-free", free, "/bin/id"); res.ExitCode != 0 || !strings.Contains(res.Stdout, "uid=0") {
-		t.Errorf("/bin/id in a container no policy selects: %v", res)
-	}
-	freeID, freeCgroup := idOfRegistered(t, logPath, "free-pod")
+	freeID, freeCgroup := idOfRegistered(t, logPath, "web-7f9c6b5d4-x2kqp", "free")
 	if reg := decision(t, logPath, freeID, "registered"); reg["policies"] != nil {
 		t.Errorf("unselected container got policies %v", reg["policies"])
 	}
 	decision(t, logPath, freeID, "unregistered")
 	expectForgotten(t, e, freeID, freeCgroup)
+
+	// A container whose sandbox the engine never saw, with no CRI runtime
+	// to ask: its labels are unknown, and the closed fail mode refuses it.
+	if res := p.run(t, "hf-orphan", crioContainer(t, "never-seen-sandbox", "main"), "/bin/echo", "ran"); res.ExitCode == 0 {
+		t.Errorf("a container of an unknown pod ran under fail-mode closed: %v", res)
+	}
 
 	out, err = e.CLI("uninstall", "crio", "--hooks-dir", hooksDir, "--install-dir", installDir)
 	if err != nil || strings.Count(out, "removed ") != 4 {

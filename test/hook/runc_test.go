@@ -91,14 +91,9 @@ func TestRuncEnforcesFromFirstInstruction(t *testing.T) {
 // and from the pinned map once runc removed it.
 func TestRemovedContainerIsForgotten(t *testing.T) {
 	r := newRuncEnv(t)
-	bin := hookBinary(t)
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"locked.yaml": lockedPolicy}})
 	logPath := filepath.Join(t.TempDir(), "hook.log")
-	c := r.bundle(t, bundleOpts{
-		Args:        []string{"/bin/sleep", "600"},
-		Annotations: lockedAnnotations("sleeper"),
-		Hooks:       hookEntries(bin, "createRuntime", e.Socket, logPath, "--fail-mode", "closed"),
-	})
+	c := r.sleeper(t, e, logPath, "sleeper")
 
 	c.runc(t, "create", "--bundle", c.Bundle, c.ID)
 	cgroupID := cgroupIDOf(t, logPath, c.ID)

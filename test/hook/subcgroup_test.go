@@ -32,6 +32,6 @@ echo $$ > /tmp/cg/escape/deeper/cgroup.procs && grep '^0::' /proc/self/cgroup &&
 	if !res.killed() || strings.Contains(res.Stdout, "uid=") {
 		t.Errorf("denied /bin/id from a sub-cgroup of a registered container: want SIGKILL before any output, got %v", res)
 	}
-	id, _ := idOfRegistered(t, logPath, "subcgroup-pod")
+	id, _ := idOfRegistered(t, logPath, "subcgroup-pod", "main")
 	killedEvent(t, e, id, "/bin/id")
 }

@@ -462,9 +462,13 @@ func TestCRIAdoption(t *testing.T) {
 		Policies: shopPolicy(ln.port),
 		Args:     []string{"--cri-endpoint", "unix://" + c.address},
 	})
-	r, ok := registrations(t, e.Socket)[id]
-	if !ok || !slices.Contains(r.Policies, "shop-web") {
-		t.Fatalf("engine did not adopt %s at start: %+v", id, r)
+	// The first reconcile runs as the engine starts serving.
+	regs := waitRegistrations(t, e.Socket, "adoption of "+id+" at start", func(m map[string]api.Container) bool {
+		_, ok := m[id]
+		return ok
+	})
+	if r := regs[id]; !slices.Contains(r.Policies, "shop-web") || r.Source != cri.Source {
+		t.Fatalf("engine adopted %s at start as %+v, want source cri and policy shop-web", id, r)
 	}
 	if code, out := p.exec(t, id, "/bin/id"); code != killedExit {
 		t.Errorf("adopted container: /bin/id exited %d (%q), want killed", code, out)

@@ -86,6 +86,9 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	n := st.Counters
 	fmt.Fprintf(tw, "exec:\t%d checked, %d denied (%d unresolvable paths)\n", n.ExecChecked, n.ExecDenied, n.ExecUnresolved)
 	fmt.Fprintf(tw, "connect:\t%d checked, %d refused\n", n.ConnectChecked, n.ConnectRefused)
+	if n.Audited > 0 {
+		fmt.Fprintf(tw, "audited:\t%d would have been denied (audit-mode rules; let through)\n", n.Audited)
+	}
 	if n.EventsLost > 0 {
 		fmt.Fprintf(tw, "events lost:\t%d (ring buffer full; counted in summaries)\n", n.EventsLost)
 	}
@@ -107,11 +110,12 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(tw, "map %s:\t%s\n", m.Name, fill)
 	}
+	printCRIStatus(tw, st)
 	for _, o := range st.Orphans {
 		fmt.Fprintf(tw, "orphaned:\t%s\tcgroup %s, ruleset %d: enforced, no registration\n", o.ID, o.Path, o.Ruleset)
 	}
 	for _, p := range st.Policies {
-		fmt.Fprintf(tw, "policy:\t%s\t%s\n", p.Name, p.File)
+		fmt.Fprintf(tw, "policy:\t%s\t%s\t%s\n", p.Name, p.Mode, p.File)
 	}
 	for _, f := range st.PolicyErrors {
 		for _, msg := range f.Errors {
@@ -325,6 +329,9 @@ func validatePolicies(files []string, c bpf.Capacity, stdout io.Writer) error {
 		names := make([]string, len(ps))
 		for i, p := range ps {
 			names[i] = p.Name
+			if p.Audit() {
+				names[i] += " (audit)"
+			}
 		}
 		sort.Strings(names)
 		fmt.Fprintf(stdout, "%s: ok (%s)\n", file, strings.Join(names, ", "))

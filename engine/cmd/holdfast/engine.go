@@ -9,8 +9,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/engine/api"
@@ -38,7 +41,8 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 	socket := fs.String("socket", defaultSocket, "Unix socket for registrars and the CLI (mode 0600, root only)")
 	eventsFile := fs.String("events", "", "file to append JSON-lines events to (default stderr)")
 	cgroupRoot := fs.String("cgroup-root", "", "cgroup v2 mount (default: detected from /proc/self/mountinfo)")
-	criEndpoint := fs.String("cri-endpoint", "", "CRI endpoint to adopt running containers from at start (unix:///...)")
+	criEndpoint := fs.String("cri-endpoint", "", "CRI endpoint to reconcile running containers with (unix:///...; default: the first of containerd's and CRI-O's default sockets that exists; \"none\": off)")
+	criInterval := fs.Duration("cri-reconcile-interval", 30*time.Second, "how often to reconcile with the CRI runtime after start (0: only at start)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	eventsMax := fs.Int64("events-max-bytes", 100<<20, "rotate the --events file before it passes this size (0: never)")
 	eventsBackups := fs.Int("events-max-backups", 5, "rotated events files to keep (FILE.1 newest)")
@@ -81,11 +85,8 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 		WatchPolicies:   *watchPolicies,
 		PolicyDebounce:  *policyDebounce,
 	}
-	if *criEndpoint != "" {
-		opts.Discover = func(ctx context.Context, m cgroup.Mount) ([]api.Container, error) {
-			return (&cri.Lister{Endpoint: *criEndpoint, Cgroups: m, Log: log}).List(ctx)
-		}
-		opts.DiscoverSource = cri.Source
+	if *criEndpoint != "none" {
+		criOptions(&opts, *criEndpoint, *criInterval, log)
 	}
 	// The socket first: if a live engine answers on it, exit before
 	// touching its state, maps or socket.
@@ -102,7 +103,12 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 		}()
 	}
 	defer l.Close()
+	// Start-up only grows the heap (the registry, the kernel's BTF): GC
+	// cycles then cost time and free little, so it runs them rarely
+	// until the engine is ready, and hands the garbage back after.
+	gcPercent := debug.SetGCPercent(800)
 	eng, err := daemon.New(ctx, opts)
+	debug.SetGCPercent(gcPercent)
 	if err != nil {
 		return err
 	}
@@ -121,9 +127,10 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}()
 
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	go func() { errc <- eng.StreamEvents(ctx) }()
 	go func() { errc <- eng.Maintain(ctx) }()
+	go func() { errc <- eng.ReconcileDiscovered(ctx) }()
 	go func() {
 		if *watchPolicies {
 			errc <- eng.WatchPolicies(ctx)
@@ -133,6 +140,7 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 	}()
 	srv := &api.Server{Handler: eng, Log: log}
 	go func() { errc <- srv.Serve(ctx, l) }()
+	go debug.FreeOSMemory()
 	log.Info("engine ready", "socket", *socket, "bpf-dir", *bpfDir, "adopted", eng.Enforcer().Adopted())
 
 	var firstErr error
@@ -169,6 +177,8 @@ func capacityFlags(fs *flag.FlagSet) bpf.Capacity {
 		{"max-bind-rulesets", bpf.MapBindRules, 65536, "rulesets with bind rules"},
 		{"max-denial-counters", bpf.MapDenials, 16384, "per (container, rule, action) denial counters"},
 		{"events-ring-bytes", bpf.MapEvents, 256 << 10, "kernel event ring buffer size (power of two)"},
+		{"max-audit-rules", bpf.MapAuditRules, 65536, "audit-mode rules over all rulesets (spec.mode: audit)"},
+		{"max-processes", bpf.MapProcesses, 32768, "tracked container processes (an LRU table: the least recently used go when full, and their descendants' ancestry is incomplete)"},
 	} {
 		fs.Func(c.flag, fmt.Sprintf("%s (default %d; pinned maps keep their size until uninstall)", c.usage, c.def), func(v string) error {
 			n, err := strconv.ParseUint(v, 10, 32)
@@ -180,4 +190,40 @@ func capacityFlags(fs *flag.FlagSet) bpf.Capacity {
 		})
 	}
 	return capacity
+}
+
+// criOptions makes the engine reconcile with the node's CRI runtime and ask
+// it for pod labels. An empty endpoint is detected on each use among the
+// default sockets, so a runtime that starts after the engine is found.
+func criOptions(opts *daemon.Options, endpoint string, interval time.Duration, log *slog.Logger) {
+	lister := func(m cgroup.Mount, known func(string) bool) (*cri.Lister, error) {
+		ep := endpoint
+		if ep == "" {
+			var err error
+			if ep, err = cri.DetectEndpoint(cri.DefaultEndpoints); err != nil {
+				return nil, err
+			}
+		}
+		return &cri.Lister{Endpoint: ep, Cgroups: m, Known: known, Log: log}, nil
+	}
+	opts.Discover = func(ctx context.Context, m cgroup.Mount, known func(string) bool) ([]api.Container, error) {
+		l, err := lister(m, known)
+		if err != nil {
+			return nil, err
+		}
+		return l.List(ctx)
+	}
+	opts.PodSandbox = func(ctx context.Context, id string) (*api.Pod, error) {
+		l, err := lister(cgroup.Mount{}, nil)
+		if err != nil {
+			return nil, err
+		}
+		return l.Pod(ctx, id)
+	}
+	opts.DiscoverSource = cri.Source
+	opts.DiscoverInterval = interval
+	opts.DiscoverEndpoint = endpoint
+	if endpoint == "" {
+		opts.DiscoverEndpoint = "auto: first of " + strings.Join(cri.DefaultEndpoints, ", ")
+	}
 }

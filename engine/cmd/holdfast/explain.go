@@ -32,7 +32,7 @@ func runExplain(ctx context.Context, client func() *api.Client, fs *flag.FlagSet
 		return writeJSON(stdout, ex)
 	}
 	c := ex.Container
-	fmt.Fprintf(stdout, "container %s (cgroup %d), policies: %s\n", c.ID, c.CgroupID, orNone(c.Policies))
+	fmt.Fprintf(stdout, "container %s (cgroup %d), policies: %s\n", c.ID, c.CgroupID, policiesWithModes(c.Policies, ex.PolicyModes))
 	if ex.RootError != "" {
 		fmt.Fprintf(stdout, "root: not resolvable: %s\n", ex.RootError)
 	} else {
@@ -49,6 +49,9 @@ func runExplain(ctx context.Context, client func() *api.Client, fs *flag.FlagSet
 		if r.Enforced {
 			state = " [denied by identity]"
 		}
+		if r.Mode == api.ModeAudit {
+			state += " [audit: recorded, not refused]"
+		}
 		fmt.Fprintf(stdout, "%s %s: %s%s%s\n", r.Policy, r.Field, r.Rule, arrow(r.Rule, r.File), state)
 		for _, w := range r.Warnings {
 			fmt.Fprintf(stdout, "  warning: %s\n", w)
@@ -58,6 +61,21 @@ func runExplain(ctx context.Context, client func() *api.Client, fs *flag.FlagSet
 		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
 	return nil
+}
+
+// policiesWithModes renders "a (audit), b (enforce)".
+func policiesWithModes(names []string, modes map[string]string) string {
+	if len(names) == 0 {
+		return orNone(names)
+	}
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = n
+		if m := modes[n]; m != "" {
+			out[i] += " (" + m + ")"
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // arrow renders "→ /usr/bin/dash, 254:1:1234" (or "→ nothing").
