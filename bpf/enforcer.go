@@ -246,13 +246,18 @@ func Open(layout Layout, opts Options) (*Enforcer, error) {
 			log.Warn("pinned map keeps its capacity; the configured one applies after uninstall", "map", name, "pinned", got, "configured", requested[name])
 		}
 	}
+	e.notePartial(rulesets)
+	return e, nil
+}
+
+// notePartial records the rulesets an interrupted PutRuleset left partial.
+func (e *Enforcer) notePartial(rulesets map[uint32]bool) {
 	e.partial = map[uint32]bool{}
 	for id, complete := range rulesets {
 		if !complete {
 			e.partial[id] = true
 		}
 	}
-	return e, nil
 }
 
 // Adopted reports whether Open took over an existing pinned set rather than

@@ -13,6 +13,7 @@ import (
 
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/failpolicy"
+	"github.com/holdfast-dev/holdfast/engine/fallback"
 )
 
 // Stage is the OCI lifecycle stage a run acts at.
@@ -61,6 +62,14 @@ type Config struct {
 	EngineNamespace    string          `json:"engineNamespace,omitempty"`
 	// Log is the decision log file; "-" means stderr, "none" disables it.
 	Log string `json:"log,omitempty"`
+	// EngineTimeout is the part of Timeout the engine gets to answer before
+	// the hook registers the container itself (default: half of Timeout).
+	EngineTimeout Duration `json:"engineTimeout,omitempty"`
+	// HoldfastBinary runs the slow path (default: holdfast next to the hook
+	// binary, else in PATH); StateDir and BPFDir are the engine's.
+	HoldfastBinary string `json:"holdfastBinary,omitempty"`
+	StateDir       string `json:"stateDir,omitempty"`
+	BPFDir         string `json:"bpfDir,omitempty"`
 }
 
 // WithDefaults fills unset fields.
@@ -80,6 +89,15 @@ func (c Config) WithDefaults() Config {
 	if c.Log == "" {
 		c.Log = DefaultLog
 	}
+	if c.EngineTimeout == 0 {
+		c.EngineTimeout = c.Timeout / 2
+	}
+	if c.StateDir == "" {
+		c.StateDir = fallback.DefaultStateDir
+	}
+	if c.BPFDir == "" {
+		c.BPFDir = fallback.DefaultBPFDir
+	}
 	return c
 }
 
@@ -90,6 +108,14 @@ func (c Config) Validate() error {
 	}
 	if c.Timeout <= 0 {
 		return fmt.Errorf("timeout %v is not positive", time.Duration(c.Timeout))
+	}
+	if c.EngineTimeout <= 0 || c.EngineTimeout > c.Timeout {
+		return fmt.Errorf("engine timeout %v is not within the timeout %v", time.Duration(c.EngineTimeout), time.Duration(c.Timeout))
+	}
+	for name, p := range map[string]string{"holdfast binary": c.HoldfastBinary, "state dir": c.StateDir, "bpf dir": c.BPFDir} {
+		if p != "" && !filepath.IsAbs(p) {
+			return fmt.Errorf("%s %q is not an absolute path", name, p)
+		}
 	}
 	if err := c.FailPolicy().Validate(); err != nil {
 		return err

@@ -96,6 +96,9 @@ func TestConfigValidate(t *testing.T) {
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("defaults do not validate: %v", err)
 	}
+	if ok.EngineTimeout != ok.Timeout/2 || ok.StateDir != "/var/lib/holdfast" || ok.BPFDir != "/sys/fs/bpf/holdfast" {
+		t.Fatalf("WithDefaults: engine timeout %v, state dir %q, bpf dir %q", time.Duration(ok.EngineTimeout), ok.StateDir, ok.BPFDir)
+	}
 	if ok.Socket != DefaultSocket || time.Duration(ok.Timeout) != DefaultTimeout || ok.FailMode != failpolicy.Open || ok.EngineNamespace != failpolicy.DefaultEngineNamespace || ok.Log != DefaultLog {
 		t.Fatalf("WithDefaults = %+v", ok)
 	}
@@ -109,6 +112,9 @@ func TestConfigValidate(t *testing.T) {
 		{"bad fail mode", func(c *Config) { c.FailMode = "maybe" }, "unknown fail mode"},
 		{"empty namespace", func(c *Config) { c.FailOpenNamespaces = []string{"a", ""} }, "empty name"},
 		{"relative log", func(c *Config) { c.Log = "hook.log" }, "log file"},
+		{"engine timeout past the timeout", func(c *Config) { c.EngineTimeout = c.Timeout + 1 }, "engine timeout"},
+		{"relative state dir", func(c *Config) { c.StateDir = "var/lib/holdfast" }, "state dir"},
+		{"relative holdfast binary", func(c *Config) { c.HoldfastBinary = "holdfast" }, "holdfast binary"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

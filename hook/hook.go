@@ -11,6 +11,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/fallback"
 )
 
 // Engine is the part of the engine's API the hook calls; *api.Client
@@ -29,16 +30,60 @@ type Hook struct {
 	Config  Config // with defaults applied and validated
 	Engine  Engine
 	Cgroups CgroupResolver
+	// Offline registers without the engine when it cannot be reached (the
+	// slow path, fallback.Command); nil leaves that to the fail mode.
+	Offline Engine
+}
+
+// connector is an Engine that can connect ahead of its first call
+// (*api.Client).
+type connector interface {
+	Connect(ctx context.Context) error
+}
+
+// connectAhead starts connecting to the engine while the hook reads the
+// state, config.json and cgroup, so the engine accepts and checks the
+// connection meanwhile; the engine call waits for it.
+func (h *Hook) connectAhead(ctx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	c, ok := h.Engine.(connector)
+	if !ok {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		ectx, cancel := h.engineContext(ctx)
+		defer cancel()
+		c.Connect(ectx) // a failure shows again, with its reason, in the call
+		api.WarmUp()
+	}()
+	return done
+}
+
+// awaitConnection waits for the connection made ahead, at most until ctx ends.
+func (d *Decision) awaitConnection(ctx context.Context) {
+	if d.connected == nil {
+		return
+	}
+	select {
+	case <-d.connected:
+	case <-ctx.Done():
+	}
 }
 
 // Outcomes a decision records.
 const (
-	OutcomeRegistered    = "registered"
-	OutcomeUnregistered  = "unregistered"
-	OutcomeNotRegistered = "not-registered" // poststop of a container the engine did not know
-	OutcomeFailOpen      = "fail-open"
-	OutcomeFailClosed    = "fail-closed"
-	OutcomeUnregisterErr = "unregister-failed"
+	OutcomeRegistered   = "registered"
+	OutcomeUnregistered = "unregistered"
+	// The engine could not be reached; the hook wrote the registration
+	// (or its removal) itself, for the engine to adopt when it is back.
+	OutcomeRegisteredOffline   = "registered-offline"
+	OutcomeUnregisteredOffline = "unregistered-offline"
+	OutcomeNotRegistered       = "not-registered" // poststop of a container the engine did not know
+	OutcomeFailOpen            = "fail-open"
+	OutcomeFailClosed          = "fail-closed"
+	OutcomeUnregisterErr       = "unregister-failed"
 )
 
 // Decision is what one run did and why; it is logged as one line.
@@ -55,6 +100,9 @@ type Decision struct {
 	// Steps times each step that ran, in order, so a slow create can be
 	// traced to the state read, config.json, the cgroup lookup or the engine.
 	Steps []Step
+
+	// connected is closed once the connection made ahead is ready (or failed).
+	connected <-chan struct{}
 }
 
 // Step is one timed step of a run.
@@ -90,6 +138,7 @@ func (h *Hook) Run(ctx context.Context, stdin io.Reader) *Decision {
 	if h.Stage == StagePoststop {
 		d.Action = "unregister"
 	}
+	d.connected = h.connectAhead(ctx)
 	err := h.run(ctx, stdin, d)
 	d.Elapsed = time.Since(start)
 	h.decide(d, err)
@@ -151,29 +200,81 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 	if h.Stage == StageCreateContainer {
 		ctr.PeerInContainer, ctr.Pid = true, 0
 	}
-	var stored *api.Container
-	if err := d.timed("engine", func() (err error) {
-		stored, err = h.Engine.Register(ctx, ctr)
+	stored, err := h.register(ctx, ctr, d)
+	if err != nil {
 		return err
-	}); err != nil {
-		return h.explainDeadline(ctx, err)
 	}
 	if stored != nil {
 		d.Container.Policies = stored.Policies
 	}
 	d.Container.CgroupID = cg.ID
 	d.Container.CgroupPath = cg.Path
-	d.Outcome = OutcomeRegistered
+	if d.Outcome == "" {
+		d.Outcome = OutcomeRegistered
+	}
 	return nil
+}
+
+// register asks the engine and, when it cannot be reached, registers the
+// container offline in what is left of the deadline.
+func (h *Hook) register(ctx context.Context, ctr api.Container, d *Decision) (*api.Container, error) {
+	var stored *api.Container
+	err := d.timed("engine", func() (err error) {
+		ectx, cancel := h.engineContext(ctx)
+		defer cancel()
+		d.awaitConnection(ectx)
+		stored, err = h.Engine.Register(ectx, ctr)
+		return err
+	})
+	err = h.explainDeadline(ctx, err)
+	if err == nil || h.Offline == nil || !fallback.Unreachable(err) || ctx.Err() != nil {
+		return stored, err
+	}
+	engineErr := err
+	if err := d.timed("offline", func() (err error) {
+		stored, err = h.Offline.Register(ctx, ctr)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("%w; registering without it: %w", engineErr, err)
+	}
+	d.Outcome = OutcomeRegisteredOffline
+	d.Reason = "engine unreachable: " + engineErr.Error()
+	return stored, nil
+}
+
+// engineContext is the part of the run's deadline the engine gets when a
+// slow path can follow.
+func (h *Hook) engineContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if h.Offline == nil || h.Config.EngineTimeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, time.Duration(h.Config.EngineTimeout))
 }
 
 func (h *Hook) unregister(ctx context.Context, st *specs.State, d *Decision) error {
 	if ctr, err := Identity(st.ID, st.Annotations); err == nil {
 		d.Container = ctr
 	}
-	err := d.timed("engine", func() error { return h.Engine.Unregister(ctx, st.ID) })
+	err := d.timed("engine", func() error {
+		ectx, cancel := h.engineContext(ctx)
+		defer cancel()
+		d.awaitConnection(ectx)
+		return h.Engine.Unregister(ectx, st.ID)
+	})
 	err = h.explainDeadline(ctx, err)
+	offline := false
+	if h.Offline != nil && fallback.Unreachable(err) && ctx.Err() == nil {
+		engineErr := err
+		err = d.timed("offline", func() error { return h.Offline.Unregister(ctx, st.ID) })
+		if err != nil && !errors.Is(err, api.ErrNotFound) {
+			err = fmt.Errorf("%w; unregistering without it: %w", engineErr, err)
+		}
+		offline = true
+		d.Reason = "engine unreachable: " + engineErr.Error()
+	}
 	switch {
+	case err == nil && offline:
+		d.Outcome = OutcomeUnregisteredOffline
 	case err == nil:
 		d.Outcome = OutcomeUnregistered
 	case errors.Is(err, api.ErrNotFound):
@@ -191,10 +292,23 @@ func (h *Hook) explainDeadline(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
-	if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
+	timedOut := errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded)
+	share := h.engineShare()
+	if ctx.Err() != nil || timedOut && share >= time.Duration(h.Config.Timeout) {
 		return fmt.Errorf("no answer from the engine before the hook's %v deadline: %w", time.Duration(h.Config.Timeout), err)
 	}
+	if timedOut {
+		return fmt.Errorf("no answer from the engine within %v (its share of the hook's %v deadline): %w", share, time.Duration(h.Config.Timeout), err)
+	}
 	return err
+}
+
+// engineShare is how long the engine gets to answer.
+func (h *Hook) engineShare() time.Duration {
+	if h.Offline == nil || h.Config.EngineTimeout <= 0 {
+		return time.Duration(h.Config.Timeout)
+	}
+	return time.Duration(h.Config.EngineTimeout)
 }
 
 // decide sets the outcome of a failed run.

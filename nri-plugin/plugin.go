@@ -22,6 +22,7 @@ import (
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/failpolicy"
+	"github.com/holdfast-dev/holdfast/engine/fallback"
 )
 
 // Source names the plugin's registrations in the engine.
@@ -50,6 +51,13 @@ type Engine interface {
 	Register(ctx context.Context, c api.Container) (*api.Container, error)
 	Unregister(ctx context.Context, id string) error
 	Sync(ctx context.Context, source string, cs []api.Container) ([]api.Container, error)
+}
+
+// Offline registers containers without the engine while it cannot be
+// reached; fallback.Command implements it.
+type Offline interface {
+	Register(ctx context.Context, c api.Container) (*api.Container, error)
+	Unregister(ctx context.Context, id string) error
 }
 
 // DefaultEngineSocket is where `holdfast engine` listens unless told otherwise.
@@ -96,6 +104,11 @@ type Plugin struct {
 	// Locked lists settings given on the command line, which the runtime's
 	// plugin configuration must not override (Config's JSON names).
 	Locked map[string]bool
+	// Offline is the slow path for an engine that cannot be reached: the
+	// plugin registers the container itself in the rest of the request's
+	// budget, after giving the engine half of it. Nil leaves that case to
+	// the fail policy.
+	Offline Offline
 
 	mu      sync.Mutex
 	timeout func() time.Duration // the connected stub's request timeout
@@ -232,11 +245,21 @@ func (p *Plugin) StartContainer(ctx context.Context, pod *nri.PodSandbox, ctr *n
 	if err != nil {
 		return p.failStart(pod, ctr, err)
 	}
-	if err := p.acquire(ctx); err != nil {
-		return p.failStart(pod, ctr, err)
+	// The engine gets its share of the budget, the wait for a pending
+	// engine call (a resync stuck on a hung engine) included.
+	ectx, cancel := p.engineShare(ctx)
+	defer cancel()
+	var reg *api.Container
+	if err = p.acquire(ectx); err == nil {
+		// Held until c is remembered, so a resync cannot send a list without it.
+		defer p.release()
+		reg, err = engine.Register(ectx, c)
 	}
-	defer p.release()
-	reg, err := engine.Register(ctx, c)
+	offline := false
+	if p.Offline != nil && fallback.Unreachable(err) && ctx.Err() == nil {
+		reg, err = p.registerOffline(ctx, c, err)
+		offline = err == nil
+	}
 	if err != nil {
 		if open, _ := p.failsOpen(pod.GetNamespace(), err); open {
 			// The container runs anyway; the resync loop registers it once
@@ -247,9 +270,35 @@ func (p *Plugin) StartContainer(ctx context.Context, pod *nri.PodSandbox, ctr *n
 		return p.failStart(pod, ctr, err)
 	}
 	p.remember(c)
+	if offline {
+		// Registered outside the engine slot: a resync once the engine is
+		// back makes sure no list sent meanwhile left c out.
+		p.markStale()
+	}
 	p.log().Info("registered", "id", c.ID, "namespace", c.Namespace, "pod", c.Pod,
 		"container", c.Name, "cgroupId", c.CgroupID, "policies", reg.Policies, "took", time.Since(start))
 	return nil
+}
+
+// registerOffline registers c without the engine, which failed with
+// engineErr, in the time left.
+func (p *Plugin) registerOffline(ctx context.Context, c api.Container, engineErr error) (*api.Container, error) {
+	reg, err := p.Offline.Register(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("%w; registering without it: %w", engineErr, err)
+	}
+	p.log().Warn("engine unreachable; registered the container offline for the engine to adopt", "id", c.ID, "err", engineErr)
+	return reg, nil
+}
+
+// engineShare is the part of ctx the engine gets when a slow path can
+// follow: half of what is left.
+func (p *Plugin) engineShare(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if p.Offline == nil || !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, time.Until(dl)/2)
 }
 
 func (p *Plugin) failStart(pod *nri.PodSandbox, ctr *nri.Container, err error) error {
@@ -287,10 +336,17 @@ func (p *Plugin) unregister(ctx context.Context, id string) {
 	defer cancel()
 	p.forget(id)
 	engine, _ := p.settings()
-	err := p.acquire(ctx)
+	ectx, cancel := p.engineShare(ctx)
+	err := p.acquire(ectx)
 	if err == nil {
-		err = engine.Unregister(ctx, id)
+		err = engine.Unregister(ectx, id)
 		p.release()
+	}
+	cancel()
+	if p.Offline != nil && fallback.Unreachable(err) && ctx.Err() == nil {
+		if err = p.Offline.Unregister(ctx, id); err == nil {
+			p.log().Warn("engine unreachable; recorded the removal offline", "id", id)
+		}
 	}
 	switch {
 	case err == nil:

@@ -34,6 +34,10 @@ var ErrNotFound = errors.New("container not registered")
 // one that says the container would run unenforced.
 var ErrCannotEnforce = errors.New("engine cannot enforce the container's policies")
 
+// ErrRefused is wrapped by every error that is the engine's answer, as
+// opposed to a failure to reach it (no socket, no reply before the deadline).
+var ErrRefused = errors.New("engine refused")
+
 // Error codes of a Response, so clients can tell failures apart.
 const (
 	CodeNotFound      = "not-found"

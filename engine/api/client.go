@@ -112,6 +112,28 @@ func (c *Client) Reload(ctx context.Context) error {
 	return nil
 }
 
+// Connect dials the engine ahead of the first call and keeps the
+// connection for it, so a short-lived client (the OCI hook) overlaps the
+// connection's set-up, on both ends, with its own work. A failure is not
+// kept: the next call dials again and reports it.
+func (c *Client) Connect(ctx context.Context) error {
+	cc, err := c.dial(ctx)
+	if err != nil {
+		return err
+	}
+	c.putIdle(cc)
+	return nil
+}
+
+// WarmUp builds the JSON encoder and decoder of the wire types, which a new
+// process otherwise builds during its first call. A short-lived client runs
+// it beside its own start-up work (the OCI hook, while it reads its input).
+func WarmUp() {
+	json.Marshal(Request{Container: &Container{}})
+	var resp Response
+	json.Unmarshal([]byte(`{"container":{}}`), &resp)
+}
+
 func (c *Client) call(ctx context.Context, req Request) (*Response, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -146,7 +168,7 @@ func (c *Client) call(ctx context.Context, req Request) (*Response, error) {
 		case resp.Code == CodeCannotEnforce:
 			err = fmt.Errorf("%w: %s", ErrCannotEnforce, resp.Error)
 		}
-		return nil, fmt.Errorf("engine refused %s: %w", req.Op, err)
+		return nil, fmt.Errorf("%w %s: %w", ErrRefused, req.Op, err)
 	}
 	return resp, nil
 }

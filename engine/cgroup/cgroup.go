@@ -5,6 +5,7 @@ package cgroup
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +61,12 @@ func ParseMountinfo(r io.Reader) (Mount, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
+		// Only cgroup lines matter; a node with many containers has
+		// thousands of others. Spaces in paths are escaped (\040), so
+		// " - " is the separator before the filesystem type.
+		if !bytes.Contains(sc.Bytes(), []byte(" - cgroup")) {
+			continue
+		}
 		// id parent major:minor root mountpoint options [optional...] - fstype source superopts
 		fields := strings.Fields(sc.Text())
 		sep := -1

@@ -23,7 +23,6 @@ import (
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/lineage"
-	"github.com/holdfast-dev/holdfast/engine/linux"
 	"github.com/holdfast-dev/holdfast/engine/policy"
 	"github.com/holdfast-dev/holdfast/engine/registry"
 )
@@ -118,7 +117,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("start engine: create state dir %s: %w", opts.StateDir, err)
 	}
-	lock, err := linux.LockFile(filepath.Join(opts.StateDir, LockFile))
+	lock, err := lockStateDir(ctx, filepath.Join(opts.StateDir, LockFile))
 	if err != nil {
 		return nil, fmt.Errorf("start engine: another engine uses state dir %s: %w", opts.StateDir, err)
 	}
@@ -129,14 +128,8 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 			lock.Close()
 		}
 	}()
-	if opts.CgroupRoot != "" {
-		e.cgroups = cgroup.Mount{Root: opts.CgroupRoot, Mode: "configured"}
-	} else {
-		m, err := cgroup.Detect()
-		if err != nil {
-			return nil, fmt.Errorf("start engine: %w", err)
-		}
-		e.cgroups = m
+	if e.cgroups, err = cgroupMount(opts); err != nil {
+		return nil, fmt.Errorf("start engine: %w", err)
 	}
 	e.selfCgroups = engineCgroups(e.cgroups)
 	if err := e.startObserving(); err != nil {
@@ -368,16 +361,30 @@ func (e *Engine) refuseEngineCgroup(id uint64) error {
 	return nil
 }
 
+// cgroupMount is the configured cgroup v2 mount, else the detected one.
+func cgroupMount(opts Options) (cgroup.Mount, error) {
+	if opts.CgroupRoot != "" {
+		return cgroup.Mount{Root: opts.CgroupRoot, Mode: "configured"}, nil
+	}
+	return cgroup.Detect()
+}
+
 // engineCgroups maps the IDs of the engine's v2 cgroup and its ancestors to
 // their paths; empty when the engine cannot see its cgroup (a cgroup
 // namespace), where only the registrars' own checks apply.
 func engineCgroups(m cgroup.Mount) map[uint64]string {
-	out := map[uint64]string{}
 	own, err := m.PathOfPID(os.Getpid())
 	if err != nil {
-		return out
+		return map[uint64]string{}
 	}
-	for p := own; ; p = filepath.Dir(p) {
+	return cgroupAndAncestors(m, own)
+}
+
+// cgroupAndAncestors maps the IDs of a v2 cgroup and its ancestors, the
+// root included, to their paths.
+func cgroupAndAncestors(m cgroup.Mount, path string) map[uint64]string {
+	out := map[uint64]string{}
+	for p := path; ; p = filepath.Dir(p) {
 		if id, err := cgroup.ID(m.Dir(p)); err == nil {
 			out[id] = p
 		}

@@ -99,6 +99,7 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 		HooksDir:   filepath.Join(root, "hooks.d"),
 		InstallDir: filepath.Join(root, "libexec"),
 		Binary:     fakeBinary(t, "version 1"),
+		Holdfast:   fakeBinary(t, "holdfast"),
 		Config:     hook.Config{Socket: "/run/test.sock", FailMode: failpolicy.Closed, Timeout: hook.Duration(time.Second)},
 	}
 	actions := func(cs []Change) string {
@@ -113,11 +114,11 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := actions(changes); got != "created,created,created" {
+	if got := actions(changes); got != "created,created,created,created" {
 		t.Fatalf("first install: %s", changes)
 	}
-	if changes[2].Path != filepath.Join(o.HooksDir, HookFileName) {
-		t.Errorf("hooks.d file at %s", changes[2].Path)
+	if changes[0].Path != filepath.Join(o.InstallDir, "holdfast") || changes[3].Path != filepath.Join(o.HooksDir, HookFileName) {
+		t.Errorf("holdfast binary at %s, hooks.d file at %s", changes[0].Path, changes[3].Path)
 	}
 	data, _ := os.ReadFile(o.HookFile())
 	f, err := Parse(data)
@@ -142,7 +143,7 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := actions(changes); got != "unchanged,unchanged,unchanged" {
+	if got := actions(changes); got != "unchanged,unchanged,unchanged,unchanged" {
 		t.Fatalf("second install: %s", changes)
 	}
 
@@ -152,14 +153,14 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := actions(changes); got != "updated,unchanged,updated" {
+	if got := actions(changes); got != "unchanged,updated,unchanged,updated" {
 		t.Fatalf("upgrade: %s", changes)
 	}
 	if b, _ := os.ReadFile(o.BinaryPath()); string(b) != "version 2" {
 		t.Fatalf("binary not replaced: %q", b)
 	}
 	entries, _ := os.ReadDir(o.InstallDir)
-	if len(entries) != 2 {
+	if len(entries) != 3 {
 		t.Fatalf("install dir holds %d entries (temp files left?): %v", len(entries), entries)
 	}
 
@@ -167,11 +168,11 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := actions(changes); got != "removed,removed,removed" {
+	if got := actions(changes); got != "removed,removed,removed,removed" {
 		t.Fatalf("uninstall: %s", changes)
 	}
 	changes, err = Uninstall(o)
-	if err != nil || actions(changes) != "absent,absent,absent" {
+	if err != nil || actions(changes) != "absent,absent,absent,absent" {
 		t.Fatalf("second uninstall: %s %v", changes, err)
 	}
 }

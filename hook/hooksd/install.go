@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/holdfast-dev/holdfast/engine/fallback"
 	"github.com/holdfast-dev/holdfast/hook"
 )
 
@@ -18,6 +19,9 @@ type Options struct {
 	InstallDir string // where the hook binary and its config go (DefaultInstallDir when empty)
 	// Binary is the holdfast-oci-hook to install; Install only.
 	Binary string
+	// Holdfast, when set, is the holdfast binary installed next to the hook
+	// for its slow path (registering while the engine is down); Install only.
+	Holdfast string
 	// Stage is createContainer (default) or createRuntime; Install only.
 	Stage hook.Stage
 	// Config is written next to the installed binary; Install only.
@@ -40,6 +44,9 @@ func (o Options) withDefaults() Options {
 // Paths of the installed files.
 func (o Options) HookFile() string   { return filepath.Join(o.withDefaults().HooksDir, HookFileName) }
 func (o Options) BinaryPath() string { return filepath.Join(o.withDefaults().InstallDir, BinaryName) }
+func (o Options) HoldfastPath() string {
+	return filepath.Join(o.withDefaults().InstallDir, fallback.BinaryName)
+}
 func (o Options) ConfigPath() string {
 	return filepath.Join(o.withDefaults().InstallDir, hook.ConfigFileName)
 }
@@ -83,13 +90,18 @@ func Install(o Options) ([]Change, error) {
 	if err != nil {
 		return nil, fmt.Errorf("install OCI hook: %w", err)
 	}
-
-	var changes []Change
-	for _, step := range []struct {
+	type step struct {
 		path string
 		data func() ([]byte, error)
 		mode os.FileMode
-	}{
+	}
+	var steps []step
+	if o.Holdfast != "" {
+		steps = append(steps, step{o.HoldfastPath(), func() ([]byte, error) { return readBinary(o.Holdfast) }, 0o755})
+	}
+
+	var changes []Change
+	for _, step := range append(steps, []step{
 		{o.BinaryPath(), func() ([]byte, error) { return bin, nil }, 0o755},
 		{o.ConfigPath(), func() ([]byte, error) { return cfgData, nil }, 0o644},
 		{o.HookFile(), func() ([]byte, error) {
@@ -98,7 +110,7 @@ func Install(o Options) ([]Change, error) {
 			}
 			return file.Marshal()
 		}, 0o644},
-	} {
+	}...) {
 		data, err := step.data()
 		if err != nil {
 			return changes, fmt.Errorf("install OCI hook: %w", err)
@@ -117,7 +129,7 @@ func Install(o Options) ([]Change, error) {
 func Uninstall(o Options) ([]Change, error) {
 	o = o.withDefaults()
 	var changes []Change
-	for _, p := range []string{o.HookFile(), o.ConfigPath(), o.BinaryPath()} {
+	for _, p := range []string{o.HookFile(), o.ConfigPath(), o.BinaryPath(), o.HoldfastPath()} {
 		err := os.Remove(p)
 		switch {
 		case err == nil:

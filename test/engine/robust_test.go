@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/daemon"
+	"github.com/holdfast-dev/holdfast/engine/linux"
 	"github.com/holdfast-dev/holdfast/test/harness"
 	"github.com/holdfast-dev/holdfast/test/require"
 )
@@ -458,4 +460,28 @@ func TestEmptiedStateDirKeepsEnforcing(t *testing.T) {
 		t.Errorf("cgroup_rules holds %d entries, want 1", u.Entries)
 	}
 	expectEnforced(t, cg1, binary, addr)
+}
+
+// An engine that starts while a registrar registers a container offline
+// (holding the state-dir lock for a moment) waits for it instead of exiting.
+func TestEngineWaitsForOfflineRegistrar(t *testing.T) {
+	e := harness.StartEngine(t, harness.Options{})
+	e.Terminate(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	lock, err := linux.LockFileWait(ctx, filepath.Join(e.StateDir, daemon.LockFile), daemon.OfflineLockHolder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	time.AfterFunc(500*time.Millisecond, func() {
+		lock.Close()
+		close(released)
+	})
+	e.Start(t) // fails the test if the engine exits
+	select {
+	case <-released:
+	default:
+		t.Fatal("the engine answered while a registrar held the state-dir lock")
+	}
 }

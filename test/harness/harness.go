@@ -251,6 +251,19 @@ func (e *Engine) signal(t testing.TB, sig syscall.Signal) {
 	e.cmd = nil
 }
 
+// Hang stops the engine with SIGSTOP: it keeps its socket and state-dir
+// lock and answers nothing. The returned func (also a Cleanup) resumes it.
+func (e *Engine) Hang(t testing.TB) (resume func()) {
+	t.Helper()
+	if err := e.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("stop engine: %v", err)
+	}
+	var once sync.Once
+	resume = func() { once.Do(func() { e.cmd.Process.Signal(syscall.SIGCONT) }) }
+	t.Cleanup(resume)
+	return resume
+}
+
 // Restart kills the engine with SIGKILL and starts it again.
 func (e *Engine) Restart(t testing.TB) {
 	t.Helper()
@@ -353,3 +366,35 @@ func (e *Engine) WaitEventAfter(t testing.TB, skip int, match func(map[string]an
 
 // String describes the engine for messages.
 func (e *Engine) String() string { return fmt.Sprintf("engine(socket=%s)", e.Socket) }
+
+// CheckJournal checks that every line of the engine's registry journal is
+// whole JSON, and that the engine, restarted, reads it without skipping any.
+func (e *Engine) CheckJournal(t testing.TB) {
+	t.Helper()
+	f, err := os.Open(filepath.Join(e.StateDir, "registry", "registry.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), api.MaxMessageSize)
+	lines := 0
+	for sc.Scan() {
+		lines++
+		if !json.Valid(sc.Bytes()) {
+			t.Errorf("registry journal line %d is not whole JSON: %q", lines, sc.Text())
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("read registry journal: %v", err)
+	}
+	if lines == 0 {
+		t.Error("registry journal is empty")
+	}
+	before, _ := os.ReadFile(e.LogFile)
+	e.Restart(t)
+	after, _ := os.ReadFile(e.LogFile)
+	if news := string(after[len(before):]); strings.Contains(news, "registry entries skipped") {
+		t.Errorf("restarted engine skipped registry entries:\n%s", news)
+	}
+}

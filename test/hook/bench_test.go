@@ -1,8 +1,11 @@
 package hook_test
 
 import (
+	"fmt"
+	"maps"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -14,33 +17,56 @@ import (
 // BenchmarkContainerCreate measures what the hook adds to container
 // creation: the wall time of `runc create` (where createContainer hooks run)
 // and of `runc delete` (poststop, after the container ran /bin/true and
-// exited) for a container with no hook, with
-// a trivial static hook (/bin/true) at the same stages, and with
-// holdfast-oci-hook registering with a live engine. Variants run
-// interleaved, in rotating order, so machine noise hits all of them alike.
-// Reported per variant: p50 and p99 in ms, and for the hooks, the p50 and
-// p99 added over no hook. Use enough iterations for a p99:
+// exited) for a container with no hook, with a trivial static C hook and an
+// empty static Go hook (each reads the state and exits) at the same stages,
+// with holdfast-oci-hook registering with a live engine, and with it
+// registering by itself because its engine is down (the slow path).
+// Variants run interleaved, in rotating order, so machine noise hits all of
+// them alike. Reported per variant: p50, p90 and p99 in ms and what each
+// adds over no hook and over the empty Go hook, the floor for a hook
+// written in Go; then the hook's own phases from its decision log. Use
+// enough iterations for a p99:
 //
 //	go test -run '^$' -bench BenchmarkContainerCreate -benchtime 300x ./test/hook/
 func BenchmarkContainerCreate(b *testing.B) {
 	r := newRuncEnv(b)
 	bin := hookBinary(b)
+	goHook := harness.Build(b, "./test/hook/emptyhook")
+	cHook := filepath.Join(b.TempDir(), "emptyhook-c")
+	src, err := filepath.Abs("testdata/emptyhook.c")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command(needTool(b, "cc"), "-static", "-O2", "-o", cHook, src).CombinedOutput(); err != nil {
+		b.Fatalf("build static C hook: %v\n%s", err, out)
+	}
 	e := harness.StartEngine(b, harness.Options{Policies: map[string]string{"locked.yaml": lockedPolicy}})
+	down := harness.StartEngine(b, harness.Options{Policies: map[string]string{"locked.yaml": lockedPolicy}})
+	down.Terminate(b)
 	logPath := b.TempDir() + "/hook.log"
+	downLog := b.TempDir() + "/hook-down.log"
 
-	static := map[string][]runcHook{
-		"createContainer": {{Path: "/bin/true", Args: []string{"true"}}},
-		"poststop":        {{Path: "/bin/true", Args: []string{"true"}}},
+	trivial := func(path string) map[string][]runcHook {
+		return map[string][]runcHook{
+			"createContainer": {{Path: path, Args: []string{filepath.Base(path)}}},
+			"poststop":        {{Path: path, Args: []string{filepath.Base(path)}}},
+		}
+	}
+	bundle := func(hooks map[string][]runcHook) *container {
+		return r.bundle(b, bundleOpts{Args: []string{"/bin/true"}, Annotations: lockedAnnotations("bench"), Hooks: hooks})
 	}
 	variants := []struct {
 		name string
 		ctr  *container
 	}{
-		{"nohook", r.bundle(b, bundleOpts{Args: []string{"/bin/true"}, Annotations: lockedAnnotations("bench")})},
-		{"static", r.bundle(b, bundleOpts{Args: []string{"/bin/true"}, Annotations: lockedAnnotations("bench"), Hooks: static})},
-		{"holdfast", r.bundle(b, bundleOpts{Args: []string{"/bin/true"}, Annotations: lockedAnnotations("bench"),
-			Hooks: hookEntries(bin, "createContainer", e.Socket, logPath, "--fail-mode", "closed")})},
+		{"nohook", bundle(nil)},
+		{"static-c", bundle(trivial(cHook))},
+		{"static-go", bundle(trivial(goHook))},
+		{"holdfast", bundle(hookEntries(bin, "createContainer", e.Socket, logPath, "--fail-mode", "closed"))},
+		{"engine-down", bundle(hookEntries(bin, "createContainer", down.Socket, downLog, "--fail-mode", "closed",
+			"--state-dir", down.StateDir, "--bpf-dir", down.BPFDir, "--holdfast-binary", down.Bin))},
 	}
+	const goFloor = 2 // index of static-go
 	creates := make([][]time.Duration, len(variants))
 	deletes := make([][]time.Duration, len(variants))
 	// runc's output goes to a file opened once, so timing covers runc only.
@@ -76,43 +102,55 @@ func BenchmarkContainerCreate(b *testing.B) {
 	}
 	b.StopTimer()
 
-	// Every holdfast create must really have registered, or the numbers
-	// would measure a fail-open shortcut.
-	var inHook []time.Duration // from the hook's start of work to its decision
+	b.Logf("runc create latency over %d interleaved runs (ms):", b.N)
+	b.Logf("%-12s %7s %7s %7s | %-17s | %-17s | %s", "variant", "p50", "p90", "p99", "added p50/p90/p99", "over Go p50/p90/p99", "delete p50")
+	for j, v := range variants {
+		var row [3]float64
+		for k, p := range []int{50, 90, 99} {
+			row[k] = ms(percentile(creates[j], p))
+			b.ReportMetric(row[k], fmt.Sprintf("%s-create-p%d-ms", v.name, p))
+		}
+		added := func(base int) string {
+			return fmt.Sprintf("%5.2f %5.2f %5.2f", ms(percentile(creates[j], 50)-percentile(creates[base], 50)),
+				ms(percentile(creates[j], 90)-percentile(creates[base], 90)), ms(percentile(creates[j], 99)-percentile(creates[base], 99)))
+		}
+		if j > goFloor {
+			b.ReportMetric(ms(percentile(creates[j], 50)-percentile(creates[goFloor], 50)), v.name+"-over-go-p50-ms")
+			b.ReportMetric(ms(percentile(creates[j], 90)-percentile(creates[goFloor], 90)), v.name+"-over-go-p90-ms")
+		}
+		b.Logf("%-12s %7.2f %7.2f %7.2f | %s | %s | %.2f", v.name, row[0], row[1], row[2], added(0), added(goFloor), ms(percentile(deletes[j], 50)))
+	}
+	// Every holdfast create must really have registered (through the engine
+	// or by itself), or the numbers would measure a fail-open shortcut.
+	hookPhases(b, logPath, "registered", "live engine")
+	hookPhases(b, downLog, "registered-offline", "engine down")
+}
+
+// hookPhases reports the hook's own time and its steps, from its decision
+// log, over the decisions with outcome; there must be one per iteration.
+func hookPhases(b *testing.B, logPath, outcome, what string) {
+	b.Helper()
+	var inHook []time.Duration // from the state read to the decision
 	steps := map[string][]time.Duration{}
 	for _, l := range hookLog(b, logPath) {
-		if l["outcome"] == "registered" {
-			us, _ := l["elapsedUs"].(float64)
-			inHook = append(inHook, time.Duration(us)*time.Microsecond)
-			stepsUs, _ := l["stepsUs"].(map[string]any)
-			for name, v := range stepsUs {
-				f, _ := v.(float64)
-				steps[name] = append(steps[name], time.Duration(f)*time.Microsecond)
-			}
+		if l["outcome"] != outcome {
+			continue
+		}
+		us, _ := l["elapsedUs"].(float64)
+		inHook = append(inHook, time.Duration(us)*time.Microsecond)
+		stepsUs, _ := l["stepsUs"].(map[string]any)
+		for name, v := range stepsUs {
+			f, _ := v.(float64)
+			steps[name] = append(steps[name], time.Duration(f)*time.Microsecond)
 		}
 	}
 	if len(inHook) != b.N {
-		b.Fatalf("hook registered %d of %d containers", len(inHook), b.N)
+		b.Fatalf("hook (%s) logged %d %q decisions for %d containers", what, len(inHook), outcome, b.N)
 	}
-	base50, base99 := percentile(creates[0], 50), percentile(creates[0], 99)
-	b.Logf("runc create latency over %d interleaved runs (ms):", b.N)
-	b.Logf("%-9s %8s %8s %10s %10s %12s", "variant", "p50", "p99", "p50 added", "p99 added", "delete p50")
-	for j, v := range variants {
-		p50, p99 := percentile(creates[j], 50), percentile(creates[j], 99)
-		b.ReportMetric(ms(p50), v.name+"-create-p50-ms")
-		b.ReportMetric(ms(p99), v.name+"-create-p99-ms")
-		if j > 0 {
-			b.ReportMetric(ms(p50-base50), v.name+"-added-p50-ms")
-			b.ReportMetric(ms(p99-base99), v.name+"-added-p99-ms")
-		}
-		b.Logf("%-9s %8.2f %8.2f %10.2f %10.2f %12.2f", v.name, ms(p50), ms(p99), ms(p50-base50), ms(p99-base99), ms(percentile(deletes[j], 50)))
-	}
-	b.ReportMetric(ms(percentile(inHook, 50)), "holdfast-inhook-p50-ms")
-	b.Logf("inside holdfast-oci-hook (state read to engine reply): p50 %.2f p99 %.2f", ms(percentile(inHook, 50)), ms(percentile(inHook, 99)))
-	for _, name := range []string{"state", "config", "cgroup", "engine"} {
-		if len(steps[name]) > 0 {
-			b.Logf("  step %-7s p50 %.2f p99 %.2f", name, ms(percentile(steps[name], 50)), ms(percentile(steps[name], 99)))
-		}
+	b.Logf("inside holdfast-oci-hook, %s (state read to decision): p50 %.2f p90 %.2f p99 %.2f", what,
+		ms(percentile(inHook, 50)), ms(percentile(inHook, 90)), ms(percentile(inHook, 99)))
+	for _, name := range slices.Sorted(maps.Keys(steps)) {
+		b.Logf("  step %-8s p50 %.2f p90 %.2f p99 %.2f", name, ms(percentile(steps[name], 50)), ms(percentile(steps[name], 90)), ms(percentile(steps[name], 99)))
 	}
 }
 

@@ -18,12 +18,16 @@ import (
 )
 
 // TestEngineDown runs containers whose hook cannot get an answer from the
-// engine: none listening, or one that accepts and never replies.
+// engine: none listening, or one that accepts and never replies. No engine
+// ever ran on the state dir they name, so registering without the engine
+// fails too and the fail mode decides.
 func TestEngineDown(t *testing.T) {
 	r := newRuncEnv(t)
 	bin := hookBinary(t)
 	absent := filepath.Join(t.TempDir(), "no-engine.sock")
 	silent := harness.SilentSocket(t)
+	noState := filepath.Join(t.TempDir(), "no-engine-state")
+	holdfast := harness.Build(t, "./engine/cmd/holdfast")
 
 	tests := []struct {
 		name      string
@@ -38,13 +42,13 @@ func TestEngineDown(t *testing.T) {
 		{name: "no engine, fail closed", socket: absent, failMode: "closed", logErr: "connect to engine"},
 		{name: "no engine, fail closed, engine's namespace", socket: absent, failMode: "closed", namespace: "holdfast-system", starts: true, logErr: "connect to engine"},
 		{name: "no engine, fail closed, listed namespace", socket: absent, failMode: "closed", namespace: "kube-system", starts: true, logErr: "connect to engine"},
-		{name: "silent engine, fail open", socket: silent, failMode: "open", timeout: "500ms", starts: true, logErr: "no answer from the engine before the hook's 500ms deadline"},
-		{name: "silent engine, fail closed", socket: silent, failMode: "closed", timeout: "500ms", logErr: "no answer from the engine before the hook's 500ms deadline"},
+		{name: "silent engine, fail open", socket: silent, failMode: "open", timeout: "500ms", starts: true, logErr: "no answer from the engine within 250ms (its share of the hook's 500ms deadline)"},
+		{name: "silent engine, fail closed", socket: silent, failMode: "closed", timeout: "500ms", logErr: "no answer from the engine within 250ms (its share of the hook's 500ms deadline)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			logPath := filepath.Join(t.TempDir(), "hook.log")
-			extra := []string{"--fail-mode", tt.failMode, "--fail-open-namespaces", "kube-system"}
+			extra := []string{"--fail-mode", tt.failMode, "--fail-open-namespaces", "kube-system", "--state-dir", noState, "--holdfast-binary", holdfast}
 			if tt.timeout != "" {
 				extra = append(extra, "--timeout", tt.timeout)
 			}
@@ -59,8 +63,8 @@ func TestEngineDown(t *testing.T) {
 				t.Fatalf("hook logged nothing; runc: %v", res)
 			}
 			first := d[0]
-			if err, _ := first["error"].(string); !strings.Contains(err, tt.logErr) {
-				t.Errorf("logged error %q, want it to mention %q", err, tt.logErr)
+			if err, _ := first["error"].(string); !strings.Contains(err, tt.logErr) || !strings.Contains(err, "engine state dir") {
+				t.Errorf("logged error %q, want it to mention %q and the missing engine state dir", err, tt.logErr)
 			}
 			// The hook's deadline ended the wait, not runc killing the hook.
 			if strings.Contains(res.Stderr, "ran past specified timeout") {

@@ -238,13 +238,15 @@ func TestPodmanHooksDir(t *testing.T) {
 	if err != nil {
 		t.Fatalf("holdfast install crio: %v\n%s", err, out)
 	}
-	for _, f := range []string{filepath.Join(hooksDir, "holdfast.json"), filepath.Join(installDir, "holdfast-oci-hook"), filepath.Join(installDir, "holdfast-oci-hook.json")} {
+	for _, f := range []string{filepath.Join(hooksDir, "holdfast.json"), filepath.Join(installDir, "holdfast-oci-hook"), filepath.Join(installDir, "holdfast-oci-hook.json"),
+		filepath.Join(installDir, "holdfast")} { // the hook's slow path
+
 		if !strings.Contains(out, "created "+f) {
 			t.Errorf("install did not report creating %s:\n%s", f, out)
 		}
 	}
-	if out, err := e.CLI(install...); err != nil || strings.Count(out, "unchanged ") != 3 {
-		t.Errorf("second install: want 3 unchanged files, got %v:\n%s", err, out)
+	if out, err := e.CLI(install...); err != nil || strings.Count(out, "unchanged ") != 4 {
+		t.Errorf("second install: want 4 unchanged files, got %v:\n%s", err, out)
 	}
 
 	p := newPodman(t, hooksDir)
@@ -288,7 +290,7 @@ func TestPodmanHooksDir(t *testing.T) {
 	}
 
 	out, err = e.CLI("uninstall", "crio", "--hooks-dir", hooksDir, "--install-dir", installDir)
-	if err != nil || strings.Count(out, "removed ") != 3 {
+	if err != nil || strings.Count(out, "removed ") != 4 {
 		t.Fatalf("holdfast uninstall crio: %v\n%s", err, out)
 	}
 	if entries, _ := os.ReadDir(hooksDir); len(entries) != 0 {

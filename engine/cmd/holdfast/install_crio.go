@@ -35,11 +35,12 @@ func installCRIO(args []string) error {
 	if err != nil {
 		return usageError{fmt.Sprintf("install crio: --fail-mode: %v", err)}
 	}
+	// This holdfast goes next to the hook, for its slow path.
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("install crio: find this holdfast binary: %w", err)
+	}
 	if *binary == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("install crio: find holdfast-oci-hook next to holdfast: %w", err)
-		}
 		*binary = filepath.Join(filepath.Dir(exe), hooksd.BinaryName)
 	}
 	cfg := hook.Config{
@@ -55,7 +56,7 @@ func installCRIO(args []string) error {
 		}
 	}
 	changes, err := hooksd.Install(hooksd.Options{
-		HooksDir: *hooksDir, InstallDir: *installDir, Binary: *binary, Stage: st, Config: cfg,
+		HooksDir: *hooksDir, InstallDir: *installDir, Binary: *binary, Holdfast: exe, Stage: st, Config: cfg,
 	})
 	printCRIOChanges(changes)
 	return err

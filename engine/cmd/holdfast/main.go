@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/holdfast-dev/holdfast/engine/fallback"
 )
 
 const usage = `holdfast: container security policy from the first instruction
@@ -31,7 +33,11 @@ Usage:
 func main() {
 	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		var ue usageError
+		var ee exitError
 		fmt.Fprintln(os.Stderr, "holdfast:", err)
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
 		if errors.As(err, &ue) {
 			os.Exit(2)
 		}
@@ -64,6 +70,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runInstall(rest)
 	case "uninstall":
 		return runUninstall(ctx, rest, stdout)
+	case fallback.CommandRegister: // hidden: the registrars' slow path
+		return runRegisterOffline(ctx, rest, os.Stdin, stdout)
+	case fallback.CommandUnregister:
+		return runUnregisterOffline(ctx, rest)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return nil

@@ -18,6 +18,7 @@ import (
 
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/failpolicy"
+	"github.com/holdfast-dev/holdfast/engine/fallback"
 	"github.com/holdfast-dev/holdfast/hook"
 )
 
@@ -44,6 +45,9 @@ func run(start time.Time, args []string, stdin io.Reader, stderr io.Writer) int 
 		Stage:  stage,
 		Config: cfg,
 		Engine: &api.Client{Socket: cfg.Socket},
+		// The slow path: the holdfast binary registers the container
+		// itself when the engine cannot be reached.
+		Offline: fallback.Command{Binary: cfg.HoldfastBinary, StateDir: cfg.StateDir, BPFDir: cfg.BPFDir},
 	}
 	d := h.Run(ctx, stdin)
 	if err := hook.AppendLog(cfg.Log, stderr, d); err != nil {
@@ -64,6 +68,10 @@ func configure(args []string, stderr io.Writer) (hook.Stage, hook.Config, error)
 	failMode := fs.String("fail-mode", "", "what a failed registration does: open (start the container) or closed (refuse it) (default "+string(failpolicy.Open)+")")
 	failOpenNS := fs.String("fail-open-namespaces", "", "comma-separated namespaces that fail open even in closed mode")
 	engineNS := fs.String("engine-namespace", "", "the engine's own namespace, always fail-open (default "+failpolicy.DefaultEngineNamespace+")")
+	engineTimeout := fs.Duration("engine-timeout", 0, "part of --timeout the engine gets before the hook registers the container itself (default: half)")
+	holdfastBin := fs.String("holdfast-binary", "", "holdfast binary for registering while the engine is down (default: next to this binary, else in PATH)")
+	stateDir := fs.String("state-dir", "", "the engine's state dir (default "+fallback.DefaultStateDir+")")
+	bpfDir := fs.String("bpf-dir", "", "the engine's bpffs dir (default "+fallback.DefaultBPFDir+")")
 	logFile := fs.String("log", "", "decision log file, - for stderr, none to disable (default "+hook.DefaultLog+")")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -121,6 +129,14 @@ func configure(args []string, stderr io.Writer) (hook.Stage, hook.Config, error)
 			cfg.EngineNamespace = *engineNS
 		case "log":
 			cfg.Log = *logFile
+		case "engine-timeout":
+			cfg.EngineTimeout = hook.Duration(*engineTimeout)
+		case "holdfast-binary":
+			cfg.HoldfastBinary = *holdfastBin
+		case "state-dir":
+			cfg.StateDir = *stateDir
+		case "bpf-dir":
+			cfg.BPFDir = *bpfDir
 		}
 	})
 	if flagErr != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/failpolicy"
+	"github.com/holdfast-dev/holdfast/engine/fallback"
 	nriplugin "github.com/holdfast-dev/holdfast/nri-plugin"
 )
 
@@ -38,6 +39,9 @@ func run(args []string) error {
 	engineNS := fs.String("engine-namespace", failpolicy.DefaultEngineNamespace, "holdfast's own namespace, always fail-open")
 	idx := fs.String("idx", "10", "two-digit NRI plugin index")
 	verbose := fs.Bool("v", false, "debug logging")
+	holdfastBin := fs.String("holdfast-binary", "", "holdfast binary that registers containers while the engine is down (default: next to this binary, else in PATH)")
+	stateDir := fs.String("state-dir", fallback.DefaultStateDir, "the engine's state dir, for registering while it is down")
+	bpfDir := fs.String("bpf-dir", fallback.DefaultBPFDir, "the engine's bpffs dir, for registering while it is down")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -87,6 +91,7 @@ func run(args []string) error {
 		Cgroups:    mount,
 		Log:        log,
 		Locked:     locked,
+		Offline:    fallback.Command{Binary: *holdfastBin, StateDir: *stateDir, BPFDir: *bpfDir},
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
