@@ -179,7 +179,11 @@ func (e *Engine) SubscribeEvents(f api.EventFilter) (api.EventSubscription, erro
 var _ api.EventSource = (*Engine)(nil)
 
 // countRegistration counts one registration attempt by source and result.
+// A registrar's offline registration (openOffline) has no metrics to count in.
 func (e *Engine) countRegistration(source string, err error) {
+	if e.obs == nil {
+		return
+	}
 	result := resultRegistered
 	if err != nil {
 		result = resultFailed
