@@ -68,6 +68,11 @@ type Options struct {
 	WatchPolicies  bool
 	PolicyDebounce time.Duration
 	Observe        ObserveOptions
+	// OpenEnforcer and OpenEnforcerMaps replace bpf.Open and bpf.OpenMaps,
+	// and CgroupID replaces cgroup.ID (tests without a kernel). Optional.
+	OpenEnforcer     func(bpf.Layout, bpf.Options) (Enforcer, error)
+	OpenEnforcerMaps func(bpf.Layout) (Enforcer, error)
+	CgroupID         func(dir string) (uint64, error)
 }
 
 // Engine implements api.Handler over the registry, policies and enforcer.
@@ -77,7 +82,7 @@ type Engine struct {
 	cgroups cgroup.Mount
 	// selfCgroups: the engine's cgroup and its ancestors, never registered.
 	selfCgroups map[uint64]string
-	enforcer    *bpf.Enforcer
+	enforcer    Enforcer
 	// processes names an event's process and its ancestors (process.go).
 	processes *lineage.Walker
 	// lock is the flock on the state dir: one engine per node state.
@@ -131,7 +136,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	if e.cgroups, err = cgroupMount(opts); err != nil {
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
-	e.selfCgroups = engineCgroups(e.cgroups)
+	e.selfCgroups = engineCgroups(e.cgroups, e.cgroupID)
 	if err := e.startObserving(); err != nil {
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
@@ -140,12 +145,12 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	// policies and the registry are read: neither needs the other, and
 	// with many containers each is a good part of a restart.
 	type opened struct {
-		enf *bpf.Enforcer
+		enf Enforcer
 		err error
 	}
 	enfc := make(chan opened, 1)
 	go func() {
-		enf, err := bpf.Open(bpf.Layout{Root: opts.BPFDir}, bpf.Options{CgroupRoot: e.cgroups.Root, Log: e.log, Capacity: opts.Capacity})
+		enf, err := e.openEnforcer(bpf.Layout{Root: opts.BPFDir}, bpf.Options{CgroupRoot: e.cgroups.Root, Log: e.log, Capacity: opts.Capacity})
 		enfc <- opened{enf, err}
 	}()
 	reg, err := e.loadState()
@@ -207,7 +212,7 @@ func (e *Engine) Close() error {
 }
 
 // Enforcer gives access to the BPF enforcer (events, status).
-func (e *Engine) Enforcer() *bpf.Enforcer { return e.enforcer }
+func (e *Engine) Enforcer() Enforcer { return e.enforcer }
 
 // loadPolicies reads the policy dir. If it is bad, the last good snapshot in
 // the state dir is used, so a typo never switches enforcement off.
@@ -333,7 +338,7 @@ func (e *Engine) resolveCgroup(c *api.Container) error {
 	if dir != e.cgroups.Root && !strings.HasPrefix(dir, e.cgroups.Root+"/") {
 		dir = e.cgroups.Dir(dir)
 	}
-	id, err := cgroup.ID(dir)
+	id, err := e.cgroupID(dir)
 	if err != nil {
 		return fmt.Errorf("unknown cgroup: %w", err)
 	}
@@ -372,20 +377,20 @@ func cgroupMount(opts Options) (cgroup.Mount, error) {
 // engineCgroups maps the IDs of the engine's v2 cgroup and its ancestors to
 // their paths; empty when the engine cannot see its cgroup (a cgroup
 // namespace), where only the registrars' own checks apply.
-func engineCgroups(m cgroup.Mount) map[uint64]string {
+func engineCgroups(m cgroup.Mount, cgroupID func(string) (uint64, error)) map[uint64]string {
 	own, err := m.PathOfPID(os.Getpid())
 	if err != nil {
 		return map[uint64]string{}
 	}
-	return cgroupAndAncestors(m, own)
+	return cgroupAndAncestors(m, own, cgroupID)
 }
 
 // cgroupAndAncestors maps the IDs of a v2 cgroup and its ancestors, the
 // root included, to their paths.
-func cgroupAndAncestors(m cgroup.Mount, path string) map[uint64]string {
+func cgroupAndAncestors(m cgroup.Mount, path string, cgroupID func(string) (uint64, error)) map[uint64]string {
 	out := map[uint64]string{}
 	for p := path; ; p = filepath.Dir(p) {
-		if id, err := cgroup.ID(m.Dir(p)); err == nil {
+		if id, err := cgroupID(m.Dir(p)); err == nil {
 			out[id] = p
 		}
 		if p == "/" || p == "." {
@@ -665,7 +670,7 @@ func (e *Engine) reconcileLocked(resolveAll bool) error {
 	var errs []error
 	for _, c := range e.reg.List() {
 		if c.CgroupPath != "" {
-			if id, err := cgroup.ID(c.CgroupPath); err != nil || id != c.CgroupID {
+			if id, err := e.cgroupID(c.CgroupPath); err != nil || id != c.CgroupID {
 				// The container went away while nobody watched.
 				e.log.Info("dropping registration of vanished cgroup", "id", c.ID, "cgroup", c.CgroupPath)
 				if err := e.reg.Delete(c.ID); err != nil {
@@ -717,7 +722,7 @@ func (e *Engine) reconcileLocked(resolveAll bool) error {
 			unowned = append(unowned, cg)
 		}
 	}
-	live, err := findCgroups(e.cgroups.Root, unowned)
+	live, err := findCgroups(e.cgroups.Root, unowned, e.cgroupID)
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}

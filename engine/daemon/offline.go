@@ -97,9 +97,9 @@ func openOffline(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	// The cgroups above this process are refused as the engine's are; its
 	// own may be the container's (a hook run in the container's cgroup).
-	e.selfCgroups = cgroupAndAncestors(e.cgroups, "/")
+	e.selfCgroups = cgroupAndAncestors(e.cgroups, "/", e.cgroupID)
 	if own, err := e.cgroups.PathOfPID(procSelf()); err == nil && own != "/" {
-		e.selfCgroups = cgroupAndAncestors(e.cgroups, filepath.Dir(own))
+		e.selfCgroups = cgroupAndAncestors(e.cgroups, filepath.Dir(own), e.cgroupID)
 	}
 	// The snapshot is the set the engine last enforced (its policy dir may
 	// hold edits it has not accepted).
@@ -115,7 +115,7 @@ func openOffline(ctx context.Context, opts Options) (*Engine, error) {
 	if err != nil {
 		e.log.Error("registry entries skipped", "err", err)
 	}
-	if e.enforcer, err = bpf.OpenMaps(bpf.Layout{Root: opts.BPFDir}); err != nil {
+	if e.enforcer, err = e.openEnforcerMaps(bpf.Layout{Root: opts.BPFDir}); err != nil {
 		return nil, err
 	}
 	inMaps, err := e.enforcer.Rulesets()

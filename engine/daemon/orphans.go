@@ -11,14 +11,13 @@ import (
 
 	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/cgroup"
 )
 
 // findCgroups maps the given cgroup IDs to their directories by walking the
 // cgroup v2 tree (one stat per cgroup on the node). The walk runs only when
 // the maps hold entries the registry does not know, at start and reload;
 // the orphans found are then re-checked one stat each.
-func findCgroups(root string, ids []uint64) (map[uint64]string, error) {
+func findCgroups(root string, ids []uint64, cgroupID func(string) (uint64, error)) (map[uint64]string, error) {
 	found := map[uint64]string{}
 	if len(ids) == 0 {
 		return found, nil
@@ -38,7 +37,7 @@ func findCgroups(root string, ids []uint64) (map[uint64]string, error) {
 		if !d.IsDir() {
 			return nil
 		}
-		id, err := cgroup.ID(path)
+		id, err := cgroupID(path)
 		if err != nil {
 			return nil
 		}
@@ -103,7 +102,7 @@ func (e *Engine) sweepOrphans() error {
 	defer e.mu.Unlock()
 	var errs []error
 	for _, o := range e.orphans {
-		if id, err := cgroup.ID(o.Path); err == nil && id == o.CgroupID {
+		if id, err := e.cgroupID(o.Path); err == nil && id == o.CgroupID {
 			continue
 		}
 		if err := e.removeOrphanLocked(o, "cgroup is gone"); err != nil {

@@ -5,7 +5,6 @@ import (
 
 	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/lineage"
 )
 
@@ -25,7 +24,7 @@ func (e *Engine) inContainer(pid uint32, cgroupID uint64) bool {
 		return false
 	}
 	for ; len(dir) >= len(e.cgroups.Root); dir = filepath.Dir(dir) {
-		if id, err := cgroup.ID(dir); err == nil && id == cgroupID {
+		if id, err := e.cgroupID(dir); err == nil && id == cgroupID {
 			return true
 		}
 		if dir == e.cgroups.Root {

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/cgroup"
 )
 
 // crunSubCgroup is where crun's systemd driver puts a container's process:
@@ -72,7 +71,7 @@ func (e *Engine) verifyCgroup(ctx context.Context, c *api.Container) error {
 			}
 			continue
 		}
-		id, ok, err := sameOrCrunChild(*c, dir)
+		id, ok, err := sameOrCrunChild(*c, dir, e.cgroupID)
 		if err != nil {
 			return fmt.Errorf("check cgroup against %s: %w", w.what, err)
 		}
@@ -89,8 +88,8 @@ func (e *Engine) verifyCgroup(ctx context.Context, c *api.Container) error {
 
 // sameOrCrunChild tells whether dir, where a process of c is, is c's
 // claimed cgroup or crun's "container" child of it.
-func sameOrCrunChild(c api.Container, dir string) (uint64, bool, error) {
-	id, err := cgroup.ID(dir)
+func sameOrCrunChild(c api.Container, dir string, cgroupID func(string) (uint64, error)) (uint64, bool, error) {
+	id, err := cgroupID(dir)
 	if err != nil {
 		return 0, false, err
 	}
@@ -98,7 +97,7 @@ func sameOrCrunChild(c api.Container, dir string) (uint64, bool, error) {
 		return id, true, nil
 	}
 	if filepath.Base(dir) == crunSubCgroup {
-		if parent, err := cgroup.ID(filepath.Dir(dir)); err == nil && parent == c.CgroupID {
+		if parent, err := cgroupID(filepath.Dir(dir)); err == nil && parent == c.CgroupID {
 			return id, true, nil
 		}
 	}
