@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/engine/api"
@@ -523,5 +524,121 @@ func TestRefusesEngineCgroup(t *testing.T) {
 				t.Fatal("a refused registration was recorded")
 			}
 		})
+	}
+}
+
+// A registrar that cannot reach the engine registers offline: the entry is
+// written at once under the engine's last good policies, the next engine
+// adopts the registration, and an unregistration offline removes both. It
+// waits for, and then gives up on, an engine holding the state.
+func TestRegisterOffline(t *testing.T) {
+	u := newUnitEngine(t, map[string]string{"p.yaml": policyText("shop-lockdown", "", "shop", "/usr/bin/id")}, Options{})
+	dir, cg := u.cgroup(t, "offline")
+	c := api.Container{ID: "offline", CgroupPath: dir, Namespace: "shop", Source: "oci-hook"}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := RegisterOffline(ctx, u.opts, c); err == nil || !errors.Is(err, linux.ErrLocked) {
+		t.Fatalf("register offline beside a running engine: got %v, want the state-dir lock refused", err)
+	}
+	if u.entry(cg) != 0 {
+		t.Fatal("a refused offline registration wrote a cgroup entry")
+	}
+
+	if err := u.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A policy edit the engine never accepted does not apply offline.
+	u.writePolicy(t, "p.yaml", policyText("shop-lockdown", "", "shop", "/usr/bin/wget"))
+	r, err := RegisterOffline(context.Background(), u.opts, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, ok := u.fake.ruleset(u.entry(cg))
+	if !ok || len(rs.Exec) != 1 || !slices.Equal(rs.Exec[0].Components, splitPath(t, "/usr/bin/id")) || !slices.Equal(r.Policies, []string{"shop-lockdown"}) {
+		t.Fatalf("offline registration: policies %v, ruleset %+v; want the snapshot's /usr/bin/id rule", r.Policies, rs)
+	}
+
+	u.start(t)
+	if got, ok := u.registered(t)["offline"]; !ok || got.Source != "oci-hook" {
+		t.Fatalf("the engine did not adopt the offline registration: %+v", got)
+	}
+	if u.entry(cg) == 0 {
+		t.Fatal("the starting engine dropped the offline registration's entry")
+	}
+	if err := u.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := UnregisterOffline(context.Background(), u.opts, "offline"); err != nil {
+		t.Fatal(err)
+	}
+	if u.entry(cg) != 0 {
+		t.Fatal("unregistering offline left the cgroup entry")
+	}
+	if err := UnregisterOffline(context.Background(), u.opts, "offline"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("unregistering an unknown container offline: got %v, want api.ErrNotFound", err)
+	}
+	u.start(t)
+}
+
+// At start the engine reconciles the maps with its registry: a registration
+// whose cgroup vanished is dropped with its entry; an entry no registration
+// accounts for (a lost state dir) stays enforced while its cgroup exists,
+// reported as an orphan, and goes when the cgroup does.
+func TestReconcileOnStart(t *testing.T) {
+	u := newUnitEngine(t, map[string]string{"p.yaml": policyText("shop-lockdown", "", "shop", "/usr/bin/id")}, Options{})
+	dirGone, cgGone := u.cgroup(t, "gone")
+	dirKept, cgKept := u.cgroup(t, "kept")
+	u.register(t, api.Container{ID: "gone", CgroupPath: dirGone, Namespace: "shop"})
+	u.register(t, api.Container{ID: "kept", CgroupPath: dirKept, Namespace: "shop"})
+	rs := u.entry(cgKept)
+
+	if err := u.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(dirGone); err != nil {
+		t.Fatal(err)
+	}
+	u.start(t)
+	if _, ok := u.registered(t)["gone"]; ok || u.entry(cgGone) != 0 {
+		t.Fatalf("a registration whose cgroup vanished survived the start (entry %d)", u.entry(cgGone))
+	}
+	if u.entry(cgKept) != rs {
+		t.Fatalf("a live registration's entry changed at start: %d, want %d", u.entry(cgKept), rs)
+	}
+
+	// The registry is lost; the maps still hold "kept"'s entry.
+	if err := u.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(u.opts.StateDir, "registry")); err != nil {
+		t.Fatal(err)
+	}
+	u.start(t)
+	if u.entry(cgKept) != rs {
+		t.Fatalf("losing the registry set a running container free: entry %d, want %d", u.entry(cgKept), rs)
+	}
+	if _, ok := u.fake.ruleset(rs); !ok {
+		t.Fatalf("the orphan's ruleset %d was collected", rs)
+	}
+	st, err := u.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Orphans) != 1 || st.Orphans[0].CgroupID != cgKept || st.Orphans[0].Path != dirKept {
+		t.Fatalf("status orphans: %+v, want cgroup %d at %s", st.Orphans, cgKept, dirKept)
+	}
+
+	if err := os.Remove(dirKept); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.sweepOrphans(); err != nil {
+		t.Fatal(err)
+	}
+	if u.entry(cgKept) != 0 {
+		t.Fatal("the orphan's entry outlived its cgroup")
+	}
+	if _, ok := u.fake.ruleset(rs); ok {
+		t.Fatalf("the orphan's ruleset %d outlived its last user", rs)
 	}
 }
