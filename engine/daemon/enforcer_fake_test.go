@@ -20,9 +20,10 @@ type fakeEnforcer struct {
 	rulesets map[uint32]bpf.Ruleset
 	cgroups  map[uint64]uint32
 	files    map[uint64][]bpf.FileRule
-	// putErr, when set, is returned by PutRuleset (a full map).
-	putErr error
-	closes int
+	// putErr and setErr, when set, are returned by PutRuleset and
+	// SetCgroup (a full map).
+	putErr, setErr error
+	closes         int
 }
 
 func newFakeEnforcer() *fakeEnforcer {
@@ -106,6 +107,9 @@ func ruleIDs(rs bpf.Ruleset) []uint32 {
 func (f *fakeEnforcer) SetCgroup(cgroupID uint64, rulesetID uint32) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.setErr != nil {
+		return fmt.Errorf("set cgroup %d to ruleset %d: %w", cgroupID, rulesetID, f.setErr)
+	}
 	if _, ok := f.rulesets[rulesetID]; !ok {
 		return fmt.Errorf("set cgroup %d to ruleset %d: %w", cgroupID, rulesetID, bpf.ErrRulesetNotLoaded)
 	}

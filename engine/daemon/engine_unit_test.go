@@ -42,6 +42,15 @@ func policyText(name, mode, ns, path string) string {
 	return fmt.Sprintf("apiVersion: holdfast.dev/v1alpha1\nkind: WorkloadPolicy\nmetadata: {name: %s}\nspec:\n%s  selector: {namespaces: [%s]}\n  exec: {deny: [%s]}\n", name, modeLine, ns, path)
 }
 
+// twoPolicies are policies NS-lockdown selecting namespaces a and b, with
+// different rules: their containers get different rulesets.
+func twoPolicies(a, b string) map[string]string {
+	return map[string]string{
+		a + ".yaml": policyText(a+"-lockdown", "", a, "/usr/bin/id"),
+		b + ".yaml": policyText(b+"-lockdown", "", b, "/usr/bin/wget"),
+	}
+}
+
 // newUnitEngine starts an engine on policy files (name → text).
 func newUnitEngine(t *testing.T, files map[string]string, opts Options) *unitEngine {
 	t.Helper()
@@ -310,10 +319,7 @@ func TestRulesetGarbageCollection(t *testing.T) {
 		{"restart", func(t *testing.T, u *unitEngine) { u.restart(t) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			u := newUnitEngine(t, map[string]string{
-				"a.yaml": policyText("a-lockdown", "", "a", "/usr/bin/id"),
-				"b.yaml": policyText("b-lockdown", "", "b", "/usr/bin/wget"),
-			}, Options{})
+			u := newUnitEngine(t, twoPolicies("a", "b"), Options{})
 			dirA, cgA := u.cgroup(t, "ca")
 			dirB, cgB := u.cgroup(t, "cb")
 			u.register(t, api.Container{ID: "ca", CgroupPath: dirA, Namespace: "a"})
@@ -640,5 +646,48 @@ func TestReconcileOnStart(t *testing.T) {
 	}
 	if _, ok := u.fake.ruleset(rs); ok {
 		t.Fatalf("the orphan's ruleset %d outlived its last user", rs)
+	}
+}
+
+// A registration the kernel refuses is refused with api.ErrCannotEnforce
+// (registrars refuse the container even when failing open), and the
+// registry does not claim what the maps do not hold: a new container is
+// not recorded, a re-registration keeps the record and entry it had.
+func TestRegistrationRefusedByKernel(t *testing.T) {
+	full := errors.New("map is full")
+	for _, tc := range []struct {
+		name           string
+		putErr, setErr error
+		reregister     bool // the container was registered before, in namespace shop
+	}{
+		{"ruleset refused", full, nil, false},
+		{"cgroup entry refused", nil, full, false},
+		{"cgroup entry refused on re-registration", nil, full, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := newUnitEngine(t, twoPolicies("shop", "bank"), Options{})
+			dir, cg := u.cgroup(t, "c1")
+			var before uint32
+			if tc.reregister {
+				u.register(t, api.Container{ID: "c1", CgroupPath: dir, Namespace: "shop"})
+				before = u.entry(cg)
+			}
+			u.fake.putErr, u.fake.setErr = tc.putErr, tc.setErr
+			_, err := u.Register(context.Background(), api.Container{ID: "c1", CgroupPath: dir, Namespace: "bank"})
+			u.fake.putErr, u.fake.setErr = nil, nil
+			if !errors.Is(err, api.ErrCannotEnforce) || !errors.Is(err, full) {
+				t.Fatalf("register: got %v, want api.ErrCannotEnforce wrapping the kernel's refusal", err)
+			}
+			c, recorded := u.registered(t)["c1"]
+			switch {
+			case !tc.reregister && recorded:
+				t.Fatalf("a refused container is recorded: %+v", c)
+			case tc.reregister && (!recorded || c.Namespace != "shop"):
+				t.Fatalf("the previous registration was not kept: recorded %v as %+v", recorded, c)
+			}
+			if got := u.entry(cg); got != before {
+				t.Fatalf("cgroup entry after the refusal: ruleset %d, want %d", got, before)
+			}
+		})
 	}
 }
