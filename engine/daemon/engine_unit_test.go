@@ -388,10 +388,11 @@ func splitPath(t *testing.T, path string) []string {
 // discover source removes only its own registrations.
 func TestAdoptDiscovered(t *testing.T) {
 	var found []api.Container
+	var discoverErr error
 	u := newUnitEngine(t, map[string]string{"p.yaml": policyText("shop-lockdown", "", "shop", "/usr/bin/id")}, Options{
 		DiscoverSource: "cri",
 		Discover: func(ctx context.Context, m cgroup.Mount, known func(string) bool) ([]api.Container, error) {
-			return slices.Clone(found), nil
+			return slices.Clone(found), discoverErr
 		},
 	})
 	ctx := context.Background()
@@ -442,6 +443,23 @@ func TestAdoptDiscovered(t *testing.T) {
 		if c, ok := reg[id]; !ok || c.Source != "nri" {
 			t.Errorf("%s, registered by nri, was removed or taken over by discovery: %+v", id, c)
 		}
+	}
+
+	// A failed listing (runtime down) removes nothing and says why.
+	dirAdopted, cgAdopted := u.cgroup(t, "adopted")
+	found = []api.Container{{ID: "adopted", CgroupPath: dirAdopted, Namespace: "shop"}}
+	if err := u.adoptDiscovered(ctx); err != nil {
+		t.Fatal(err)
+	}
+	found, discoverErr = nil, errors.New("connection refused")
+	if err := u.adoptDiscovered(ctx); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("a failed listing: got %v, want its error", err)
+	}
+	if _, ok := u.registered(t)["adopted"]; !ok || u.entry(cgAdopted) == 0 {
+		t.Fatal("a failed listing removed a container discovery had adopted")
+	}
+	if st, err := u.Status(ctx); err != nil || st.CRI == nil || !strings.Contains(st.CRI.LastErr, "connection refused") {
+		t.Fatalf("status after a failed listing: %+v (err %v), want the error in lastError", st.CRI, err)
 	}
 }
 
