@@ -1,0 +1,112 @@
+package bpf
+
+// Red team, third pass: attacks on ancestry-scoped rules (from.ancestors).
+// The policy under attack is "nothing the ancestor (a copy of sh standing
+// for nginx) spawns may run id or connect to the listener". Every
+// TestRedteam3* test asserts the secure behaviour; one gated by openHole is
+// an open hole listed in README.
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/holdfast-dev/holdfast/test/harness"
+)
+
+// scopedEnv is an enforcer whose test cgroup has an exec rule on id and a
+// connect rule on a local listener, both scoped to descendants of nginx.
+type scopedEnv struct {
+	e      *Enforcer
+	cg     *testCgroup
+	nginx  string // the ancestor binary
+	id     string // the denied binary (resolved)
+	port   int
+	helper string // dial "$0" tcp4 - 127.0.0.1:port, as a shell command
+}
+
+func newScopedEnv(t *testing.T, capacity Capacity) *scopedEnv {
+	t.Helper()
+	env := newTestEnv(t)
+	e, err := Open(env.layout, Options{CgroupRoot: env.cgroupRoot, Log: testLogger(t), Capacity: capacity})
+	if err != nil {
+		t.Fatalf("open enforcer: %v", err)
+	}
+	t.Cleanup(func() { e.Close() })
+	cg := env.cgroup(t, "scoped")
+	// Sleepers an attack left behind go before the cgroup is removed.
+	t.Cleanup(func() { _ = os.WriteFile(filepath.Join(cg.dir, "cgroup.kill"), []byte("1"), 0) })
+
+	nginx := filepath.Join(resolved(t, t.TempDir()), "nginx")
+	copyExecutable(t, resolved(t, "/bin/sh"), nginx)
+	ancestor, _, err := SplitPath(nginx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resolved(t, "/usr/bin/id")
+	srv := harness.ListenTCP(t, "127.0.0.1:0")
+	rule := mustExecRule(t, id, 31)
+	rule.From = 1
+	rs := Ruleset{ID: 9, Exec: []ExecRule{rule}, Ancestors: [][]string{ancestor},
+		Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.1/32"), PortLo: uint16(srv.Port), PortHi: uint16(srv.Port), RuleID: 32, From: 1}}}
+	if err := e.PutRuleset(rs); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
+		t.Fatal(err)
+	}
+	return &scopedEnv{e: e, cg: cg, nginx: nginx, id: id, port: srv.Port,
+		helper: `"$0" tcp4 - 127.0.0.1:` + strconv.Itoa(srv.Port)}
+}
+
+// run runs script under shell in the cgroup and returns its output.
+func (s *scopedEnv) run(t *testing.T, shell, script string) string {
+	t.Helper()
+	cmd := command(s.cg, shell, "-c", script, os.Args[0])
+	cmd.Env = append(os.Environ(), helperEnv+"=dial")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s -c %q: %v: %s", shell, script, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// floodScript makes a child of the shell fork n sleepers and waits, with
+// shell builtins only (no fork touches the shell's own table entry), until
+// they run: the LRU table then has evicted the shell's entry.
+func floodScript(n int, then string) string {
+	return `f=$(mktemp -u); ( i=0; while [ $i -lt ` + strconv.Itoa(n) + ` ]; do sleep 10 & i=$((i+1)); done; : > $f; wait ) >/dev/null 2>&1 &
+while [ ! -e $f ]; do :; done; rm -f $f; ` + then
+}
+
+// A descendant of the ancestor evicts its own process-table entry (and its
+// ancestors') by starting more live processes than --max-processes: the
+// LRU drops the least recently used, the long-lived ancestors. Without an
+// entry a process carried no ancestor classes and scoped rules let it
+// through. A process of the container that lost its entry is now judged as
+// descended from every ancestor binary.
+func TestRedteam3ScopedRulesAfterTableEviction(t *testing.T) {
+	s := newScopedEnv(t, Capacity{MapProcesses: 64})
+	for _, tc := range []struct{ name, then, want string }{
+		{"exec", s.id + " >/dev/null; echo rc=$?", "rc=137"},
+		{"exec by a child forked after the eviction", "(" + s.id + " >/dev/null); echo rc=$?", "rc=137"},
+		{"connect", s.helper + "; true", "EPERM"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := s.run(t, s.nginx, floodScript(200, tc.then))
+			if !strings.HasSuffix(got, tc.want) {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+	// Still scoped: a process of the container whose chain the table holds,
+	// outside the ancestor's subtree, runs id and connects.
+	if got := s.run(t, "/bin/sh", s.id+" >/dev/null; echo rc=$?"); got != "rc=0" {
+		t.Fatalf("outside the subtree: got %q, want rc=0", got)
+	}
+	if got := s.run(t, "/bin/sh", s.helper+"; true"); !strings.HasSuffix(got, "OK") {
+		t.Fatalf("connect outside the subtree: got %q, want OK", got)
+	}
+}
