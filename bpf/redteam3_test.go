@@ -110,3 +110,78 @@ func TestRedteam3ScopedRulesAfterTableEviction(t *testing.T) {
 		t.Fatalf("connect outside the subtree: got %q, want OK", got)
 	}
 }
+
+// Routes a descendant of the ancestor takes to the denied file that hold:
+// the class bits are copied at fork and only grow, whatever the process
+// tree becomes, and the exec'd path is the one the kernel resolved.
+func TestRedteam3ScopedExecRoutesThatHold(t *testing.T) {
+	s := newScopedEnv(t, nil)
+	helper := buildTestC(t, "redteam3")
+	dir := t.TempDir()
+	link := filepath.Join(dir, "id-link")
+	if err := os.Symlink(s.id, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, script string }{
+		{"symlink", link + " >/dev/null; echo rc=$?"},
+		{"/proc/self/fd", "exec 3<" + s.id + "; /proc/self/fd/3 >/dev/null; echo rc=$?"},
+		{"setsid", "setsid " + s.id + " >/dev/null; echo rc=$?"},
+		{"non-leader thread", helper + " thread-exec " + s.id + "; echo rc=$?"},
+		{"vfork", helper + " vfork-exec " + s.id + "; echo rc=$?"},
+		{"double fork to a subreaper, setsid", helper + " orphan-exec " + s.id + "; echo rc=$?"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := s.run(t, s.nginx, tc.script); !strings.HasSuffix(got, "rc=137") {
+				t.Fatalf("got %q, want rc=137", got)
+			}
+		})
+	}
+	// The helper's routes let id run outside the ancestor's subtree: the
+	// refusals above are the scope's, not the helper's.
+	if got := s.run(t, "/bin/sh", helper+" orphan-exec "+s.id+" >/dev/null; echo rc=$?"); got != "rc=0" {
+		t.Fatalf("outside the subtree: got %q, want rc=0", got)
+	}
+	// The ancestor started under another name (a symlink, so another comm
+	// and argv[0]) is still the ancestor: classes go by the resolved path.
+	httpd := filepath.Join(dir, "httpd")
+	if err := os.Symlink(s.nginx, httpd); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.run(t, "/bin/sh", httpd+" -c '"+s.id+" >/dev/null; echo rc=$?'"); !strings.HasSuffix(got, "rc=137") {
+		t.Fatalf("ancestor through a symlink: got %q, want rc=137", got)
+	}
+}
+
+// Scoped exec rules match by the resolved path only, not by the file's
+// identity as unscoped exact rules do: a hard link of the denied file in
+// another directory (any process that may link it: its owner, or a
+// container's root with CAP_FOWNER) runs below the ancestor.
+func TestRedteam3ScopedExecRuleEscapedByHardLink(t *testing.T) {
+	openHole(t)
+	s := newScopedEnv(t, nil)
+	// The copy stands for the image's file; the link is made beside it, on
+	// the same file system, as a workload would.
+	dir := t.TempDir()
+	denied := filepath.Join(resolved(t, dir), "bin", "tool")
+	copyExecutable(t, s.id, denied)
+	rule := mustExecRule(t, denied, 33)
+	rule.From = 1
+	ancestor, _, err := SplitPath(s.nginx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := Ruleset{ID: 10, Exec: []ExecRule{rule}, Ancestors: [][]string{ancestor}}
+	if err := s.e.PutRuleset(rs); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.e.SetCgroup(s.cg.id, rs.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.run(t, s.nginx, denied+" >/dev/null; echo rc=$?"); !strings.HasSuffix(got, "rc=137") {
+		t.Fatalf("the rule's own path: got %q, want rc=137", got)
+	}
+	link := filepath.Join(resolved(t, dir), "tool-link")
+	if got := s.run(t, s.nginx, "ln "+denied+" "+link+" && "+link+" >/dev/null; echo rc=$?"); !strings.HasSuffix(got, "rc=137") {
+		t.Fatalf("hard link: got %q, want rc=137", got)
+	}
+}
