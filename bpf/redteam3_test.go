@@ -185,3 +185,41 @@ func TestRedteam3ScopedExecRuleEscapedByHardLink(t *testing.T) {
 		t.Fatalf("hard link: got %q, want rc=137", got)
 	}
 }
+
+// An audit-mode policy must neither weaken nor strengthen an enforcing one
+// selected on the same container. Two scoped rules on one path share one
+// map entry: the audited rule's ancestor classes were joined to the
+// enforcing rule's and enforced under its ID, so a process below the
+// audited ancestor only was killed. Enforcing entries now keep their own
+// classes; an audited rule on the same path is left out.
+func TestRedteam3AuditedScopeIsNotEnforced(t *testing.T) {
+	s := newScopedEnv(t, nil)
+	other := filepath.Join(filepath.Dir(s.nginx), "other")
+	copyExecutable(t, s.nginx, other)
+	var ancestors [][]string
+	for _, a := range []string{s.nginx, other} {
+		comps, _, err := SplitPath(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ancestors = append(ancestors, comps)
+	}
+	enforced := mustExecRule(t, s.id, 41)
+	enforced.From = 1 // nginx
+	audited := mustExecRule(t, s.id, 40)
+	audited.From, audited.Audit = 2, true // other
+	rs := Ruleset{ID: 11, Exec: []ExecRule{audited, enforced}, Ancestors: ancestors}
+	if err := s.e.PutRuleset(rs); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.e.SetCgroup(s.cg.id, rs.ID); err != nil {
+		t.Fatal(err)
+	}
+	script := s.id + " >/dev/null; echo rc=$?"
+	if got := s.run(t, s.nginx, script); !strings.HasSuffix(got, "rc=137") {
+		t.Fatalf("below the enforced ancestor: got %q, want rc=137", got)
+	}
+	if got := s.run(t, other, script); got != "rc=0" {
+		t.Fatalf("below the audited ancestor only: got %q, want rc=0", got)
+	}
+}
