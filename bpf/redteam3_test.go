@@ -223,3 +223,22 @@ func TestRedteam3AuditedScopeIsNotEnforced(t *testing.T) {
 		t.Fatalf("below the audited ancestor only: got %q, want rc=0", got)
 	}
 }
+
+// Connect routes of a descendant that hold: the classes are looked up by
+// thread group, and io_uring's workers belong to the caller's.
+func TestRedteam3ScopedConnectRoutesThatHold(t *testing.T) {
+	s := newScopedEnv(t, nil)
+	rt := buildTestC(t, "redteam")
+	port := strconv.Itoa(s.port)
+	for _, kind := range []string{"uring-connect", "tfo", "dualstack-tcp", "uring-sendmsg", "sendmmsg"} {
+		t.Run(kind, func(t *testing.T) {
+			script := rt + " net " + kind + " 127.0.0.1 " + port
+			if got := s.run(t, s.nginx, script+"; true"); got != "EPERM" {
+				t.Fatalf("below the ancestor: got %q, want EPERM", got)
+			}
+			if got := s.run(t, "/bin/sh", script+"; true"); got == "EPERM" {
+				t.Fatalf("outside the subtree: got %q, want it through (the probe is broken)", got)
+			}
+		})
+	}
+}
