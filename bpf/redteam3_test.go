@@ -7,6 +7,7 @@ package bpf
 // an open hole listed in README.
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -240,5 +241,54 @@ func TestRedteam3ScopedConnectRoutesThatHold(t *testing.T) {
 				t.Fatalf("outside the subtree: got %q, want it through (the probe is broken)", got)
 			}
 		})
+	}
+}
+
+// A descendant of the ancestor sends to a destination a scoped connect
+// rule denies over a raw socket (CAP_NET_RAW is in runtimes' default
+// capability set). Such packets are judged at egress, in no process's
+// context, where scoped rules were left out: the datagram arrived. Packets
+// of raw, ping and SCTP sockets now fail closed there: scoped rules apply
+// to them whatever process sent them.
+func TestRedteam3ScopedConnectRuleOverRawSocket(t *testing.T) {
+	env := newTestEnv(t)
+	e := env.open(t)
+	cg := env.cgroup(t, "raw")
+	mark := newMarker(t)
+	dst := newReceiver(t, "udp", netip.MustParseAddrPort("127.0.0.2:0"))
+	nginx := filepath.Join(resolved(t, t.TempDir()), "nginx")
+	copyExecutable(t, resolved(t, "/bin/sh"), nginx)
+	ancestor, _, err := SplitPath(nginx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := Ruleset{ID: 12, Ancestors: [][]string{ancestor},
+		Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.2/32"), PortHi: 65535, RuleID: 51, From: 1}}}
+	if err := e.PutRuleset(rs); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
+		t.Fatal(err)
+	}
+	send := func(t *testing.T, shell, kind string) (string, bool) {
+		t.Helper()
+		nonce := newNonce()
+		cmd := command(cg, shell, "-c", `"$0" "$@"`, os.Args[0], kind, dst.addr.String(), string(nonce), mark.addr())
+		cmd.Env = append(os.Environ(), helperEnv+"=escape")
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("escape %s from %s: %v", kind, shell, err)
+		}
+		mark.wait(t, nonce)
+		return strings.TrimSpace(string(out)), dst.got(nonce)
+	}
+	if res, arrived := send(t, nginx, "udp"); arrived {
+		t.Fatalf("UDP below the ancestor arrived (%s): the scoped rule does not hold at all", res)
+	}
+	if res, arrived := send(t, nginx, "raw-udp"); arrived {
+		t.Fatalf("raw UDP below the ancestor arrived (%s)", res)
+	}
+	if res, arrived := send(t, "/bin/sh", "udp"); !arrived {
+		t.Fatalf("UDP outside the subtree did not arrive (%s): the probe is broken", res)
 	}
 }
