@@ -20,6 +20,7 @@ import (
 // scopedEnv is an enforcer whose test cgroup has an exec rule on id and a
 // connect rule on a local listener, both scoped to descendants of nginx.
 type scopedEnv struct {
+	env    *testEnv
 	e      *Enforcer
 	cg     *testCgroup
 	nginx  string // the ancestor binary
@@ -58,7 +59,7 @@ func newScopedEnv(t *testing.T, capacity Capacity) *scopedEnv {
 	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
 		t.Fatal(err)
 	}
-	return &scopedEnv{e: e, cg: cg, nginx: nginx, id: id, port: srv.Port,
+	return &scopedEnv{env: env, e: e, cg: cg, nginx: nginx, id: id, port: srv.Port,
 		helper: `"$0" tcp4 - 127.0.0.1:` + strconv.Itoa(srv.Port)}
 }
 
@@ -290,5 +291,34 @@ func TestRedteam3ScopedConnectRuleOverRawSocket(t *testing.T) {
 	}
 	if res, arrived := send(t, "/bin/sh", "udp"); !arrived {
 		t.Fatalf("UDP outside the subtree did not arrive (%s): the probe is broken", res)
+	}
+}
+
+// A process of the ancestor's subtree that started before its cgroup was
+// registered has no table entry: it used to carry no classes, so scoped
+// rules did not apply to it or its children. Its children now count as
+// descended from every ancestor binary (the table cannot tell which).
+func TestRedteam3ScopedRulesForProcessesStartedBeforeRegistration(t *testing.T) {
+	s := newScopedEnv(t, nil)
+	pre := s.env.cgroup(t, "pre")
+	t.Cleanup(func() { _ = os.WriteFile(filepath.Join(pre.dir, "cgroup.kill"), []byte("1"), 0) })
+	ready := filepath.Join(t.TempDir(), "registered")
+	cmd := command(pre, s.nginx, "-c", "while [ ! -e "+ready+" ]; do :; done; "+s.id+" >/dev/null; echo rc=$?")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.e.SetCgroup(pre.id, 9); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(ready, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	if got := strings.TrimSpace(out.String()); !strings.HasSuffix(got, "rc=137") {
+		t.Fatalf("got %q, want rc=137", got)
 	}
 }
