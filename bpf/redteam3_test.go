@@ -322,3 +322,34 @@ func TestRedteam3ScopedRulesForProcessesStartedBeforeRegistration(t *testing.T) 
 		t.Fatalf("got %q, want rc=137", got)
 	}
 }
+
+// An audited unscoped rule on the path of an enforcing scoped one is
+// looked up first; it must not stop the enforcing rule's check.
+func TestRedteam3AuditedRuleDoesNotHideScopedOne(t *testing.T) {
+	s := newScopedEnv(t, nil)
+	ancestor, _, err := SplitPath(s.nginx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enforced := mustExecRule(t, s.id, 61)
+	enforced.From = 1
+	audited := mustExecRule(t, s.id, 60)
+	audited.Audit = true
+	// An audited directory prefix above it, too.
+	auditedDir := mustExecRule(t, filepath.Dir(s.id)+"/", 62)
+	auditedDir.Audit = true
+	rs := Ruleset{ID: 13, Exec: []ExecRule{audited, auditedDir, enforced}, Ancestors: [][]string{ancestor}}
+	if err := s.e.PutRuleset(rs); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.e.SetCgroup(s.cg.id, rs.ID); err != nil {
+		t.Fatal(err)
+	}
+	script := s.id + " >/dev/null; echo rc=$?"
+	if got := s.run(t, s.nginx, script); !strings.HasSuffix(got, "rc=137") {
+		t.Fatalf("below the ancestor: got %q, want rc=137", got)
+	}
+	if got := s.run(t, "/bin/sh", script); got != "rc=0" {
+		t.Fatalf("outside the subtree (audited only): got %q, want rc=0", got)
+	}
+}
