@@ -20,13 +20,14 @@ import (
 // scopedEnv is an enforcer whose test cgroup has an exec rule on id and a
 // connect rule on a local listener, both scoped to descendants of nginx.
 type scopedEnv struct {
-	env    *testEnv
-	e      *Enforcer
-	cg     *testCgroup
-	nginx  string // the ancestor binary
-	id     string // the denied binary (resolved)
-	port   int
-	helper string // dial "$0" tcp4 - 127.0.0.1:port, as a shell command
+	env      *testEnv
+	e        *Enforcer
+	cg       *testCgroup
+	nginx    string   // the ancestor binary
+	ancestor []string // its path components
+	id       string   // the denied binary (resolved)
+	port     int
+	helper   string // dial "$0" tcp4 - 127.0.0.1:port, as a shell command
 }
 
 func newScopedEnv(t *testing.T, capacity Capacity) *scopedEnv {
@@ -59,8 +60,19 @@ func newScopedEnv(t *testing.T, capacity Capacity) *scopedEnv {
 	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
 		t.Fatal(err)
 	}
-	return &scopedEnv{env: env, e: e, cg: cg, nginx: nginx, id: id, port: srv.Port,
+	return &scopedEnv{env: env, e: e, cg: cg, ancestor: ancestor, nginx: nginx, id: id, port: srv.Port,
 		helper: `"$0" tcp4 - 127.0.0.1:` + strconv.Itoa(srv.Port)}
+}
+
+// apply puts rs and moves the cgroup to it.
+func (s *scopedEnv) apply(t *testing.T, rs Ruleset) {
+	t.Helper()
+	if err := s.e.PutRuleset(rs); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.e.SetCgroup(s.cg.id, rs.ID); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // run runs script under shell in the cgroup and returns its output.
@@ -168,17 +180,8 @@ func TestRedteam3ScopedExecRuleEscapedByHardLink(t *testing.T) {
 	copyExecutable(t, s.id, denied)
 	rule := mustExecRule(t, denied, 33)
 	rule.From = 1
-	ancestor, _, err := SplitPath(s.nginx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs := Ruleset{ID: 10, Exec: []ExecRule{rule}, Ancestors: [][]string{ancestor}}
-	if err := s.e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.e.SetCgroup(s.cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
+	rs := Ruleset{ID: 10, Exec: []ExecRule{rule}, Ancestors: [][]string{s.ancestor}}
+	s.apply(t, rs)
 	if got := s.run(t, s.nginx, denied+" >/dev/null; echo rc=$?"); !strings.HasSuffix(got, "rc=137") {
 		t.Fatalf("the rule's own path: got %q, want rc=137", got)
 	}
@@ -211,12 +214,7 @@ func TestRedteam3AuditedScopeIsNotEnforced(t *testing.T) {
 	audited := mustExecRule(t, s.id, 40)
 	audited.From, audited.Audit = 2, true // other
 	rs := Ruleset{ID: 11, Exec: []ExecRule{audited, enforced}, Ancestors: ancestors}
-	if err := s.e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.e.SetCgroup(s.cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
+	s.apply(t, rs)
 	script := s.id + " >/dev/null; echo rc=$?"
 	if got := s.run(t, s.nginx, script); !strings.HasSuffix(got, "rc=137") {
 		t.Fatalf("below the enforced ancestor: got %q, want rc=137", got)
@@ -327,10 +325,6 @@ func TestRedteam3ScopedRulesForProcessesStartedBeforeRegistration(t *testing.T) 
 // looked up first; it must not stop the enforcing rule's check.
 func TestRedteam3AuditedRuleDoesNotHideScopedOne(t *testing.T) {
 	s := newScopedEnv(t, nil)
-	ancestor, _, err := SplitPath(s.nginx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	enforced := mustExecRule(t, s.id, 61)
 	enforced.From = 1
 	audited := mustExecRule(t, s.id, 60)
@@ -338,13 +332,8 @@ func TestRedteam3AuditedRuleDoesNotHideScopedOne(t *testing.T) {
 	// An audited directory prefix above it, too.
 	auditedDir := mustExecRule(t, filepath.Dir(s.id)+"/", 62)
 	auditedDir.Audit = true
-	rs := Ruleset{ID: 13, Exec: []ExecRule{audited, auditedDir, enforced}, Ancestors: [][]string{ancestor}}
-	if err := s.e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.e.SetCgroup(s.cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
+	rs := Ruleset{ID: 13, Exec: []ExecRule{audited, auditedDir, enforced}, Ancestors: [][]string{s.ancestor}}
+	s.apply(t, rs)
 	script := s.id + " >/dev/null; echo rc=$?"
 	if got := s.run(t, s.nginx, script); !strings.HasSuffix(got, "rc=137") {
 		t.Fatalf("below the ancestor: got %q, want rc=137", got)
