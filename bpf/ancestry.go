@@ -31,12 +31,17 @@ func compileAncestors(rs Ruleset, key HashKey) ([]execEntry, error) {
 // mergeExecEntries folds entries with one key (sorted by key, then rule
 // ID) into one, reported by the lowest rule ID: scoped rules of one path
 // add up their classes, as does an ancestor binary named twice. Unscoped
-// rules have keys of their own and are looked up first.
+// rules have keys of their own and are looked up first. Enforcing entries
+// sort first: an audited rule's classes never join theirs (they would be
+// enforced under the enforcing rule's ID), so its would-be refusals on
+// that path are left out.
 func mergeExecEntries(entries []execEntry) []execEntry {
 	var out []execEntry
 	for _, x := range entries {
 		if n := len(out); n > 0 && out[n-1].key == x.key {
-			out[n-1].value.From |= x.value.From
+			if x.audit == out[n-1].audit {
+				out[n-1].value.From |= x.value.From
+			}
 			continue
 		}
 		out = append(out, x)

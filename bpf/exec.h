@@ -627,7 +627,7 @@ int BPF_PROG(exec_kill, struct task_struct *p, pid_t old_pid, struct linux_binpr
 	r.ruleset = o.rule->ruleset;
 	r.flags = o.rule->flags;
 	if (r.flags & CG_ANCESTRY)
-		r.lineage = exec_lineage(p);
+		r.lineage = exec_lineage(p, o.cgroup_id);
 	req_file(&r, exe);
 	/* The interpreter is judged also when an audited rule passed the
 	 * exec'd file: an enforcing rule may still deny it. */
@@ -673,7 +673,7 @@ int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 	r.ruleset = o.rule->ruleset;
 	r.flags = o.rule->flags;
 	if (r.flags & CG_ANCESTRY)
-		r.lineage = exec_lineage(task);
+		r.lineage = exec_lineage(task, o.cgroup_id);
 	req_file(&r, BPF_CORE_READ(bprm, file));
 	if (!judge(&r) || exec_audited(&r, bprm, task, ACTION_EXEC_DENIED)) {
 		/* Every binfmt stage passes here; the last one (the binary

@@ -524,12 +524,20 @@ int egress(struct __sk_buff *skb)
 	if (!sk)
 		return 1;
 	__u32 type = sk->type, sproto = sk->protocol;
+	/* No process here to read ancestor classes of. Packets of raw, ping
+	 * and SCTP sockets (an attacker's tools rather than a workload's
+	 * usual traffic) fail closed: scoped rules apply to them whoever sent
+	 * them. A TCP or UDP packet rewritten by NAT leaves them out. */
+	__u8 lineage = LINEAGE_LOST;
 	if (type == SOCK_STREAM && sproto == IPPROTO_TCP) {
+		lineage = 0;
 		/* A listener sends the SYN-ACKs of its request sockets: replies. */
 		if (sk->state == BPF_TCP_LISTEN || addressed_to_peer(skb, sk, false))
 			return 1;
-	} else if (type == SOCK_DGRAM && sproto == IPPROTO_UDP && addressed_to_peer(skb, sk, true)) {
-		return 1;
+	} else if (type == SOCK_DGRAM && sproto == IPPROTO_UDP) {
+		lineage = 0;
+		if (addressed_to_peer(skb, sk, true))
+			return 1;
 	}
 
 	struct owner o;
@@ -593,8 +601,7 @@ int egress(struct __sk_buff *skb)
 	if (!rules)
 		return 1;
 	__u32 rule_id = 0;
-	/* No process here: rules scoped to ancestors do not apply. */
-	if (!match_ports(rules, o.rule->ruleset, port, proto, 0, &rule_id))
+	if (!match_ports(rules, o.rule->ruleset, port, proto, lineage, &rule_id))
 		return 1;
 	if (audited(o.rule->ruleset, rule_id)) {
 		net_event(o.cgroup_id, ACTION_PACKET_DROPPED | ACTION_AUDITED, o.rule->ruleset, rule_id, v6, ip6, port,

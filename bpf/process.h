@@ -94,24 +94,46 @@ __noinline int keep_chain(__u32 tgid)
 	return 0;
 }
 
+/* The classes of a process of a container whose chain the table lost: its
+ * entry (or an ancestor's) was evicted from the LRU table (a workload can
+ * start more processes than --max-processes to that end), or it started
+ * before tracking. Failing closed, it counts as descended from every
+ * ancestor binary, so scoped rules apply to it as if unscoped. */
+#define LINEAGE_LOST 0xff
+
+/* lost_lineage is the classes of task, a process of the container
+ * cgroup_id without a table entry: none for the container's first process
+ * (its parent is outside), LINEAGE_LOST for the others. */
+static __always_inline __u8 lost_lineage(struct task_struct *task, __u64 cgroup_id)
+{
+	struct cgroup *pcg = BPF_CORE_READ(task, real_parent, cgroups, dfl_cgrp);
+
+	return registered_ancestor(pcg) == cgroup_id ? LINEAGE_LOST : 0;
+}
+
 /* The ancestor classes an exec by task is judged with: its ancestors' and
  * its own images so far (the new image runs below them). */
-static __always_inline __u8 exec_lineage(struct task_struct *task)
+static __always_inline __u8 exec_lineage(struct task_struct *task, __u64 cgroup_id)
 {
 	__u32 tgid = BPF_CORE_READ(task, tgid);
 	struct process *p = bpf_map_lookup_elem(&processes, &tgid);
 
-	return p ? p->lineage | p->self : 0;
+	if (!p || p->start_ns != leader_start(task))
+		return lost_lineage(task, cgroup_id);
+	return p->lineage | p->self;
 }
 
 /* The ancestor classes a network decision for the current process is
- * made with: those of its ancestors and earlier images, not its own. */
+ * made with: those of its ancestors and earlier images, not its own. A
+ * process without an entry lost its chain (the container's first process
+ * has one from its exec); an exited one's entry, kept for an event, may
+ * be another process's whose pid was reused. */
 static __always_inline __u8 current_lineage(void)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct process *p = bpf_map_lookup_elem(&processes, &tgid);
 
-	return p ? p->lineage : 0;
+	return p && !(p->flags & PROC_EXITED) ? p->lineage : LINEAGE_LOST;
 }
 
 /* After an exec that was let through: the image it replaced becomes an
@@ -219,6 +241,8 @@ int BPF_PROG(proc_exec, struct task_struct *task, pid_t old_pid, struct linux_bi
 
 		if (registered_ancestor(pcg) != o.cgroup_id)
 			s->flags = PROC_CONTAINER_ROOT;
+		else
+			s->lineage = LINEAGE_LOST;
 		fill_exec(s, task, bprm, o.cgroup_id);
 		bpf_map_update_elem(&processes, &tgid, s, BPF_ANY);
 		p = bpf_map_lookup_elem(&processes, &tgid);

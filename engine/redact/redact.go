@@ -269,13 +269,27 @@ func (f *Filter) redact(p *api.Process) bool {
 	return changed
 }
 
+// covers says whether f applies to a process running binary, the path its
+// execve was given: the process's own choice (/bin/mysql through the
+// merged-/usr symlink, ./mysql, /usr/bin//mysql). So a scope entry also
+// matches by file name, and a path that names no place (relative) is
+// covered: a filter rather masks too much than lets a secret out.
 func (f *Filter) covers(binary string) bool {
 	if len(f.Spec.Binaries) == 0 {
 		return true
 	}
+	clean := path.Clean(binary)
+	if !path.IsAbs(clean) {
+		return true
+	}
 	for _, b := range f.Spec.Binaries {
-		if ok, _ := path.Match(b, binary); ok {
+		if ok, _ := path.Match(b, clean); ok {
 			return true
+		}
+		if base := path.Base(b); base != "*" {
+			if ok, _ := path.Match(base, path.Base(clean)); ok {
+				return true
+			}
 		}
 	}
 	return false
@@ -293,24 +307,47 @@ func (f *Filter) redactArgs(args []string) bool {
 	}
 	for i := 0; i < len(args); i++ {
 		for _, fl := range f.Spec.ArgFlags {
-			a := args[i]
+			// The element up to the value, and whether the value is the
+			// next element.
+			keep, next, ok := flagValue(fl, args[i])
 			switch {
-			case a == fl:
+			case !ok:
+			case next:
 				if i+1 < len(args) && args[i+1] != Mask {
 					args[i+1], changed = Mask, true
 				}
-			case strings.HasPrefix(a, fl+"="):
-				if v := a[len(fl)+1:]; v != Mask {
-					args[i], changed = fl+"="+Mask, true
-				}
-			case isShortFlag(fl) && strings.HasPrefix(a, fl) && len(a) > len(fl):
-				if v := a[len(fl):]; v != Mask {
-					args[i], changed = fl+Mask, true
-				}
+			case args[i][len(keep):] != Mask:
+				args[i], changed = keep+Mask, true
 			}
 		}
 	}
 	return changed
+}
+
+// flagValue says whether element a gives flag fl a value, and where: after
+// keep in a itself, or in the next element. It reads a as getopt does: a
+// long flag may be abbreviated ("--passw=x" for --password), one-letter
+// flags may be bundled ("-vpx", "-vp x").
+func flagValue(fl, a string) (keep string, next, ok bool) {
+	if isShortFlag(fl) {
+		if len(a) < 2 || a[0] != '-' || a[1] == '-' {
+			return "", false, false
+		}
+		at := strings.IndexByte(a[1:], fl[1])
+		if at < 0 {
+			return "", false, false
+		}
+		keep = a[:at+2]
+		return keep, keep == a, true
+	}
+	name, _, hasValue := strings.Cut(a, "=")
+	if !strings.HasPrefix(name, "-") || len(name) < 3 || !strings.HasPrefix(fl, name) {
+		return "", false, false
+	}
+	if hasValue {
+		return name + "=", false, true
+	}
+	return "", true, true
 }
 
 // isShortFlag: "-p", whose value may follow without a separator.

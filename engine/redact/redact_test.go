@@ -43,11 +43,18 @@ spec:
   binaries: [/usr/bin/mysql]
 `
 
-func TestApply(t *testing.T) {
-	set, err := LoadDir(writeDir(t, map[string]string{"p.yaml": secrets}))
+// loadSet loads the filters of one policy file.
+func loadSet(t testing.TB, data string) *Set {
+	t.Helper()
+	set, err := LoadDir(writeDir(t, map[string]string{"p.yaml": data}))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return set
+}
+
+func TestApply(t *testing.T) {
+	set := loadSet(t, secrets)
 	for _, tc := range []struct {
 		name     string
 		binary   string
