@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/eventlog"
 	"github.com/holdfast-dev/holdfast/engine/eventstream"
@@ -207,6 +208,21 @@ func (e *Engine) observeStatus(st *api.Status) {
 	if e.obs.filterErr != nil {
 		st.RedactionError = e.obs.filterErr.Error()
 	}
+	st.EnvCapture = envCaptureStatus(e.enforcer)
+}
+
+func envCaptureStatus(enf *bpf.Enforcer) string {
+	if enf == nil {
+		return ""
+	}
+	on, err := enf.EnvCapture()
+	switch {
+	case err != nil:
+		return "unknown: " + err.Error()
+	case on:
+		return "on"
+	}
+	return "off"
 }
 
 // Stamp numbers a summary line.

@@ -21,6 +21,7 @@ import (
 const (
 	MaxArgs   = 16  // argv elements
 	MaxArgLen = 256 // bytes of argv read from /proc (the table keeps 255)
+	MaxEnv    = 64  // environment variables (the kernel keeps 1023 bytes)
 	// MaxDepth bounds the walk: a chain longer than this is reported
 	// incomplete rather than followed.
 	MaxDepth = 64
@@ -159,6 +160,7 @@ func (w *Walker) fromTable(p bpf.Process) step {
 			Args:         args,
 			Cwd:          p.Cwd,
 			UID:          p.UID,
+			Env:          p.Env[:min(len(p.Env), MaxEnv)],
 		},
 		ppid:       p.PPID,
 		parentTick: Ticks(p.ParentStartNs),
