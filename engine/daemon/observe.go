@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"sync"
 
-	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/eventlog"
 	"github.com/holdfast-dev/holdfast/engine/eventstream"
@@ -211,7 +210,7 @@ func (e *Engine) observeStatus(st *api.Status) {
 	st.EnvCapture = envCaptureStatus(e.enforcer)
 }
 
-func envCaptureStatus(enf *bpf.Enforcer) string {
+func envCaptureStatus(enf Enforcer) string {
 	if enf == nil {
 		return ""
 	}
