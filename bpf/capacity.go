@@ -28,7 +28,7 @@ const (
 
 // CapacityMaps are the maps whose capacity is configurable, in status order.
 var CapacityMaps = []string{MapCgroupRules, MapRulesets, MapExecRules, MapNet4Rules, MapNet6Rules,
-	MapNetPrefixes, MapPortChunks, MapSocketRules, MapBindRules, MapDenials, MapEvents, MapAuditRules, MapProcesses}
+	MapNetPrefixes, MapPortChunks, MapSocketRules, MapBindRules, MapDenials, MapEvents, MapAuditRules, MapProcesses, MapProcessEnvs}
 
 // ErrMapFull: a map has no room for another entry. The error names the map
 // and its capacity; raise it with the engine's --max-* flags (a new capacity
@@ -136,6 +136,8 @@ func (e *Enforcer) mapNamed(name string) *ebpf.Map {
 		return e.maps.AuditRules
 	case MapProcesses:
 		return e.maps.Processes
+	case MapProcessEnvs:
+		return e.maps.ProcessEnvs
 	}
 	return nil
 }
@@ -163,6 +165,8 @@ func (e *Enforcer) countEntries(name string, m *ebpf.Map) (int, error) {
 		return countBatched[holdfastAuditKey, uint32](m)
 	case MapProcesses:
 		return countBatched[uint32, holdfastProcess](m)
+	case MapProcessEnvs:
+		return countBatched[uint32, holdfastProcessEnv](m)
 	}
 	return countIterated(m)
 }

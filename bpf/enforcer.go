@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -160,6 +161,8 @@ type Enforcer struct {
 	partial map[uint32]bool
 	// files indexes file_rules by cgroup (files.go).
 	files fileIndex
+	// captureEnv mirrors the capture_config switch this engine set.
+	captureEnv atomic.Bool
 }
 
 // Open adopts the complete pinned set of this ABI under layout, or loads,
@@ -529,6 +532,10 @@ func mapsByName(maps map[string]*ebpf.Map) holdfastMaps {
 		ProcessKept: maps[holdfastMapProcessKept],
 
 		ProcessScratch: maps[holdfastMapProcessScratch],
+
+		CaptureConfig:     maps[holdfastMapCaptureConfig],
+		ProcessEnvs:       maps[holdfastMapProcessEnvs],
+		ProcessEnvScratch: maps[holdfastMapProcessEnvScratch],
 	}
 }
 

@@ -16,6 +16,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 #include "maps.h"
 #include "cgroup.h"
+#include "env.h"
 #include "process.h"
 #include "events.h"
 #include "tasks.h"

@@ -205,6 +205,21 @@ type holdfastProcess struct {
 	Cwd           [64]int8
 }
 
+type holdfastProcessConfig struct {
+	_     structs.HostLayout
+	Flags uint32
+	Pad   uint32
+}
+
+type holdfastProcessEnv struct {
+	_       structs.HostLayout
+	StartNs uint64
+	EnvLen  uint16
+	Flags   uint8
+	Pad     [5]uint8
+	Env     [1024]int8
+}
+
 type holdfastRulesetInfo struct {
 	_            structs.HostLayout
 	Flags        uint32
@@ -242,51 +257,54 @@ type holdfastTaskOwner struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	holdfastMapAuditRules     = "audit_rules"
-	holdfastMapBindRules      = "bind_rules"
-	holdfastMapCgroupRules    = "cgroup_rules"
-	holdfastMapCounters       = "counters"
-	holdfastMapDenials        = "denials"
-	holdfastMapEvents         = "events"
-	holdfastMapExecHashKey    = "exec_hash_key"
-	holdfastMapExecRules      = "exec_rules"
-	holdfastMapFileConfig     = "file_config"
-	holdfastMapFileRules      = "file_rules"
-	holdfastMapMmapConfig     = "mmap_config"
-	holdfastMapMmapPasses     = "mmap_passes"
-	holdfastMapMmapTasks      = "mmap_tasks"
-	holdfastMapNet4Rules      = "net4_rules"
-	holdfastMapNet6Rules      = "net6_rules"
-	holdfastMapNetKeyTypes    = "net_key_types"
-	holdfastMapPathGen        = "path_gen"
-	holdfastMapPortChunks     = "port_chunks"
-	holdfastMapProcessKept    = "process_kept"
-	holdfastMapProcessScratch = "process_scratch"
-	holdfastMapProcesses      = "processes"
-	holdfastMapRulesets       = "rulesets"
-	holdfastMapSendmsgPasses  = "sendmsg_passes"
-	holdfastMapSocketRules    = "socket_rules"
-	holdfastMapTaskOwners     = "task_owners"
-	holdfastProgBind4         = "bind4"
-	holdfastProgBind6         = "bind6"
-	holdfastProgCgroupFork    = "cgroup_fork"
-	holdfastProgCgroupMove    = "cgroup_move"
-	holdfastProgConnect4      = "connect4"
-	holdfastProgConnect6      = "connect6"
-	holdfastProgEgress        = "egress"
-	holdfastProgExecKill      = "exec_kill"
-	holdfastProgExecLsm       = "exec_lsm"
-	holdfastProgMmapKill      = "mmap_kill"
-	holdfastProgMmapKillExit  = "mmap_kill_exit"
-	holdfastProgMmapLsm       = "mmap_lsm"
-	holdfastProgMprotectLsm   = "mprotect_lsm"
-	holdfastProgProcExec      = "proc_exec"
-	holdfastProgProcExit      = "proc_exit"
-	holdfastProgProcFork      = "proc_fork"
-	holdfastProgSendmsg4      = "sendmsg4"
-	holdfastProgSendmsg6      = "sendmsg6"
-	holdfastProgSockCreate    = "sock_create"
-	holdfastProgSocketKill    = "socket_kill"
+	holdfastMapAuditRules        = "audit_rules"
+	holdfastMapBindRules         = "bind_rules"
+	holdfastMapCaptureConfig     = "capture_config"
+	holdfastMapCgroupRules       = "cgroup_rules"
+	holdfastMapCounters          = "counters"
+	holdfastMapDenials           = "denials"
+	holdfastMapEvents            = "events"
+	holdfastMapExecHashKey       = "exec_hash_key"
+	holdfastMapExecRules         = "exec_rules"
+	holdfastMapFileConfig        = "file_config"
+	holdfastMapFileRules         = "file_rules"
+	holdfastMapMmapConfig        = "mmap_config"
+	holdfastMapMmapPasses        = "mmap_passes"
+	holdfastMapMmapTasks         = "mmap_tasks"
+	holdfastMapNet4Rules         = "net4_rules"
+	holdfastMapNet6Rules         = "net6_rules"
+	holdfastMapNetKeyTypes       = "net_key_types"
+	holdfastMapPathGen           = "path_gen"
+	holdfastMapPortChunks        = "port_chunks"
+	holdfastMapProcessEnvScratch = "process_env_scratch"
+	holdfastMapProcessEnvs       = "process_envs"
+	holdfastMapProcessKept       = "process_kept"
+	holdfastMapProcessScratch    = "process_scratch"
+	holdfastMapProcesses         = "processes"
+	holdfastMapRulesets          = "rulesets"
+	holdfastMapSendmsgPasses     = "sendmsg_passes"
+	holdfastMapSocketRules       = "socket_rules"
+	holdfastMapTaskOwners        = "task_owners"
+	holdfastProgBind4            = "bind4"
+	holdfastProgBind6            = "bind6"
+	holdfastProgCgroupFork       = "cgroup_fork"
+	holdfastProgCgroupMove       = "cgroup_move"
+	holdfastProgConnect4         = "connect4"
+	holdfastProgConnect6         = "connect6"
+	holdfastProgEgress           = "egress"
+	holdfastProgExecKill         = "exec_kill"
+	holdfastProgExecLsm          = "exec_lsm"
+	holdfastProgMmapKill         = "mmap_kill"
+	holdfastProgMmapKillExit     = "mmap_kill_exit"
+	holdfastProgMmapLsm          = "mmap_lsm"
+	holdfastProgMprotectLsm      = "mprotect_lsm"
+	holdfastProgProcExec         = "proc_exec"
+	holdfastProgProcExit         = "proc_exit"
+	holdfastProgProcFork         = "proc_fork"
+	holdfastProgSendmsg4         = "sendmsg4"
+	holdfastProgSendmsg6         = "sendmsg6"
+	holdfastProgSockCreate       = "sock_create"
+	holdfastProgSocketKill       = "socket_kill"
 )
 
 // loadHoldfast returns the embedded CollectionSpec for holdfast.
@@ -357,31 +375,34 @@ type holdfastProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type holdfastMapSpecs struct {
-	AuditRules     *ebpf.MapSpec `ebpf:"audit_rules"`
-	BindRules      *ebpf.MapSpec `ebpf:"bind_rules"`
-	CgroupRules    *ebpf.MapSpec `ebpf:"cgroup_rules"`
-	Counters       *ebpf.MapSpec `ebpf:"counters"`
-	Denials        *ebpf.MapSpec `ebpf:"denials"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	ExecHashKey    *ebpf.MapSpec `ebpf:"exec_hash_key"`
-	ExecRules      *ebpf.MapSpec `ebpf:"exec_rules"`
-	FileConfig     *ebpf.MapSpec `ebpf:"file_config"`
-	FileRules      *ebpf.MapSpec `ebpf:"file_rules"`
-	MmapConfig     *ebpf.MapSpec `ebpf:"mmap_config"`
-	MmapPasses     *ebpf.MapSpec `ebpf:"mmap_passes"`
-	MmapTasks      *ebpf.MapSpec `ebpf:"mmap_tasks"`
-	Net4Rules      *ebpf.MapSpec `ebpf:"net4_rules"`
-	Net6Rules      *ebpf.MapSpec `ebpf:"net6_rules"`
-	NetKeyTypes    *ebpf.MapSpec `ebpf:"net_key_types"`
-	PathGen        *ebpf.MapSpec `ebpf:"path_gen"`
-	PortChunks     *ebpf.MapSpec `ebpf:"port_chunks"`
-	ProcessKept    *ebpf.MapSpec `ebpf:"process_kept"`
-	ProcessScratch *ebpf.MapSpec `ebpf:"process_scratch"`
-	Processes      *ebpf.MapSpec `ebpf:"processes"`
-	Rulesets       *ebpf.MapSpec `ebpf:"rulesets"`
-	SendmsgPasses  *ebpf.MapSpec `ebpf:"sendmsg_passes"`
-	SocketRules    *ebpf.MapSpec `ebpf:"socket_rules"`
-	TaskOwners     *ebpf.MapSpec `ebpf:"task_owners"`
+	AuditRules        *ebpf.MapSpec `ebpf:"audit_rules"`
+	BindRules         *ebpf.MapSpec `ebpf:"bind_rules"`
+	CaptureConfig     *ebpf.MapSpec `ebpf:"capture_config"`
+	CgroupRules       *ebpf.MapSpec `ebpf:"cgroup_rules"`
+	Counters          *ebpf.MapSpec `ebpf:"counters"`
+	Denials           *ebpf.MapSpec `ebpf:"denials"`
+	Events            *ebpf.MapSpec `ebpf:"events"`
+	ExecHashKey       *ebpf.MapSpec `ebpf:"exec_hash_key"`
+	ExecRules         *ebpf.MapSpec `ebpf:"exec_rules"`
+	FileConfig        *ebpf.MapSpec `ebpf:"file_config"`
+	FileRules         *ebpf.MapSpec `ebpf:"file_rules"`
+	MmapConfig        *ebpf.MapSpec `ebpf:"mmap_config"`
+	MmapPasses        *ebpf.MapSpec `ebpf:"mmap_passes"`
+	MmapTasks         *ebpf.MapSpec `ebpf:"mmap_tasks"`
+	Net4Rules         *ebpf.MapSpec `ebpf:"net4_rules"`
+	Net6Rules         *ebpf.MapSpec `ebpf:"net6_rules"`
+	NetKeyTypes       *ebpf.MapSpec `ebpf:"net_key_types"`
+	PathGen           *ebpf.MapSpec `ebpf:"path_gen"`
+	PortChunks        *ebpf.MapSpec `ebpf:"port_chunks"`
+	ProcessEnvScratch *ebpf.MapSpec `ebpf:"process_env_scratch"`
+	ProcessEnvs       *ebpf.MapSpec `ebpf:"process_envs"`
+	ProcessKept       *ebpf.MapSpec `ebpf:"process_kept"`
+	ProcessScratch    *ebpf.MapSpec `ebpf:"process_scratch"`
+	Processes         *ebpf.MapSpec `ebpf:"processes"`
+	Rulesets          *ebpf.MapSpec `ebpf:"rulesets"`
+	SendmsgPasses     *ebpf.MapSpec `ebpf:"sendmsg_passes"`
+	SocketRules       *ebpf.MapSpec `ebpf:"socket_rules"`
+	TaskOwners        *ebpf.MapSpec `ebpf:"task_owners"`
 }
 
 // holdfastVariableSpecs contains global variables before they are loaded into the kernel.
@@ -410,37 +431,41 @@ func (o *holdfastObjects) Close() error {
 //
 // It can be passed to loadHoldfastObjects or ebpf.CollectionSpec.LoadAndAssign.
 type holdfastMaps struct {
-	AuditRules     *ebpf.Map `ebpf:"audit_rules"`
-	BindRules      *ebpf.Map `ebpf:"bind_rules"`
-	CgroupRules    *ebpf.Map `ebpf:"cgroup_rules"`
-	Counters       *ebpf.Map `ebpf:"counters"`
-	Denials        *ebpf.Map `ebpf:"denials"`
-	Events         *ebpf.Map `ebpf:"events"`
-	ExecHashKey    *ebpf.Map `ebpf:"exec_hash_key"`
-	ExecRules      *ebpf.Map `ebpf:"exec_rules"`
-	FileConfig     *ebpf.Map `ebpf:"file_config"`
-	FileRules      *ebpf.Map `ebpf:"file_rules"`
-	MmapConfig     *ebpf.Map `ebpf:"mmap_config"`
-	MmapPasses     *ebpf.Map `ebpf:"mmap_passes"`
-	MmapTasks      *ebpf.Map `ebpf:"mmap_tasks"`
-	Net4Rules      *ebpf.Map `ebpf:"net4_rules"`
-	Net6Rules      *ebpf.Map `ebpf:"net6_rules"`
-	NetKeyTypes    *ebpf.Map `ebpf:"net_key_types"`
-	PathGen        *ebpf.Map `ebpf:"path_gen"`
-	PortChunks     *ebpf.Map `ebpf:"port_chunks"`
-	ProcessKept    *ebpf.Map `ebpf:"process_kept"`
-	ProcessScratch *ebpf.Map `ebpf:"process_scratch"`
-	Processes      *ebpf.Map `ebpf:"processes"`
-	Rulesets       *ebpf.Map `ebpf:"rulesets"`
-	SendmsgPasses  *ebpf.Map `ebpf:"sendmsg_passes"`
-	SocketRules    *ebpf.Map `ebpf:"socket_rules"`
-	TaskOwners     *ebpf.Map `ebpf:"task_owners"`
+	AuditRules        *ebpf.Map `ebpf:"audit_rules"`
+	BindRules         *ebpf.Map `ebpf:"bind_rules"`
+	CaptureConfig     *ebpf.Map `ebpf:"capture_config"`
+	CgroupRules       *ebpf.Map `ebpf:"cgroup_rules"`
+	Counters          *ebpf.Map `ebpf:"counters"`
+	Denials           *ebpf.Map `ebpf:"denials"`
+	Events            *ebpf.Map `ebpf:"events"`
+	ExecHashKey       *ebpf.Map `ebpf:"exec_hash_key"`
+	ExecRules         *ebpf.Map `ebpf:"exec_rules"`
+	FileConfig        *ebpf.Map `ebpf:"file_config"`
+	FileRules         *ebpf.Map `ebpf:"file_rules"`
+	MmapConfig        *ebpf.Map `ebpf:"mmap_config"`
+	MmapPasses        *ebpf.Map `ebpf:"mmap_passes"`
+	MmapTasks         *ebpf.Map `ebpf:"mmap_tasks"`
+	Net4Rules         *ebpf.Map `ebpf:"net4_rules"`
+	Net6Rules         *ebpf.Map `ebpf:"net6_rules"`
+	NetKeyTypes       *ebpf.Map `ebpf:"net_key_types"`
+	PathGen           *ebpf.Map `ebpf:"path_gen"`
+	PortChunks        *ebpf.Map `ebpf:"port_chunks"`
+	ProcessEnvScratch *ebpf.Map `ebpf:"process_env_scratch"`
+	ProcessEnvs       *ebpf.Map `ebpf:"process_envs"`
+	ProcessKept       *ebpf.Map `ebpf:"process_kept"`
+	ProcessScratch    *ebpf.Map `ebpf:"process_scratch"`
+	Processes         *ebpf.Map `ebpf:"processes"`
+	Rulesets          *ebpf.Map `ebpf:"rulesets"`
+	SendmsgPasses     *ebpf.Map `ebpf:"sendmsg_passes"`
+	SocketRules       *ebpf.Map `ebpf:"socket_rules"`
+	TaskOwners        *ebpf.Map `ebpf:"task_owners"`
 }
 
 func (m *holdfastMaps) Close() error {
 	return _HoldfastClose(
 		m.AuditRules,
 		m.BindRules,
+		m.CaptureConfig,
 		m.CgroupRules,
 		m.Counters,
 		m.Denials,
@@ -457,6 +482,8 @@ func (m *holdfastMaps) Close() error {
 		m.NetKeyTypes,
 		m.PathGen,
 		m.PortChunks,
+		m.ProcessEnvScratch,
+		m.ProcessEnvs,
 		m.ProcessKept,
 		m.ProcessScratch,
 		m.Processes,

@@ -97,7 +97,7 @@ func wantPins(t *testing.T, layout Layout, pins []PinnedObject) {
 		}
 	}
 	var want []string
-	for _, m := range []string{"audit_rules", "bind_rules", "cgroup_rules", "counters", "denials", "events", "exec_hash_key", "exec_rules", "file_config", "file_rules", "mmap_config", "mmap_passes", "mmap_tasks", "net4_rules", "net6_rules", "net_key_types", "path_gen", "port_chunks", "process_kept", "process_scratch", "processes", "rulesets", "sendmsg_passes", "socket_rules", "task_owners"} {
+	for _, m := range []string{"audit_rules", "bind_rules", "capture_config", "cgroup_rules", "counters", "denials", "events", "exec_hash_key", "exec_rules", "file_config", "file_rules", "mmap_config", "mmap_passes", "mmap_tasks", "net4_rules", "net6_rules", "net_key_types", "path_gen", "port_chunks", "process_env_scratch", "process_envs", "process_kept", "process_scratch", "processes", "rulesets", "sendmsg_passes", "socket_rules", "task_owners"} {
 		want = append(want, KindMap+":maps/"+m)
 	}
 	for _, kind := range []string{KindProgram, KindLink} {

@@ -1,10 +1,8 @@
 package bpf
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/cilium/ebpf"
 )
@@ -42,6 +40,11 @@ type Process struct {
 	// ContainerRoot: its parent is outside its container, so its
 	// ancestors in the container end here.
 	ContainerRoot bool
+	// Env is the environment its exec left (NUL-separated KEY=value
+	// strings, cut to 1023 bytes: EnvCut), filled only while environment
+	// capture is on (SetEnvCapture).
+	Env    []string
+	EnvCut bool
 }
 
 // Process looks up pid in the process table; ok is false when it is not
@@ -53,7 +56,11 @@ func (e *Enforcer) Process(pid uint32) (p Process, ok bool, err error) {
 	} else if err != nil {
 		return Process{}, false, fmt.Errorf("look up process %d in %s: %w", pid, holdfastMapProcesses, err)
 	}
-	return decodeProcess(&raw), true, nil
+	p = decodeProcess(&raw)
+	if err := e.processEnv(&p); err != nil {
+		return Process{}, false, err
+	}
+	return p, true, nil
 }
 
 func decodeProcess(raw *holdfastProcess) Process {
@@ -71,14 +78,7 @@ func decodeProcess(raw *holdfastProcess) Process {
 		Exited:        raw.Flags&procExited != 0,
 		ContainerRoot: raw.Flags&procContainerRoot != 0,
 	}
-	n := min(int(raw.ArgsLen), len(raw.Args))
-	args := make([]byte, n)
-	for i := range n {
-		args[i] = byte(raw.Args[i])
-	}
-	if len(args) > 0 {
-		p.Args = strings.Split(string(bytes.TrimSuffix(args, []byte{0})), "\x00")
-	}
+	p.Args = decodeNULList(raw.Args[:], int(raw.ArgsLen))
 	return p
 }
 
@@ -111,6 +111,9 @@ func (e *Enforcer) Release(pid uint32, startNs uint64, exitEvent bool) error {
 		if p.Exited {
 			if err := e.maps.Processes.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 				return fmt.Errorf("release exited process %d: %w", pid, err)
+			}
+			if err := e.dropEnv(pid); err != nil {
+				return fmt.Errorf("release exited process: %w", err)
 			}
 		}
 	}

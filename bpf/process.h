@@ -251,6 +251,8 @@ int BPF_PROG(proc_exec, struct task_struct *task, pid_t old_pid, struct linux_bi
 	} else {
 		fill_exec(p, task, bprm, o.cgroup_id);
 	}
+	if (env_capture_on())
+		capture_env(tgid, p->start_ns);
 	if (o.rule->flags & CG_EXEC_EVENTS) {
 		bpf_map_update_elem(&process_kept, &tgid, &p->start_ns, BPF_ANY);
 		emit_process(p, ACTION_PROCESS_EXEC);
@@ -287,6 +289,8 @@ int BPF_PROG(proc_fork, struct task_struct *parent, struct task_struct *child)
 	c->ppid = BPF_CORE_READ(rp, tgid);
 	c->parent_start_ns = leader_start(rp);
 	c->flags &= ~(PROC_EXECED | PROC_EXITED | PROC_CONTAINER_ROOT);
+	if (env_capture_on())
+		inherit_env(ptgid, tgid, c->start_ns);
 	return 0;
 }
 
@@ -310,8 +314,11 @@ int BPF_PROG(proc_exit, struct task_struct *task)
 
 	if (kept && *kept == p->start_ns)
 		p->flags |= PROC_EXITED;
-	else
+	else {
 		bpf_map_delete_elem(&processes, &tgid);
+		if (env_capture_on())
+			bpf_map_delete_elem(&process_envs, &tgid);
+	}
 	return 0;
 }
 

@@ -209,6 +209,9 @@ type Status struct {
 	// the policy dir's filters were last refused (the previous set stays).
 	RedactionFilters []string `json:"redactionFilters,omitempty"`
 	RedactionError   string   `json:"redactionError,omitempty"`
+	// EnvCapture is the kernel's environment capture switch as read
+	// back from its pinned map: on or off, or why it could not be read.
+	EnvCapture string `json:"envCapture,omitempty"`
 }
 
 // CRIStatus is the state of reconciliation with the node's CRI runtime.

@@ -32,6 +32,10 @@ type Enforcer interface {
 	// Process and Release are the pinned process table (lineage.Table).
 	Process(pid uint32) (bpf.Process, bool, error)
 	Release(pid uint32, startNs uint64, exitEvent bool) error
+	// SetEnvCapture and EnvCapture are the kernel's environment capture
+	// switch (--capture-env).
+	SetEnvCapture(on bool) error
+	EnvCapture() (bool, error)
 
 	Adopted() bool
 	Controls() []bpf.Control

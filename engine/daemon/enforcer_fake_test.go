@@ -24,6 +24,7 @@ type fakeEnforcer struct {
 	// SetCgroup (a full map).
 	putErr, setErr error
 	closes         int
+	captureEnv     bool
 }
 
 func newFakeEnforcer() *fakeEnforcer {
@@ -193,6 +194,19 @@ func (f *fakeEnforcer) Process(pid uint32) (bpf.Process, bool, error) {
 }
 
 func (f *fakeEnforcer) Release(pid uint32, startNs uint64, exitEvent bool) error { return nil }
+
+func (f *fakeEnforcer) SetEnvCapture(on bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.captureEnv = on
+	return nil
+}
+
+func (f *fakeEnforcer) EnvCapture() (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.captureEnv, nil
+}
 
 func (f *fakeEnforcer) Adopted() bool { return true }
 

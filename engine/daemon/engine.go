@@ -166,6 +166,11 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	enf := o.enf
 	e.enforcer = enf
+	if err := enf.SetEnvCapture(opts.Observe.CaptureEnv); err != nil {
+		enf.Close()
+		reg.Close()
+		return nil, fmt.Errorf("start engine: %w", err)
+	}
 	if e.processes, err = e.newWalker(); err != nil {
 		enf.Close()
 		reg.Close()

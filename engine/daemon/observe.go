@@ -207,6 +207,21 @@ func (e *Engine) observeStatus(st *api.Status) {
 	if e.obs.filterErr != nil {
 		st.RedactionError = e.obs.filterErr.Error()
 	}
+	st.EnvCapture = envCaptureStatus(e.enforcer)
+}
+
+func envCaptureStatus(enf Enforcer) string {
+	if enf == nil {
+		return ""
+	}
+	on, err := enf.EnvCapture()
+	switch {
+	case err != nil:
+		return "unknown: " + err.Error()
+	case on:
+		return "on"
+	}
+	return "off"
 }
 
 // Stamp numbers a summary line.

@@ -13,7 +13,8 @@ func (e *Engine) newWalker() (*lineage.Walker, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &lineage.Walker{Table: e.enforcer, ProcRoot: "/proc", BootID: boot, InContainer: e.inContainer}, nil
+	return &lineage.Walker{Table: e.enforcer, ProcRoot: "/proc", BootID: boot, InContainer: e.inContainer,
+		CaptureEnv: e.opts.Observe.CaptureEnv}, nil
 }
 
 // inContainer says whether pid's cgroup is the registered cgroup or below

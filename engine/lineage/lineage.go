@@ -21,6 +21,9 @@ import (
 const (
 	MaxArgs   = 16  // argv elements
 	MaxArgLen = 256 // bytes of argv read from /proc (the table keeps 255)
+	MaxEnv    = 64  // environment variables
+	// MaxEnvLen is the bytes of environment kept, from the table or /proc.
+	MaxEnvLen = 1023
 	// MaxDepth bounds the walk: a chain longer than this is reported
 	// incomplete rather than followed.
 	MaxDepth = 64
@@ -103,13 +106,26 @@ func ReadProc(procRoot string, pid uint32) (Proc, error) {
 }
 
 // splitArgs splits NUL-separated argv, keeping at most MaxArgs elements.
-func splitArgs(b []byte) []string {
+func splitArgs(b []byte) []string { return splitNUL(b, MaxArgs) }
+
+// splitNUL splits a NUL-separated list, keeping at most n elements.
+func splitNUL(b []byte, n int) []string {
 	s := strings.TrimSuffix(string(b), "\x00")
 	if s == "" {
 		return nil
 	}
-	args := strings.Split(s, "\x00")
-	return args[:min(len(args), MaxArgs)]
+	list := strings.Split(s, "\x00")
+	return list[:min(len(list), n)]
+}
+
+// ReadEnviron reads pid's environment from procRoot, cut like the
+// kernel's capture: its first MaxEnvLen bytes, MaxEnv variables.
+func ReadEnviron(procRoot string, pid uint32) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.FormatUint(uint64(pid), 10), "environ"))
+	if err != nil {
+		return nil, fmt.Errorf("read environment of process %d: %w", pid, err)
+	}
+	return splitNUL(b[:min(len(b), MaxEnvLen)], MaxEnv), nil
 }
 
 // A Table is the pinned process table (bpf.Enforcer).
@@ -126,6 +142,9 @@ type Walker struct {
 	// container of the registered cgroup (that cgroup or one below); the
 	// walk stops above the container's first process.
 	InContainer func(pid uint32, cgroupID uint64) bool
+	// CaptureEnv reads the environment of processes found in /proc (the
+	// table's come from the kernel's capture).
+	CaptureEnv bool
 }
 
 // A Chain is a process and its ancestors as an event shows them.
@@ -159,6 +178,7 @@ func (w *Walker) fromTable(p bpf.Process) step {
 			Args:         args,
 			Cwd:          p.Cwd,
 			UID:          p.UID,
+			Env:          p.Env[:min(len(p.Env), MaxEnv)],
 		},
 		ppid:       p.PPID,
 		parentTick: Ticks(p.ParentStartNs),
@@ -170,6 +190,10 @@ func (w *Walker) fromProc(p Proc) step {
 	s := step{
 		proc: api.Process{Binary: p.Binary, PID: p.PID, ExecID: ExecID(w.BootID, p.StartTicks, p.PID), Args: p.Args, Cwd: p.Cwd, UID: p.UID},
 		ppid: p.PPID,
+	}
+	if w.CaptureEnv {
+		// Best effort, like the other /proc fields.
+		s.proc.Env, _ = ReadEnviron(w.ProcRoot, p.PID)
 	}
 	if parent, err := ReadProc(w.ProcRoot, p.PPID); err == nil {
 		s.proc.ParentExecID = ExecID(w.BootID, parent.StartTicks, p.PPID)

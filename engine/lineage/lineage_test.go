@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/holdfast-dev/holdfast/bpf"
@@ -119,6 +120,30 @@ func TestDescribeChain(t *testing.T) {
 	table[300] = first
 	if c := w.Describe(400, ns(40), 7, api.Process{}); c.Incomplete || len(c.Ancestors) != 1 {
 		t.Fatalf("container root: %+v", c)
+	}
+	// With capture on, a /proc step carries its environment, cut like the
+	// kernel's; the table's steps carry the table's.
+	if err := os.RemoveAll(filepath.Join(root, "200")); err != nil {
+		t.Fatal(err)
+	}
+	fakeProc(t, root, 200, 100, 20, "/bin/sh", "sh")
+	environ := "A=1\x00B=2\x00" + strings.Repeat("L", 2000) + "\x00"
+	if err := os.WriteFile(filepath.Join(root, "200", "environ"), []byte(environ), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	first.ContainerRoot, first.Env = false, []string{"T=table"}
+	table[300] = first
+	w.CaptureEnv = true
+	c = w.Describe(400, ns(40), 7, api.Process{})
+	if len(c.Ancestors) != 2 || !slices.Equal(c.Ancestors[0].Env, []string{"T=table"}) {
+		t.Fatalf("capture on: ancestors %+v", c.Ancestors)
+	}
+	if env := c.Ancestors[1].Env; len(env) != 3 || env[0] != "A=1" || len(strings.Join(env, "\x00")) != MaxEnvLen {
+		t.Errorf("environment from /proc %q, want A=1, B=2 and the long one cut at %d bytes", env, MaxEnvLen)
+	}
+	w.CaptureEnv = false
+	if c := w.Describe(400, ns(40), 7, api.Process{}); c.Ancestors[1].Env != nil {
+		t.Errorf("capture off: /proc environment %q", c.Ancestors[1].Env)
 	}
 	// Unknown everywhere: the fallback, incomplete.
 	c = w.Describe(999, ns(90), 7, api.Process{Binary: "/x"})

@@ -126,7 +126,7 @@ func (f *follower) until(t *testing.T, done func(line string) bool) []string {
 	}
 }
 
-func decode(t *testing.T, line string) map[string]any {
+func decode(t testing.TB, line string) map[string]any {
 	t.Helper()
 	var ev map[string]any
 	if err := json.Unmarshal([]byte(line), &ev); err != nil {
@@ -433,22 +433,9 @@ func waitEvents(t *testing.T, e *harness.Engine, n int, match func(map[string]an
 // it is told exactly how many lines it lost.
 func TestSlowSubscriberDoesNotBlockRegistrations(t *testing.T) {
 	const ports, perPort, firstPort = 200, 5, 40000
-	var list []string
-	for p := firstPort; p < firstPort+ports; p++ {
-		list = append(list, strconv.Quote(strconv.Itoa(p)))
-	}
 	// One rule per port: the kernel lets perPort events through per rule.
-	policy := fmt.Sprintf(`apiVersion: holdfast.dev/v1alpha1
-kind: WorkloadPolicy
-metadata: {name: flood}
-spec:
-  selector: {namespaces: [shop]}
-  network:
-    connect:
-      deny: [{cidr: 127.0.0.1/32, ports: [%s], protocol: tcp}]
-`, strings.Join(list, ", "))
 	e := harness.StartEngine(t, harness.Options{
-		Policies: map[string]string{"flood.yaml": policy},
+		Policies: map[string]string{"flood.yaml": floodPolicy(firstPort, ports)},
 		Args:     []string{"--event-subscriber-buffer", "16", "--event-summary-interval", "1h"},
 	})
 	cg := harness.NewCgroup(t)

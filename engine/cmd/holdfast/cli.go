@@ -134,6 +134,9 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(st.RedactionFilters) > 0 {
 		fmt.Fprintf(tw, "redaction filters:\t%s\n", strings.Join(st.RedactionFilters, ", "))
 	}
+	if st.EnvCapture != "" {
+		fmt.Fprintf(tw, "environment capture:\t%s\n", st.EnvCapture)
+	}
 	if st.RedactionError != "" {
 		fmt.Fprintf(tw, "redaction error:\t%s\n", st.RedactionError)
 	}

@@ -185,6 +185,7 @@ func capacityFlags(fs *flag.FlagSet) bpf.Capacity {
 		{"max-denial-counters", bpf.MapDenials, 16384, "per (container, rule, action) denial counters"},
 		{"events-ring-bytes", bpf.MapEvents, 256 << 10, "kernel event ring buffer size (power of two)"},
 		{"max-audit-rules", bpf.MapAuditRules, 65536, "audit-mode rules over all rulesets (spec.mode: audit)"},
+		{"max-process-envs", bpf.MapProcessEnvs, 4096, "captured process environments with --capture-env (an LRU map of about 1 KiB entries, allocated whether capture is on or off)"},
 		{"max-processes", bpf.MapProcesses, 32768, "tracked container processes (an LRU table: the least recently used go when full, and their descendants' ancestry is incomplete)"},
 	} {
 		fs.Func(c.flag, fmt.Sprintf("%s (default %d; pinned maps keep their size until uninstall)", c.usage, c.def), func(v string) error {

@@ -18,7 +18,7 @@ type observeConfig struct {
 // observeFlags defines the event pipeline and metrics flags on fs.
 func observeFlags(fs *flag.FlagSet) *observeConfig {
 	c := &observeConfig{}
-	fs.BoolVar(&c.options.CaptureEnv, "capture-env", false, "keep process environments in events where they are captured (values redacted by RedactionFilter envKeys); off, they are dropped before any sink")
+	fs.BoolVar(&c.options.CaptureEnv, "capture-env", false, "capture the environment of each exec in registered containers (first 1023 bytes, 64 variables) into events, values redacted by RedactionFilter envKeys; off, the kernel captures nothing")
 	fs.IntVar(&c.options.SubscriberBuffer, "event-subscriber-buffer", eventstream.DefaultSubscriberBuffer,
 		"event lines queued per `holdfast events` reader before it loses some")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve Prometheus /metrics and /healthz on this address (e.g. :9090; empty: off)")
