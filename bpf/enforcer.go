@@ -18,8 +18,8 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 
-	"github.com/holdfast-dev/holdfast/engine/cgroup"
-	"github.com/holdfast-dev/holdfast/engine/linux"
+	"github.com/holdfast-dev/holdfast/bpf/cgroup"
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 )
 
 // Enforcement points and the modes they run in.

@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/holdfast-dev/holdfast/engine/cgroup"
-	"github.com/holdfast-dev/holdfast/engine/linux"
+	"github.com/holdfast-dev/holdfast/bpf/cgroup"
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/test/require"
 )
 

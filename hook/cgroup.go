@@ -8,7 +8,7 @@ import (
 	"path"
 	"strconv"
 
-	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 )
 
 // Cgroup is a container's resolved cgroup v2.

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/failpolicy"
-	"github.com/holdfast-dev/holdfast/engine/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 )
 
 // Stage is the OCI lifecycle stage a run acts at.
@@ -57,9 +57,9 @@ type Config struct {
 	Timeout Duration `json:"timeout,omitempty"`
 	// FailMode, FailOpenNamespaces and EngineNamespace are the fail
 	// policy; see FailPolicy.
-	FailMode           failpolicy.Mode `json:"failMode,omitempty"`
-	FailOpenNamespaces []string        `json:"failOpenNamespaces,omitempty"`
-	EngineNamespace    string          `json:"engineNamespace,omitempty"`
+	FailMode           registrar.FailMode `json:"failMode,omitempty"`
+	FailOpenNamespaces []string           `json:"failOpenNamespaces,omitempty"`
+	EngineNamespace    string             `json:"engineNamespace,omitempty"`
 	// Log is the decision log file; "-" means stderr, "none" disables it.
 	Log string `json:"log,omitempty"`
 	// EngineTimeout is the part of Timeout the engine gets to answer before
@@ -81,10 +81,10 @@ func (c Config) WithDefaults() Config {
 		c.Timeout = Duration(DefaultTimeout)
 	}
 	if c.FailMode == "" {
-		c.FailMode = failpolicy.Open
+		c.FailMode = registrar.FailOpen
 	}
 	if c.EngineNamespace == "" {
-		c.EngineNamespace = failpolicy.DefaultEngineNamespace
+		c.EngineNamespace = registrar.DefaultEngineNamespace
 	}
 	if c.Log == "" {
 		c.Log = DefaultLog
@@ -127,8 +127,8 @@ func (c Config) Validate() error {
 }
 
 // FailPolicy is what a failed registration does to a container.
-func (c Config) FailPolicy() failpolicy.Policy {
-	return failpolicy.Policy{Mode: c.FailMode, OpenNamespaces: c.FailOpenNamespaces, EngineNamespace: c.EngineNamespace}
+func (c Config) FailPolicy() registrar.FailPolicy {
+	return registrar.FailPolicy{Mode: c.FailMode, OpenNamespaces: c.FailOpenNamespaces, EngineNamespace: c.EngineNamespace}
 }
 
 // LoadConfigFile reads a config file. A missing file is not an error: it
@@ -169,7 +169,7 @@ func ParseConfig(data []byte) (Config, error) {
 		return Config{}, errors.New("malformed JSON: data after the object")
 	}
 	if cfg.FailMode != "" {
-		if _, err := failpolicy.ParseMode(string(cfg.FailMode)); err != nil {
+		if _, err := registrar.ParseFailMode(string(cfg.FailMode)); err != nil {
 			return Config{}, err
 		}
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/holdfast-dev/holdfast/engine/failpolicy"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -20,7 +20,7 @@ func TestParseConfig(t *testing.T) {
 		{
 			name: "full",
 			in:   `{"socket":"/run/x.sock","timeout":"1500ms","failMode":"closed","failOpenNamespaces":["kube-system"],"engineNamespace":"sec","log":"none"}`,
-			want: Config{Socket: "/run/x.sock", Timeout: Duration(1500 * time.Millisecond), FailMode: failpolicy.Closed, FailOpenNamespaces: []string{"kube-system"}, EngineNamespace: "sec", Log: "none"},
+			want: Config{Socket: "/run/x.sock", Timeout: Duration(1500 * time.Millisecond), FailMode: registrar.FailClosed, FailOpenNamespaces: []string{"kube-system"}, EngineNamespace: "sec", Log: "none"},
 		},
 		{name: "empty object", in: `{}`, want: Config{}},
 		{name: "misspelt field", in: `{"failureMode":"closed"}`, wantErr: `unknown field "failureMode"`},
@@ -52,7 +52,7 @@ func TestParseConfig(t *testing.T) {
 }
 
 func TestConfigRoundTrip(t *testing.T) {
-	in := Config{Socket: "/run/h.sock", Timeout: Duration(3 * time.Second), FailMode: failpolicy.Closed, FailOpenNamespaces: []string{"a", "b"}}
+	in := Config{Socket: "/run/h.sock", Timeout: Duration(3 * time.Second), FailMode: registrar.FailClosed, FailOpenNamespaces: []string{"a", "b"}}
 	data, err := in.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +86,7 @@ func TestLoadConfigFile(t *testing.T) {
 	good := filepath.Join(dir, "good.json")
 	os.WriteFile(good, []byte(`{"failMode":"closed"}`), 0o600)
 	cfg, found, err = LoadConfigFile(good)
-	if err != nil || !found || cfg.FailMode != failpolicy.Closed {
+	if err != nil || !found || cfg.FailMode != registrar.FailClosed {
 		t.Fatalf("good file: cfg=%+v found=%v err=%v", cfg, found, err)
 	}
 }
@@ -99,7 +99,7 @@ func TestConfigValidate(t *testing.T) {
 	if ok.EngineTimeout != ok.Timeout/2 || ok.StateDir != "/var/lib/holdfast" || ok.BPFDir != "/sys/fs/bpf/holdfast" {
 		t.Fatalf("WithDefaults: engine timeout %v, state dir %q, bpf dir %q", time.Duration(ok.EngineTimeout), ok.StateDir, ok.BPFDir)
 	}
-	if ok.Socket != DefaultSocket || time.Duration(ok.Timeout) != DefaultTimeout || ok.FailMode != failpolicy.Open || ok.EngineNamespace != failpolicy.DefaultEngineNamespace || ok.Log != DefaultLog {
+	if ok.Socket != DefaultSocket || time.Duration(ok.Timeout) != DefaultTimeout || ok.FailMode != registrar.FailOpen || ok.EngineNamespace != registrar.DefaultEngineNamespace || ok.Log != DefaultLog {
 		t.Fatalf("WithDefaults = %+v", ok)
 	}
 	tests := []struct {

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 )
 
 // FuzzParseInput feeds arbitrary state, config.json and labels through the

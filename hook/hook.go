@@ -11,7 +11,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/fallback"
 )
 
 // Engine is the part of the engine's API the hook calls; *api.Client

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/failpolicy"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
@@ -30,17 +30,17 @@ func TestRunOffline(t *testing.T) {
 		name       string
 		socket     string
 		offlineErr error
-		mode       failpolicy.Mode
+		mode       registrar.FailMode
 		outcome    string
 		offline    bool   // the slow path was taken
 		logged     string // in the decision's reason or error
 	}{
-		{name: "engine absent", socket: missingSock, mode: failpolicy.Closed, outcome: OutcomeRegisteredOffline, offline: true, logged: "connect to engine"},
-		{name: "engine silent", socket: silentSock, mode: failpolicy.Closed, outcome: OutcomeRegisteredOffline, offline: true, logged: "no answer from the engine within 300ms"},
-		{name: "engine refuses", socket: refusingSock, mode: failpolicy.Open, outcome: OutcomeFailOpen, logged: "policy store is read-only"},
-		{name: "slow path cannot enforce", socket: missingSock, mode: failpolicy.Open, outcome: OutcomeFailClosed, offline: true,
+		{name: "engine absent", socket: missingSock, mode: registrar.FailClosed, outcome: OutcomeRegisteredOffline, offline: true, logged: "connect to engine"},
+		{name: "engine silent", socket: silentSock, mode: registrar.FailClosed, outcome: OutcomeRegisteredOffline, offline: true, logged: "no answer from the engine within 300ms"},
+		{name: "engine refuses", socket: refusingSock, mode: registrar.FailOpen, outcome: OutcomeFailOpen, logged: "policy store is read-only"},
+		{name: "slow path cannot enforce", socket: missingSock, mode: registrar.FailOpen, outcome: OutcomeFailClosed, offline: true,
 			offlineErr: fmt.Errorf("%w: map cgroup_rules is full", api.ErrCannotEnforce), logged: "map cgroup_rules is full"},
-		{name: "slow path locked out", socket: silentSock, mode: failpolicy.Open, outcome: OutcomeFailOpen, offline: true,
+		{name: "slow path locked out", socket: silentSock, mode: registrar.FailOpen, outcome: OutcomeFailOpen, offline: true,
 			offlineErr: errors.New("take the engine's state-dir lock: locked by another process"), logged: "state-dir lock"},
 	}
 	for _, tt := range tests {

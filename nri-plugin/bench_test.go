@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/cgroup"
-	"github.com/holdfast-dev/holdfast/engine/failpolicy"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	"github.com/holdfast-dev/holdfast/test/harness"
 	"github.com/holdfast-dev/holdfast/test/require"
 )
@@ -32,7 +32,7 @@ spec:
 	pid := cg.Start(b, "sleep", "300").Process.Pid
 	p := &Plugin{
 		Engine:         &api.Client{Socket: e.Socket},
-		FailPolicy:     failpolicy.Policy{Mode: failpolicy.Closed},
+		FailPolicy:     registrar.FailPolicy{Mode: registrar.FailClosed},
 		Cgroups:        m,
 		Log:            quietLog(),
 		RequestTimeout: 2 * time.Second,

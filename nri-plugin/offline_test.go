@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/failpolicy"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 )
 
 // TestEngineUnreachableRegistersOffline: with a slow path, a container the
@@ -18,7 +18,7 @@ import (
 // answers with a refusal is never bypassed.
 func TestEngineUnreachableRegistersOffline(t *testing.T) {
 	t.Run("absent engine", func(t *testing.T) {
-		p, _, _ := newPlugin(t, failpolicy.Closed)
+		p, _, _ := newPlugin(t, registrar.FailClosed)
 		pid, _ := startProcess(t)
 		p.Engine = &api.Client{Socket: socketPath(t)}
 		slow := newFakeEngine()
@@ -38,7 +38,7 @@ func TestEngineUnreachableRegistersOffline(t *testing.T) {
 		}
 	})
 	t.Run("hung engine leaves the slow path its share", func(t *testing.T) {
-		p, f, _ := newPlugin(t, failpolicy.Closed)
+		p, f, _ := newPlugin(t, registrar.FailClosed)
 		pid, _ := startProcess(t)
 		f.mu.Lock()
 		f.block = true
@@ -56,7 +56,7 @@ func TestEngineUnreachableRegistersOffline(t *testing.T) {
 		}
 	})
 	t.Run("refusing engine", func(t *testing.T) {
-		p, f, _ := newPlugin(t, failpolicy.Closed)
+		p, f, _ := newPlugin(t, registrar.FailClosed)
 		pid, _ := startProcess(t)
 		f.mu.Lock()
 		f.failWith = errors.New("registry is read-only")
@@ -72,7 +72,7 @@ func TestEngineUnreachableRegistersOffline(t *testing.T) {
 		}
 	})
 	t.Run("slow path cannot enforce", func(t *testing.T) {
-		p, _, _ := newPlugin(t, failpolicy.Open)
+		p, _, _ := newPlugin(t, registrar.FailOpen)
 		pid, _ := startProcess(t)
 		p.Engine = &api.Client{Socket: socketPath(t)}
 		slow := newFakeEngine()

@@ -19,10 +19,10 @@ import (
 	"github.com/containerd/nri/pkg/stub"
 	"sigs.k8s.io/yaml"
 
+	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/cgroup"
-	"github.com/holdfast-dev/holdfast/engine/failpolicy"
-	"github.com/holdfast-dev/holdfast/engine/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 )
 
 // Source names the plugin's registrations in the engine.
@@ -67,10 +67,10 @@ const DefaultEngineSocket = api.DefaultSocket
 // (the pre-registered plugin's file in plugin_config_path). Empty fields
 // keep the plugin's current setting. The names match the OCI hook's.
 type Config struct {
-	EngineSocket       string          `json:"engineSocket,omitempty"`
-	FailMode           failpolicy.Mode `json:"failMode,omitempty"`
-	FailOpenNamespaces []string        `json:"failOpenNamespaces,omitempty"`
-	EngineNamespace    string          `json:"engineNamespace,omitempty"`
+	EngineSocket       string             `json:"engineSocket,omitempty"`
+	FailMode           registrar.FailMode `json:"failMode,omitempty"`
+	FailOpenNamespaces []string           `json:"failOpenNamespaces,omitempty"`
+	EngineNamespace    string             `json:"engineNamespace,omitempty"`
 }
 
 // ParseConfig reads a YAML or JSON plugin configuration.
@@ -80,7 +80,7 @@ func ParseConfig(data string) (Config, error) {
 		return Config{}, fmt.Errorf("parse holdfast nri plugin config: %w", err)
 	}
 	// An empty failMode keeps the current mode; Validate accepts it.
-	if err := (failpolicy.Policy{Mode: c.FailMode, OpenNamespaces: c.FailOpenNamespaces}).Validate(); err != nil {
+	if err := (registrar.FailPolicy{Mode: c.FailMode, OpenNamespaces: c.FailOpenNamespaces}).Validate(); err != nil {
 		return Config{}, fmt.Errorf("parse holdfast nri plugin config: %w", err)
 	}
 	if c.EngineSocket != "" && !strings.HasPrefix(c.EngineSocket, "/") {
@@ -95,7 +95,7 @@ type Plugin struct {
 	// FailPolicy decides whether a container the engine cannot register
 	// starts; a fail-open one starts unenforced and is registered by the
 	// resync loop once the engine answers.
-	FailPolicy failpolicy.Policy
+	FailPolicy registrar.FailPolicy
 	Cgroups    cgroup.Mount
 	Log        *slog.Logger
 	// RequestTimeout is the runtime's NRI request timeout; every answer
@@ -138,7 +138,7 @@ func (p *Plugin) log() *slog.Logger {
 	return slog.Default()
 }
 
-func (p *Plugin) settings() (Engine, failpolicy.Mode) {
+func (p *Plugin) settings() (Engine, registrar.FailMode) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.Engine, p.FailPolicy.Mode

@@ -16,9 +16,9 @@ import (
 
 	nri "github.com/containerd/nri/pkg/api"
 
+	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/cgroup"
-	"github.com/holdfast-dev/holdfast/engine/failpolicy"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	"github.com/holdfast-dev/holdfast/test/harness"
 	"github.com/holdfast-dev/holdfast/test/require"
 )
@@ -34,7 +34,7 @@ type fakeEngine struct {
 	block bool
 	// failWith makes Register fail.
 	failWith error
-	synced chan struct{}
+	synced   chan struct{}
 }
 
 func newFakeEngine() *fakeEngine {
@@ -142,7 +142,7 @@ func socketPath(t *testing.T) string {
 	return filepath.Join(dir, "engine.sock")
 }
 
-func newPlugin(t *testing.T, mode failpolicy.Mode) (*Plugin, *fakeEngine, string) {
+func newPlugin(t *testing.T, mode registrar.FailMode) (*Plugin, *fakeEngine, string) {
 	t.Helper()
 	m, err := cgroup.Detect()
 	require.Privileged(t, "cgroup v2", err)
@@ -151,7 +151,7 @@ func newPlugin(t *testing.T, mode failpolicy.Mode) (*Plugin, *fakeEngine, string
 	serve(t, f, sock)
 	p := &Plugin{
 		Engine:         &api.Client{Socket: sock},
-		FailPolicy:     failpolicy.Policy{Mode: mode},
+		FailPolicy:     registrar.FailPolicy{Mode: mode},
 		Cgroups:        m,
 		Log:            quietLog(),
 		RequestTimeout: 2 * time.Second,
@@ -184,7 +184,7 @@ func testContainer(id string, pid int) *nri.Container {
 }
 
 func TestStartContainerRegistersIdentity(t *testing.T) {
-	p, f, _ := newPlugin(t, failpolicy.Closed)
+	p, f, _ := newPlugin(t, registrar.FailClosed)
 	pid, path := startProcess(t)
 	dir := p.Cgroups.Dir(path)
 	wantID, err := cgroup.ID(dir)
@@ -220,7 +220,7 @@ func TestStartContainerRegistersIdentity(t *testing.T) {
 }
 
 func TestStartContainerFallsBackToCgroupsPath(t *testing.T) {
-	p, f, _ := newPlugin(t, failpolicy.Closed)
+	p, f, _ := newPlugin(t, registrar.FailClosed)
 	_, path := startProcess(t)
 	wantID, err := cgroup.ID(p.Cgroups.Dir(path))
 	if err != nil {
@@ -247,13 +247,13 @@ func TestStartContainerFallsBackToCgroupsPath(t *testing.T) {
 }
 
 func TestStartContainerWithoutCgroup(t *testing.T) {
-	for _, mode := range []failpolicy.Mode{failpolicy.Closed, failpolicy.Open} {
+	for _, mode := range []registrar.FailMode{registrar.FailClosed, registrar.FailOpen} {
 		t.Run(string(mode), func(t *testing.T) {
 			p, f, _ := newPlugin(t, mode)
 			ctr := testContainer("gone", 0)
 			ctr.Linux = &nri.LinuxContainer{CgroupsPath: "/holdfast-test-no-such-cgroup"}
 			err := p.StartContainer(context.Background(), testPod(), ctr)
-			if mode == failpolicy.Closed {
+			if mode == registrar.FailClosed {
 				if err == nil || !strings.Contains(err.Error(), "gone") || !strings.Contains(err.Error(), "holdfast-test-no-such-cgroup") {
 					t.Fatalf("fail-closed StartContainer error = %v, want one naming the container and its cgroup", err)
 				}
@@ -270,8 +270,8 @@ func TestStartContainerWithoutCgroup(t *testing.T) {
 // An engine that answers that it cannot enforce a container is not an
 // unreachable engine: fail-open does not let the container start.
 func TestEngineCannotEnforce(t *testing.T) {
-	p, f, _ := newPlugin(t, failpolicy.Open)
-	p.FailPolicy.EngineNamespace = failpolicy.DefaultEngineNamespace
+	p, f, _ := newPlugin(t, registrar.FailOpen)
+	p.FailPolicy.EngineNamespace = registrar.DefaultEngineNamespace
 	p.FailPolicy.OpenNamespaces = []string{"kube-system"}
 	f.failWith = fmt.Errorf("register container x: %w: map cgroup_rules holds its capacity of 4 entries", api.ErrCannotEnforce)
 	pid, _ := startProcess(t)
@@ -279,7 +279,7 @@ func TestEngineCannotEnforce(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "capacity of 4") || !strings.Contains(err.Error(), "cannot enforce") {
 		t.Fatalf("StartContainer error = %v, want a refusal with the engine's reason", err)
 	}
-	for _, ns := range []string{failpolicy.DefaultEngineNamespace, "kube-system"} {
+	for _, ns := range []string{registrar.DefaultEngineNamespace, "kube-system"} {
 		pod := testPod()
 		pod.Namespace = ns
 		if err := p.StartContainer(context.Background(), pod, testContainer("c-"+ns, pid)); err != nil {
@@ -297,7 +297,7 @@ func TestEngineCannotEnforce(t *testing.T) {
 
 func TestEngineUnreachable(t *testing.T) {
 	t.Run("closed refuses with the reason", func(t *testing.T) {
-		p, _, _ := newPlugin(t, failpolicy.Closed)
+		p, _, _ := newPlugin(t, registrar.FailClosed)
 		pid, _ := startProcess(t)
 		p.Engine = &api.Client{Socket: socketPath(t)}
 		err := p.StartContainer(context.Background(), testPod(), testContainer("c3", pid))
@@ -306,12 +306,12 @@ func TestEngineUnreachable(t *testing.T) {
 		}
 	})
 	t.Run("closed lets exempt namespaces start", func(t *testing.T) {
-		p, _, _ := newPlugin(t, failpolicy.Closed)
+		p, _, _ := newPlugin(t, registrar.FailClosed)
 		pid, _ := startProcess(t)
 		p.Engine = &api.Client{Socket: socketPath(t)}
-		p.FailPolicy.EngineNamespace = failpolicy.DefaultEngineNamespace
+		p.FailPolicy.EngineNamespace = registrar.DefaultEngineNamespace
 		p.FailPolicy.OpenNamespaces = []string{"kube-system"}
-		for _, ns := range []string{failpolicy.DefaultEngineNamespace, "kube-system"} {
+		for _, ns := range []string{registrar.DefaultEngineNamespace, "kube-system"} {
 			pod := testPod()
 			pod.Namespace = ns
 			if err := p.StartContainer(context.Background(), pod, testContainer("c-"+ns, pid)); err != nil {
@@ -323,7 +323,7 @@ func TestEngineUnreachable(t *testing.T) {
 		}
 	})
 	t.Run("open starts and registers once the engine is back", func(t *testing.T) {
-		p, _, _ := newPlugin(t, failpolicy.Open)
+		p, _, _ := newPlugin(t, registrar.FailOpen)
 		pid, _ := startProcess(t)
 		sock := socketPath(t)
 		p.Engine = &api.Client{Socket: sock}
@@ -354,7 +354,7 @@ func TestEngineUnreachable(t *testing.T) {
 }
 
 func TestEngineHangsAnswerInsideRequestTimeout(t *testing.T) {
-	for _, mode := range []failpolicy.Mode{failpolicy.Closed, failpolicy.Open} {
+	for _, mode := range []registrar.FailMode{registrar.FailClosed, registrar.FailOpen} {
 		t.Run(string(mode), func(t *testing.T) {
 			p, f, _ := newPlugin(t, mode)
 			pid, _ := startProcess(t)
@@ -371,10 +371,10 @@ func TestEngineHangsAnswerInsideRequestTimeout(t *testing.T) {
 			}
 			// The socket deadline and the context expire together; either may report it.
 			timedOut := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded)
-			if mode == failpolicy.Closed && !timedOut {
+			if mode == registrar.FailClosed && !timedOut {
 				t.Fatalf("fail-closed error = %v, want the engine deadline", err)
 			}
-			if mode == failpolicy.Open && err != nil {
+			if mode == registrar.FailOpen && err != nil {
 				t.Fatalf("fail-open StartContainer: %v", err)
 			}
 		})
@@ -382,7 +382,7 @@ func TestEngineHangsAnswerInsideRequestTimeout(t *testing.T) {
 }
 
 func TestStopAndRemoveUnregister(t *testing.T) {
-	p, f, _ := newPlugin(t, failpolicy.Closed)
+	p, f, _ := newPlugin(t, registrar.FailClosed)
 	pid, _ := startProcess(t)
 	for _, id := range []string{"a", "b"} {
 		if err := p.StartContainer(context.Background(), testPod(), testContainer(id, pid)); err != nil {
@@ -423,7 +423,7 @@ func TestStopAndRemoveUnregister(t *testing.T) {
 }
 
 func TestSynchronizeRegistersLiveContainersOnly(t *testing.T) {
-	p, f, _ := newPlugin(t, failpolicy.Closed)
+	p, f, _ := newPlugin(t, registrar.FailClosed)
 	pid, _ := startProcess(t)
 	// A registration of a container that no longer exists must go.
 	if err := p.StartContainer(context.Background(), testPod(), testContainer("old", pid)); err != nil {
@@ -463,25 +463,25 @@ func TestSynchronizeRegistersLiveContainersOnly(t *testing.T) {
 }
 
 func TestConfigure(t *testing.T) {
-	p, _, sock := newPlugin(t, failpolicy.Open)
+	p, _, sock := newPlugin(t, registrar.FailOpen)
 	other := socketPath(t)
 	config := "engineSocket: " + other + "\nfailMode: closed\nfailOpenNamespaces: [kube-system]\nengineNamespace: sec\n"
 	if _, err := p.Configure(context.Background(), config, "containerd", "v2"); err != nil {
 		t.Fatal(err)
 	}
-	if c, ok := p.Engine.(*api.Client); !ok || c.Socket != other || p.FailPolicy.Mode != failpolicy.Closed ||
+	if c, ok := p.Engine.(*api.Client); !ok || c.Socket != other || p.FailPolicy.Mode != registrar.FailClosed ||
 		!slices.Equal(p.FailPolicy.OpenNamespaces, []string{"kube-system"}) || p.FailPolicy.EngineNamespace != "sec" {
 		t.Errorf("after configure: engine %+v, fail mode %s, fail-open %v, engine namespace %q",
 			p.Engine, p.FailPolicy.Mode, p.FailPolicy.OpenNamespaces, p.FailPolicy.EngineNamespace)
 	}
 
 	p.Engine = &api.Client{Socket: sock}
-	p.FailPolicy.Mode = failpolicy.Open
+	p.FailPolicy.Mode = registrar.FailOpen
 	p.Locked = map[string]bool{"engineSocket": true, "failMode": true}
 	if _, err := p.Configure(context.Background(), `{"engineSocket": "`+other+`", "failMode": "closed"}`, "containerd", "v2"); err != nil {
 		t.Fatal(err)
 	}
-	if c := p.Engine.(*api.Client); c.Socket != sock || p.FailPolicy.Mode != failpolicy.Open {
+	if c := p.Engine.(*api.Client); c.Socket != sock || p.FailPolicy.Mode != registrar.FailOpen {
 		t.Errorf("runtime config overrode command-line settings: %s %s", c.Socket, p.FailPolicy.Mode)
 	}
 

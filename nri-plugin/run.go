@@ -13,7 +13,7 @@ import (
 	nri "github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
 
-	"github.com/holdfast-dev/holdfast/engine/failpolicy"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 )
 
 // RunOptions says how to reach the runtime.
@@ -113,7 +113,7 @@ func serveOnce(ctx context.Context, p *Plugin, opts RunOptions, preRegistered bo
 	if !preRegistered && opts.Socket != "" {
 		stubOpts = append(stubOpts, stub.WithSocketPath(opts.Socket))
 	}
-	if _, mode := p.settings(); mode == failpolicy.Closed {
+	if _, mode := p.settings(); mode == registrar.FailClosed {
 		// Runtimes whose NRI knows failure policies then also fail a request
 		// the plugin could not answer; older ones ignore it. The stub sends
 		// it before Configure, so only the command line's mode counts here.

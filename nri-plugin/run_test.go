@@ -15,7 +15,7 @@ import (
 	"github.com/containerd/nri/pkg/adaptation"
 	nri "github.com/containerd/nri/pkg/api"
 
-	"github.com/holdfast-dev/holdfast/engine/failpolicy"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 )
 
 // startRuntime runs NRI's runtime side, the same library containerd embeds,
@@ -110,7 +110,7 @@ func runningContainer(id string, pid int) *nri.Container {
 }
 
 func TestRunReconnectsAndResynchronizes(t *testing.T) {
-	p, f, _ := newPlugin(t, failpolicy.Closed)
+	p, f, _ := newPlugin(t, registrar.FailClosed)
 	pid, _ := startProcess(t)
 	socket := filepath.Join(filepath.Dir(socketPath(t)), "nri.sock")
 	pods := []*nri.PodSandbox{testPod()}
@@ -165,7 +165,7 @@ func TestRunReconnectsAndResynchronizes(t *testing.T) {
 }
 
 func TestRunPreRegisteredReturnsWhenConnectionCloses(t *testing.T) {
-	p, f, _ := newPlugin(t, failpolicy.Open)
+	p, f, _ := newPlugin(t, registrar.FailOpen)
 	socket := filepath.Join(filepath.Dir(socketPath(t)), "nri.sock")
 	startRuntime(t, socket, nil, nil)
 	relay := startRelay(t, socket)

@@ -3,6 +3,10 @@
 // engine. Newline-delimited JSON requests and responses take turns on a
 // Unix-socket connection, each bounded in size and time; a client keeps its
 // connection for further calls, and a one-shot client simply closes it.
+//
+// Registrars (hook/, nri-plugin/), the CLI and the daemon import it; it and
+// its subpackages import nothing of the daemon (engine/daemon, engine/policy,
+// engine/registry, ...), only bpf/linux and each other.
 package api
 
 import "errors"

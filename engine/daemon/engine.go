@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/bpf"
+	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/lineage"
 	"github.com/holdfast-dev/holdfast/engine/policy"
 	"github.com/holdfast-dev/holdfast/engine/registry"

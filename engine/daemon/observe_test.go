@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/bpf"
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/eventlog"
-	"github.com/holdfast-dev/holdfast/engine/linux"
 	"github.com/holdfast-dev/holdfast/test/require"
 )
 

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/bpf"
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/linux"
 	"github.com/holdfast-dev/holdfast/engine/policy"
 	"github.com/holdfast-dev/holdfast/engine/registry"
 )

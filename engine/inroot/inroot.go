@@ -25,7 +25,7 @@ import (
 	"syscall"
 
 	"github.com/holdfast-dev/holdfast/bpf"
-	"github.com/holdfast-dev/holdfast/engine/linux"
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 )
 
 // maxSymlinks is the kernel's limit on symlinks in one resolution (MAXSYMLINKS).

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/holdfast-dev/holdfast/engine/failpolicy"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	"github.com/holdfast-dev/holdfast/hook"
 )
 
@@ -100,7 +100,7 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 		InstallDir: filepath.Join(root, "libexec"),
 		Binary:     fakeBinary(t, "version 1"),
 		Holdfast:   fakeBinary(t, "holdfast"),
-		Config:     hook.Config{Socket: "/run/test.sock", FailMode: failpolicy.Closed, Timeout: hook.Duration(time.Second)},
+		Config:     hook.Config{Socket: "/run/test.sock", FailMode: registrar.FailClosed, Timeout: hook.Duration(time.Second)},
 	}
 	actions := func(cs []Change) string {
 		var s []string
@@ -132,7 +132,7 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 		t.Fatalf("installed hooks.d file: %s", data)
 	}
 	cfg, found, err := hook.LoadConfigFile(o.ConfigPath())
-	if err != nil || !found || cfg.Socket != "/run/test.sock" || cfg.FailMode != failpolicy.Closed {
+	if err != nil || !found || cfg.Socket != "/run/test.sock" || cfg.FailMode != registrar.FailClosed {
 		t.Fatalf("installed config: %+v found=%v err=%v", cfg, found, err)
 	}
 	if fi, err := os.Stat(o.BinaryPath()); err != nil || fi.Mode().Perm() != 0o755 {

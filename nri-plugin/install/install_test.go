@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/holdfast-dev/holdfast/engine/failpolicy"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	nriplugin "github.com/holdfast-dev/holdfast/nri-plugin"
 )
 
@@ -138,7 +138,7 @@ func TestInstallUninstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := Options{ConfigPath: configPath, Major: 1, PluginBinary: binary,
-		Plugin: nriplugin.Config{EngineSocket: "/run/holdfast/engine.sock", FailMode: failpolicy.Closed, FailOpenNamespaces: []string{"kube-system"}}}
+		Plugin: nriplugin.Config{EngineSocket: "/run/holdfast/engine.sock", FailMode: registrar.FailClosed, FailOpenNamespaces: []string{"kube-system"}}}
 	ctx := context.Background()
 
 	changes, err := Install(ctx, o)
@@ -168,7 +168,7 @@ func TestInstallUninstall(t *testing.T) {
 	if err != nil {
 		t.Errorf("plugin config %q does not parse: %v", conf, err)
 	}
-	if got.FailMode != failpolicy.Closed || got.EngineSocket != "/run/holdfast/engine.sock" || len(got.FailOpenNamespaces) != 1 {
+	if got.FailMode != registrar.FailClosed || got.EngineSocket != "/run/holdfast/engine.sock" || len(got.FailOpenNamespaces) != 1 {
 		t.Errorf("plugin config lacks the settings:\n%s", conf)
 	}
 	entries, err := os.ReadDir(pluginDir)
@@ -297,7 +297,7 @@ func TestDeployExamples(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, err := nriplugin.ParseConfig(string(conf))
-	if err != nil || c.FailMode != failpolicy.Closed || c.EngineSocket == "" || c.EngineNamespace != failpolicy.DefaultEngineNamespace {
+	if err != nil || c.FailMode != registrar.FailClosed || c.EngineSocket == "" || c.EngineNamespace != registrar.DefaultEngineNamespace {
 		t.Errorf("10-holdfast.conf: %+v, %v", c, err)
 	}
 }

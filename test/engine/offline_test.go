@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/fallback"
 	"github.com/holdfast-dev/holdfast/test/harness"
 )
 

@@ -19,8 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/linux"
 	"github.com/holdfast-dev/holdfast/test/require"
 )
 

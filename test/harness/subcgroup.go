@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 )
 
 // Sub creates the cgroup name (which may hold several levels, "a/b") below

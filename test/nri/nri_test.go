@@ -20,8 +20,8 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/cri"
 	"github.com/holdfast-dev/holdfast/nri-plugin/install"
 	"github.com/holdfast-dev/holdfast/test/harness"

@@ -13,9 +13,9 @@ import (
 	"text/tabwriter"
 
 	"github.com/holdfast-dev/holdfast/bpf"
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/daemon"
-	"github.com/holdfast-dev/holdfast/engine/linux"
 	"github.com/holdfast-dev/holdfast/engine/policy"
 	"github.com/holdfast-dev/holdfast/engine/redact"
 )

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/bpf"
+	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/cri"
 	"github.com/holdfast-dev/holdfast/engine/daemon"
 	"github.com/holdfast-dev/holdfast/engine/eventlog"

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/holdfast-dev/holdfast/engine/failpolicy"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	nriplugin "github.com/holdfast-dev/holdfast/nri-plugin"
 	"github.com/holdfast-dev/holdfast/nri-plugin/install"
 )
@@ -20,13 +20,13 @@ func installContainerd(args []string) error {
 	o := containerdFlags(fs)
 	binary := fs.String("plugin-binary", "", "holdfast-nri to install (default: next to this holdfast binary)")
 	socket := fs.String("socket", nriplugin.DefaultEngineSocket, "engine socket the plugin connects to")
-	failMode := fs.String("fail-mode", string(failpolicy.Open), "open (start unregistered containers) or closed (refuse them)")
+	failMode := fs.String("fail-mode", string(registrar.FailOpen), "open (start unregistered containers) or closed (refuse them)")
 	failOpenNS := fs.String("fail-open-namespaces", "", "comma-separated namespaces that fail open even in closed mode")
-	engineNS := fs.String("engine-namespace", failpolicy.DefaultEngineNamespace, "the engine's own namespace, always fail-open")
+	engineNS := fs.String("engine-namespace", registrar.DefaultEngineNamespace, "the engine's own namespace, always fail-open")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	mode, err := failpolicy.ParseMode(*failMode)
+	mode, err := registrar.ParseFailMode(*failMode)
 	if err != nil {
 		return usageError{fmt.Sprintf("install containerd: --fail-mode: %v", err)}
 	}

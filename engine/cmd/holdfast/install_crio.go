@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/holdfast-dev/holdfast/engine/failpolicy"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	"github.com/holdfast-dev/holdfast/hook"
 	"github.com/holdfast-dev/holdfast/hook/hooksd"
 )
@@ -19,9 +19,9 @@ func installCRIO(args []string) error {
 	binary := fs.String("hook-binary", "", "holdfast-oci-hook to install (default: next to this holdfast binary)")
 	stage := fs.String("stage", string(hook.StageCreateContainer), "stage to register at: createContainer or createRuntime")
 	socket := fs.String("socket", hook.DefaultSocket, "engine socket the hook connects to")
-	failMode := fs.String("fail-mode", string(failpolicy.Open), "open (start unregistered containers) or closed (refuse them)")
+	failMode := fs.String("fail-mode", string(registrar.FailOpen), "open (start unregistered containers) or closed (refuse them)")
 	failOpenNS := fs.String("fail-open-namespaces", "", "comma-separated namespaces that fail open even in closed mode")
-	engineNS := fs.String("engine-namespace", failpolicy.DefaultEngineNamespace, "the engine's own namespace, always fail-open")
+	engineNS := fs.String("engine-namespace", registrar.DefaultEngineNamespace, "the engine's own namespace, always fail-open")
 	timeout := fs.Duration("timeout", hook.DefaultTimeout, "deadline for one hook run")
 	logFile := fs.String("log", hook.DefaultLog, "hook decision log file")
 	if err := parse(fs, args); err != nil {
@@ -31,7 +31,7 @@ func installCRIO(args []string) error {
 	if err != nil {
 		return usageError{fmt.Sprintf("install crio: --stage: %v", err)}
 	}
-	mode, err := failpolicy.ParseMode(*failMode)
+	mode, err := registrar.ParseFailMode(*failMode)
 	if err != nil {
 		return usageError{fmt.Sprintf("install crio: --fail-mode: %v", err)}
 	}

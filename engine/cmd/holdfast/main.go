@@ -9,7 +9,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/holdfast-dev/holdfast/engine/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/fallback"
 )
 
 const usage = `holdfast: container security policy from the first instruction

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/api/fallback"
 	"github.com/holdfast-dev/holdfast/engine/daemon"
-	"github.com/holdfast-dev/holdfast/engine/fallback"
 )
 
 // exitError carries a command's own exit status (the offline commands'

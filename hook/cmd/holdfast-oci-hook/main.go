@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/failpolicy"
-	"github.com/holdfast-dev/holdfast/engine/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	"github.com/holdfast-dev/holdfast/hook"
 )
 
@@ -65,9 +65,9 @@ func configure(args []string, stderr io.Writer) (hook.Stage, hook.Config, error)
 	configFile := fs.String("config", "", "config file (default: "+hook.ConfigFileName+" next to this binary)")
 	socket := fs.String("socket", "", "engine socket (default "+hook.DefaultSocket+")")
 	timeout := fs.Duration("timeout", 0, "deadline for the whole run (default "+hook.DefaultTimeout.String()+")")
-	failMode := fs.String("fail-mode", "", "what a failed registration does: open (start the container) or closed (refuse it) (default "+string(failpolicy.Open)+")")
+	failMode := fs.String("fail-mode", "", "what a failed registration does: open (start the container) or closed (refuse it) (default "+string(registrar.FailOpen)+")")
 	failOpenNS := fs.String("fail-open-namespaces", "", "comma-separated namespaces that fail open even in closed mode")
-	engineNS := fs.String("engine-namespace", "", "the engine's own namespace, always fail-open (default "+failpolicy.DefaultEngineNamespace+")")
+	engineNS := fs.String("engine-namespace", "", "the engine's own namespace, always fail-open (default "+registrar.DefaultEngineNamespace+")")
 	engineTimeout := fs.Duration("engine-timeout", 0, "part of --timeout the engine gets before the hook registers the container itself (default: half)")
 	holdfastBin := fs.String("holdfast-binary", "", "holdfast binary for registering while the engine is down (default: next to this binary, else in PATH)")
 	stateDir := fs.String("state-dir", "", "the engine's state dir (default "+fallback.DefaultStateDir+")")
@@ -113,7 +113,7 @@ func configure(args []string, stderr io.Writer) (hook.Stage, hook.Config, error)
 		case "timeout":
 			cfg.Timeout = hook.Duration(*timeout)
 		case "fail-mode":
-			m, err := failpolicy.ParseMode(*failMode)
+			m, err := registrar.ParseFailMode(*failMode)
 			if err != nil {
 				flagErr = fmt.Errorf("--fail-mode: %w", err)
 			}

@@ -16,10 +16,10 @@ import (
 
 	nri "github.com/containerd/nri/pkg/api"
 
+	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/cgroup"
-	"github.com/holdfast-dev/holdfast/engine/failpolicy"
-	"github.com/holdfast-dev/holdfast/engine/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	nriplugin "github.com/holdfast-dev/holdfast/nri-plugin"
 )
 
@@ -34,9 +34,9 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("holdfast-nri", flag.ContinueOnError)
 	socket := fs.String("socket", nri.DefaultSocketPath, "containerd's NRI socket (external plugin mode)")
 	engineSocket := fs.String("engine-socket", nriplugin.DefaultEngineSocket, "holdfast engine control socket")
-	failMode := fs.String("fail-mode", string(failpolicy.Open), "when the engine cannot register a container: open (start it unenforced) or closed (refuse it)")
+	failMode := fs.String("fail-mode", string(registrar.FailOpen), "when the engine cannot register a container: open (start it unenforced) or closed (refuse it)")
 	failOpenNS := fs.String("fail-open-namespaces", "", "comma-separated namespaces that fail open even in closed mode")
-	engineNS := fs.String("engine-namespace", failpolicy.DefaultEngineNamespace, "holdfast's own namespace, always fail-open")
+	engineNS := fs.String("engine-namespace", registrar.DefaultEngineNamespace, "holdfast's own namespace, always fail-open")
 	idx := fs.String("idx", "10", "two-digit NRI plugin index")
 	verbose := fs.Bool("v", false, "debug logging")
 	holdfastBin := fs.String("holdfast-binary", "", "holdfast binary that registers containers while the engine is down (default: next to this binary, else in PATH)")
@@ -48,7 +48,7 @@ func run(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	mode, err := failpolicy.ParseMode(*failMode)
+	mode, err := registrar.ParseFailMode(*failMode)
 	if err != nil {
 		return fmt.Errorf("--fail-mode: %w", err)
 	}
@@ -87,7 +87,7 @@ func run(args []string) error {
 	}
 	p := &nriplugin.Plugin{
 		Engine:     &api.Client{Socket: *engineSocket},
-		FailPolicy: failpolicy.Policy{Mode: mode, OpenNamespaces: failOpen, EngineNamespace: *engineNS},
+		FailPolicy: registrar.FailPolicy{Mode: mode, OpenNamespaces: failOpen, EngineNamespace: *engineNS},
 		Cgroups:    mount,
 		Log:        log,
 		Locked:     locked,

@@ -1,7 +1,12 @@
-// Package failpolicy decides whether a container the engine cannot register
-// may start anyway; the engine's own namespace always may, so a fail-closed
-// node can still start holdfast itself.
-package failpolicy
+// Package registrar holds the settings both registrars (the OCI hook and the
+// NRI plugin) share: the fail policy (whether a container the engine cannot
+// register may start anyway; the engine's own namespace always may, so a
+// fail-closed node can still start holdfast itself), the fail-open namespace
+// list and the engine namespace.
+//
+// hook/, nri-plugin/ and the holdfast command's installers import it; the
+// engine daemon does not. It imports only engine/api.
+package registrar
 
 import (
 	"errors"
@@ -11,13 +16,13 @@ import (
 	"github.com/holdfast-dev/holdfast/engine/api"
 )
 
-// Mode says what a failed registration does to container creation.
-type Mode string
+// FailMode says what a failed registration does to container creation.
+type FailMode string
 
-// Modes. The zero Mode means Open, the default.
+// Modes. The zero FailMode means FailOpen, the default.
 const (
-	Open   Mode = "open"   // log and let the container start unregistered
-	Closed Mode = "closed" // refuse the container, with the reason in the runtime's error
+	FailOpen   FailMode = "open"   // log and let the container start unregistered
+	FailClosed FailMode = "closed" // refuse the container, with the reason in the runtime's error
 )
 
 const failModeOpen = "fail mode is open"
@@ -25,20 +30,20 @@ const failModeOpen = "fail mode is open"
 // DefaultEngineNamespace is where holdfast itself runs.
 const DefaultEngineNamespace = "holdfast-system"
 
-// ParseMode accepts "open" and "closed".
-func ParseMode(s string) (Mode, error) {
-	switch m := Mode(s); m {
-	case Open, Closed:
+// ParseFailMode accepts "open" and "closed".
+func ParseFailMode(s string) (FailMode, error) {
+	switch m := FailMode(s); m {
+	case FailOpen, FailClosed:
 		return m, nil
 	}
-	return "", fmt.Errorf("unknown fail mode %q (want %s or %s)", s, Open, Closed)
+	return "", fmt.Errorf("unknown fail mode %q (want %s or %s)", s, FailOpen, FailClosed)
 }
 
 // Policy is one registrar's answer to an engine that cannot register a
 // container.
-type Policy struct {
-	Mode Mode
-	// OpenNamespaces fail open even when Mode is Closed.
+type FailPolicy struct {
+	Mode FailMode
+	// OpenNamespaces fail open even when Mode is FailClosed.
 	OpenNamespaces []string
 	// EngineNamespace always fails open; empty means no namespace is the
 	// engine's, so registrars fill it, usually with DefaultEngineNamespace.
@@ -46,9 +51,9 @@ type Policy struct {
 }
 
 // Validate rejects an unknown mode and empty namespace names.
-func (p Policy) Validate() error {
+func (p FailPolicy) Validate() error {
 	if p.Mode != "" {
-		if _, err := ParseMode(string(p.Mode)); err != nil {
+		if _, err := ParseFailMode(string(p.Mode)); err != nil {
 			return err
 		}
 	}
@@ -61,15 +66,15 @@ func (p Policy) Validate() error {
 // FailsOpen reports whether a container in namespace may start although the
 // engine could not register it, and why. An empty namespace (a container
 // outside Kubernetes) has only the mode to go by.
-func (p Policy) FailsOpen(namespace string) (open bool, why string) {
+func (p FailPolicy) FailsOpen(namespace string) (open bool, why string) {
 	switch {
 	case namespace != "" && namespace == p.EngineNamespace:
 		return true, fmt.Sprintf("namespace %s is the engine's own", namespace)
 	case namespace != "" && slices.Contains(p.OpenNamespaces, namespace):
 		return true, fmt.Sprintf("namespace %s is in the fail-open list", namespace)
-	case p.Mode == Open || p.Mode == "":
+	case p.Mode == FailOpen || p.Mode == "":
 		return true, failModeOpen
-	case p.Mode == Closed:
+	case p.Mode == FailClosed:
 		return false, "fail mode is closed"
 	}
 	// Validate rejects this; refusing is the safe reading of a mode nobody
@@ -84,7 +89,7 @@ func (p Policy) FailsOpen(namespace string) (open bool, why string) {
 // an engine that cannot be reached, and letting such a container run would
 // let a workload switch enforcement off by exhausting the engine. The
 // engine's namespace and the fail-open namespaces still start.
-func (p Policy) Decide(namespace string, err error) (open bool, why string) {
+func (p FailPolicy) Decide(namespace string, err error) (open bool, why string) {
 	open, why = p.FailsOpen(namespace)
 	if open && errors.Is(err, api.ErrCannotEnforce) && why == failModeOpen {
 		return false, "the engine answered that it cannot enforce the container's policies (fail-open covers only an unreachable engine)"

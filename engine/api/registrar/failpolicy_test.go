@@ -1,4 +1,4 @@
-package failpolicy
+package registrar
 
 import (
 	"errors"
@@ -12,26 +12,26 @@ import (
 func TestParseMode(t *testing.T) {
 	tests := []struct {
 		in      string
-		want    Mode
+		want    FailMode
 		wantErr string
 	}{
-		{in: "open", want: Open},
-		{in: "closed", want: Closed},
+		{in: "open", want: FailOpen},
+		{in: "closed", want: FailClosed},
 		{in: "Open", wantErr: `unknown fail mode "Open"`},
 		{in: "Closed", wantErr: `unknown fail mode "Closed"`},
 		{in: "", wantErr: `unknown fail mode ""`},
 		{in: "ajar", wantErr: "want open or closed"},
 	}
 	for _, tt := range tests {
-		got, err := ParseMode(tt.in)
+		got, err := ParseFailMode(tt.in)
 		if tt.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("ParseMode(%q) = %q, %v, want an error containing %q", tt.in, got, err, tt.wantErr)
+				t.Errorf("ParseFailMode(%q) = %q, %v, want an error containing %q", tt.in, got, err, tt.wantErr)
 			}
 			continue
 		}
 		if err != nil || got != tt.want {
-			t.Errorf("ParseMode(%q) = %q, %v, want %q", tt.in, got, err, tt.want)
+			t.Errorf("ParseFailMode(%q) = %q, %v, want %q", tt.in, got, err, tt.want)
 		}
 	}
 }
@@ -39,13 +39,13 @@ func TestParseMode(t *testing.T) {
 func TestValidate(t *testing.T) {
 	tests := []struct {
 		name    string
-		policy  Policy
+		policy  FailPolicy
 		wantErr string
 	}{
-		{name: "closed with lists", policy: Policy{Mode: Closed, OpenNamespaces: []string{"kube-system"}, EngineNamespace: DefaultEngineNamespace}},
-		{name: "zero is the default", policy: Policy{}},
-		{name: "unknown mode", policy: Policy{Mode: "maybe"}, wantErr: `unknown fail mode "maybe"`},
-		{name: "empty namespace", policy: Policy{Mode: Open, OpenNamespaces: []string{"a", ""}}, wantErr: "empty name"},
+		{name: "closed with lists", policy: FailPolicy{Mode: FailClosed, OpenNamespaces: []string{"kube-system"}, EngineNamespace: DefaultEngineNamespace}},
+		{name: "zero is the default", policy: FailPolicy{}},
+		{name: "unknown mode", policy: FailPolicy{Mode: "maybe"}, wantErr: `unknown fail mode "maybe"`},
+		{name: "empty namespace", policy: FailPolicy{Mode: FailOpen, OpenNamespaces: []string{"a", ""}}, wantErr: "empty name"},
 	}
 	for _, tt := range tests {
 		err := tt.policy.Validate()
@@ -59,10 +59,10 @@ func TestValidate(t *testing.T) {
 }
 
 func TestFailsOpen(t *testing.T) {
-	closed := Policy{Mode: Closed, OpenNamespaces: []string{"kube-system"}, EngineNamespace: DefaultEngineNamespace}
-	open := Policy{Mode: Open, EngineNamespace: DefaultEngineNamespace}
+	closed := FailPolicy{Mode: FailClosed, OpenNamespaces: []string{"kube-system"}, EngineNamespace: DefaultEngineNamespace}
+	open := FailPolicy{Mode: FailOpen, EngineNamespace: DefaultEngineNamespace}
 	tests := []struct {
-		policy    Policy
+		policy    FailPolicy
 		namespace string
 		want      bool
 		why       string
@@ -74,12 +74,12 @@ func TestFailsOpen(t *testing.T) {
 		{open, "default", true, "fail mode is open"},
 		{open, DefaultEngineNamespace, true, "engine's own"},
 		// The zero mode is the default, open.
-		{Policy{}, "default", true, "fail mode is open"},
+		{FailPolicy{}, "default", true, "fail mode is open"},
 		// No engine namespace set: an unnamespaced container is not the engine's.
-		{Policy{Mode: Closed}, "", false, "fail mode is closed"},
-		{Policy{Mode: Closed}, DefaultEngineNamespace, false, "fail mode is closed"},
+		{FailPolicy{Mode: FailClosed}, "", false, "fail mode is closed"},
+		{FailPolicy{Mode: FailClosed}, DefaultEngineNamespace, false, "fail mode is closed"},
 		// A mode Validate would reject refuses rather than guesses.
-		{Policy{Mode: "ajar"}, "default", false, `fail mode "ajar" is unknown`},
+		{FailPolicy{Mode: "ajar"}, "default", false, `fail mode "ajar" is unknown`},
 	}
 	for _, tt := range tests {
 		got, why := tt.policy.FailsOpen(tt.namespace)
@@ -92,7 +92,7 @@ func TestFailsOpen(t *testing.T) {
 func TestDecideCannotEnforce(t *testing.T) {
 	cannot := fmt.Errorf("register x: %w: map full", api.ErrCannotEnforce)
 	unreachable := errors.New("connect to engine: no such file")
-	p := Policy{Mode: Open, OpenNamespaces: []string{"kube-system"}, EngineNamespace: DefaultEngineNamespace}
+	p := FailPolicy{Mode: FailOpen, OpenNamespaces: []string{"kube-system"}, EngineNamespace: DefaultEngineNamespace}
 	for _, tt := range []struct {
 		ns   string
 		err  error
@@ -108,7 +108,7 @@ func TestDecideCannotEnforce(t *testing.T) {
 			t.Errorf("Decide(%q, %v) = %v (%s), want %v", tt.ns, tt.err, open, why, tt.open)
 		}
 	}
-	closed := Policy{Mode: Closed}
+	closed := FailPolicy{Mode: FailClosed}
 	if open, _ := closed.Decide("shop", unreachable); open {
 		t.Error("closed mode let an unreachable engine's container start")
 	}

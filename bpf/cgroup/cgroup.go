@@ -1,6 +1,10 @@
 // Package cgroup finds the cgroup v2 hierarchy (pure v2 or hybrid), maps
 // processes and paths into it, and turns directories into cgroup IDs. It never
 // assumes where v2 is mounted: it reads /proc/self/mountinfo.
+//
+// Any holdfast package may import it (bpf, the engine, both registrars,
+// tests); it imports only bpf/linux. It lives under bpf/ so that bpf, the
+// bottom layer, can use it without importing engine/.
 package cgroup
 
 import (
@@ -15,7 +19,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/holdfast-dev/holdfast/engine/linux"
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 )
 
 // Layout modes.

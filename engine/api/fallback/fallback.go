@@ -4,6 +4,8 @@
 // maps themselves under the engine's state-dir lock. Registrars stay free of
 // the policy and map code; the protocol (arguments, stdin, exit codes) is
 // defined here for both sides.
+//
+// Registrars and the holdfast command import it; it imports only engine/api.
 package fallback
 
 import (
