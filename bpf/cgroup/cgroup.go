@@ -15,7 +15,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -183,18 +182,9 @@ func (m Mount) DirOfPID(pid int) (string, error) {
 // whose cgroup lies outside the reader's cgroup namespace ("/../x"): that
 // path names nothing under our mount.
 func (m Mount) PathOfPID(pid int) (string, error) {
-	file := fmt.Sprintf("/proc/%d/cgroup", pid)
-	f, err := os.Open(file)
+	p, err := m.PathInProcFile(procCgroupFile(pid))
 	if err != nil {
 		return "", fmt.Errorf("cgroup of pid %d: %w", pid, err)
-	}
-	defer f.Close()
-	p, err := ParseProcCgroup(f)
-	if err != nil {
-		return "", fmt.Errorf("cgroup of pid %d: %s: %w", pid, file, err)
-	}
-	if m.Namespaced || slices.Contains(strings.Split(p, "/"), "..") {
-		return "", fmt.Errorf("cgroup of pid %d: %q lies outside this cgroup namespace", pid, p)
 	}
 	return p, nil
 }
@@ -203,32 +193,15 @@ func (m Mount) PathOfPID(pid int) (string, error) {
 // (pid > 0), else from the OCI linux.cgroupsPath. It returns the v2 path
 // and the cgroup ID, or an error naming every source it tried.
 func (m Mount) Find(pid int, cgroupsPath string) (string, uint64, error) {
-	var errs []error
+	procFile := ""
 	if pid > 0 {
-		p, err := m.PathOfPID(pid)
-		if err == nil {
-			var id uint64
-			if id, err = ID(m.Dir(p)); err == nil {
-				return p, id, nil
-			}
-		}
-		errs = append(errs, err)
+		procFile = procCgroupFile(pid)
 	}
-	if cgroupsPath != "" {
-		p, err := ParseCgroupsPath(cgroupsPath)
-		if err == nil {
-			var id uint64
-			if id, err = ID(m.Dir(p)); err == nil {
-				return p, id, nil
-			}
-		}
-		errs = append(errs, fmt.Errorf("linux.cgroupsPath %q: %w", cgroupsPath, err))
-	}
-	if len(errs) == 0 {
-		return "", 0, errors.New("find cgroup: neither a pid nor linux.cgroupsPath known")
-	}
-	return "", 0, fmt.Errorf("find cgroup: %w", errors.Join(errs...))
+	c, err := m.Locate(procFile, cgroupsPath)
+	return c.Path, c.ID, err
 }
+
+func procCgroupFile(pid int) string { return fmt.Sprintf("/proc/%d/cgroup", pid) }
 
 // ID returns the cgroup ID of a v2 cgroup directory: its inode number, the
 // value bpf_get_current_cgroup_id() returns for tasks inside it. It refuses

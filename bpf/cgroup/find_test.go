@@ -1,6 +1,7 @@
 package cgroup_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -36,17 +37,26 @@ func TestFind(t *testing.T) {
 		})
 	}
 	_, _, err = m.Find(1<<30, "/holdfast-test-no-such-cgroup")
-	if err == nil || !strings.Contains(err.Error(), "pid 1073741824") || !strings.Contains(err.Error(), "holdfast-test-no-such-cgroup") {
+	if err == nil || !strings.Contains(err.Error(), "/proc/1073741824/cgroup") || !strings.Contains(err.Error(), "holdfast-test-no-such-cgroup") {
 		t.Errorf("error = %v, want one naming both the pid and the path", err)
 	}
 	if _, _, err := m.Find(0, ""); err == nil {
 		t.Error("no pid and no path gave no error")
 	}
+	// The root cgroup is no container's, however it is named.
+	for _, root := range []string{"/", "", "//"} {
+		if _, err := m.Container(root, "test"); !errors.Is(err, cgroup.ErrRootCgroup) {
+			t.Errorf("Container(%q) = %v, want ErrRootCgroup", root, err)
+		}
+	}
+	if _, _, err := m.Find(0, "/"); !errors.Is(err, cgroup.ErrRootCgroup) {
+		t.Errorf("Find(0, \"/\") = %v, want ErrRootCgroup", err)
+	}
 	// Inside a cgroup namespace /proc paths are not host paths: refused,
 	// and the spec's path is used instead.
 	ns := m
 	ns.Namespaced = true
-	if _, err := ns.PathOfPID(pid); err == nil || !strings.Contains(err.Error(), "outside this cgroup namespace") {
+	if _, err := ns.PathOfPID(pid); err == nil || !strings.Contains(err.Error(), "cgroup namespace") {
 		t.Errorf("namespaced PathOfPID: %v", err)
 	}
 	if got, _, err := ns.Find(pid, path); err != nil || got != path {

@@ -10,7 +10,7 @@ import (
 // containers (an overlay, a shm and a few bind mounts each), which every
 // hook run reads to find the cgroup v2 mount.
 //
-//	go test -run '^$' -bench ParseMountinfo ./engine/cgroup/
+//	go test -run '^$' -bench ParseMountinfo ./bpf/cgroup/
 func BenchmarkParseMountinfo(b *testing.B) {
 	var sb strings.Builder
 	sb.WriteString("22 27 0:21 / /proc rw,relatime - proc proc rw\n")

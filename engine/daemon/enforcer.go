@@ -2,7 +2,7 @@ package daemon
 
 import (
 	"github.com/holdfast-dev/holdfast/bpf"
-	"github.com/holdfast-dev/holdfast/engine/cgroup"
+	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 )
 
 // Enforcer is what the engine asks of the pinned BPF state: rulesets,

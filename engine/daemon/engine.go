@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -339,10 +340,15 @@ func (e *Engine) resolveCgroup(c *api.Container) error {
 		}
 		return e.refuseEngineCgroup(c.CgroupID)
 	}
-	dir := filepath.Clean(c.CgroupPath)
-	if dir != e.cgroups.Root && !strings.HasPrefix(dir, e.cgroups.Root+"/") {
-		dir = e.cgroups.Dir(dir)
+	v2path := filepath.Clean(c.CgroupPath)
+	if rel, ok := strings.CutPrefix(v2path, e.cgroups.Root); ok && (rel == "" || rel[0] == '/') {
+		v2path = "/" + rel
 	}
+	v2path, err := cgroup.ContainerPath(v2path, "cgroupPath "+strconv.Quote(c.CgroupPath))
+	if err != nil {
+		return err
+	}
+	dir := e.cgroups.Dir(v2path)
 	id, err := e.cgroupID(dir)
 	if err != nil {
 		return fmt.Errorf("unknown cgroup: %w", err)
@@ -380,12 +386,13 @@ func cgroupMount(opts Options) (cgroup.Mount, error) {
 }
 
 // engineCgroups maps the IDs of the engine's v2 cgroup and its ancestors to
-// their paths; empty when the engine cannot see its cgroup (a cgroup
-// namespace), where only the registrars' own checks apply.
+// their paths; only the root when the engine cannot see its cgroup (a
+// cgroup namespace).
 func engineCgroups(m cgroup.Mount, cgroupID func(string) (uint64, error)) map[uint64]string {
 	own, err := m.PathOfPID(os.Getpid())
 	if err != nil {
-		return map[uint64]string{}
+		// The root is every process's ancestor, seen or not.
+		return cgroupAndAncestors(m, "/", cgroupID)
 	}
 	return cgroupAndAncestors(m, own, cgroupID)
 }

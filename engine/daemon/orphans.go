@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/holdfast-dev/holdfast/bpf"
-	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/api"
 )
 

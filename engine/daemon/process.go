@@ -4,7 +4,6 @@ import (
 	"path/filepath"
 
 	"github.com/holdfast-dev/holdfast/bpf"
-	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/lineage"
 )
