@@ -28,6 +28,17 @@ type RunOptions struct {
 	MaxBackoff time.Duration
 }
 
+// DefaultIdx orders holdfast among NRI plugins.
+const DefaultIdx = "10"
+
+// CheckIdx accepts a plugin index of two digits, the form NRI orders by.
+func CheckIdx(idx string) error {
+	if len(idx) != 2 || idx[0] < '0' || idx[0] > '9' || idx[1] < '0' || idx[1] > '9' {
+		return fmt.Errorf("plugin index %q: want two digits", idx)
+	}
+	return nil
+}
+
 // PreRegistered reports whether the runtime launched this process as a
 // pre-registered plugin, handing it a connected socket.
 func PreRegistered() bool { return os.Getenv(nri.PluginSocketEnvVar) != "" }

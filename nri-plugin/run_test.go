@@ -207,3 +207,11 @@ func TestRunPreRegisteredReturnsWhenConnectionCloses(t *testing.T) {
 		t.Fatal("pre-registered plugin kept running after the runtime closed its connection")
 	}
 }
+
+func TestCheckIdx(t *testing.T) {
+	for idx, ok := range map[string]bool{"10": true, "00": true, "99": true, "": false, "1": false, "100": false, "1a": false, "-1": false} {
+		if err := CheckIdx(idx); (err == nil) != ok {
+			t.Errorf("CheckIdx(%q) = %v, want ok %v", idx, err, ok)
+		}
+	}
+}

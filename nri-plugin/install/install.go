@@ -24,9 +24,6 @@ import (
 // DefaultConfigPath is containerd's default config file.
 const DefaultConfigPath = "/etc/containerd/config.toml"
 
-// DefaultIdx orders holdfast among NRI plugins.
-const DefaultIdx = "10"
-
 // Options says what to install where. Zero values take the defaults.
 type Options struct {
 	// ConfigPath is containerd's config file (default DefaultConfigPath).
@@ -39,7 +36,7 @@ type Options struct {
 	Major int
 	// PluginBinary is the holdfast-nri executable to install (Install only).
 	PluginBinary string
-	// Idx is the plugin's two-digit NRI index (default DefaultIdx).
+	// Idx is the plugin's two-digit NRI index (default nriplugin.DefaultIdx).
 	Idx string
 	// Plugin goes into the plugin's config file, which containerd hands it.
 	Plugin nriplugin.Config
@@ -54,10 +51,10 @@ func (o *Options) defaults() error {
 		o.ConfigPath = DefaultConfigPath
 	}
 	if o.Idx == "" {
-		o.Idx = DefaultIdx
+		o.Idx = nriplugin.DefaultIdx
 	}
-	if !regexp.MustCompile(`^[0-9]{2}$`).MatchString(o.Idx) {
-		return fmt.Errorf("plugin index %q: want two digits", o.Idx)
+	if err := nriplugin.CheckIdx(o.Idx); err != nil {
+		return err
 	}
 	if _, err := nriplugin.ParseConfig(string(pluginConfig(*o))); err != nil {
 		return err

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	nriplugin "github.com/holdfast-dev/holdfast/nri-plugin"
@@ -20,15 +19,13 @@ func installContainerd(args []string) error {
 	o := containerdFlags(fs)
 	binary := fs.String("plugin-binary", "", "holdfast-nri to install (default: next to this holdfast binary)")
 	socket := fs.String("socket", nriplugin.DefaultEngineSocket, "engine socket the plugin connects to")
-	failMode := fs.String("fail-mode", string(registrar.FailOpen), "open (start unregistered containers) or closed (refuse them)")
-	failOpenNS := fs.String("fail-open-namespaces", "", "comma-separated namespaces that fail open even in closed mode")
-	engineNS := fs.String("engine-namespace", registrar.DefaultEngineNamespace, "the engine's own namespace, always fail-open")
+	failFlags := registrar.AddFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	mode, err := registrar.ParseFailMode(*failMode)
+	failPolicy, err := failFlags.Policy()
 	if err != nil {
-		return usageError{fmt.Sprintf("install containerd: --fail-mode: %v", err)}
+		return usageError{fmt.Sprintf("install containerd: %v", err)}
 	}
 	if *binary == "" {
 		exe, err := os.Executable()
@@ -39,14 +36,10 @@ func installContainerd(args []string) error {
 	}
 	o.PluginBinary = *binary
 	o.Plugin = nriplugin.Config{
-		EngineSocket:    *socket,
-		FailMode:        mode,
-		EngineNamespace: *engineNS,
-	}
-	for _, ns := range strings.Split(*failOpenNS, ",") {
-		if ns = strings.TrimSpace(ns); ns != "" {
-			o.Plugin.FailOpenNamespaces = append(o.Plugin.FailOpenNamespaces, ns)
-		}
+		EngineSocket:       *socket,
+		FailMode:           failPolicy.Mode,
+		FailOpenNamespaces: failPolicy.OpenNamespaces,
+		EngineNamespace:    failPolicy.EngineNamespace,
 	}
 	changes, err := install.Install(context.Background(), *o)
 	printContainerdChanges(changes)
@@ -70,7 +63,7 @@ func containerdFlags(fs *flag.FlagSet) *install.Options {
 	fs.StringVar(&o.ConfigPath, "config", install.DefaultConfigPath, "containerd config file")
 	fs.StringVar(&o.Containerd, "containerd", "containerd", "containerd binary, asked for its version")
 	fs.IntVar(&o.Major, "containerd-major", 0, "containerd major version, 1 or 2 (default: ask the binary)")
-	fs.StringVar(&o.Idx, "idx", install.DefaultIdx, "two-digit NRI plugin index")
+	fs.StringVar(&o.Idx, "idx", nriplugin.DefaultIdx, "two-digit NRI plugin index")
 	fs.StringVar(&o.PluginDir, "plugin-dir", "", "NRI plugin_path (default: from the config)")
 	fs.StringVar(&o.PluginConfigDir, "plugin-config-dir", "", "NRI plugin_config_path (default: from the config)")
 	return o

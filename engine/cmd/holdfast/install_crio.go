@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	"github.com/holdfast-dev/holdfast/hook"
@@ -19,9 +18,7 @@ func installCRIO(args []string) error {
 	binary := fs.String("hook-binary", "", "holdfast-oci-hook to install (default: next to this holdfast binary)")
 	stage := fs.String("stage", string(hook.StageCreateContainer), "stage to register at: createContainer or createRuntime")
 	socket := fs.String("socket", hook.DefaultSocket, "engine socket the hook connects to")
-	failMode := fs.String("fail-mode", string(registrar.FailOpen), "open (start unregistered containers) or closed (refuse them)")
-	failOpenNS := fs.String("fail-open-namespaces", "", "comma-separated namespaces that fail open even in closed mode")
-	engineNS := fs.String("engine-namespace", registrar.DefaultEngineNamespace, "the engine's own namespace, always fail-open")
+	failFlags := registrar.AddFlags(fs)
 	timeout := fs.Duration("timeout", hook.DefaultTimeout, "deadline for one hook run")
 	logFile := fs.String("log", hook.DefaultLog, "hook decision log file")
 	if err := parse(fs, args); err != nil {
@@ -31,9 +28,9 @@ func installCRIO(args []string) error {
 	if err != nil {
 		return usageError{fmt.Sprintf("install crio: --stage: %v", err)}
 	}
-	mode, err := registrar.ParseFailMode(*failMode)
+	failPolicy, err := failFlags.Policy()
 	if err != nil {
-		return usageError{fmt.Sprintf("install crio: --fail-mode: %v", err)}
+		return usageError{fmt.Sprintf("install crio: %v", err)}
 	}
 	// This holdfast goes next to the hook, for its slow path.
 	exe, err := os.Executable()
@@ -46,14 +43,10 @@ func installCRIO(args []string) error {
 	cfg := hook.Config{
 		Socket:          *socket,
 		Timeout:         hook.Duration(*timeout),
-		FailMode:        mode,
-		EngineNamespace: *engineNS,
-		Log:             *logFile,
-	}
-	for _, ns := range strings.Split(*failOpenNS, ",") {
-		if ns = strings.TrimSpace(ns); ns != "" {
-			cfg.FailOpenNamespaces = append(cfg.FailOpenNamespaces, ns)
-		}
+		FailMode:           failPolicy.Mode,
+		FailOpenNamespaces: failPolicy.OpenNamespaces,
+		EngineNamespace:    failPolicy.EngineNamespace,
+		Log:                *logFile,
 	}
 	changes, err := hooksd.Install(hooksd.Options{
 		HooksDir: *hooksDir, InstallDir: *installDir, Binary: *binary, Holdfast: exe, Stage: st, Config: cfg,

@@ -65,9 +65,7 @@ func configure(args []string, stderr io.Writer) (hook.Stage, hook.Config, error)
 	configFile := fs.String("config", "", "config file (default: "+hook.ConfigFileName+" next to this binary)")
 	socket := fs.String("socket", "", "engine socket (default "+hook.DefaultSocket+")")
 	timeout := fs.Duration("timeout", 0, "deadline for the whole run (default "+hook.DefaultTimeout.String()+")")
-	failMode := fs.String("fail-mode", "", "what a failed registration does: open (start the container) or closed (refuse it) (default "+string(registrar.FailOpen)+")")
-	failOpenNS := fs.String("fail-open-namespaces", "", "comma-separated namespaces that fail open even in closed mode")
-	engineNS := fs.String("engine-namespace", "", "the engine's own namespace, always fail-open (default "+registrar.DefaultEngineNamespace+")")
+	failFlags := registrar.AddFlags(fs)
 	engineTimeout := fs.Duration("engine-timeout", 0, "part of --timeout the engine gets before the hook registers the container itself (default: half)")
 	holdfastBin := fs.String("holdfast-binary", "", "holdfast binary for registering while the engine is down (default: next to this binary, else in PATH)")
 	stateDir := fs.String("state-dir", "", "the engine's state dir (default "+fallback.DefaultStateDir+")")
@@ -105,28 +103,20 @@ func configure(args []string, stderr io.Writer) (hook.Stage, hook.Config, error)
 		return "", hook.Config{}, fmt.Errorf("config file %s does not exist", path)
 	}
 
-	var flagErr error
+	// Only the flags given override the config file.
+	failPolicy, flagErr := failFlags.Policy()
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "socket":
 			cfg.Socket = *socket
 		case "timeout":
 			cfg.Timeout = hook.Duration(*timeout)
-		case "fail-mode":
-			m, err := registrar.ParseFailMode(*failMode)
-			if err != nil {
-				flagErr = fmt.Errorf("--fail-mode: %w", err)
-			}
-			cfg.FailMode = m
-		case "fail-open-namespaces":
-			cfg.FailOpenNamespaces = nil
-			for _, ns := range strings.Split(*failOpenNS, ",") {
-				if ns = strings.TrimSpace(ns); ns != "" {
-					cfg.FailOpenNamespaces = append(cfg.FailOpenNamespaces, ns)
-				}
-			}
-		case "engine-namespace":
-			cfg.EngineNamespace = *engineNS
+		case registrar.FlagFailMode:
+			cfg.FailMode = failPolicy.Mode
+		case registrar.FlagFailOpenNamespaces:
+			cfg.FailOpenNamespaces = failPolicy.OpenNamespaces
+		case registrar.FlagEngineNamespace:
+			cfg.EngineNamespace = failPolicy.EngineNamespace
 		case "log":
 			cfg.Log = *logFile
 		case "engine-timeout":

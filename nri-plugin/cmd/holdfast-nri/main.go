@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	nri "github.com/containerd/nri/pkg/api"
@@ -34,10 +33,8 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("holdfast-nri", flag.ContinueOnError)
 	socket := fs.String("socket", nri.DefaultSocketPath, "containerd's NRI socket (external plugin mode)")
 	engineSocket := fs.String("engine-socket", nriplugin.DefaultEngineSocket, "holdfast engine control socket")
-	failMode := fs.String("fail-mode", string(registrar.FailOpen), "when the engine cannot register a container: open (start it unenforced) or closed (refuse it)")
-	failOpenNS := fs.String("fail-open-namespaces", "", "comma-separated namespaces that fail open even in closed mode")
-	engineNS := fs.String("engine-namespace", registrar.DefaultEngineNamespace, "holdfast's own namespace, always fail-open")
-	idx := fs.String("idx", "10", "two-digit NRI plugin index")
+	failFlags := registrar.AddFlags(fs)
+	idx := fs.String("idx", nriplugin.DefaultIdx, "two-digit NRI plugin index")
 	verbose := fs.Bool("v", false, "debug logging")
 	holdfastBin := fs.String("holdfast-binary", "", "holdfast binary that registers containers while the engine is down (default: next to this binary, else in PATH)")
 	stateDir := fs.String("state-dir", fallback.DefaultStateDir, "the engine's state dir, for registering while it is down")
@@ -48,12 +45,12 @@ func run(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	mode, err := registrar.ParseFailMode(*failMode)
+	failPolicy, err := failFlags.Policy()
 	if err != nil {
-		return fmt.Errorf("--fail-mode: %w", err)
+		return err
 	}
-	if len(*idx) != 2 || (*idx)[0] < '0' || (*idx)[0] > '9' || (*idx)[1] < '0' || (*idx)[1] > '9' {
-		return fmt.Errorf("--idx %q: want two digits", *idx)
+	if err := nriplugin.CheckIdx(*idx); err != nil {
+		return fmt.Errorf("--idx: %w", err)
 	}
 	level := slog.LevelInfo
 	if *verbose {
@@ -71,23 +68,17 @@ func run(args []string) error {
 		switch f.Name {
 		case "engine-socket":
 			locked["engineSocket"] = true
-		case "fail-mode":
+		case registrar.FlagFailMode:
 			locked["failMode"] = true
-		case "fail-open-namespaces":
+		case registrar.FlagFailOpenNamespaces:
 			locked["failOpenNamespaces"] = true
-		case "engine-namespace":
+		case registrar.FlagEngineNamespace:
 			locked["engineNamespace"] = true
 		}
 	})
-	var failOpen []string
-	for _, ns := range strings.Split(*failOpenNS, ",") {
-		if ns = strings.TrimSpace(ns); ns != "" {
-			failOpen = append(failOpen, ns)
-		}
-	}
 	p := &nriplugin.Plugin{
 		Engine:     &api.Client{Socket: *engineSocket},
-		FailPolicy: registrar.FailPolicy{Mode: mode, OpenNamespaces: failOpen, EngineNamespace: *engineNS},
+		FailPolicy: failPolicy,
 		Cgroups:    mount,
 		Log:        log,
 		Locked:     locked,
