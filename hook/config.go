@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/api/fallback"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
@@ -142,12 +142,9 @@ func LoadConfigFile(path string) (cfg Config, found bool, err error) {
 		return Config{}, false, fmt.Errorf("open hook config: %w", err)
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxConfigFile+1))
+	data, err := linux.ReadLimited(f, maxConfigFile, "hook config "+path)
 	if err != nil {
-		return Config{}, true, fmt.Errorf("read hook config %s: %w", path, err)
-	}
-	if len(data) > maxConfigFile {
-		return Config{}, true, fmt.Errorf("hook config %s is larger than %d bytes", path, maxConfigFile)
+		return Config{}, true, err
 	}
 	cfg, err = ParseConfig(data)
 	if err != nil {

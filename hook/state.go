@@ -12,6 +12,8 @@ import (
 	"unicode"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 )
 
 // Size limits for what the runtime hands the hook. CRI-O and containerd put
@@ -43,12 +45,9 @@ func ParseState(data []byte) (*specs.State, error) {
 
 // ReadState reads the state from r, refusing more than maxStateSize bytes.
 func ReadState(r io.Reader) (*specs.State, error) {
-	data, err := io.ReadAll(io.LimitReader(r, maxStateSize+1))
+	data, err := linux.ReadLimited(r, maxStateSize, "OCI state on stdin")
 	if err != nil {
-		return nil, fmt.Errorf("read OCI state from stdin: %w", err)
-	}
-	if len(data) > maxStateSize {
-		return nil, fmt.Errorf("OCI state on stdin is larger than %d bytes", maxStateSize)
+		return nil, err
 	}
 	return ParseState(data)
 }
@@ -151,12 +150,9 @@ func ReadBundleConfig(bundle string) (*BundleConfig, error) {
 		return nil, fmt.Errorf("read bundle config: %w", err)
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	data, err := linux.ReadLimited(f, maxConfigSize, "bundle config "+path)
 	if err != nil {
-		return nil, fmt.Errorf("read bundle config %s: %w", path, err)
-	}
-	if len(data) > maxConfigSize {
-		return nil, fmt.Errorf("bundle config %s is larger than %d bytes", path, maxConfigSize)
+		return nil, err
 	}
 	c, err := ParseBundleConfig(data)
 	if err != nil {

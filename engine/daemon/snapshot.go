@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/engine/registry"
 )
 
@@ -25,7 +26,7 @@ func snapshotFiles(files []string, dir string) error {
 		if err != nil {
 			return fmt.Errorf("copy %s: %w", f, err)
 		}
-		if err := registry.WriteFileAtomic(filepath.Join(dir, name), data); err != nil {
+		if err := linux.WriteFileAtomic(filepath.Join(dir, name), data, registry.StatePerm); err != nil {
 			return fmt.Errorf("copy %s: %w", f, err)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/bpf"
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/registry"
 )
@@ -196,7 +197,7 @@ func (e *Engine) saveReported(done reported, changed bool) error {
 	if err != nil {
 		return fmt.Errorf("encode denial summary baseline: %w", err)
 	}
-	if err := registry.WriteFileAtomic(filepath.Join(e.opts.StateDir, ReportedFile), data); err != nil {
+	if err := linux.WriteFileAtomic(filepath.Join(e.opts.StateDir, ReportedFile), data, registry.StatePerm); err != nil {
 		return fmt.Errorf("save denial summary baseline: %w", err)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/engine/registry"
 )
 
@@ -58,7 +59,7 @@ func (q *Sequence) Next() (uint64, error) {
 		return q.last, nil
 	}
 	ceiling := q.last + q.batch - 1
-	if err := registry.WriteFileAtomic(q.path, []byte(strconv.FormatUint(ceiling, 10)+"\n")); err != nil {
+	if err := linux.WriteFileAtomic(q.path, []byte(strconv.FormatUint(ceiling, 10)+"\n"), registry.StatePerm); err != nil {
 		return q.last, fmt.Errorf("record event sequence ceiling: %w", err)
 	}
 	q.reserved = ceiling

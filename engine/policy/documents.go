@@ -58,9 +58,6 @@ func FileDocuments(path, kind string) ([]Document, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(data) > MaxFileSize {
-		return nil, &FieldError{File: path, Err: fmt.Errorf("file is larger than %d bytes", MaxFileSize)}
-	}
 	chunks := splitDocuments(data)
 	var out []Document
 	for i, c := range chunks {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"reflect"
@@ -15,6 +14,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 )
 
 // MaxFileSize bounds one policy file, so a stray large file cannot make the
@@ -61,8 +62,8 @@ func ParseFile(path string) ([]*Policy, error) {
 	return Parse(path, data)
 }
 
-// readFile reads a regular file of at most MaxFileSize bytes (one more, so
-// Parse can tell it is too large).
+// readFile reads a regular file of at most MaxFileSize bytes; a larger one
+// is a FieldError, as Parse reports it.
 func readFile(path string) ([]byte, error) {
 	info, err := os.Stat(path)
 	if err != nil {
@@ -76,8 +77,10 @@ func readFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("read policy file: %w", err)
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
+	data, err := linux.ReadLimited(f, MaxFileSize, "file")
+	if errors.Is(err, linux.ErrTooLarge) {
+		return nil, &FieldError{File: path, Err: err}
+	} else if err != nil {
 		return nil, fmt.Errorf("read policy file %s: %w", path, err)
 	}
 	return data, nil

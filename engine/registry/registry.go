@@ -27,8 +27,13 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/engine/api"
 )
+
+// StatePerm is the mode of every file the engine keeps in its state dir:
+// they name workloads and rules, for root only.
+const StatePerm = 0o600
 
 const journalName = "registry.jsonl"
 
@@ -95,7 +100,7 @@ func Open(dir string) (*Store, error) {
 // reopen continues the existing journal when it cannot be compacted. Its
 // boot line must be this boot's, or a replay would drop what follows.
 func (s *Store) reopen() error {
-	f, err := os.OpenFile(s.path(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(s.path(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, StatePerm)
 	if err != nil {
 		return fmt.Errorf("open registry %s: %w", s.path(), err)
 	}
@@ -241,10 +246,10 @@ func (s *Store) compact() error {
 	for _, c := range s.List() {
 		write(entry{Op: "put", Container: &c})
 	}
-	if err := WriteFileAtomic(s.path(), buf.Bytes()); err != nil {
+	if err := linux.WriteFileAtomic(s.path(), buf.Bytes(), StatePerm); err != nil {
 		return fmt.Errorf("compact registry: %w", err)
 	}
-	f, err := os.OpenFile(s.path(), os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(s.path(), os.O_WRONLY|os.O_APPEND, StatePerm)
 	if err != nil {
 		return fmt.Errorf("open registry %s: %w", s.path(), err)
 	}
@@ -423,22 +428,5 @@ func (s *Store) ForgetRuleset(key string) error {
 		return fmt.Errorf("forget ruleset %d: %w", id, err)
 	}
 	delete(s.rulesets, key)
-	return nil
-}
-
-// WriteFileAtomic replaces path with data via a temp file and rename, so a
-// reader (or a restarted engine) sees either the old or the new content.
-// It does not fsync: the records guard against an engine crash, and a node
-// reboot discards the pinned BPF state they describe anyway.
-func WriteFileAtomic(path string, data []byte) error {
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
 	return nil
 }

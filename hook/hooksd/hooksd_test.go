@@ -102,7 +102,7 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 		Holdfast:   fakeBinary(t, "holdfast"),
 		Config:     hook.Config{Socket: "/run/test.sock", FailMode: registrar.FailClosed, Timeout: hook.Duration(time.Second)},
 	}
-	actions := func(cs []Change) string {
+	actions := func(cs []registrar.Change) string {
 		var s []string
 		for _, c := range cs {
 			s = append(s, c.Action)

@@ -1,15 +1,15 @@
 package hooksd
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/engine/api/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	"github.com/holdfast-dev/holdfast/hook"
 )
 
@@ -51,26 +51,9 @@ func (o Options) ConfigPath() string {
 	return filepath.Join(o.withDefaults().InstallDir, hook.ConfigFileName)
 }
 
-// Actions a Change reports.
-const (
-	Created   = "created"
-	Updated   = "updated"
-	Unchanged = "unchanged"
-	Removed   = "removed"
-	Absent    = "absent"
-)
-
-// Change is what happened to one file.
-type Change struct {
-	Action string
-	Path   string
-}
-
-func (c Change) String() string { return c.Action + " " + c.Path }
-
 // Install writes the hook binary, its config and the hooks.d file, in that
 // order: containers/common refuses a hooks.d file whose binary is missing.
-func Install(o Options) ([]Change, error) {
+func Install(o Options) ([]registrar.Change, error) {
 	o = o.withDefaults()
 	if !filepath.IsAbs(o.HooksDir) || !filepath.IsAbs(o.InstallDir) {
 		return nil, fmt.Errorf("install OCI hook: hooks dir %q and install dir %q must be absolute", o.HooksDir, o.InstallDir)
@@ -100,7 +83,7 @@ func Install(o Options) ([]Change, error) {
 		steps = append(steps, step{o.HoldfastPath(), func() ([]byte, error) { return readBinary(o.Holdfast) }, 0o755})
 	}
 
-	var changes []Change
+	var changes []registrar.Change
 	for _, step := range append(steps, []step{
 		{o.BinaryPath(), func() ([]byte, error) { return bin, nil }, 0o755},
 		{o.ConfigPath(), func() ([]byte, error) { return cfgData, nil }, 0o644},
@@ -115,30 +98,26 @@ func Install(o Options) ([]Change, error) {
 		if err != nil {
 			return changes, fmt.Errorf("install OCI hook: %w", err)
 		}
-		action, err := WriteFileAtomic(step.path, data, step.mode)
+		change, err := registrar.EnsureFile(step.path, data, step.mode)
 		if err != nil {
 			return changes, fmt.Errorf("install OCI hook: %w", err)
 		}
-		changes = append(changes, Change{Action: action, Path: step.path})
+		changes = append(changes, change)
 	}
 	return changes, nil
 }
 
 // Uninstall removes the hooks.d file first (so no runtime starts a hook
 // that is about to disappear), then the config and the binary.
-func Uninstall(o Options) ([]Change, error) {
+func Uninstall(o Options) ([]registrar.Change, error) {
 	o = o.withDefaults()
-	var changes []Change
+	var changes []registrar.Change
 	for _, p := range []string{o.HookFile(), o.ConfigPath(), o.BinaryPath(), o.HoldfastPath()} {
-		err := os.Remove(p)
-		switch {
-		case err == nil:
-			changes = append(changes, Change{Action: Removed, Path: p})
-		case errors.Is(err, os.ErrNotExist):
-			changes = append(changes, Change{Action: Absent, Path: p})
-		default:
+		change, err := registrar.RemoveFile(p)
+		if err != nil {
 			return changes, fmt.Errorf("uninstall OCI hook: %w", err)
 		}
+		changes = append(changes, change)
 	}
 	return changes, nil
 }
@@ -162,65 +141,5 @@ func readBinary(path string) ([]byte, error) {
 	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
 		return nil, fmt.Errorf("hook binary %s is not an executable file (mode %v)", path, fi.Mode())
 	}
-	data, err := io.ReadAll(io.LimitReader(f, maxBinary+1))
-	if err != nil {
-		return nil, fmt.Errorf("read hook binary %s: %w", path, err)
-	}
-	if len(data) > maxBinary {
-		return nil, fmt.Errorf("hook binary %s is larger than %d bytes", path, maxBinary)
-	}
-	return data, nil
-}
-
-// WriteFileAtomic makes path hold data with mode: unchanged if it already
-// does, otherwise through a temp file in the same directory, synced and
-// renamed over path, so a reader sees the old file or the new, never a part.
-// It returns Created, Updated or Unchanged.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) (string, error) {
-	action := Created
-	if old, err := os.ReadFile(path); err == nil {
-		fi, serr := os.Stat(path)
-		if serr == nil && bytes.Equal(old, data) && fi.Mode().Perm() == mode.Perm() {
-			return Unchanged, nil
-		}
-		action = Updated
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("read %s: %w", path, err)
-	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("create dir for %s: %w", path, err)
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return "", fmt.Errorf("write %s: %w", path, err)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return "", fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		return "", fmt.Errorf("chmod %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return "", fmt.Errorf("sync %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return "", fmt.Errorf("close %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return "", fmt.Errorf("rename %s to %s: %w", tmp.Name(), path, err)
-	}
-	committed = true
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // make the rename durable; a failure here loses nothing already visible
-		d.Close()
-	}
-	return action, nil
+	return linux.ReadLimited(f, maxBinary, "hook binary "+path)
 }

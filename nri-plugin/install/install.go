@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/holdfast-dev/holdfast/bpf/linux"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	nriplugin "github.com/holdfast-dev/holdfast/nri-plugin"
 )
 
@@ -67,7 +69,7 @@ func (o Options) PluginFile() string { return o.Idx + "-" + nriplugin.Name }
 
 // Install enables NRI and installs the plugin. It returns what it changed;
 // nothing on a second run.
-func Install(ctx context.Context, o Options) ([]string, error) {
+func Install(ctx context.Context, o Options) ([]registrar.Change, error) {
 	if err := o.defaults(); err != nil {
 		return nil, fmt.Errorf("install containerd: %w", err)
 	}
@@ -95,44 +97,39 @@ func Install(ctx context.Context, o Options) ([]string, error) {
 		return nil, fmt.Errorf("install containerd: %s: %w", o.ConfigPath, err)
 	}
 
-	var changes []string
+	var changes []registrar.Change
 	if len(edits) > 0 {
 		if existed {
 			backup := o.ConfigPath + ".holdfast.bak"
-			if err := writeFile(backup, config, 0o600); err != nil {
+			if err := linux.WriteFileAtomic(backup, config, 0o600); err != nil {
 				return nil, fmt.Errorf("install containerd: back up config: %w", err)
 			}
-			changes = append(changes, fmt.Sprintf("backed up %s to %s", o.ConfigPath, backup))
+			changes = append(changes, registrar.Change{Action: registrar.BackedUp, Path: o.ConfigPath, Detail: "to " + backup})
 		}
-		if err := writeFile(o.ConfigPath, edited, 0o644); err != nil {
+		if err := linux.WriteFileAtomic(o.ConfigPath, edited, 0o644); err != nil {
 			return nil, fmt.Errorf("install containerd: write config: %w", err)
 		}
 		for _, e := range edits {
-			changes = append(changes, fmt.Sprintf("%s: %s", o.ConfigPath, e))
+			changes = append(changes, registrar.Change{Action: registrar.Edited, Path: o.ConfigPath, Detail: e})
 		}
 	}
 
 	pluginDir, confDir := o.dirs(nri)
 	pluginPath := filepath.Join(pluginDir, o.PluginFile())
-	if changed, err := ensureFile(pluginPath, plugin, 0o755); err != nil {
+	change, err := registrar.EnsureFile(pluginPath, plugin, 0o755)
+	if err != nil {
 		return nil, fmt.Errorf("install containerd: install plugin: %w", err)
-	} else if changed {
-		changes = append(changes, "installed plugin "+pluginPath)
 	}
+	changes = append(changes, change)
 	confPath := filepath.Join(confDir, o.PluginFile()+".conf")
-	if changed, err := ensureFile(confPath, pluginConfig(o), 0o644); err != nil {
+	if change, err = registrar.EnsureFile(confPath, pluginConfig(o), 0o644); err != nil {
 		return nil, fmt.Errorf("install containerd: write plugin config: %w", err)
-	} else if changed {
-		changes = append(changes, "wrote plugin config "+confPath)
 	}
-	if len(changes) > 0 {
-		changes = append(changes, "restart containerd to load them (systemctl restart containerd)")
-	}
-	return changes, nil
+	return append(changes, change), nil
 }
 
 // Uninstall removes the plugin and reverts holdfast's config edits.
-func Uninstall(ctx context.Context, o Options) ([]string, error) {
+func Uninstall(ctx context.Context, o Options) ([]registrar.Change, error) {
 	if err := o.defaults(); err != nil {
 		return nil, fmt.Errorf("uninstall containerd: %w", err)
 	}
@@ -149,18 +146,17 @@ func Uninstall(ctx context.Context, o Options) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("uninstall containerd: %s: %w", o.ConfigPath, err)
 	}
-	var changes []string
+	var changes []registrar.Change
 	pluginDir, confDir := o.dirs(nri)
 	for _, path := range []string{
 		filepath.Join(pluginDir, o.PluginFile()),
 		filepath.Join(confDir, o.PluginFile()+".conf"),
 	} {
-		switch err := os.Remove(path); {
-		case err == nil:
-			changes = append(changes, "removed "+path)
-		case !errors.Is(err, fs.ErrNotExist):
+		change, err := registrar.RemoveFile(path)
+		if err != nil {
 			return nil, fmt.Errorf("uninstall containerd: %w", err)
 		}
+		changes = append(changes, change)
 	}
 	if existed {
 		reverted, edits, err := RevertNRI(config)
@@ -173,18 +169,15 @@ func Uninstall(ctx context.Context, o Options) ([]string, error) {
 				if err := os.Remove(o.ConfigPath); err != nil {
 					return nil, fmt.Errorf("uninstall containerd: %w", err)
 				}
-				changes = append(changes, "removed "+o.ConfigPath+" (holdfast had created it)")
-			} else if err := writeFile(o.ConfigPath, reverted, 0o644); err != nil {
+				changes = append(changes, registrar.Change{Action: registrar.Removed, Path: o.ConfigPath, Detail: "holdfast had created it"})
+			} else if err := linux.WriteFileAtomic(o.ConfigPath, reverted, 0o644); err != nil {
 				return nil, fmt.Errorf("uninstall containerd: write config: %w", err)
 			} else {
 				for _, e := range edits {
-					changes = append(changes, fmt.Sprintf("%s: %s", o.ConfigPath, e))
+					changes = append(changes, registrar.Change{Action: registrar.Edited, Path: o.ConfigPath, Detail: e})
 				}
 			}
 		}
-	}
-	if len(changes) > 0 {
-		changes = append(changes, "restart containerd to unload the plugin (systemctl restart containerd)")
 	}
 	return changes, nil
 }
@@ -266,43 +259,4 @@ func readConfig(path string) ([]byte, bool, error) {
 		return nil, false, fmt.Errorf("read containerd config: %w", err)
 	}
 	return b, true, nil
-}
-
-// ensureFile writes data to path unless it already holds exactly that.
-func ensureFile(path string, data []byte, mode fs.FileMode) (bool, error) {
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
-		if st, err := os.Stat(path); err == nil && st.Mode().Perm() == mode {
-			return false, nil
-		}
-	}
-	return true, writeFile(path, data, mode)
-}
-
-// writeFile replaces path atomically, so containerd never sees half a file.
-func writeFile(path string, data []byte, mode fs.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	// Only now executable: NRI refuses the whole plugin dir if it finds an
-	// executable whose name is not NN-name, such as our temp file.
-	if err := os.Chmod(path, mode); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

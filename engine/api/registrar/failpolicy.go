@@ -5,7 +5,9 @@
 // list and the engine namespace.
 //
 // hook/, nri-plugin/ and the holdfast command's installers import it; the
-// engine daemon does not. It imports only engine/api.
+// engine daemon does not. It imports only engine/api and bpf/linux. It also
+// holds what both installers (holdfast install crio|containerd) report:
+// Change, written by EnsureFile and RemoveFile.
 package registrar
 
 import (

@@ -42,7 +42,7 @@ func installContainerd(args []string) error {
 		EngineNamespace:    failPolicy.EngineNamespace,
 	}
 	changes, err := install.Install(context.Background(), *o)
-	printContainerdChanges(changes)
+	printChanges("containerd", changes, err, "restart containerd to load them (systemctl restart containerd)")
 	return err
 }
 
@@ -54,7 +54,7 @@ func uninstallContainerd(args []string) error {
 		return err
 	}
 	changes, err := install.Uninstall(context.Background(), *o)
-	printContainerdChanges(changes)
+	printChanges("containerd", changes, err, "restart containerd to unload the plugin (systemctl restart containerd)")
 	return err
 }
 
@@ -69,11 +69,18 @@ func containerdFlags(fs *flag.FlagSet) *install.Options {
 	return o
 }
 
-func printContainerdChanges(changes []string) {
-	if len(changes) == 0 {
-		fmt.Println("containerd: nothing to change")
-	}
+// printChanges prints an installer's changes, one a line; after a success,
+// next when a file changed, else that nothing did.
+func printChanges(what string, changes []registrar.Change, err error, next string) {
 	for _, c := range changes {
 		fmt.Println(c)
+	}
+	if err != nil {
+		return
+	}
+	if !registrar.Changed(changes) {
+		fmt.Println(what + ": nothing to change")
+	} else if next != "" {
+		fmt.Println(next)
 	}
 }

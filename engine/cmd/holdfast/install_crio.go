@@ -41,8 +41,8 @@ func installCRIO(args []string) error {
 		*binary = filepath.Join(filepath.Dir(exe), hooksd.BinaryName)
 	}
 	cfg := hook.Config{
-		Socket:          *socket,
-		Timeout:         hook.Duration(*timeout),
+		Socket:             *socket,
+		Timeout:            hook.Duration(*timeout),
 		FailMode:           failPolicy.Mode,
 		FailOpenNamespaces: failPolicy.OpenNamespaces,
 		EngineNamespace:    failPolicy.EngineNamespace,
@@ -51,7 +51,7 @@ func installCRIO(args []string) error {
 	changes, err := hooksd.Install(hooksd.Options{
 		HooksDir: *hooksDir, InstallDir: *installDir, Binary: *binary, Holdfast: exe, Stage: st, Config: cfg,
 	})
-	printCRIOChanges(changes)
+	printChanges("crio", changes, err, "")
 	return err
 }
 
@@ -64,12 +64,6 @@ func uninstallCRIO(args []string) error {
 		return err
 	}
 	changes, err := hooksd.Uninstall(hooksd.Options{HooksDir: *hooksDir, InstallDir: *installDir})
-	printCRIOChanges(changes)
+	printChanges("crio", changes, err, "")
 	return err
-}
-
-func printCRIOChanges(changes []hooksd.Change) {
-	for _, c := range changes {
-		fmt.Println(c)
-	}
 }
