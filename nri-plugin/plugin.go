@@ -97,7 +97,7 @@ type Plugin struct {
 	// resync loop once the engine answers.
 	FailPolicy registrar.FailPolicy
 	Cgroups    cgroup.Mount
-	Log        *slog.Logger
+	Log        *slog.Logger // nil discards
 	// RequestTimeout is the runtime's NRI request timeout; every answer
 	// comes well inside it. Configure updates it from the runtime.
 	RequestTimeout time.Duration
@@ -135,7 +135,7 @@ func (p *Plugin) log() *slog.Logger {
 	if p.Log != nil {
 		return p.Log
 	}
-	return slog.Default()
+	return slog.New(slog.DiscardHandler)
 }
 
 func (p *Plugin) settings() (Engine, registrar.FailMode) {

@@ -52,7 +52,7 @@ type Server struct {
 	StreamStall time.Duration
 	// AllowUID decides which peer uids may talk; nil allows uid 0 only.
 	AllowUID func(uid uint32) bool
-	Log      *slog.Logger
+	Log      *slog.Logger // nil discards
 }
 
 // ErrSocketInUse: another process accepts connections on the socket path.
@@ -109,7 +109,7 @@ func (s *Server) log() *slog.Logger {
 	if s.Log != nil {
 		return s.Log
 	}
-	return slog.Default()
+	return slog.New(slog.DiscardHandler)
 }
 
 func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {

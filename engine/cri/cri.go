@@ -38,7 +38,7 @@ type Lister struct {
 	// Known, if set, names containers the caller has already: List gives
 	// them by ID alone, without a ContainerStatus call each.
 	Known func(id string) bool
-	Log   *slog.Logger
+	Log   *slog.Logger // nil discards
 }
 
 // List returns every running container with its pod identity, cgroup and
@@ -95,7 +95,7 @@ func (l *Lister) log() *slog.Logger {
 	if l.Log != nil {
 		return l.Log
 	}
-	return slog.Default()
+	return slog.New(slog.DiscardHandler)
 }
 
 // verboseInfo is the part of ContainerStatus's verbose "info" that

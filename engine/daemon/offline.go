@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -74,7 +73,7 @@ func UnregisterOffline(ctx context.Context, opts Options, id string) error {
 func openOffline(ctx context.Context, opts Options) (*Engine, error) {
 	e := &Engine{opts: opts, log: opts.Log, rulesetOf: map[string]string{}, liveRulesets: map[uint32]bool{}, orphans: map[uint64]api.Orphan{}}
 	if e.log == nil {
-		e.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		e.log = slog.New(slog.DiscardHandler)
 	}
 	// The state dir is the engine's to create: without it no engine ever
 	// ran here and there are no policies to apply.

@@ -51,7 +51,7 @@ type Options struct {
 	// further lines are dropped for it.
 	SubscriberBuffer int
 	MaxSubscribers   int
-	Log              *slog.Logger
+	Log              *slog.Logger // nil discards
 }
 
 // Stats are the stream's running totals.
@@ -82,7 +82,7 @@ func New(opts Options) *Stream {
 		opts.MaxSubscribers = DefaultMaxSubscribers
 	}
 	if opts.Log == nil {
-		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	return &Stream{opts: opts, subs: map[*Subscription]struct{}{}}
 }

@@ -275,13 +275,7 @@ func (e *Engine) stop() {
 	if e.cmd == nil {
 		return
 	}
-	e.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-e.done:
-	case <-time.After(10 * time.Second):
-		e.cmd.Process.Kill()
-		<-e.done
-	}
+	StopProcess(e.cmd.Process, e.done, 10*time.Second)
 	e.cmd = nil
 }
 

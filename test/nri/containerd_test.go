@@ -233,13 +233,7 @@ func (c *containerd) stop() error {
 	if c.cmd == nil {
 		return nil
 	}
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(30 * time.Second):
-		c.cmd.Process.Kill()
-		<-c.done
-	}
+	harness.StopProcess(c.cmd.Process, c.done, 30*time.Second)
 	c.cmd = nil
 	return nil
 }

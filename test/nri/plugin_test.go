@@ -86,18 +86,7 @@ func (p *plugin) waitLog(t testing.TB, msg string, n int) {
 }
 
 func (p *plugin) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
+	harness.StopProcess(p.cmd.Process, p.done, 10*time.Second)
 }
 
 // registrations lists the engine's registrations by container ID.
