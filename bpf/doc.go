@@ -8,4 +8,7 @@
 // Uninstall, which removes the pins, detaches the programs. A later Open
 // adopts a complete pinned set instead of replacing it, so enforcement holds
 // from a container's first instruction and across engine restarts.
+//
+// Every layer may import it (the engine, the holdfast command, tests); it
+// imports no holdfast package outside bpf/.
 package bpf

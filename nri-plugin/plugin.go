@@ -2,6 +2,9 @@
 // container with the engine while the container's task exists but before its
 // process runs, unregisters it when it stops, and reconciles the engine's
 // "nri" registrations with the runtime's view on every (re)connection.
+//
+// The holdfast-nri binary, nri-plugin/install and the holdfast command
+// import it. It imports only engine/api (and its subpackages) and bpf/cgroup.
 package nriplugin
 
 import (

@@ -2,6 +2,8 @@
 // API, as the engine's registrations, so the engine can adopt containers
 // that started before it or on a node without NRI. It only reads; the
 // connection lives for one List call.
+//
+// Only the holdfast command imports it; registrars do not.
 package cri
 
 import (

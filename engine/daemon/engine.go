@@ -2,6 +2,8 @@
 // the loaded policies and the pinned BPF enforcer, and keeps the three in
 // step. The BPF state outlives the engine process; on start the engine
 // adopts it and reconciles it with its registry instead of reloading.
+//
+// Only the holdfast command imports it; registrars and engine/api do not.
 package daemon
 
 import (

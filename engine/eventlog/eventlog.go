@@ -1,6 +1,8 @@
 // Package eventlog is the engine's events file: JSON lines appended to a
 // file that is rotated by size, keeping a bounded number of backups, so a
 // flood of events cannot fill the disk.
+//
+// The engine (engine/daemon) and the holdfast command import it.
 package eventlog
 
 import (

@@ -2,6 +2,8 @@
 // each line (seq, boot ID, schema), writes it to the events sink and offers
 // it to every subscriber without ever waiting for one. A subscriber that
 // reads too slowly loses lines and is told how many.
+//
+// The engine (engine/daemon) and the holdfast command import it.
 package eventstream
 
 import (

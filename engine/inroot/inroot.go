@@ -10,6 +10,8 @@
 // own reports for the opened file: the "ino" line of /proc/self/fdinfo
 // (file_inode()->i_ino) and the device of its mount in mountinfo (the
 // superblock's s_dev), converted to the kernel's dev_t encoding.
+//
+// Only the engine (engine/daemon) imports it.
 package inroot
 
 import (

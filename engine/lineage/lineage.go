@@ -2,6 +2,8 @@
 // for events: exec IDs that BPF and /proc agree on, and the walk up a
 // process's parents through the pinned process table, falling back to
 // /proc for processes the table never saw. It holds no state of its own.
+//
+// Only the engine (engine/daemon) imports it.
 package lineage
 
 import (

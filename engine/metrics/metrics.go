@@ -3,6 +3,8 @@
 // comes from the same data `holdfast status` shows), served on /metrics
 // with /healthz beside it. Labels are bounded: hooks, verdicts, modes,
 // policy names, registrar sources, map names; never pods or binaries.
+//
+// The engine (engine/daemon) and the holdfast command import it.
 package metrics
 
 import (

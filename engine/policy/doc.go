@@ -3,4 +3,7 @@
 // compiles the union of the selected policies into a bpf.Ruleset. Parsed
 // policies and sets are immutable, so one Set can serve concurrent readers
 // while a reload builds its successor.
+//
+// The engine, engine/redact and the holdfast command import it; registrars
+// do not.
 package policy

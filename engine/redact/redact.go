@@ -3,6 +3,8 @@
 // patterns, argument flags and environment keys whose values are replaced
 // by Mask in the argv and environment of an event's process and its
 // ancestors. A Set is immutable; a reload builds a new one.
+//
+// The engine and the holdfast command import it.
 package redact
 
 import (

@@ -10,6 +10,9 @@
 // journal names the boot it was written in: after a reboot the cgroups and
 // pinned maps it describes are gone and cgroup IDs get reused, so the
 // registrations are dropped rather than trusted.
+//
+// The engine (engine/daemon) and engine/eventstream import it; registrars
+// do not (they register offline through engine/api/fallback).
 package registry
 
 import (

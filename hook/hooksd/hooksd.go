@@ -3,6 +3,8 @@
 // the hook binary, and the hook's config file next to the binary. Every file
 // is replaced atomically and only when its content differs, so installing
 // twice changes nothing.
+//
+// Only the holdfast command imports it.
 package hooksd
 
 import (

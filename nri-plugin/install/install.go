@@ -2,6 +2,8 @@
 // containerd's config where needed and installs holdfast-nri as a
 // pre-registered plugin. Every config edit is marked and backed up, so
 // Uninstall takes back exactly holdfast's changes. Both are idempotent.
+//
+// Only the holdfast command imports it.
 package install
 
 import (
