@@ -165,10 +165,8 @@ func ParseConfig(data []byte) (Config, error) {
 	if dec.More() {
 		return Config{}, errors.New("malformed JSON: data after the object")
 	}
-	if cfg.FailMode != "" {
-		if _, err := registrar.ParseFailMode(string(cfg.FailMode)); err != nil {
-			return Config{}, err
-		}
+	if err := cfg.FailPolicy().Validate(); err != nil {
+		return Config{}, err
 	}
 	return cfg, nil
 }
