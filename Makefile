@@ -21,7 +21,7 @@ VERSION ?= $(shell sed -n 's/^var Version = "\(.*\)"$$/\1/p' engine/daemon/engin
 IMAGE ?= holdfast:$(VERSION)
 HELM_BIN ?= /var/cache/holdfast/helm-v3.22.0/bin
 
-.PHONY: all build generate check-generated deps test demo bench clean image manifest check-manifest FORCE
+.PHONY: all build generate check-generated deps test demo bench clean image manifest check-manifest check-fmt FORCE
 
 all: build
 
@@ -72,7 +72,12 @@ deps:
 	@if [ -f test/scripts/build-containerd.sh ]; then bash test/scripts/build-containerd.sh; fi
 	bash test/scripts/build-helm.sh $(HELM_BIN)
 
-test: deps build check-generated check-manifest
+check-fmt:
+	@files=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$files" ]; then echo "check-fmt: not gofmt-formatted: $$files"; exit 1; fi; \
+	echo "check-fmt: Go files are gofmt-formatted"
+
+test: deps build check-fmt check-generated check-manifest
 	$(GO) vet ./...
 	$(GO) test $(TEST_FLAGS) ./...
 
