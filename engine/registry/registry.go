@@ -27,6 +27,8 @@ import (
 	"sync"
 	"syscall"
 
+	gojson "github.com/goccy/go-json"
+
 	"github.com/holdfast-dev/holdfast/engine/api"
 )
 
@@ -178,8 +180,10 @@ func (s *Store) replay() error {
 }
 
 // decodeLines decodes journal lines on every CPU: decoding is most of an
-// engine restart's time with thousands of registrations. Entry i and its
-// error belong to line i.
+// engine restart's time with thousands of registrations, so it uses
+// goccy/go-json, which decodes these lines 2-3x faster than encoding/json
+// (-bench Open10000); lines are still written by encoding/json. Entry i and
+// its error belong to line i.
 func decodeLines(lines [][]byte) ([]entry, []error) {
 	entries, errs := make([]entry, len(lines)), make([]error, len(lines))
 	workers := min(runtime.GOMAXPROCS(0), max(1, len(lines)/512))
@@ -190,7 +194,7 @@ func decodeLines(lines [][]byte) ([]entry, []error) {
 			defer wg.Done()
 			for i := w; i < len(lines); i += workers {
 				if len(bytes.TrimSpace(lines[i])) > 0 {
-					errs[i] = json.Unmarshal(lines[i], &entries[i])
+					errs[i] = gojson.Unmarshal(lines[i], &entries[i])
 				}
 			}
 		}()
