@@ -164,7 +164,7 @@ type Enforcer struct {
 	// captureEnv mirrors the capture_config switch this engine set.
 	captureEnv atomic.Bool
 	// kernelTypes parses the kernel's BTF once for the probes and every
-	// program load of an Open; each parse costs tens of ms.
+	// program load of an Open (each parse costs tens of ms); nil after Open.
 	kernelTypes *btf.Cache
 }
 
@@ -259,6 +259,8 @@ func Open(layout Layout, opts Options) (*Enforcer, error) {
 		}
 	}
 	e.notePartial(rulesets)
+	// Only Open loads programs: the parsed kernel BTF (megabytes) goes.
+	e.kernelTypes = nil
 	return e, nil
 }
 
