@@ -334,11 +334,12 @@ func (s *Store) Get(id string) (api.Container, bool) {
 
 // List returns all registrations sorted by ID.
 func (s *Store) List() []api.Container {
-	out := make([]api.Container, 0, len(s.containers))
-	for _, c := range s.containers {
-		out = append(out, c)
+	// Sorting the IDs, not the large structs: a restart lists them all.
+	ids := slices.Sorted(maps.Keys(s.containers))
+	out := make([]api.Container, len(ids))
+	for i, id := range ids {
+		out[i] = s.containers[id]
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
 
