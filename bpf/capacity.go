@@ -174,19 +174,40 @@ func (e *Enforcer) countEntries(name string, m *ebpf.Map) (int, error) {
 // countBatched counts a hash map's entries 4096 at a time, or one by one
 // where the kernel has no batch lookups for the map.
 func countBatched[K, V any](m *ebpf.Map) (int, error) {
+	total := 0
+	err := eachEntry(m, func(K, V) { total++ })
+	return total, err
+}
+
+// eachEntry calls fn with each entry of a hash map, reading 4096 entries
+// per system call (one call per entry where the kernel has no batch
+// lookups for the map): a restart reads every registered cgroup.
+func eachEntry[K, V any](m *ebpf.Map, fn func(K, V)) error {
 	keys, values := make([]K, 4096), make([]V, 4096)
 	cursor := new(ebpf.MapBatchCursor)
 	total := 0
 	for {
 		n, err := m.BatchLookup(cursor, keys, values, nil)
+		for i := range n {
+			fn(keys[i], values[i])
+		}
 		total += n
 		switch {
 		case errors.Is(err, ebpf.ErrKeyNotExist):
-			return total, nil
+			return nil
 		case errors.Is(err, ebpf.ErrNotSupported) && total == 0:
-			return countIterated(m)
+			var k K
+			var v V
+			iter := m.Iterate()
+			for iter.Next(&k, &v) {
+				fn(k, v)
+			}
+			if err := iter.Err(); err != nil {
+				return fmt.Errorf("iterate: %w", err)
+			}
+			return nil
 		case err != nil:
-			return 0, fmt.Errorf("batch lookup: %w", err)
+			return fmt.Errorf("batch lookup: %w", err)
 		}
 	}
 }

@@ -163,6 +163,9 @@ type Enforcer struct {
 	files fileIndex
 	// captureEnv mirrors the capture_config switch this engine set.
 	captureEnv atomic.Bool
+	// kernelTypes parses the kernel's BTF once for the probes and every
+	// program load of an Open (each parse costs tens of ms); nil after Open.
+	kernelTypes *btf.Cache
 }
 
 // Open adopts the complete pinned set of this ABI under layout, or loads,
@@ -193,6 +196,10 @@ func Open(layout Layout, opts Options) (*Enforcer, error) {
 	if err := ensureBPFFS(layout.Root); err != nil {
 		return nil, fmt.Errorf("open enforcer: %w", err)
 	}
+	// The BTF parse overlaps reading the object and the pinned maps; a
+	// failure shows again, with its reason, where the types are used.
+	kernelTypes := btf.NewCache()
+	go kernelTypes.Kernel()
 	spec, err := loadHoldfast()
 	if err != nil {
 		return nil, fmt.Errorf("open enforcer: %w", err)
@@ -214,6 +221,8 @@ func Open(layout Layout, opts Options) (*Enforcer, error) {
 		inner4:     spec.Maps[holdfastMapNet4Rules].InnerMap.Copy(),
 		inner6:     spec.Maps[holdfastMapNet6Rules].InnerMap.Copy(),
 		requested:  requested,
+
+		kernelTypes: kernelTypes,
 	}
 	err = e.adopt(spec, cgroupID)
 	switch {
@@ -250,6 +259,8 @@ func Open(layout Layout, opts Options) (*Enforcer, error) {
 		}
 	}
 	e.notePartial(rulesets)
+	// Only Open loads programs: the parsed kernel BTF (megabytes) goes.
+	e.kernelTypes = nil
 	return e, nil
 }
 
@@ -398,10 +409,10 @@ func (e *Enforcer) adopt(spec *ebpf.CollectionSpec, cgroupID uint64) error {
 		e.controls = append(e.controls, Control{ControlExec, ModeLSM, "adopted pinned lsm/bprm_check_security program"})
 	} else {
 		e.controls = append(e.controls, Control{ControlExec, ModeKill,
-			fmt.Sprintf("adopted pinned tp_btf/sched_process_exec program (%s)", lsmVerdict(HaveLSM()))})
+			fmt.Sprintf("adopted pinned tp_btf/sched_process_exec program (%s)", lsmVerdict(haveLSM(e.kernelTypes)))})
 	}
 	e.controls = append(e.controls, Control{ControlMmap, mode, "adopted pinned " + mmapReasons[mode]})
-	e.controls = append(e.controls, connectControl(e.cgroupRoot), moveControl(), processControl())
+	e.controls = append(e.controls, connectControl(e.cgroupRoot), moveControl(e.kernelTypes), processControl())
 	return nil
 }
 
@@ -450,8 +461,8 @@ func cgroupHookNames() []string {
 // moveControl says whether moves out of a container's cgroup are stopped:
 // the programs signal the moved task, which needs the bpf_send_signal_task
 // kfunc (Linux 6.13).
-func moveControl() Control {
-	spec, err := btf.LoadKernelSpec()
+func moveControl(kernelTypes *btf.Cache) Control {
+	spec, err := kernelTypes.Kernel()
 	if err == nil {
 		var fn *btf.Func
 		err = spec.TypeByName("bpf_send_signal_task", &fn)
@@ -607,7 +618,7 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 	if err := e.attachTracing(spec, maps, movePrograms); err != nil {
 		return err
 	}
-	progs, err := loadPrograms(spec, maps, cgroupHookNames()...)
+	progs, err := loadPrograms(e.kernelTypes, spec, maps, cgroupHookNames()...)
 	if err != nil {
 		return err
 	}
@@ -621,7 +632,7 @@ func (e *Enforcer) install(spec *ebpf.CollectionSpec) error {
 		}
 		e.links[h.prog] = l
 	}
-	e.controls = append(e.controls, connectControl(e.cgroupRoot), moveControl(), processControl())
+	e.controls = append(e.controls, connectControl(e.cgroupRoot), moveControl(e.kernelTypes), processControl())
 	return e.commit(maps)
 }
 
@@ -696,7 +707,7 @@ func (e *Enforcer) dropExecRules() error {
 // probe says they work, else the tracing kill fallback. The reason is kept
 // for Controls.
 func (e *Enforcer) attachExec(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
-	lsmErr := HaveLSM()
+	lsmErr := haveLSM(e.kernelTypes)
 	why := lsmVerdict(lsmErr)
 	if lsmErr == nil {
 		err := e.attachMode(spec, maps, ModeLSM)
@@ -719,7 +730,7 @@ func (e *Enforcer) attachExec(spec *ebpf.CollectionSpec, maps map[string]*ebpf.M
 // attachMode loads and attaches the programs of one exec mode, all or none.
 func (e *Enforcer) attachMode(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map, mode string) error {
 	names := modePrograms[mode]
-	progs, err := loadPrograms(spec, maps, names...)
+	progs, err := loadPrograms(e.kernelTypes, spec, maps, names...)
 	if err != nil {
 		return err
 	}
@@ -752,7 +763,7 @@ func (e *Enforcer) attachMode(spec *ebpf.CollectionSpec, maps map[string]*ebpf.M
 // kill a task moved out of its container's cgroup, those that keep the
 // process table.
 func (e *Enforcer) attachTracing(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map, names []string) error {
-	progs, err := loadPrograms(spec, maps, names...)
+	progs, err := loadPrograms(e.kernelTypes, spec, maps, names...)
 	if err != nil {
 		return err
 	}
@@ -770,14 +781,14 @@ func (e *Enforcer) attachTracing(spec *ebpf.CollectionSpec, maps map[string]*ebp
 }
 
 // loadPrograms loads the named programs of spec against the given maps.
-func loadPrograms(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map, names ...string) (map[string]*ebpf.Program, error) {
+func loadPrograms(kernelTypes *btf.Cache, spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map, names ...string) (map[string]*ebpf.Program, error) {
 	s := spec.Copy()
 	for name := range s.Programs {
 		if !slices.Contains(names, name) {
 			delete(s.Programs, name)
 		}
 	}
-	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: maps})
+	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: maps, Cache: kernelTypes})
 	if err != nil {
 		return nil, fmt.Errorf("load programs %s: %w", strings.Join(names, ","), err)
 	}

@@ -82,16 +82,13 @@ func (e *Enforcer) loadFileIndexLocked() error {
 		return nil
 	}
 	idx := map[uint64]map[fileEntry]verdict{}
-	var k holdfastFileKey
-	var v holdfastFileValue
-	iter := e.maps.FileRules.Iterate()
-	for iter.Next(&k, &v) {
+	err := eachEntry(e.maps.FileRules, func(k holdfastFileKey, v holdfastFileValue) {
 		if idx[k.CgroupId] == nil {
 			idx[k.CgroupId] = map[fileEntry]verdict{}
 		}
 		idx[k.CgroupId][fileEntry{File: FileID{Dev: k.Dev, Ino: k.Ino}, Dir: k.Kind == fileKindDir}] = verdict{v.RuleId, v.Allow != 0}
-	}
-	if err := iter.Err(); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("read file_rules: %w", err)
 	}
 	e.files.byCgroup, e.files.loaded = idx, true

@@ -529,13 +529,8 @@ func (e *Enforcer) DeleteCgroup(cgroupID uint64) error {
 // Cgroups returns the registered cgroups and their ruleset IDs.
 func (e *Enforcer) Cgroups() (map[uint64]uint32, error) {
 	out := map[uint64]uint32{}
-	var cg uint64
-	var rule holdfastCgroupRule
-	iter := e.maps.CgroupRules.Iterate()
-	for iter.Next(&cg, &rule) {
-		out[cg] = rule.Ruleset
-	}
-	if err := iter.Err(); err != nil {
+	err := eachEntry(e.maps.CgroupRules, func(cg uint64, rule holdfastCgroupRule) { out[cg] = rule.Ruleset })
+	if err != nil {
 		return nil, fmt.Errorf("read cgroup_rules: %w", err)
 	}
 	return out, nil

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -48,7 +49,7 @@ func TestSocketKillProgramAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	progs, err := loadPrograms(spec, maps, progSocketKill)
+	progs, err := loadPrograms(btf.NewCache(), spec, maps, progSocketKill)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,14 +24,16 @@ const lsmListPath = "/sys/kernel/security/lsm"
 // answer is kept.
 func HaveLSM() error { return haveLSMOnce() }
 
-var haveLSMOnce = sync.OnceValue(haveLSM)
+var haveLSMOnce = sync.OnceValue(func() error { return haveLSM(btf.NewCache()) })
 
-func haveLSM() error {
+// haveLSM is HaveLSM's probe; kernelTypes lets the caller share one parse of
+// the kernel's BTF (tens of ms) with its other loads.
+func haveLSM(kernelTypes *btf.Cache) error {
 	active, listErr := activeLSMs()
 	if listErr == nil && !slices.Contains(active, "bpf") {
 		return fmt.Errorf("bpf is not an active LSM (%s): %w", strings.Join(active, ","), ebpf.ErrNotSupported)
 	}
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+	prog, err := loadWithCache(kernelTypes, &ebpf.ProgramSpec{
 		Name:       "holdfast_probe",
 		Type:       ebpf.LSM,
 		AttachType: ebpf.AttachLSMMac,
@@ -60,6 +62,18 @@ func haveLSM() error {
 		return fmt.Errorf("inconclusive: lsm programs load but the active LSMs are unknown: %w", listErr)
 	}
 	return nil
+}
+
+// loadWithCache loads one program as ebpf.NewProgram does, but finds its
+// attach target in kernelTypes (NewProgram parses the kernel's BTF anew).
+func loadWithCache(kernelTypes *btf.Cache, spec *ebpf.ProgramSpec) (*ebpf.Program, error) {
+	coll, err := ebpf.NewCollectionWithOptions(&ebpf.CollectionSpec{Programs: map[string]*ebpf.ProgramSpec{spec.Name: spec}},
+		ebpf.CollectionOptions{Cache: kernelTypes})
+	if err != nil {
+		return nil, err
+	}
+	defer coll.Close()
+	return coll.DetachProgram(spec.Name), nil
 }
 
 // lsmVerdict describes HaveLSM's answer for Controls.

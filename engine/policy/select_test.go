@@ -128,3 +128,17 @@ func names(ps []*Policy) string {
 	}
 	return strings.Join(out, ",")
 }
+
+// BenchmarkSelectsMismatch is a policy asked about a container it does not
+// select, as a restart asks for each of thousands of containers.
+//
+//	go test -run '^$' -bench SelectsMismatch ./engine/policy/
+func BenchmarkSelectsMismatch(b *testing.B) {
+	web := mustParseFile(b, "testdata/web-lockdown.yaml")[0]
+	id := Identity{Namespace: "shop", Pod: "api-1", Labels: map[string]string{"app": "api", "tier": "front"}, Container: "main"}
+	for b.Loop() {
+		if web.Selects(id) {
+			b.Fatal("selects a pod labelled app=api")
+		}
+	}
+}
