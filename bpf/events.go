@@ -112,6 +112,9 @@ func (e *Enforcer) Events() (*EventReader, error) {
 // with no event. The zero time means no deadline.
 func (r *EventReader) SetDeadline(t time.Time) { r.rd.SetDeadline(t) }
 
+// Pending is how many bytes of events wait in the ring buffer.
+func (r *EventReader) Pending() int { return r.rd.AvailableBytes() }
+
 // Read blocks until the next event, the deadline or Close (then the error
 // wraps os.ErrClosed).
 func (r *EventReader) Read() (Event, error) {

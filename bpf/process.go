@@ -122,3 +122,23 @@ func (e *Enforcer) Release(pid uint32, startNs uint64, exitEvent bool) error {
 	}
 	return nil
 }
+
+// ExitedKept lists the exited processes whose entries are kept for an event
+// (pid to start time). Read before the first event of an engine's stream,
+// the entries that stay kept once the ring buffer is drained were kept for
+// events a previous engine read but did not live to release.
+func (e *Enforcer) ExitedKept() (map[uint32]uint64, error) {
+	out := map[uint32]uint64{}
+	var pid uint32
+	var start uint64
+	it := e.maps.ProcessKept.Iterate()
+	for it.Next(&pid, &start) {
+		if p, ok, err := e.Process(pid); err == nil && ok && p.Exited && p.StartNs == start {
+			out[pid] = start
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list exited processes kept in %s: %w", holdfastMapProcessKept, err)
+	}
+	return out, nil
+}

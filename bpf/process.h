@@ -198,6 +198,11 @@ static __always_inline void emit_process(struct process *p, __u32 action)
 		count(COUNTER_EVENTS_LOST);
 		return;
 	}
+	/* Kept only for an event that reaches user space, which releases it;
+	 * before the submit, so the release cannot come first. */
+	__u32 tgid = p->pid;
+
+	bpf_map_update_elem(&process_kept, &tgid, &p->start_ns, BPF_ANY);
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->ts_ns = bpf_ktime_get_boot_ns();
 	ev->cgroup_id = p->cgroup_id;
@@ -253,10 +258,8 @@ int BPF_PROG(proc_exec, struct task_struct *task, pid_t old_pid, struct linux_bi
 	}
 	if (env_capture_on())
 		capture_env(tgid, p->start_ns);
-	if (o.rule->flags & CG_EXEC_EVENTS) {
-		bpf_map_update_elem(&process_kept, &tgid, &p->start_ns, BPF_ANY);
+	if (o.rule->flags & CG_EXEC_EVENTS)
 		emit_process(p, ACTION_PROCESS_EXEC);
-	}
 	return 0;
 }
 
@@ -306,10 +309,8 @@ int BPF_PROG(proc_exit, struct task_struct *task)
 
 	if (!p || p->start_ns != leader_start(task))
 		return 0;
-	if (events_on(p->cgroup_id)) {
-		bpf_map_update_elem(&process_kept, &tgid, &p->start_ns, BPF_ANY);
+	if (events_on(p->cgroup_id))
 		emit_process(p, ACTION_PROCESS_EXIT);
-	}
 	__u64 *kept = bpf_map_lookup_elem(&process_kept, &tgid);
 
 	if (kept && *kept == p->start_ns)

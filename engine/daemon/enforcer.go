@@ -32,6 +32,7 @@ type Enforcer interface {
 	// Process and Release are the pinned process table (lineage.Table).
 	Process(pid uint32) (bpf.Process, bool, error)
 	Release(pid uint32, startNs uint64, exitEvent bool) error
+	ExitedKept() (map[uint32]uint64, error)
 	// SetEnvCapture and EnvCapture are the kernel's environment capture
 	// switch (--capture-env).
 	SetEnvCapture(on bool) error

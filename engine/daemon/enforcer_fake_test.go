@@ -194,6 +194,7 @@ func (f *fakeEnforcer) Process(pid uint32) (bpf.Process, bool, error) {
 }
 
 func (f *fakeEnforcer) Release(pid uint32, startNs uint64, exitEvent bool) error { return nil }
+func (f *fakeEnforcer) ExitedKept() (map[uint32]uint64, error)                   { return nil, errNoKernel }
 
 func (f *fakeEnforcer) SetEnvCapture(on bool) error {
 	f.mu.Lock()

@@ -25,7 +25,15 @@ func (e *Engine) StreamEvents(ctx context.Context) error {
 	}
 	stop := context.AfterFunc(ctx, func() { rd.Close() })
 	defer stop()
+	stale, err := e.enforcer.ExitedKept()
+	if err != nil {
+		e.log.Warn("exited processes kept by an earlier engine stay until evicted", "err", err)
+	}
 	for {
+		if stale != nil && rd.Pending() == 0 {
+			e.releaseStale(stale)
+			stale = nil
+		}
 		ev, err := rd.Read()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, os.ErrClosed) {
@@ -35,6 +43,18 @@ func (e *Engine) StreamEvents(ctx context.Context) error {
 		}
 		out := e.describe(ev)
 		e.writeEvent(&out)
+	}
+}
+
+// releaseStale lets go of the exited processes' entries an engine that
+// died between reading their events and describing them left kept: the
+// ring buffer is drained, so no event still to come was kept for them
+// before this engine started.
+func (e *Engine) releaseStale(stale map[uint32]uint64) {
+	for pid, start := range stale {
+		if err := e.enforcer.Release(pid, start, true); err != nil {
+			e.log.Warn("release a process an earlier engine left kept", "pid", pid, "err", err)
+		}
 	}
 }
 
