@@ -129,15 +129,12 @@ func (e *Enforcer) Release(pid uint32, startNs uint64, exitEvent bool) error {
 // events a previous engine read but did not live to release.
 func (e *Enforcer) ExitedKept() (map[uint32]uint64, error) {
 	out := map[uint32]uint64{}
-	var pid uint32
-	var start uint64
-	it := e.maps.ProcessKept.Iterate()
-	for it.Next(&pid, &start) {
+	err := eachEntry(e.maps.ProcessKept, func(pid uint32, start uint64) {
 		if p, ok, err := e.Process(pid); err == nil && ok && p.Exited && p.StartNs == start {
 			out[pid] = start
 		}
-	}
-	if err := it.Err(); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("list exited processes kept in %s: %w", holdfastMapProcessKept, err)
 	}
 	return out, nil
