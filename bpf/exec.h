@@ -210,6 +210,19 @@ __noinline int rule_audited(__u32 ruleset, __u32 rule_id)
 	return audited(ruleset, rule_id);
 }
 
+/* take_rule records a matching rule: it decides the walk, unless it is in
+ * audit mode, when the walk goes on (an enforcing rule may match too). */
+static __always_inline bool take_rule(struct match_ctx *c, __u32 rule_id)
+{
+	if (rule_audited(c->ruleset, rule_id)) {
+		c->audit_rule = rule_id;
+		return false;
+	}
+	c->rule_id = rule_id;
+	c->matched = 1;
+	return true;
+}
+
 static __always_inline bool lookup_exec(struct match_ctx *c, __u32 kind, __u64 hash)
 {
 	struct exec_key key = {
@@ -219,15 +232,7 @@ static __always_inline bool lookup_exec(struct match_ctx *c, __u32 kind, __u64 h
 	};
 	struct exec_value *v = bpf_map_lookup_elem(&exec_rules, &key);
 
-	if (!v)
-		return false;
-	if (rule_audited(c->ruleset, v->rule_id)) {
-		c->audit_rule = v->rule_id;
-		return false;
-	}
-	c->rule_id = v->rule_id;
-	c->matched = 1;
-	return true;
+	return v && take_rule(c, v->rule_id);
 }
 
 /* audit_match ends a walk no enforcing rule matched: denied by an
@@ -253,15 +258,7 @@ static __always_inline bool lookup_scoped(struct match_ctx *c, __u32 kind, __u64
 	};
 	struct exec_value *v = c->lineage ? bpf_map_lookup_elem(&exec_rules, &key) : NULL;
 
-	if (!v || !(v->from & c->lineage))
-		return false;
-	if (rule_audited(c->ruleset, v->rule_id)) {
-		c->audit_rule = v->rule_id;
-		return false;
-	}
-	c->rule_id = v->rule_id;
-	c->matched = 1;
-	return true;
+	return v && (v->from & c->lineage) && take_rule(c, v->rule_id);
 }
 
 /* Feeds one component like bpf.PathHash: its length, then its bytes as
