@@ -17,6 +17,29 @@ struct owner {
 	struct cgroup_rule *rule;
 };
 
+/* owner_try makes the cgroup id o's owner if it is registered; a later
+ * (deeper) match replaces an earlier one. */
+static __always_inline bool owner_try(struct owner *o, __u64 id)
+{
+	struct cgroup_rule *r = bpf_map_lookup_elem(&cgroup_rules, &id);
+
+	if (!r)
+		return false;
+	o->cgroup_id = id;
+	o->rule = r;
+	return true;
+}
+
+/* owner_first starts a search with the exact cgroup id. Both fields are
+ * set: clang may store cgroup_id after the walk whether or not anything
+ * matched, and the verifier refuses an uninitialised register. */
+static __always_inline bool owner_first(struct owner *o, __u64 id)
+{
+	o->cgroup_id = 0;
+	o->rule = NULL;
+	return owner_try(o, id);
+}
+
 /* Exact match first (the common case: one lookup); otherwise every ancestor
  * from level 1 down to the task's parent cgroup, the deepest match winning.
  * Cost is one lookup per level of the task's cgroup, whatever the number of
@@ -24,23 +47,14 @@ struct owner {
 static __always_inline bool owner_of_current(struct owner *o)
 {
 	__u64 id = bpf_get_current_cgroup_id();
-	struct cgroup_rule *r = bpf_map_lookup_elem(&cgroup_rules, &id);
 
-	if (r) {
-		o->cgroup_id = id;
-		o->rule = r;
+	if (owner_first(o, id))
 		return true;
-	}
-	o->rule = NULL;
 	for (int level = 1; level < MAX_CGROUP_LEVEL; level++) {
 		__u64 anc = bpf_get_current_ancestor_cgroup_id(level);
 		if (anc == 0 || anc == id)
 			break;
-		r = bpf_map_lookup_elem(&cgroup_rules, &anc);
-		if (r) {
-			o->cgroup_id = anc;
-			o->rule = r;
-		}
+		owner_try(o, anc);
 	}
 	return o->rule != NULL;
 }

@@ -602,30 +602,39 @@ static __always_inline bool exec_audited(struct exec_req *r, struct linux_binprm
 	return true;
 }
 
+/* exec_req_start records which registered container task belongs to and,
+ * when its ruleset checks exec, fills r for judging the exec'd file; false:
+ * nothing to judge. */
+static __always_inline bool exec_req_start(struct exec_req *r, struct task_struct *task, struct linux_binprm *bprm)
+{
+	struct owner o;
+
+	if (!owner_of_current(&o))
+		return false;
+	remember_owner(task, o.cgroup_id);
+	if (!(o.rule->flags & (CG_EXEC | CG_ANCESTRY)))
+		return false;
+	count(COUNTER_EXEC_CHECKED);
+	r->owner_cgroup = o.cgroup_id;
+	r->ruleset = o.rule->ruleset;
+	r->flags = o.rule->flags;
+	if (r->flags & CG_ANCESTRY)
+		r->lineage = exec_lineage(task, o.cgroup_id);
+	req_file(r, BPF_CORE_READ(bprm, file));
+	return true;
+}
+
 /* Fallback mode: the exec has passed the point of no return, so the new
  * image is killed before its first instruction: the exec'd file, and the
  * file at its start address (its ELF interpreter) if that is another. */
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(exec_kill, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	struct owner o;
-
-	if (!owner_of_current(&o))
-		return 0;
-	remember_owner(p, o.cgroup_id);
-	if (!(o.rule->flags & (CG_EXEC | CG_ANCESTRY)))
-		return 0;
-	count(COUNTER_EXEC_CHECKED);
-
-	struct file *exe = BPF_CORE_READ(bprm, file);
 	struct exec_req r = {};
 
-	r.owner_cgroup = o.cgroup_id;
-	r.ruleset = o.rule->ruleset;
-	r.flags = o.rule->flags;
-	if (r.flags & CG_ANCESTRY)
-		r.lineage = exec_lineage(p, o.cgroup_id);
-	req_file(&r, exe);
+	if (!exec_req_start(&r, p, bprm))
+		return 0;
+	struct file *exe = BPF_CORE_READ(bprm, file);
 	/* The interpreter is judged also when an audited rule passed the
 	 * exec'd file: an enforcing rule may still deny it. */
 	bool denied = judge(&r) && !exec_audited(&r, bprm, p, ACTION_EXEC_KILLED);
@@ -653,25 +662,11 @@ int BPF_PROG(exec_lsm, struct linux_binprm *bprm, int ret)
 {
 	if (ret)
 		return ret;
-	struct owner o;
-
-	if (!owner_of_current(&o))
-		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
-
-	remember_owner(task, o.cgroup_id);
-	if (!(o.rule->flags & (CG_EXEC | CG_ANCESTRY)))
-		return 0;
-	count(COUNTER_EXEC_CHECKED);
-
 	struct exec_req r = {};
 
-	r.owner_cgroup = o.cgroup_id;
-	r.ruleset = o.rule->ruleset;
-	r.flags = o.rule->flags;
-	if (r.flags & CG_ANCESTRY)
-		r.lineage = exec_lineage(task, o.cgroup_id);
-	req_file(&r, BPF_CORE_READ(bprm, file));
+	if (!exec_req_start(&r, task, bprm))
+		return 0;
 	if (!judge(&r) || exec_audited(&r, bprm, task, ACTION_EXEC_DENIED)) {
 		/* Every binfmt stage passes here; the last one (the binary
 		 * that runs) sets the class. */

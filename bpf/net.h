@@ -169,6 +169,20 @@ static __always_inline void forget_sendmsg(void)
 		p->cookie = 0;
 }
 
+/* user_ip6 copies the caller's destination into ip6 (IPv4 in ip6[3], the
+ * caller zeroes the rest). */
+static __always_inline void user_ip6(struct bpf_sock_addr *ctx, bool v6, __u32 ip6[4])
+{
+	if (v6) {
+		ip6[0] = ctx->user_ip6[0];
+		ip6[1] = ctx->user_ip6[1];
+		ip6[2] = ctx->user_ip6[2];
+		ip6[3] = ctx->user_ip6[3];
+	} else {
+		ip6[3] = ctx->user_ip4;
+	}
+}
+
 /* Returns 1 to let the connect/sendmsg through, 0 to fail it with EPERM. */
 static __always_inline int check_sock(struct bpf_sock_addr *ctx, bool v6, __u32 action)
 {
@@ -184,14 +198,7 @@ static __always_inline int check_sock(struct bpf_sock_addr *ctx, bool v6, __u32 
 	__u8 proto = rule_proto(ctx->protocol);
 	__u32 ip6[4] = {};
 
-	if (v6) {
-		ip6[0] = ctx->user_ip6[0];
-		ip6[1] = ctx->user_ip6[1];
-		ip6[2] = ctx->user_ip6[2];
-		ip6[3] = ctx->user_ip6[3];
-	} else {
-		ip6[3] = ctx->user_ip4;
-	}
+	user_ip6(ctx, v6, ip6);
 	struct port_rules *rules = lookup_dest(o.rule->ruleset, v6, ip6);
 	if (!rules)
 		return 1;
@@ -211,29 +218,19 @@ static __always_inline int check_sock(struct bpf_sock_addr *ctx, bool v6, __u32 
 	return 0;
 }
 
-SEC("cgroup/connect4")
-int connect4(struct bpf_sock_addr *ctx)
-{
-	return check_sock(ctx, false, ACTION_CONNECT_REFUSED);
-}
+/* One program per cgroup/<name> hook, each a call of check with ctx and its
+ * constants (folded in at compile time). */
+#define SOCK_ADDR_PROG(name, check) \
+	SEC("cgroup/" #name) \
+	int name(struct bpf_sock_addr *ctx) \
+	{ \
+		return check; \
+	}
 
-SEC("cgroup/connect6")
-int connect6(struct bpf_sock_addr *ctx)
-{
-	return check_sock(ctx, true, ACTION_CONNECT_REFUSED);
-}
-
-SEC("cgroup/sendmsg4")
-int sendmsg4(struct bpf_sock_addr *ctx)
-{
-	return check_sock(ctx, false, ACTION_SENDMSG_REFUSED);
-}
-
-SEC("cgroup/sendmsg6")
-int sendmsg6(struct bpf_sock_addr *ctx)
-{
-	return check_sock(ctx, true, ACTION_SENDMSG_REFUSED);
-}
+SOCK_ADDR_PROG(connect4, check_sock(ctx, false, ACTION_CONNECT_REFUSED))
+SOCK_ADDR_PROG(connect6, check_sock(ctx, true, ACTION_CONNECT_REFUSED))
+SOCK_ADDR_PROG(sendmsg4, check_sock(ctx, false, ACTION_SENDMSG_REFUSED))
+SOCK_ADDR_PROG(sendmsg6, check_sock(ctx, true, ACTION_SENDMSG_REFUSED))
 
 /* bind rules: the port the caller asks for (0 for an ephemeral one) against
  * the ruleset's bind port rules. */
@@ -252,14 +249,7 @@ static __always_inline int check_bind(struct bpf_sock_addr *ctx, bool v6)
 	if (!match_ports(rules, o.rule->ruleset, port, proto, 0, &rule_id))
 		return 1;
 	__u32 ip6[4] = {};
-	if (v6) {
-		ip6[0] = ctx->user_ip6[0];
-		ip6[1] = ctx->user_ip6[1];
-		ip6[2] = ctx->user_ip6[2];
-		ip6[3] = ctx->user_ip6[3];
-	} else {
-		ip6[3] = ctx->user_ip4;
-	}
+	user_ip6(ctx, v6, ip6);
 	bool audit = audited(o.rule->ruleset, rule_id);
 
 	net_event(o.cgroup_id, ACTION_BIND_REFUSED | (audit ? ACTION_AUDITED : 0), o.rule->ruleset, rule_id, v6, ip6,
@@ -267,17 +257,8 @@ static __always_inline int check_bind(struct bpf_sock_addr *ctx, bool v6)
 	return audit;
 }
 
-SEC("cgroup/bind4")
-int bind4(struct bpf_sock_addr *ctx)
-{
-	return check_bind(ctx, false);
-}
-
-SEC("cgroup/bind6")
-int bind6(struct bpf_sock_addr *ctx)
-{
-	return check_bind(ctx, true);
-}
+SOCK_ADDR_PROG(bind4, check_bind(ctx, false))
+SOCK_ADDR_PROG(bind6, check_bind(ctx, true))
 
 /* socket(): the exact (family, type, protocol), then with any protocol,
  * then any type, then both. */
@@ -445,23 +426,14 @@ int BPF_PROG(socket_kill, struct pt_regs *regs, long id)
 static __always_inline bool owner_of_skb(struct __sk_buff *skb, struct owner *o)
 {
 	__u64 id = bpf_skb_cgroup_id(skb);
-	struct cgroup_rule *r = bpf_map_lookup_elem(&cgroup_rules, &id);
 
-	if (r) {
-		o->cgroup_id = id;
-		o->rule = r;
+	if (owner_first(o, id))
 		return true;
-	}
-	o->rule = NULL;
 	for (int level = 1; level < MAX_CGROUP_LEVEL; level++) {
 		__u64 anc = bpf_skb_ancestor_cgroup_id(skb, level);
 		if (anc == 0 || anc == id)
 			break;
-		r = bpf_map_lookup_elem(&cgroup_rules, &anc);
-		if (r) {
-			o->cgroup_id = anc;
-			o->rule = r;
-		}
+		owner_try(o, anc);
 	}
 	return o->rule != NULL;
 }

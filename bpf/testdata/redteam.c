@@ -47,6 +47,65 @@ static int fail(const char *what)
 	return 1;
 }
 
+// neg_errno turns a raw -errno result into -1 with errno set.
+static int neg_errno(long r)
+{
+	if (r < 0) {
+		errno = -r;
+		return -1;
+	}
+	return r;
+}
+
+// exec_as execs bin with argv {arg0}; it returns only on failure.
+static int exec_as(const char *bin, char *arg0)
+{
+	char *args[] = {arg0, NULL};
+	execv(bin, args);
+	return fail("execv");
+}
+
+// execveat_as execveat(2)s name relative to fd with argv {arg0} and no
+// environment; it returns only on failure.
+static int execveat_as(int fd, const char *name, char *arg0, int flags)
+{
+	char *args[] = {arg0, NULL};
+	char *env[] = {NULL};
+	syscall(SYS_execveat, fd, name, args, env, flags);
+	return fail("execveat");
+}
+
+// write_pid writes this process's pid to the cgroup.procs file procs,
+// moving it there; -1 with errno on failure.
+static int write_pid(const char *procs)
+{
+	int fd = open(procs, O_WRONLY);
+	if (fd < 0)
+		return -1;
+	char pid[32];
+	int n = snprintf(pid, sizeof(pid), "%d\n", getpid());
+	int w = write(fd, pid, n);
+	int err = errno;
+	close(fd);
+	if (w != n) {
+		errno = w < 0 ? err : EIO;
+		return -1;
+	}
+	return 0;
+}
+
+// write_file writes value to the (proc) file path; -1 with errno on failure.
+static int write_file(const char *path, const char *value)
+{
+	int fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return -1;
+	size_t n = strlen(value);
+	int ok = write(fd, value, n) == (ssize_t)n;
+	close(fd);
+	return ok ? 0 : -1;
+}
+
 // One io_uring operation, submitted and reaped; returns its result.
 static int uring_op(const struct io_uring_sqe *tmpl)
 {
@@ -87,6 +146,19 @@ static int uring_op(const struct io_uring_sqe *tmpl)
 	return cqes[head & cmask].res;
 }
 
+// uring_sqe is an io_uring submission of op on fd.
+static struct io_uring_sqe uring_sqe(int op, int fd, unsigned long addr, unsigned len, unsigned long off)
+{
+	struct io_uring_sqe sqe;
+	memset(&sqe, 0, sizeof(sqe));
+	sqe.opcode = op;
+	sqe.fd = fd;
+	sqe.addr = addr;
+	sqe.len = len;
+	sqe.off = off;
+	return sqe;
+}
+
 static char child_stack[64 * 1024] __attribute__((aligned(16)));
 
 static int packet_child(void *arg)
@@ -102,27 +174,12 @@ static int packet_socket(const char *route)
 	if (!strcmp(route, "direct"))
 		return socket(AF_PACKET, SOCK_RAW, 0);
 	if (!strcmp(route, "io-uring")) {
-		struct io_uring_sqe sqe;
-		memset(&sqe, 0, sizeof(sqe));
-		sqe.opcode = IORING_OP_SOCKET;
-		sqe.fd = AF_PACKET;
-		sqe.off = SOCK_RAW;
-		sqe.len = 0;
-		int r = uring_op(&sqe);
-		if (r < 0) {
-			errno = -r;
-			return -1;
-		}
-		return r;
+		// IORING_OP_SOCKET: fd is the domain, off the type, len the protocol.
+		struct io_uring_sqe sqe = uring_sqe(IORING_OP_SOCKET, AF_PACKET, 0, 0, SOCK_RAW);
+		return neg_errno(uring_op(&sqe));
 	}
-	if (!strcmp(route, "ia32-socket")) {
-		long r = compat(359, AF_PACKET, SOCK_RAW, 0);
-		if (r < 0) {
-			errno = -r;
-			return -1;
-		}
-		return r;
-	}
+	if (!strcmp(route, "ia32-socket"))
+		return neg_errno(compat(359, AF_PACKET, SOCK_RAW, 0));
 	if (!strcmp(route, "ia32-socketcall")) {
 		// socketcall takes a pointer to its arguments: below 4 GiB.
 		uint32_t *args = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
@@ -131,12 +188,7 @@ static int packet_socket(const char *route)
 		args[0] = AF_PACKET;
 		args[1] = SOCK_RAW;
 		args[2] = 0;
-		long r = compat(102, 1 /* SYS_SOCKET */, (long)args, 0);
-		if (r < 0) {
-			errno = -r;
-			return -1;
-		}
-		return r;
+		return neg_errno(compat(102, 1 /* SYS_SOCKET */, (long)args, 0));
 	}
 	if (!strcmp(route, "clone-files")) {
 		// A process sharing our fd table (not our thread group) makes it;
@@ -191,6 +243,7 @@ static void pin_cpu(void)
 	}
 }
 
+// lo_up brings up lo in this network namespace.
 static int lo_up(void)
 {
 	int s = socket(AF_INET, SOCK_DGRAM, 0);
@@ -206,6 +259,65 @@ static int lo_up(void)
 	return 0;
 }
 
+// own_netns moves this process into a network namespace of its own with lo
+// up; 1 (after printing why) on failure.
+static int own_netns(void)
+{
+	if (unshare(CLONE_NEWNET))
+		return fail("unshare net");
+	if (lo_up())
+		return fail("lo up");
+	return 0;
+}
+
+// nft_dnat has nft rewrite this namespace's output to via into denied;
+// 1 (after printing why) on failure.
+static int nft_dnat(const char *nft, const char *via, const char *denied)
+{
+	char rules[512];
+	snprintf(rules, sizeof(rules),
+		 "add table ip hf\n"
+		 "add chain ip hf out { type nat hook output priority -100; }\n"
+		 "add rule ip hf out ip daddr %s dnat to %s\n",
+		 via, denied);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "%s -f -", nft);
+	FILE *f = popen(cmd, "w");
+	if (!f)
+		return fail("popen nft");
+	fputs(rules, f);
+	int rc = pclose(f);
+	if (rc != 0) {
+		printf("ERR nft: %d\n", rc);
+		return 1;
+	}
+	return 0;
+}
+
+// report_arrival prints ARRIVED if want reached rcv, else NOT-ARRIVED. A
+// marker datagram mrk sends to itself (bound to ma) on the same CPU first
+// proves a delivered datagram is queued by the time rcv is read.
+static int report_arrival(int rcv, int mrk, const struct sockaddr_in *ma, const void *want, size_t n)
+{
+	if (sendto(mrk, "m", 1, 0, (const struct sockaddr *)ma, sizeof(*ma)) < 0)
+		return fail("marker sendto");
+	struct timeval tv = {.tv_sec = 30}; // bounds a broken run only
+	setsockopt(mrk, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char buf[256];
+	if (recv(mrk, buf, sizeof(buf), 0) < 0)
+		return fail("marker recv");
+	bool arrived = false;
+	for (;;) {
+		ssize_t got = recv(rcv, buf, sizeof(buf), MSG_DONTWAIT);
+		if (got < 0)
+			break;
+		if ((size_t)got == n && !memcmp(buf, want, n))
+			arrived = true;
+	}
+	printf(arrived ? "ARRIVED\n" : "NOT-ARRIVED\n");
+	return 0;
+}
+
 // packet ROUTE DSTIP: in a network namespace of its own (a container has
 // one), get a packet socket by ROUTE and send an IPv4 UDP frame on lo to a
 // UDP socket bound to DSTIP. Prints SENT and ARRIVED or NOT-ARRIVED. A
@@ -215,30 +327,20 @@ static int packet_mode(char **argv)
 {
 	const char *route = argv[0], *dst = argv[1];
 	const char nonce[] = "holdfast-redteam-frame";
-	if (unshare(CLONE_NEWNET))
-		return fail("unshare net");
-	if (lo_up())
-		return fail("lo up");
+	if (own_netns())
+		return 1;
 	// Injected frames are routed on input, where loopback addresses and
 	// a local source are martians unless these say otherwise.
-	static const char *const sysctls[] = {
-		"/proc/sys/net/ipv4/conf/lo/route_localnet",
-		"/proc/sys/net/ipv4/conf/lo/accept_local",
-		"/proc/sys/net/ipv4/conf/all/accept_local",
+	static const char *const sysctls[][2] = {
+		{"/proc/sys/net/ipv4/conf/lo/route_localnet", "1"},
+		{"/proc/sys/net/ipv4/conf/lo/accept_local", "1"},
+		{"/proc/sys/net/ipv4/conf/all/accept_local", "1"},
+		{"/proc/sys/net/ipv4/conf/lo/rp_filter", "0"},
+		{"/proc/sys/net/ipv4/conf/all/rp_filter", "0"},
 	};
-	for (size_t i = 0; i < sizeof(sysctls) / sizeof(sysctls[0]); i++) {
-		int fd = open(sysctls[i], O_WRONLY);
-		if (fd < 0 || write(fd, "1", 1) != 1)
-			return fail(sysctls[i]);
-		close(fd);
-	}
-	static const char *const rpf[] = {"/proc/sys/net/ipv4/conf/lo/rp_filter", "/proc/sys/net/ipv4/conf/all/rp_filter"};
-	for (size_t i = 0; i < 2; i++) {
-		int fd = open(rpf[i], O_WRONLY);
-		if (fd < 0 || write(fd, "0", 1) != 1)
-			return fail(rpf[i]);
-		close(fd);
-	}
+	for (size_t i = 0; i < sizeof(sysctls) / sizeof(sysctls[0]); i++)
+		if (write_file(sysctls[i][0], sysctls[i][1]))
+			return fail(sysctls[i][0]);
 	pin_cpu();
 	int rcv = socket(AF_INET, SOCK_DGRAM, 0), mrk = socket(AF_INET, SOCK_DGRAM, 0);
 	struct sockaddr_in ra = {.sin_family = AF_INET}, ma = {.sin_family = AF_INET};
@@ -285,23 +387,7 @@ static int packet_mode(char **argv)
 	if (sendto(fd, f, sizeof(f), 0, (struct sockaddr *)&sll, sizeof(sll)) < 0)
 		return fail("sendto");
 	printf("SENT\n");
-	if (sendto(mrk, "m", 1, 0, (struct sockaddr *)&ma, sizeof(ma)) < 0)
-		return fail("marker sendto");
-	struct timeval tv = {.tv_sec = 30}; // bounds a broken run only
-	setsockopt(mrk, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	char buf[256];
-	if (recv(mrk, buf, sizeof(buf), 0) < 0)
-		return fail("marker recv");
-	bool arrived = false;
-	for (;;) {
-		ssize_t n = recv(rcv, buf, sizeof(buf), MSG_DONTWAIT);
-		if (n < 0)
-			break;
-		if ((size_t)n == plen && !memcmp(buf, nonce, plen))
-			arrived = true;
-	}
-	printf(arrived ? "ARRIVED\n" : "NOT-ARRIVED\n");
-	return 0;
+	return report_arrival(rcv, mrk, &ma, nonce, plen);
 }
 
 // dnat NFT DENIED VIA: in a network namespace of its own (as a container
@@ -310,14 +396,11 @@ static int packet_mode(char **argv)
 static int dnat_mode(char **argv)
 {
 	const char *nft = argv[0], *denied = argv[1], *via = argv[2];
-	if (unshare(CLONE_NEWNET))
-		return fail("unshare net");
-	if (lo_up())
-		return fail("lo up");
+	if (own_netns())
+		return 1;
 	// A SYN that egress drops is retried for about two minutes; one retry
 	// in this namespace of its own is enough to tell.
-	FILE *sys = fopen("/proc/sys/net/ipv4/tcp_syn_retries", "w");
-	if (!sys || fputs("1\n", sys) < 0 || fclose(sys))
+	if (write_file("/proc/sys/net/ipv4/tcp_syn_retries", "1\n"))
 		return fail("tcp_syn_retries");
 	int l = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in sa = {.sin_family = AF_INET};
@@ -327,23 +410,8 @@ static int dnat_mode(char **argv)
 	socklen_t len = sizeof(sa);
 	getsockname(l, (struct sockaddr *)&sa, &len);
 	if (strcmp(via, "-")) {
-		char rules[512];
-		snprintf(rules, sizeof(rules),
-			 "add table ip hf\n"
-			 "add chain ip hf out { type nat hook output priority -100; }\n"
-			 "add rule ip hf out ip daddr %s dnat to %s\n",
-			 via, denied);
-		char cmd[300];
-		snprintf(cmd, sizeof(cmd), "%s -f -", nft);
-		FILE *f = popen(cmd, "w");
-		if (!f)
-			return fail("popen nft");
-		fputs(rules, f);
-		int rc = pclose(f);
-		if (rc != 0) {
-			printf("ERR nft: %d\n", rc);
+		if (nft_dnat(nft, via, denied))
 			return 1;
-		}
 		inet_pton(AF_INET, via, &sa.sin_addr);
 	}
 	int c = socket(AF_INET, SOCK_STREAM, 0);
@@ -367,19 +435,10 @@ static int dnat_mode(char **argv)
 // (a cgroup.procs file), then exec BIN as ARG0.
 static int move_exec_mode(char **argv)
 {
-	int fd = open(argv[0], O_WRONLY);
-	if (fd < 0)
-		return fail("open cgroup.procs");
-	char pid[32];
-	int n = snprintf(pid, sizeof(pid), "%d\n", getpid());
-	if (write(fd, pid, n) != n)
+	if (write_pid(argv[0]))
 		return fail("write cgroup.procs");
-	close(fd);
 	printf("MOVED\n");
-	fflush(stdout);
-	char *args[] = {argv[2], NULL};
-	execv(argv[1], args);
-	return fail("execv");
+	return exec_as(argv[1], argv[2]);
 }
 
 // execfd rdonly|path BIN ARG0: execveat(fd, "", AT_EMPTY_PATH) of BIN
@@ -389,10 +448,7 @@ static int execfd_mode(char **argv)
 	int fd = open(argv[1], (!strcmp(argv[0], "path") ? O_PATH : O_RDONLY) | O_CLOEXEC);
 	if (fd < 0)
 		return fail("open");
-	char *args[] = {argv[2], NULL};
-	char *env[] = {NULL};
-	syscall(SYS_execveat, fd, "", args, env, AT_EMPTY_PATH);
-	return fail("execveat");
+	return execveat_as(fd, "", argv[2], AT_EMPTY_PATH);
 }
 
 static void result(int r)
@@ -422,46 +478,23 @@ static int net_mode(char **argv)
 		return 0;
 	}
 	if (!strcmp(kind, "uring-connect")) {
-		int fd = socket(AF_INET, SOCK_STREAM, 0);
-		struct io_uring_sqe sqe;
-		memset(&sqe, 0, sizeof(sqe));
-		sqe.opcode = IORING_OP_CONNECT;
-		sqe.fd = fd;
-		sqe.addr = (unsigned long)&sa;
-		sqe.off = sizeof(sa);
-		int r = uring_op(&sqe);
-		if (r < 0)
-			errno = -r;
-		result(r);
+		// IORING_OP_CONNECT: off is the address length.
+		struct io_uring_sqe sqe =
+			uring_sqe(IORING_OP_CONNECT, socket(AF_INET, SOCK_STREAM, 0), (unsigned long)&sa, 0, sizeof(sa));
+		result(neg_errno(uring_op(&sqe)));
 		return 0;
 	}
+	struct iovec iov = {.iov_base = "x", .iov_len = 1};
+	struct msghdr m = {.msg_name = &sa, .msg_namelen = sizeof(sa), .msg_iov = &iov, .msg_iovlen = 1};
 	if (!strcmp(kind, "uring-sendmsg")) {
-		int fd = socket(AF_INET, SOCK_DGRAM, 0);
-		struct iovec iov = {.iov_base = "x", .iov_len = 1};
-		struct msghdr m = {.msg_name = &sa, .msg_namelen = sizeof(sa), .msg_iov = &iov, .msg_iovlen = 1};
-		struct io_uring_sqe sqe;
-		memset(&sqe, 0, sizeof(sqe));
-		sqe.opcode = IORING_OP_SENDMSG;
-		sqe.fd = fd;
-		sqe.addr = (unsigned long)&m;
-		sqe.len = 1;
-		int r = uring_op(&sqe);
-		if (r < 0)
-			errno = -r;
-		result(r);
+		struct io_uring_sqe sqe =
+			uring_sqe(IORING_OP_SENDMSG, socket(AF_INET, SOCK_DGRAM, 0), (unsigned long)&m, 1, 0);
+		result(neg_errno(uring_op(&sqe)));
 		return 0;
 	}
 	if (!strcmp(kind, "sendmmsg")) {
 		int fd = socket(AF_INET, SOCK_DGRAM, 0);
-		struct iovec iov = {.iov_base = "x", .iov_len = 1};
-		struct mmsghdr mm[2];
-		memset(mm, 0, sizeof(mm));
-		for (int i = 0; i < 2; i++) {
-			mm[i].msg_hdr.msg_name = &sa;
-			mm[i].msg_hdr.msg_namelen = sizeof(sa);
-			mm[i].msg_hdr.msg_iov = &iov;
-			mm[i].msg_hdr.msg_iovlen = 1;
-		}
+		struct mmsghdr mm[2] = {{.msg_hdr = m}, {.msg_hdr = m}};
 		result(sendmmsg(fd, mm, 2, 0) > 0 ? 0 : -1);
 		return 0;
 	}
@@ -472,11 +505,10 @@ static int net_mode(char **argv)
 	}
 	if (!strcmp(kind, "pktinfo")) {
 		int fd = socket(AF_INET, SOCK_DGRAM, 0);
-		struct iovec iov = {.iov_base = "x", .iov_len = 1};
 		char cbuf[CMSG_SPACE(sizeof(struct in_pktinfo))];
 		memset(cbuf, 0, sizeof(cbuf));
-		struct msghdr m = {.msg_name = &sa, .msg_namelen = sizeof(sa), .msg_iov = &iov, .msg_iovlen = 1,
-				   .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+		m.msg_control = cbuf;
+		m.msg_controllen = sizeof(cbuf);
 		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
 		c->cmsg_level = IPPROTO_IP;
 		c->cmsg_type = IP_PKTINFO;
@@ -545,23 +577,16 @@ static int uring_move_mode(char **argv)
 		return fail("open cgroup.procs");
 	static char pid[32];
 	int n = snprintf(pid, sizeof(pid), "%d\n", getpid());
-	struct io_uring_sqe sqe;
-	memset(&sqe, 0, sizeof(sqe));
-	sqe.opcode = IORING_OP_WRITE;
+	// off -1: the file's current position.
+	struct io_uring_sqe sqe = uring_sqe(IORING_OP_WRITE, fd, (unsigned long)pid, n, -1);
 	sqe.flags = IOSQE_ASYNC;
-	sqe.fd = fd;
-	sqe.addr = (unsigned long)pid;
-	sqe.len = n;
-	sqe.off = -1;
 	int r = uring_op(&sqe);
 	if (r != n) {
 		errno = r < 0 ? -r : EIO;
 		return fail("io_uring write cgroup.procs");
 	}
 	printf("MOVED\n");
-	char *args[] = {argv[2], NULL};
-	execv(argv[1], args);
-	return fail("execv");
+	return exec_as(argv[1], argv[2]);
 }
 
 // tree-exec DIR NAME ARG0: clone the mount at DIR as a detached tree
@@ -571,10 +596,7 @@ static int tree_exec_mode(char **argv)
 	int fd = syscall(SYS_open_tree, AT_FDCWD, argv[0], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
 	if (fd < 0)
 		return fail("open_tree");
-	char *args[] = {argv[2], NULL};
-	char *env[] = {NULL};
-	syscall(SYS_execveat, fd, argv[1], args, env, 0);
-	return fail("execveat");
+	return execveat_as(fd, argv[1], argv[2], 0);
 }
 
 static int udp_bound(const char *ip, struct sockaddr_in *sa)
@@ -602,32 +624,15 @@ static int udp_nat_mode(char **argv)
 	const char *nft = argv[0], *denied = argv[1], *via = argv[2];
 	bool prime = !strcmp(argv[3], "prime");
 	pin_cpu();
-	if (unshare(CLONE_NEWNET))
-		return fail("unshare net");
-	if (lo_up())
-		return fail("lo up");
+	if (own_netns())
+		return 1;
 	struct sockaddr_in rsa, msa;
 	int r = udp_bound(denied, &rsa);
 	int m = udp_bound("127.0.0.1", &msa);
 	if (r < 0 || m < 0)
 		return fail("bind receivers");
-	char rules[512];
-	snprintf(rules, sizeof(rules),
-		 "add table ip hf\n"
-		 "add chain ip hf out { type nat hook output priority -100; }\n"
-		 "add rule ip hf out ip daddr %s dnat to %s\n",
-		 via, denied);
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "%s -f -", nft);
-	FILE *f = popen(cmd, "w");
-	if (!f)
-		return fail("popen nft");
-	fputs(rules, f);
-	int rc = pclose(f);
-	if (rc != 0) {
-		printf("ERR nft: %d\n", rc);
+	if (nft_dnat(nft, via, denied))
 		return 1;
-	}
 	int c = socket(AF_INET, SOCK_DGRAM, 0);
 	struct sockaddr_in vsa = rsa;
 	inet_pton(AF_INET, via, &vsa.sin_addr);
@@ -641,19 +646,7 @@ static int udp_nat_mode(char **argv)
 		printf("PRIME %s\n", errno == EPERM ? "EPERM" : strerror(errno));
 	}
 	printf(send(c, "secret", 6, 0) == 6 ? "SENT\n" : "SEND %s\n", strerror(errno));
-	int k = socket(AF_INET, SOCK_DGRAM, 0);
-	if (sendto(k, "marker", 6, 0, (struct sockaddr *)&msa, sizeof(msa)) != 6)
-		return fail("marker");
-	char buf[16];
-	if (recv(m, buf, sizeof(buf), 0) < 0)
-		return fail("marker recv");
-	ssize_t n;
-	bool arrived = false;
-	while ((n = recv(r, buf, sizeof(buf), MSG_DONTWAIT)) >= 0)
-		if (n == 6 && !memcmp(buf, "secret", 6))
-			arrived = true;
-	printf(arrived ? "ARRIVED\n" : "NOT-ARRIVED\n");
-	return 0;
+	return report_arrival(r, m, &msa, "secret", 6);
 }
 
 // clone3-exec CGDIR BIN ARG0: start a child in CGDIR (clone3
@@ -691,10 +684,7 @@ static int thread_err;
 
 static void *mover(void *arg)
 {
-	int fd = open(thread_procs, O_WRONLY);
-	char pid[32];
-	int n = snprintf(pid, sizeof(pid), "%d\n", getpid());
-	if (fd < 0 || write(fd, pid, n) != n)
+	if (write_pid(thread_procs))
 		thread_err = errno ? errno : EIO;
 	return NULL;
 }
@@ -712,9 +702,7 @@ static int thread_move_mode(char **argv)
 		return fail("write cgroup.procs");
 	}
 	printf("MOVED\n");
-	char *args[] = {argv[2], NULL};
-	execv(argv[1], args);
-	return fail("execv");
+	return exec_as(argv[1], argv[2]);
 }
 
 int main(int argc, char **argv)
