@@ -705,31 +705,31 @@ static int thread_move_mode(char **argv)
 	return exec_as(argv[1], argv[2]);
 }
 
+// The modes, by name, with the number of arguments each takes.
+static const struct {
+	const char *name;
+	int nargs;
+	int (*run)(char **argv);
+} modes[] = {
+	{"packet", 2, packet_mode},
+	{"dnat", 3, dnat_mode},
+	{"move-exec", 3, move_exec_mode},
+	{"vm-mmap", 1, vm_mmap_mode},
+	{"execfd", 3, execfd_mode},
+	{"net", 3, net_mode},
+	{"uring-move", 3, uring_move_mode},
+	{"tree-exec", 3, tree_exec_mode},
+	{"clone3-exec", 3, clone3_exec_mode},
+	{"thread-move", 3, thread_move_mode},
+	{"udp-nat", 4, udp_nat_mode},
+};
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
-	if (argc == 4 && !strcmp(argv[1], "packet"))
-		return packet_mode(argv + 2);
-	if (argc == 5 && !strcmp(argv[1], "dnat"))
-		return dnat_mode(argv + 2);
-	if (argc == 5 && !strcmp(argv[1], "move-exec"))
-		return move_exec_mode(argv + 2);
-	if (argc == 3 && !strcmp(argv[1], "vm-mmap"))
-		return vm_mmap_mode(argv + 2);
-	if (argc == 5 && !strcmp(argv[1], "execfd"))
-		return execfd_mode(argv + 2);
-	if (argc == 5 && !strcmp(argv[1], "net"))
-		return net_mode(argv + 2);
-	if (argc == 5 && !strcmp(argv[1], "uring-move"))
-		return uring_move_mode(argv + 2);
-	if (argc == 5 && !strcmp(argv[1], "tree-exec"))
-		return tree_exec_mode(argv + 2);
-	if (argc == 5 && !strcmp(argv[1], "clone3-exec"))
-		return clone3_exec_mode(argv + 2);
-	if (argc == 5 && !strcmp(argv[1], "thread-move"))
-		return thread_move_mode(argv + 2);
-	if (argc == 6 && !strcmp(argv[1], "udp-nat"))
-		return udp_nat_mode(argv + 2);
+	for (size_t i = 0; argc >= 2 && i < sizeof(modes) / sizeof(modes[0]); i++)
+		if (!strcmp(argv[1], modes[i].name) && argc == modes[i].nargs + 2)
+			return modes[i].run(argv + 2);
 	fprintf(stderr, "usage: redteam packet|dnat|move-exec|vm-mmap|execfd|net|uring-move|tree-exec|clone3-exec|thread-move|udp-nat ARGS...\n");
 	return 2;
 }
