@@ -56,18 +56,7 @@ func putBenchRulesets(b *testing.B, e *Enforcer, cg *testCgroup, mode string, bu
 	if err := e.SetCgroup(cg.id, 1); err != nil {
 		b.Fatal(err)
 	}
-	if mode != benchMany {
-		return
-	}
-	const rulesets, cgroups = 1000, 10000
-	for i := range uint32(rulesets) {
-		if err := e.PutRuleset(build(2 + i)); err != nil {
-			b.Fatal(err)
-		}
-	}
-	for i := range uint64(cgroups - 1) {
-		if err := e.SetCgroup(1<<40+i, 2+uint32(i%rulesets)); err != nil {
-			b.Fatal(err)
-		}
+	if mode == benchMany {
+		putOtherRulesets(b, e, build, nil)
 	}
 }

@@ -106,21 +106,30 @@ func setupBench(b *testing.B, mode string) (*testCgroup, *Enforcer) {
 	}
 	benchFiles(b, e, cg.id)
 	if mode == benchMany || mode == benchUnregistered {
-		const rulesets, cgroups = 1000, 10000
-		for i := range uint32(rulesets) {
-			if err := e.PutRuleset(benchRuleset(2 + i)); err != nil {
-				b.Fatal(err)
-			}
-		}
-		// IDs no real cgroup has; the hash map does not care.
-		for i := range uint64(cgroups - 1) {
-			if err := e.SetCgroup(1<<40+i, 2+uint32(i%rulesets)); err != nil {
-				b.Fatal(err)
-			}
-			benchFiles(b, e, 1<<40+i)
-		}
+		putOtherRulesets(b, e, benchRuleset, func(id uint64) { benchFiles(b, e, id) })
 	}
 	return cg, e
+}
+
+// putOtherRulesets loads rulesets 2 to 1,001 made by build and registers
+// 9,999 other cgroups over them, calling each (if set) with every cgroup.
+func putOtherRulesets(b *testing.B, e *Enforcer, build func(uint32) Ruleset, each func(cgroupID uint64)) {
+	const rulesets, cgroups = 1000, 10000
+	for i := range uint32(rulesets) {
+		if err := e.PutRuleset(build(2 + i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// IDs no real cgroup has; the hash map does not care.
+	for i := range uint64(cgroups - 1) {
+		id := 1<<40 + i
+		if err := e.SetCgroup(id, 2+uint32(i%rulesets)); err != nil {
+			b.Fatal(err)
+		}
+		if each != nil {
+			each(id)
+		}
+	}
 }
 
 // benchStatsEnv set to 0 leaves BPF run-time stats off in the mapping
