@@ -197,13 +197,8 @@ func TestExecAllowList(t *testing.T) {
 		allowRule(t, allowedDir+"/", 3),
 		mustExecRule(t, filepath.Join(allowedDir, "denied"), 4),
 	}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
 	cg := env.cgroup(t, "allow")
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, rs)
 	var rule holdfastCgroupRule
 	if err := e.maps.CgroupRules.Lookup(cg.id, &rule); err != nil || rule.Flags != flagExec|flagExecAllow {
 		t.Fatalf("cgroup entry %+v, %v: want the exec and allow-list flags", rule, err)
@@ -251,13 +246,8 @@ func TestExecAllowList(t *testing.T) {
 
 	// A ruleset allowing "/" allows files without a path too.
 	everything := Ruleset{ID: 4, Exec: []ExecRule{allowRule(t, "/", 1), mustExecRule(t, id, 2)}}
-	if err := e.PutRuleset(everything); err != nil {
-		t.Fatal(err)
-	}
 	cgAll := env.cgroup(t, "allow-all")
-	if err := e.SetCgroup(cgAll.id, everything.ID); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cgAll, everything)
 	if out, err := helper(cgAll, "exec-memfd", trueBin).CombinedOutput(); err != nil {
 		t.Errorf(`memfd under an allow list of "/": %v: %s`, err, out)
 	}
@@ -278,11 +268,7 @@ func TestExecNotAllowedEvent(t *testing.T) {
 	if err := e.SetCgroup(cg.id, 8); err != nil {
 		t.Fatal(err)
 	}
-	r, err := e.Events()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	r := openEvents(t, e)
 	cmd := command(cg, id)
 	if err := cmd.Run(); !killedBySIGKILL(err) {
 		t.Fatalf("want SIGKILL, got %v", err)

@@ -51,23 +51,7 @@ func withMode[R any](rules []R, set func(*R)) []R {
 // putOn stores rs and points cg at it.
 func putOn(t *testing.T, e *Enforcer, cg *testCgroup, rs Ruleset) {
 	t.Helper()
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// openEvents opens the events ring buffer for the test.
-func openEvents(t *testing.T, e *Enforcer) *EventReader {
-	t.Helper()
-	r, err := e.Events()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	return r
+	enforce(t, e, cg, rs)
 }
 
 // One ruleset with a rule at every hook, put in audit mode, switched to

@@ -114,17 +114,8 @@ func TestDenialRateLimit(t *testing.T) {
 	cg := env.cgroup(t, "flood")
 	ls := newListeners(t)
 	rs := Ruleset{ID: 3, Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.1/32"), PortLo: ls.tcp4Port, PortHi: ls.tcp4Port, Proto: ProtoTCP, RuleID: 11}}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
-	r, err := e.Events()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	enforce(t, e, cg, rs)
+	r := openEvents(t, e)
 	before, err := e.Counters()
 	if err != nil {
 		t.Fatal(err)

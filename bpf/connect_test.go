@@ -162,12 +162,7 @@ func TestConnectRefused(t *testing.T) {
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rs := Ruleset{ID: uint32(100 + i), Connect: tc.rules}
-			if err := e.PutRuleset(rs); err != nil {
-				t.Fatal(err)
-			}
-			if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-				t.Fatal(err)
-			}
+			enforce(t, e, cg, rs)
 			for _, c := range tc.checks {
 				runNetCheck(t, cg, c)
 			}

@@ -46,17 +46,8 @@ func TestEvents(t *testing.T) {
 		Exec:    []ExecRule{mustExecRule(t, id, 7)},
 		Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.1/32"), PortLo: ls.tcp4Port, PortHi: ls.tcp4Port, Proto: ProtoAny, RuleID: 8}},
 	}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
-	r, err := e.Events()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	enforce(t, e, cg, rs)
+	r := openEvents(t, e)
 
 	t.Run("exec killed", func(t *testing.T) {
 		before := time.Now()

@@ -59,13 +59,8 @@ func TestExecDenied(t *testing.T) {
 		mustExecRule(t, deepest, 104),
 		mustExecRule(t, filepath.Join(base, "deep")+"/", 105),
 	}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
 	cg := env.cgroup(t, "exec")
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, rs)
 
 	tests := []struct {
 		name   string

@@ -347,3 +347,55 @@ func buildTestC(t testing.TB, name string, libs ...string) string {
 	}
 	return bin
 }
+
+// enforce stores rs and registers cg under it.
+func enforce(t testing.TB, e *Enforcer, cg *testCgroup, rs Ruleset) {
+	t.Helper()
+	if err := e.PutRuleset(rs); err != nil {
+		t.Fatalf("put ruleset %d: %v", rs.ID, err)
+	}
+	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
+		t.Fatalf("register cgroup %s under ruleset %d: %v", cg.dir, rs.ID, err)
+	}
+}
+
+// openEvents opens e's event stream for the rest of the test.
+func openEvents(t testing.TB, e *Enforcer) *EventReader {
+	t.Helper()
+	r, err := e.Events()
+	if err != nil {
+		t.Fatalf("open events: %v", err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// checkMmapKilled checks a mapping probe's run (out, err of argv): killed
+// by SIGKILL with exactly wantOut printed before it, and one mmap-killed
+// event from r naming want's rule, file, cgroup and ruleset.
+func checkMmapKilled(t *testing.T, r *EventReader, argv []string, out []byte, err error, wantOut string, want Event) {
+	t.Helper()
+	if !killedBySIGKILL(err) {
+		t.Fatalf("%q: want SIGKILL, got err=%v output=%q", argv, err, out)
+	}
+	if string(out) != wantOut {
+		t.Fatalf("%q: output before the kill %q, want %q", argv, out, wantOut)
+	}
+	ev := readEvent(t, r)
+	if ev.Action != ActionMmapKilled || ev.RuleID != want.RuleID || ev.Filename != want.Filename ||
+		ev.CgroupID != want.CgroupID || ev.Ruleset != want.Ruleset || ev.Unresolved {
+		t.Errorf("event %+v, want %s of %s by rule %d", ev, ActionMmapKilled, want.Filename, want.RuleID)
+	}
+}
+
+// checkRan checks that argv ran to the end (out, err of its run) and
+// printed exactly wantOut.
+func checkRan(t *testing.T, argv []string, out []byte, err error, wantOut string) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%q: want it to run, got %v (output %q)", argv, err, out)
+	}
+	if string(out) != wantOut {
+		t.Fatalf("%q: output %q, want %q", argv, out, wantOut)
+	}
+}

@@ -21,13 +21,8 @@ func TestInterpreterPassVoidedByRulesAndRenames(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs := Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, denied+"/", 1)}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
 	cg := env.cgroup(t, "c")
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, rs)
 	run := func() error {
 		cmd := command(cg, fake, "x")
 		cmd.Args[0] = "true" // busybox runs the applet argv[0] names

@@ -72,18 +72,9 @@ func TestMmapDenied(t *testing.T) {
 	compat := probeCompat(mapfile, allowedLib)
 
 	rs := Ruleset{ID: 3, Exec: []ExecRule{mustExecRule(t, id, 11), mustExecRule(t, deniedLib, 12)}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
 	cg := env.cgroup(t, "mmap")
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
-	r, err := e.Events()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	enforce(t, e, cg, rs)
+	r := openEvents(t, e)
 
 	tests := []struct {
 		name   string
@@ -130,29 +121,16 @@ func TestMmapDenied(t *testing.T) {
 				require.Privileged(t, "ia32 system calls", compat)
 			}
 			out, err := command(tc.cg, tc.argv[0], tc.argv[1:]...).Output()
-			if tc.killed {
-				if !killedBySIGKILL(err) {
-					t.Fatalf("%q: want SIGKILL, got err=%v output=%q", tc.argv, err, out)
+			switch {
+			case tc.killed:
+				checkMmapKilled(t, r, tc.argv, out, err, tc.wantOut,
+					Event{RuleID: tc.rule, Filename: tc.file, CgroupID: tc.cg.id, Ruleset: rs.ID})
+			case tc.argv[0] == ldso && tc.argv[1] == id:
+				if err != nil || !strings.Contains(string(out), "uid=") {
+					t.Fatalf("%q: err %v, output %q; want id's output", tc.argv, err, out)
 				}
-				if string(out) != tc.wantOut {
-					t.Fatalf("%q: output before the kill %q, want %q", tc.argv, out, tc.wantOut)
-				}
-				ev := readEvent(t, r)
-				if ev.Action != ActionMmapKilled || ev.RuleID != tc.rule || ev.Filename != tc.file ||
-					ev.CgroupID != tc.cg.id || ev.Ruleset != rs.ID || ev.Unresolved {
-					t.Errorf("event %+v, want %s of %s by rule %d", ev, ActionMmapKilled, tc.file, tc.rule)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("%q: want it to run, got %v (output %q)", tc.argv, err, out)
-			}
-			if tc.argv[0] == ldso && tc.argv[1] == id {
-				if !strings.Contains(string(out), "uid=") {
-					t.Fatalf("%q: output %q", tc.argv, out)
-				}
-			} else if string(out) != tc.wantOut {
-				t.Fatalf("%q: output %q, want %q", tc.argv, out, tc.wantOut)
+			default:
+				checkRan(t, tc.argv, out, err, tc.wantOut)
 			}
 		})
 	}
@@ -217,11 +195,7 @@ func TestMmapLSMMode(t *testing.T) {
 	if err := e.SetCgroup(cg.id, 1); err != nil {
 		t.Fatal(err)
 	}
-	r, err := e.Events()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openEvents(t, e)
 	for _, mode := range []string{"exec", "mprotect"} {
 		out, _ := command(cg, mapfile, mode, lib).Output()
 		if !strings.Contains(string(out), "Operation not permitted") {
@@ -268,12 +242,7 @@ func TestMmapPassCache(t *testing.T) {
 	cg := env.cgroup(t, "cache")
 	put := func(rs Ruleset) {
 		t.Helper()
-		if err := e.PutRuleset(rs); err != nil {
-			t.Fatal(err)
-		}
-		if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-			t.Fatal(err)
-		}
+		enforce(t, e, cg, rs)
 	}
 	put(Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, denied+"/", 1)}})
 	// mapLib maps lib executable in a new process of cg. Passes are cached

@@ -73,12 +73,7 @@ func TestNetworkEscapes(t *testing.T) {
 		{Prefix: netip.PrefixFrom(denied4, 32), PortHi: 65535, RuleID: 1},
 		{Prefix: netip.PrefixFrom(denied6, 128), PortHi: 65535, RuleID: 2},
 	}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, rs)
 
 	type target struct {
 		name    string

@@ -123,11 +123,7 @@ func TestMmapOverlay(t *testing.T) {
 	o.copyUp(t, "/usr/bin/id-up")
 	o.copyUp(t, "/up/libhf.so")
 
-	r, err := e.Events()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
+	r := openEvents(t, e)
 
 	// How the task reaches the overlay: pivot_root into it, as a container
 	// runtime does (paths start at the overlay); chroot into it, which does
@@ -171,13 +167,8 @@ func TestMmapOverlay(t *testing.T) {
 					mustExecRule(t, "/denied/libhf.so", 93),
 					mustExecRule(t, "/up/libhf.so", 94))
 			}
-			if err := e.PutRuleset(rs); err != nil {
-				t.Fatal(err)
-			}
 			cg := env.cgroup(t, "overlay-"+safeName(view.name))
-			if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-				t.Fatal(err)
-			}
+			enforce(t, e, cg, rs)
 			run := func(argv ...string) *exec.Cmd {
 				switch view.kind {
 				case pivot:
@@ -220,25 +211,11 @@ func TestMmapOverlay(t *testing.T) {
 				t.Run(tc.name, func(t *testing.T) {
 					out, err := run(tc.argv...).Output()
 					if tc.killed {
-						if !killedBySIGKILL(err) {
-							t.Fatalf("%q: want SIGKILL, got err=%v output=%q", tc.argv, err, out)
-						}
-						if string(out) != tc.wantOut {
-							t.Fatalf("%q: output before the kill %q, want %q", tc.argv, out, tc.wantOut)
-						}
-						ev := readEvent(t, r)
-						if ev.Action != ActionMmapKilled || ev.RuleID != tc.rule || ev.Filename != tc.file ||
-							ev.CgroupID != cg.id || ev.Ruleset != rs.ID || ev.Unresolved {
-							t.Errorf("event %+v, want %s of %s by rule %d", ev, ActionMmapKilled, tc.file, tc.rule)
-						}
+						checkMmapKilled(t, r, tc.argv, out, err, tc.wantOut,
+							Event{RuleID: tc.rule, Filename: tc.file, CgroupID: cg.id, Ruleset: rs.ID})
 						return
 					}
-					if err != nil {
-						t.Fatalf("%q: want it to run, got %v (output %q)", tc.argv, err, out)
-					}
-					if string(out) != tc.wantOut {
-						t.Fatalf("%q: output %q, want %q", tc.argv, out, tc.wantOut)
-					}
+					checkRan(t, tc.argv, out, err, tc.wantOut)
 				})
 			}
 		})

@@ -226,12 +226,7 @@ func TestRepairPartialSet(t *testing.T) {
 		Exec:    []ExecRule{mustExecRule(t, id, 1)},
 		Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.1/32"), PortHi: 65535, RuleID: 2}},
 	}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, rs)
 	before, err := e.Pinned()
 	if err != nil {
 		t.Fatal(err)
@@ -441,11 +436,7 @@ func TestLSMMode(t *testing.T) {
 	if err := e.SetCgroup(cg.id, 1); err != nil {
 		t.Fatal(err)
 	}
-	r, err := e.Events()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := openEvents(t, e)
 	if err := command(cg, id).Run(); !errors.Is(err, os.ErrPermission) {
 		t.Fatalf("exec in lsm mode: %v, want EPERM", err)
 	}

@@ -167,12 +167,7 @@ func TestAncestryScopedRules(t *testing.T) {
 	dirRule.From = 1
 	rs := Ruleset{ID: 5, Exec: []ExecRule{rule, dirRule}, Ancestors: [][]string{ancestor},
 		Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.1/32"), PortLo: port, PortHi: port, RuleID: 12, From: 1}}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, rs)
 
 	run := func(shell, script string) string {
 		t.Helper()

@@ -7,13 +7,11 @@ package bpf
 // hole.
 
 import (
+	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/holdfast-dev/holdfast/test/require"
 )
 
 // A directory-prefix rule denies by the directory's identity, walking the
@@ -27,11 +25,8 @@ func TestRedteam2ExecPrefixRuleEscapedByHardLink(t *testing.T) {
 	openHole(t)
 	env := newTestEnv(t)
 	e := env.open(t)
-	busybox := staticBusybox(t)
-	base := resolved(t, t.TempDir())
-	denied := filepath.Join(base, "denied")
-	bin := filepath.Join(denied, "true") // busybox runs the applet named by argv[0]
-	copyExecutable(t, busybox, bin)
+	tree := newDeniedTree(t, "true")
+	busybox, base, denied, bin := tree.busybox, tree.base, tree.denied, tree.bin
 	outside := filepath.Join(base, "outside")
 	if err := os.Mkdir(outside, 0o755); err != nil {
 		t.Fatal(err)
@@ -61,34 +56,21 @@ func TestRedteam2ExecRuleEscapedByOverlayLower(t *testing.T) {
 	openHole(t)
 	env := newTestEnv(t)
 	e := env.open(t)
-	busybox := staticBusybox(t)
-	base := resolved(t, t.TempDir())
-	denied := filepath.Join(base, "denied")
-	bin := filepath.Join(denied, "true")
-	copyExecutable(t, busybox, bin)
+	tree := newDeniedTree(t, "true")
+	base, denied, bin := tree.base, tree.denied, tree.bin
 	for _, d := range []string{"upper", "work", "merged"} {
 		if err := os.Mkdir(filepath.Join(base, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
-	}
-	unshare, err := exec.LookPath("unshare")
-	if err != nil {
-		require.Privileged(t, "util-linux unshare", err)
 	}
 
 	cg := deniedDirCgroup(t, env, e, "overlay", denied, bin, bin)
 
 	merged := filepath.Join(base, "merged")
 	opts := "lowerdir=" + denied + ",upperdir=" + filepath.Join(base, "upper") + ",workdir=" + filepath.Join(base, "work")
-	cmd := command(cg, unshare, "--user", "--map-root-user", "--mount", "--propagation", "private",
-		busybox, "sh", "-c", `mount -t overlay overlay -o "$1" "$2" && exec "$2/true"`, "sh", opts, merged)
-	out, err := cmd.CombinedOutput()
-	if err != nil && !killedBySIGKILL(err) {
-		t.Fatalf("overlay of %s on %s in a user namespace: %v: %s", denied, merged, err, out)
-	}
-	if !killedBySIGKILL(err) {
-		t.Errorf("exec %s/true, an overlay whose lower layer is the denied %s/: err=%v, want killed by SIGKILL", merged, denied, err)
-	}
+	cmd := inUserMountNS(t, cg, []string{tree.busybox, "sh"}, `mount -t overlay overlay -o "$1" "$2" && exec "$2/true"`, opts, merged)
+	wantKilled(t, cmd, fmt.Sprintf("overlay of %s on %s in a user namespace", denied, merged),
+		fmt.Sprintf("exec %s/true, an overlay whose lower layer is the denied %s/", merged, denied))
 }
 
 // The move kill judges the mover by its task storage, set at exec and fork,
@@ -100,39 +82,18 @@ func TestRedteam2ExecRuleEscapedByOverlayLower(t *testing.T) {
 // Needs what the first pass's move needed: a writable cgroupfs in the host
 // cgroup namespace.
 func TestRedteam2MoveOutByIOURingWorker(t *testing.T) {
-	env := newTestEnv(t)
-	e := env.open(t)
-	rt := buildRedteam(t)
-	busybox := staticBusybox(t)
-	rs := Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, busybox, 1)}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	cg := env.cgroup(t, "container")
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
-	out, err := command(cg, rt, "uring-move", filepath.Join(env.cgroupRoot, "cgroup.procs"), busybox, "true").Output()
-	if err != nil && !killedBySIGKILL(err) {
-		t.Fatalf("io_uring move from %s to %s: %v: %s", cg.dir, env.cgroupRoot, err, out)
-	}
-	if !killedBySIGKILL(err) {
-		t.Errorf("moved by an io_uring worker from %s to %s, then exec of the denied %s: err=%v, output %q; want killed by SIGKILL", cg.dir, env.cgroupRoot, busybox, err, out)
-	}
+	m := newMoveOut(t, "uring-move")
+	wantKilled(t, m.cmd, fmt.Sprintf("io_uring move from %s to %s", m.from, m.to),
+		fmt.Sprintf("moved by an io_uring worker from %s to %s, then exec of the denied %s", m.from, m.to, m.denied))
 }
 
 // Routes against the second-pass mechanisms that hold today, kept as
 // regression checks.
 func TestRedteam2RoutesThatHold(t *testing.T) {
-	env := newTestEnv(t)
-	e := env.open(t)
-	rt := buildRedteam(t)
-	busybox := staticBusybox(t)
-	base := resolved(t, t.TempDir())
-	denied := filepath.Join(base, "denied")
-	sub := filepath.Join(denied, "sub")
-	bin := filepath.Join(sub, "true")
-	copyExecutable(t, busybox, bin)
+	env, e, rt := newRedteam(t)
+	tree := newDeniedTree(t, "sub/true")
+	busybox, base, denied, bin := tree.busybox, tree.base, tree.denied, tree.bin
+	sub := filepath.Dir(bin)
 
 	cg := deniedDirCgroup(t, env, e, "holds", denied, bin)
 
@@ -149,21 +110,14 @@ func TestRedteam2RoutesThatHold(t *testing.T) {
 	// file, opened at registration (F): the interpreter is the file the
 	// exec ends with, and it is judged.
 	t.Run("binfmt_misc", func(t *testing.T) {
-		unshare, err := exec.LookPath("unshare")
-		if err != nil {
-			require.Privileged(t, "util-linux unshare", err)
-		}
 		data := filepath.Join(base, "data.rt2x")
 		if err := os.WriteFile(data, nil, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		cmd := command(cg, unshare, "--user", "--map-root-user", "--mount", "--propagation", "private",
-			busybox, "sh", "-c", `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc &&
-				echo ":rt2:E::rt2x::$1:F" > /proc/sys/fs/binfmt_misc/register && exec "$2"`, "sh", bin, data)
-		out, err := cmd.CombinedOutput()
-		if !killedBySIGKILL(err) {
-			t.Errorf("exec %s through binfmt_misc with the interpreter %s: err=%v, output %q; want killed by SIGKILL", data, bin, err, out)
-		}
+		cmd := inUserMountNS(t, cg, []string{busybox, "sh"}, `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc &&
+				echo ":rt2:E::rt2x::$1:F" > /proc/sys/fs/binfmt_misc/register && exec "$2"`, bin, data)
+		wantKilled(t, cmd, fmt.Sprintf("register %s as the binfmt_misc interpreter of %s", bin, data),
+			fmt.Sprintf("exec %s through binfmt_misc with the interpreter %s", data, bin))
 	})
 	// Leaving the container's cgroup by clone3(CLONE_INTO_CGROUP): the
 	// child is killed before it runs.
@@ -209,29 +163,8 @@ func TestRedteam2RoutesThatHold(t *testing.T) {
 // recorded), then sends on the connected socket, which no sendmsg hook
 // sees: egress finds the rewritten destination recorded and passes it.
 func TestRedteam2UDPNATAfterRefusedSendto(t *testing.T) {
-	env := newTestEnv(t)
-	e := env.open(t)
-	rt := buildRedteam(t)
-	nft, err := exec.LookPath("nft")
-	if err != nil {
-		require.Privileged(t, "nft (package nftables, installed by make deps)", err)
-	}
-	rs := Ruleset{ID: 1, Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.2/32"), PortHi: 65535, RuleID: 1}}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	cg := env.cgroup(t, "udpnat")
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
-	run := func(cg *testCgroup, how string) string {
-		t.Helper()
-		out, err := command(cg, rt, "udp-nat", nft, "127.0.0.2", "127.0.0.3", how).Output()
-		if err != nil {
-			t.Fatalf("redteam2 udp-nat %s: %v (output %q)", how, err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
+	cg, natRun := natRedteam(t, "udpnat", "udp-nat")
+	run := func(cg *testCgroup, how string) string { return natRun(cg, "127.0.0.3", how) }
 	if got := run(nil, "plain"); got != "SENT\nARRIVED" {
 		t.Fatalf("outside the cgroup, a datagram to 127.0.0.3 rewritten to 127.0.0.2: %q, want it to arrive (the probe is broken)", got)
 	}

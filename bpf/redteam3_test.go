@@ -54,12 +54,7 @@ func newScopedEnv(t *testing.T, capacity Capacity) *scopedEnv {
 	rule.From = 1
 	rs := Ruleset{ID: 9, Exec: []ExecRule{rule}, Ancestors: [][]string{ancestor},
 		Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.1/32"), PortLo: uint16(srv.Port), PortHi: uint16(srv.Port), RuleID: 32, From: 1}}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, rs)
 	return &scopedEnv{env: env, e: e, cg: cg, ancestor: ancestor, nginx: nginx, id: id, port: srv.Port,
 		helper: `"$0" tcp4 - 127.0.0.1:` + strconv.Itoa(srv.Port)}
 }
@@ -263,12 +258,7 @@ func TestRedteam3ScopedConnectRuleOverRawSocket(t *testing.T) {
 	}
 	rs := Ruleset{ID: 12, Ancestors: [][]string{ancestor},
 		Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.2/32"), PortHi: 65535, RuleID: 51, From: 1}}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, rs)
 	send := func(t *testing.T, shell, kind string) (string, bool) {
 		t.Helper()
 		nonce := newNonce()

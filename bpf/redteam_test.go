@@ -23,6 +23,13 @@ import (
 // buildRedteam compiles testdata/redteam.c.
 func buildRedteam(t testing.TB) string { return buildTestC(t, "redteam") }
 
+// newRedteam is a red-team test's environment, enforcer and redteam binary.
+func newRedteam(t *testing.T) (*testEnv, *Enforcer, string) {
+	t.Helper()
+	env := newTestEnv(t)
+	return env, env.open(t), buildRedteam(t)
+}
+
 // deniedDirCgroup registers a cgroup whose ruleset denies dir/ by path and,
 // as the engine resolves a prefix rule, by the directory's identity, plus
 // exact rules for files (by path and identity), and checks that probe is
@@ -35,13 +42,8 @@ func deniedDirCgroup(t *testing.T, env *testEnv, e *Enforcer, name, dir, probe s
 		rs.Exec = append(rs.Exec, mustExecRule(t, f, uint32(i+2)))
 		ids = append(ids, FileRule{File: statID(t, f), RuleID: uint32(i + 2)})
 	}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
 	cg := env.cgroup(t, name)
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, rs)
 	if err := e.SetCgroupFiles(cg.id, ids); err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +51,60 @@ func deniedDirCgroup(t *testing.T, env *testEnv, e *Enforcer, name, dir, probe s
 		t.Fatalf("exec %s in the cgroup: %v, want killed by SIGKILL", probe, err)
 	}
 	return cg
+}
+
+// deniedTree is a static busybox copied to bin, a path below the directory
+// denied, in a fresh directory base of the test's.
+type deniedTree struct {
+	busybox, base, denied, bin string
+}
+
+// newDeniedTree copies busybox to denied/rel; busybox runs the applet named
+// by its argv[0], so rel's last element says what it does.
+func newDeniedTree(t *testing.T, rel string) deniedTree {
+	t.Helper()
+	d := deniedTree{busybox: staticBusybox(t), base: resolved(t, t.TempDir())}
+	d.denied = filepath.Join(d.base, "denied")
+	d.bin = filepath.Join(d.denied, rel)
+	copyExecutable(t, d.busybox, d.bin)
+	return d
+}
+
+// inUserMountNS prepares the shell command (sh, or busybox sh) to run
+// script, with args as $1..., in cg in a user and mount namespace of its
+// own, as a workload may make where user namespaces may be created.
+func inUserMountNS(t *testing.T, cg *testCgroup, shell []string, script string, args ...string) *exec.Cmd {
+	t.Helper()
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		require.Privileged(t, "util-linux unshare", err)
+	}
+	argv := append([]string{"--user", "--map-root-user", "--mount", "--propagation", "private"}, shell...)
+	argv = append(append(argv, "-c", script, "sh"), args...)
+	return command(cg, unshare, argv...)
+}
+
+// wantKilled runs cmd, an attack, and checks it was killed by SIGKILL; a
+// failure of another kind is of the attack's setup and fatal.
+func wantKilled(t *testing.T, cmd *exec.Cmd, setup, attack string) {
+	t.Helper()
+	out, err := cmd.CombinedOutput()
+	if err != nil && !killedBySIGKILL(err) {
+		t.Fatalf("%s: %v: %s", setup, err, out)
+	}
+	if !killedBySIGKILL(err) {
+		t.Errorf("%s: err=%v, output %q; want killed by SIGKILL", attack, err, out)
+	}
+}
+
+// nftPath is the host's nft, or a skip.
+func nftPath(t *testing.T) string {
+	t.Helper()
+	nft, err := exec.LookPath("nft")
+	if err != nil {
+		require.Privileged(t, "nft (package nftables, installed by make deps)", err)
+	}
+	return nft
 }
 
 // staticBusybox is the host's static busybox, resolved, or a skip.
@@ -133,13 +189,8 @@ func TestRedteamExecDeniedBinaryAsELFInterpreter(t *testing.T) {
 	writeInterpELF(t, busybox, fake)
 
 	rs := Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, busybox, 1)}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
 	cg := env.cgroup(t, "interp")
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, rs)
 	if err := e.SetCgroupFiles(cg.id, []FileRule{{File: statID(t, busybox), RuleID: 1}}); err != nil {
 		t.Fatal(err)
 	}
@@ -172,11 +223,8 @@ func TestRedteamExecDeniedBinaryAsELFInterpreter(t *testing.T) {
 func TestRedteamExecPrefixRuleEscapedByChrootOrBindMount(t *testing.T) {
 	env := newTestEnv(t)
 	e := env.open(t)
-	busybox := staticBusybox(t)
-	base := resolved(t, t.TempDir())
-	denied := filepath.Join(base, "denied")
-	bin := filepath.Join(denied, "true") // busybox runs the applet named by argv[0]
-	copyExecutable(t, busybox, bin)
+	tree := newDeniedTree(t, "true")
+	base, denied, bin := tree.base, tree.denied, tree.bin
 	mnt := filepath.Join(base, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
@@ -194,19 +242,9 @@ func TestRedteamExecPrefixRuleEscapedByChrootOrBindMount(t *testing.T) {
 		}
 	})
 	t.Run("bind mount in a user namespace", func(t *testing.T) {
-		unshare, err := exec.LookPath("unshare")
-		if err != nil {
-			require.Privileged(t, "util-linux unshare", err)
-		}
-		cmd := command(cg, unshare, "--user", "--map-root-user", "--mount", "--propagation", "private",
-			"sh", "-c", `mount --bind "$1" "$2" && exec "$2/true"`, "sh", denied, mnt)
-		out, err := cmd.CombinedOutput()
-		if err != nil && !killedBySIGKILL(err) {
-			t.Fatalf("bind mount %s on %s in a user namespace: %v: %s", denied, mnt, err, out)
-		}
-		if !killedBySIGKILL(err) {
-			t.Errorf("exec %s/true, a bind mount of the denied %s/: err=%v, want killed by SIGKILL", mnt, denied, err)
-		}
+		cmd := inUserMountNS(t, cg, []string{"sh"}, `mount --bind "$1" "$2" && exec "$2/true"`, denied, mnt)
+		wantKilled(t, cmd, fmt.Sprintf("bind mount %s on %s in a user namespace", denied, mnt),
+			fmt.Sprintf("exec %s/true, a bind mount of the denied %s/", mnt, denied))
 	})
 }
 
@@ -219,9 +257,7 @@ func TestRedteamExecPrefixRuleEscapedByChrootOrBindMount(t *testing.T) {
 // helper works in a network namespace of its own, as a container does
 // (packet sockets need CAP_NET_RAW in it).
 func TestRedteamPacketSocketRoutes(t *testing.T) {
-	env := newTestEnv(t)
-	e := env.open(t)
-	rt := buildRedteam(t)
+	env, e, rt := newRedteam(t)
 	const denied = "127.0.0.2"
 	rs := Ruleset{ID: 1,
 		Sockets: []SocketRule{{Family: familyPacket, Type: SocketAny, Protocol: SocketAny, RuleID: 1}},
@@ -264,29 +300,8 @@ func TestRedteamPacketSocketRoutes(t *testing.T) {
 // one. The hooks check the address the caller gave, never the one the
 // packets carry.
 func TestRedteamConnectRewrittenByNAT(t *testing.T) {
-	env := newTestEnv(t)
-	e := env.open(t)
-	rt := buildRedteam(t)
-	nft, err := exec.LookPath("nft")
-	if err != nil {
-		require.Privileged(t, "nft (package nftables, installed by make deps)", err)
-	}
-	rs := Ruleset{ID: 1, Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.2/32"), PortHi: 65535, RuleID: 1}}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	cg := env.cgroup(t, "nat")
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
-	run := func(cg *testCgroup, via string) string {
-		t.Helper()
-		out, err := command(cg, rt, "dnat", nft, "127.0.0.2", via).Output()
-		if err != nil {
-			t.Fatalf("redteam dnat via %s: %v (output %q)", via, err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
+	cg, natRun := natRedteam(t, "nat", "dnat")
+	run := func(cg *testCgroup, via string) string { return natRun(cg, via) }
 	if got := run(nil, "127.0.0.3"); got != "OK 127.0.0.2" {
 		t.Fatalf("outside the cgroup, connect to 127.0.0.3 rewritten to 127.0.0.2: %q, want OK 127.0.0.2 (the probe is broken)", got)
 	}
@@ -298,27 +313,58 @@ func TestRedteamConnectRewrittenByNAT(t *testing.T) {
 	}
 }
 
+// natRedteam sets up a test of a nat rule that rewrites a destination
+// after the hooks: cg, registered under a ruleset refusing 127.0.0.2, and
+// run, which runs redteam MODE NFT 127.0.0.2 ARGS... in a cgroup (nil: the
+// test's own) and returns its output, trimmed.
+func natRedteam(t *testing.T, name, mode string) (*testCgroup, func(cg *testCgroup, args ...string) string) {
+	env, e, rt := newRedteam(t)
+	nft := nftPath(t)
+	rs := Ruleset{ID: 1, Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.2/32"), PortHi: 65535, RuleID: 1}}}
+	cg := env.cgroup(t, name)
+	enforce(t, e, cg, rs)
+	return cg, func(cg *testCgroup, args ...string) string {
+		t.Helper()
+		out, err := command(cg, rt, append([]string{mode, nft, "127.0.0.2"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("redteam %s %v: %v (output %q)", mode, args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+}
+
 // A process that can write the cgroup.procs of a cgroup above its
 // container (a writable cgroupfs in the host cgroup namespace: CAP_SYS_ADMIN
 // and podman's default cgroupns=host on cgroup v1 and hybrid hosts) moves
 // itself out and runs what its container denies. tp_btf/cgroup_attach_task
 // kills it as it moves.
 func TestRedteamMoveOutOfContainerCgroup(t *testing.T) {
-	env := newTestEnv(t)
-	e := env.open(t)
-	rt := buildRedteam(t)
-	busybox := staticBusybox(t)
-	rs := Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, busybox, 1)}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
-	cg := env.cgroup(t, "container")
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
-	out, err := command(cg, rt, "move-exec", filepath.Join(env.cgroupRoot, "cgroup.procs"), busybox, "true").Output()
+	m := newMoveOut(t, "move-exec")
+	out, err := m.cmd.Output()
 	if !killedBySIGKILL(err) {
-		t.Errorf("moved from %s to %s, then exec of the denied %s: err=%v, output %q; want killed by SIGKILL", cg.dir, env.cgroupRoot, busybox, err, out)
+		t.Errorf("moved from %s to %s, then exec of the denied %s: err=%v, output %q; want killed by SIGKILL", m.from, m.to, m.denied, err, out)
+	}
+}
+
+// moveOut is redteam MODE prepared in a cgroup (from) whose ruleset denies
+// busybox (denied): the mode moves the process to the test's cgroup root
+// (to) by its cgroup.procs, then execs busybox.
+type moveOut struct {
+	cmd              *exec.Cmd
+	from, to, denied string
+}
+
+func newMoveOut(t *testing.T, mode string) moveOut {
+	t.Helper()
+	env, e, rt := newRedteam(t)
+	busybox := staticBusybox(t)
+	cg := env.cgroup(t, "container")
+	enforce(t, e, cg, Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, busybox, 1)}})
+	return moveOut{
+		cmd:    command(cg, rt, mode, filepath.Join(env.cgroupRoot, "cgroup.procs"), busybox, "true"),
+		from:   cg.dir,
+		to:     env.cgroupRoot,
+		denied: busybox,
 	}
 }
 
@@ -326,9 +372,7 @@ func TestRedteamMoveOutOfContainerCgroup(t *testing.T) {
 // checks: other ways to exec a denied file, and other ways to reach a
 // denied address.
 func TestRedteamRoutesThatHold(t *testing.T) {
-	env := newTestEnv(t)
-	e := env.open(t)
-	rt := buildRedteam(t)
+	env, e, rt := newRedteam(t)
 	busybox := staticBusybox(t)
 	listener := harness.ListenTCP(t, "127.0.0.2:0")
 	script := filepath.Join(resolved(t, t.TempDir()), "script")
@@ -339,13 +383,8 @@ func TestRedteamRoutesThatHold(t *testing.T) {
 		Exec:    []ExecRule{mustExecRule(t, busybox, 1)},
 		Connect: []NetRule{{Prefix: mustPrefix(t, "127.0.0.2/32"), PortHi: 65535, RuleID: 2}},
 	}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
 	cg := env.cgroup(t, "hold")
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, rs)
 
 	t.Run("exec", func(t *testing.T) {
 		pid1 := command(cg, busybox, "true")
@@ -384,19 +423,12 @@ func TestRedteamRoutesThatHold(t *testing.T) {
 // SIGKILL reaches only the mapper's thread group; the survivor must not be
 // left with the executable mapping.
 func TestRedteamMmapSharedAddressSpace(t *testing.T) {
-	env := newTestEnv(t)
-	e := env.open(t)
-	rt := buildRedteam(t)
+	env, e, rt := newRedteam(t)
 	lib := filepath.Join(resolved(t, t.TempDir()), "denied", "libhf.so")
 	copyExecutable(t, hostLibrary(t), lib)
 	rs := Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, lib, 1)}}
-	if err := e.PutRuleset(rs); err != nil {
-		t.Fatal(err)
-	}
 	cg := env.cgroup(t, "vm")
-	if err := e.SetCgroup(cg.id, rs.ID); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, rs)
 	if out, err := command(nil, rt, "vm-mmap", lib).Output(); err != nil || strings.TrimSpace(string(out)) != "MAPPED child exited" {
 		t.Fatalf("outside the cgroup: %v, %q; want MAPPED child exited (the probe is broken)", err, out)
 	}
