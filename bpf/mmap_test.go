@@ -178,24 +178,10 @@ func TestMmapFollowsCgroupRules(t *testing.T) {
 }
 
 func TestMmapLSMMode(t *testing.T) {
-	require.Root(t)
-	requireLSM(t, "BPF LSM (lsm/mmap_file, lsm/file_mprotect)")
-	env := newTestEnv(t)
-	e := env.open(t)
-	if c := e.Controls()[1]; c.Name != ControlMmap || c.Mode != ModeLSM {
-		t.Fatalf("probe says supported but the mmap control is %+v", c)
-	}
 	mapfile := buildMapfile(t)
 	lib := filepath.Join(resolved(t, t.TempDir()), "libhf.so")
 	copyExecutable(t, hostLibrary(t), lib)
-	cg := env.cgroup(t, "lsm")
-	if err := e.PutRuleset(Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, lib, 1)}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, 1); err != nil {
-		t.Fatal(err)
-	}
-	r := openEvents(t, e)
+	cg, r := lsmDenying(t, "BPF LSM (lsm/mmap_file, lsm/file_mprotect)", ControlMmap, lib)
 	for _, mode := range []string{"exec", "mprotect"} {
 		out, _ := command(cg, mapfile, mode, lib).Output()
 		if !strings.Contains(string(out), "Operation not permitted") {

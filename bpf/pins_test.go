@@ -54,6 +54,24 @@ func requireLSM(t *testing.T, feature string) {
 	}
 }
 
+// lsmDenying opens an enforcer where BPF LSM programs load (else a skip
+// naming feature), checks that control runs in lsm mode, and registers a
+// cgroup under ruleset 1, which denies path by rule 1; r reads its events.
+func lsmDenying(t *testing.T, feature, control, path string) (cg *testCgroup, r *EventReader) {
+	t.Helper()
+	require.Root(t)
+	requireLSM(t, feature)
+	env := newTestEnv(t)
+	e := env.open(t)
+	i := slices.IndexFunc(e.Controls(), func(c Control) bool { return c.Name == control })
+	if i < 0 || e.Controls()[i].Mode != ModeLSM {
+		t.Fatalf("probe says supported but the %s control is %+v", control, e.Controls())
+	}
+	cg = env.cgroup(t, "lsm")
+	enforce(t, e, cg, Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, path, 1)}})
+	return cg, openEvents(t, e)
+}
+
 // waitDetached waits until prog no longer runs on cgroupDir for attach after
 // its link's pin was removed. The kernel frees the link's ID before it
 // detaches the program, so the cgroup's own list is what says it is gone;
@@ -421,22 +439,8 @@ func TestControlsFollowLSMProbe(t *testing.T) {
 }
 
 func TestLSMMode(t *testing.T) {
-	require.Root(t)
-	requireLSM(t, "BPF LSM (lsm/bprm_check_security)")
-	env := newTestEnv(t)
-	e := env.open(t)
-	if mode := e.Controls()[0].Mode; mode != ModeLSM {
-		t.Fatalf("probe says supported but exec runs in %s mode: %s", mode, e.Controls()[0].Reason)
-	}
 	id := resolved(t, "/usr/bin/id")
-	cg := env.cgroup(t, "lsm")
-	if err := e.PutRuleset(Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, id, 1)}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, 1); err != nil {
-		t.Fatal(err)
-	}
-	r := openEvents(t, e)
+	cg, r := lsmDenying(t, "BPF LSM (lsm/bprm_check_security)", ControlExec, id)
 	if err := command(cg, id).Run(); !errors.Is(err, os.ErrPermission) {
 		t.Fatalf("exec in lsm mode: %v, want EPERM", err)
 	}
