@@ -262,12 +262,7 @@ func TestExecNotAllowedEvent(t *testing.T) {
 	cg := env.cgroup(t, "events")
 	trueBin := resolved(t, "/usr/bin/true")
 	id := resolved(t, "/usr/bin/id")
-	if err := e.PutRuleset(Ruleset{ID: 8, Exec: []ExecRule{allowRule(t, trueBin, 1)}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, 8); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, Ruleset{ID: 8, Exec: []ExecRule{allowRule(t, trueBin, 1)}})
 	r := openEvents(t, e)
 	cmd := command(cg, id)
 	if err := cmd.Run(); !killedBySIGKILL(err) {

@@ -13,12 +13,7 @@ import (
 func startTracked(t *testing.T, env *testEnv, e *Enforcer, name string, vars []string, script string) *testCgroup {
 	t.Helper()
 	cg := env.cgroup(t, name)
-	if err := e.PutRuleset(Ruleset{ID: 1}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, 1); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, Ruleset{ID: 1})
 	cmd := command(cg, "/bin/sh", "-c", script)
 	cmd.Env = vars
 	if err := cmd.Start(); err != nil {

@@ -120,12 +120,7 @@ func TestEvents(t *testing.T) {
 	})
 
 	t.Run("udp sendmsg refused", func(t *testing.T) {
-		if err := e.PutRuleset(Ruleset{ID: 43, Connect: []NetRule{{Prefix: mustPrefix(t, "::1/128"), PortHi: 65535, Proto: ProtoUDP, RuleID: 9}}}); err != nil {
-			t.Fatal(err)
-		}
-		if err := e.SetCgroup(cg.id, 43); err != nil {
-			t.Fatal(err)
-		}
+		enforce(t, e, cg, Ruleset{ID: 43, Connect: []NetRule{{Prefix: mustPrefix(t, "::1/128"), PortHi: 65535, Proto: ProtoUDP, RuleID: 9}}})
 		out, err := helper(cg, "sendto", "udp6", "[::1]:0", ls.udp6).Output()
 		if err != nil || strings.TrimSpace(string(out)) != "EPERM" {
 			t.Fatalf("sendto: %q, %v", out, err)

@@ -125,32 +125,17 @@ func TestExecRulesFollowCgroupRegistration(t *testing.T) {
 	if err := run(); err != nil {
 		t.Fatalf("unregistered cgroup: %v", err)
 	}
-	if err := e.PutRuleset(Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, id, 1)}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, 1); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, Ruleset{ID: 1, Exec: []ExecRule{mustExecRule(t, id, 1)}})
 	if err := run(); !killedBySIGKILL(err) {
 		t.Fatalf("registered cgroup: want SIGKILL, got %v", err)
 	}
 	// A ruleset with only connect rules leaves exec alone.
-	if err := e.PutRuleset(Ruleset{ID: 2, Connect: []NetRule{{Prefix: mustPrefix(t, "192.0.2.0/24"), PortHi: 65535}}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, 2); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, Ruleset{ID: 2, Connect: []NetRule{{Prefix: mustPrefix(t, "192.0.2.0/24"), PortHi: 65535}}})
 	if err := run(); err != nil {
 		t.Fatalf("connect-only ruleset: %v", err)
 	}
 	// "/" denies everything.
-	if err := e.PutRuleset(Ruleset{ID: 3, Exec: []ExecRule{mustExecRule(t, "/", 3)}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, 3); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, Ruleset{ID: 3, Exec: []ExecRule{mustExecRule(t, "/", 3)}})
 	if err := command(cg, resolved(t, "/usr/bin/true")).Run(); !killedBySIGKILL(err) {
 		t.Fatalf(`ruleset denying "/": want SIGKILL, got %v`, err)
 	}

@@ -148,21 +148,11 @@ func TestMmapFollowsCgroupRules(t *testing.T) {
 	sub := env.cgroup(t, "mmap/sub")
 
 	run := func(c *testCgroup) error { return command(c, mapfile, "exec", lib).Run() }
-	if err := e.PutRuleset(Ruleset{ID: 1, Connect: []NetRule{{Prefix: mustPrefix(t, "192.0.2.0/24"), PortHi: 65535}}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, 1); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, Ruleset{ID: 1, Connect: []NetRule{{Prefix: mustPrefix(t, "192.0.2.0/24"), PortHi: 65535}}})
 	if err := run(cg); err != nil {
 		t.Fatalf("connect-only ruleset: %v", err)
 	}
-	if err := e.PutRuleset(Ruleset{ID: 2, Exec: []ExecRule{mustExecRule(t, filepath.Dir(lib)+"/", 2)}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, 2); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, Ruleset{ID: 2, Exec: []ExecRule{mustExecRule(t, filepath.Dir(lib)+"/", 2)}})
 	if err := run(cg); !killedBySIGKILL(err) {
 		t.Fatalf("library below a denied directory: want SIGKILL, got %v", err)
 	}

@@ -182,12 +182,7 @@ func TestPinsSurviveAndAdopt(t *testing.T) {
 
 	// Rules written after adoption take effect.
 	cg2 := env.cgroup(t, "after-adoption")
-	if err := e.PutRuleset(Ruleset{ID: 2, Exec: []ExecRule{mustExecRule(t, trueBin, 2)}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg2.id, 2); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg2, Ruleset{ID: 2, Exec: []ExecRule{mustExecRule(t, trueBin, 2)}})
 	if err := command(cg2, trueBin).Run(); !killedBySIGKILL(err) {
 		t.Fatalf("rule added after adoption: want SIGKILL, got %v", err)
 	}

@@ -72,12 +72,7 @@ func TestProcessTableChain(t *testing.T) {
 	env := newTestEnv(t)
 	e := env.open(t)
 	cg := env.cgroup(t, "procs")
-	if err := e.PutRuleset(Ruleset{ID: 1}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.SetCgroup(cg.id, 1); err != nil {
-		t.Fatal(err)
-	}
+	enforce(t, e, cg, Ruleset{ID: 1})
 	sleep := resolved(t, "/usr/bin/sleep")
 	cmd := command(cg, "/bin/sh", "-c", "/bin/sh -c '"+sleep+" 29 1; true'; true")
 	cmd.Dir = t.TempDir()
