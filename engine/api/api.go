@@ -199,9 +199,13 @@ type Status struct {
 	Maps []MapUsage `json:"maps"`
 	// Orphans are pinned cgroup entries no registration accounts for (the
 	// registry was lost): they stay enforced while their cgroup exists.
-	Orphans []Orphan `json:"orphans,omitempty"` // CgroupCheck says how registrars' cgroup claims are checked against
+	Orphans []Orphan `json:"orphans,omitempty"`
+	// CgroupCheck says how registrars' cgroup claims are checked against
 	// the kernel ("process" or why they cannot be).
 	CgroupCheck string `json:"cgroupCheck,omitempty"`
+	// FileIdentity says how the devices of exec rules' files are read when
+	// rules are resolved in a container's root: "statmount" or "mountinfo".
+	FileIdentity string `json:"fileIdentity,omitempty"`
 	// CRI is the CRI runtime the engine reconciles with, if any.
 	CRI *CRIStatus `json:"cri,omitempty"`
 	// EventsFile is the engine's --events file, which `holdfast events

@@ -180,7 +180,7 @@ func (e *Engine) resolveFiles(set *policy.Set, c *api.Container) resolvedFiles {
 	defer root.Close()
 	out.rootID = c.RootID
 	for _, r := range rules {
-		f, err := root.Resolve(r.Text)
+		f, err := root.Lookup(r.Text)
 		if err != nil {
 			// Nothing to deny by identity; the path rule still holds if the
 			// file appears later.
