@@ -172,23 +172,15 @@ func (r *Root) Resolve(p string) (File, error) {
 	// The kernel's own resolution decides the identity; the walk above only
 	// names it. Both ran in the same root, so they agree unless the tree
 	// changed in between, which the comparison below catches.
-	f, err := linux.OpenInRoot(r.dir, p, true, false)
+	found, statIno, err := r.lookup(p)
 	if err != nil {
 		return out, fmt.Errorf("resolve %s in %s: %w", p, r.Name(), err)
 	}
-	defer f.Close()
-	st, err := linux.Fstat(f)
-	if err != nil {
-		return out, fmt.Errorf("resolve %s in %s: %w", p, r.Name(), err)
-	}
-	out.Mode, out.Nlink = st.Mode, st.Nlink
-	if out.ID, err = r.identity(f); err != nil {
-		return out, fmt.Errorf("resolve %s in %s: %w", p, r.Name(), err)
-	}
+	out.ID, out.Mode, out.Nlink = found.ID, found.Mode, found.Nlink
 	if t, err := linux.OpenInRoot(r.dir, out.Target, false, false); err == nil {
 		tst, serr := linux.Fstat(t)
 		t.Close()
-		if serr == nil && tst.Ino != st.Ino {
+		if serr == nil && tst.Ino != statIno {
 			return out, fmt.Errorf("resolve %s in %s: changed while resolving", p, r.Name())
 		}
 	}
@@ -202,21 +194,31 @@ func splitPath(p string) []string { return strings.Split(p, "/") }
 // Links stay empty. A registration needs only these, and it is on the
 // path a container's start waits for.
 func (r *Root) Lookup(p string) (File, error) {
+	f, _, err := r.lookup(p)
+	if err != nil {
+		return f, fmt.Errorf("look up %s in %s: %w", p, r.Name(), err)
+	}
+	return f, nil
+}
+
+// lookup resolves p in the root and reads its identity; statIno is the
+// inode number stat reports, for comparing with other stats.
+func (r *Root) lookup(p string) (_ File, statIno uint64, _ error) {
 	out := File{Path: p}
 	f, err := linux.OpenInRoot(r.dir, p, true, false)
 	if err != nil {
-		return out, fmt.Errorf("look up %s in %s: %w", p, r.Name(), err)
+		return out, 0, err
 	}
 	defer f.Close()
 	st, err := linux.Fstat(f)
 	if err != nil {
-		return out, fmt.Errorf("look up %s in %s: %w", p, r.Name(), err)
+		return out, 0, err
 	}
 	out.Mode, out.Nlink = st.Mode, st.Nlink
 	if out.ID, err = r.identity(f); err != nil {
-		return out, fmt.Errorf("look up %s in %s: %w", p, r.Name(), err)
+		return out, 0, err
 	}
-	return out, nil
+	return out, st.Ino, nil
 }
 
 // identity reads f's inode identity as the kernel holds it.
