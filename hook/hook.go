@@ -12,6 +12,7 @@ import (
 
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/api/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 )
 
 // Engine is the part of the engine's API the hook calls; *api.Client
@@ -26,7 +27,7 @@ type Hook struct {
 	// Stage is the stage the hook is installed at. A create stage also
 	// unregisters when the state says the container has stopped, so one
 	// hooks.d entry can list createContainer and poststop.
-	Stage   Stage
+	Stage   ocihook.Stage
 	Config  Config // with defaults applied and validated
 	Engine  Engine
 	Cgroups CgroupResolver
@@ -89,7 +90,7 @@ const (
 // Decision is what one run did and why; it is logged as one line.
 type Decision struct {
 	Time      time.Time
-	Stage     Stage
+	Stage     ocihook.Stage
 	Action    string // register or unregister
 	Outcome   string
 	Reason    string // why a failure was allowed or refused
@@ -135,7 +136,7 @@ func (d *Decision) ExitCode() int {
 func (h *Hook) Run(ctx context.Context, stdin io.Reader) *Decision {
 	start := time.Now()
 	d := &Decision{Time: start, Stage: h.Stage, Action: "register"}
-	if h.Stage == StagePoststop {
+	if h.Stage == ocihook.StagePoststop {
 		d.Action = "unregister"
 	}
 	d.connected = h.connectAhead(ctx)
@@ -149,31 +150,31 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 	var st *specs.State
 	if err := d.timed("state", func() error {
 		return within(ctx, "read OCI state", func() (err error) {
-			st, err = ReadState(stdin)
+			st, err = ocihook.ReadState(stdin)
 			return err
 		})
 	}); err != nil {
 		return err
 	}
 	d.Container.ID = st.ID
-	if h.Stage == StagePoststop || st.Status == specs.StateStopped {
+	if h.Stage == ocihook.StagePoststop || st.Status == specs.StateStopped {
 		d.Action = "unregister"
 		return h.unregister(ctx, st, d)
 	}
-	if err := checkCreateState(st, h.Stage); err != nil {
+	if err := ocihook.CheckCreateState(st, h.Stage); err != nil {
 		return err
 	}
 
-	var cfg *BundleConfig
+	var cfg *ocihook.BundleConfig
 	if err := d.timed("config", func() error {
 		return within(ctx, "read bundle config of "+st.ID, func() (err error) {
-			cfg, err = ReadBundleConfig(st.Bundle)
+			cfg, err = ocihook.ReadBundleConfig(st.Bundle)
 			return err
 		})
 	}); err != nil {
 		return err
 	}
-	ctr, err := Identity(st.ID, st.Annotations, cfg.Annotations)
+	ctr, err := ocihook.Identity(st.ID, st.Annotations, cfg.Annotations)
 	d.Container = ctr // the namespace decides the fail mode, even on error
 	if err != nil {
 		return err
@@ -197,7 +198,7 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 	// engine checks the claim against the hook's own cgroup. The state's
 	// pid there is the init's pid in the container's pid namespace (1),
 	// which names another process to the engine.
-	if h.Stage == StageCreateContainer {
+	if h.Stage == ocihook.StageCreateContainer {
 		ctr.PeerInContainer, ctr.Pid = true, 0
 	}
 	stored, err := h.register(ctx, ctr, d)
@@ -252,7 +253,7 @@ func (h *Hook) engineContext(ctx context.Context) (context.Context, context.Canc
 }
 
 func (h *Hook) unregister(ctx context.Context, st *specs.State, d *Decision) error {
-	if ctr, err := Identity(st.ID, st.Annotations); err == nil {
+	if ctr, err := ocihook.Identity(st.ID, st.Annotations); err == nil {
 		d.Container = ctr
 	}
 	err := d.timed("engine", func() error {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	"github.com/holdfast-dev/holdfast/test/harness"
 )
@@ -87,7 +88,7 @@ func startFakeEngine(t *testing.T) (*fakeEngine, string) {
 	return f, sock
 }
 
-func newHook(stage Stage, socket string, cfg Config) *Hook {
+func newHook(stage ocihook.Stage, socket string, cfg Config) *Hook {
 	cfg.Socket = socket
 	return &Hook{Stage: stage, Config: cfg.WithDefaults(), Engine: &api.Client{Socket: socket}}
 }
@@ -103,10 +104,10 @@ func TestRunRegistersAndUnregisters(t *testing.T) {
 	pid := cg.Start(t, "sleep", "600").Process.Pid
 	eng, sock := startFakeEngine(t)
 	eng.policies = []string{"deny-shell"}
-	ann := map[string]string{CRIONamespace: "shop", CRIOPodName: "web", CRIOLabels: `{"app":"web"}`}
+	ann := map[string]string{ocihook.CRIONamespace: "shop", ocihook.CRIOPodName: "web", ocihook.CRIOLabels: `{"app":"web"}`}
 	b := harness.OCIBundle(t, ann, "")
 
-	h := newHook(StageCreateRuntime, sock, Config{FailMode: registrar.FailClosed})
+	h := newHook(ocihook.StageCreateRuntime, sock, Config{FailMode: registrar.FailClosed})
 	d := h.Run(deadline(t, 5*time.Second), strings.NewReader(harness.OCIState("c1", "creating", pid, b, nil)))
 	if d.Err != nil || d.Outcome != OutcomeRegistered || d.ExitCode() != 0 {
 		t.Fatalf("register: outcome %s exit %d err %v", d.Outcome, d.ExitCode(), d.Err)
@@ -115,7 +116,7 @@ func TestRunRegistersAndUnregisters(t *testing.T) {
 	if !ok {
 		t.Fatal("engine has no registration for c1")
 	}
-	if got.CgroupID != cg.ID || got.Namespace != "shop" || got.Pod != "web" || got.Labels["app"] != "web" || got.Source != Source {
+	if got.CgroupID != cg.ID || got.Namespace != "shop" || got.Pod != "web" || got.Labels["app"] != "web" || got.Source != ocihook.Source {
 		t.Fatalf("engine got %+v, want cgroup %d of shop/web with app=web", got, cg.ID)
 	}
 	if strings.Join(d.Container.Policies, ",") != "deny-shell" {
@@ -139,7 +140,7 @@ func TestRunRegistersAndUnregisters(t *testing.T) {
 		t.Fatal("c1 still registered after poststop")
 	}
 
-	post := newHook(StagePoststop, sock, Config{FailMode: registrar.FailClosed})
+	post := newHook(ocihook.StagePoststop, sock, Config{FailMode: registrar.FailClosed})
 	d = post.Run(deadline(t, 5*time.Second), strings.NewReader(`{"id":"c1","status":"stopped"}`))
 	if d.Err != nil || d.Outcome != OutcomeNotRegistered || d.ExitCode() != 0 {
 		t.Fatalf("second unregister: outcome %s err %v", d.Outcome, d.Err)
@@ -152,8 +153,8 @@ func TestRunRegistersAndUnregisters(t *testing.T) {
 func TestRunCreateContainerNamesItself(t *testing.T) {
 	cg, _ := newTestCgroup(t)
 	eng, sock := startFakeEngine(t)
-	b := harness.OCIBundle(t, map[string]string{CRIONamespace: "shop"}, cg.Path)
-	h := newHook(StageCreateContainer, sock, Config{FailMode: registrar.FailClosed})
+	b := harness.OCIBundle(t, map[string]string{ocihook.CRIONamespace: "shop"}, cg.Path)
+	h := newHook(ocihook.StageCreateContainer, sock, Config{FailMode: registrar.FailClosed})
 	d := h.Run(deadline(t, 5*time.Second), strings.NewReader(harness.OCIState("c2", "creating", 1, b, nil)))
 	if d.Err != nil || d.Outcome != OutcomeRegistered {
 		t.Fatalf("register: outcome %s err %v", d.Outcome, d.Err)
@@ -200,7 +201,7 @@ func TestRunFailureModes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := harness.OCIBundle(t, map[string]string{CRIONamespace: tt.namespace}, "")
+			b := harness.OCIBundle(t, map[string]string{ocihook.CRIONamespace: tt.namespace}, "")
 			stdin := tt.stdin
 			if stdin == "" {
 				stdin = harness.OCIState("c-"+strings.ReplaceAll(tt.name, " ", "-"), "creating", pid, b, nil)
@@ -209,7 +210,7 @@ func TestRunFailureModes(t *testing.T) {
 			if timeout == 0 {
 				timeout = 5 * time.Second
 			}
-			h := newHook(StageCreateRuntime, tt.socket, tt.cfg)
+			h := newHook(ocihook.StageCreateRuntime, tt.socket, tt.cfg)
 			d := h.Run(deadline(t, timeout), strings.NewReader(stdin))
 			if d.Outcome != tt.outcome {
 				t.Fatalf("outcome = %s (%s), want %s; err %v", d.Outcome, d.Reason, tt.outcome, d.Err)
@@ -240,7 +241,7 @@ func TestRunStdinNeverCloses(t *testing.T) {
 	_, sock := startFakeEngine(t)
 	r, w := io.Pipe()
 	t.Cleanup(func() { w.Close() })
-	h := newHook(StageCreateContainer, sock, Config{FailMode: registrar.FailClosed})
+	h := newHook(ocihook.StageCreateContainer, sock, Config{FailMode: registrar.FailClosed})
 	d := h.Run(deadline(t, 200*time.Millisecond), r)
 	if d.Outcome != OutcomeFailClosed || !errors.Is(d.Err, context.DeadlineExceeded) || !strings.Contains(d.Err.Error(), "read OCI state") {
 		t.Fatalf("outcome %s err %v, want fail-closed on the stdin deadline", d.Outcome, d.Err)
@@ -255,17 +256,17 @@ func TestRunBadInput(t *testing.T) {
 	dead := harness.ExitedPID(t)
 	tests := []struct {
 		name   string
-		stage  Stage
+		stage  ocihook.Stage
 		stdin  string
 		errHas []string
 	}{
-		{"missing config.json", StageCreateRuntime, harness.OCIState("c1", "creating", pid, t.TempDir(), nil), []string{"config.json", "no such file"}},
-		{"bundle does not exist", StageCreateRuntime, harness.OCIState("c1", "creating", pid, "/nonexistent-bundle", nil), []string{"/nonexistent-bundle/config.json"}},
-		{"pid gone", StageCreateRuntime, harness.OCIState("c1", "creating", dead, good, nil), []string{fmt.Sprintf("/proc/%d/cgroup", dead), "process does not exist", "no linux.cgroupsPath"}},
-		{"unknown cgroup", StageCreateRuntime, harness.OCIState("c1", "creating", dead, harness.OCIBundle(t, nil, "/holdfast-no-such-cgroup/x"), nil), []string{"unknown cgroup", "/holdfast-no-such-cgroup/x"}},
-		{"bad labels", StageCreateRuntime, harness.OCIState("c1", "creating", pid, good, map[string]string{CRIOLabels: "{"}), []string{CRIOLabels}},
-		{"running at create", StageCreateContainer, harness.OCIState("c1", "running", 1, good, nil), []string{`status "running"`}},
-		{"no pid at createRuntime", StageCreateRuntime, harness.OCIState("c1", "creating", 0, good, nil), []string{"no pid"}},
+		{"missing config.json", ocihook.StageCreateRuntime, harness.OCIState("c1", "creating", pid, t.TempDir(), nil), []string{"config.json", "no such file"}},
+		{"bundle does not exist", ocihook.StageCreateRuntime, harness.OCIState("c1", "creating", pid, "/nonexistent-bundle", nil), []string{"/nonexistent-bundle/config.json"}},
+		{"pid gone", ocihook.StageCreateRuntime, harness.OCIState("c1", "creating", dead, good, nil), []string{fmt.Sprintf("/proc/%d/cgroup", dead), "process does not exist", "no linux.cgroupsPath"}},
+		{"unknown cgroup", ocihook.StageCreateRuntime, harness.OCIState("c1", "creating", dead, harness.OCIBundle(t, nil, "/holdfast-no-such-cgroup/x"), nil), []string{"unknown cgroup", "/holdfast-no-such-cgroup/x"}},
+		{"bad labels", ocihook.StageCreateRuntime, harness.OCIState("c1", "creating", pid, good, map[string]string{ocihook.CRIOLabels: "{"}), []string{ocihook.CRIOLabels}},
+		{"running at create", ocihook.StageCreateContainer, harness.OCIState("c1", "running", 1, good, nil), []string{`status "running"`}},
+		{"no pid at createRuntime", ocihook.StageCreateRuntime, harness.OCIState("c1", "creating", 0, good, nil), []string{"no pid"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -284,7 +285,7 @@ func TestRunBadInput(t *testing.T) {
 }
 
 func TestPoststopEngineDown(t *testing.T) {
-	h := newHook(StagePoststop, filepath.Join(t.TempDir(), "absent.sock"), Config{FailMode: registrar.FailClosed})
+	h := newHook(ocihook.StagePoststop, filepath.Join(t.TempDir(), "absent.sock"), Config{FailMode: registrar.FailClosed})
 	d := h.Run(deadline(t, 5*time.Second), strings.NewReader(`{"id":"c9","status":"stopped"}`))
 	if d.Outcome != OutcomeUnregisterErr || d.ExitCode() != 0 || !strings.Contains(d.StderrLine(), "could not unregister container c9") {
 		t.Fatalf("outcome %s exit %d stderr %q", d.Outcome, d.ExitCode(), d.StderrLine())
@@ -294,8 +295,8 @@ func TestPoststopEngineDown(t *testing.T) {
 func TestAppendLog(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "sub", "hook.log")
 	decisions := []*Decision{
-		{Time: time.Now(), Stage: StageCreateRuntime, Action: "register", Outcome: OutcomeRegistered, Container: api.Container{ID: "a", Namespace: "ns", Policies: []string{"p"}}, Cgroup: Cgroup{ID: 7, Path: "/x"}},
-		{Time: time.Now(), Stage: StageCreateRuntime, Action: "register", Outcome: OutcomeFailOpen, Reason: "fail mode is open", Container: api.Container{ID: "b"}, Err: errors.New("connect\nrefused")},
+		{Time: time.Now(), Stage: ocihook.StageCreateRuntime, Action: "register", Outcome: OutcomeRegistered, Container: api.Container{ID: "a", Namespace: "ns", Policies: []string{"p"}}, Cgroup: Cgroup{ID: 7, Path: "/x"}},
+		{Time: time.Now(), Stage: ocihook.StageCreateRuntime, Action: "register", Outcome: OutcomeFailOpen, Reason: "fail mode is open", Container: api.Container{ID: "b"}, Err: errors.New("connect\nrefused")},
 	}
 	for _, d := range decisions {
 		if err := AppendLog(logPath, io.Discard, d); err != nil {

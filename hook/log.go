@@ -9,12 +9,14 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 )
 
 // logLine is one decision in the hook log (JSON lines).
 type logLine struct {
 	Time       string           `json:"time"`
-	Stage      Stage            `json:"stage"`
+	Stage      ocihook.Stage    `json:"stage"`
 	Action     string           `json:"action"`
 	Outcome    string           `json:"outcome"`
 	ID         string           `json:"id,omitempty"`

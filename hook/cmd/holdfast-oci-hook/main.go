@@ -18,6 +18,7 @@ import (
 
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/api/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	"github.com/holdfast-dev/holdfast/hook"
 )
@@ -58,7 +59,7 @@ func run(start time.Time, args []string, stdin io.Reader, stderr io.Writer) int 
 }
 
 // configure parses flags over the config file and validates the result.
-func configure(args []string, stderr io.Writer) (hook.Stage, hook.Config, error) {
+func configure(args []string, stderr io.Writer) (ocihook.Stage, hook.Config, error) {
 	fs := flag.NewFlagSet("holdfast-oci-hook", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported as one line by the caller
 	stageFlag := fs.String("stage", "", "OCI hook stage this hook is installed at: createContainer, createRuntime or poststop (required)")
@@ -82,7 +83,7 @@ func configure(args []string, stderr io.Writer) (hook.Stage, hook.Config, error)
 	if fs.NArg() > 0 {
 		return "", hook.Config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	stage, err := hook.ParseStage(*stageFlag)
+	stage, err := ocihook.ParseStage(*stageFlag)
 	if err != nil {
 		return "", hook.Config{}, fmt.Errorf("--stage: %w", err)
 	}

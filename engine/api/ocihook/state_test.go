@@ -1,4 +1,4 @@
-package hook
+package ocihook
 
 import (
 	"errors"
@@ -76,7 +76,7 @@ func TestCheckCreateState(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			st := ok
 			tt.mutate(&st)
-			err := checkCreateState(&st, tt.stage)
+			err := CheckCreateState(&st, tt.stage)
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)

@@ -1,4 +1,4 @@
-package hook
+package ocihook
 
 import (
 	"bytes"
@@ -23,6 +23,26 @@ const (
 	maxConfigSize = 16 << 20
 	maxIDLen      = 1024
 )
+
+// Stage is the OCI lifecycle stage a run acts at.
+type Stage string
+
+// Stages holdfast-oci-hook supports. The runtime does not tell a hook its
+// stage, so the hooks.d file or config.json passes it as --stage.
+const (
+	StageCreateContainer Stage = "createContainer"
+	StageCreateRuntime   Stage = "createRuntime"
+	StagePoststop        Stage = "poststop"
+)
+
+// ParseStage accepts the three supported stage names.
+func ParseStage(s string) (Stage, error) {
+	switch st := Stage(s); st {
+	case StageCreateContainer, StageCreateRuntime, StagePoststop:
+		return st, nil
+	}
+	return "", fmt.Errorf("unknown stage %q (want %s, %s or %s)", s, StageCreateContainer, StageCreateRuntime, StagePoststop)
+}
 
 // ParseState decodes and checks the OCI state JSON the runtime writes to a
 // hook's stdin.
@@ -67,8 +87,8 @@ func checkID(id string) error {
 	return nil
 }
 
-// checkCreateState checks the fields a create stage needs.
-func checkCreateState(st *specs.State, stage Stage) error {
+// CheckCreateState checks the fields a create stage needs.
+func CheckCreateState(st *specs.State, stage Stage) error {
 	switch st.Status {
 	case specs.StateCreating, specs.StateCreated:
 	default:
