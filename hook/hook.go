@@ -10,6 +10,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/api/fallback"
 	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
@@ -57,7 +58,6 @@ func (h *Hook) connectAhead(ctx context.Context) <-chan struct{} {
 		ectx, cancel := h.engineContext(ctx)
 		defer cancel()
 		c.Connect(ectx) // a failure shows again, with its reason, in the call
-		api.WarmUp()
 	}()
 	return done
 }
@@ -147,19 +147,97 @@ func (h *Hook) Run(ctx context.Context, stdin io.Reader) *Decision {
 }
 
 func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
-	var st *specs.State
+	var raw []byte
 	if err := d.timed("state", func() error {
 		return within(ctx, "read OCI state", func() (err error) {
-			st, err = ocihook.ReadState(stdin)
+			raw, err = linux.ReadLimited(stdin, ocihook.MaxStateSize, "OCI state on stdin")
 			return err
 		})
 	}); err != nil {
 		return err
 	}
+	engineErr := errNotForwarded
+	if h.Stage != ocihook.StagePoststop {
+		if engineErr = h.forward(ctx, raw, d); engineErr == nil {
+			return nil
+		}
+	}
+	// The engine did not take the run: this process does the work, to
+	// register through the engine's older request, to register without
+	// the engine, or to know the namespace the fail mode decides by.
+	st, err := ocihook.ParseState(raw)
+	if err != nil {
+		return errors.Join(notForwarded(engineErr), err)
+	}
 	d.Container.ID = st.ID
+	if errors.Is(engineErr, api.ErrUnsupported) || engineErr == errNotForwarded {
+		engineErr = nil
+	}
+	return h.runLocally(ctx, st, d, engineErr)
+}
+
+// errNotForwarded: the run was not handed to the engine (poststop, or an
+// engine client that cannot forward).
+var errNotForwarded = errors.New("not forwarded")
+
+func notForwarded(err error) error {
+	if err == errNotForwarded || errors.Is(err, api.ErrUnsupported) {
+		return nil
+	}
+	return err
+}
+
+// Forwarder is an Engine that takes a hook run whole (*api.Client): the
+// engine, warm, parses the state, reads config.json and finds the cgroup,
+// which a hook process would each do cold.
+type Forwarder interface {
+	Hook(ctx context.Context, run api.HookRun) (*api.Registered, error)
+}
+
+// forward hands the run to the engine. The engine's answer is the
+// registered container, or nil when the state says the container stopped
+// and the engine unregistered it.
+func (h *Hook) forward(ctx context.Context, raw []byte, d *Decision) error {
+	f, ok := h.Engine.(Forwarder)
+	if !ok {
+		return errNotForwarded
+	}
+	var reg *api.Registered
+	err := d.timed("engine", func() (err error) {
+		ectx, cancel := h.engineContext(ctx)
+		defer cancel()
+		d.awaitConnection(ectx)
+		reg, err = f.Hook(ectx, api.HookRun{Stage: string(h.Stage), State: raw})
+		return err
+	})
+	err = h.explainDeadline(ctx, err)
+	switch {
+	case err == nil && reg != nil:
+		d.Container = api.Container{ID: reg.ID, Namespace: reg.Namespace, Pod: reg.Pod, Name: reg.Name, Policies: reg.Policies}
+		d.Cgroup = Cgroup{ID: reg.CgroupID, Path: reg.CgroupPath, From: "engine"}
+		d.Outcome = OutcomeRegistered
+		return nil
+	case err == nil || errors.Is(err, api.ErrNotFound):
+		d.Action, d.Outcome = "unregister", OutcomeUnregistered
+		if err != nil {
+			d.Outcome = OutcomeNotRegistered
+		}
+		if st, perr := ocihook.ParseState(raw); perr == nil {
+			d.Container.ID = st.ID
+		}
+		return nil
+	}
+	return err
+}
+
+// runLocally is a run this process does itself. engineErr is the engine's
+// failure to take the forwarded run, if it was forwarded: an unreachable
+// engine sends the registration to the slow path at once, a refusal is the
+// run's outcome once the identity (and so the fail mode) is known.
+func (h *Hook) runLocally(ctx context.Context, st *specs.State, d *Decision, engineErr error) error {
 	if h.Stage == ocihook.StagePoststop || st.Status == specs.StateStopped {
 		d.Action = "unregister"
-		return h.unregister(ctx, st, d)
+		return h.unregister(ctx, st, d, engineErr)
 	}
 	if err := ocihook.CheckCreateState(st, h.Stage); err != nil {
 		return err
@@ -177,7 +255,10 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 	ctr, err := ocihook.Identity(st.ID, st.Annotations, cfg.Annotations)
 	d.Container = ctr // the namespace decides the fail mode, even on error
 	if err != nil {
-		return err
+		return errors.Join(engineErr, err)
+	}
+	if engineErr != nil && !fallback.Unreachable(engineErr) {
+		return engineErr
 	}
 	var cg Cgroup
 	if err := d.timed("cgroup", func() error {
@@ -201,7 +282,7 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 	if h.Stage == ocihook.StageCreateContainer {
 		ctr.PeerInContainer, ctr.Pid = true, 0
 	}
-	stored, err := h.register(ctx, ctr, d)
+	stored, err := h.register(ctx, ctr, d, engineErr)
 	if err != nil {
 		return err
 	}
@@ -218,28 +299,30 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 
 // register asks the engine and, when it cannot be reached, registers the
 // container offline in what is left of the deadline.
-func (h *Hook) register(ctx context.Context, ctr api.Container, d *Decision) (*api.Container, error) {
+func (h *Hook) register(ctx context.Context, ctr api.Container, d *Decision, engineErr error) (*api.Container, error) {
 	var stored *api.Container
-	err := d.timed("engine", func() (err error) {
-		ectx, cancel := h.engineContext(ctx)
-		defer cancel()
-		d.awaitConnection(ectx)
-		stored, err = h.Engine.Register(ectx, ctr)
-		return err
-	})
-	err = h.explainDeadline(ctx, err)
+	err := engineErr
+	if err == nil {
+		err = d.timed("engine", func() (err error) {
+			ectx, cancel := h.engineContext(ctx)
+			defer cancel()
+			d.awaitConnection(ectx)
+			stored, err = h.Engine.Register(ectx, ctr)
+			return err
+		})
+		err = h.explainDeadline(ctx, err)
+	}
 	if err == nil || h.Offline == nil || !fallback.Unreachable(err) || ctx.Err() != nil {
 		return stored, err
 	}
-	engineErr := err
-	if err := d.timed("offline", func() (err error) {
+	if oerr := d.timed("offline", func() (err error) {
 		stored, err = h.Offline.Register(ctx, ctr)
 		return err
-	}); err != nil {
-		return nil, fmt.Errorf("%w; registering without it: %w", engineErr, err)
+	}); oerr != nil {
+		return nil, fmt.Errorf("%w; registering without it: %w", err, oerr)
 	}
 	d.Outcome = OutcomeRegisteredOffline
-	d.Reason = "engine unreachable: " + engineErr.Error()
+	d.Reason = "engine unreachable: " + err.Error()
 	return stored, nil
 }
 
@@ -252,26 +335,29 @@ func (h *Hook) engineContext(ctx context.Context) (context.Context, context.Canc
 	return context.WithTimeout(ctx, time.Duration(h.Config.EngineTimeout))
 }
 
-func (h *Hook) unregister(ctx context.Context, st *specs.State, d *Decision) error {
+func (h *Hook) unregister(ctx context.Context, st *specs.State, d *Decision, engineErr error) error {
 	if ctr, err := ocihook.Identity(st.ID, st.Annotations); err == nil {
 		d.Container = ctr
 	}
-	err := d.timed("engine", func() error {
-		ectx, cancel := h.engineContext(ctx)
-		defer cancel()
-		d.awaitConnection(ectx)
-		return h.Engine.Unregister(ectx, st.ID)
-	})
-	err = h.explainDeadline(ctx, err)
+	err := engineErr
+	if err == nil {
+		err = d.timed("engine", func() error {
+			ectx, cancel := h.engineContext(ctx)
+			defer cancel()
+			d.awaitConnection(ectx)
+			return h.Engine.Unregister(ectx, st.ID)
+		})
+		err = h.explainDeadline(ctx, err)
+	}
 	offline := false
 	if h.Offline != nil && fallback.Unreachable(err) && ctx.Err() == nil {
-		engineErr := err
+		unreachable := err
 		err = d.timed("offline", func() error { return h.Offline.Unregister(ctx, st.ID) })
 		if err != nil && !errors.Is(err, api.ErrNotFound) {
-			err = fmt.Errorf("%w; unregistering without it: %w", engineErr, err)
+			err = fmt.Errorf("%w; unregistering without it: %w", unreachable, err)
 		}
 		offline = true
-		d.Reason = "engine unreachable: " + engineErr.Error()
+		d.Reason = "engine unreachable: " + unreachable.Error()
 	}
 	switch {
 	case err == nil && offline:

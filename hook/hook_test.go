@@ -126,7 +126,13 @@ func TestRunRegistersAndUnregisters(t *testing.T) {
 	for _, s := range d.Steps {
 		steps = append(steps, s.Name)
 	}
-	if strings.Join(steps, ",") != "state,config,cgroup,engine" || !strings.Contains(string(d.LogLine()), `"stepsUs":{"cgroup":`) {
+	// This engine does not take hook runs whole (an older engine): the hook
+	// registers as before, after the refused forward.
+	var logged struct{ StepsUS map[string]int64 }
+	if err := json.Unmarshal(d.LogLine(), &logged); err != nil {
+		t.Fatalf("log line %s: %v", d.LogLine(), err)
+	}
+	if strings.Join(steps, ",") != "state,engine,config,cgroup,engine" || len(logged.StepsUS) != 4 {
 		t.Errorf("steps %v, log line %s: want every step timed and logged", steps, d.LogLine())
 	}
 

@@ -16,10 +16,11 @@ import (
 	"github.com/holdfast-dev/holdfast/bpf/linux"
 )
 
-// Size limits for what the runtime hands the hook. CRI-O and containerd put
-// every annotation into both, so they can be tens of KiB, never megabytes.
+// Size limits for what the runtime hands a hook (MaxStateSize bounds its
+// stdin). CRI-O and containerd put every annotation into both, so they can
+// be tens of KiB, never megabytes.
 const (
-	maxStateSize  = 4 << 20
+	MaxStateSize  = 4 << 20
 	maxConfigSize = 16 << 20
 	maxIDLen      = 1024
 )
@@ -63,9 +64,9 @@ func ParseState(data []byte) (*specs.State, error) {
 	return &st, nil
 }
 
-// ReadState reads the state from r, refusing more than maxStateSize bytes.
+// ReadState reads the state from r, refusing more than MaxStateSize bytes.
 func ReadState(r io.Reader) (*specs.State, error) {
-	data, err := linux.ReadLimited(r, maxStateSize, "OCI state on stdin")
+	data, err := linux.ReadLimited(r, MaxStateSize, "OCI state on stdin")
 	if err != nil {
 		return nil, err
 	}

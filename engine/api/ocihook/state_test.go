@@ -50,7 +50,7 @@ func TestParseState(t *testing.T) {
 }
 
 func TestReadStateTooLarge(t *testing.T) {
-	big := `{"id":"c1","annotations":{"x":"` + strings.Repeat("a", maxStateSize) + `"}}`
+	big := `{"id":"c1","annotations":{"x":"` + strings.Repeat("a", MaxStateSize) + `"}}`
 	if _, err := ReadState(strings.NewReader(big)); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("error = %v, want a size error", err)
 	}
