@@ -167,7 +167,7 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 	// the engine, or to know the namespace the fail mode decides by.
 	st, err := ocihook.ParseState(raw)
 	if err != nil {
-		return errors.Join(notForwarded(engineErr), err)
+		return err // what the engine made of it matters no more
 	}
 	d.Container.ID = st.ID
 	if errors.Is(engineErr, api.ErrUnsupported) || engineErr == errNotForwarded {
@@ -179,13 +179,6 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 // errNotForwarded: the run was not handed to the engine (poststop, or an
 // engine client that cannot forward).
 var errNotForwarded = errors.New("not forwarded")
-
-func notForwarded(err error) error {
-	if err == errNotForwarded || errors.Is(err, api.ErrUnsupported) {
-		return nil
-	}
-	return err
-}
 
 // Forwarder is an Engine that takes a hook run whole (*api.Client): the
 // engine, warm, parses the state, reads config.json and finds the cgroup,

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
@@ -72,20 +74,66 @@ func (f *fakeEngine) get(id string) (api.Container, bool) {
 	return c, ok
 }
 
+// Hook takes a forwarded run as the engine does, in short: identity from
+// the state and config.json, the stage's pid rules, then Register.
+func (f *fakeEngine) Hook(ctx context.Context, run api.HookRun) (*api.Container, error) {
+	st, err := ocihook.ParseState(run.State)
+	if err != nil {
+		return nil, err
+	}
+	if run.Stage == string(ocihook.StagePoststop) || st.Status == specs.StateStopped {
+		return nil, f.Unregister(ctx, st.ID)
+	}
+	if err := ocihook.CheckCreateState(st, ocihook.Stage(run.Stage)); err != nil {
+		return nil, err
+	}
+	cfg, err := ocihook.ReadBundleConfig(st.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	c, err := ocihook.Identity(st.ID, st.Annotations, cfg.Annotations)
+	if err != nil {
+		return nil, err
+	}
+	c.Pid, c.PeerInContainer = st.Pid, run.Stage == string(ocihook.StageCreateContainer)
+	if c.PeerInContainer {
+		c.Pid = 0
+	}
+	return f.Register(ctx, c)
+}
+
+// legacyEngine is an engine from before OpHook: it serves the other
+// requests only.
+type legacyEngine struct{ api.Handler }
+
+// startFakeEngine serves a fake engine that takes forwarded hook runs.
 func startFakeEngine(t *testing.T) (*fakeEngine, string) {
 	t.Helper()
 	f := &fakeEngine{registered: map[string]api.Container{}}
+	return f, serveFake(t, f)
+}
+
+// startLegacyFakeEngine serves a fake engine that does not know OpHook,
+// as an engine older than the hook during an upgrade.
+func startLegacyFakeEngine(t *testing.T) (*fakeEngine, string) {
+	t.Helper()
+	f := &fakeEngine{registered: map[string]api.Container{}}
+	return f, serveFake(t, legacyEngine{f})
+}
+
+func serveFake(t *testing.T, h api.Handler) string {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "engine.sock")
 	l, err := api.Listen(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv := &api.Server{Handler: f, AllowUID: func(uint32) bool { return true }}
+	srv := &api.Server{Handler: h, AllowUID: func(uint32) bool { return true }}
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx, l); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return f, sock
+	return sock
 }
 
 func newHook(stage ocihook.Stage, socket string, cfg Config) *Hook {
@@ -99,10 +147,35 @@ func deadline(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
+// TestRunRegistersAndUnregisters runs the hook against an engine that takes
+// the run whole (the hook only reads its stdin and forwards it) and
+// against an engine from before that (the hook reads config.json and the
+// cgroup itself, after the engine refused the forward).
 func TestRunRegistersAndUnregisters(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		start func(*testing.T) (*fakeEngine, string)
+		steps string
+	}{
+		{"forwarded", startFakeEngine, "state,engine"},
+		{"legacy engine", startLegacyFakeEngine, "state,engine,config,cgroup,engine"},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testRegistersAndUnregisters(t, tt.start, tt.steps) })
+	}
+}
+
+func distinct(names []string) map[string]bool {
+	set := map[string]bool{}
+	for _, n := range names {
+		set[n] = true
+	}
+	return set
+}
+
+func testRegistersAndUnregisters(t *testing.T, start func(*testing.T) (*fakeEngine, string), wantSteps string) {
 	cg, _ := newTestCgroup(t)
 	pid := cg.Start(t, "sleep", "600").Process.Pid
-	eng, sock := startFakeEngine(t)
+	eng, sock := start(t)
 	eng.policies = []string{"deny-shell"}
 	ann := map[string]string{ocihook.CRIONamespace: "shop", ocihook.CRIOPodName: "web", ocihook.CRIOLabels: `{"app":"web"}`}
 	b := harness.OCIBundle(t, ann, "")
@@ -116,7 +189,19 @@ func TestRunRegistersAndUnregisters(t *testing.T) {
 	if !ok {
 		t.Fatal("engine has no registration for c1")
 	}
-	if got.CgroupID != cg.ID || got.Namespace != "shop" || got.Pod != "web" || got.Labels["app"] != "web" || got.Source != ocihook.Source {
+	if d.Container.Namespace != "shop" || d.Container.Pod != "web" {
+		t.Errorf("decision logs %+v, want the registered shop/web", d.Container)
+	}
+	if wantSteps != "state,engine" {
+		// The fake engine does not resolve cgroups; only the hook's own
+		// work can be checked for one.
+		if got.CgroupID != cg.ID {
+			t.Fatalf("engine got cgroup %d, want %d", got.CgroupID, cg.ID)
+		}
+	} else if got.Pid != pid {
+		t.Fatalf("engine got pid %d, want the state's %d", got.Pid, pid)
+	}
+	if got.Namespace != "shop" || got.Pod != "web" || got.Labels["app"] != "web" || got.Source != ocihook.Source {
 		t.Fatalf("engine got %+v, want cgroup %d of shop/web with app=web", got, cg.ID)
 	}
 	if strings.Join(d.Container.Policies, ",") != "deny-shell" {
@@ -126,13 +211,11 @@ func TestRunRegistersAndUnregisters(t *testing.T) {
 	for _, s := range d.Steps {
 		steps = append(steps, s.Name)
 	}
-	// This engine does not take hook runs whole (an older engine): the hook
-	// registers as before, after the refused forward.
 	var logged struct{ StepsUS map[string]int64 }
 	if err := json.Unmarshal(d.LogLine(), &logged); err != nil {
 		t.Fatalf("log line %s: %v", d.LogLine(), err)
 	}
-	if strings.Join(steps, ",") != "state,engine,config,cgroup,engine" || len(logged.StepsUS) != 4 {
+	if strings.Join(steps, ",") != wantSteps || len(logged.StepsUS) != len(distinct(strings.Split(wantSteps, ","))) {
 		t.Errorf("steps %v, log line %s: want every step timed and logged", steps, d.LogLine())
 	}
 
@@ -254,10 +337,13 @@ func TestRunStdinNeverCloses(t *testing.T) {
 	}
 }
 
+// TestRunBadInput checks the hook's own reading of its input, which it does
+// when the engine does not take the run whole (the engine's checks of a
+// forwarded run are tested against the real engine in test/hook).
 func TestRunBadInput(t *testing.T) {
 	cg, _ := newTestCgroup(t)
 	pid := cg.Start(t, "sleep", "600").Process.Pid
-	_, sock := startFakeEngine(t)
+	_, sock := startLegacyFakeEngine(t)
 	good := harness.OCIBundle(t, nil, "")
 	dead := harness.ExitedPID(t)
 	tests := []struct {
