@@ -427,7 +427,7 @@ func (e *Engine) Register(ctx context.Context, c api.Container) (*api.Container,
 	if c.Source == "" {
 		c.Source = "cli"
 	}
-	pre := e.resolveAhead(&c)
+	pre := e.resolveAhead(ctx, &c)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err := ctx.Err(); err != nil {
