@@ -148,11 +148,9 @@ func (h *Hook) Run(ctx context.Context, stdin io.Reader) *Decision {
 
 func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 	var raw []byte
-	if err := d.timed("state", func() error {
-		return within(ctx, "read OCI state", func() (err error) {
-			raw, err = linux.ReadLimited(stdin, ocihook.MaxStateSize, "OCI state on stdin")
-			return err
-		})
+	if err := d.timed("state", func() (err error) {
+		raw, err = readState(ctx, stdin)
+		return err
 	}); err != nil {
 		return err
 	}
@@ -174,6 +172,36 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 		engineErr = nil
 	}
 	return h.runLocally(ctx, st, d, engineErr)
+}
+
+// deadlineReader is stdin when the runtime's poller can wait on it.
+type deadlineReader interface {
+	io.Reader
+	SetReadDeadline(time.Time) error
+}
+
+// readState reads the state from stdin within ctx's deadline: on a stdin
+// that takes a deadline (a pipe made non-blocking) directly, else in a
+// goroutine that is abandoned at the deadline.
+func readState(ctx context.Context, stdin io.Reader) ([]byte, error) {
+	const op = "read OCI state"
+	read := func() ([]byte, error) {
+		return linux.ReadLimited(stdin, ocihook.MaxStateSize, "OCI state on stdin")
+	}
+	deadline, ok := ctx.Deadline()
+	if r, pollable := stdin.(deadlineReader); ok && pollable && r.SetReadDeadline(deadline) == nil {
+		raw, err := read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, fmt.Errorf("%s: not done before the hook's deadline: %w", op, context.DeadlineExceeded)
+		}
+		return raw, err
+	}
+	var raw []byte
+	err := within(ctx, op, func() (err error) {
+		raw, err = read()
+		return err
+	})
+	return raw, err
 }
 
 // errNotForwarded: the run was not handed to the engine (poststop, or an

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -340,6 +341,26 @@ func TestRunStdinNeverCloses(t *testing.T) {
 // TestRunBadInput checks the hook's own reading of its input, which it does
 // when the engine does not take the run whole (the engine's checks of a
 // forwarded run are tested against the real engine in test/hook).
+// A non-blocking pipe (what holdfast-oci-hook makes of its stdin) is read
+// under the deadline directly.
+func TestRunStdinPipeNeverCloses(t *testing.T) {
+	_, sock := startFakeEngine(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	if err := syscall.SetNonblock(int(r.Fd()), true); err != nil {
+		t.Fatal(err)
+	}
+	stdin := os.NewFile(r.Fd(), "stdin")
+	h := newHook(ocihook.StageCreateContainer, sock, Config{FailMode: registrar.FailClosed})
+	d := h.Run(deadline(t, 200*time.Millisecond), stdin)
+	if d.Outcome != OutcomeFailClosed || !errors.Is(d.Err, context.DeadlineExceeded) || !strings.Contains(d.Err.Error(), "read OCI state") {
+		t.Fatalf("outcome %s err %v, want fail-closed on the stdin deadline", d.Outcome, d.Err)
+	}
+}
+
 func TestRunBadInput(t *testing.T) {
 	cg, _ := newTestCgroup(t)
 	pid := cg.Start(t, "sleep", "600").Process.Pid

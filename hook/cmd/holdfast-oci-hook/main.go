@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
@@ -27,7 +28,22 @@ import (
 const exitUsage = 2
 
 func main() {
-	os.Exit(run(time.Now(), os.Args[1:], os.Stdin, os.Stderr))
+	os.Exit(run(time.Now(), os.Args[1:], pollableStdin(), os.Stderr))
+}
+
+// pollableStdin is stdin made non-blocking when it is a pipe (as runtimes
+// pass the state), so its read waits in the runtime's poller under the
+// run's deadline instead of holding a thread. The pipe's read end is this
+// process's alone; a terminal is left as it is.
+func pollableStdin() *os.File {
+	var st syscall.Stat_t
+	if syscall.Fstat(0, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFIFO {
+		return os.Stdin
+	}
+	if err := syscall.SetNonblock(0, true); err != nil {
+		return os.Stdin
+	}
+	return os.NewFile(0, "stdin")
 }
 
 func run(start time.Time, args []string, stdin io.Reader, stderr io.Writer) int {
