@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/holdfast-dev/holdfast/bpf/cgroup"
+	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 )
 
 // Cgroup is a container's resolved cgroup v2.
@@ -30,16 +31,16 @@ func (r CgroupResolver) proc() string {
 // /proc/self/cgroup names it; at createRuntime pid is the container init's
 // host pid. If that fails, or a cgroup namespace hides the path,
 // linux.cgroupsPath from config.json is used.
-func (r CgroupResolver) Resolve(stage Stage, pid int, cgroupsPath string) (Cgroup, error) {
+func (r CgroupResolver) Resolve(stage ocihook.Stage, pid int, cgroupsPath string) (Cgroup, error) {
 	mount, err := r.mount()
 	if err != nil {
 		return Cgroup{}, err
 	}
 	var procFile string
 	switch stage {
-	case StageCreateContainer:
+	case ocihook.StageCreateContainer:
 		procFile = path.Join(r.proc(), "self", "cgroup")
-	case StageCreateRuntime:
+	case ocihook.StageCreateRuntime:
 		procFile = path.Join(r.proc(), strconv.Itoa(pid), "cgroup")
 	default:
 		return Cgroup{}, fmt.Errorf("resolve cgroup: stage %s has no container cgroup", stage)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/holdfast-dev/holdfast/bpf/cgroup"
+	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"github.com/holdfast-dev/holdfast/test/harness"
 	"github.com/holdfast-dev/holdfast/test/require"
 )
@@ -27,7 +28,7 @@ func TestResolveCreateRuntime(t *testing.T) {
 	pid := cg.Start(t, "sleep", "600").Process.Pid
 	var r CgroupResolver
 
-	got, err := r.Resolve(StageCreateRuntime, pid, "")
+	got, err := r.Resolve(ocihook.StageCreateRuntime, pid, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func TestResolveCreateRuntime(t *testing.T) {
 
 	// A pid that is gone falls back to config.json's cgroupsPath.
 	dead := harness.ExitedPID(t)
-	got, err = r.Resolve(StageCreateRuntime, dead, cg.Path)
+	got, err = r.Resolve(ocihook.StageCreateRuntime, dead, cg.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,11 +50,11 @@ func TestResolveCreateRuntime(t *testing.T) {
 	}
 
 	// Neither: the error names both failures.
-	_, err = r.Resolve(StageCreateRuntime, dead, "")
+	_, err = r.Resolve(ocihook.StageCreateRuntime, dead, "")
 	if err == nil || !strings.Contains(err.Error(), "process does not exist") || !strings.Contains(err.Error(), "no linux.cgroupsPath") {
 		t.Fatalf("dead pid without cgroupsPath: error = %v", err)
 	}
-	_, err = r.Resolve(StageCreateRuntime, dead, cg.Path+"-missing")
+	_, err = r.Resolve(ocihook.StageCreateRuntime, dead, cg.Path+"-missing")
 	if err == nil || !strings.Contains(err.Error(), "unknown cgroup") || !strings.Contains(err.Error(), cg.Path+"-missing") {
 		t.Fatalf("dead pid with an unknown cgroupsPath: error = %v", err)
 	}
@@ -79,7 +80,7 @@ func TestResolveCreateContainer(t *testing.T) {
 	}
 
 	host := CgroupResolver{Proc: fakeProc(t, string(mountinfo), "1:cpu:/\n0::"+cg.Path+"\n")}
-	got, err := host.Resolve(StageCreateContainer, 1, "")
+	got, err := host.Resolve(ocihook.StageCreateContainer, 1, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,34 +95,34 @@ func TestResolveCreateContainer(t *testing.T) {
 		t.Fatalf("could not find the cgroup2 mount %s in mountinfo", mount.Root)
 	}
 	ns := CgroupResolver{Proc: fakeProc(t, nsMountinfo, "0::/\n")}
-	got, err = ns.Resolve(StageCreateContainer, 1, cg.Path)
+	got, err = ns.Resolve(ocihook.StageCreateContainer, 1, cg.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.ID != cg.ID || !strings.Contains(got.From, "cgroupsPath") {
 		t.Fatalf("namespaced Resolve = %+v, want id %d from cgroupsPath", got, cg.ID)
 	}
-	_, err = ns.Resolve(StageCreateContainer, 1, "")
+	_, err = ns.Resolve(ocihook.StageCreateContainer, 1, "")
 	if err == nil || !strings.Contains(err.Error(), "cgroup namespace") {
 		t.Fatalf("namespaced without cgroupsPath: error = %v", err)
 	}
 
 	// Never the root cgroup, which would put the whole host under a policy.
 	root := CgroupResolver{Proc: fakeProc(t, string(mountinfo), "0::/\n")}
-	_, err = root.Resolve(StageCreateContainer, 1, "")
+	_, err = root.Resolve(ocihook.StageCreateContainer, 1, "")
 	if err == nil || !strings.Contains(err.Error(), "root cgroup") {
 		t.Fatalf("root cgroup: error = %v", err)
 	}
-	_, err = root.Resolve(StageCreateContainer, 1, "/")
+	_, err = root.Resolve(ocihook.StageCreateContainer, 1, "/")
 	if err == nil || !strings.Contains(err.Error(), "root cgroup") {
 		t.Fatalf("root cgroupsPath: error = %v", err)
 	}
 
 	noV2 := CgroupResolver{Proc: fakeProc(t, "45 44 254:0 / / rw - ext4 /dev/vda rw\n", "0::/x\n")}
-	if _, err := noV2.Resolve(StageCreateContainer, 1, "/x"); err == nil || !strings.Contains(err.Error(), "no cgroup2") {
+	if _, err := noV2.Resolve(ocihook.StageCreateContainer, 1, "/x"); err == nil || !strings.Contains(err.Error(), "no cgroup2") {
 		t.Fatalf("no cgroup2 mount: error = %v", err)
 	}
-	if _, err := host.Resolve(StagePoststop, 1, cg.Path); err == nil {
+	if _, err := host.Resolve(ocihook.StagePoststop, 1, cg.Path); err == nil {
 		t.Fatal("Resolve at poststop succeeded")
 	}
 }

@@ -16,26 +16,6 @@ import (
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 )
 
-// Stage is the OCI lifecycle stage a run acts at.
-type Stage string
-
-// Stages the hook supports. The runtime does not tell a hook its stage, so
-// the hooks.d file or config.json passes it as --stage.
-const (
-	StageCreateContainer Stage = "createContainer"
-	StageCreateRuntime   Stage = "createRuntime"
-	StagePoststop        Stage = "poststop"
-)
-
-// ParseStage accepts the three supported stage names.
-func ParseStage(s string) (Stage, error) {
-	switch st := Stage(s); st {
-	case StageCreateContainer, StageCreateRuntime, StagePoststop:
-		return st, nil
-	}
-	return "", fmt.Errorf("unknown stage %q (want %s, %s or %s)", s, StageCreateContainer, StageCreateRuntime, StagePoststop)
-}
-
 // Defaults.
 const (
 	DefaultSocket  = api.DefaultSocket
@@ -43,8 +23,6 @@ const (
 	DefaultLog     = "/var/log/holdfast/oci-hook.log"
 	// ConfigFileName is looked up in the directory of the hook binary.
 	ConfigFileName = "holdfast-oci-hook.json"
-	// Source names this registrar to the engine.
-	Source = "oci-hook"
 )
 
 // maxConfigFile bounds the hook's own config file.

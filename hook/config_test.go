@@ -1,6 +1,7 @@
 package hook
 
 import (
+	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,12 +130,12 @@ func TestConfigValidate(t *testing.T) {
 
 func TestParseStage(t *testing.T) {
 	for _, s := range []string{"createContainer", "createRuntime", "poststop"} {
-		if _, err := ParseStage(s); err != nil {
+		if _, err := ocihook.ParseStage(s); err != nil {
 			t.Errorf("ParseStage(%q): %v", s, err)
 		}
 	}
 	for _, s := range []string{"", "prestart", "CreateContainer"} {
-		if _, err := ParseStage(s); err == nil {
+		if _, err := ocihook.ParseStage(s); err == nil {
 			t.Errorf("ParseStage(%q) accepted it", s)
 		}
 	}

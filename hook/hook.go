@@ -10,8 +10,10 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/api/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 )
 
 // Engine is the part of the engine's API the hook calls; *api.Client
@@ -26,7 +28,7 @@ type Hook struct {
 	// Stage is the stage the hook is installed at. A create stage also
 	// unregisters when the state says the container has stopped, so one
 	// hooks.d entry can list createContainer and poststop.
-	Stage   Stage
+	Stage   ocihook.Stage
 	Config  Config // with defaults applied and validated
 	Engine  Engine
 	Cgroups CgroupResolver
@@ -56,7 +58,6 @@ func (h *Hook) connectAhead(ctx context.Context) <-chan struct{} {
 		ectx, cancel := h.engineContext(ctx)
 		defer cancel()
 		c.Connect(ectx) // a failure shows again, with its reason, in the call
-		api.WarmUp()
 	}()
 	return done
 }
@@ -89,7 +90,7 @@ const (
 // Decision is what one run did and why; it is logged as one line.
 type Decision struct {
 	Time      time.Time
-	Stage     Stage
+	Stage     ocihook.Stage
 	Action    string // register or unregister
 	Outcome   string
 	Reason    string // why a failure was allowed or refused
@@ -135,7 +136,7 @@ func (d *Decision) ExitCode() int {
 func (h *Hook) Run(ctx context.Context, stdin io.Reader) *Decision {
 	start := time.Now()
 	d := &Decision{Time: start, Stage: h.Stage, Action: "register"}
-	if h.Stage == StagePoststop {
+	if h.Stage == ocihook.StagePoststop {
 		d.Action = "unregister"
 	}
 	d.connected = h.connectAhead(ctx)
@@ -146,37 +147,139 @@ func (h *Hook) Run(ctx context.Context, stdin io.Reader) *Decision {
 }
 
 func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
-	var st *specs.State
-	if err := d.timed("state", func() error {
-		return within(ctx, "read OCI state", func() (err error) {
-			st, err = ReadState(stdin)
-			return err
-		})
+	var raw []byte
+	if err := d.timed("state", func() (err error) {
+		raw, err = readState(ctx, stdin)
+		return err
 	}); err != nil {
 		return err
 	}
-	d.Container.ID = st.ID
-	if h.Stage == StagePoststop || st.Status == specs.StateStopped {
-		d.Action = "unregister"
-		return h.unregister(ctx, st, d)
+	engineErr := errNotForwarded
+	if h.Stage != ocihook.StagePoststop {
+		if engineErr = h.forward(ctx, raw, d); engineErr == nil {
+			return nil
+		}
 	}
-	if err := checkCreateState(st, h.Stage); err != nil {
+	// The engine did not take the run: this process does the work, to
+	// register through the engine's older request, to register without
+	// the engine, or to know the namespace the fail mode decides by.
+	st, err := ocihook.ParseState(raw)
+	if err != nil {
+		return err // what the engine made of it matters no more
+	}
+	d.Container.ID = st.ID
+	if errors.Is(engineErr, api.ErrUnsupported) || engineErr == errNotForwarded {
+		engineErr = nil
+	}
+	return h.runLocally(ctx, st, d, engineErr)
+}
+
+// deadlineReader is stdin when the runtime's poller can wait on it.
+type deadlineReader interface {
+	io.Reader
+	SetReadDeadline(time.Time) error
+}
+
+// readState reads the state from stdin within ctx's deadline: on a stdin
+// that takes a deadline (a pipe made non-blocking) directly, else in a
+// goroutine that is abandoned at the deadline.
+func readState(ctx context.Context, stdin io.Reader) ([]byte, error) {
+	const op = "read OCI state"
+	read := func() ([]byte, error) {
+		return linux.ReadLimited(stdin, ocihook.MaxStateSize, "OCI state on stdin")
+	}
+	deadline, ok := ctx.Deadline()
+	if r, pollable := stdin.(deadlineReader); ok && pollable && r.SetReadDeadline(deadline) == nil {
+		raw, err := read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, fmt.Errorf("%s: not done before the hook's deadline: %w", op, context.DeadlineExceeded)
+		}
+		return raw, err
+	}
+	var raw []byte
+	err := within(ctx, op, func() (err error) {
+		raw, err = read()
+		return err
+	})
+	return raw, err
+}
+
+// errNotForwarded: the run was not handed to the engine (poststop, or an
+// engine client that cannot forward).
+var errNotForwarded = errors.New("not forwarded")
+
+// Forwarder is an Engine that takes a hook run whole (*api.Client): the
+// engine, warm, parses the state, reads config.json and finds the cgroup,
+// which a hook process would each do cold.
+type Forwarder interface {
+	Hook(ctx context.Context, run api.HookRun) (*api.Registered, error)
+}
+
+// forward hands the run to the engine. The engine's answer is the
+// registered container, or nil when the state says the container stopped
+// and the engine unregistered it.
+func (h *Hook) forward(ctx context.Context, raw []byte, d *Decision) error {
+	f, ok := h.Engine.(Forwarder)
+	if !ok {
+		return errNotForwarded
+	}
+	var reg *api.Registered
+	err := d.timed("engine", func() (err error) {
+		ectx, cancel := h.engineContext(ctx)
+		defer cancel()
+		d.awaitConnection(ectx)
+		reg, err = f.Hook(ectx, api.HookRun{Stage: string(h.Stage), State: raw})
+		return err
+	})
+	err = h.explainDeadline(ctx, err)
+	switch {
+	case err == nil && reg != nil:
+		d.Container = api.Container{ID: reg.ID, Namespace: reg.Namespace, Pod: reg.Pod, Name: reg.Name, Policies: reg.Policies}
+		d.Cgroup = Cgroup{ID: reg.CgroupID, Path: reg.CgroupPath, From: "engine"}
+		d.Outcome = OutcomeRegistered
+		return nil
+	case err == nil || errors.Is(err, api.ErrNotFound):
+		d.Action, d.Outcome = "unregister", OutcomeUnregistered
+		if err != nil {
+			d.Outcome = OutcomeNotRegistered
+		}
+		if st, perr := ocihook.ParseState(raw); perr == nil {
+			d.Container.ID = st.ID
+		}
+		return nil
+	}
+	return err
+}
+
+// runLocally is a run this process does itself. engineErr is the engine's
+// failure to take the forwarded run, if it was forwarded: an unreachable
+// engine sends the registration to the slow path at once, a refusal is the
+// run's outcome once the identity (and so the fail mode) is known.
+func (h *Hook) runLocally(ctx context.Context, st *specs.State, d *Decision, engineErr error) error {
+	if h.Stage == ocihook.StagePoststop || st.Status == specs.StateStopped {
+		d.Action = "unregister"
+		return h.unregister(ctx, st, d, engineErr)
+	}
+	if err := ocihook.CheckCreateState(st, h.Stage); err != nil {
 		return err
 	}
 
-	var cfg *BundleConfig
+	var cfg *ocihook.BundleConfig
 	if err := d.timed("config", func() error {
 		return within(ctx, "read bundle config of "+st.ID, func() (err error) {
-			cfg, err = ReadBundleConfig(st.Bundle)
+			cfg, err = ocihook.ReadBundleConfig(st.Bundle)
 			return err
 		})
 	}); err != nil {
 		return err
 	}
-	ctr, err := Identity(st.ID, st.Annotations, cfg.Annotations)
+	ctr, err := ocihook.Identity(st.ID, st.Annotations, cfg.Annotations)
 	d.Container = ctr // the namespace decides the fail mode, even on error
 	if err != nil {
-		return err
+		return errors.Join(engineErr, err)
+	}
+	if engineErr != nil && !fallback.Unreachable(engineErr) {
+		return engineErr
 	}
 	var cg Cgroup
 	if err := d.timed("cgroup", func() error {
@@ -197,10 +300,10 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 	// engine checks the claim against the hook's own cgroup. The state's
 	// pid there is the init's pid in the container's pid namespace (1),
 	// which names another process to the engine.
-	if h.Stage == StageCreateContainer {
+	if h.Stage == ocihook.StageCreateContainer {
 		ctr.PeerInContainer, ctr.Pid = true, 0
 	}
-	stored, err := h.register(ctx, ctr, d)
+	stored, err := h.register(ctx, ctr, d, engineErr)
 	if err != nil {
 		return err
 	}
@@ -217,28 +320,30 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 
 // register asks the engine and, when it cannot be reached, registers the
 // container offline in what is left of the deadline.
-func (h *Hook) register(ctx context.Context, ctr api.Container, d *Decision) (*api.Container, error) {
+func (h *Hook) register(ctx context.Context, ctr api.Container, d *Decision, engineErr error) (*api.Container, error) {
 	var stored *api.Container
-	err := d.timed("engine", func() (err error) {
-		ectx, cancel := h.engineContext(ctx)
-		defer cancel()
-		d.awaitConnection(ectx)
-		stored, err = h.Engine.Register(ectx, ctr)
-		return err
-	})
-	err = h.explainDeadline(ctx, err)
+	err := engineErr
+	if err == nil {
+		err = d.timed("engine", func() (err error) {
+			ectx, cancel := h.engineContext(ctx)
+			defer cancel()
+			d.awaitConnection(ectx)
+			stored, err = h.Engine.Register(ectx, ctr)
+			return err
+		})
+		err = h.explainDeadline(ctx, err)
+	}
 	if err == nil || h.Offline == nil || !fallback.Unreachable(err) || ctx.Err() != nil {
 		return stored, err
 	}
-	engineErr := err
-	if err := d.timed("offline", func() (err error) {
+	if oerr := d.timed("offline", func() (err error) {
 		stored, err = h.Offline.Register(ctx, ctr)
 		return err
-	}); err != nil {
-		return nil, fmt.Errorf("%w; registering without it: %w", engineErr, err)
+	}); oerr != nil {
+		return nil, fmt.Errorf("%w; registering without it: %w", err, oerr)
 	}
 	d.Outcome = OutcomeRegisteredOffline
-	d.Reason = "engine unreachable: " + engineErr.Error()
+	d.Reason = "engine unreachable: " + err.Error()
 	return stored, nil
 }
 
@@ -251,26 +356,29 @@ func (h *Hook) engineContext(ctx context.Context) (context.Context, context.Canc
 	return context.WithTimeout(ctx, time.Duration(h.Config.EngineTimeout))
 }
 
-func (h *Hook) unregister(ctx context.Context, st *specs.State, d *Decision) error {
-	if ctr, err := Identity(st.ID, st.Annotations); err == nil {
+func (h *Hook) unregister(ctx context.Context, st *specs.State, d *Decision, engineErr error) error {
+	if ctr, err := ocihook.Identity(st.ID, st.Annotations); err == nil {
 		d.Container = ctr
 	}
-	err := d.timed("engine", func() error {
-		ectx, cancel := h.engineContext(ctx)
-		defer cancel()
-		d.awaitConnection(ectx)
-		return h.Engine.Unregister(ectx, st.ID)
-	})
-	err = h.explainDeadline(ctx, err)
+	err := engineErr
+	if err == nil {
+		err = d.timed("engine", func() error {
+			ectx, cancel := h.engineContext(ctx)
+			defer cancel()
+			d.awaitConnection(ectx)
+			return h.Engine.Unregister(ectx, st.ID)
+		})
+		err = h.explainDeadline(ctx, err)
+	}
 	offline := false
 	if h.Offline != nil && fallback.Unreachable(err) && ctx.Err() == nil {
-		engineErr := err
+		unreachable := err
 		err = d.timed("offline", func() error { return h.Offline.Unregister(ctx, st.ID) })
 		if err != nil && !errors.Is(err, api.ErrNotFound) {
-			err = fmt.Errorf("%w; unregistering without it: %w", engineErr, err)
+			err = fmt.Errorf("%w; unregistering without it: %w", unreachable, err)
 		}
 		offline = true
-		d.Reason = "engine unreachable: " + engineErr.Error()
+		d.Reason = "engine unreachable: " + unreachable.Error()
 	}
 	switch {
 	case err == nil && offline:

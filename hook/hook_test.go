@@ -10,10 +10,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	"github.com/holdfast-dev/holdfast/test/harness"
 )
@@ -71,23 +75,69 @@ func (f *fakeEngine) get(id string) (api.Container, bool) {
 	return c, ok
 }
 
+// Hook takes a forwarded run as the engine does, in short: identity from
+// the state and config.json, the stage's pid rules, then Register.
+func (f *fakeEngine) Hook(ctx context.Context, run api.HookRun) (*api.Container, error) {
+	st, err := ocihook.ParseState(run.State)
+	if err != nil {
+		return nil, err
+	}
+	if run.Stage == string(ocihook.StagePoststop) || st.Status == specs.StateStopped {
+		return nil, f.Unregister(ctx, st.ID)
+	}
+	if err := ocihook.CheckCreateState(st, ocihook.Stage(run.Stage)); err != nil {
+		return nil, err
+	}
+	cfg, err := ocihook.ReadBundleConfig(st.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	c, err := ocihook.Identity(st.ID, st.Annotations, cfg.Annotations)
+	if err != nil {
+		return nil, err
+	}
+	c.Pid, c.PeerInContainer = st.Pid, run.Stage == string(ocihook.StageCreateContainer)
+	if c.PeerInContainer {
+		c.Pid = 0
+	}
+	return f.Register(ctx, c)
+}
+
+// legacyEngine is an engine from before OpHook: it serves the other
+// requests only.
+type legacyEngine struct{ api.Handler }
+
+// startFakeEngine serves a fake engine that takes forwarded hook runs.
 func startFakeEngine(t *testing.T) (*fakeEngine, string) {
 	t.Helper()
 	f := &fakeEngine{registered: map[string]api.Container{}}
+	return f, serveFake(t, f)
+}
+
+// startLegacyFakeEngine serves a fake engine that does not know OpHook,
+// as an engine older than the hook during an upgrade.
+func startLegacyFakeEngine(t *testing.T) (*fakeEngine, string) {
+	t.Helper()
+	f := &fakeEngine{registered: map[string]api.Container{}}
+	return f, serveFake(t, legacyEngine{f})
+}
+
+func serveFake(t *testing.T, h api.Handler) string {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "engine.sock")
 	l, err := api.Listen(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv := &api.Server{Handler: f, AllowUID: func(uint32) bool { return true }}
+	srv := &api.Server{Handler: h, AllowUID: func(uint32) bool { return true }}
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx, l); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return f, sock
+	return sock
 }
 
-func newHook(stage Stage, socket string, cfg Config) *Hook {
+func newHook(stage ocihook.Stage, socket string, cfg Config) *Hook {
 	cfg.Socket = socket
 	return &Hook{Stage: stage, Config: cfg.WithDefaults(), Engine: &api.Client{Socket: socket}}
 }
@@ -98,15 +148,40 @@ func deadline(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
+// TestRunRegistersAndUnregisters runs the hook against an engine that takes
+// the run whole (the hook only reads its stdin and forwards it) and
+// against an engine from before that (the hook reads config.json and the
+// cgroup itself, after the engine refused the forward).
 func TestRunRegistersAndUnregisters(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		start func(*testing.T) (*fakeEngine, string)
+		steps string
+	}{
+		{"forwarded", startFakeEngine, "state,engine"},
+		{"legacy engine", startLegacyFakeEngine, "state,engine,config,cgroup,engine"},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testRegistersAndUnregisters(t, tt.start, tt.steps) })
+	}
+}
+
+func distinct(names []string) map[string]bool {
+	set := map[string]bool{}
+	for _, n := range names {
+		set[n] = true
+	}
+	return set
+}
+
+func testRegistersAndUnregisters(t *testing.T, start func(*testing.T) (*fakeEngine, string), wantSteps string) {
 	cg, _ := newTestCgroup(t)
 	pid := cg.Start(t, "sleep", "600").Process.Pid
-	eng, sock := startFakeEngine(t)
+	eng, sock := start(t)
 	eng.policies = []string{"deny-shell"}
-	ann := map[string]string{CRIONamespace: "shop", CRIOPodName: "web", CRIOLabels: `{"app":"web"}`}
+	ann := map[string]string{ocihook.CRIONamespace: "shop", ocihook.CRIOPodName: "web", ocihook.CRIOLabels: `{"app":"web"}`}
 	b := harness.OCIBundle(t, ann, "")
 
-	h := newHook(StageCreateRuntime, sock, Config{FailMode: registrar.FailClosed})
+	h := newHook(ocihook.StageCreateRuntime, sock, Config{FailMode: registrar.FailClosed})
 	d := h.Run(deadline(t, 5*time.Second), strings.NewReader(harness.OCIState("c1", "creating", pid, b, nil)))
 	if d.Err != nil || d.Outcome != OutcomeRegistered || d.ExitCode() != 0 {
 		t.Fatalf("register: outcome %s exit %d err %v", d.Outcome, d.ExitCode(), d.Err)
@@ -115,7 +190,19 @@ func TestRunRegistersAndUnregisters(t *testing.T) {
 	if !ok {
 		t.Fatal("engine has no registration for c1")
 	}
-	if got.CgroupID != cg.ID || got.Namespace != "shop" || got.Pod != "web" || got.Labels["app"] != "web" || got.Source != Source {
+	if d.Container.Namespace != "shop" || d.Container.Pod != "web" {
+		t.Errorf("decision logs %+v, want the registered shop/web", d.Container)
+	}
+	if wantSteps != "state,engine" {
+		// The fake engine does not resolve cgroups; only the hook's own
+		// work can be checked for one.
+		if got.CgroupID != cg.ID {
+			t.Fatalf("engine got cgroup %d, want %d", got.CgroupID, cg.ID)
+		}
+	} else if got.Pid != pid {
+		t.Fatalf("engine got pid %d, want the state's %d", got.Pid, pid)
+	}
+	if got.Namespace != "shop" || got.Pod != "web" || got.Labels["app"] != "web" || got.Source != ocihook.Source {
 		t.Fatalf("engine got %+v, want cgroup %d of shop/web with app=web", got, cg.ID)
 	}
 	if strings.Join(d.Container.Policies, ",") != "deny-shell" {
@@ -125,7 +212,11 @@ func TestRunRegistersAndUnregisters(t *testing.T) {
 	for _, s := range d.Steps {
 		steps = append(steps, s.Name)
 	}
-	if strings.Join(steps, ",") != "state,config,cgroup,engine" || !strings.Contains(string(d.LogLine()), `"stepsUs":{"cgroup":`) {
+	var logged struct{ StepsUS map[string]int64 }
+	if err := json.Unmarshal(d.LogLine(), &logged); err != nil {
+		t.Fatalf("log line %s: %v", d.LogLine(), err)
+	}
+	if strings.Join(steps, ",") != wantSteps || len(logged.StepsUS) != len(distinct(strings.Split(wantSteps, ","))) {
 		t.Errorf("steps %v, log line %s: want every step timed and logged", steps, d.LogLine())
 	}
 
@@ -139,7 +230,7 @@ func TestRunRegistersAndUnregisters(t *testing.T) {
 		t.Fatal("c1 still registered after poststop")
 	}
 
-	post := newHook(StagePoststop, sock, Config{FailMode: registrar.FailClosed})
+	post := newHook(ocihook.StagePoststop, sock, Config{FailMode: registrar.FailClosed})
 	d = post.Run(deadline(t, 5*time.Second), strings.NewReader(`{"id":"c1","status":"stopped"}`))
 	if d.Err != nil || d.Outcome != OutcomeNotRegistered || d.ExitCode() != 0 {
 		t.Fatalf("second unregister: outcome %s err %v", d.Outcome, d.Err)
@@ -152,8 +243,8 @@ func TestRunRegistersAndUnregisters(t *testing.T) {
 func TestRunCreateContainerNamesItself(t *testing.T) {
 	cg, _ := newTestCgroup(t)
 	eng, sock := startFakeEngine(t)
-	b := harness.OCIBundle(t, map[string]string{CRIONamespace: "shop"}, cg.Path)
-	h := newHook(StageCreateContainer, sock, Config{FailMode: registrar.FailClosed})
+	b := harness.OCIBundle(t, map[string]string{ocihook.CRIONamespace: "shop"}, cg.Path)
+	h := newHook(ocihook.StageCreateContainer, sock, Config{FailMode: registrar.FailClosed})
 	d := h.Run(deadline(t, 5*time.Second), strings.NewReader(harness.OCIState("c2", "creating", 1, b, nil)))
 	if d.Err != nil || d.Outcome != OutcomeRegistered {
 		t.Fatalf("register: outcome %s err %v", d.Outcome, d.Err)
@@ -200,7 +291,7 @@ func TestRunFailureModes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := harness.OCIBundle(t, map[string]string{CRIONamespace: tt.namespace}, "")
+			b := harness.OCIBundle(t, map[string]string{ocihook.CRIONamespace: tt.namespace}, "")
 			stdin := tt.stdin
 			if stdin == "" {
 				stdin = harness.OCIState("c-"+strings.ReplaceAll(tt.name, " ", "-"), "creating", pid, b, nil)
@@ -209,7 +300,7 @@ func TestRunFailureModes(t *testing.T) {
 			if timeout == 0 {
 				timeout = 5 * time.Second
 			}
-			h := newHook(StageCreateRuntime, tt.socket, tt.cfg)
+			h := newHook(ocihook.StageCreateRuntime, tt.socket, tt.cfg)
 			d := h.Run(deadline(t, timeout), strings.NewReader(stdin))
 			if d.Outcome != tt.outcome {
 				t.Fatalf("outcome = %s (%s), want %s; err %v", d.Outcome, d.Reason, tt.outcome, d.Err)
@@ -240,8 +331,31 @@ func TestRunStdinNeverCloses(t *testing.T) {
 	_, sock := startFakeEngine(t)
 	r, w := io.Pipe()
 	t.Cleanup(func() { w.Close() })
-	h := newHook(StageCreateContainer, sock, Config{FailMode: registrar.FailClosed})
+	h := newHook(ocihook.StageCreateContainer, sock, Config{FailMode: registrar.FailClosed})
 	d := h.Run(deadline(t, 200*time.Millisecond), r)
+	if d.Outcome != OutcomeFailClosed || !errors.Is(d.Err, context.DeadlineExceeded) || !strings.Contains(d.Err.Error(), "read OCI state") {
+		t.Fatalf("outcome %s err %v, want fail-closed on the stdin deadline", d.Outcome, d.Err)
+	}
+}
+
+// TestRunBadInput checks the hook's own reading of its input, which it does
+// when the engine does not take the run whole (the engine's checks of a
+// forwarded run are tested against the real engine in test/hook).
+// A non-blocking pipe (what holdfast-oci-hook makes of its stdin) is read
+// under the deadline directly.
+func TestRunStdinPipeNeverCloses(t *testing.T) {
+	_, sock := startFakeEngine(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	if err := syscall.SetNonblock(int(r.Fd()), true); err != nil {
+		t.Fatal(err)
+	}
+	stdin := os.NewFile(r.Fd(), "stdin")
+	h := newHook(ocihook.StageCreateContainer, sock, Config{FailMode: registrar.FailClosed})
+	d := h.Run(deadline(t, 200*time.Millisecond), stdin)
 	if d.Outcome != OutcomeFailClosed || !errors.Is(d.Err, context.DeadlineExceeded) || !strings.Contains(d.Err.Error(), "read OCI state") {
 		t.Fatalf("outcome %s err %v, want fail-closed on the stdin deadline", d.Outcome, d.Err)
 	}
@@ -250,22 +364,22 @@ func TestRunStdinNeverCloses(t *testing.T) {
 func TestRunBadInput(t *testing.T) {
 	cg, _ := newTestCgroup(t)
 	pid := cg.Start(t, "sleep", "600").Process.Pid
-	_, sock := startFakeEngine(t)
+	_, sock := startLegacyFakeEngine(t)
 	good := harness.OCIBundle(t, nil, "")
 	dead := harness.ExitedPID(t)
 	tests := []struct {
 		name   string
-		stage  Stage
+		stage  ocihook.Stage
 		stdin  string
 		errHas []string
 	}{
-		{"missing config.json", StageCreateRuntime, harness.OCIState("c1", "creating", pid, t.TempDir(), nil), []string{"config.json", "no such file"}},
-		{"bundle does not exist", StageCreateRuntime, harness.OCIState("c1", "creating", pid, "/nonexistent-bundle", nil), []string{"/nonexistent-bundle/config.json"}},
-		{"pid gone", StageCreateRuntime, harness.OCIState("c1", "creating", dead, good, nil), []string{fmt.Sprintf("/proc/%d/cgroup", dead), "process does not exist", "no linux.cgroupsPath"}},
-		{"unknown cgroup", StageCreateRuntime, harness.OCIState("c1", "creating", dead, harness.OCIBundle(t, nil, "/holdfast-no-such-cgroup/x"), nil), []string{"unknown cgroup", "/holdfast-no-such-cgroup/x"}},
-		{"bad labels", StageCreateRuntime, harness.OCIState("c1", "creating", pid, good, map[string]string{CRIOLabels: "{"}), []string{CRIOLabels}},
-		{"running at create", StageCreateContainer, harness.OCIState("c1", "running", 1, good, nil), []string{`status "running"`}},
-		{"no pid at createRuntime", StageCreateRuntime, harness.OCIState("c1", "creating", 0, good, nil), []string{"no pid"}},
+		{"missing config.json", ocihook.StageCreateRuntime, harness.OCIState("c1", "creating", pid, t.TempDir(), nil), []string{"config.json", "no such file"}},
+		{"bundle does not exist", ocihook.StageCreateRuntime, harness.OCIState("c1", "creating", pid, "/nonexistent-bundle", nil), []string{"/nonexistent-bundle/config.json"}},
+		{"pid gone", ocihook.StageCreateRuntime, harness.OCIState("c1", "creating", dead, good, nil), []string{fmt.Sprintf("/proc/%d/cgroup", dead), "process does not exist", "no linux.cgroupsPath"}},
+		{"unknown cgroup", ocihook.StageCreateRuntime, harness.OCIState("c1", "creating", dead, harness.OCIBundle(t, nil, "/holdfast-no-such-cgroup/x"), nil), []string{"unknown cgroup", "/holdfast-no-such-cgroup/x"}},
+		{"bad labels", ocihook.StageCreateRuntime, harness.OCIState("c1", "creating", pid, good, map[string]string{ocihook.CRIOLabels: "{"}), []string{ocihook.CRIOLabels}},
+		{"running at create", ocihook.StageCreateContainer, harness.OCIState("c1", "running", 1, good, nil), []string{`status "running"`}},
+		{"no pid at createRuntime", ocihook.StageCreateRuntime, harness.OCIState("c1", "creating", 0, good, nil), []string{"no pid"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -284,7 +398,7 @@ func TestRunBadInput(t *testing.T) {
 }
 
 func TestPoststopEngineDown(t *testing.T) {
-	h := newHook(StagePoststop, filepath.Join(t.TempDir(), "absent.sock"), Config{FailMode: registrar.FailClosed})
+	h := newHook(ocihook.StagePoststop, filepath.Join(t.TempDir(), "absent.sock"), Config{FailMode: registrar.FailClosed})
 	d := h.Run(deadline(t, 5*time.Second), strings.NewReader(`{"id":"c9","status":"stopped"}`))
 	if d.Outcome != OutcomeUnregisterErr || d.ExitCode() != 0 || !strings.Contains(d.StderrLine(), "could not unregister container c9") {
 		t.Fatalf("outcome %s exit %d stderr %q", d.Outcome, d.ExitCode(), d.StderrLine())
@@ -294,8 +408,8 @@ func TestPoststopEngineDown(t *testing.T) {
 func TestAppendLog(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "sub", "hook.log")
 	decisions := []*Decision{
-		{Time: time.Now(), Stage: StageCreateRuntime, Action: "register", Outcome: OutcomeRegistered, Container: api.Container{ID: "a", Namespace: "ns", Policies: []string{"p"}}, Cgroup: Cgroup{ID: 7, Path: "/x"}},
-		{Time: time.Now(), Stage: StageCreateRuntime, Action: "register", Outcome: OutcomeFailOpen, Reason: "fail mode is open", Container: api.Container{ID: "b"}, Err: errors.New("connect\nrefused")},
+		{Time: time.Now(), Stage: ocihook.StageCreateRuntime, Action: "register", Outcome: OutcomeRegistered, Container: api.Container{ID: "a", Namespace: "ns", Policies: []string{"p"}}, Cgroup: Cgroup{ID: 7, Path: "/x"}},
+		{Time: time.Now(), Stage: ocihook.StageCreateRuntime, Action: "register", Outcome: OutcomeFailOpen, Reason: "fail mode is open", Container: api.Container{ID: "b"}, Err: errors.New("connect\nrefused")},
 	}
 	for _, d := range decisions {
 		if err := AppendLog(logPath, io.Discard, d); err != nil {

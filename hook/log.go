@@ -1,69 +1,124 @@
 package hook
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
-// logLine is one decision in the hook log (JSON lines).
-type logLine struct {
-	Time       string           `json:"time"`
-	Stage      Stage            `json:"stage"`
-	Action     string           `json:"action"`
-	Outcome    string           `json:"outcome"`
-	ID         string           `json:"id,omitempty"`
-	Namespace  string           `json:"namespace,omitempty"`
-	Pod        string           `json:"pod,omitempty"`
-	Container  string           `json:"container,omitempty"`
-	CgroupID   uint64           `json:"cgroupId,omitempty"`
-	CgroupPath string           `json:"cgroupPath,omitempty"`
-	CgroupFrom string           `json:"cgroupFrom,omitempty"`
-	Policies   []string         `json:"policies,omitempty"`
-	Reason     string           `json:"reason,omitempty"`
-	Error      string           `json:"error,omitempty"`
-	ElapsedUS  int64            `json:"elapsedUs"`
-	StepsUS    map[string]int64 `json:"stepsUs,omitempty"`
-}
-
-// LogLine renders the decision as one JSON line.
+// LogLine renders the decision as one JSON line. It is written out by
+// hand: the hook is a new process per container start, and encoding/json
+// would first build its encoders by reflection, which costs more than the
+// line itself. Fields that are empty are left out.
 func (d *Decision) LogLine() []byte {
-	l := logLine{
-		Time:       d.Time.UTC().Format(time.RFC3339Nano),
-		Stage:      d.Stage,
-		Action:     d.Action,
-		Outcome:    d.Outcome,
-		ID:         d.Container.ID,
-		Namespace:  d.Container.Namespace,
-		Pod:        d.Container.Pod,
-		Container:  d.Container.Name,
-		CgroupID:   d.Cgroup.ID,
-		CgroupPath: d.Cgroup.Path,
-		CgroupFrom: d.Cgroup.From,
-		Policies:   d.Container.Policies,
-		Reason:     d.Reason,
-		ElapsedUS:  d.Elapsed.Microseconds(),
-	}
-	if d.Err != nil {
-		l.Error = d.Err.Error()
-	}
-	if len(d.Steps) > 0 {
-		l.StepsUS = make(map[string]int64, len(d.Steps))
-		for _, s := range d.Steps {
-			l.StepsUS[s.Name] = s.Elapsed.Microseconds()
+	b := make([]byte, 0, 512)
+	b = append(b, `{"time":`...)
+	b = appendJSONString(b, d.Time.UTC().Format(time.RFC3339Nano))
+	field := func(name, value string) {
+		if value != "" {
+			b = append(b, `,"`...)
+			b = append(b, name...)
+			b = append(b, `":`...)
+			b = appendJSONString(b, value)
 		}
 	}
-	data, err := json.Marshal(l)
-	if err != nil {
-		// Only strings and numbers: cannot happen, but never lose the line.
-		data = []byte(fmt.Sprintf(`{"outcome":%q,"error":%q}`, d.Outcome, err.Error()))
+	number := func(name string, value int64) {
+		b = append(b, `,"`...)
+		b = append(b, name...)
+		b = append(b, `":`...)
+		b = strconv.AppendInt(b, value, 10)
 	}
-	return append(data, '\n')
+	field("stage", string(d.Stage))
+	field("action", d.Action)
+	field("outcome", d.Outcome)
+	field("id", d.Container.ID)
+	field("namespace", d.Container.Namespace)
+	field("pod", d.Container.Pod)
+	field("container", d.Container.Name)
+	if d.Cgroup.ID != 0 {
+		b = append(b, `,"cgroupId":`...)
+		b = strconv.AppendUint(b, d.Cgroup.ID, 10)
+	}
+	field("cgroupPath", d.Cgroup.Path)
+	field("cgroupFrom", d.Cgroup.From)
+	if len(d.Container.Policies) > 0 {
+		b = append(b, `,"policies":[`...)
+		for i, p := range d.Container.Policies {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, p)
+		}
+		b = append(b, ']')
+	}
+	field("reason", d.Reason)
+	if d.Err != nil {
+		field("error", d.Err.Error())
+	}
+	number("elapsedUs", d.Elapsed.Microseconds())
+	if len(d.Steps) > 0 {
+		// A step that ran twice (an engine call retried another way) is
+		// logged once, with both times.
+		var names []string
+		total := map[string]int64{}
+		for _, s := range d.Steps {
+			if _, ok := total[s.Name]; !ok {
+				names = append(names, s.Name)
+			}
+			total[s.Name] += s.Elapsed.Microseconds()
+		}
+		b = append(b, `,"stepsUs":{`...)
+		for i, n := range names {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, n)
+			b = append(b, ':')
+			b = strconv.AppendInt(b, total[n], 10)
+		}
+		b = append(b, '}')
+	}
+	return append(b, "}\n"...)
+}
+
+// appendJSONString appends s as a JSON string as encoding/json writes it,
+// HTML characters aside: quote, backslash and control characters escaped,
+// invalid UTF-8 replaced by U+FFFD.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+		default:
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
 }
 
 // StderrLine is the single line a failing-closed hook prints for the

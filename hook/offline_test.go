@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	"github.com/holdfast-dev/holdfast/test/harness"
 )
@@ -23,7 +24,7 @@ func TestRunOffline(t *testing.T) {
 	refusing.failWith = errors.New("policy store is read-only")
 	missingSock := filepath.Join(t.TempDir(), "absent.sock")
 	silentSock := harness.SilentSocket(t)
-	ann := map[string]string{CRIONamespace: "shop", CRIOPodName: "web", CRIOLabels: `{"app":"web"}`}
+	ann := map[string]string{ocihook.CRIONamespace: "shop", ocihook.CRIOPodName: "web", ocihook.CRIOLabels: `{"app":"web"}`}
 	b := harness.OCIBundle(t, ann, "")
 
 	tests := []struct {
@@ -46,7 +47,7 @@ func TestRunOffline(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			slow := &fakeEngine{registered: map[string]api.Container{}, failWith: tt.offlineErr}
-			h := newHook(StageCreateRuntime, tt.socket, Config{FailMode: tt.mode, Timeout: Duration(time.Second), EngineTimeout: Duration(300 * time.Millisecond)})
+			h := newHook(ocihook.StageCreateRuntime, tt.socket, Config{FailMode: tt.mode, Timeout: Duration(time.Second), EngineTimeout: Duration(300 * time.Millisecond)})
 			h.Offline = slow
 			id := "c-" + strings.ReplaceAll(tt.name, " ", "-")
 			start := time.Now()
@@ -71,11 +72,11 @@ func TestRunOffline(t *testing.T) {
 				return
 			}
 			got, ok := slow.get(id)
-			if !ok || got.CgroupID != cg.ID || got.Pod != "web" || got.Source != Source {
+			if !ok || got.CgroupID != cg.ID || got.Pod != "web" || got.Source != ocihook.Source {
 				t.Fatalf("slow path got %+v (found %v), want cgroup %d of shop/web", got, ok, cg.ID)
 			}
 
-			post := newHook(StagePoststop, tt.socket, Config{Timeout: Duration(time.Second), EngineTimeout: Duration(300 * time.Millisecond)})
+			post := newHook(ocihook.StagePoststop, tt.socket, Config{Timeout: Duration(time.Second), EngineTimeout: Duration(300 * time.Millisecond)})
 			post.Offline = slow
 			stopped := `{"ociVersion":"1.0.2","id":"` + id + `","status":"stopped"}`
 			if d := post.Run(deadline(t, 5*time.Second), strings.NewReader(stopped)); d.Outcome != OutcomeUnregisteredOffline {

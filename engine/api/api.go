@@ -9,7 +9,10 @@
 // engine/registry, ...), only bpf/linux and each other.
 package api
 
-import "errors"
+import (
+	"encoding/json"
+	"errors"
+)
 
 // Operations a request can carry.
 const (
@@ -20,6 +23,9 @@ const (
 	OpStatus     = "status"
 	OpReload     = "reload"
 	OpExplain    = "explain"
+	// OpHook hands the engine an OCI hook's input as the runtime gave it;
+	// the engine registers (or, at poststop, unregisters) the container.
+	OpHook = "hook"
 )
 
 // DefaultSocket is where the engine listens on a node.
@@ -42,11 +48,20 @@ var ErrCannotEnforce = errors.New("engine cannot enforce the container's policie
 // opposed to a failure to reach it (no socket, no reply before the deadline).
 var ErrRefused = errors.New("engine refused")
 
+// ErrUnsupported is returned (wrapped) when the engine does not know the
+// operation: an engine older than its client, during an upgrade.
+var ErrUnsupported = errors.New("operation not supported by this engine")
+
 // Error codes of a Response, so clients can tell failures apart.
 const (
 	CodeNotFound      = "not-found"
 	CodeCannotEnforce = "cannot-enforce"
+	CodeUnsupported   = "unsupported"
 )
+
+// unknownOpPrefix starts the error an engine gives for an operation it does
+// not know.
+const unknownOpPrefix = "unknown op "
 
 // OrphanPrefix starts the ID under which status lists an orphaned cgroup
 // entry ("orphan:<cgroupId>"); containers remove accepts it.
@@ -152,6 +167,19 @@ type Request struct {
 	Containers []Container `json:"containers,omitempty"`
 	// Events selects the lines an OpSubscribe request streams.
 	Events *EventFilter `json:"events,omitempty"`
+	Hook   *HookRun     `json:"hook,omitempty"`
+
+	// line, when set, is the request already encoded as one line.
+	line []byte
+}
+
+// HookRun is one run of an OCI hook: the stage it is installed at and the
+// state JSON the runtime wrote to its stdin, untouched. The engine reads
+// the bundle's config.json through the hook's own root (its peer), finds
+// the cgroup of the container's process, and registers it.
+type HookRun struct {
+	Stage string          `json:"stage"`
+	State json.RawMessage `json:"state"`
 }
 
 // Response is what the engine answers. Error is set on failure only.
@@ -164,6 +192,9 @@ type Response struct {
 	Containers []Container  `json:"containers,omitempty"`
 	Status     *Status      `json:"status,omitempty"`
 	Explain    *Explanation `json:"explain,omitempty"`
+
+	// registered is an OpHook answer's container as a client decodes it.
+	registered *Registered
 }
 
 // Status describes what the engine enforces and how.
@@ -199,9 +230,13 @@ type Status struct {
 	Maps []MapUsage `json:"maps"`
 	// Orphans are pinned cgroup entries no registration accounts for (the
 	// registry was lost): they stay enforced while their cgroup exists.
-	Orphans []Orphan `json:"orphans,omitempty"` // CgroupCheck says how registrars' cgroup claims are checked against
+	Orphans []Orphan `json:"orphans,omitempty"`
+	// CgroupCheck says how registrars' cgroup claims are checked against
 	// the kernel ("process" or why they cannot be).
 	CgroupCheck string `json:"cgroupCheck,omitempty"`
+	// FileIdentity says how the devices of exec rules' files are read when
+	// rules are resolved in a container's root: "statmount" or "mountinfo".
+	FileIdentity string `json:"fileIdentity,omitempty"`
 	// CRI is the CRI runtime the engine reconciles with, if any.
 	CRI *CRIStatus `json:"cri,omitempty"`
 	// EventsFile is the engine's --events file, which `holdfast events

@@ -524,3 +524,30 @@ func TestPartialResponseNotRetried(t *testing.T) {
 		t.Fatalf("status on a fresh connection: %v", err)
 	}
 }
+
+// TestHookLineDecodesAsHookRequest: the hand-written OpHook line is the
+// request the server decodes, state untouched; bad input is refused
+// before anything is sent.
+func TestHookLineDecodesAsHookRequest(t *testing.T) {
+	state := `{"ociVersion":"1.0.2","id":"c\"1","status":"creating","pid":7,"bundle":"/b","annotations":{"k":"v\n"}}`
+	line, err := hookLine(HookRun{Stage: "createContainer", State: json.RawMessage(state)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		t.Fatalf("line %s: %v", line, err)
+	}
+	if req.Op != OpHook || req.Hook == nil || req.Hook.Stage != "createContainer" || string(req.Hook.State) != state {
+		t.Fatalf("decoded %+v from %s", req, line)
+	}
+	for _, bad := range []HookRun{
+		{Stage: "createContainer", State: json.RawMessage(`{"id":`)},
+		{Stage: "createContainer", State: json.RawMessage(`{} {}`)},
+		{Stage: `x","op":"reload`, State: json.RawMessage(`{}`)},
+	} {
+		if line, err := hookLine(bad); err == nil {
+			t.Errorf("hookLine(%q, %q) = %s, want an error", bad.Stage, bad.State, line)
+		}
+	}
+}

@@ -31,6 +31,12 @@ type Handler interface {
 // further request.
 const DefaultIdleTimeout = 30 * time.Second
 
+// HookHandler is implemented by handlers that take OCI hook runs (OpHook).
+// The answer is the registered container, or nil after an unregister.
+type HookHandler interface {
+	Hook(ctx context.Context, run HookRun) (*Container, error)
+}
+
 // Explainer is implemented by handlers that can explain a container's
 // rules (OpExplain); others answer that op with an error.
 type Explainer interface {
@@ -270,13 +276,26 @@ func (s *Server) dispatch(ctx context.Context, req *Request) *Response {
 			return fail(err)
 		}
 		return &Response{Explain: ex}
+	case OpHook:
+		h, ok := s.Handler.(HookHandler)
+		if !ok {
+			return &Response{Error: "hook: this engine does not take OCI hook runs", Code: CodeUnsupported}
+		}
+		if req.Hook == nil {
+			return &Response{Error: "hook: request has no hook run"}
+		}
+		c, err := h.Hook(ctx, *req.Hook)
+		if err != nil {
+			return fail(err)
+		}
+		return &Response{Container: c}
 	case OpReload:
 		if err := s.Handler.Reload(ctx); err != nil {
 			return fail(err)
 		}
 		return &Response{}
 	default:
-		return &Response{Error: fmt.Sprintf("unknown op %q", req.Op)}
+		return &Response{Error: fmt.Sprintf("%s%q", unknownOpPrefix, req.Op), Code: CodeUnsupported}
 	}
 }
 

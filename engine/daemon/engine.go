@@ -25,6 +25,7 @@ import (
 	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/inroot"
 	"github.com/holdfast-dev/holdfast/engine/lineage"
 	"github.com/holdfast-dev/holdfast/engine/policy"
 	"github.com/holdfast-dev/holdfast/engine/registry"
@@ -426,7 +427,7 @@ func (e *Engine) Register(ctx context.Context, c api.Container) (*api.Container,
 	if c.Source == "" {
 		c.Source = "cli"
 	}
-	pre := e.resolveAhead(&c)
+	pre := e.resolveAhead(ctx, &c)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err := ctx.Err(); err != nil {
@@ -650,6 +651,7 @@ func (e *Engine) Status(ctx context.Context) (*api.Status, error) {
 		st.PolicyErrors = policyFileErrors(e.policyErr)
 	}
 	st.CgroupCheck = e.cgroupCheckMode()
+	st.FileIdentity = inroot.DeviceSource()
 	st.CRI = e.discoverStatusLocked()
 	st.NotReady = e.notReadyLocked(len(pinned))
 	st.Ready = st.NotReady == ""

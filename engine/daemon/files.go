@@ -69,7 +69,10 @@ func isDirDeny(r policy.RuleInfo) bool {
 // container was registered with, else through any process of its cgroup
 // whose root is that root (a process that chrooted elsewhere does not
 // count). It records the root's identity in c.RootID the first time.
-func (e *Engine) openRoot(c *api.Container) (*inroot.Root, error) {
+// registrar, when not 0, is the pid of a registrar that runs in the
+// container's mount namespace before pivot_root (a createContainer hook):
+// rootfs leads to the root from it, without looking for a process.
+func (e *Engine) openRoot(c *api.Container, registrar int) (*inroot.Root, error) {
 	var errs []error
 	try := func(pid int, rootfs string) *inroot.Root {
 		r, err := inroot.OfProcess(pid, rootfs)
@@ -98,6 +101,11 @@ func (e *Engine) openRoot(c *api.Container) (*inroot.Root, error) {
 			return r, nil
 		}
 		e.log.Debug("registrar's pid does not lead to the container's root", "id", c.ID, "pid", c.Pid, "err", errs[len(errs)-1])
+	}
+	if registrar > 0 && c.Rootfs != "" {
+		if r := try(registrar, c.Rootfs); r != nil {
+			return r, nil
+		}
 	}
 	if c.CgroupPath != "" {
 		// Before pivot_root the rootfs path leads to the root, after it
@@ -146,7 +154,7 @@ func cgroupPids(dir string, max int) []int {
 // container is never enforced by path alone. Without a root (no live
 // process) the previous identities stay.
 func (e *Engine) syncFilesLocked(c *api.Container) error {
-	return e.writeFilesLocked(c, e.resolveFiles(e.policies, c))
+	return e.writeFilesLocked(c, e.resolveFiles(e.policies, c, 0))
 }
 
 // resolvedFiles are a container's exec rules resolved in its root under
@@ -161,7 +169,7 @@ type resolvedFiles struct {
 
 // resolveFiles resolves c's identity-matched exec rules of set in c's
 // root. It reads no engine state but the logger, so it needs no lock.
-func (e *Engine) resolveFiles(set *policy.Set, c *api.Container) resolvedFiles {
+func (e *Engine) resolveFiles(set *policy.Set, c *api.Container, registrar int) resolvedFiles {
 	out := resolvedFiles{set: set}
 	var rules []policy.RuleInfo
 	for _, r := range execRulesOf(set, *c) {
@@ -172,7 +180,7 @@ func (e *Engine) resolveFiles(set *policy.Set, c *api.Container) resolvedFiles {
 	if len(rules) == 0 {
 		return out
 	}
-	root, err := e.openRoot(c)
+	root, err := e.openRoot(c, registrar)
 	if err != nil {
 		out.err = fmt.Errorf("files of container %s: %w", c.ID, err)
 		return out
@@ -180,7 +188,7 @@ func (e *Engine) resolveFiles(set *policy.Set, c *api.Container) resolvedFiles {
 	defer root.Close()
 	out.rootID = c.RootID
 	for _, r := range rules {
-		f, err := root.Resolve(r.Text)
+		f, err := root.Lookup(r.Text)
 		if err != nil {
 			// Nothing to deny by identity; the path rule still holds if the
 			// file appears later.
@@ -257,7 +265,7 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 			enforced[f] = true
 		}
 	}
-	root, err := e.openRoot(&c)
+	root, err := e.openRoot(&c, 0)
 	if err != nil {
 		ex.RootError = err.Error()
 		for _, r := range rules {
@@ -450,9 +458,13 @@ func uncoveredExec(mode string) []string {
 // resolveAhead resolves c's exec rules under the policies in force now,
 // outside the engine lock, so concurrent registrations resolve in parallel;
 // a reload meanwhile makes the registration resolve again under the lock.
-func (e *Engine) resolveAhead(c *api.Container) resolvedFiles {
+func (e *Engine) resolveAhead(ctx context.Context, c *api.Container) resolvedFiles {
 	e.mu.Lock()
 	set := e.policies
 	e.mu.Unlock()
-	return e.resolveFiles(set, c)
+	registrar := 0
+	if c.PeerInContainer {
+		registrar, _ = api.PeerPID(ctx) // checked to be in c's cgroup
+	}
+	return e.resolveFiles(set, c, registrar)
 }

@@ -37,6 +37,11 @@ const maxSymlinks = 40
 type Root struct {
 	dir       *os.File
 	mountinfo string
+	// mountNS is the ID of the mount namespace the root's mounts are in,
+	// for statmount; statmount is false where the kernel cannot report a
+	// mount's device that way and mountinfo is read instead.
+	mountNS   uint64
+	statmount bool
 
 	mu   sync.Mutex
 	devs map[int]uint32 // mount ID -> kernel dev_t
@@ -49,10 +54,13 @@ func Open(dir, mountinfo string) (*Root, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open container root: %w", err)
 	}
+	// This process's own mounts can be asked for by ID (namespace 0);
+	// another's need that namespace's ID (OfProcess).
+	r := &Root{dir: f, mountinfo: mountinfo, statmount: mountinfo == ""}
 	if mountinfo == "" {
-		mountinfo = "/proc/self/mountinfo"
+		r.mountinfo = "/proc/self/mountinfo"
 	}
-	return &Root{dir: f, mountinfo: mountinfo}, nil
+	return r, nil
 }
 
 // OfProcess opens the root of process pid: its own root when rootfs is
@@ -64,7 +72,31 @@ func OfProcess(pid int, rootfs string) (*Root, error) {
 	if rootfs != "" {
 		dir = filepath.Join(dir, rootfs)
 	}
-	return Open(dir, fmt.Sprintf("/proc/%d/mountinfo", pid))
+	r, err := Open(dir, fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		return nil, err
+	}
+	if ns, err := linux.MountNamespaceID(pid); err == nil {
+		r.mountNS, r.statmount = ns, true
+	}
+	return r, nil
+}
+
+// DeviceSource probes how this kernel lets roots opened through a process
+// read their mounts' devices: "statmount" (by mount ID, Linux 6.11+) or
+// "mountinfo" (the process's mountinfo, read once per root), with why.
+func DeviceSource() string {
+	self, err := os.Open("/")
+	if err == nil {
+		defer self.Close()
+		var ns uint64
+		if ns, err = linux.MountNamespaceID(os.Getpid()); err == nil {
+			if _, _, err = linux.MountDevice(self, ns); err == nil {
+				return "statmount"
+			}
+		}
+	}
+	return fmt.Sprintf("mountinfo (statmount: %v)", err)
 }
 
 // Close releases the root.
@@ -140,23 +172,15 @@ func (r *Root) Resolve(p string) (File, error) {
 	// The kernel's own resolution decides the identity; the walk above only
 	// names it. Both ran in the same root, so they agree unless the tree
 	// changed in between, which the comparison below catches.
-	f, err := linux.OpenInRoot(r.dir, p, true, false)
+	found, statIno, err := r.lookup(p)
 	if err != nil {
 		return out, fmt.Errorf("resolve %s in %s: %w", p, r.Name(), err)
 	}
-	defer f.Close()
-	st, err := linux.Fstat(f)
-	if err != nil {
-		return out, fmt.Errorf("resolve %s in %s: %w", p, r.Name(), err)
-	}
-	out.Mode, out.Nlink = st.Mode, st.Nlink
-	if out.ID, err = r.identity(f); err != nil {
-		return out, fmt.Errorf("resolve %s in %s: %w", p, r.Name(), err)
-	}
+	out.ID, out.Mode, out.Nlink = found.ID, found.Mode, found.Nlink
 	if t, err := linux.OpenInRoot(r.dir, out.Target, false, false); err == nil {
 		tst, serr := linux.Fstat(t)
 		t.Close()
-		if serr == nil && tst.Ino != st.Ino {
+		if serr == nil && tst.Ino != statIno {
 			return out, fmt.Errorf("resolve %s in %s: changed while resolving", p, r.Name())
 		}
 	}
@@ -165,13 +189,45 @@ func (r *Root) Resolve(p string) (File, error) {
 
 func splitPath(p string) []string { return strings.Split(p, "/") }
 
+// Lookup is Resolve without naming the way: one resolution by the kernel,
+// in the root, gives the file's identity, mode and link count; Target and
+// Links stay empty. A registration needs only these, and it is on the
+// path a container's start waits for.
+func (r *Root) Lookup(p string) (File, error) {
+	f, _, err := r.lookup(p)
+	if err != nil {
+		return f, fmt.Errorf("look up %s in %s: %w", p, r.Name(), err)
+	}
+	return f, nil
+}
+
+// lookup resolves p in the root and reads its identity; statIno is the
+// inode number stat reports, for comparing with other stats.
+func (r *Root) lookup(p string) (_ File, statIno uint64, _ error) {
+	out := File{Path: p}
+	f, err := linux.OpenInRoot(r.dir, p, true, false)
+	if err != nil {
+		return out, 0, err
+	}
+	defer f.Close()
+	st, err := linux.Fstat(f)
+	if err != nil {
+		return out, 0, err
+	}
+	out.Mode, out.Nlink = st.Mode, st.Nlink
+	if out.ID, err = r.identity(f); err != nil {
+		return out, 0, err
+	}
+	return out, st.Ino, nil
+}
+
 // identity reads f's inode identity as the kernel holds it.
 func (r *Root) identity(f *os.File) (bpf.FileID, error) {
 	mntID, ino, err := fdinfo(f)
 	if err != nil {
 		return bpf.FileID{}, err
 	}
-	dev, err := r.dev(mntID)
+	dev, err := r.dev(f, mntID)
 	if err != nil {
 		return bpf.FileID{}, fmt.Errorf("identity of %s: %w", f.Name(), err)
 	}
@@ -207,13 +263,29 @@ func fdinfo(f *os.File) (mntID int, ino uint64, err error) {
 	return mntID, ino, nil
 }
 
-// dev finds a mount's superblock device in mountinfo (read once per Root;
-// reread when a mount is not found, as one may have appeared since).
-func (r *Root) dev(mntID int) (uint32, error) {
+// dev finds the superblock device of the mount f is on (mntID): from the
+// kernel by mount ID where it can say (statmount), else in mountinfo (read
+// once per Root; reread when a mount is not found, as one may have appeared
+// since). Rendering a node's mountinfo costs far more than one statmount.
+func (r *Root) dev(f *os.File, mntID int) (uint32, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if d, ok := r.devs[mntID]; ok {
 		return d, nil
+	}
+	if r.statmount {
+		major, minor, err := linux.MountDevice(f, r.mountNS)
+		if err == nil {
+			if r.devs == nil {
+				r.devs = map[int]uint32{}
+			}
+			r.devs[mntID] = bpf.KernelDev(major, minor)
+			return r.devs[mntID], nil
+		}
+		if !errors.Is(err, linux.ErrNoStatmount) {
+			return 0, err
+		}
+		r.statmount = false
 	}
 	devs, err := readMountDevs(r.mountinfo)
 	if err != nil {

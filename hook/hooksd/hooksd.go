@@ -19,7 +19,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/holdfast-dev/holdfast/hook"
+	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 )
 
 // Version is the hooks.d schema version this package writes.
@@ -121,9 +121,9 @@ func Parse(data []byte) (*File, error) {
 // (createContainer or createRuntime) and at poststop. The same command runs
 // at both; the hook tells them apart by the state's status. The runtime's
 // timeout is only a backstop above the hook's own deadline.
-func NewFile(binary string, stage hook.Stage, deadline time.Duration) (*File, error) {
-	if stage != hook.StageCreateContainer && stage != hook.StageCreateRuntime {
-		return nil, fmt.Errorf("hooks.d stage %q: want %s or %s", stage, hook.StageCreateContainer, hook.StageCreateRuntime)
+func NewFile(binary string, stage ocihook.Stage, deadline time.Duration) (*File, error) {
+	if stage != ocihook.StageCreateContainer && stage != ocihook.StageCreateRuntime {
+		return nil, fmt.Errorf("hooks.d stage %q: want %s or %s", stage, ocihook.StageCreateContainer, ocihook.StageCreateRuntime)
 	}
 	always := true
 	timeout := int(math.Ceil(deadline.Seconds())) + 3
@@ -135,7 +135,7 @@ func NewFile(binary string, stage hook.Stage, deadline time.Duration) (*File, er
 			Timeout: &timeout,
 		},
 		When:   When{Always: &always},
-		Stages: []string{string(stage), string(hook.StagePoststop)},
+		Stages: []string{string(stage), string(ocihook.StagePoststop)},
 	}, nil
 }
 

@@ -1,6 +1,7 @@
 package hooksd
 
 import (
+	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,7 +23,7 @@ func fakeBinary(t *testing.T, content string) string {
 
 func TestNewFile(t *testing.T) {
 	bin := fakeBinary(t, "#!/bin/true\n")
-	f, err := NewFile(bin, hook.StageCreateRuntime, 2*time.Second)
+	f, err := NewFile(bin, ocihook.StageCreateRuntime, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +44,7 @@ func TestNewFile(t *testing.T) {
 		back.Hook.Timeout == nil || *back.Hook.Timeout != 5 || back.Hook.Path != bin {
 		t.Fatalf("hooks.d file:\n%s", data)
 	}
-	if _, err := NewFile(bin, hook.StagePoststop, time.Second); err == nil {
+	if _, err := NewFile(bin, ocihook.StagePoststop, time.Second); err == nil {
 		t.Fatal("NewFile accepted poststop as the register stage")
 	}
 }
@@ -148,7 +149,7 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 	}
 
 	o.Binary = fakeBinary(t, "version 2")
-	o.Stage = hook.StageCreateRuntime
+	o.Stage = ocihook.StageCreateRuntime
 	changes, err = Install(o)
 	if err != nil {
 		t.Fatal(err)
@@ -190,7 +191,7 @@ func TestInstallRefusesBadInput(t *testing.T) {
 		{"no binary", func(o *Options) { o.Binary = "" }, "no hook binary"},
 		{"missing binary", func(o *Options) { o.Binary = filepath.Join(root, "gone") }, "no such file"},
 		{"not executable", func(o *Options) { o.Binary = notExec }, "not an executable"},
-		{"poststop stage", func(o *Options) { o.Stage = hook.StagePoststop }, "want createContainer or createRuntime"},
+		{"poststop stage", func(o *Options) { o.Stage = ocihook.StagePoststop }, "want createContainer or createRuntime"},
 		{"relative hooks dir", func(o *Options) { o.HooksDir = "hooks.d" }, "must be absolute"},
 		{"bad fail mode", func(o *Options) { o.Config.FailMode = "ajar" }, "unknown fail mode"},
 	}
@@ -211,7 +212,7 @@ func TestInstallRefusesBadInput(t *testing.T) {
 // deploy/crio holds the files `holdfast install crio` writes with its
 // defaults; they must not drift from the code.
 func TestDeployExamplesMatchInstall(t *testing.T) {
-	f, err := NewFile(filepath.Join(DefaultInstallDir, BinaryName), hook.StageCreateContainer, hook.DefaultTimeout)
+	f, err := NewFile(filepath.Join(DefaultInstallDir, BinaryName), ocihook.StageCreateContainer, hook.DefaultTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

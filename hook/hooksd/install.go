@@ -9,6 +9,7 @@ import (
 
 	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/engine/api/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	"github.com/holdfast-dev/holdfast/hook"
 )
@@ -23,7 +24,7 @@ type Options struct {
 	// for its slow path (registering while the engine is down); Install only.
 	Holdfast string
 	// Stage is createContainer (default) or createRuntime; Install only.
-	Stage hook.Stage
+	Stage ocihook.Stage
 	// Config is written next to the installed binary; Install only.
 	Config hook.Config
 }
@@ -36,7 +37,7 @@ func (o Options) withDefaults() Options {
 		o.InstallDir = DefaultInstallDir
 	}
 	if o.Stage == "" {
-		o.Stage = hook.StageCreateContainer
+		o.Stage = ocihook.StageCreateContainer
 	}
 	return o
 }

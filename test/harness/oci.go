@@ -32,11 +32,11 @@ func OCIState(id, status string, pid int, bundle string, annotations map[string]
 	return string(data)
 }
 
-// RuntimeAnnotations reads one of hook/testdata's fixtures: the annotations
+// RuntimeAnnotations reads one of engine/api/ocihook/testdata's fixtures: the annotations
 // a runtime (CRI-O, containerd) puts on a sandbox or application container.
 func RuntimeAnnotations(t testing.TB, name string) map[string]string {
 	t.Helper()
-	path := filepath.Join(RepoRoot(), "hook", "testdata", name)
+	path := filepath.Join(RepoRoot(), "engine", "api", "ocihook", "testdata", name)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

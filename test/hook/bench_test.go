@@ -1,6 +1,7 @@
 package hook_test
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"os"
@@ -173,4 +174,68 @@ func readFile(b testing.TB, path string) string {
 		b.Fatal(err)
 	}
 	return string(data)
+}
+
+// BenchmarkHookDirect runs holdfast-oci-hook at createRuntime by itself, not
+// under runc, against a live engine, interleaved with the empty static Go
+// hook: the wall time from exec to exit of each, and what the hook adds.
+// Each run registers a new container (a process in a cgroup of its own,
+// one exec rule resolved in its root); it is unregistered untimed.
+//
+//	go test -run '^$' -bench HookDirect -benchtime 500x ./test/hook/
+func BenchmarkHookDirect(b *testing.B) {
+	bin := hookBinary(b)
+	goHook := harness.Build(b, "./test/hook/emptyhook")
+	e := harness.StartEngine(b, harness.Options{Policies: map[string]string{"locked.yaml": lockedPolicy},
+		Args: []string{"--log-level", "info"}})
+	cg := harness.NewCgroup(b)
+	sleeper := cg.Start(b, "sleep", "1000000")
+	bundle := harness.OCIBundle(b, lockedAnnotations("direct"), "")
+	logPath := b.TempDir() + "/hook.log"
+	client := e.Client()
+	defer client.Close()
+
+	cpu := map[string]time.Duration{}
+	run := func(path string, args []string, stdin string) time.Duration {
+		cmd := exec.Command(path, args...)
+		cmd.Stdin = strings.NewReader(stdin)
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		d := time.Since(start)
+		if err != nil {
+			b.Fatalf("%s: %v\n%s", path, err, out)
+		}
+		cpu[path] += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		return d
+	}
+	hookArgs := []string{"--stage", "createRuntime", "--socket", e.Socket, "--log", logPath, "--fail-mode", "closed"}
+	var empty, hook []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		id := fmt.Sprintf("direct-%d", i)
+		state := harness.OCIState(id, "creating", sleeper.Process.Pid, bundle, nil)
+		if i%2 == 0 {
+			empty = append(empty, run(goHook, nil, state))
+			hook = append(hook, run(bin, hookArgs, state))
+		} else {
+			hook = append(hook, run(bin, hookArgs, state))
+			empty = append(empty, run(goHook, nil, state))
+		}
+		b.StopTimer()
+		if err := client.Unregister(context.Background(), id); err != nil {
+			b.Fatalf("unregister %s: %v", id, err)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	for _, p := range []int{50, 90, 99} {
+		b.ReportMetric(ms(percentile(empty, p)), fmt.Sprintf("empty-p%d-ms", p))
+		b.ReportMetric(ms(percentile(hook, p)), fmt.Sprintf("hook-p%d-ms", p))
+		b.ReportMetric(ms(percentile(hook, p)-percentile(empty, p)), fmt.Sprintf("added-p%d-ms", p))
+	}
+	// CPU time says what each process itself does, which the machine's
+	// load moves far less than wall time.
+	b.ReportMetric(ms(cpu[goHook])/float64(b.N), "empty-cpu-ms")
+	b.ReportMetric(ms(cpu[bin])/float64(b.N), "hook-cpu-ms")
+	hookPhases(b, logPath, "registered", "run directly")
 }

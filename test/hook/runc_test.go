@@ -36,8 +36,8 @@ func TestRuncEnforcesFromFirstInstruction(t *testing.T) {
 	}{
 		// The hook runs in the container's cgroup and reads /proc/self/cgroup.
 		{name: "createContainer", stage: "createContainer"},
-		// In a cgroup namespace /proc/self/cgroup says "/": the hook falls
-		// back to config.json's cgroupsPath.
+		// In a cgroup namespace the hook's /proc/self/cgroup says "/"; the
+		// engine reads the hook's cgroup from the host's side.
 		{name: "createContainer in cgroupns", stage: "createContainer", cgroupNS: true},
 		// The hook runs in runc's namespaces and reads /proc/<pid>/cgroup.
 		{name: "createRuntime", stage: "createRuntime"},
@@ -59,8 +59,9 @@ func TestRuncEnforcesFromFirstInstruction(t *testing.T) {
 			if pol, _ := reg["policies"].([]any); len(pol) != 1 || pol[0] != "locked" {
 				t.Errorf("registration of %s: policies %v, want [locked]", denied.ID, reg["policies"])
 			}
-			if st.cgroupNS && !strings.Contains(reg["cgroupFrom"].(string), "cgroupsPath") {
-				t.Errorf("in a cgroup namespace the cgroup must come from cgroupsPath, came from %v", reg["cgroupFrom"])
+			// The container's own cgroup, whatever the hook could see.
+			if p, _ := reg["cgroupPath"].(string); !strings.HasSuffix(p, "/holdfast-hook-e2e-"+denied.ID) {
+				t.Errorf("registration of %s: cgroup path %q, want the bundle's cgroupsPath", denied.ID, p)
 			}
 			expectForgotten(t, e, denied.ID, cgroupIDOf(t, logPath, denied.ID))
 

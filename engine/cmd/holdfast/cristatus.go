@@ -10,6 +10,9 @@ import (
 // printCRIStatus writes how cgroup claims are checked and the state of
 // reconciliation with the CRI runtime.
 func printCRIStatus(w io.Writer, st *api.Status) {
+	if st.FileIdentity != "" {
+		fmt.Fprintf(w, "file identity:\t%s\n", st.FileIdentity)
+	}
 	if st.CgroupCheck != "" {
 		fmt.Fprintf(w, "cgroup check:\t%s\n", st.CgroupCheck)
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	"github.com/holdfast-dev/holdfast/hook"
 	"github.com/holdfast-dev/holdfast/hook/hooksd"
@@ -16,7 +17,7 @@ func installCRIO(args []string) error {
 	hooksDir := fs.String("hooks-dir", hooksd.DefaultHooksDir, "hooks.d directory CRI-O or podman reads")
 	installDir := fs.String("install-dir", hooksd.DefaultInstallDir, "directory for the hook binary and its config file")
 	binary := fs.String("hook-binary", "", "holdfast-oci-hook to install (default: next to this holdfast binary)")
-	stage := fs.String("stage", string(hook.StageCreateContainer), "stage to register at: createContainer or createRuntime")
+	stage := fs.String("stage", string(ocihook.StageCreateContainer), "stage to register at: createContainer or createRuntime")
 	socket := fs.String("socket", hook.DefaultSocket, "engine socket the hook connects to")
 	failFlags := registrar.AddFlags(fs)
 	timeout := fs.Duration("timeout", hook.DefaultTimeout, "deadline for one hook run")
@@ -24,7 +25,7 @@ func installCRIO(args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	st, err := hook.ParseStage(*stage)
+	st, err := ocihook.ParseStage(*stage)
 	if err != nil {
 		return usageError{fmt.Sprintf("install crio: --stage: %v", err)}
 	}

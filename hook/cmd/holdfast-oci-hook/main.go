@@ -14,10 +14,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/api/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	"github.com/holdfast-dev/holdfast/hook"
 )
@@ -26,7 +28,22 @@ import (
 const exitUsage = 2
 
 func main() {
-	os.Exit(run(time.Now(), os.Args[1:], os.Stdin, os.Stderr))
+	os.Exit(run(time.Now(), os.Args[1:], pollableStdin(), os.Stderr))
+}
+
+// pollableStdin is stdin made non-blocking when it is a pipe (as runtimes
+// pass the state), so its read waits in the runtime's poller under the
+// run's deadline instead of holding a thread. The pipe's read end is this
+// process's alone; a terminal is left as it is.
+func pollableStdin() *os.File {
+	var st syscall.Stat_t
+	if syscall.Fstat(0, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFIFO {
+		return os.Stdin
+	}
+	if err := syscall.SetNonblock(0, true); err != nil {
+		return os.Stdin
+	}
+	return os.NewFile(0, "stdin")
 }
 
 func run(start time.Time, args []string, stdin io.Reader, stderr io.Writer) int {
@@ -58,7 +75,7 @@ func run(start time.Time, args []string, stdin io.Reader, stderr io.Writer) int 
 }
 
 // configure parses flags over the config file and validates the result.
-func configure(args []string, stderr io.Writer) (hook.Stage, hook.Config, error) {
+func configure(args []string, stderr io.Writer) (ocihook.Stage, hook.Config, error) {
 	fs := flag.NewFlagSet("holdfast-oci-hook", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported as one line by the caller
 	stageFlag := fs.String("stage", "", "OCI hook stage this hook is installed at: createContainer, createRuntime or poststop (required)")
@@ -82,7 +99,7 @@ func configure(args []string, stderr io.Writer) (hook.Stage, hook.Config, error)
 	if fs.NArg() > 0 {
 		return "", hook.Config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	stage, err := hook.ParseStage(*stageFlag)
+	stage, err := ocihook.ParseStage(*stageFlag)
 	if err != nil {
 		return "", hook.Config{}, fmt.Errorf("--stage: %w", err)
 	}

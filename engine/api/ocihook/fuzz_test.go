@@ -1,4 +1,4 @@
-package hook
+package ocihook
 
 import (
 	"path"
@@ -24,7 +24,7 @@ func FuzzParseInput(f *testing.F) {
 			if st.ID == "" || len(st.ID) > maxIDLen || st.Pid < 0 {
 				t.Fatalf("accepted state with id %q pid %d", st.ID, st.Pid)
 			}
-			_ = checkCreateState(st, StageCreateRuntime)
+			_ = CheckCreateState(st, StageCreateRuntime)
 		}
 		cfg, err := ParseBundleConfig(config)
 		if err == nil {

@@ -1,4 +1,4 @@
-package hook
+package ocihook
 
 import (
 	"encoding/json"
@@ -7,6 +7,9 @@ import (
 
 	"github.com/holdfast-dev/holdfast/engine/api"
 )
+
+// Source names the OCI hook as a registrar to the engine.
+const Source = "oci-hook"
 
 // Annotations CRI-O sets on a container's OCI spec.
 const (

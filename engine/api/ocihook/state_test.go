@@ -1,4 +1,4 @@
-package hook
+package ocihook
 
 import (
 	"errors"
@@ -50,7 +50,7 @@ func TestParseState(t *testing.T) {
 }
 
 func TestReadStateTooLarge(t *testing.T) {
-	big := `{"id":"c1","annotations":{"x":"` + strings.Repeat("a", maxStateSize) + `"}}`
+	big := `{"id":"c1","annotations":{"x":"` + strings.Repeat("a", MaxStateSize) + `"}}`
 	if _, err := ReadState(strings.NewReader(big)); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("error = %v, want a size error", err)
 	}
@@ -76,7 +76,7 @@ func TestCheckCreateState(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			st := ok
 			tt.mutate(&st)
-			err := checkCreateState(&st, tt.stage)
+			err := CheckCreateState(&st, tt.stage)
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)

@@ -1,4 +1,4 @@
-package hook
+package ocihook
 
 import (
 	"bytes"
@@ -16,13 +16,34 @@ import (
 	"github.com/holdfast-dev/holdfast/bpf/linux"
 )
 
-// Size limits for what the runtime hands the hook. CRI-O and containerd put
-// every annotation into both, so they can be tens of KiB, never megabytes.
+// Size limits for what the runtime hands a hook (MaxStateSize bounds its
+// stdin). CRI-O and containerd put every annotation into both, so they can
+// be tens of KiB, never megabytes.
 const (
-	maxStateSize  = 4 << 20
+	MaxStateSize  = 4 << 20
 	maxConfigSize = 16 << 20
 	maxIDLen      = 1024
 )
+
+// Stage is the OCI lifecycle stage a run acts at.
+type Stage string
+
+// Stages holdfast-oci-hook supports. The runtime does not tell a hook its
+// stage, so the hooks.d file or config.json passes it as --stage.
+const (
+	StageCreateContainer Stage = "createContainer"
+	StageCreateRuntime   Stage = "createRuntime"
+	StagePoststop        Stage = "poststop"
+)
+
+// ParseStage accepts the three supported stage names.
+func ParseStage(s string) (Stage, error) {
+	switch st := Stage(s); st {
+	case StageCreateContainer, StageCreateRuntime, StagePoststop:
+		return st, nil
+	}
+	return "", fmt.Errorf("unknown stage %q (want %s, %s or %s)", s, StageCreateContainer, StageCreateRuntime, StagePoststop)
+}
 
 // ParseState decodes and checks the OCI state JSON the runtime writes to a
 // hook's stdin.
@@ -43,9 +64,9 @@ func ParseState(data []byte) (*specs.State, error) {
 	return &st, nil
 }
 
-// ReadState reads the state from r, refusing more than maxStateSize bytes.
+// ReadState reads the state from r, refusing more than MaxStateSize bytes.
 func ReadState(r io.Reader) (*specs.State, error) {
-	data, err := linux.ReadLimited(r, maxStateSize, "OCI state on stdin")
+	data, err := linux.ReadLimited(r, MaxStateSize, "OCI state on stdin")
 	if err != nil {
 		return nil, err
 	}
@@ -67,8 +88,8 @@ func checkID(id string) error {
 	return nil
 }
 
-// checkCreateState checks the fields a create stage needs.
-func checkCreateState(st *specs.State, stage Stage) error {
+// CheckCreateState checks the fields a create stage needs.
+func CheckCreateState(st *specs.State, stage Stage) error {
 	switch st.Status {
 	case specs.StateCreating, specs.StateCreated:
 	default:

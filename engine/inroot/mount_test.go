@@ -1,0 +1,96 @@
+package inroot
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/holdfast-dev/holdfast/bpf/linux"
+	"github.com/holdfast-dev/holdfast/test/require"
+)
+
+// TestDeviceFromStatmountMatchesMountinfo resolves files in the root of a
+// process in a mount namespace of its own (an overlay and a tmpfs only it
+// sees, as a container's rootfs is before pivot_root), once with the
+// device asked of the kernel by mount ID and once read from that process's
+// mountinfo: both must give the same identity, which the exec programs
+// match.
+func TestDeviceFromStatmountMatchesMountinfo(t *testing.T) {
+	require.Root(t)
+	dir := t.TempDir()
+	script := `set -e
+mount -t tmpfs none "$1"
+mkdir "$1/lower" "$1/upper" "$1/work" "$1/merged"
+echo x > "$1/lower/file"
+mount -t overlay overlay -o lowerdir="$1/lower",upperdir="$1/upper",workdir="$1/work" "$1/merged"
+mkdir "$1/merged/dir"
+echo ready
+exec sleep 600`
+	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		require.Privileged(t, "mount namespace", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if line, _ := bufio.NewReader(out).ReadString('\n'); strings.TrimSpace(line) != "ready" {
+		require.Privileged(t, "overlay mount in a new mount namespace", errors.New("the namespace's mounts failed"))
+	}
+
+	byID, err := OfProcess(cmd.Process.Pid, filepath.Join(dir, "merged"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer byID.Close()
+	if !byID.statmount {
+		if _, err := linux.MountNamespaceID(cmd.Process.Pid); errors.Is(err, linux.ErrNoStatmount) {
+			require.Unsupported(t, "statmount in another mount namespace", err)
+		}
+		t.Fatalf("statmount not used for a root opened through pid %d", cmd.Process.Pid)
+	}
+	byText, err := OfProcess(cmd.Process.Pid, filepath.Join(dir, "merged"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer byText.Close()
+	byText.statmount = false
+
+	for _, p := range []string{"/file", "/dir", "/"} {
+		a, err := byID.Lookup(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := byText.Lookup(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.ID != b.ID {
+			t.Errorf("%s: statmount gives %v, mountinfo %v", p, a.ID, b.ID)
+		}
+		if a.ID.Dev == 0 {
+			t.Errorf("%s: no device", p)
+		}
+	}
+	// The overlay is a superblock of its own: a file on it must not get the
+	// device of the tmpfs below.
+	f, _ := byID.Lookup("/file")
+	tmp, err := OfProcess(cmd.Process.Pid, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmp.Close()
+	lower, err := tmp.Lookup("/lower/file")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.ID.Dev == lower.ID.Dev {
+		t.Errorf("overlay file and its lower tmpfs file share device %d", f.ID.Dev)
+	}
+}
