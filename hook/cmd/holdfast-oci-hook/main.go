@@ -104,7 +104,7 @@ func configure(args []string, stderr io.Writer) (hook.Stage, hook.Config, error)
 	}
 
 	// Only the flags given override the config file.
-	failPolicy, flagErr := failFlags.Policy()
+	failPolicy, flagErr := failFlags.Settings()
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "socket":
@@ -112,9 +112,9 @@ func configure(args []string, stderr io.Writer) (hook.Stage, hook.Config, error)
 		case "timeout":
 			cfg.Timeout = hook.Duration(*timeout)
 		case registrar.FlagFailMode:
-			cfg.FailMode = failPolicy.Mode
+			cfg.FailMode = failPolicy.FailMode
 		case registrar.FlagFailOpenNamespaces:
-			cfg.FailOpenNamespaces = failPolicy.OpenNamespaces
+			cfg.FailOpenNamespaces = failPolicy.FailOpenNamespaces
 		case registrar.FlagEngineNamespace:
 			cfg.EngineNamespace = failPolicy.EngineNamespace
 		case "log":
