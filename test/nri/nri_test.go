@@ -25,7 +25,6 @@ import (
 	"github.com/holdfast-dev/holdfast/engine/cri"
 	"github.com/holdfast-dev/holdfast/nri-plugin/install"
 	"github.com/holdfast-dev/holdfast/test/harness"
-	"github.com/holdfast-dev/holdfast/test/require"
 )
 
 // killedExit is how CRI reports a process ended by SIGKILL.
@@ -93,16 +92,24 @@ func (l *listener) received() []string {
 	return slices.Clone(l.got)
 }
 
+// startShop starts an engine with shopPolicy for a new listener and the
+// plugin in the shared containerd.
+func startShop(t *testing.T) (*containerd, *listener, *harness.Engine) {
+	t.Helper()
+	c := sharedContainerd(t)
+	ln := listen(t)
+	e := harness.StartEngine(t, harness.Options{Policies: shopPolicy(ln.port)})
+	startPlugin(t, c, e.Socket)
+	return c, ln, e
+}
+
 // connectCmd connects to the listener and reports the outcome.
 func connectCmd(port int, msg string) []string {
 	return []string{"/bin/sh", "-c", fmt.Sprintf("echo %s | nc 127.0.0.1 %d; echo rc=$?", msg, port)}
 }
 
 func TestDeniedBinaryKilledAtFirstInstruction(t *testing.T) {
-	c := sharedContainerd(t)
-	ln := listen(t)
-	e := harness.StartEngine(t, harness.Options{Policies: shopPolicy(ln.port)})
-	startPlugin(t, c, e.Socket)
+	c, ln, e := startShop(t)
 
 	web := c.runPod(t, "shop", "web-0", map[string]string{"app": "web"})
 	free := c.runPod(t, "default", "web-0", map[string]string{"app": "web"})
@@ -164,8 +171,7 @@ func TestRemovalUnregisters(t *testing.T) {
 	c := sharedContainerd(t)
 	e := harness.StartEngine(t, harness.Options{})
 	startPlugin(t, c, e.Socket)
-	mount, err := cgroup.Detect()
-	require.Privileged(t, "cgroup v2", err)
+	mount := harness.CgroupMount(t)
 
 	p := c.runPod(t, "shop", "cart-0", map[string]string{"app": "cart"})
 	first := p.run(t, "main", "/bin/sleep", "999")
@@ -252,10 +258,7 @@ func TestContainerdRestartResynchronizes(t *testing.T) {
 }
 
 func TestEngineKilledEnforcementHolds(t *testing.T) {
-	c := sharedContainerd(t)
-	ln := listen(t)
-	e := harness.StartEngine(t, harness.Options{Policies: shopPolicy(ln.port)})
-	startPlugin(t, c, e.Socket)
+	c, ln, e := startShop(t)
 	p := c.runPod(t, "shop", "web-2", map[string]string{"app": "web"})
 	id := p.run(t, "main", "/bin/sleep", "999")
 	if code, out := p.exec(t, id, "/bin/id"); code != killedExit {
@@ -424,8 +427,7 @@ func TestPreRegisteredInstall(t *testing.T) {
 
 func TestCRIAdoption(t *testing.T) {
 	c := sharedContainerd(t)
-	mount, err := cgroup.Detect()
-	require.Privileged(t, "cgroup v2", err)
+	mount := harness.CgroupMount(t)
 	ln := listen(t)
 	p := c.runPod(t, "shop", "web-6", map[string]string{"app": "web"})
 	id := p.run(t, "main", "/bin/sleep", "999")
