@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unique"
 
 	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/bpf/cgroup"
@@ -315,7 +316,8 @@ func (e *Engine) rulesetFor(c api.Container) (string, uint32, []string, error) {
 	for i, p := range ps {
 		names[i] = p.Name
 	}
-	key := rulesetKey(e.policies, ps)
+	// One string per ruleset, not per container: rulesetOf keeps it.
+	key := unique.Make(rulesetKey(e.policies, ps)).Value()
 	id, _, err := e.reg.RulesetID(key)
 	if err != nil {
 		return "", 0, nil, err
