@@ -180,9 +180,13 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		reg.Close()
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
-	for _, c := range enf.Controls() {
-		e.log.Info("enforcement mode", "control", c.Name, "mode", c.Mode, "reason", c.Reason)
-	}
+	// An adopted set's modes are explained once its probes are done,
+	// which start-up does not wait for.
+	go func() {
+		for _, c := range enf.Controls() {
+			e.log.Info("enforcement mode", "control", c.Name, "mode", c.Mode, "reason", c.Reason)
+		}
+	}()
 
 	e.mu.Lock()
 	err = e.reconcileLocked(false)
