@@ -166,10 +166,11 @@ type Enforcer struct {
 	// kernelTypes parses the kernel's BTF once for the probes and every
 	// program load of an Open (each parse costs tens of ms); nil after Open.
 	kernelTypes *btf.Cache
-	// probed is closed once controls is complete. An adopted set loads
-	// nothing, so its probes, which only explain the modes in controls,
-	// run after Open returns (adoptedControls).
-	probed chan struct{}
+	// probe completes controls on the first call of Controls. An adopted
+	// set loads nothing, so its probes, which only explain the modes in
+	// controls, wait until someone asks (adoptedControls).
+	probe     func()
+	probeOnce sync.Once
 }
 
 // Open adopts the complete pinned set of this ABI under layout, or loads,
@@ -284,12 +285,15 @@ func (e *Enforcer) notePartial(rulesets map[uint32]bool) {
 // loading one.
 func (e *Enforcer) Adopted() bool { return e.adopted }
 
-// Controls reports each enforcement point's mode and why it was chosen,
-// waiting for the probes of an adopting Open.
+// Controls reports each enforcement point's mode and why it was chosen.
+// After an adopting Open, the first call runs the probes (tens of ms).
 func (e *Enforcer) Controls() []Control {
-	if e.probed != nil {
-		<-e.probed
-	}
+	e.probeOnce.Do(func() {
+		if e.probe != nil {
+			e.probe()
+			e.probe = nil
+		}
+	})
 	return slices.Clone(e.controls)
 }
 
@@ -419,12 +423,8 @@ func (e *Enforcer) adopt(spec *ebpf.CollectionSpec, cgroupID uint64) error {
 
 	// The pinned programs enforce as they are; the probes parse the
 	// kernel's BTF (20-50 ms), which a restart need not wait for.
-	kernelTypes, probed := e.kernelTypes, make(chan struct{})
-	e.probed = probed
-	go func() {
-		defer close(probed)
-		e.controls = adoptedControls(mode, kernelTypes, e.cgroupRoot)
-	}()
+	kernelTypes := e.kernelTypes
+	e.probe = func() { e.controls = adoptedControls(mode, kernelTypes, e.cgroupRoot) }
 	return nil
 }
 

@@ -180,13 +180,6 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		reg.Close()
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
-	// An adopted set's modes are explained once its probes are done,
-	// which start-up does not wait for.
-	go func() {
-		for _, c := range enf.Controls() {
-			e.log.Info("enforcement mode", "control", c.Name, "mode", c.Mode, "reason", c.Reason)
-		}
-	}()
 
 	e.mu.Lock()
 	err = e.reconcileLocked(false)
@@ -198,6 +191,14 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	ok = true
 	return e, nil
+}
+
+// LogControls logs each enforcement point's mode and why. With an adopted
+// set this runs its probes, which start-up leaves until it serves.
+func (e *Engine) LogControls() {
+	for _, c := range e.enforcer.Controls() {
+		e.log.Info("enforcement mode", "control", c.Name, "mode", c.Mode, "reason", c.Reason)
+	}
 }
 
 // loadState reads the policies and opens the registry.

@@ -148,8 +148,8 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 	srv := &api.Server{Handler: eng, Log: log}
 	go func() { errc <- srv.Serve(ctx, l) }()
 	go func() {
+		eng.LogControls()
 		// Garbage of start-up, the adopted set's probes included.
-		eng.Enforcer().Controls()
 		debug.FreeOSMemory()
 	}()
 	log.Info("engine ready", "socket", *socket, "bpf-dir", *bpfDir, "adopted", eng.Enforcer().Adopted())
