@@ -369,7 +369,11 @@ func (s *Store) Get(id string) (api.Container, bool) {
 // slices are read-only.
 func (s *Store) List() []api.Container {
 	// Sorting the IDs, not the large structs: a restart lists them all.
-	ids := slices.Sorted(maps.Keys(s.containers))
+	ids := make([]string, 0, len(s.containers))
+	for id := range s.containers {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
 	out := make([]api.Container, len(ids))
 	for i, id := range ids {
 		out[i] = s.containers[id]
