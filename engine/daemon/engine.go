@@ -689,16 +689,16 @@ func (e *Engine) reconcileLocked(resolveAll bool) error {
 	wanted := map[uint64]bool{}
 	modesSynced := map[uint32]bool{}
 	var errs []error
-	for _, c := range e.reg.List() {
-		if c.CgroupPath != "" {
-			if id, err := e.cgroupID(c.CgroupPath); err != nil || id != c.CgroupID {
-				// The container went away while nobody watched.
-				e.log.Info("dropping registration of vanished cgroup", "id", c.ID, "cgroup", c.CgroupPath)
-				if err := e.reg.Delete(c.ID); err != nil {
-					errs = append(errs, err)
-				}
-				continue
+	registered := e.reg.List()
+	gone := e.cgroupsGone(registered)
+	for i, c := range registered {
+		if gone[i] {
+			// The container went away while nobody watched.
+			e.log.Info("dropping registration of vanished cgroup", "id", c.ID, "cgroup", c.CgroupPath)
+			if err := e.reg.Delete(c.ID); err != nil {
+				errs = append(errs, err)
 			}
+			continue
 		}
 		key, rulesetID, names, err := e.rulesetFor(c)
 		if err != nil {
