@@ -435,18 +435,32 @@ func (e *Engine) Register(ctx context.Context, c api.Container) (*api.Container,
 	}
 	pre := e.resolveAhead(&c)
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if err := ctx.Err(); err != nil {
+		e.mu.Unlock()
 		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
 	}
-	return e.registerResolvedLocked(c, &pre)
+	r, err := e.registerResolvedLocked(c, &pre)
+	e.mu.Unlock()
+	// Logged after the lock: a log write that blocks (a slow reader of
+	// stderr) must not hold up every other registration.
+	e.logRegistered(r)
+	return r, err
 }
 
 // registerLocked records c and puts its policies in force. An error that
 // leaves a selected container unenforced wraps api.ErrCannotEnforce, so the
 // registrars refuse it even when failing open.
 func (e *Engine) registerLocked(c api.Container) (*api.Container, error) {
-	return e.registerResolvedLocked(c, nil)
+	r, err := e.registerResolvedLocked(c, nil)
+	e.logRegistered(r)
+	return r, err
+}
+
+// logRegistered logs a registration made (r not nil).
+func (e *Engine) logRegistered(r *api.Container) {
+	if r != nil {
+		e.log.Info("registered", "id", r.ID, "cgroup", r.CgroupID, "namespace", r.Namespace, "pod", r.Pod, "container", r.Name, "policies", r.Policies)
+	}
 }
 
 // registerResolvedLocked is registerLocked with c's exec rules resolved
@@ -508,7 +522,6 @@ func (e *Engine) registerResolvedLocked(c api.Container, pre *resolvedFiles) (_ 
 			e.log.Error("drop ruleset of re-owned entry", "cgroup", c.CgroupID, "err", err)
 		}
 	}
-	e.log.Info("registered", "id", c.ID, "cgroup", c.CgroupID, "namespace", c.Namespace, "pod", c.Pod, "container", c.Name, "policies", names)
 	return &c, nil
 }
 
