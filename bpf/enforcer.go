@@ -166,6 +166,11 @@ type Enforcer struct {
 	// kernelTypes parses the kernel's BTF once for the probes and every
 	// program load of an Open (each parse costs tens of ms); nil after Open.
 	kernelTypes *btf.Cache
+	// probe completes controls on the first call of Controls. An adopted
+	// set loads nothing, so its probes, which only explain the modes in
+	// controls, wait until someone asks (adoptedControls).
+	probe     func()
+	probeOnce sync.Once
 }
 
 // Open adopts the complete pinned set of this ABI under layout, or loads,
@@ -199,7 +204,9 @@ func Open(layout Layout, opts Options) (*Enforcer, error) {
 	// The BTF parse overlaps reading the object and the pinned maps; a
 	// failure shows again, with its reason, where the types are used.
 	kernelTypes := btf.NewCache()
-	go kernelTypes.Kernel()
+	if _, err := os.Stat(layout.ABIDir()); err != nil {
+		go kernelTypes.Kernel() // nothing to adopt: programs will load
+	}
 	spec, err := loadHoldfast()
 	if err != nil {
 		return nil, fmt.Errorf("open enforcer: %w", err)
@@ -279,7 +286,16 @@ func (e *Enforcer) notePartial(rulesets map[uint32]bool) {
 func (e *Enforcer) Adopted() bool { return e.adopted }
 
 // Controls reports each enforcement point's mode and why it was chosen.
-func (e *Enforcer) Controls() []Control { return slices.Clone(e.controls) }
+// After an adopting Open, the first call runs the probes (tens of ms).
+func (e *Enforcer) Controls() []Control {
+	e.probeOnce.Do(func() {
+		if e.probe != nil {
+			e.probe()
+			e.probe = nil
+		}
+	})
+	return slices.Clone(e.controls)
+}
 
 // Layout is where this enforcer's pins live.
 func (e *Enforcer) Layout() Layout { return e.layout }
@@ -405,15 +421,22 @@ func (e *Enforcer) adopt(spec *ebpf.CollectionSpec, cgroupID uint64) error {
 		}
 	}
 
-	if mode == ModeLSM {
-		e.controls = append(e.controls, Control{ControlExec, ModeLSM, "adopted pinned lsm/bprm_check_security program"})
-	} else {
-		e.controls = append(e.controls, Control{ControlExec, ModeKill,
-			fmt.Sprintf("adopted pinned tp_btf/sched_process_exec program (%s)", lsmVerdict(haveLSM(e.kernelTypes)))})
-	}
-	e.controls = append(e.controls, Control{ControlMmap, mode, "adopted pinned " + mmapReasons[mode]})
-	e.controls = append(e.controls, connectControl(e.cgroupRoot), moveControl(e.kernelTypes), processControl())
+	// The pinned programs enforce as they are; the probes parse the
+	// kernel's BTF (20-50 ms), which a restart need not wait for.
+	kernelTypes := e.kernelTypes
+	e.probe = func() { e.controls = adoptedControls(mode, kernelTypes, e.cgroupRoot) }
 	return nil
+}
+
+// adoptedControls explains the modes of an adopted set in mode.
+func adoptedControls(mode string, kernelTypes *btf.Cache, cgroupRoot string) []Control {
+	exec := Control{ControlExec, ModeLSM, "adopted pinned lsm/bprm_check_security program"}
+	if mode != ModeLSM {
+		exec = Control{ControlExec, ModeKill,
+			fmt.Sprintf("adopted pinned tp_btf/sched_process_exec program (%s)", lsmVerdict(haveLSM(kernelTypes)))}
+	}
+	return []Control{exec, {ControlMmap, mode, "adopted pinned " + mmapReasons[mode]},
+		connectControl(cgroupRoot), moveControl(kernelTypes), processControl()}
 }
 
 // adoptLink loads a pinned program and its link and checks that the link

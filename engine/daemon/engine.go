@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unique"
 
 	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/bpf/cgroup"
@@ -186,9 +187,6 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		reg.Close()
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
-	for _, c := range enf.Controls() {
-		e.log.Info("enforcement mode", "control", c.Name, "mode", c.Mode, "reason", c.Reason)
-	}
 
 	e.mu.Lock()
 	err = e.reconcileLocked(false)
@@ -200,6 +198,14 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	ok = true
 	return e, nil
+}
+
+// LogControls logs each enforcement point's mode and why. With an adopted
+// set this runs its probes, which start-up leaves until it serves.
+func (e *Engine) LogControls() {
+	for _, c := range e.enforcer.Controls() {
+		e.log.Info("enforcement mode", "control", c.Name, "mode", c.Mode, "reason", c.Reason)
+	}
 }
 
 // loadState reads the policies and opens the registry.
@@ -322,7 +328,8 @@ func (e *Engine) rulesetFor(c api.Container) (string, uint32, []string, error) {
 	for i, p := range ps {
 		names[i] = p.Name
 	}
-	key := rulesetKey(e.policies, ps)
+	// One string per ruleset, not per container: rulesetOf keeps it.
+	key := unique.Make(rulesetKey(e.policies, ps)).Value()
 	id, _, err := e.reg.RulesetID(key)
 	if err != nil {
 		return "", 0, nil, err
@@ -435,18 +442,32 @@ func (e *Engine) Register(ctx context.Context, c api.Container) (*api.Container,
 	}
 	pre := e.resolveAhead(ctx, &c)
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if err := ctx.Err(); err != nil {
+		e.mu.Unlock()
 		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
 	}
-	return e.registerResolvedLocked(c, &pre)
+	r, err := e.registerResolvedLocked(c, &pre)
+	e.mu.Unlock()
+	// Logged after the lock: a log write that blocks (a slow reader of
+	// stderr) must not hold up every other registration.
+	e.logRegistered(r)
+	return r, err
 }
 
 // registerLocked records c and puts its policies in force. An error that
 // leaves a selected container unenforced wraps api.ErrCannotEnforce, so the
 // registrars refuse it even when failing open.
 func (e *Engine) registerLocked(c api.Container) (*api.Container, error) {
-	return e.registerResolvedLocked(c, nil)
+	r, err := e.registerResolvedLocked(c, nil)
+	e.logRegistered(r)
+	return r, err
+}
+
+// logRegistered logs a registration made (r not nil).
+func (e *Engine) logRegistered(r *api.Container) {
+	if r != nil {
+		e.log.Info("registered", "id", r.ID, "cgroup", r.CgroupID, "namespace", r.Namespace, "pod", r.Pod, "container", r.Name, "policies", r.Policies)
+	}
 }
 
 // registerResolvedLocked is registerLocked with c's exec rules resolved
@@ -508,7 +529,6 @@ func (e *Engine) registerResolvedLocked(c api.Container, pre *resolvedFiles) (_ 
 			e.log.Error("drop ruleset of re-owned entry", "cgroup", c.CgroupID, "err", err)
 		}
 	}
-	e.log.Info("registered", "id", c.ID, "cgroup", c.CgroupID, "namespace", c.Namespace, "pod", c.Pod, "container", c.Name, "policies", names)
 	return &c, nil
 }
 
@@ -690,16 +710,16 @@ func (e *Engine) reconcileLocked(resolveAll bool) error {
 	wanted := map[uint64]bool{}
 	modesSynced := map[uint32]bool{}
 	var errs []error
-	for _, c := range e.reg.List() {
-		if c.CgroupPath != "" {
-			if id, err := e.cgroupID(c.CgroupPath); err != nil || id != c.CgroupID {
-				// The container went away while nobody watched.
-				e.log.Info("dropping registration of vanished cgroup", "id", c.ID, "cgroup", c.CgroupPath)
-				if err := e.reg.Delete(c.ID); err != nil {
-					errs = append(errs, err)
-				}
-				continue
+	registered := e.reg.List()
+	gone := e.cgroupsGone(registered)
+	for i, c := range registered {
+		if gone[i] {
+			// The container went away while nobody watched.
+			e.log.Info("dropping registration of vanished cgroup", "id", c.ID, "cgroup", c.CgroupPath)
+			if err := e.reg.Delete(c.ID); err != nil {
+				errs = append(errs, err)
 			}
+			continue
 		}
 		key, rulesetID, names, err := e.rulesetFor(c)
 		if err != nil {

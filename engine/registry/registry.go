@@ -25,7 +25,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -51,9 +50,11 @@ type Store struct {
 	lines      int   // lines in the journal, for compaction
 	bootID     string
 	containers map[string]api.Container
-	byCgroup   map[uint64]map[string]bool // cgroup ID → container IDs
-	rulesets   map[string]uint32          // selecting-policies key → ruleset ID
-	nextID     uint32
+	// byCgroup maps a cgroup ID to its containers' IDs, sorted: almost
+	// always one, so a slice, not a set per cgroup.
+	byCgroup map[uint64][]string
+	rulesets map[string]uint32 // selecting-policies key → ruleset ID
+	nextID   uint32
 	// thisBoot: the journal's last boot line is this boot's.
 	thisBoot bool
 }
@@ -74,7 +75,7 @@ const bootIDFile = "/proc/sys/kernel/random/boot_id"
 // Open loads the registry under dir, creating it if needed. Lines it cannot
 // decode are reported in the error, which comes with a usable Store.
 func Open(dir string) (*Store, error) {
-	s := &Store{dir: dir, containers: map[string]api.Container{}, byCgroup: map[uint64]map[string]bool{}, rulesets: map[string]uint32{}, nextID: 1}
+	s := &Store{dir: dir, containers: map[string]api.Container{}, byCgroup: map[uint64][]string{}, rulesets: map[string]uint32{}, nextID: 1}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open registry %s: %w", dir, err)
 	}
@@ -154,7 +155,11 @@ func (s *Store) replay() error {
 	var errs []error
 	sameBoot := false
 	lines := bytes.Split(data, []byte("\n"))
-	entries, decodeErrs := decodeLines(lines)
+	entries, decodeErrs, puts := decodeLines(lines)
+	// Sized for the registrations at once: growing a map of 10,000 copies
+	// it several times over.
+	s.containers = make(map[string]api.Container, puts)
+	s.byCgroup = make(map[uint64][]string, puts)
 	for i, line := range lines {
 		if len(bytes.TrimSpace(line)) == 0 {
 			continue
@@ -191,24 +196,42 @@ func (s *Store) replay() error {
 // engine restart's time with thousands of registrations, so it uses
 // goccy/go-json, which decodes these lines 2-3x faster than encoding/json
 // (-bench Open10000); lines are still written by encoding/json. Entry i and
-// its error belong to line i.
-func decodeLines(lines [][]byte) ([]entry, []error) {
-	entries, errs := make([]entry, len(lines)), make([]error, len(lines))
+// its error belong to line i. Each worker makes the containers it decodes
+// share what they repeat (share.go); puts counts the put lines, less the
+// deletes.
+func decodeLines(lines [][]byte) (entries []entry, errs []error, puts int) {
+	entries, errs = make([]entry, len(lines)), make([]error, len(lines))
 	workers := min(runtime.GOMAXPROCS(0), max(1, len(lines)/512))
+	counts := make([]int, workers)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			sh := newSharing()
 			for i := w; i < len(lines); i += workers {
-				if len(bytes.TrimSpace(lines[i])) > 0 {
-					errs[i] = gojson.Unmarshal(lines[i], &entries[i])
+				if len(bytes.TrimSpace(lines[i])) == 0 {
+					continue
+				}
+				e := &entries[i]
+				if errs[i] = gojson.Unmarshal(lines[i], e); errs[i] != nil {
+					continue
+				}
+				switch {
+				case e.Op == "put" && e.Container != nil:
+					sh.share(e.Container)
+					counts[w]++
+				case e.Op == "delete":
+					counts[w]--
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	return entries, errs
+	for _, n := range counts {
+		puts += n
+	}
+	return entries, errs, max(puts, 0)
 }
 
 func (s *Store) applyEntry(e entry) {
@@ -316,10 +339,9 @@ func (s *Store) Close() error {
 
 func (s *Store) index(c api.Container) {
 	s.containers[c.ID] = c
-	if s.byCgroup[c.CgroupID] == nil {
-		s.byCgroup[c.CgroupID] = map[string]bool{}
-	}
-	s.byCgroup[c.CgroupID][c.ID] = true
+	ids := s.byCgroup[c.CgroupID]
+	at, _ := slices.BinarySearch(ids, c.ID)
+	s.byCgroup[c.CgroupID] = slices.Insert(ids, at, c.ID)
 }
 
 func (s *Store) unindex(id string) {
@@ -328,22 +350,30 @@ func (s *Store) unindex(id string) {
 		return
 	}
 	delete(s.containers, id)
-	delete(s.byCgroup[c.CgroupID], id)
-	if len(s.byCgroup[c.CgroupID]) == 0 {
+	ids := slices.DeleteFunc(s.byCgroup[c.CgroupID], func(other string) bool { return other == id })
+	if len(ids) == 0 {
 		delete(s.byCgroup, c.CgroupID)
+		return
 	}
+	s.byCgroup[c.CgroupID] = ids
 }
 
-// Get returns a registration.
+// Get returns a registration. Its maps and slices are the store's, shared
+// with other registrations: read them, never modify them.
 func (s *Store) Get(id string) (api.Container, bool) {
 	c, ok := s.containers[id]
 	return c, ok
 }
 
-// List returns all registrations sorted by ID.
+// List returns all registrations sorted by ID; like Get's, their maps and
+// slices are read-only.
 func (s *Store) List() []api.Container {
 	// Sorting the IDs, not the large structs: a restart lists them all.
-	ids := slices.Sorted(maps.Keys(s.containers))
+	ids := make([]string, 0, len(s.containers))
+	for id := range s.containers {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
 	out := make([]api.Container, len(ids))
 	for i, id := range ids {
 		out[i] = s.containers[id]
@@ -357,16 +387,12 @@ func (s *Store) Len() int { return len(s.containers) }
 // InCgroup returns the IDs of the containers registered with a cgroup,
 // sorted (usually one; a runtime may reuse a cgroup for a restarted container).
 func (s *Store) InCgroup(cgroupID uint64) []string {
-	ids := make([]string, 0, len(s.byCgroup[cgroupID]))
-	for id := range s.byCgroup[cgroupID] {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
+	return slices.Clone(s.byCgroup[cgroupID])
 }
 
 // Put records a registration, replacing any with the same ID.
 func (s *Store) Put(c api.Container) error {
+	(*sharing)(nil).share(&c)
 	if err := s.append(entry{Op: "put", Container: &c}); err != nil {
 		return fmt.Errorf("record registration %s: %w", c.ID, err)
 	}

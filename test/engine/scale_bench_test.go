@@ -46,9 +46,9 @@ func registerMany(b *testing.B, e *harness.Engine, parent harness.Cgroup, prefix
 	}
 }
 
-func makeCgroups(b *testing.B, parent harness.Cgroup, prefix string, first, n int) []uint64 {
+func makeCgroups(b *testing.B, parent harness.Cgroup, prefix string, first, n int) []harness.Cgroup {
 	b.Helper()
-	ids := make([]uint64, n)
+	cgs := make([]harness.Cgroup, n)
 	for i := range n {
 		dir := filepath.Join(parent.Dir, fmt.Sprintf("%s-%d", prefix, first+i))
 		if err := os.Mkdir(dir, 0o755); err != nil {
@@ -58,23 +58,26 @@ func makeCgroups(b *testing.B, parent harness.Cgroup, prefix string, first, n in
 		if err != nil {
 			b.Fatal(err)
 		}
-		ids[i] = id
+		cgs[i] = harness.Cgroup{Dir: dir, ID: id}
 	}
 	b.Cleanup(func() {
 		for i := range n {
 			os.Remove(filepath.Join(parent.Dir, fmt.Sprintf("%s-%d", prefix, first+i)))
 		}
 	})
-	return ids
+	return cgs
 }
 
-func scaleContainer(prefix string, i int, cgroupID uint64) api.Container {
+// scaleContainer names its cgroup by path and ID, as the OCI hook, the NRI
+// plugin and the CRI reconcile do: a restart checks each path still holds
+// that cgroup.
+func scaleContainer(prefix string, i int, cg harness.Cgroup) api.Container {
 	app := "web"
 	if i%2 == 1 {
 		app = "batch"
 	}
 	pod := fmt.Sprintf("pod-%d", i%100)
-	return api.Container{ID: fmt.Sprintf("%s-%d", prefix, i), CgroupID: cgroupID, Namespace: "shop", Pod: pod, PodUID: "uid-" + pod,
+	return api.Container{ID: fmt.Sprintf("%s-%d", prefix, i), CgroupID: cg.ID, CgroupPath: cg.Dir, Namespace: "shop", Pod: pod, PodUID: "uid-" + pod,
 		Labels: map[string]string{"app": app, "tier": "front"}, Name: "main", Image: "busybox:latest", Source: "nri"}
 }
 
@@ -205,8 +208,7 @@ func BenchmarkConcurrentRegistrations(b *testing.B) {
 			pids := make([]int, b.N)
 			if live {
 				for i := range b.N {
-					cg := harness.Cgroup{Dir: filepath.Join(parent.Dir, fmt.Sprintf("%s-%d", prefix, i)), ID: cgs[i]}
-					pids[i] = cg.Start(b, "/bin/sleep", "3600").Process.Pid
+					pids[i] = cgs[i].Start(b, "/bin/sleep", "3600").Process.Pid
 				}
 			}
 			lat := make([]time.Duration, b.N)

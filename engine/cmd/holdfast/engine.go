@@ -147,7 +147,11 @@ func runEngine(ctx context.Context, args []string, stderr io.Writer) error {
 	}()
 	srv := &api.Server{Handler: eng, Log: log}
 	go func() { errc <- srv.Serve(ctx, l) }()
-	go debug.FreeOSMemory()
+	go func() {
+		eng.LogControls()
+		// Garbage of start-up, the adopted set's probes included.
+		debug.FreeOSMemory()
+	}()
 	log.Info("engine ready", "socket", *socket, "bpf-dir", *bpfDir, "adopted", eng.Enforcer().Adopted())
 
 	var firstErr error
