@@ -33,11 +33,8 @@ const maxConfigFile = 1 << 20
 type Config struct {
 	Socket  string   `json:"socket,omitempty"`
 	Timeout Duration `json:"timeout,omitempty"`
-	// FailMode, FailOpenNamespaces and EngineNamespace are the fail
-	// policy; see FailPolicy.
-	FailMode           registrar.FailMode `json:"failMode,omitempty"`
-	FailOpenNamespaces []string           `json:"failOpenNamespaces,omitempty"`
-	EngineNamespace    string             `json:"engineNamespace,omitempty"`
+	// The fail policy: failMode, failOpenNamespaces, engineNamespace.
+	registrar.Settings
 	// Log is the decision log file; "-" means stderr, "none" disables it.
 	Log string `json:"log,omitempty"`
 	// EngineTimeout is the part of Timeout the engine gets to answer before
@@ -58,12 +55,7 @@ func (c Config) WithDefaults() Config {
 	if c.Timeout == 0 {
 		c.Timeout = Duration(DefaultTimeout)
 	}
-	if c.FailMode == "" {
-		c.FailMode = registrar.FailOpen
-	}
-	if c.EngineNamespace == "" {
-		c.EngineNamespace = registrar.DefaultEngineNamespace
-	}
+	c.Settings = c.Settings.WithDefaults()
 	if c.Log == "" {
 		c.Log = DefaultLog
 	}
@@ -95,18 +87,13 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s %q is not an absolute path", name, p)
 		}
 	}
-	if err := c.FailPolicy().Validate(); err != nil {
+	if err := c.Settings.Validate(); err != nil {
 		return err
 	}
 	if c.Log != "-" && c.Log != "none" && !filepath.IsAbs(c.Log) {
 		return fmt.Errorf("log file %q is not an absolute path", c.Log)
 	}
 	return nil
-}
-
-// FailPolicy is what a failed registration does to a container.
-func (c Config) FailPolicy() registrar.FailPolicy {
-	return registrar.FailPolicy{Mode: c.FailMode, OpenNamespaces: c.FailOpenNamespaces, EngineNamespace: c.EngineNamespace}
 }
 
 // LoadConfigFile reads a config file. A missing file is not an error: it
@@ -143,7 +130,7 @@ func ParseConfig(data []byte) (Config, error) {
 	if dec.More() {
 		return Config{}, errors.New("malformed JSON: data after the object")
 	}
-	if err := cfg.FailPolicy().Validate(); err != nil {
+	if err := cfg.Settings.Validate(); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil

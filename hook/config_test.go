@@ -21,7 +21,7 @@ func TestParseConfig(t *testing.T) {
 		{
 			name: "full",
 			in:   `{"socket":"/run/x.sock","timeout":"1500ms","failMode":"closed","failOpenNamespaces":["kube-system"],"engineNamespace":"sec","log":"none"}`,
-			want: Config{Socket: "/run/x.sock", Timeout: Duration(1500 * time.Millisecond), FailMode: registrar.FailClosed, FailOpenNamespaces: []string{"kube-system"}, EngineNamespace: "sec", Log: "none"},
+			want: Config{Socket: "/run/x.sock", Timeout: Duration(1500 * time.Millisecond), Settings: registrar.Settings{FailMode: registrar.FailClosed, FailOpenNamespaces: []string{"kube-system"}, EngineNamespace: "sec"}, Log: "none"},
 		},
 		{name: "empty object", in: `{}`, want: Config{}},
 		{name: "misspelt field", in: `{"failureMode":"closed"}`, wantErr: `unknown field "failureMode"`},
@@ -53,7 +53,7 @@ func TestParseConfig(t *testing.T) {
 }
 
 func TestConfigRoundTrip(t *testing.T) {
-	in := Config{Socket: "/run/h.sock", Timeout: Duration(3 * time.Second), FailMode: registrar.FailClosed, FailOpenNamespaces: []string{"a", "b"}}
+	in := Config{Socket: "/run/h.sock", Timeout: Duration(3 * time.Second), Settings: registrar.Settings{FailMode: registrar.FailClosed, FailOpenNamespaces: []string{"a", "b"}}}
 	data, err := in.Marshal()
 	if err != nil {
 		t.Fatal(err)

@@ -432,7 +432,7 @@ func (h *Hook) decide(d *Decision, err error) {
 		d.Reason = "poststop cannot refuse a container"
 		return
 	}
-	open, why := h.Config.FailPolicy().Decide(d.Container.Namespace, err)
+	open, why := h.Config.Settings.Decide(d.Container.Namespace, err)
 	d.Reason = why
 	if open {
 		d.Outcome = OutcomeFailOpen

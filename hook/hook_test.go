@@ -181,7 +181,7 @@ func testRegistersAndUnregisters(t *testing.T, start func(*testing.T) (*fakeEngi
 	ann := map[string]string{ocihook.CRIONamespace: "shop", ocihook.CRIOPodName: "web", ocihook.CRIOLabels: `{"app":"web"}`}
 	b := harness.OCIBundle(t, ann, "")
 
-	h := newHook(ocihook.StageCreateRuntime, sock, Config{FailMode: registrar.FailClosed})
+	h := newHook(ocihook.StageCreateRuntime, sock, Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
 	d := h.Run(deadline(t, 5*time.Second), strings.NewReader(harness.OCIState("c1", "creating", pid, b, nil)))
 	if d.Err != nil || d.Outcome != OutcomeRegistered || d.ExitCode() != 0 {
 		t.Fatalf("register: outcome %s exit %d err %v", d.Outcome, d.ExitCode(), d.Err)
@@ -230,7 +230,7 @@ func testRegistersAndUnregisters(t *testing.T, start func(*testing.T) (*fakeEngi
 		t.Fatal("c1 still registered after poststop")
 	}
 
-	post := newHook(ocihook.StagePoststop, sock, Config{FailMode: registrar.FailClosed})
+	post := newHook(ocihook.StagePoststop, sock, Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
 	d = post.Run(deadline(t, 5*time.Second), strings.NewReader(`{"id":"c1","status":"stopped"}`))
 	if d.Err != nil || d.Outcome != OutcomeNotRegistered || d.ExitCode() != 0 {
 		t.Fatalf("second unregister: outcome %s err %v", d.Outcome, d.Err)
@@ -244,7 +244,7 @@ func TestRunCreateContainerNamesItself(t *testing.T) {
 	cg, _ := newTestCgroup(t)
 	eng, sock := startFakeEngine(t)
 	b := harness.OCIBundle(t, map[string]string{ocihook.CRIONamespace: "shop"}, cg.Path)
-	h := newHook(ocihook.StageCreateContainer, sock, Config{FailMode: registrar.FailClosed})
+	h := newHook(ocihook.StageCreateContainer, sock, Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
 	d := h.Run(deadline(t, 5*time.Second), strings.NewReader(harness.OCIState("c2", "creating", 1, b, nil)))
 	if d.Err != nil || d.Outcome != OutcomeRegistered {
 		t.Fatalf("register: outcome %s err %v", d.Outcome, d.Err)
@@ -275,19 +275,19 @@ func TestRunFailureModes(t *testing.T) {
 		outcome   string
 		errHas    string
 	}{
-		{name: "engine down, open", socket: missingSock, cfg: Config{FailMode: registrar.FailOpen}, outcome: OutcomeFailOpen, errHas: "connect to engine"},
-		{name: "engine down, closed", socket: missingSock, cfg: Config{FailMode: registrar.FailClosed}, outcome: OutcomeFailClosed, errHas: "connect to engine"},
-		{name: "engine down, closed, engine namespace", socket: missingSock, cfg: Config{FailMode: registrar.FailClosed}, namespace: registrar.DefaultEngineNamespace, outcome: OutcomeFailOpen},
-		{name: "engine down, closed, listed namespace", socket: missingSock, cfg: Config{FailMode: registrar.FailClosed, FailOpenNamespaces: []string{"kube-system"}}, namespace: "kube-system", outcome: OutcomeFailOpen},
-		{name: "engine cannot enforce, open", socket: cannotSock, cfg: Config{FailMode: registrar.FailOpen}, namespace: "shop", outcome: OutcomeFailClosed, errHas: "capacity of 4"},
-		{name: "engine cannot enforce, open, engine namespace", socket: cannotSock, cfg: Config{FailMode: registrar.FailOpen}, namespace: registrar.DefaultEngineNamespace, outcome: OutcomeFailOpen, errHas: "capacity of 4"},
-		{name: "engine cannot enforce, open, listed namespace", socket: cannotSock, cfg: Config{FailMode: registrar.FailOpen, FailOpenNamespaces: []string{"kube-system"}}, namespace: "kube-system", outcome: OutcomeFailOpen, errHas: "capacity of 4"},
-		{name: "engine refuses otherwise, open", socket: refusingSock, cfg: Config{FailMode: registrar.FailOpen}, outcome: OutcomeFailOpen, errHas: "policy store is read-only"},
-		{name: "engine refuses, closed", socket: refusingSock, cfg: Config{FailMode: registrar.FailClosed}, outcome: OutcomeFailClosed, errHas: "policy store is read-only"},
-		{name: "engine never answers, closed", socket: silentSock, cfg: Config{FailMode: registrar.FailClosed}, timeout: 300 * time.Millisecond, outcome: OutcomeFailClosed, errHas: "before the hook's"},
-		{name: "engine never answers, open", socket: silentSock, cfg: Config{FailMode: registrar.FailOpen}, timeout: 300 * time.Millisecond, outcome: OutcomeFailOpen, errHas: "before the hook's"},
-		{name: "malformed stdin, closed", socket: refusingSock, cfg: Config{FailMode: registrar.FailClosed}, stdin: `{"id":`, outcome: OutcomeFailClosed, errHas: "malformed OCI state"},
-		{name: "empty stdin, open", socket: refusingSock, cfg: Config{FailMode: registrar.FailOpen}, stdin: " ", outcome: OutcomeFailOpen, errHas: "empty OCI state"},
+		{name: "engine down, open", socket: missingSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, outcome: OutcomeFailOpen, errHas: "connect to engine"},
+		{name: "engine down, closed", socket: missingSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}}, outcome: OutcomeFailClosed, errHas: "connect to engine"},
+		{name: "engine down, closed, engine namespace", socket: missingSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}}, namespace: registrar.DefaultEngineNamespace, outcome: OutcomeFailOpen},
+		{name: "engine down, closed, listed namespace", socket: missingSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailClosed, FailOpenNamespaces: []string{"kube-system"}}}, namespace: "kube-system", outcome: OutcomeFailOpen},
+		{name: "engine cannot enforce, open", socket: cannotSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, namespace: "shop", outcome: OutcomeFailClosed, errHas: "capacity of 4"},
+		{name: "engine cannot enforce, open, engine namespace", socket: cannotSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, namespace: registrar.DefaultEngineNamespace, outcome: OutcomeFailOpen, errHas: "capacity of 4"},
+		{name: "engine cannot enforce, open, listed namespace", socket: cannotSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailOpen, FailOpenNamespaces: []string{"kube-system"}}}, namespace: "kube-system", outcome: OutcomeFailOpen, errHas: "capacity of 4"},
+		{name: "engine refuses otherwise, open", socket: refusingSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, outcome: OutcomeFailOpen, errHas: "policy store is read-only"},
+		{name: "engine refuses, closed", socket: refusingSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}}, outcome: OutcomeFailClosed, errHas: "policy store is read-only"},
+		{name: "engine never answers, closed", socket: silentSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}}, timeout: 300 * time.Millisecond, outcome: OutcomeFailClosed, errHas: "before the hook's"},
+		{name: "engine never answers, open", socket: silentSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, timeout: 300 * time.Millisecond, outcome: OutcomeFailOpen, errHas: "before the hook's"},
+		{name: "malformed stdin, closed", socket: refusingSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}}, stdin: `{"id":`, outcome: OutcomeFailClosed, errHas: "malformed OCI state"},
+		{name: "empty stdin, open", socket: refusingSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, stdin: " ", outcome: OutcomeFailOpen, errHas: "empty OCI state"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -331,7 +331,7 @@ func TestRunStdinNeverCloses(t *testing.T) {
 	_, sock := startFakeEngine(t)
 	r, w := io.Pipe()
 	t.Cleanup(func() { w.Close() })
-	h := newHook(ocihook.StageCreateContainer, sock, Config{FailMode: registrar.FailClosed})
+	h := newHook(ocihook.StageCreateContainer, sock, Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
 	d := h.Run(deadline(t, 200*time.Millisecond), r)
 	if d.Outcome != OutcomeFailClosed || !errors.Is(d.Err, context.DeadlineExceeded) || !strings.Contains(d.Err.Error(), "read OCI state") {
 		t.Fatalf("outcome %s err %v, want fail-closed on the stdin deadline", d.Outcome, d.Err)
@@ -354,7 +354,7 @@ func TestRunStdinPipeNeverCloses(t *testing.T) {
 		t.Fatal(err)
 	}
 	stdin := os.NewFile(r.Fd(), "stdin")
-	h := newHook(ocihook.StageCreateContainer, sock, Config{FailMode: registrar.FailClosed})
+	h := newHook(ocihook.StageCreateContainer, sock, Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
 	d := h.Run(deadline(t, 200*time.Millisecond), stdin)
 	if d.Outcome != OutcomeFailClosed || !errors.Is(d.Err, context.DeadlineExceeded) || !strings.Contains(d.Err.Error(), "read OCI state") {
 		t.Fatalf("outcome %s err %v, want fail-closed on the stdin deadline", d.Outcome, d.Err)
@@ -383,7 +383,7 @@ func TestRunBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHook(tt.stage, sock, Config{FailMode: registrar.FailClosed})
+			h := newHook(tt.stage, sock, Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
 			d := h.Run(deadline(t, 5*time.Second), strings.NewReader(tt.stdin))
 			if d.Outcome != OutcomeFailClosed || d.Err == nil {
 				t.Fatalf("outcome %s err %v, want fail-closed with an error", d.Outcome, d.Err)
@@ -398,7 +398,7 @@ func TestRunBadInput(t *testing.T) {
 }
 
 func TestPoststopEngineDown(t *testing.T) {
-	h := newHook(ocihook.StagePoststop, filepath.Join(t.TempDir(), "absent.sock"), Config{FailMode: registrar.FailClosed})
+	h := newHook(ocihook.StagePoststop, filepath.Join(t.TempDir(), "absent.sock"), Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
 	d := h.Run(deadline(t, 5*time.Second), strings.NewReader(`{"id":"c9","status":"stopped"}`))
 	if d.Outcome != OutcomeUnregisterErr || d.ExitCode() != 0 || !strings.Contains(d.StderrLine(), "could not unregister container c9") {
 		t.Fatalf("outcome %s exit %d stderr %q", d.Outcome, d.ExitCode(), d.StderrLine())

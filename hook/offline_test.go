@@ -47,7 +47,7 @@ func TestRunOffline(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			slow := &fakeEngine{registered: map[string]api.Container{}, failWith: tt.offlineErr}
-			h := newHook(ocihook.StageCreateRuntime, tt.socket, Config{FailMode: tt.mode, Timeout: Duration(time.Second), EngineTimeout: Duration(300 * time.Millisecond)})
+			h := newHook(ocihook.StageCreateRuntime, tt.socket, Config{Settings: registrar.Settings{FailMode: tt.mode}, Timeout: Duration(time.Second), EngineTimeout: Duration(300 * time.Millisecond)})
 			h.Offline = slow
 			id := "c-" + strings.ReplaceAll(tt.name, " ", "-")
 			start := time.Now()

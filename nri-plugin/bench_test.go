@@ -32,7 +32,7 @@ spec:
 	pid := cg.Start(b, "sleep", "300").Process.Pid
 	p := &Plugin{
 		Engine:         &api.Client{Socket: e.Socket},
-		FailPolicy:     registrar.FailPolicy{Mode: registrar.FailClosed},
+		Settings:       registrar.Settings{FailMode: registrar.FailClosed},
 		Cgroups:        m,
 		Log:            quietLog(),
 		RequestTimeout: 2 * time.Second,

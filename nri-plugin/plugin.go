@@ -70,10 +70,8 @@ const DefaultEngineSocket = api.DefaultSocket
 // (the pre-registered plugin's file in plugin_config_path). Empty fields
 // keep the plugin's current setting. The names match the OCI hook's.
 type Config struct {
-	EngineSocket       string             `json:"engineSocket,omitempty"`
-	FailMode           registrar.FailMode `json:"failMode,omitempty"`
-	FailOpenNamespaces []string           `json:"failOpenNamespaces,omitempty"`
-	EngineNamespace    string             `json:"engineNamespace,omitempty"`
+	EngineSocket string `json:"engineSocket,omitempty"`
+	registrar.Settings
 }
 
 // ParseConfig reads a YAML or JSON plugin configuration.
@@ -83,7 +81,7 @@ func ParseConfig(data string) (Config, error) {
 		return Config{}, fmt.Errorf("parse holdfast nri plugin config: %w", err)
 	}
 	// An empty failMode keeps the current mode; Validate accepts it.
-	if err := (registrar.FailPolicy{Mode: c.FailMode, OpenNamespaces: c.FailOpenNamespaces}).Validate(); err != nil {
+	if err := c.Settings.Validate(); err != nil {
 		return Config{}, fmt.Errorf("parse holdfast nri plugin config: %w", err)
 	}
 	if c.EngineSocket != "" && !strings.HasPrefix(c.EngineSocket, "/") {
@@ -95,12 +93,12 @@ func ParseConfig(data string) (Config, error) {
 // Plugin handles NRI events. Set the exported fields before first use.
 type Plugin struct {
 	Engine Engine
-	// FailPolicy decides whether a container the engine cannot register
+	// Settings decide whether a container the engine cannot register
 	// starts; a fail-open one starts unenforced and is registered by the
 	// resync loop once the engine answers.
-	FailPolicy registrar.FailPolicy
-	Cgroups    cgroup.Mount
-	Log        *slog.Logger // nil discards
+	Settings registrar.Settings
+	Cgroups  cgroup.Mount
+	Log      *slog.Logger // nil discards
 	// RequestTimeout is the runtime's NRI request timeout; every answer
 	// comes well inside it. Configure updates it from the runtime.
 	RequestTimeout time.Duration
@@ -144,14 +142,14 @@ func (p *Plugin) log() *slog.Logger {
 func (p *Plugin) settings() (Engine, registrar.FailMode) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.Engine, p.FailPolicy.Mode
+	return p.Engine, p.Settings.FailMode
 }
 
 // failsOpen says whether a container of namespace whose registration
 // failed with err may start unregistered, and why.
 func (p *Plugin) failsOpen(namespace string, err error) (bool, string) {
 	p.mu.Lock()
-	policy := p.FailPolicy
+	policy := p.Settings
 	p.mu.Unlock()
 	return policy.Decide(namespace, err)
 }
@@ -182,16 +180,16 @@ func (p *Plugin) Configure(_ context.Context, config, runtime, version string) (
 		p.Engine = &api.Client{Socket: c.EngineSocket}
 	}
 	if c.FailMode != "" && !p.Locked["failMode"] {
-		p.FailPolicy.Mode = c.FailMode
+		p.Settings.FailMode = c.FailMode
 	}
 	if c.FailOpenNamespaces != nil && !p.Locked["failOpenNamespaces"] {
-		p.FailPolicy.OpenNamespaces = c.FailOpenNamespaces
+		p.Settings.FailOpenNamespaces = c.FailOpenNamespaces
 	}
 	if c.EngineNamespace != "" && !p.Locked["engineNamespace"] {
-		p.FailPolicy.EngineNamespace = c.EngineNamespace
+		p.Settings.EngineNamespace = c.EngineNamespace
 	}
-	p.log().Info("configured", "engineSocket", c.EngineSocket, "failMode", p.FailPolicy.Mode,
-		"failOpenNamespaces", p.FailPolicy.OpenNamespaces, "engineNamespace", p.FailPolicy.EngineNamespace)
+	p.log().Info("configured", "engineSocket", c.EngineSocket, "failMode", p.Settings.FailMode,
+		"failOpenNamespaces", p.Settings.FailOpenNamespaces, "engineNamespace", p.Settings.EngineNamespace)
 	return 0, nil
 }
 

@@ -151,7 +151,7 @@ func newPlugin(t *testing.T, mode registrar.FailMode) (*Plugin, *fakeEngine, str
 	serve(t, f, sock)
 	p := &Plugin{
 		Engine:         &api.Client{Socket: sock},
-		FailPolicy:     registrar.FailPolicy{Mode: mode},
+		Settings:       registrar.Settings{FailMode: mode},
 		Cgroups:        m,
 		Log:            quietLog(),
 		RequestTimeout: 2 * time.Second,
@@ -271,8 +271,8 @@ func TestStartContainerWithoutCgroup(t *testing.T) {
 // unreachable engine: fail-open does not let the container start.
 func TestEngineCannotEnforce(t *testing.T) {
 	p, f, _ := newPlugin(t, registrar.FailOpen)
-	p.FailPolicy.EngineNamespace = registrar.DefaultEngineNamespace
-	p.FailPolicy.OpenNamespaces = []string{"kube-system"}
+	p.Settings.EngineNamespace = registrar.DefaultEngineNamespace
+	p.Settings.FailOpenNamespaces = []string{"kube-system"}
 	f.failWith = fmt.Errorf("register container x: %w: map cgroup_rules holds its capacity of 4 entries", api.ErrCannotEnforce)
 	pid, _ := startProcess(t)
 	err := p.StartContainer(context.Background(), testPod(), testContainer("c-full", pid))
@@ -309,8 +309,8 @@ func TestEngineUnreachable(t *testing.T) {
 		p, _, _ := newPlugin(t, registrar.FailClosed)
 		pid, _ := startProcess(t)
 		p.Engine = &api.Client{Socket: socketPath(t)}
-		p.FailPolicy.EngineNamespace = registrar.DefaultEngineNamespace
-		p.FailPolicy.OpenNamespaces = []string{"kube-system"}
+		p.Settings.EngineNamespace = registrar.DefaultEngineNamespace
+		p.Settings.FailOpenNamespaces = []string{"kube-system"}
 		for _, ns := range []string{registrar.DefaultEngineNamespace, "kube-system"} {
 			pod := testPod()
 			pod.Namespace = ns
@@ -469,20 +469,20 @@ func TestConfigure(t *testing.T) {
 	if _, err := p.Configure(context.Background(), config, "containerd", "v2"); err != nil {
 		t.Fatal(err)
 	}
-	if c, ok := p.Engine.(*api.Client); !ok || c.Socket != other || p.FailPolicy.Mode != registrar.FailClosed ||
-		!slices.Equal(p.FailPolicy.OpenNamespaces, []string{"kube-system"}) || p.FailPolicy.EngineNamespace != "sec" {
+	if c, ok := p.Engine.(*api.Client); !ok || c.Socket != other || p.Settings.FailMode != registrar.FailClosed ||
+		!slices.Equal(p.Settings.FailOpenNamespaces, []string{"kube-system"}) || p.Settings.EngineNamespace != "sec" {
 		t.Errorf("after configure: engine %+v, fail mode %s, fail-open %v, engine namespace %q",
-			p.Engine, p.FailPolicy.Mode, p.FailPolicy.OpenNamespaces, p.FailPolicy.EngineNamespace)
+			p.Engine, p.Settings.FailMode, p.Settings.FailOpenNamespaces, p.Settings.EngineNamespace)
 	}
 
 	p.Engine = &api.Client{Socket: sock}
-	p.FailPolicy.Mode = registrar.FailOpen
+	p.Settings.FailMode = registrar.FailOpen
 	p.Locked = map[string]bool{"engineSocket": true, "failMode": true}
 	if _, err := p.Configure(context.Background(), `{"engineSocket": "`+other+`", "failMode": "closed"}`, "containerd", "v2"); err != nil {
 		t.Fatal(err)
 	}
-	if c := p.Engine.(*api.Client); c.Socket != sock || p.FailPolicy.Mode != registrar.FailOpen {
-		t.Errorf("runtime config overrode command-line settings: %s %s", c.Socket, p.FailPolicy.Mode)
+	if c := p.Engine.(*api.Client); c.Socket != sock || p.Settings.FailMode != registrar.FailOpen {
+		t.Errorf("runtime config overrode command-line settings: %s %s", c.Socket, p.Settings.FailMode)
 	}
 
 	for _, bad := range []struct{ config, want string }{

@@ -101,7 +101,7 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 		InstallDir: filepath.Join(root, "libexec"),
 		Binary:     fakeBinary(t, "version 1"),
 		Holdfast:   fakeBinary(t, "holdfast"),
-		Config:     hook.Config{Socket: "/run/test.sock", FailMode: registrar.FailClosed, Timeout: hook.Duration(time.Second)},
+		Config:     hook.Config{Socket: "/run/test.sock", Settings: registrar.Settings{FailMode: registrar.FailClosed}, Timeout: hook.Duration(time.Second)},
 	}
 	actions := func(cs []registrar.Change) string {
 		var s []string

@@ -139,7 +139,7 @@ func TestInstallUninstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := Options{ConfigPath: configPath, Major: 1, PluginBinary: binary,
-		Plugin: nriplugin.Config{EngineSocket: "/run/holdfast/engine.sock", FailMode: registrar.FailClosed, FailOpenNamespaces: []string{"kube-system"}}}
+		Plugin: nriplugin.Config{EngineSocket: "/run/holdfast/engine.sock", Settings: registrar.Settings{FailMode: registrar.FailClosed, FailOpenNamespaces: []string{"kube-system"}}}}
 	ctx := context.Background()
 
 	changes, err := Install(ctx, o)
@@ -233,7 +233,7 @@ func TestOptionsRefused(t *testing.T) {
 		want string
 	}{
 		{Options{Idx: "7", PluginBinary: "x"}, `"7"`},
-		{Options{Plugin: nriplugin.Config{FailMode: "maybe"}, PluginBinary: "x"}, `"maybe"`},
+		{Options{Plugin: nriplugin.Config{Settings: registrar.Settings{FailMode: "maybe"}}, PluginBinary: "x"}, `"maybe"`},
 		{Options{Plugin: nriplugin.Config{EngineSocket: "rel.sock"}, PluginBinary: "x"}, `"rel.sock"`},
 		{Options{}, "no holdfast-nri binary"},
 		{Options{PluginBinary: "/nonexistent/holdfast-nri"}, "/nonexistent/holdfast-nri"},

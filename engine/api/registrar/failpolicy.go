@@ -41,25 +41,39 @@ func ParseFailMode(s string) (FailMode, error) {
 	return "", fmt.Errorf("unknown fail mode %q (want %s or %s)", s, FailOpen, FailClosed)
 }
 
-// Policy is one registrar's answer to an engine that cannot register a
-// container.
-type FailPolicy struct {
-	Mode FailMode
-	// OpenNamespaces fail open even when Mode is FailClosed.
-	OpenNamespaces []string
+// Settings is one registrar's answer to an engine that cannot register a
+// container. The hook's config file and the NRI plugin's configuration embed
+// it, so both spell the keys the same.
+type Settings struct {
+	FailMode FailMode `json:"failMode,omitempty"`
+	// FailOpenNamespaces fail open even when FailMode is FailClosed.
+	FailOpenNamespaces []string `json:"failOpenNamespaces,omitempty"`
 	// EngineNamespace always fails open; empty means no namespace is the
 	// engine's, so registrars fill it, usually with DefaultEngineNamespace.
-	EngineNamespace string
+	EngineNamespace string `json:"engineNamespace,omitempty"`
 }
 
-// Validate rejects an unknown mode and empty namespace names.
-func (p FailPolicy) Validate() error {
-	if p.Mode != "" {
-		if _, err := ParseFailMode(string(p.Mode)); err != nil {
+// WithDefaults fills an empty mode with FailOpen and an empty engine
+// namespace with DefaultEngineNamespace.
+func (s Settings) WithDefaults() Settings {
+	if s.FailMode == "" {
+		s.FailMode = FailOpen
+	}
+	if s.EngineNamespace == "" {
+		s.EngineNamespace = DefaultEngineNamespace
+	}
+	return s
+}
+
+// Validate rejects an unknown mode and empty namespace names; an empty mode
+// is the default.
+func (s Settings) Validate() error {
+	if s.FailMode != "" {
+		if _, err := ParseFailMode(string(s.FailMode)); err != nil {
 			return err
 		}
 	}
-	if slices.Contains(p.OpenNamespaces, "") {
+	if slices.Contains(s.FailOpenNamespaces, "") {
 		return errors.New("fail-open namespaces contain an empty name")
 	}
 	return nil
@@ -68,20 +82,20 @@ func (p FailPolicy) Validate() error {
 // FailsOpen reports whether a container in namespace may start although the
 // engine could not register it, and why. An empty namespace (a container
 // outside Kubernetes) has only the mode to go by.
-func (p FailPolicy) FailsOpen(namespace string) (open bool, why string) {
+func (s Settings) FailsOpen(namespace string) (open bool, why string) {
 	switch {
-	case namespace != "" && namespace == p.EngineNamespace:
+	case namespace != "" && namespace == s.EngineNamespace:
 		return true, fmt.Sprintf("namespace %s is the engine's own", namespace)
-	case namespace != "" && slices.Contains(p.OpenNamespaces, namespace):
+	case namespace != "" && slices.Contains(s.FailOpenNamespaces, namespace):
 		return true, fmt.Sprintf("namespace %s is in the fail-open list", namespace)
-	case p.Mode == FailOpen || p.Mode == "":
+	case s.FailMode == FailOpen || s.FailMode == "":
 		return true, failModeOpen
-	case p.Mode == FailClosed:
+	case s.FailMode == FailClosed:
 		return false, "fail mode is closed"
 	}
 	// Validate rejects this; refusing is the safe reading of a mode nobody
 	// can name.
-	return false, fmt.Sprintf("fail mode %q is unknown", p.Mode)
+	return false, fmt.Sprintf("fail mode %q is unknown", s.FailMode)
 }
 
 // Decide is FailsOpen for a registration that failed with err. An engine
@@ -91,8 +105,8 @@ func (p FailPolicy) FailsOpen(namespace string) (open bool, why string) {
 // an engine that cannot be reached, and letting such a container run would
 // let a workload switch enforcement off by exhausting the engine. The
 // engine's namespace and the fail-open namespaces still start.
-func (p FailPolicy) Decide(namespace string, err error) (open bool, why string) {
-	open, why = p.FailsOpen(namespace)
+func (s Settings) Decide(namespace string, err error) (open bool, why string) {
+	open, why = s.FailsOpen(namespace)
 	if open && errors.Is(err, api.ErrCannotEnforce) && why == failModeOpen {
 		return false, "the engine answered that it cannot enforce the container's policies (fail-open covers only an unreachable engine)"
 	}

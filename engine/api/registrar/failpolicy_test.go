@@ -1,8 +1,10 @@
 package registrar
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -39,13 +41,13 @@ func TestParseMode(t *testing.T) {
 func TestValidate(t *testing.T) {
 	tests := []struct {
 		name    string
-		policy  FailPolicy
+		policy  Settings
 		wantErr string
 	}{
-		{name: "closed with lists", policy: FailPolicy{Mode: FailClosed, OpenNamespaces: []string{"kube-system"}, EngineNamespace: DefaultEngineNamespace}},
-		{name: "zero is the default", policy: FailPolicy{}},
-		{name: "unknown mode", policy: FailPolicy{Mode: "maybe"}, wantErr: `unknown fail mode "maybe"`},
-		{name: "empty namespace", policy: FailPolicy{Mode: FailOpen, OpenNamespaces: []string{"a", ""}}, wantErr: "empty name"},
+		{name: "closed with lists", policy: Settings{FailMode: FailClosed, FailOpenNamespaces: []string{"kube-system"}, EngineNamespace: DefaultEngineNamespace}},
+		{name: "zero is the default", policy: Settings{}},
+		{name: "unknown mode", policy: Settings{FailMode: "maybe"}, wantErr: `unknown fail mode "maybe"`},
+		{name: "empty namespace", policy: Settings{FailMode: FailOpen, FailOpenNamespaces: []string{"a", ""}}, wantErr: "empty name"},
 	}
 	for _, tt := range tests {
 		err := tt.policy.Validate()
@@ -59,10 +61,10 @@ func TestValidate(t *testing.T) {
 }
 
 func TestFailsOpen(t *testing.T) {
-	closed := FailPolicy{Mode: FailClosed, OpenNamespaces: []string{"kube-system"}, EngineNamespace: DefaultEngineNamespace}
-	open := FailPolicy{Mode: FailOpen, EngineNamespace: DefaultEngineNamespace}
+	closed := Settings{FailMode: FailClosed, FailOpenNamespaces: []string{"kube-system"}, EngineNamespace: DefaultEngineNamespace}
+	open := Settings{FailMode: FailOpen, EngineNamespace: DefaultEngineNamespace}
 	tests := []struct {
-		policy    FailPolicy
+		policy    Settings
 		namespace string
 		want      bool
 		why       string
@@ -74,12 +76,12 @@ func TestFailsOpen(t *testing.T) {
 		{open, "default", true, "fail mode is open"},
 		{open, DefaultEngineNamespace, true, "engine's own"},
 		// The zero mode is the default, open.
-		{FailPolicy{}, "default", true, "fail mode is open"},
+		{Settings{}, "default", true, "fail mode is open"},
 		// No engine namespace set: an unnamespaced container is not the engine's.
-		{FailPolicy{Mode: FailClosed}, "", false, "fail mode is closed"},
-		{FailPolicy{Mode: FailClosed}, DefaultEngineNamespace, false, "fail mode is closed"},
+		{Settings{FailMode: FailClosed}, "", false, "fail mode is closed"},
+		{Settings{FailMode: FailClosed}, DefaultEngineNamespace, false, "fail mode is closed"},
 		// A mode Validate would reject refuses rather than guesses.
-		{FailPolicy{Mode: "ajar"}, "default", false, `fail mode "ajar" is unknown`},
+		{Settings{FailMode: "ajar"}, "default", false, `fail mode "ajar" is unknown`},
 	}
 	for _, tt := range tests {
 		got, why := tt.policy.FailsOpen(tt.namespace)
@@ -92,7 +94,7 @@ func TestFailsOpen(t *testing.T) {
 func TestDecideCannotEnforce(t *testing.T) {
 	cannot := fmt.Errorf("register x: %w: map full", api.ErrCannotEnforce)
 	unreachable := errors.New("connect to engine: no such file")
-	p := FailPolicy{Mode: FailOpen, OpenNamespaces: []string{"kube-system"}, EngineNamespace: DefaultEngineNamespace}
+	p := Settings{FailMode: FailOpen, FailOpenNamespaces: []string{"kube-system"}, EngineNamespace: DefaultEngineNamespace}
 	for _, tt := range []struct {
 		ns   string
 		err  error
@@ -108,8 +110,32 @@ func TestDecideCannotEnforce(t *testing.T) {
 			t.Errorf("Decide(%q, %v) = %v (%s), want %v", tt.ns, tt.err, open, why, tt.open)
 		}
 	}
-	closed := FailPolicy{Mode: FailClosed}
+	closed := Settings{FailMode: FailClosed}
 	if open, _ := closed.Decide("shop", unreachable); open {
 		t.Error("closed mode let an unreachable engine's container start")
+	}
+}
+
+func TestSettingsDefaults(t *testing.T) {
+	if got := (Settings{}).WithDefaults(); got.FailMode != FailOpen || got.EngineNamespace != DefaultEngineNamespace || got.FailOpenNamespaces != nil {
+		t.Errorf("zero WithDefaults = %+v", got)
+	}
+	set := Settings{FailMode: FailClosed, FailOpenNamespaces: []string{"a"}, EngineNamespace: "sec"}
+	if got := set.WithDefaults(); got.FailMode != FailClosed || got.EngineNamespace != "sec" || len(got.FailOpenNamespaces) != 1 {
+		t.Errorf("WithDefaults overrode set fields: %+v", got)
+	}
+}
+
+// Config files written before Settings existed must keep loading.
+func TestSettingsJSONKeys(t *testing.T) {
+	var s Settings
+	if err := json.Unmarshal([]byte(`{"failMode":"closed","failOpenNamespaces":["kube-system"],"engineNamespace":"sec"}`), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.FailMode != FailClosed || !slices.Equal(s.FailOpenNamespaces, []string{"kube-system"}) || s.EngineNamespace != "sec" {
+		t.Errorf("decoded %+v", s)
+	}
+	if out, err := json.Marshal(Settings{}); err != nil || string(out) != "{}" {
+		t.Errorf("zero Settings encodes as %s, %v; want {}", out, err)
 	}
 }

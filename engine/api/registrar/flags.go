@@ -30,13 +30,13 @@ func AddFlags(fs *flag.FlagSet) *Flags {
 	return f
 }
 
-// Policy is the policy the flags describe; an error names the flag.
-func (f *Flags) Policy() (FailPolicy, error) {
+// Settings are the settings the flags describe; an error names the flag.
+func (f *Flags) Settings() (Settings, error) {
 	mode, err := ParseFailMode(f.mode)
 	if err != nil {
-		return FailPolicy{}, fmt.Errorf("--%s: %w", FlagFailMode, err)
+		return Settings{}, fmt.Errorf("--%s: %w", FlagFailMode, err)
 	}
-	return FailPolicy{Mode: mode, OpenNamespaces: ParseNamespaceList(f.openNamespaces), EngineNamespace: f.engineNamespace}, nil
+	return Settings{FailMode: mode, FailOpenNamespaces: ParseNamespaceList(f.openNamespaces), EngineNamespace: f.engineNamespace}, nil
 }
 
 // ParseNamespaceList splits a namespace list at commas and white space

@@ -9,21 +9,21 @@ import (
 )
 
 func TestFlags(t *testing.T) {
-	parse := func(args ...string) (FailPolicy, error) {
+	parse := func(args ...string) (Settings, error) {
 		fs := flag.NewFlagSet("test", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
 		f := AddFlags(fs)
 		if err := fs.Parse(args); err != nil {
 			t.Fatalf("parse %q: %v", args, err)
 		}
-		return f.Policy()
+		return f.Settings()
 	}
 	p, err := parse()
-	if err != nil || p.Mode != FailOpen || len(p.OpenNamespaces) != 0 || p.EngineNamespace != DefaultEngineNamespace {
+	if err != nil || p.FailMode != FailOpen || len(p.FailOpenNamespaces) != 0 || p.EngineNamespace != DefaultEngineNamespace {
 		t.Errorf("defaults = %+v, %v", p, err)
 	}
 	p, err = parse("--fail-mode", "closed", "--fail-open-namespaces", " kube-system, ,shop ", "--engine-namespace", "sec")
-	if err != nil || p.Mode != FailClosed || !slices.Equal(p.OpenNamespaces, []string{"kube-system", "shop"}) || p.EngineNamespace != "sec" {
+	if err != nil || p.FailMode != FailClosed || !slices.Equal(p.FailOpenNamespaces, []string{"kube-system", "shop"}) || p.EngineNamespace != "sec" {
 		t.Errorf("set = %+v, %v", p, err)
 	}
 	if _, err := parse("--fail-mode", "ajar"); err == nil || !strings.Contains(err.Error(), "--fail-mode") {

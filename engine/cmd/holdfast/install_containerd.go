@@ -23,7 +23,7 @@ func installContainerd(args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	failPolicy, err := failFlags.Policy()
+	settings, err := failFlags.Settings()
 	if err != nil {
 		return usageError{fmt.Sprintf("install containerd: %v", err)}
 	}
@@ -36,10 +36,8 @@ func installContainerd(args []string) error {
 	}
 	o.PluginBinary = *binary
 	o.Plugin = nriplugin.Config{
-		EngineSocket:       *socket,
-		FailMode:           failPolicy.Mode,
-		FailOpenNamespaces: failPolicy.OpenNamespaces,
-		EngineNamespace:    failPolicy.EngineNamespace,
+		EngineSocket: *socket,
+		Settings:     settings,
 	}
 	changes, err := install.Install(context.Background(), *o)
 	printChanges("containerd", changes, err, "restart containerd to load them (systemctl restart containerd)")

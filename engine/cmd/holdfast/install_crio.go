@@ -29,7 +29,7 @@ func installCRIO(args []string) error {
 	if err != nil {
 		return usageError{fmt.Sprintf("install crio: --stage: %v", err)}
 	}
-	failPolicy, err := failFlags.Policy()
+	settings, err := failFlags.Settings()
 	if err != nil {
 		return usageError{fmt.Sprintf("install crio: %v", err)}
 	}
@@ -42,12 +42,10 @@ func installCRIO(args []string) error {
 		*binary = filepath.Join(filepath.Dir(exe), hooksd.BinaryName)
 	}
 	cfg := hook.Config{
-		Socket:             *socket,
-		Timeout:            hook.Duration(*timeout),
-		FailMode:           failPolicy.Mode,
-		FailOpenNamespaces: failPolicy.OpenNamespaces,
-		EngineNamespace:    failPolicy.EngineNamespace,
-		Log:                *logFile,
+		Socket:   *socket,
+		Timeout:  hook.Duration(*timeout),
+		Settings: settings,
+		Log:      *logFile,
 	}
 	changes, err := hooksd.Install(hooksd.Options{
 		HooksDir: *hooksDir, InstallDir: *installDir, Binary: *binary, Holdfast: exe, Stage: st, Config: cfg,

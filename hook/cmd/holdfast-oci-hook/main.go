@@ -121,7 +121,7 @@ func configure(args []string, stderr io.Writer) (ocihook.Stage, hook.Config, err
 	}
 
 	// Only the flags given override the config file.
-	failPolicy, flagErr := failFlags.Policy()
+	failPolicy, flagErr := failFlags.Settings()
 	fs.Visit(func(f *flag.Flag) {
 		switch f.Name {
 		case "socket":
@@ -129,9 +129,9 @@ func configure(args []string, stderr io.Writer) (ocihook.Stage, hook.Config, err
 		case "timeout":
 			cfg.Timeout = hook.Duration(*timeout)
 		case registrar.FlagFailMode:
-			cfg.FailMode = failPolicy.Mode
+			cfg.FailMode = failPolicy.FailMode
 		case registrar.FlagFailOpenNamespaces:
-			cfg.FailOpenNamespaces = failPolicy.OpenNamespaces
+			cfg.FailOpenNamespaces = failPolicy.FailOpenNamespaces
 		case registrar.FlagEngineNamespace:
 			cfg.EngineNamespace = failPolicy.EngineNamespace
 		case "log":

@@ -45,7 +45,7 @@ func run(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	failPolicy, err := failFlags.Policy()
+	settings, err := failFlags.Settings()
 	if err != nil {
 		return err
 	}
@@ -77,12 +77,12 @@ func run(args []string) error {
 		}
 	})
 	p := &nriplugin.Plugin{
-		Engine:     &api.Client{Socket: *engineSocket},
-		FailPolicy: failPolicy,
-		Cgroups:    mount,
-		Log:        log,
-		Locked:     locked,
-		Offline:    fallback.Command{Binary: *holdfastBin, StateDir: *stateDir, BPFDir: *bpfDir},
+		Engine:   &api.Client{Socket: *engineSocket},
+		Settings: settings,
+		Cgroups:  mount,
+		Log:      log,
+		Locked:   locked,
+		Offline:  fallback.Command{Binary: *holdfastBin, StateDir: *stateDir, BPFDir: *bpfDir},
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
