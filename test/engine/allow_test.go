@@ -2,7 +2,6 @@ package engine_test
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,22 +15,10 @@ import (
 func TestAllowListThroughEngine(t *testing.T) {
 	allowed, unlisted := deniedBinary(t), deniedBinary(t)
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{
-		"lockdown.yaml": fmt.Sprintf(`apiVersion: holdfast.dev/v1alpha1
-kind: WorkloadPolicy
-metadata: {name: lockdown}
-spec:
-  selector: {namespaces: [shop]}
-  exec: {allow: [%s/]}
-`, filepath.Dir(allowed)),
+		"lockdown.yaml": harness.Policy("lockdown", "namespaces: [shop]", "exec: {allow: ["+filepath.Dir(allowed)+"/]}"),
 		// Selects the same container without an allow list: the
 		// container stays allow-listed.
-		"extra.yaml": `apiVersion: holdfast.dev/v1alpha1
-kind: WorkloadPolicy
-metadata: {name: extra}
-spec:
-  selector: {containers: [main]}
-  exec: {deny: [/nonexistent/holdfast-test]}
-`,
+		"extra.yaml": harness.Policy("extra", "containers: [main]", "exec: {deny: [/nonexistent/holdfast-test]}"),
 	}})
 	check := func(t *testing.T, cg harness.Cgroup) {
 		t.Helper()
@@ -56,14 +43,7 @@ spec:
 
 	e.Kill9(t)
 	check(t, cg)
-	e.Start(t)
-	st, err := e.Client().Status(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !st.Adopted {
-		t.Error("restarted engine did not adopt the pins")
-	}
+	startAdopting(t, e)
 	check(t, cg)
 	cg2 := harness.NewCgroup(t)
 	register(t, e, "ctr-2", cg2)

@@ -23,7 +23,7 @@ const envDial = "HOLDFAST_E2E_DIAL"
 
 func TestMain(m *testing.M) {
 	if target := os.Getenv(envFlood); target != "" {
-		os.Exit(flood(target))
+		os.Exit(harness.Flood(strings.Fields(target)))
 	}
 	if target := os.Getenv(envDial); target != "" {
 		network, addr, _ := strings.Cut(target, " ")
@@ -171,13 +171,7 @@ func TestUnionOfPolicies(t *testing.T) {
 	first, second, addr := deniedBinary(t), deniedBinary(t), harness.ListenTCP(t, "127.0.0.1:0").String()
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{
 		"lockdown.yaml": lockdown("lockdown", first, addr),
-		"extra.yaml": fmt.Sprintf(`apiVersion: holdfast.dev/v1alpha1
-kind: WorkloadPolicy
-metadata: {name: extra}
-spec:
-  selector: {containers: [main]}
-  exec: {deny: [%s/]}
-`, filepath.Dir(second)),
+		"extra.yaml":    harness.Policy("extra", "containers: [main]", "exec: {deny: ["+filepath.Dir(second)+"/]}"),
 	}})
 	cg := harness.NewCgroup(t)
 	register(t, e, "ctr-1", cg)
@@ -224,14 +218,7 @@ func TestSurvivesKillAndRestart(t *testing.T) {
 	e.Kill9(t)
 	expectEnforced(t, cg, binary, addr) // no engine process at all
 
-	e.Start(t)
-	st, err := e.Client().Status(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !st.Adopted {
-		t.Error("restarted engine did not adopt the pins")
-	}
+	startAdopting(t, e)
 	after := linkIDs(t, e)
 	if fmt.Sprint(before) != fmt.Sprint(after) {
 		t.Errorf("link IDs changed across restart (re-attached?):\nbefore %v\nafter  %v", before, after)
@@ -400,13 +387,7 @@ func TestReloadAppliesChangedPolicy(t *testing.T) {
 	// A policy that sorts first shifts every rule ID; events must still
 	// name the right policy and rule.
 	e.WritePolicy(t, "lockdown.yaml", lockdown("lockdown", second, addr))
-	e.WritePolicy(t, "aaa.yaml", `apiVersion: holdfast.dev/v1alpha1
-kind: WorkloadPolicy
-metadata: {name: aaa}
-spec:
-  selector: {namespaces: [elsewhere]}
-  exec: {deny: [/usr/bin/true, /usr/bin/false]}
-`)
+	e.WritePolicy(t, "aaa.yaml", harness.Policy("aaa", "namespaces: [elsewhere]", "exec: {deny: [/usr/bin/true, /usr/bin/false]}"))
 	if out, err := e.CLI("policy", "reload"); err != nil {
 		t.Fatalf("reload: %v\n%s", err, out)
 	}

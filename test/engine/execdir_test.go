@@ -1,17 +1,12 @@
 package engine_test
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
-	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/test/harness"
-	"github.com/holdfast-dev/holdfast/test/require"
 )
 
 // TestPrefixRuleByDirectoryIdentity: the engine resolves a directory-prefix
@@ -19,16 +14,8 @@ import (
 // below it dies however it is reached: by its path, through a bind mount
 // of the directory, or chrooted into the directory.
 func TestPrefixRuleByDirectoryIdentity(t *testing.T) {
-	require.Root(t)
-	busybox, err := exec.LookPath("busybox")
-	if err != nil {
-		require.Privileged(t, "busybox", err)
-	}
 	root := t.TempDir()
-	data, err := os.ReadFile(busybox)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := busyboxBytes(t)
 	for _, f := range []string{"bin/busybox", "opt/denied/tool", "opt/denied/bin/busybox"} {
 		p := filepath.Join(root, f)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -45,20 +32,7 @@ func TestPrefixRuleByDirectoryIdentity(t *testing.T) {
 
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": lockdown("lockdown", "/opt/denied/", "127.0.0.1:9")}})
 	cg := harness.NewCgroup(t)
-	proc := cg.Start(t, "chroot", root, "/bin/busybox", "sleep", "600")
-	rootLink := fmt.Sprintf("/proc/%d/root", proc.Process.Pid)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if r, _ := os.Readlink(rootLink); r == root {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not become %s", rootLink, root)
-		}
-	}
-	ctr := api.Container{ID: "dirs", CgroupID: cg.ID, Namespace: "shop", Labels: map[string]string{"app": "web", "tier": "front"}, Name: "main", Pid: proc.Process.Pid}
-	if _, err := e.Client().Register(context.Background(), ctr); err != nil {
-		t.Fatal(err)
-	}
+	registerChrooted(t, e, cg, root, "dirs")
 	in := func(dir, script string) harness.Result {
 		return cg.Run(t, "chroot", dir, "/bin/busybox", "sh", "-c", script)
 	}

@@ -1,18 +1,14 @@
 package engine_test
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/test/harness"
 	"github.com/holdfast-dev/holdfast/test/require"
 )
@@ -27,11 +23,6 @@ import (
 // the kernel. With both layers on one file system, as runtimes keep them,
 // the number stays; the podman overlay test covers that.)
 func TestOverlayAcrossFileSystems(t *testing.T) {
-	require.Root(t)
-	busybox, err := exec.LookPath("busybox")
-	if err != nil {
-		require.Privileged(t, "busybox", err)
-	}
 	base := t.TempDir()
 	lower, tmp, merged := filepath.Join(base, "lower"), filepath.Join(base, "tmp"), filepath.Join(base, "merged")
 	for _, d := range []string{filepath.Join(lower, "bin"), filepath.Join(lower, "tmp"), tmp, merged} {
@@ -39,10 +30,7 @@ func TestOverlayAcrossFileSystems(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	data, err := os.ReadFile(busybox)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := busyboxBytes(t)
 	// Two files with the same bytes: busybox runs things, denied is denied.
 	for _, n := range []string{"busybox", "denied"} {
 		if err := os.WriteFile(filepath.Join(lower, "bin", n), data, 0o755); err != nil {
@@ -82,21 +70,7 @@ func TestOverlayAcrossFileSystems(t *testing.T) {
 
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": lockdown("lockdown", "/bin/denied", "127.0.0.1:9")}})
 	cg := harness.NewCgroup(t)
-	proc := cg.Start(t, "chroot", merged, "/bin/busybox", "sleep", "600")
-	// Register once the process is inside its root, as a registrar would.
-	rootLink := fmt.Sprintf("/proc/%d/root", proc.Process.Pid)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if root, _ := os.Readlink(rootLink); root == merged {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not become %s", rootLink, merged)
-		}
-	}
-	ctr := api.Container{ID: "overlay", CgroupID: cg.ID, Namespace: "shop", Labels: map[string]string{"app": "web", "tier": "front"}, Name: "main", Pid: proc.Process.Pid}
-	if _, err := e.Client().Register(context.Background(), ctr); err != nil {
-		t.Fatal(err)
-	}
+	registerChrooted(t, e, cg, merged, "overlay")
 	in := func(script string) harness.Result {
 		return cg.Run(t, "chroot", merged, "/bin/busybox", "sh", "-c", script)
 	}

@@ -14,13 +14,7 @@ import (
 )
 
 // offlineIDPolicy kills /usr/bin/id in namespace offline.
-const offlineIDPolicy = `apiVersion: holdfast.dev/v1alpha1
-kind: WorkloadPolicy
-metadata: {name: offline-id}
-spec:
-  selector: {namespaces: [offline]}
-  exec: {deny: [/usr/bin/id]}
-`
+var offlineIDPolicy = harness.Policy("offline-id", "namespaces: [offline]", "exec: {deny: [/usr/bin/id]}")
 
 // TestRegisterOfflineCommand drives the registrars' slow path, `holdfast
 // register-offline` and `unregister-offline`, as a hook running inside the

@@ -6,14 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,36 +22,9 @@ import (
 	"github.com/holdfast-dev/holdfast/test/require"
 )
 
-// The test binary doubles as a connect flooder: "N ADDR:PORT [PORTS]" runs
-// N TCP connects on one socket, cycling over PORTS ports from PORT (default
-// 1), and prints how many were refused with EPERM.
+// The test binary doubles as a connect flooder, harness.Flood, given
+// "N ADDR:PORT [PORTS]".
 const envFlood = "HOLDFAST_E2E_FLOOD"
-
-func flood(target string) int {
-	f := append(strings.Fields(target), "1")
-	count, err := strconv.Atoi(f[0])
-	ap, err2 := netip.ParseAddrPort(f[1])
-	ports, err3 := strconv.Atoi(f[2])
-	if err != nil || err2 != nil || err3 != nil || ports < 1 {
-		fmt.Fprintln(os.Stderr, "flood:", err, err2, err3)
-		return 2
-	}
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "flood:", err)
-		return 1
-	}
-	sa := &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
-	refused := 0
-	for i := range count {
-		sa.Port = int(ap.Port()) + i%ports
-		if syscall.Connect(fd, sa) == syscall.EPERM {
-			refused++
-		}
-	}
-	fmt.Println(refused)
-	return 0
-}
 
 func status(t testing.TB, e *harness.Engine) api.Status {
 	t.Helper()
