@@ -14,21 +14,8 @@ import (
 // name there by identity (and the path as written): all busybox applets are
 // one file, so listing /usr/bin/sh allows every name of it (wget, nc, ...),
 // as explain warns.
-const allowPolicy = `apiVersion: holdfast.dev/v1alpha1
-kind: WorkloadPolicy
-metadata: {name: allowlist}
-spec:
-  selector:
-    podLabels: {matchLabels: {app: allowlist}}
-  exec:
-    allow: [/usr/bin/sh, /usr/bin/cat, /usr/bin/cp, /usr/bin/ln, /usr/bin/id, /usr/local/bin/]
-`
-
-func allowAnnotations(pod string) map[string]string {
-	a := lockedAnnotations(pod)
-	a["io.kubernetes.cri-o.Labels"] = `{"app":"allowlist"}`
-	return a
-}
+var allowPolicy = appPolicy("allowlist", "allowlist", `exec:
+  allow: [/usr/bin/sh, /usr/bin/cat, /usr/bin/cp, /usr/bin/ln, /usr/bin/id, /usr/local/bin/]`)
 
 // allowRoutes run id, which is listed, and every way of running its bytes
 // or name from somewhere not listed.
@@ -71,45 +58,21 @@ func notAllowedEvent(t *testing.T, e *harness.Engine, id, binary string) map[str
 func TestRuncAllowList(t *testing.T) {
 	r := newRuncEnv(t)
 	addHelpers(t, r.rootfs)
-	bin := hookBinary(t)
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"allow.yaml": allowPolicy}})
-	script := routeScript(allowRoutes)
-	for _, stage := range []string{"createRuntime", "createContainer"} {
-		t.Run(stage, func(t *testing.T) {
-			logPath := filepath.Join(t.TempDir(), "hook.log")
-			pod := "allow-" + strings.ToLower(stage)
-			c := r.bundle(t, bundleOpts{
-				Args:        []string{"/bin/sh", "-c", script},
-				Annotations: allowAnnotations(pod),
-				Hooks:       hookEntries(bin, stage, e.Socket, logPath, "--fail-mode", "closed"),
-			})
-			privileged(t, c)
-			res := c.run(t)
-			if res.ExitCode != 0 {
-				t.Fatalf("entrypoint /bin/sh: want it to run, got %v", res)
-			}
-			checkRouteResults(t, "runc "+stage, res.Stdout, allowRoutes)
-			ev := notAllowedEvent(t, e, c.ID, "/tmp/al-copy")
-			ctr, _ := ev["container"].(map[string]any)
-			if ctr["namespace"] != "hooktest" || ctr["pod"] != pod || ctr["name"] != "main" {
-				t.Errorf("not-allowed event: want the container's identity (hooktest/%s/main), got %v", pod, ctr)
-			}
-		})
-	}
+	r.runRoutesEachStage(t, e, "allowlist", allowRoutes, func(t *testing.T, c *container, pod string) {
+		ev := notAllowedEvent(t, e, c.ID, "/tmp/al-copy")
+		ctr, _ := ev["container"].(map[string]any)
+		if ctr["namespace"] != "hooktest" || ctr["pod"] != pod || ctr["name"] != "main" {
+			t.Errorf("not-allowed event: want the container's identity (hooktest/%s/main), got %v", pod, ctr)
+		}
+	})
 }
 
 // TestPodmanAllowList runs the allow-list routes in a podman container on
 // overlayfs.
 func TestPodmanAllowList(t *testing.T) {
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"allow.yaml": allowPolicy}})
-	hooksDir, logPath := installHook(t, e)
-	p := newPodmanImage(t, hooksDir, "overlay", addHelpers)
-	res := p.run(t, "hf-allow", allowAnnotations("podman-allow"), "/bin/sh", "-c", routeScript(allowRoutes))
-	if res.ExitCode != 0 {
-		t.Fatalf("entrypoint /bin/sh: want it to run, got %v", res)
-	}
-	checkRouteResults(t, "podman overlay", res.Stdout, allowRoutes)
-	id, _ := idOfRegistered(t, logPath, "podman-allow", "main")
+	id := runPodmanRoutes(t, e, "allowlist", "podman-allow", allowRoutes)
 	ev := notAllowedEvent(t, e, id, "/tmp/al-copy")
 	if ctr, _ := ev["container"].(map[string]any); ctr["pod"] != "podman-allow" {
 		t.Errorf("not-allowed event: want the container's identity, got %v", ctr)
@@ -119,15 +82,8 @@ func TestPodmanAllowList(t *testing.T) {
 // explainAllowPolicy's allow list misses the entrypoint /bin/id (its
 // resolved path is /usr/bin/id) and names /bin/sh, a symlinked path that
 // resolves to busybox, which it then allows under every name.
-const explainAllowPolicy = `apiVersion: holdfast.dev/v1alpha1
-kind: WorkloadPolicy
-metadata: {name: explain-allow}
-spec:
-  selector:
-    podLabels: {matchLabels: {app: explain-allow}}
-  exec:
-    allow: [/bin/sh, /usr/bin/cat, /usr/local/bin/]
-`
+var explainAllowPolicy = appPolicy("explain-allow", "explain-allow", `exec:
+  allow: [/bin/sh, /usr/bin/cat, /usr/local/bin/]`)
 
 // TestExplainAllowList: explain warns when an allow list does not contain
 // the entrypoint, or a script entrypoint's interpreter, and when an allow
@@ -141,27 +97,13 @@ func TestExplainAllowList(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(r.rootfs, "usr/local/bin/entry.sh"), []byte("#!/bin/id\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	bin := hookBinary(t)
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{
 		"explain-allow.yaml": explainAllowPolicy,
 		"allow.yaml":         allowPolicy,
 	}})
-	logPath := filepath.Join(t.TempDir(), "hook.log")
 	explain := func(app, pod string, args ...string) string {
 		t.Helper()
-		ann := lockedAnnotations(pod)
-		ann["io.kubernetes.cri-o.Labels"] = `{"app":"` + app + `"}`
-		c := r.bundle(t, bundleOpts{
-			Args:        args,
-			Annotations: ann,
-			Hooks:       hookEntries(bin, "createRuntime", e.Socket, logPath, "--fail-mode", "closed"),
-		})
-		c.runc(t, "create", "--bundle", c.Bundle, c.ID)
-		out, err := e.CLI("containers", "explain", "--socket", e.Socket, "--id", c.ID)
-		if err != nil {
-			t.Fatalf("containers explain: %v\n%s", err, out)
-		}
-		t.Logf("explain %s:\n%s", pod, out)
+		_, out := r.createExplained(t, e, app, pod, args...)
 		return out
 	}
 	const entryWarning = "warning: the allow list does not contain the entrypoint "

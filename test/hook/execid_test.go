@@ -20,25 +20,12 @@ import (
 // execidPolicy denies /bin/id, which in the test rootfs (merged /usr) is
 // /usr/bin/id, a dynamically linked binary of its own: no path the kernel
 // reports for it is "/bin/id", so only the file's identity catches it.
-const execidPolicy = `apiVersion: holdfast.dev/v1alpha1
-kind: WorkloadPolicy
-metadata: {name: execid}
-spec:
-  selector:
-    podLabels: {matchLabels: {app: execid}}
-  exec:
-    deny: [/bin/id]
-`
+var execidPolicy = appPolicy("execid", "execid", `exec:
+  deny: [/bin/id]`)
 
-func execidAnnotations(pod string) map[string]string {
-	a := lockedAnnotations(pod)
-	a["io.kubernetes.cri-o.Labels"] = `{"app":"execid"}`
-	return a
-}
-
-// routes are the ways a workload can run a denied file under another name.
-// Each line prints "name=status"; 137 is death by SIGKILL.
-func routesScript(t *testing.T) string {
+// idRoutes are the ways a workload can run a denied file under another
+// name: each must die by SIGKILL; echo, allowed, must run.
+func idRoutes(t *testing.T) []route {
 	t.Helper()
 	libs, err := rootfs.Libraries("/usr/bin/id")
 	if err != nil {
@@ -50,68 +37,15 @@ func routesScript(t *testing.T) string {
 		tree = append(tree, fmt.Sprintf("mkdir -p /tmp/c%s && ln -f %s /tmp/c%s", filepath.Dir(l), l, l))
 	}
 	tree = append(tree, "mkdir -p /tmp/c/x && ln -f /usr/bin/id /tmp/c/x/renamed", "exec chroot /tmp/c /x/renamed")
-	routes := [][2]string{
-		{"direct", "exec /bin/id"},
-		{"usr-path", "exec /usr/bin/id"},
-		{"symlink", "ln -sf /usr/bin/id /tmp/hf-sym && exec /tmp/hf-sym"},
-		{"hardlink", "ln -f /usr/bin/id /tmp/hf-hard && exec /tmp/hf-hard"},
-		{"chroot", "exec chroot /usr /bin/id"},
-		{"chroot-hardlinks", strings.Join(tree, " && ")},
-		{"bind-mount-private-ns", `mkdir -p /tmp/m && exec unshare -m sh -c "mount --bind /usr/bin /tmp/m && exec /tmp/m/id"`},
-		{"allowed", "exec /bin/echo allowed"},
-	}
-	var b strings.Builder
-	for _, r := range routes {
-		fmt.Fprintf(&b, "sh -c '%s' >/dev/null 2>&1; echo %s=$?\n", r[1], r[0])
-	}
-	return b.String()
-}
-
-// checkRoutes checks the script's output: every route but "allowed" killed.
-func checkRoutes(t *testing.T, what string, out string) {
-	t.Helper()
-	got := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		if k, v, ok := strings.Cut(line, "="); ok {
-			got[k] = v
-		}
-	}
-	for _, name := range []string{"direct", "usr-path", "symlink", "hardlink", "chroot", "chroot-hardlinks", "bind-mount-private-ns"} {
-		if got[name] != "137" {
-			t.Errorf("%s: route %s: want the denied file killed (137), got %q", what, name, got[name])
-		}
-	}
-	if got["allowed"] != "0" {
-		t.Errorf("%s: allowed /bin/echo: want 0, got %q", what, got["allowed"])
-	}
-	if t.Failed() {
-		t.Logf("%s output:\n%s", what, out)
-	}
-}
-
-// privileged makes a bundle's rootfs writable and gives its process what
-// chroot and mount need.
-func privileged(t *testing.T, c *container) {
-	t.Helper()
-	path := filepath.Join(c.Bundle, "config.json")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var spec map[string]any
-	if err := json.Unmarshal(data, &spec); err != nil {
-		t.Fatal(err)
-	}
-	spec["root"].(map[string]any)["readonly"] = false
-	caps := spec["process"].(map[string]any)["capabilities"].(map[string]any)
-	for _, set := range []string{"bounding", "effective", "permitted"} {
-		caps[set] = append(caps[set].([]any), "CAP_SYS_ADMIN", "CAP_SYS_CHROOT")
-	}
-	if data, err = json.Marshal(spec); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
+	return []route{
+		{"direct", "exec /bin/id", "137"},
+		{"usr-path", "exec /usr/bin/id", "137"},
+		{"symlink", "ln -sf /usr/bin/id /tmp/hf-sym && exec /tmp/hf-sym", "137"},
+		{"hardlink", "ln -f /usr/bin/id /tmp/hf-hard && exec /tmp/hf-hard", "137"},
+		{"chroot", "exec chroot /usr /bin/id", "137"},
+		{"chroot-hardlinks", strings.Join(tree, " && "), "137"},
+		{"bind-mount-private-ns", `mkdir -p /tmp/m && exec unshare -m sh -c "mount --bind /usr/bin /tmp/m && exec /tmp/m/id"`, "137"},
+		{"allowed", "exec /bin/echo allowed", "0"},
 	}
 }
 
@@ -120,26 +54,10 @@ func privileged(t *testing.T, c *container) {
 // the file, for both create stages.
 func TestRuncDeniesTheFileNotTheName(t *testing.T) {
 	r := newRuncEnv(t)
-	bin := hookBinary(t)
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"execid.yaml": execidPolicy}})
-	script := routesScript(t)
-	for _, stage := range []string{"createRuntime", "createContainer"} {
-		t.Run(stage, func(t *testing.T) {
-			logPath := filepath.Join(t.TempDir(), "hook.log")
-			c := r.bundle(t, bundleOpts{
-				Args:        []string{"/bin/sh", "-c", script},
-				Annotations: execidAnnotations("routes-" + strings.ToLower(stage)),
-				Hooks:       hookEntries(bin, stage, e.Socket, logPath, "--fail-mode", "closed"),
-			})
-			privileged(t, c)
-			res := c.run(t)
-			if res.ExitCode != 0 {
-				t.Fatalf("entrypoint: want it to run, got %v", res)
-			}
-			checkRoutes(t, "runc "+stage, res.Stdout)
-			killedEvent(t, e, c.ID, "/bin/id")
-		})
-	}
+	r.runRoutesEachStage(t, e, "execid", idRoutes(t), func(t *testing.T, c *container, _ string) {
+		killedEvent(t, e, c.ID, "/bin/id")
+	})
 }
 
 // TestPodmanOverlayDeniesTheFileNotTheName runs the same routes in a podman
@@ -147,21 +65,15 @@ func TestRuncDeniesTheFileNotTheName(t *testing.T) {
 // a hard link copies the file up.
 func TestPodmanOverlayDeniesTheFileNotTheName(t *testing.T) {
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"execid.yaml": execidPolicy}})
-	hookSrc := hookBinary(t)
-	dir := t.TempDir()
-	hooksDir, installDir, logPath := filepath.Join(dir, "hooks.d"), filepath.Join(dir, "libexec"), filepath.Join(dir, "hook.log")
-	if out, err := e.CLI("install", "crio", "--hooks-dir", hooksDir, "--install-dir", installDir,
-		"--hook-binary", hookSrc, "--socket", e.Socket, "--fail-mode", "closed", "--log", logPath); err != nil {
-		t.Fatalf("holdfast install crio: %v\n%s", err, out)
-	}
+	hooksDir, logPath := installHook(t, e)
 	p := newPodmanDriver(t, hooksDir, "overlay")
-	ann := execidAnnotations("podman-routes")
-	res := p.run(t, "hf-routes", ann, "--cap-add", "SYS_ADMIN", "--cap-add", "SYS_CHROOT",
-		"--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined", "--", "/bin/sh", "-c", routesScript(t))
+	routes := idRoutes(t)
+	res := p.run(t, "hf-routes", appAnnotations("execid", "podman-routes"), "--cap-add", "SYS_ADMIN", "--cap-add", "SYS_CHROOT",
+		"--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined", "--", "/bin/sh", "-c", routeScript(routes))
 	if res.ExitCode != 0 {
 		t.Fatalf("entrypoint: want it to run, got %v", res)
 	}
-	checkRoutes(t, "podman overlay", res.Stdout)
+	checkRouteResults(t, "podman overlay", res.Stdout, routes)
 	id, _ := idOfRegistered(t, logPath, "podman-routes", "main")
 	killedEvent(t, e, id, "/bin/id")
 }
@@ -169,19 +81,16 @@ func TestPodmanOverlayDeniesTheFileNotTheName(t *testing.T) {
 // TestReloadResolvesAgain adds a rule while a container runs: the new rule
 // holds in it by identity (not only by path) at once.
 func TestReloadResolvesAgain(t *testing.T) {
-	r := newRuncEnv(t)
-	if err := rootfs.CopyDynamic(r.rootfs, "/usr/bin/whoami"); err != nil {
-		t.Fatal(err)
-	}
+	r := newRuncEnv(t, "/usr/bin/whoami")
 	bin := hookBinary(t)
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"execid.yaml": execidPolicy}})
 	logPath := filepath.Join(t.TempDir(), "hook.log")
 	c := r.bundle(t, bundleOpts{
 		Args:        []string{"/bin/sleep", "600"},
-		Annotations: execidAnnotations("reload"),
+		Annotations: appAnnotations("execid", "reload"),
 		Hooks:       hookEntries(bin, "createRuntime", e.Socket, logPath, "--fail-mode", "closed"),
+		Privileged:  true,
 	})
-	privileged(t, c)
 	c.runc(t, "create", "--bundle", c.Bundle, c.ID)
 	c.runc(t, "start", c.ID)
 	t.Cleanup(func() { exec.Command(r.runc, "--root", r.root, "kill", c.ID, "KILL").Run() })
@@ -226,37 +135,15 @@ func (c *container) exec(t *testing.T, args ...string) int {
 }
 
 // explainPolicy has one rule for each warning explain gives.
-const explainPolicy = `apiVersion: holdfast.dev/v1alpha1
-kind: WorkloadPolicy
-metadata: {name: explain}
-spec:
-  selector:
-    podLabels: {matchLabels: {app: explain}}
-  exec:
-    deny: [/bin/id, /usr/bin/not-in-this-image, /bin/wget, /sbin/]
-`
+var explainPolicy = appPolicy("explain", "explain", `exec:
+  deny: [/bin/id, /usr/bin/not-in-this-image, /bin/wget, /sbin/]`)
 
 // TestExplain asks the engine what each rule means in a created (not yet
 // started) container.
 func TestExplain(t *testing.T) {
 	r := newRuncEnv(t)
-	bin := hookBinary(t)
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"explain.yaml": explainPolicy}})
-	logPath := filepath.Join(t.TempDir(), "hook.log")
-	ann := lockedAnnotations("explain")
-	ann["io.kubernetes.cri-o.Labels"] = `{"app":"explain"}`
-	c := r.bundle(t, bundleOpts{
-		Args:        []string{"/bin/sleep", "600"},
-		Annotations: ann,
-		Hooks:       hookEntries(bin, "createRuntime", e.Socket, logPath, "--fail-mode", "closed"),
-	})
-	c.runc(t, "create", "--bundle", c.Bundle, c.ID)
-
-	out, err := e.CLI("containers", "explain", "--socket", e.Socket, "--id", c.ID)
-	if err != nil {
-		t.Fatalf("containers explain: %v\n%s", err, out)
-	}
-	t.Logf("explain:\n%s", out)
+	c, out := r.createExplained(t, e, "explain", "explain", "/bin/sleep", "600")
 	want := []string{
 		"explain spec.exec.deny[0]: /bin/id → /usr/bin/id, ",
 		"[denied by identity]",
@@ -307,17 +194,7 @@ func TestExplain(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(r.rootfs, "entry.sh"), []byte("#!/bin/sh\nexec sleep 600\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ann["io.kubernetes.pod.name"] = "explain-script"
-	script := r.bundle(t, bundleOpts{
-		Args:        []string{"/entry.sh"},
-		Annotations: ann,
-		Hooks:       hookEntries(bin, "createRuntime", e.Socket, logPath, "--fail-mode", "closed"),
-	})
-	script.runc(t, "create", "--bundle", script.Bundle, script.ID)
-	out, err = e.CLI("containers", "explain", "--socket", e.Socket, "--id", script.ID)
-	if err != nil {
-		t.Fatalf("containers explain: %v\n%s", err, out)
-	}
+	_, out = r.createExplained(t, e, "explain", "explain-script", "/entry.sh")
 	if w := "warning: the entrypoint /entry.sh is a script run by /bin/sh, which explain spec.exec.deny[2] denies: the container dies at start"; !strings.Contains(out, w) {
 		t.Errorf("explain of a script entrypoint lacks %q:\n%s", w, out)
 	}

@@ -26,27 +26,29 @@ import (
 	"github.com/holdfast-dev/holdfast/test/rootfs"
 )
 
-// lockedPolicy kills /bin/id in containers labelled app=locked.
-const lockedPolicy = `apiVersion: holdfast.dev/v1alpha1
-kind: WorkloadPolicy
-metadata: {name: locked}
-spec:
-  selector:
-    podLabels: {matchLabels: {app: locked}}
-  exec:
-    deny: [/bin/id]
-`
+// appPolicy is a WorkloadPolicy named name for pods labelled app=app;
+// rules is the rest of its spec, indented as at the top of spec.
+func appPolicy(name, app, rules string) string {
+	return harness.Policy(name, "podLabels: {matchLabels: {app: "+app+"}}", rules)
+}
 
-// lockedAnnotations are CRI-O's annotations for a pod the policy selects.
-func lockedAnnotations(pod string) map[string]string {
+// lockedPolicy kills /bin/id in containers labelled app=locked.
+var lockedPolicy = appPolicy("locked", "locked", `exec:
+  deny: [/bin/id]`)
+
+// appAnnotations are CRI-O's annotations for pod, labelled app=app.
+func appAnnotations(app, pod string) map[string]string {
 	return map[string]string{
 		"io.kubernetes.pod.namespace":  "hooktest",
 		"io.kubernetes.pod.name":       pod,
 		"io.kubernetes.pod.uid":        "uid-" + pod,
 		"io.kubernetes.container.name": "main",
-		"io.kubernetes.cri-o.Labels":   `{"app":"locked"}`,
+		"io.kubernetes.cri-o.Labels":   `{"app":"` + app + `"}`,
 	}
 }
+
+// lockedAnnotations are CRI-O's annotations for a pod the locked policy selects.
+func lockedAnnotations(pod string) map[string]string { return appAnnotations("locked", pod) }
 
 func hookBinary(t testing.TB) string {
 	t.Helper()
@@ -80,8 +82,11 @@ type runcHook struct {
 type bundleOpts struct {
 	Args        []string
 	Annotations map[string]string
-	CgroupNS    bool                  // give the container its own cgroup namespace
-	Hooks       map[string][]runcHook // stage → hooks
+	CgroupNS    bool // give the container its own cgroup namespace
+	// Privileged makes the rootfs writable and gives the process what
+	// chroot and mount need.
+	Privileged bool
+	Hooks      map[string][]runcHook // stage → hooks
 }
 
 // runcEnv is a runc state root and a busybox rootfs shared by a test's containers.
@@ -91,13 +96,20 @@ type runcEnv struct {
 	rootfs string
 }
 
-func newRuncEnv(t testing.TB) *runcEnv {
+// newRuncEnv builds the rootfs, with the host's dynamically linked binaries
+// (and their libraries) added.
+func newRuncEnv(t testing.TB, binaries ...string) *runcEnv {
 	t.Helper()
 	runc := needTool(t, "runc")
 	dir := t.TempDir()
 	fs, err := rootfs.Build(filepath.Join(dir, "rootfs"))
 	if err != nil {
 		require.Privileged(t, "busybox rootfs", err)
+	}
+	for _, b := range binaries {
+		if err := rootfs.CopyDynamic(fs, b); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return &runcEnv{runc: runc, root: filepath.Join(dir, "runc"), rootfs: fs}
 }
@@ -127,9 +139,15 @@ func (r *runcEnv) bundle(t testing.TB, o bundleOpts) *container {
 	if err := json.Unmarshal(data, &spec); err != nil {
 		t.Fatal(err)
 	}
-	spec["root"] = map[string]any{"path": r.rootfs, "readonly": true}
+	spec["root"] = map[string]any{"path": r.rootfs, "readonly": !o.Privileged}
 	proc := spec["process"].(map[string]any)
 	proc["terminal"] = false
+	if o.Privileged {
+		caps := proc["capabilities"].(map[string]any)
+		for _, set := range []string{"bounding", "effective", "permitted"} {
+			caps[set] = append(caps[set].([]any), "CAP_SYS_ADMIN", "CAP_SYS_CHROOT")
+		}
+	}
 	proc["args"] = o.Args
 	spec["annotations"] = o.Annotations
 	linux := spec["linux"].(map[string]any)
@@ -337,4 +355,66 @@ func killedEvent(t testing.TB, e *harness.Engine, id, binary string) map[string]
 		ctr, _ := ev["container"].(map[string]any)
 		return ev["action"] == "exec-killed" && ev["binary"] == binary && ctr["id"] == id
 	})
+}
+
+// createExplained creates (does not start) a container of a pod labelled
+// app=app running args, registered by the hook at createRuntime, and returns
+// it with the engine's `containers explain` of it.
+func (r *runcEnv) createExplained(t *testing.T, e *harness.Engine, app, pod string, args ...string) (*container, string) {
+	t.Helper()
+	c := r.bundle(t, bundleOpts{
+		Args:        args,
+		Annotations: appAnnotations(app, pod),
+		Hooks:       hookEntries(hookBinary(t), "createRuntime", e.Socket, filepath.Join(t.TempDir(), "hook.log"), "--fail-mode", "closed"),
+	})
+	c.runc(t, "create", "--bundle", c.Bundle, c.ID)
+	out, err := e.CLI("containers", "explain", "--socket", e.Socket, "--id", c.ID)
+	if err != nil {
+		t.Fatalf("containers explain: %v\n%s", err, out)
+	}
+	t.Logf("explain %s:\n%s", pod, out)
+	return c, out
+}
+
+// runRoutesEachStage runs routes in a privileged container of a pod
+// labelled app=app registered by the hook at each create stage, checks each
+// route's exit status, and hands the container to check.
+func (r *runcEnv) runRoutesEachStage(t *testing.T, e *harness.Engine, app string, routes []route, check func(t *testing.T, c *container, pod string)) {
+	t.Helper()
+	bin := hookBinary(t)
+	script := routeScript(routes)
+	for _, stage := range []string{"createRuntime", "createContainer"} {
+		t.Run(stage, func(t *testing.T) {
+			pod := app + "-" + strings.ToLower(stage)
+			c := r.bundle(t, bundleOpts{
+				Args:        []string{"/bin/sh", "-c", script},
+				Annotations: appAnnotations(app, pod),
+				Hooks:       hookEntries(bin, stage, e.Socket, filepath.Join(t.TempDir(), "hook.log"), "--fail-mode", "closed"),
+				Privileged:  true,
+			})
+			res := c.run(t)
+			if res.ExitCode != 0 {
+				t.Fatalf("entrypoint /bin/sh: want it to run, got %v", res)
+			}
+			checkRouteResults(t, "runc "+stage, res.Stdout, routes)
+			check(t, c, pod)
+		})
+	}
+}
+
+// runPodmanRoutes runs routes in a podman container on overlayfs holding
+// the test helpers, of a pod labelled app=app that the installed hook
+// registers; it checks each route's exit status and returns the container's
+// id.
+func runPodmanRoutes(t *testing.T, e *harness.Engine, app, pod string, routes []route) string {
+	t.Helper()
+	hooksDir, logPath := installHook(t, e)
+	p := newPodmanImage(t, hooksDir, "overlay", addHelpers)
+	res := p.run(t, "hf-"+pod, appAnnotations(app, pod), "/bin/sh", "-c", routeScript(routes))
+	if res.ExitCode != 0 {
+		t.Fatalf("entrypoint /bin/sh: want it to run, got %v", res)
+	}
+	checkRouteResults(t, "podman overlay", res.Stdout, routes)
+	id, _ := idOfRegistered(t, logPath, pod, "main")
+	return id
 }

@@ -114,21 +114,8 @@ func checkRouteResults(t *testing.T, what, out string, routes []route) {
 }
 
 // loaderPolicy denies id and a library, by paths as they are in the image.
-const loaderPolicy = `apiVersion: holdfast.dev/v1alpha1
-kind: WorkloadPolicy
-metadata: {name: loader}
-spec:
-  selector:
-    podLabels: {matchLabels: {app: loader}}
-  exec:
-    deny: [/usr/bin/id, ` + libDenied + `]
-`
-
-func loaderAnnotations(pod string) map[string]string {
-	a := lockedAnnotations(pod)
-	a["io.kubernetes.cri-o.Labels"] = `{"app":"loader"}`
-	return a
-}
+var loaderPolicy = appPolicy("loader", "loader", `exec:
+  deny: [/usr/bin/id, `+libDenied+`]`)
 
 // loaderRoutes map a denied file executable without exec'ing it: the
 // loader run as a program, mmap(PROT_EXEC), dlopen and LD_PRELOAD; the
@@ -167,52 +154,29 @@ func mmapKilledEvent(t *testing.T, e *harness.Engine, id, base, rule string) map
 func TestRuncLoaderRoute(t *testing.T) {
 	r := newRuncEnv(t)
 	addHelpers(t, r.rootfs)
-	bin := hookBinary(t)
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"loader.yaml": loaderPolicy}})
 	routes := append(loaderRoutes, route{"too-deep", "cd /tmp && exec " + hfexec + " deep 8300 /bin/echo", "137"})
-	script := routeScript(routes)
-	for _, stage := range []string{"createRuntime", "createContainer"} {
-		t.Run(stage, func(t *testing.T) {
-			logPath := filepath.Join(t.TempDir(), "hook.log")
-			c := r.bundle(t, bundleOpts{
-				Args:        []string{"/bin/sh", "-c", script},
-				Annotations: loaderAnnotations("loader-" + strings.ToLower(stage)),
-				Hooks:       hookEntries(bin, stage, e.Socket, logPath, "--fail-mode", "closed"),
-			})
-			privileged(t, c)
-			res := c.run(t)
-			if res.ExitCode != 0 {
-				t.Fatalf("entrypoint: want it to run, got %v", res)
-			}
-			checkRouteResults(t, "runc "+stage, res.Stdout, routes)
-			mmapKilledEvent(t, e, c.ID, "id", "/usr/bin/id")
-			ev := mmapKilledEvent(t, e, c.ID, "libhfdeny.so", libDenied)
-			if ev["policy"] != "loader" || ev["reason"] != nil {
-				t.Errorf("mmap-killed event of a rule: want policy loader and no reason, got %v", ev)
-			}
-			deep := e.WaitEvent(t, func(ev map[string]any) bool {
-				ctr, _ := ev["container"].(map[string]any)
-				return ev["action"] == "exec-killed" && ev["binary"] == "./x" && ctr["id"] == c.ID
-			})
-			if deep["reason"] != "unresolved" || deep["rule"] != nil {
-				t.Errorf("kill of a path too deep to resolve: want reason unresolved and no rule, got %v", deep)
-			}
+	r.runRoutesEachStage(t, e, "loader", routes, func(t *testing.T, c *container, _ string) {
+		mmapKilledEvent(t, e, c.ID, "id", "/usr/bin/id")
+		ev := mmapKilledEvent(t, e, c.ID, "libhfdeny.so", libDenied)
+		if ev["policy"] != "loader" || ev["reason"] != nil {
+			t.Errorf("mmap-killed event of a rule: want policy loader and no reason, got %v", ev)
+		}
+		deep := e.WaitEvent(t, func(ev map[string]any) bool {
+			ctr, _ := ev["container"].(map[string]any)
+			return ev["action"] == "exec-killed" && ev["binary"] == "./x" && ctr["id"] == c.ID
 		})
-	}
+		if deep["reason"] != "unresolved" || deep["rule"] != nil {
+			t.Errorf("kill of a path too deep to resolve: want reason unresolved and no rule, got %v", deep)
+		}
+	})
 }
 
 // TestPodmanLoaderRoute runs the loader routes in a podman container on
 // overlayfs.
 func TestPodmanLoaderRoute(t *testing.T) {
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"loader.yaml": loaderPolicy}})
-	hooksDir, logPath := installHook(t, e)
-	p := newPodmanImage(t, hooksDir, "overlay", addHelpers)
-	res := p.run(t, "hf-loader", loaderAnnotations("podman-loader"), "/bin/sh", "-c", routeScript(loaderRoutes))
-	if res.ExitCode != 0 {
-		t.Fatalf("entrypoint: want it to run, got %v", res)
-	}
-	checkRouteResults(t, "podman overlay", res.Stdout, loaderRoutes)
-	id, _ := idOfRegistered(t, logPath, "podman-loader", "main")
+	id := runPodmanRoutes(t, e, "loader", "podman-loader", loaderRoutes)
 	mmapKilledEvent(t, e, id, "id", "/usr/bin/id")
 	mmapKilledEvent(t, e, id, "libhfdeny.so", libDenied)
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/test/harness"
-	"github.com/holdfast-dev/holdfast/test/rootfs"
 )
 
 // lockedWhoamiPolicy is lockedPolicy changed while the engine is down.
@@ -38,10 +37,7 @@ func TestRuncEnforcedWhileEngineDown(t *testing.T) {
 }
 
 func enforcedWhileEngineDown(t *testing.T, stage string) {
-	r := newRuncEnv(t)
-	if err := rootfs.CopyDynamic(r.rootfs, "/usr/bin/whoami"); err != nil {
-		t.Fatal(err)
-	}
+	r := newRuncEnv(t, "/usr/bin/whoami")
 	bin := hookBinary(t)
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"locked.yaml": lockedPolicy}})
 	logPath := filepath.Join(t.TempDir(), "hook.log")

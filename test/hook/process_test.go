@@ -12,16 +12,9 @@ import (
 
 // ancestryPolicy kills /usr/bin/id and reports every process of
 // containers labelled app=locked.
-const ancestryPolicy = `apiVersion: holdfast.dev/v1alpha1
-kind: WorkloadPolicy
-metadata: {name: ancestry}
-spec:
-  selector:
-    podLabels: {matchLabels: {app: locked}}
-  events: {exec: true}
-  exec:
-    deny: [/usr/bin/id]
-`
+var ancestryPolicy = appPolicy("ancestry", "locked", `events: {exec: true}
+exec:
+  deny: [/usr/bin/id]`)
 
 // TestRuncKillEventAncestry: in a runc container registered by the hook,
 // sh -> sh -> /usr/bin/id is killed and the event names both shells up to
