@@ -93,16 +93,24 @@ func (l *listener) received() []string {
 	return slices.Clone(l.got)
 }
 
+// startShop starts an engine with shopPolicy for a new listener and the
+// plugin in the shared containerd.
+func startShop(t *testing.T) (*containerd, *listener, *harness.Engine) {
+	t.Helper()
+	c := sharedContainerd(t)
+	ln := listen(t)
+	e := harness.StartEngine(t, harness.Options{Policies: shopPolicy(ln.port)})
+	startPlugin(t, c, e.Socket)
+	return c, ln, e
+}
+
 // connectCmd connects to the listener and reports the outcome.
 func connectCmd(port int, msg string) []string {
 	return []string{"/bin/sh", "-c", fmt.Sprintf("echo %s | nc 127.0.0.1 %d; echo rc=$?", msg, port)}
 }
 
 func TestDeniedBinaryKilledAtFirstInstruction(t *testing.T) {
-	c := sharedContainerd(t)
-	ln := listen(t)
-	e := harness.StartEngine(t, harness.Options{Policies: shopPolicy(ln.port)})
-	startPlugin(t, c, e.Socket)
+	c, ln, e := startShop(t)
 
 	web := c.runPod(t, "shop", "web-0", map[string]string{"app": "web"})
 	free := c.runPod(t, "default", "web-0", map[string]string{"app": "web"})
@@ -252,10 +260,7 @@ func TestContainerdRestartResynchronizes(t *testing.T) {
 }
 
 func TestEngineKilledEnforcementHolds(t *testing.T) {
-	c := sharedContainerd(t)
-	ln := listen(t)
-	e := harness.StartEngine(t, harness.Options{Policies: shopPolicy(ln.port)})
-	startPlugin(t, c, e.Socket)
+	c, ln, e := startShop(t)
 	p := c.runPod(t, "shop", "web-2", map[string]string{"app": "web"})
 	id := p.run(t, "main", "/bin/sleep", "999")
 	if code, out := p.exec(t, id, "/bin/id"); code != killedExit {
