@@ -114,13 +114,19 @@ type Engine struct {
 
 var _ api.Handler = (*Engine)(nil)
 
-// New opens the registry and policies and adopts or loads the BPF programs.
-// Enforcement is in force for every registered container when it returns.
-func New(ctx context.Context, opts Options) (*Engine, error) {
+// newEngine is an Engine over opts with nothing opened yet.
+func newEngine(opts Options) *Engine {
 	e := &Engine{opts: opts, log: opts.Log, rulesetOf: map[string]string{}, liveRulesets: map[uint32]bool{}, orphans: map[uint64]api.Orphan{}}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
+	return e
+}
+
+// New opens the registry and policies and adopts or loads the BPF programs.
+// Enforcement is in force for every registered container when it returns.
+func New(ctx context.Context, opts Options) (*Engine, error) {
+	e := newEngine(opts)
 	// Before anything is touched: a second engine on this state would
 	// fight the first over the registry, the maps and the socket.
 	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {

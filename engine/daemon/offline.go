@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -71,10 +70,7 @@ func UnregisterOffline(ctx context.Context, opts Options, id string) error {
 // registry, policy snapshot and pinned maps. It loads no program and runs
 // no reconcile; the next engine start does that.
 func openOffline(ctx context.Context, opts Options) (*Engine, error) {
-	e := &Engine{opts: opts, log: opts.Log, rulesetOf: map[string]string{}, liveRulesets: map[uint32]bool{}, orphans: map[uint64]api.Orphan{}}
-	if e.log == nil {
-		e.log = slog.New(slog.DiscardHandler)
-	}
+	e := newEngine(opts)
 	// The state dir is the engine's to create: without it no engine ever
 	// ran here and there are no policies to apply.
 	if _, err := os.Stat(opts.StateDir); err != nil {

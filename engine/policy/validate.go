@@ -353,16 +353,12 @@ func (c *checker) connect(conn *Connect) []rule {
 		if perr != nil {
 			c.addf(field+".cidr", "%w", perr)
 		}
-		proto, name, proerr := parseProtocol(d.Protocol)
-		if proerr != nil {
-			c.addf(field+".protocol", "%w", proerr)
-		}
-		ranges, portsOK := c.ports(field, d.Ports)
+		proto, name, ranges, ok := c.protocolPorts(field, d.Protocol, d.Ports)
 		var from []string
 		if d.From != nil {
 			from = c.from(field+".from", d.From)
 		}
-		if perr != nil || proerr != nil || !portsOK {
+		if perr != nil || !ok {
 			continue
 		}
 		d.CIDR, d.Protocol = prefix.String(), name
@@ -384,6 +380,17 @@ func (c *checker) connect(conn *Connect) []rule {
 		}
 	}
 	return rules
+}
+
+// protocolPorts validates the protocol and the ports of the rule at field;
+// ok is false if either is invalid (each is reported).
+func (c *checker) protocolPorts(field, protocol string, ports []PortRange) (proto uint8, name string, ranges []portRange, ok bool) {
+	proto, name, err := parseProtocol(protocol)
+	if err != nil {
+		c.addf(field+".protocol", "%w", err)
+	}
+	ranges, portsOK := c.ports(field, ports)
+	return proto, name, ranges, err == nil && portsOK
 }
 
 // portRange is one validated port range and the field it was written in.
@@ -438,12 +445,8 @@ func (c *checker) bind(b *Bind) []rule {
 	for i := range b.Deny {
 		d := &b.Deny[i]
 		field := fmt.Sprintf("spec.network.bind.deny[%d]", i)
-		proto, name, err := parseProtocol(d.Protocol)
-		if err != nil {
-			c.addf(field+".protocol", "%w", err)
-		}
-		ranges, portsOK := c.ports(field, d.Ports)
-		if err != nil || !portsOK {
+		proto, name, ranges, ok := c.protocolPorts(field, d.Protocol, d.Ports)
+		if !ok {
 			continue
 		}
 		d.Protocol = name

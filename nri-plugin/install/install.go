@@ -72,7 +72,8 @@ func (o Options) PluginFile() string { return o.Idx + "-" + nriplugin.Name }
 // Install enables NRI and installs the plugin. It returns what it changed;
 // nothing on a second run.
 func Install(ctx context.Context, o Options) ([]registrar.Change, error) {
-	if err := o.defaults(); err != nil {
+	config, existed, major, err := o.load(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("install containerd: %w", err)
 	}
 	if o.PluginBinary == "" {
@@ -81,14 +82,6 @@ func Install(ctx context.Context, o Options) ([]registrar.Change, error) {
 	plugin, err := os.ReadFile(o.PluginBinary)
 	if err != nil {
 		return nil, fmt.Errorf("install containerd: read plugin binary: %w", err)
-	}
-	config, existed, err := readConfig(o.ConfigPath)
-	if err != nil {
-		return nil, fmt.Errorf("install containerd: %w", err)
-	}
-	major, err := o.major(ctx, config)
-	if err != nil {
-		return nil, fmt.Errorf("install containerd: %w", err)
 	}
 	edited, edits, err := EnableNRI(config, major)
 	if err != nil {
@@ -132,14 +125,7 @@ func Install(ctx context.Context, o Options) ([]registrar.Change, error) {
 
 // Uninstall removes the plugin and reverts holdfast's config edits.
 func Uninstall(ctx context.Context, o Options) ([]registrar.Change, error) {
-	if err := o.defaults(); err != nil {
-		return nil, fmt.Errorf("uninstall containerd: %w", err)
-	}
-	config, existed, err := readConfig(o.ConfigPath)
-	if err != nil {
-		return nil, fmt.Errorf("uninstall containerd: %w", err)
-	}
-	major, err := o.major(ctx, config)
+	config, existed, major, err := o.load(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("uninstall containerd: %w", err)
 	}
@@ -200,6 +186,21 @@ func (o Options) dirs(nri NRISettings) (string, string) {
 func pluginConfig(o Options) []byte {
 	data, _ := json.MarshalIndent(o.Plugin, "", "  ") // plain strings cannot fail
 	return append(data, '\n')
+}
+
+// load fills o's defaults and reads containerd's config (existed is false
+// for none) and the config version it is written for.
+func (o *Options) load(ctx context.Context) (config []byte, existed bool, major int, err error) {
+	if err := o.defaults(); err != nil {
+		return nil, false, 0, err
+	}
+	if config, existed, err = readConfig(o.ConfigPath); err != nil {
+		return nil, false, 0, err
+	}
+	if major, err = o.major(ctx, config); err != nil {
+		return nil, false, 0, err
+	}
+	return config, existed, major, nil
 }
 
 // major finds containerd's major version.
