@@ -10,17 +10,13 @@ import (
 	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"github.com/holdfast-dev/holdfast/test/harness"
-	"github.com/holdfast-dev/holdfast/test/require"
 )
 
 // newTestCgroup is a real cgroup v2 directory owned by one test, and the
 // mount it lives on.
 func newTestCgroup(t *testing.T) (harness.Cgroup, cgroup.Mount) {
 	t.Helper()
-	require.Root(t)
-	m, err := cgroup.Detect()
-	require.Privileged(t, "cgroup v2", err)
-	return harness.NewCgroup(t), m
+	return harness.NewCgroup(t), harness.CgroupMount(t)
 }
 
 func TestResolveCreateRuntime(t *testing.T) {

@@ -5,11 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	"github.com/holdfast-dev/holdfast/test/harness"
-	"github.com/holdfast-dev/holdfast/test/require"
 )
 
 // BenchmarkStartStop measures the plugin's own StartContainer handling
@@ -18,16 +16,8 @@ import (
 //
 //	go test -run '^$' -bench StartStop -benchtime 2000x ./nri-plugin/
 func BenchmarkStartStop(b *testing.B) {
-	require.Root(b)
-	m, err := cgroup.Detect()
-	require.Privileged(b, "cgroup v2", err)
-	e := harness.StartEngine(b, harness.Options{Policies: map[string]string{"shop.yaml": `apiVersion: holdfast.dev/v1alpha1
-kind: WorkloadPolicy
-metadata: {name: shop}
-spec:
-  selector: {namespaces: [shop]}
-  exec: {deny: [/nonexistent/denied]}
-`}})
+	m := harness.CgroupMount(b)
+	e := harness.StartEngine(b, harness.Options{Policies: map[string]string{"shop.yaml": harness.Policy("shop", "namespaces: [shop]", "exec: {deny: [/nonexistent/denied]}")}})
 	cg := harness.NewCgroup(b)
 	pid := cg.Start(b, "sleep", "300").Process.Pid
 	p := &Plugin{

@@ -22,14 +22,23 @@ type Cgroup struct {
 	ID   uint64
 }
 
-// NewCgroup creates an empty cgroup v2 directory under the detected root and
-// removes it (killing anything left inside) when the test ends.
-func NewCgroup(t testing.TB) Cgroup {
+// CgroupMount is the detected cgroup v2 mount; the test needs root and
+// skips, with the reason, where there is no cgroup v2.
+func CgroupMount(t testing.TB) cgroup.Mount {
 	t.Helper()
+	require.Root(t)
 	m, err := cgroup.Detect()
 	if err != nil {
 		require.Privileged(t, "cgroup v2", err)
 	}
+	return m
+}
+
+// NewCgroup creates an empty cgroup v2 directory under the detected root and
+// removes it (killing anything left inside) when the test ends.
+func NewCgroup(t testing.TB) Cgroup {
+	t.Helper()
+	m := CgroupMount(t)
 	dir, err := os.MkdirTemp(m.Root, "holdfast-test-")
 	if err != nil {
 		require.Privileged(t, "cgroup v2 create", err)

@@ -25,7 +25,6 @@ import (
 	"github.com/holdfast-dev/holdfast/engine/cri"
 	"github.com/holdfast-dev/holdfast/nri-plugin/install"
 	"github.com/holdfast-dev/holdfast/test/harness"
-	"github.com/holdfast-dev/holdfast/test/require"
 )
 
 // killedExit is how CRI reports a process ended by SIGKILL.
@@ -172,8 +171,7 @@ func TestRemovalUnregisters(t *testing.T) {
 	c := sharedContainerd(t)
 	e := harness.StartEngine(t, harness.Options{})
 	startPlugin(t, c, e.Socket)
-	mount, err := cgroup.Detect()
-	require.Privileged(t, "cgroup v2", err)
+	mount := harness.CgroupMount(t)
 
 	p := c.runPod(t, "shop", "cart-0", map[string]string{"app": "cart"})
 	first := p.run(t, "main", "/bin/sleep", "999")
@@ -429,8 +427,7 @@ func TestPreRegisteredInstall(t *testing.T) {
 
 func TestCRIAdoption(t *testing.T) {
 	c := sharedContainerd(t)
-	mount, err := cgroup.Detect()
-	require.Privileged(t, "cgroup v2", err)
+	mount := harness.CgroupMount(t)
 	ln := listen(t)
 	p := c.runPod(t, "shop", "web-6", map[string]string{"app": "web"})
 	id := p.run(t, "main", "/bin/sleep", "999")
