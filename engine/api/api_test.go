@@ -78,13 +78,22 @@ type testServer struct {
 	stop func()
 }
 
-func startServer(t *testing.T, s *Server) *testServer {
+// listenTemp listens on a new socket in a temporary directory, closed
+// when the test ends.
+func listenTemp(t *testing.T) (net.Listener, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "engine.sock")
-	raw, err := Listen(path)
+	l, err := Listen(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { l.Close() })
+	return l, path
+}
+
+func startServer(t *testing.T, s *Server) *testServer {
+	t.Helper()
+	raw, path := listenTemp(t)
 	l := &countingListener{Listener: raw}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -278,12 +287,7 @@ func TestIdleConnectionClosedByServerIsRetried(t *testing.T) {
 
 func TestOneShotServerIsRetried(t *testing.T) {
 	// A server of the one-request-per-connection protocol closes after each answer.
-	path := filepath.Join(t.TempDir(), "engine.sock")
-	l, err := Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l, path := listenTemp(t)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -483,12 +487,7 @@ func TestCloseReleasesIdleConnection(t *testing.T) {
 func TestPartialResponseNotRetried(t *testing.T) {
 	// A raw engine that breaks off its second answer on the first connection
 	// and answers fully on any other, so a wrong retry would succeed.
-	path := filepath.Join(t.TempDir(), "engine.sock")
-	l, err := Listen(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l, path := listenTemp(t)
 	go func() {
 		for first := true; ; first = false {
 			conn, err := l.Accept()
@@ -516,7 +515,7 @@ func TestPartialResponseNotRetried(t *testing.T) {
 	if _, err := c.Status(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.Status(context.Background())
+	_, err := c.Status(context.Background())
 	if !errors.Is(err, io.ErrUnexpectedEOF) || !strings.Contains(err.Error(), "read status response from "+path) {
 		t.Fatalf("want the broken-off answer reported, not retried; got %v", err)
 	}

@@ -8,13 +8,20 @@ import (
 	"testing"
 )
 
-func TestRotationKeepsBoundedBackups(t *testing.T) {
+// openTemp opens a log in a temporary directory, closed when the test ends.
+func openTemp(t *testing.T, maxBytes int64, backups int) (*File, string) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "events.jsonl")
-	l, err := Open(path, 1000, 2)
+	l, err := Open(path, maxBytes, backups)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
+	return l, path
+}
+
+func TestRotationKeepsBoundedBackups(t *testing.T) {
+	l, path := openTemp(t, 1000, 2)
 	var last string
 	for i := range 1000 {
 		last = fmt.Sprintf("{\"n\":%d,\"pad\":\"%s\"}\n", i, bytes.Repeat([]byte("x"), 40))
@@ -47,12 +54,7 @@ func TestRotationKeepsBoundedBackups(t *testing.T) {
 }
 
 func TestNoBackups(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "events.jsonl")
-	l, err := Open(path, 100, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l, path := openTemp(t, 100, 0)
 	for range 10 {
 		l.Write(bytes.Repeat([]byte("y"), 39))
 	}

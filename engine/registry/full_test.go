@@ -92,14 +92,7 @@ func TestFullDisk(t *testing.T) {
 	}
 	s.Close()
 	s = open(t, dir)
-	for _, id := range []string{"before", "after"} {
-		if _, ok := s.Get(id); !ok {
-			t.Errorf("registration %s lost", id)
-		}
-	}
-	if _, ok := s.Get("during"); ok {
-		t.Error("the refused registration came back")
-	}
+	expectIDs(t, s, "after a full disk", []string{"before", "after"}, []string{"during"})
 }
 
 // A fragment of a cut write followed by whole lines loses only the
@@ -125,9 +118,5 @@ func TestTornLineBeforeWholeOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	for _, id := range []string{"a", "b", "c"} {
-		if _, ok := s2.Get(id); !ok {
-			t.Errorf("registration %s lost around a torn line (open error: %v)", id, err)
-		}
-	}
+	expectIDs(t, s2, fmt.Sprintf("around a torn line (open error: %v)", err), []string{"a", "b", "c"}, nil)
 }

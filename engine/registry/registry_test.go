@@ -20,6 +20,22 @@ func open(t *testing.T, dir string) *Store {
 	return s
 }
 
+// expectIDs checks that s holds a registration for each id of kept and
+// none for any of dropped; where says what the store went through.
+func expectIDs(t *testing.T, s *Store, where string, kept, dropped []string) {
+	t.Helper()
+	for _, id := range kept {
+		if _, ok := s.Get(id); !ok {
+			t.Errorf("registration %s lost %s", id, where)
+		}
+	}
+	for _, id := range dropped {
+		if _, ok := s.Get(id); ok {
+			t.Errorf("registration %s applied %s, want it dropped", id, where)
+		}
+	}
+}
+
 func TestPersistAndReopen(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir)
@@ -92,14 +108,7 @@ func TestTornAndCorruptLines(t *testing.T) {
 		t.Fatalf("corrupt line not reported by number: %v", err)
 	}
 	defer r.Close()
-	for _, id := range []string{"good", "late"} {
-		if _, ok := r.Get(id); !ok {
-			t.Errorf("registration %s lost next to a corrupt line", id)
-		}
-	}
-	if _, ok := r.Get("torn"); ok {
-		t.Error("a torn line was applied")
-	}
+	expectIDs(t, r, "next to a corrupt line", []string{"good", "late"}, []string{"torn"})
 }
 
 func TestRebootDropsRegistrations(t *testing.T) {

@@ -10,15 +10,12 @@ import (
 
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 	"github.com/holdfast-dev/holdfast/hook"
+	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
+// fakeBinary stands in for the hook binary.
 func fakeBinary(t *testing.T, content string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), BinaryName)
-	if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return harness.Executable(t, BinaryName, content)
 }
 
 func TestNewFile(t *testing.T) {

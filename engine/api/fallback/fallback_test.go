@@ -11,16 +11,12 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
 // fakeHoldfast writes a shell script standing in for the holdfast binary.
 func fakeHoldfast(t *testing.T, script string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), BinaryName)
-	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+script+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return harness.Executable(t, BinaryName, "#!/bin/sh\n"+script+"\n")
 }
 
 func TestCommandProtocol(t *testing.T) {
