@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -34,6 +35,14 @@ func (l labelFlags) Set(v string) error {
 	return nil
 }
 
+// parseWithOutput is parse for a command with -o: it checks the format too.
+func parseWithOutput(fs *flag.FlagSet, args []string, output *string) error {
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return checkOutput(*output)
+}
+
 func checkOutput(format string) error {
 	if format != "" && format != "json" && format != "text" {
 		return usageError{fmt.Sprintf("-o %q: want text or json", format)}
@@ -52,10 +61,7 @@ func runStatus(ctx context.Context, args []string, stdout io.Writer) error {
 	socket := fs.String("socket", defaultSocket, "engine socket")
 	output := fs.String("o", "text", "output format: text or json")
 	ready := fs.Bool("ready", false, "only say whether the engine is ready; exit status 1 with the reason when not (probes)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := checkOutput(*output); err != nil {
+	if err := parseWithOutput(fs, args, output); err != nil {
 		return err
 	}
 	st, err := (&api.Client{Socket: *socket}).Status(ctx)
@@ -203,10 +209,7 @@ func runContainers(ctx context.Context, args []string, stdout io.Writer) error {
 		return runExplain(ctx, client, fs, args[1:], stdout)
 	case "list":
 		output := fs.String("o", "text", "output format: text or json")
-		if err := parse(fs, args[1:]); err != nil {
-			return err
-		}
-		if err := checkOutput(*output); err != nil {
+		if err := parseWithOutput(fs, args[1:], output); err != nil {
 			return err
 		}
 		cs, err := client().List(ctx)

@@ -51,10 +51,7 @@ func runEvents(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	output := fs.String("o", "text", "output format: text (one line per event) or json (the events file's lines)")
 	since := fs.String("since", "", "first replay the events file from this long ago (10m) or this time (RFC3339)")
 	eventsFile := fs.String("events-file", "", "events file to replay (default: the engine's --events file)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := checkOutput(*output); err != nil {
+	if err := parseWithOutput(fs, args, output); err != nil {
 		return err
 	}
 	f.Types = splitList(*types)

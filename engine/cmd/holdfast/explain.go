@@ -15,10 +15,7 @@ import (
 func runExplain(ctx context.Context, client func() *api.Client, fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	id := fs.String("id", "", "container id (required)")
 	output := fs.String("o", "text", "output format: text or json")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := checkOutput(*output); err != nil {
+	if err := parseWithOutput(fs, args, output); err != nil {
 		return err
 	}
 	if *id == "" {
