@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
@@ -318,10 +317,7 @@ func TestUnknownCgroupRefused(t *testing.T) {
 func TestEngineCgroupRefused(t *testing.T) {
 	binary, addr := deniedBinary(t), harness.ListenTCP(t, "127.0.0.1:0").String()
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"lockdown.yaml": lockdown("lockdown", binary, addr)}})
-	m, err := cgroup.Detect()
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := harness.CgroupMount(t)
 	own, err := m.DirOfPID(e.PID())
 	if err != nil {
 		t.Fatal(err)
