@@ -327,40 +327,43 @@ func TestRunFailureModes(t *testing.T) {
 	}
 }
 
+// TestRunStdinNeverCloses: a stdin that never ends fails the run closed on
+// its deadline, whether it is a plain reader or a non-blocking pipe (what
+// holdfast-oci-hook makes of its stdin), which is read under the deadline
+// directly.
 func TestRunStdinNeverCloses(t *testing.T) {
-	_, sock := startFakeEngine(t)
-	r, w := io.Pipe()
-	t.Cleanup(func() { w.Close() })
-	h := newHook(ocihook.StageCreateContainer, sock, Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
-	d := h.Run(deadline(t, 200*time.Millisecond), r)
-	if d.Outcome != OutcomeFailClosed || !errors.Is(d.Err, context.DeadlineExceeded) || !strings.Contains(d.Err.Error(), "read OCI state") {
-		t.Fatalf("outcome %s err %v, want fail-closed on the stdin deadline", d.Outcome, d.Err)
+	for name, stdin := range map[string]func(t *testing.T) io.Reader{
+		"reader": func(t *testing.T) io.Reader {
+			r, w := io.Pipe()
+			t.Cleanup(func() { w.Close() })
+			return r
+		},
+		"non-blocking pipe": func(t *testing.T) io.Reader {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { r.Close(); w.Close() })
+			if err := syscall.SetNonblock(int(r.Fd()), true); err != nil {
+				t.Fatal(err)
+			}
+			return os.NewFile(r.Fd(), "stdin")
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, sock := startFakeEngine(t)
+			h := newHook(ocihook.StageCreateContainer, sock, Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
+			d := h.Run(deadline(t, 200*time.Millisecond), stdin(t))
+			if d.Outcome != OutcomeFailClosed || !errors.Is(d.Err, context.DeadlineExceeded) || !strings.Contains(d.Err.Error(), "read OCI state") {
+				t.Fatalf("outcome %s err %v, want fail-closed on the stdin deadline", d.Outcome, d.Err)
+			}
+		})
 	}
 }
 
 // TestRunBadInput checks the hook's own reading of its input, which it does
 // when the engine does not take the run whole (the engine's checks of a
 // forwarded run are tested against the real engine in test/hook).
-// A non-blocking pipe (what holdfast-oci-hook makes of its stdin) is read
-// under the deadline directly.
-func TestRunStdinPipeNeverCloses(t *testing.T) {
-	_, sock := startFakeEngine(t)
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close(); w.Close() })
-	if err := syscall.SetNonblock(int(r.Fd()), true); err != nil {
-		t.Fatal(err)
-	}
-	stdin := os.NewFile(r.Fd(), "stdin")
-	h := newHook(ocihook.StageCreateContainer, sock, Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
-	d := h.Run(deadline(t, 200*time.Millisecond), stdin)
-	if d.Outcome != OutcomeFailClosed || !errors.Is(d.Err, context.DeadlineExceeded) || !strings.Contains(d.Err.Error(), "read OCI state") {
-		t.Fatalf("outcome %s err %v, want fail-closed on the stdin deadline", d.Outcome, d.Err)
-	}
-}
-
 func TestRunBadInput(t *testing.T) {
 	cg, _ := newTestCgroup(t)
 	pid := cg.Start(t, "sleep", "600").Process.Pid
