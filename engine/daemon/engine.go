@@ -107,6 +107,8 @@ type Engine struct {
 	// orphans are pinned cgroup entries no registration accounts for; they
 	// stay enforced while their cgroup exists.
 	orphans map[uint64]api.Orphan
+	// gone names recently unregistered containers by cgroup (events.go).
+	gone goneContainers
 	// discovered is the outcome of the last Discover run.
 	discovered discoverRun
 	// watch is the policy directory watcher's state.
@@ -571,6 +573,7 @@ func (e *Engine) unregisterLocked(id string) error {
 	if err := e.clearCgroupLocked(c.CgroupID, id); err != nil {
 		return fmt.Errorf("unregister %s: %w", id, err)
 	}
+	e.gone.add(c)
 	e.log.Info("unregistered", "id", id, "cgroup", c.CgroupID)
 	// Unused rulesets stay until the next reload or start: the next
 	// container of the same kind reuses them, and deleting one walks the maps.

@@ -711,3 +711,29 @@ func TestRegistrationRefusedByKernel(t *testing.T) {
 		})
 	}
 }
+
+// An event the kernel queued before its container was unregistered (a
+// container killed by a denial, removed by its runtime at once) still
+// names the container; the memory of gone containers is bounded.
+func TestEventNamesContainerGoneSince(t *testing.T) {
+	u := newUnitEngine(t, map[string]string{"p.yaml": policyText("shop-lockdown", "", "shop", "/usr/bin/id")}, Options{})
+	dir, cg := u.cgroup(t, "pod1")
+	u.register(t, api.Container{ID: "killed", CgroupPath: dir, Namespace: "shop", Pod: "web", Name: "main"})
+	if err := u.Unregister(context.Background(), "killed"); err != nil {
+		t.Fatal(err)
+	}
+	ev := u.describe(bpf.Event{Action: bpf.ActionExecKilled, CgroupID: cg, Filename: "/usr/bin/id"})
+	if ev.Container == nil || ev.Container.ID != "killed" || ev.Container.Namespace != "shop" || ev.Container.Pod != "web" || ev.Container.Name != "main" {
+		t.Fatalf("event of an unregistered container names %+v, want killed in shop/web", ev.Container)
+	}
+
+	for i := range keepGone {
+		u.gone.add(api.Container{ID: fmt.Sprintf("c%d", i), CgroupID: uint64(1_000_000 + i)})
+	}
+	if len(u.gone.byCgroup) != keepGone || len(u.gone.order) != keepGone {
+		t.Fatalf("gone containers hold %d/%d entries, want %d", len(u.gone.byCgroup), len(u.gone.order), keepGone)
+	}
+	if ev := u.describe(bpf.Event{Action: bpf.ActionExecKilled, CgroupID: cg}); ev.Container != nil {
+		t.Errorf("the oldest gone container is still named after %d newer ones: %+v", keepGone, ev.Container)
+	}
+}

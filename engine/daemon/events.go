@@ -86,12 +86,42 @@ func (e *Engine) describe(ev bpf.Event) api.Event {
 func (e *Engine) containerOfLocked(cgroupID uint64) *api.EventContainer {
 	if ids := e.reg.InCgroup(cgroupID); len(ids) > 0 {
 		c, _ := e.reg.Get(ids[0])
-		return &api.EventContainer{ID: c.ID, Namespace: c.Namespace, Pod: c.Pod, PodUID: c.PodUID, Name: c.Name, Image: c.Image, Labels: c.Labels}
+		return eventContainer(c)
 	}
 	if o, ok := e.orphans[cgroupID]; ok {
 		return &api.EventContainer{ID: o.ID}
 	}
-	return nil
+	return e.gone.byCgroup[cgroupID]
+}
+
+func eventContainer(c api.Container) *api.EventContainer {
+	return &api.EventContainer{ID: c.ID, Namespace: c.Namespace, Pod: c.Pod, PodUID: c.PodUID, Name: c.Name, Image: c.Image, Labels: c.Labels}
+}
+
+// keepGone is how many unregistered containers events can still name.
+const keepGone = 1024
+
+// goneContainers remembers the last keepGone unregistered containers by
+// cgroup. The kernel queues an event before the engine reads it: a
+// container killed by a denial is often unregistered (its runtime's
+// poststop) by the time its event is described, which must still name it.
+type goneContainers struct {
+	byCgroup map[uint64]*api.EventContainer
+	order    []uint64 // oldest first
+}
+
+func (g *goneContainers) add(c api.Container) {
+	if g.byCgroup == nil {
+		g.byCgroup = map[uint64]*api.EventContainer{}
+	}
+	if _, ok := g.byCgroup[c.CgroupID]; !ok {
+		g.order = append(g.order, c.CgroupID)
+	}
+	g.byCgroup[c.CgroupID] = eventContainer(c)
+	if len(g.order) > keepGone {
+		delete(g.byCgroup, g.order[0])
+		g.order = g.order[1:]
+	}
 }
 
 func (e *Engine) ruleLocked(ruleID uint32) (policy, rule string) {
