@@ -306,8 +306,13 @@ func TestPluginStartedAfterPodsSynchronizes(t *testing.T) {
 	}
 
 	startPlugin(t, c, e.Socket)
-	r, ok := registrations(t, e.Socket)[id]
-	if !ok || !slices.Contains(r.Policies, "shop-web") {
+	// The plugin says it is registered with the runtime before the
+	// runtime's Synchronize reaches it.
+	regs := waitRegistrations(t, e.Socket, "synchronize to register "+id, func(m map[string]api.Container) bool {
+		r, ok := m[id]
+		return ok && slices.Contains(r.Policies, "shop-web")
+	})
+	if r := regs[id]; !slices.Contains(r.Policies, "shop-web") {
 		t.Fatalf("synchronize did not register %s with shop-web: %+v", id, r)
 	}
 	if code, out := p.exec(t, id, "/bin/id"); code != killedExit {
