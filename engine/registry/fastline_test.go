@@ -124,3 +124,32 @@ func TestDecodeFastSharesLabels(t *testing.T) {
 		t.Errorf("repeated key: %v, encoding/json says %v", c.Container.Labels, want.Container.Labels)
 	}
 }
+
+// FuzzDecodeFast: on any input decodeFast either refuses or agrees with
+// encoding/json, and never panics.
+//
+//	go test -run '^$' -fuzz FuzzDecodeFast -fuzztime 30s ./engine/registry/
+func FuzzDecodeFast(f *testing.F) {
+	for _, seed := range []string{
+		`{"op":"boot","bootId":"b"}`,
+		`{"op":"put","container":{"id":"a","cgroupId":5,"labels":{"app":"web"},"policies":["p"],"pid":3,"sandbox":true}}`,
+		`{"op":"ruleset","key":"k","ruleset":2}`,
+		`{"op":"put","container":{"id":"a","labels":{}}}`,
+		`{"op":"delete","id":"x"`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		var got entry
+		if !decodeFast(line, newSharing(), &got) {
+			return
+		}
+		var want entry
+		if err := json.Unmarshal(line, &want); err != nil {
+			t.Fatalf("decodeFast took %q, which encoding/json refuses: %v", line, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("decodeFast(%q) = %+v %+v, encoding/json: %+v %+v", line, got, got.Container, want, want.Container)
+		}
+	})
+}
