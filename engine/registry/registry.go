@@ -193,12 +193,13 @@ func (s *Store) replay() error {
 }
 
 // decodeLines decodes journal lines on every CPU: decoding is most of an
-// engine restart's time with thousands of registrations, so it uses
-// goccy/go-json, which decodes these lines 2-3x faster than encoding/json
-// (-bench Open10000); lines are still written by encoding/json. Entry i and
-// its error belong to line i. Each worker makes the containers it decodes
-// share what they repeat (share.go); puts counts the put lines, less the
-// deletes.
+// engine restart's time with thousands of registrations. Lines as
+// encoding/json writes them take decodeFast; any other line takes
+// goccy/go-json, 2-3x faster than encoding/json (Open of 10,000
+// registrations, -bench Open10000: 27-38 ms with decodeFast against 37-75
+// ms with goccy/go-json alone, half the allocations). Entry i and its error
+// belong to line i. Each worker makes the containers it decodes share what
+// they repeat (share.go); puts counts the put lines, less the deletes.
 func decodeLines(lines [][]byte) (entries []entry, errs []error, puts int) {
 	entries, errs = make([]entry, len(lines)), make([]error, len(lines))
 	workers := min(runtime.GOMAXPROCS(0), max(1, len(lines)/512))
@@ -214,12 +215,17 @@ func decodeLines(lines [][]byte) (entries []entry, errs []error, puts int) {
 					continue
 				}
 				e := &entries[i]
-				if errs[i] = gojson.Unmarshal(lines[i], e); errs[i] != nil {
-					continue
+				if !decodeFast(lines[i], sh, e) {
+					*e = entry{}
+					if errs[i] = gojson.Unmarshal(lines[i], e); errs[i] != nil {
+						continue
+					}
+					if e.Op == "put" && e.Container != nil {
+						sh.share(e.Container)
+					}
 				}
 				switch {
 				case e.Op == "put" && e.Container != nil:
-					sh.share(e.Container)
 					counts[w]++
 				case e.Op == "delete":
 					counts[w]--

@@ -23,8 +23,9 @@ type sharing struct {
 	strings  map[string]string
 	labels   map[string]map[string]string // canonical encoding → shared map
 	policies map[string][]string
-	key      []byte   // canonical encoding being built, reused
-	keys     []string // label keys being sorted, reused
+	key      []byte      // canonical encoding being built, reused
+	keys     []string    // label keys being sorted, reused
+	pairs    [][2][]byte // labels being decoded (decodeFast), reused
 }
 
 // newSharing shares maps and slices as well as strings.
