@@ -87,6 +87,7 @@ type bundleOpts struct {
 	// chroot and mount need.
 	Privileged bool
 	Hooks      map[string][]runcHook // stage → hooks
+	Mounts     []any                 // added to runc's default mounts
 }
 
 // runcEnv is a runc state root and a busybox rootfs shared by a test's containers.
@@ -158,6 +159,7 @@ func (r *runcEnv) bundle(t testing.TB, o bundleOpts) *container {
 	if o.Hooks != nil {
 		spec["hooks"] = o.Hooks
 	}
+	spec["mounts"] = append(spec["mounts"].([]any), o.Mounts...)
 	data, err = json.MarshalIndent(spec, "", "  ")
 	if err != nil {
 		t.Fatal(err)
@@ -255,6 +257,29 @@ func (c *container) waitStopped(t testing.TB) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// explainedRules is `holdfast containers explain -o json` of a container:
+// each rule, whether it is denied by identity, and the file it resolved to.
+type explainedRules struct {
+	Rules []struct {
+		Rule     string
+		Enforced bool
+		File     *struct{ Target, ID string }
+	}
+}
+
+func explainJSON(t testing.TB, e *harness.Engine, id string) explainedRules {
+	t.Helper()
+	js, err := e.CLI("containers", "explain", "--socket", e.Socket, "--id", id, "-o", "json")
+	if err != nil {
+		t.Fatalf("containers explain -o json: %v\n%s", err, js)
+	}
+	var ex explainedRules
+	if err := json.Unmarshal([]byte(js), &ex); err != nil {
+		t.Fatalf("explain json: %v\n%s", err, js)
+	}
+	return ex
 }
 
 // hookLog reads the hook's decision log.

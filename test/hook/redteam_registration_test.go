@@ -1,11 +1,14 @@
 package hook_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-dev/holdfast/test/harness"
 )
@@ -84,4 +87,84 @@ func TestRedteamHostileBundleRefusedByEngine(t *testing.T) {
 		t.Fatalf("good run after the hostile ones: exit %d, stderr %q", got.exitCode, got.stderr)
 	}
 	decision(t, logPath, "redreg-good", "registered")
+}
+
+// toolsPolicy denies /opt/tools/id, a file on a bind mount from another
+// file system than the container's root.
+var toolsPolicy = appPolicy("tools", "tools", `exec:
+  deny: [/opt/tools/id]`)
+
+// tmpfsWithID mounts a tmpfs (a file system of its own, device 0:N) holding
+// a copy of /usr/bin/id and returns its directory and the copy's identity
+// as the kernel encodes it, "major:minor:inode".
+func tmpfsWithID(t *testing.T) (dir, id string) {
+	t.Helper()
+	dir = t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"); err != nil {
+		t.Fatalf("mount tmpfs on %s: %v", dir, err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	data, err := os.ReadFile("/usr/bin/id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "id"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(dir, "id"), &st); err != nil {
+		t.Fatal(err)
+	}
+	return dir, fmt.Sprintf("%d:%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+}
+
+// toolsMount bind-mounts src at /opt/tools.
+func toolsMount(src string) []any {
+	return []any{map[string]any{"destination": "/opt/tools", "type": "bind", "source": src, "options": []string{"rbind", "rw"}}}
+}
+
+// TestRedteamBindMountedFileIdentity: the engine now takes a file's device
+// from statmount(2) by unique mount ID in the container's mount namespace.
+// For a denied file on a bind mount from another file system (a tmpfs,
+// whose mount IDs in the container's namespace are not the host's), the
+// identity the engine stores (holdfast explain) must be the one the kernel
+// reports for the file, at each create stage, and the file must die under
+// every name a workload can give it.
+func TestRedteamBindMountedFileIdentity(t *testing.T) {
+	r := newRuncEnv(t)
+	bin := hookBinary(t)
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"tools.yaml": toolsPolicy}})
+	src, want := tmpfsWithID(t)
+	routes := []route{
+		{"direct", "exec /opt/tools/id", "137"},
+		{"hardlink", "ln -f /opt/tools/id /opt/tools/renamed && exec /opt/tools/renamed", "137"},
+		{"symlink", "ln -sf /opt/tools/id /tmp/hf-sym && exec /tmp/hf-sym", "137"},
+		{"bind-mount-private-ns", `mkdir -p /tmp/m && exec unshare -m sh -c "mount --bind /opt/tools /tmp/m && exec /tmp/m/id"`, "137"},
+		{"allowed", "exec /bin/echo allowed", "0"},
+	}
+	for _, stage := range []string{"createRuntime", "createContainer"} {
+		t.Run(stage, func(t *testing.T) {
+			pod := "tools-" + strings.ToLower(stage)
+			hooks := hookEntries(bin, stage, e.Socket, filepath.Join(t.TempDir(), "hook.log"), "--fail-mode", "closed")
+
+			// Created, not started: what the engine stores.
+			c := r.bundle(t, bundleOpts{Args: []string{"/bin/sleep", "600"}, Annotations: appAnnotations("tools", pod+"-explain"), Hooks: hooks, Privileged: true, Mounts: toolsMount(src)})
+			c.runc(t, "create", "--bundle", c.Bundle, c.ID)
+			ex := explainJSON(t, e, c.ID)
+			if len(ex.Rules) != 1 || ex.Rules[0].File == nil {
+				t.Fatalf("explain: want one resolved rule, got %+v", ex.Rules)
+			}
+			if got := ex.Rules[0]; got.File.ID != want || !got.Enforced {
+				t.Errorf("engine holds /opt/tools/id as %s (denied by identity: %v); the kernel's identity is %s", got.File.ID, got.Enforced, want)
+			}
+
+			// Run: each name of the file dies.
+			c = r.bundle(t, bundleOpts{Args: []string{"/bin/sh", "-c", routeScript(routes)}, Annotations: appAnnotations("tools", pod), Hooks: hooks, Privileged: true, Mounts: toolsMount(src)})
+			res := c.run(t)
+			if res.ExitCode != 0 {
+				t.Fatalf("entrypoint /bin/sh: want it to run, got %v", res)
+			}
+			checkRouteResults(t, "runc "+stage, res.Stdout, routes)
+		})
+	}
 }
