@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -83,6 +84,9 @@ type bundleOpts struct {
 	Args        []string
 	Annotations map[string]string
 	CgroupNS    bool // give the container its own cgroup namespace
+	// UserNS gives the container a user namespace mapping its root to
+	// host uid and gid 100000.
+	UserNS bool
 	// Privileged makes the rootfs writable and gives the process what
 	// chroot and mount need.
 	Privileged bool
@@ -155,6 +159,15 @@ func (r *runcEnv) bundle(t testing.TB, o bundleOpts) *container {
 	linux["cgroupsPath"] = "/holdfast-hook-e2e-" + c.ID
 	if o.CgroupNS {
 		linux["namespaces"] = append(linux["namespaces"].([]any), map[string]any{"type": "cgroup"})
+	}
+	if o.UserNS {
+		linux["namespaces"] = append(linux["namespaces"].([]any), map[string]any{"type": "user"})
+		ids := []any{map[string]any{"containerID": 0, "hostID": 100000, "size": 65536}}
+		linux["uidMappings"], linux["gidMappings"] = ids, ids
+		// A user namespace cannot mount the host's v1 cgroup hierarchies.
+		spec["mounts"] = slices.DeleteFunc(spec["mounts"].([]any), func(m any) bool {
+			return m.(map[string]any)["destination"] == "/sys/fs/cgroup"
+		})
 	}
 	if o.Hooks != nil {
 		spec["hooks"] = o.Hooks

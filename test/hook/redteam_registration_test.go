@@ -168,3 +168,81 @@ func TestRedteamBindMountedFileIdentity(t *testing.T) {
 		})
 	}
 }
+
+// openToMappedRoot makes dir and its parents searchable by others, as the
+// host paths of a runtime's rootfs and hooks are: a container in a user
+// namespace reaches them as an unprivileged host uid.
+func openToMappedRoot(t *testing.T, dirs ...string) {
+	t.Helper()
+	for _, d := range dirs {
+		for ; d != "/" && d != "."; d = filepath.Dir(d) {
+			st, err := os.Stat(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(d, st.Mode().Perm()|0o055); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// TestRedteamUserNamespace runs containers with a user namespace (their
+// root is host uid 100000) that the locked policy selects. At createRuntime
+// the hook runs as the runtime does and /bin/id dies. At createContainer the
+// hook runs inside the container's user namespace, as host uid 100000: it
+// cannot reach the engine's socket or state dir, so it cannot register the
+// container at all; failing closed, the refusal must say so. Failing open
+// (the default), the container starts unenforced until the engine's CRI
+// reconcile finds it: an open hole, README's "What stays uncovered".
+func TestRedteamUserNamespace(t *testing.T) {
+	r := newRuncEnv(t)
+	bin := hookBinary(t)
+	openToMappedRoot(t, r.rootfs, filepath.Dir(bin))
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"locked.yaml": lockedPolicy}})
+	userns := func(t *testing.T, stage, mode string) (*container, runResult) {
+		c := r.bundle(t, bundleOpts{
+			Args:        []string{"/bin/id"},
+			Annotations: lockedAnnotations("userns-" + strings.ToLower(stage) + "-" + mode),
+			UserNS:      true,
+			Hooks:       hookEntries(bin, stage, e.Socket, "-", "--fail-mode", mode),
+		})
+		return c, c.run(t)
+	}
+
+	t.Run("createRuntime", func(t *testing.T) {
+		c, res := userns(t, "createRuntime", "closed")
+		if !res.killed() || strings.Contains(res.Stdout, "uid=") {
+			t.Fatalf("/bin/id in a user namespace, registered at createRuntime: want SIGKILL before any output, got %v", res)
+		}
+		killedEvent(t, e, c.ID, "/bin/id")
+	})
+	t.Run("createContainer fail-closed", func(t *testing.T) {
+		_, res := userns(t, "createContainer", "closed")
+		if res.ExitCode == 0 || strings.Contains(res.Stdout, "uid=") {
+			t.Fatalf("want the container refused, got %v", res)
+		}
+		for _, s := range []string{"user namespace", "host uid 100000", "createRuntime"} {
+			if !strings.Contains(res.Stderr, s) {
+				t.Errorf("refusal does not name %q: %s", s, res.Stderr)
+			}
+		}
+	})
+	t.Run("createContainer fail-open", func(t *testing.T) {
+		openHole(t)
+		_, res := userns(t, "createContainer", "open")
+		if strings.Contains(res.Stdout, "uid=") {
+			t.Fatalf("a container the policies select ran /bin/id unenforced: %v", res)
+		}
+	})
+}
+
+// openHole skips a test of a route README's "What stays uncovered" lists as
+// open, unless HOLDFAST_OPEN_HOLES=1: the test then shows the hole (it
+// fails) until a fix lands and removes this call.
+func openHole(t *testing.T) {
+	t.Helper()
+	if os.Getenv("HOLDFAST_OPEN_HOLES") != "1" {
+		t.Skip("open hole listed in README, What stays uncovered; HOLDFAST_OPEN_HOLES=1 runs it")
+	}
+}
