@@ -385,8 +385,9 @@ func (r *Root) Interpreter(p string) (interp string, ok bool, err error) {
 		return "", false, fmt.Errorf("read %s in %s: %w", p, r.Name(), err)
 	}
 	defer h.Close()
-	// Reopening the O_PATH handle reads the very file that was resolved.
-	f, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", h.Fd()))
+	// Reopening the O_PATH handle reads the very file that was resolved;
+	// only a regular file, as a FIFO's open would wait for a writer.
+	f, err := linux.OpenRegular(fmt.Sprintf("/proc/self/fd/%d", h.Fd()))
 	if err != nil {
 		return "", false, fmt.Errorf("read %s in %s: %w", p, r.Name(), err)
 	}

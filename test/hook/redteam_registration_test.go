@@ -56,6 +56,7 @@ func TestRedteamHostileBundleRefusedByEngine(t *testing.T) {
 		{"config.json is a FIFO", harness.OCIState("redreg-fifo", "creating", pid, fifo, ann), []string{"config.json", "not a regular file"}},
 		{"config.json is a directory", harness.OCIState("redreg-dir", "creating", pid, dir, ann), []string{"config.json", "not a regular file"}},
 		{"config.json is huge", harness.OCIState("redreg-huge", "creating", pid, huge, ann), []string{"config.json", "larger than"}},
+		{"state names the host's init", harness.OCIState("redreg-pid1", "creating", 1, harness.OCIBundle(t, ann, ""), ann), []string{"the root cgroup is not a container's"}},
 		{"state is a JSON string", `"creating"`, []string{"malformed OCI state JSON"}},
 		{"state is null", `null`, []string{"container id is empty"}},
 	}
@@ -244,5 +245,38 @@ func openHole(t *testing.T) {
 	t.Helper()
 	if os.Getenv("HOLDFAST_OPEN_HOLES") != "1" {
 		t.Skip("open hole listed in README, What stays uncovered; HOLDFAST_OPEN_HOLES=1 runs it")
+	}
+}
+
+// TestRedteamExplainFIFOEntrypoint: an image (or a workload with a
+// writable root) can make its entrypoint a FIFO. Explaining the container
+// reads the entrypoint's first line to find a script's interpreter; opening
+// a FIFO waits for a writer, and explain holds the engine's lock, so every
+// registration on the node then waited too and the registrars fell to their
+// fail mode (open by default: containers started unenforced). The explain
+// must answer, and the engine must still register a container after it.
+func TestRedteamExplainFIFOEntrypoint(t *testing.T) {
+	r := newRuncEnv(t)
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"locked.yaml": lockedPolicy}})
+	fifo := filepath.Join(r.rootfs, "hf-entry-fifo")
+	if err := syscall.Mkfifo(fifo, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Lets a blocked open finish, so a failing run still stops its engine.
+	t.Cleanup(func() {
+		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			w.Close()
+		}
+	})
+	_, out := r.createExplained(t, e, "locked", "fifo-entry", "/hf-entry-fifo")
+	if !strings.Contains(out, "locked spec.exec.deny[0]: /bin/id → /usr/bin/id") {
+		t.Errorf("explain output lacks the rule:\n%s", out)
+	}
+
+	// A registration after it is served (fail-closed: a hung engine refuses).
+	c := r.sleeper(t, e, filepath.Join(t.TempDir(), "hook.log"), "after-fifo")
+	c.runc(t, "create", "--bundle", c.Bundle, c.ID)
+	if !engineLists(t, e, c.ID) {
+		t.Errorf("container %s created after the explain is not registered", c.ID)
 	}
 }
