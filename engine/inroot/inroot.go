@@ -99,6 +99,11 @@ func DeviceSource() string {
 	return fmt.Sprintf("mountinfo (statmount: %v)", err)
 }
 
+// MountNS is the ID of the mount namespace the root's mounts are in, or 0
+// where the kernel cannot name it. Every identity read through the root is
+// asked of that namespace, so a root whose mount is elsewhere fails there.
+func (r *Root) MountNS() uint64 { return r.mountNS }
+
 // Close releases the root.
 func (r *Root) Close() error { return r.dir.Close() }
 
