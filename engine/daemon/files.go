@@ -449,6 +449,7 @@ func uncoveredExec(mode string) []string {
 		"one applet of a multi-call binary (busybox): applets run in-process or through /proc/self/exe; deny the binary or nothing",
 		"a file put at a denied exact path, or a directory created at a denied prefix, after registration: matched by resolved path only, not by identity",
 		"containers without a live process at registration or reload (holdfast containers add on an empty cgroup): exact and directory-prefix rules hold by path only",
+		"a container no identity-matched rule selected at registration: the first reload that brings one resolves it through whichever process shows its root then, which a decoy mounted in a mount namespace of the workload's own can steer",
 		"a container task that neither exec'd nor forked since the programs were loaded and moves itself out of its container's cgroup, and a move into another container's cgroup by such a task: the move is not seen as leaving",
 		"code copied into anonymous executable memory (a loader that reads a denied file and maps its bytes): only file-backed mappings are checked",
 		"on an overlay whose upper and lower layers are on different file systems (no xino), a hard link made inside the container is a new inode",
