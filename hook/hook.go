@@ -141,6 +141,9 @@ func (h *Hook) Run(ctx context.Context, stdin io.Reader) *Decision {
 	}
 	d.connected = h.connectAhead(ctx)
 	err := h.run(ctx, stdin, d)
+	if err != nil && h.Stage == ocihook.StageCreateContainer {
+		err = explainUserNamespace(err)
+	}
 	d.Elapsed = time.Since(start)
 	h.decide(d, err)
 	return d
@@ -172,6 +175,19 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 		engineErr = nil
 	}
 	return h.runLocally(ctx, st, d, engineErr)
+}
+
+// explainUserNamespace says why a createContainer run failed when the hook
+// runs in the container's user namespace: its root is an unprivileged host
+// uid, which the engine's socket and state dir refuse, so such a container
+// can be registered only by a hook at createRuntime, which runs as the
+// runtime does.
+func explainUserNamespace(err error) error {
+	nested, hostUID, uerr := linux.UserNamespaceRoot()
+	if uerr != nil || !nested {
+		return err
+	}
+	return fmt.Errorf("%w (the hook runs in the container's user namespace, as host uid %d, which cannot reach the engine or register offline: install it at createRuntime for containers with a user namespace)", err, hostUID)
 }
 
 // deadlineReader is stdin when the runtime's poller can wait on it.

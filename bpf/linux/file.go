@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrTooLarge matches (errors.Is) the error of a bounded read that met more
@@ -35,6 +37,43 @@ func ReadLimited(r io.Reader, limit int64, name string) ([]byte, error) {
 		return nil, &tooLargeError{name: name, limit: limit}
 	}
 	return data, nil
+}
+
+// OpenRegular opens path for reading and refuses anything but a regular
+// file, naming what it is. The open does not block: a FIFO would otherwise
+// wait for a writer that may never come, past every deadline.
+func OpenRegular(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fileType(st.Mode()))
+	}
+	return f, nil
+}
+
+// fileType names a file mode's type for errors.
+func fileType(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m&fs.ModeSymlink != 0:
+		return "a symlink"
+	}
+	return m.Type().String()
 }
 
 // ReadFileLimited reads the file at path, refusing more than limit bytes.

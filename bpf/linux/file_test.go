@@ -60,3 +60,38 @@ func TestReadLimited(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+// TestOpenRegular: a FIFO nobody writes to is refused at once, as are a
+// directory and a symlink to one; a regular file (through a symlink too)
+// opens.
+func TestOpenRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, target := range map[string]string{"link-dir": dir, "link-file": file} {
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct{ name, want string }{
+		{"fifo", "is not a regular file (a FIFO)"},
+		{".", "is not a regular file (a directory)"},
+		{"link-dir", "is not a regular file (a directory)"},
+		{"file", ""},
+		{"link-file", ""},
+	} {
+		f, err := OpenRegular(filepath.Join(dir, tc.name))
+		if f != nil {
+			f.Close()
+		}
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("OpenRegular(%s) = %v, want error %q", tc.name, err, tc.want)
+		}
+	}
+}

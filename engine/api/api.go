@@ -97,6 +97,11 @@ type Container struct {
 	// root directory, which tells its processes from ones that chrooted
 	// elsewhere when rules are resolved again later.
 	RootID string `json:"rootId,omitempty"`
+	// RootMountNS is filled in with RootID where the kernel names mount
+	// namespaces (NS_GET_MNTNS_ID): the namespace the root was resolved
+	// in. A process that moved to a namespace of its own can mount decoys
+	// over denied files there, so rules are not resolved again through it.
+	RootMountNS uint64 `json:"rootMountNs,omitempty"`
 	// Sandbox marks a pod's sandbox (infra) container; its Labels are the
 	// pod's labels, which the pod's application containers take through
 	// SandboxID.

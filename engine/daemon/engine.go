@@ -730,14 +730,14 @@ func (e *Engine) reconcileLocked(resolveAll bool) error {
 			wanted[c.CgroupID] = true // keep whatever it had
 			continue
 		}
-		rootID := c.RootID
+		rootID, rootMountNS := c.RootID, c.RootMountNS
 		if rulesetID != 0 && (resolveAll || !inMaps[rulesetID] || cgroups[c.CgroupID] != rulesetID) {
 			// Rule IDs and rules may have changed: resolve again.
 			if err := e.syncFilesLocked(&c); err != nil {
 				e.log.Warn("exec rules not resolved again", "id", c.ID, "err", err)
 			}
 		}
-		if !slices.Equal(c.Policies, names) || c.RootID != rootID {
+		if !slices.Equal(c.Policies, names) || c.RootID != rootID || c.RootMountNS != rootMountNS {
 			c.Policies = names
 			if err := e.reg.Put(c); err != nil {
 				errs = append(errs, err)

@@ -94,6 +94,14 @@ func (e *Engine) openRoot(c *api.Container, registrar int) (*inroot.Root, error)
 			errs = append(errs, fmt.Errorf("root of pid %d is %s, not the container's %s", pid, id, c.RootID))
 			return nil
 		}
+		if c.RootMountNS == 0 {
+			c.RootMountNS = r.MountNS()
+		}
+		if ns := r.MountNS(); ns != 0 && ns != c.RootMountNS {
+			r.Close()
+			errs = append(errs, fmt.Errorf("pid %d is in mount namespace %d, not the container's %d", pid, ns, c.RootMountNS))
+			return nil
+		}
 		return r
 	}
 	if c.Pid > 0 {
@@ -161,10 +169,11 @@ func (e *Engine) syncFilesLocked(c *api.Container) error {
 // one policy set. Resolving reads the container's files and mountinfo, so
 // a registration does it before taking the engine lock.
 type resolvedFiles struct {
-	set    *policy.Set
-	rootID string // the root resolved in, for c.RootID
-	files  []bpf.FileRule
-	err    error
+	set         *policy.Set
+	rootID      string // the root resolved in, for c.RootID
+	rootMountNS uint64 // and its mount namespace, for c.RootMountNS
+	files       []bpf.FileRule
+	err         error
 }
 
 // resolveFiles resolves c's identity-matched exec rules of set in c's
@@ -186,7 +195,7 @@ func (e *Engine) resolveFiles(set *policy.Set, c *api.Container, registrar int) 
 		return out
 	}
 	defer root.Close()
-	out.rootID = c.RootID
+	out.rootID, out.rootMountNS = c.RootID, c.RootMountNS
 	for _, r := range rules {
 		f, err := root.Lookup(r.Text)
 		if err != nil {
@@ -215,7 +224,7 @@ func (e *Engine) writeFilesLocked(c *api.Container, r resolvedFiles) error {
 		return r.err
 	}
 	if r.rootID != "" && c.RootID == "" {
-		c.RootID = r.rootID
+		c.RootID, c.RootMountNS = r.rootID, r.rootMountNS
 	}
 	if err := e.enforcer.SetCgroupFiles(c.CgroupID, r.files); err != nil {
 		return fmt.Errorf("files of container %s: %w", c.ID, err)
@@ -440,6 +449,7 @@ func uncoveredExec(mode string) []string {
 		"one applet of a multi-call binary (busybox): applets run in-process or through /proc/self/exe; deny the binary or nothing",
 		"a file put at a denied exact path, or a directory created at a denied prefix, after registration: matched by resolved path only, not by identity",
 		"containers without a live process at registration or reload (holdfast containers add on an empty cgroup): exact and directory-prefix rules hold by path only",
+		"a container no identity-matched rule selected at registration: the first reload that brings one resolves it through whichever process shows its root then, which a decoy mounted in a mount namespace of the workload's own can steer",
 		"a container task that neither exec'd nor forked since the programs were loaded and moves itself out of its container's cgroup, and a move into another container's cgroup by such a task: the move is not seen as leaving",
 		"code copied into anonymous executable memory (a loader that reads a denied file and maps its bytes): only file-backed mappings are checked",
 		"on an overlay whose upper and lower layers are on different file systems (no xino), a hard link made inside the container is a new inode",

@@ -99,6 +99,11 @@ func DeviceSource() string {
 	return fmt.Sprintf("mountinfo (statmount: %v)", err)
 }
 
+// MountNS is the ID of the mount namespace the root's mounts are in, or 0
+// where the kernel cannot name it. Every identity read through the root is
+// asked of that namespace, so a root whose mount is elsewhere fails there.
+func (r *Root) MountNS() uint64 { return r.mountNS }
+
 // Close releases the root.
 func (r *Root) Close() error { return r.dir.Close() }
 
@@ -385,8 +390,9 @@ func (r *Root) Interpreter(p string) (interp string, ok bool, err error) {
 		return "", false, fmt.Errorf("read %s in %s: %w", p, r.Name(), err)
 	}
 	defer h.Close()
-	// Reopening the O_PATH handle reads the very file that was resolved.
-	f, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", h.Fd()))
+	// Reopening the O_PATH handle reads the very file that was resolved;
+	// only a regular file, as a FIFO's open would wait for a writer.
+	f, err := linux.OpenRegular(fmt.Sprintf("/proc/self/fd/%d", h.Fd()))
 	if err != nil {
 		return "", false, fmt.Errorf("read %s in %s: %w", p, r.Name(), err)
 	}

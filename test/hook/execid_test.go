@@ -2,7 +2,6 @@ package hook_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -164,20 +163,7 @@ func TestExplain(t *testing.T) {
 		}
 	}
 
-	js, err := e.CLI("containers", "explain", "--socket", e.Socket, "--id", c.ID, "-o", "json")
-	if err != nil {
-		t.Fatalf("containers explain -o json: %v\n%s", err, js)
-	}
-	var ex struct {
-		Rules []struct {
-			Rule     string
-			Enforced bool
-			File     *struct{ Target, ID string }
-		}
-	}
-	if err := json.Unmarshal([]byte(js), &ex); err != nil {
-		t.Fatalf("explain json: %v\n%s", err, js)
-	}
+	ex := explainJSON(t, e, c.ID)
 	var enforced []string
 	for _, r := range ex.Rules {
 		if r.Enforced {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -83,10 +84,14 @@ type bundleOpts struct {
 	Args        []string
 	Annotations map[string]string
 	CgroupNS    bool // give the container its own cgroup namespace
+	// UserNS gives the container a user namespace mapping its root to
+	// host uid and gid 100000.
+	UserNS bool
 	// Privileged makes the rootfs writable and gives the process what
 	// chroot and mount need.
 	Privileged bool
 	Hooks      map[string][]runcHook // stage → hooks
+	Mounts     []any                 // added to runc's default mounts
 }
 
 // runcEnv is a runc state root and a busybox rootfs shared by a test's containers.
@@ -155,9 +160,19 @@ func (r *runcEnv) bundle(t testing.TB, o bundleOpts) *container {
 	if o.CgroupNS {
 		linux["namespaces"] = append(linux["namespaces"].([]any), map[string]any{"type": "cgroup"})
 	}
+	if o.UserNS {
+		linux["namespaces"] = append(linux["namespaces"].([]any), map[string]any{"type": "user"})
+		ids := []any{map[string]any{"containerID": 0, "hostID": 100000, "size": 65536}}
+		linux["uidMappings"], linux["gidMappings"] = ids, ids
+		// A user namespace cannot mount the host's v1 cgroup hierarchies.
+		spec["mounts"] = slices.DeleteFunc(spec["mounts"].([]any), func(m any) bool {
+			return m.(map[string]any)["destination"] == "/sys/fs/cgroup"
+		})
+	}
 	if o.Hooks != nil {
 		spec["hooks"] = o.Hooks
 	}
+	spec["mounts"] = append(spec["mounts"].([]any), o.Mounts...)
 	data, err = json.MarshalIndent(spec, "", "  ")
 	if err != nil {
 		t.Fatal(err)
@@ -255,6 +270,29 @@ func (c *container) waitStopped(t testing.TB) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// explainedRules is `holdfast containers explain -o json` of a container:
+// each rule, whether it is denied by identity, and the file it resolved to.
+type explainedRules struct {
+	Rules []struct {
+		Rule     string
+		Enforced bool
+		File     *struct{ Target, ID string }
+	}
+}
+
+func explainJSON(t testing.TB, e *harness.Engine, id string) explainedRules {
+	t.Helper()
+	js, err := e.CLI("containers", "explain", "--socket", e.Socket, "--id", id, "-o", "json")
+	if err != nil {
+		t.Fatalf("containers explain -o json: %v\n%s", err, js)
+	}
+	var ex explainedRules
+	if err := json.Unmarshal([]byte(js), &ex); err != nil {
+		t.Fatalf("explain json: %v\n%s", err, js)
+	}
+	return ex
 }
 
 // hookLog reads the hook's decision log.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"unicode"
@@ -166,7 +165,8 @@ func ParseBundleConfig(data []byte) (*BundleConfig, error) {
 // ReadBundleConfig reads bundle/config.json.
 func ReadBundleConfig(bundle string) (*BundleConfig, error) {
 	path := filepath.Join(bundle, "config.json")
-	f, err := os.Open(path)
+	// Not os.Open: a FIFO put there would block the engine's open for good.
+	f, err := linux.OpenRegular(path)
 	if err != nil {
 		return nil, fmt.Errorf("read bundle config: %w", err)
 	}
