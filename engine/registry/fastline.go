@@ -84,6 +84,10 @@ func (sc *scanner) container(c *api.Container, sh *sharing) bool {
 			return sc.strings(&c.Entrypoint, sh)
 		case "rootId":
 			return sc.str(&c.RootID, copyBytes)
+		case "rootMountNs":
+			n, ok := sc.uint(64)
+			c.RootMountNS = n
+			return ok
 		case "sandbox":
 			return sc.boolean(&c.Sandbox)
 		case "sandboxId":
