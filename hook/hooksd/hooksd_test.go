@@ -126,7 +126,7 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 	if err := f.Validate(); err != nil {
 		t.Fatalf("installed hooks.d file does not validate: %v", err)
 	}
-	if f.Hook.Path != o.BinaryPath() || f.Stages[0] != "createContainer" {
+	if f.Hook.Path != o.BinaryPath() || f.Stages[0] != "createRuntime" {
 		t.Fatalf("installed hooks.d file: %s", data)
 	}
 	cfg, found, err := hook.LoadConfigFile(o.ConfigPath())
@@ -146,7 +146,7 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 	}
 
 	o.Binary = fakeBinary(t, "version 2")
-	o.Stage = ocihook.StageCreateRuntime
+	o.Stage = ocihook.StageCreateContainer
 	changes, err = Install(o)
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +209,7 @@ func TestInstallRefusesBadInput(t *testing.T) {
 // deploy/crio holds the files `holdfast install crio` writes with its
 // defaults; they must not drift from the code.
 func TestDeployExamplesMatchInstall(t *testing.T) {
-	f, err := NewFile(filepath.Join(DefaultInstallDir, BinaryName), ocihook.StageCreateContainer, hook.DefaultTimeout)
+	f, err := NewFile(filepath.Join(DefaultInstallDir, BinaryName), ocihook.StageCreateRuntime, hook.DefaultTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

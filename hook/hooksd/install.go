@@ -23,7 +23,7 @@ type Options struct {
 	// Holdfast, when set, is the holdfast binary installed next to the hook
 	// for its slow path (registering while the engine is down); Install only.
 	Holdfast string
-	// Stage is createContainer (default) or createRuntime; Install only.
+	// Stage is createRuntime (default) or createContainer; Install only.
 	Stage ocihook.Stage
 	// Config is written next to the installed binary; Install only.
 	Config hook.Config
@@ -37,7 +37,7 @@ func (o Options) withDefaults() Options {
 		o.InstallDir = DefaultInstallDir
 	}
 	if o.Stage == "" {
-		o.Stage = ocihook.StageCreateContainer
+		o.Stage = ocihook.StageCreateRuntime
 	}
 	return o
 }
