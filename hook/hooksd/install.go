@@ -37,7 +37,7 @@ func (o Options) withDefaults() Options {
 		o.InstallDir = DefaultInstallDir
 	}
 	if o.Stage == "" {
-		o.Stage = ocihook.StageCreateRuntime
+		o.Stage = DefaultStage
 	}
 	return o
 }

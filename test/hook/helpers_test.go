@@ -76,6 +76,7 @@ func randomID(prefix string) string {
 type runcHook struct {
 	Path    string   `json:"path"`
 	Args    []string `json:"args,omitempty"`
+	Env     []string `json:"env,omitempty"`
 	Timeout int      `json:"timeout,omitempty"`
 }
 

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/holdfast-dev/holdfast/hook/hooksd"
 	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
@@ -14,9 +15,10 @@ func hookEntries(bin, stage, socket, logPath string, extra ...string) map[string
 	args := func(st string) []string {
 		return append([]string{"holdfast-oci-hook", "--stage", st, "--socket", socket, "--log", logPath}, extra...)
 	}
+	// The environment holdfast install crio gives the hook.
 	return map[string][]runcHook{
-		stage:      {{Path: bin, Args: args(stage), Timeout: 30}},
-		"poststop": {{Path: bin, Args: args("poststop"), Timeout: 30}},
+		stage:      {{Path: bin, Args: args(stage), Env: hooksd.HookEnv, Timeout: 30}},
+		"poststop": {{Path: bin, Args: args("poststop"), Env: hooksd.HookEnv, Timeout: 30}},
 	}
 }
 

@@ -17,7 +17,7 @@ func installCRIO(args []string) error {
 	hooksDir := fs.String("hooks-dir", hooksd.DefaultHooksDir, "hooks.d directory CRI-O or podman reads")
 	installDir := fs.String("install-dir", hooksd.DefaultInstallDir, "directory for the hook binary and its config file")
 	binary := fs.String("hook-binary", "", "holdfast-oci-hook to install (default: next to this holdfast binary)")
-	stage := fs.String("stage", string(ocihook.StageCreateRuntime), "stage to register at: createRuntime (runs as the runtime does, also for user-namespaced containers) or createContainer")
+	stage := fs.String("stage", string(hooksd.DefaultStage), "stage to register at: createRuntime (runs as the runtime does, also for user-namespaced containers) or createContainer")
 	socket := fs.String("socket", hook.DefaultSocket, "engine socket the hook connects to")
 	failFlags := registrar.AddFlags(fs)
 	timeout := fs.Duration("timeout", hook.DefaultTimeout, "deadline for one hook run")
