@@ -131,6 +131,18 @@ func BenchmarkContainerCreate(b *testing.B) {
 	b.Logf("holdfast over the Go floor with the same environment, p50/p90/p99: %s",
 		fmt.Sprintf("%.2f %.2f %.2f", ms(percentile(creates[live], 50)-percentile(creates[envFloor], 50)),
 			ms(percentile(creates[live], 90)-percentile(creates[envFloor], 90)), ms(percentile(creates[live], 99)-percentile(creates[envFloor], 99))))
+	// Paired: iteration i ran every variant back to back, so the difference
+	// within it leaves out what drifts between iterations (the machine's
+	// load), which the difference of two percentiles keeps.
+	for _, floor := range []int{goFloor, envFloor} {
+		paired := make([]time.Duration, len(creates[live]))
+		for i := range paired {
+			paired[i] = creates[live][i] - creates[floor][i]
+		}
+		p50, p90 := ms(percentile(paired, 50)), ms(percentile(paired, 90))
+		b.ReportMetric(p50, fmt.Sprintf("holdfast-paired-over-%s-p50-ms", variants[floor].name))
+		b.Logf("holdfast minus %s within each iteration, p50/p90: %.2f %.2f", variants[floor].name, p50, p90)
+	}
 	// Every holdfast create must really have registered (through the engine
 	// or by itself), or the numbers would measure a fail-open shortcut.
 	hookPhases(b, logPath, "registered", "live engine")
