@@ -147,19 +147,25 @@ func unescape(s string) string {
 	return b.String()
 }
 
-// ParseProcCgroup returns the v2 path (the "0::" line) of a /proc/PID/cgroup file.
+// maxProcCgroup bounds a /proc/PID/cgroup file: one line per hierarchy,
+// each a path of at most PATH_MAX.
+const maxProcCgroup = 64 << 10
+
+// ParseProcCgroup returns the v2 path (the "0::" line) of a /proc/PID/cgroup
+// file. It reads the file whole: it is on every registration's path, and a
+// line scanner's buffer cost more than the file.
 func ParseProcCgroup(r io.Reader) (string, error) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
+	data, err := linux.ReadLimited(r, maxProcCgroup, "cgroup file")
+	if err != nil {
+		return "", err
+	}
+	for line := range strings.Lines(string(data)) {
+		if rest, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "0::"); ok {
 			if !strings.HasPrefix(rest, "/") {
 				return "", fmt.Errorf("cgroup v2 path %q is not absolute", rest)
 			}
 			return rest, nil
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("read cgroup file: %w", err)
 	}
 	return "", errors.New("no cgroup v2 (0::) entry")
 }

@@ -89,6 +89,9 @@ func (e *Engine) verifyCgroup(ctx context.Context, c *api.Container) error {
 // sameOrCrunChild tells whether dir, where a process of c is, is c's
 // claimed cgroup or crun's "container" child of it.
 func sameOrCrunChild(c api.Container, dir string, cgroupID func(string) (uint64, error)) (uint64, bool, error) {
+	if dir == c.CgroupPath && c.CgroupID != 0 {
+		return c.CgroupID, true, nil // the claim's path, whose id was just read
+	}
 	id, err := cgroupID(dir)
 	if err != nil {
 		return 0, false, err
