@@ -109,6 +109,8 @@ type Engine struct {
 	orphans map[uint64]api.Orphan
 	// gone names recently unregistered containers by cgroup (events.go).
 	gone goneContainers
+	// roots are the containers' roots as opened at registration (files.go).
+	roots keptRoots
 	// discovered is the outcome of the last Discover run.
 	discovered discoverRun
 	// watch is the policy directory watcher's state.
@@ -231,6 +233,7 @@ func (e *Engine) loadState() (*registry.Store, error) {
 // Close releases the engine's file descriptors. The pinned programs keep
 // enforcing.
 func (e *Engine) Close() error {
+	e.roots.closeAll()
 	return errors.Join(e.enforcer.Close(), e.reg.Close(), e.lock.Close())
 }
 
@@ -482,6 +485,7 @@ func (e *Engine) registerResolvedLocked(c api.Container, pre *resolvedFiles) (_ 
 	}
 	c.Policies = names
 	prev, hadPrev := e.reg.Get(c.ID)
+	e.sameRootLocked(&c)
 	if rulesetID != 0 {
 		// Identities first: the file_rules entries wait for the cgroup entry.
 		var err error
@@ -574,6 +578,7 @@ func (e *Engine) unregisterLocked(id string) error {
 		return fmt.Errorf("unregister %s: %w", id, err)
 	}
 	e.gone.add(c)
+	e.roots.drop(id)
 	e.log.Info("unregistered", "id", id, "cgroup", c.CgroupID)
 	// Unused rulesets stay until the next reload or start: the next
 	// container of the same kind reuses them, and deleting one walks the maps.

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/engine/api"
@@ -73,6 +74,9 @@ func isDirDeny(r policy.RuleInfo) bool {
 // container's mount namespace before pivot_root (a createContainer hook):
 // rootfs leads to the root from it, without looking for a process.
 func (e *Engine) openRoot(c *api.Container, registrar int) (*inroot.Root, error) {
+	if r := e.roots.get(c.ID, c.RootID); r != nil {
+		return r, nil
+	}
 	var errs []error
 	try := func(pid int, rootfs string) *inroot.Root {
 		r, err := inroot.OfProcess(pid, rootfs)
@@ -187,6 +191,15 @@ func (e *Engine) resolveFiles(set *policy.Set, c *api.Container, registrar int) 
 		}
 	}
 	if len(rules) == 0 {
+		// Nothing to resolve yet; the root is still kept while only the
+		// runtime has run in the container, for a reload that brings rules.
+		if c.RootID == "" && (c.Pid > 0 || (registrar > 0 && c.Rootfs != "")) {
+			if root, err := e.openRoot(c, registrar); err == nil {
+				e.roots.keep(c.ID, root)
+				out.rootID, out.rootMountNS = c.RootID, c.RootMountNS
+				root.Close()
+			}
+		}
 		return out
 	}
 	root, err := e.openRoot(c, registrar)
@@ -195,6 +208,7 @@ func (e *Engine) resolveFiles(set *policy.Set, c *api.Container, registrar int) 
 		return out
 	}
 	defer root.Close()
+	e.roots.keep(c.ID, root)
 	out.rootID, out.rootMountNS = c.RootID, c.RootMountNS
 	for _, r := range rules {
 		f, err := root.Lookup(r.Text)
@@ -449,7 +463,7 @@ func uncoveredExec(mode string) []string {
 		"one applet of a multi-call binary (busybox): applets run in-process or through /proc/self/exe; deny the binary or nothing",
 		"a file put at a denied exact path, or a directory created at a denied prefix, after registration: matched by resolved path only, not by identity",
 		"containers without a live process at registration or reload (holdfast containers add on an empty cgroup): exact and directory-prefix rules hold by path only",
-		"a container no identity-matched rule selected at registration: the first reload that brings one resolves it through whichever process shows its root then, which a decoy mounted in a mount namespace of the workload's own can steer",
+		"a container no identity-matched rule selected at registration, registered by an engine that has since restarted: the first reload that brings one resolves it through whichever process shows its root then, which a decoy mounted in a mount namespace of the workload's own can steer (without a restart the root kept open since registration is used)",
 		"a container task that neither exec'd nor forked since the programs were loaded and moves itself out of its container's cgroup, and a move into another container's cgroup by such a task: the move is not seen as leaving",
 		"code copied into anonymous executable memory (a loader that reads a denied file and maps its bytes): only file-backed mappings are checked",
 		"on an overlay whose upper and lower layers are on different file systems (no xino), a hard link made inside the container is a new inode",
@@ -471,10 +485,96 @@ func uncoveredExec(mode string) []string {
 func (e *Engine) resolveAhead(ctx context.Context, c *api.Container) resolvedFiles {
 	e.mu.Lock()
 	set := e.policies
+	e.sameRootLocked(c)
 	e.mu.Unlock()
 	registrar := 0
 	if c.PeerInContainer {
 		registrar, _ = api.PeerPID(ctx) // checked to be in c's cgroup
 	}
 	return e.resolveFiles(set, c, registrar)
+}
+
+// sameRootLocked gives a registration of a container already registered
+// in the same cgroup (a registrar's resync) the root recorded the first
+// time, so it resolves there, not through what its processes see now.
+func (e *Engine) sameRootLocked(c *api.Container) {
+	if c.RootID != "" {
+		return
+	}
+	if prev, ok := e.reg.Get(c.ID); ok && prev.CgroupID == c.CgroupID {
+		c.RootID, c.RootMountNS = prev.RootID, prev.RootMountNS
+	}
+}
+
+// keptRoots holds each container's root as the engine first opened it, at
+// registration, while only the runtime had run in the container. Later
+// resolutions (a reload, explain) use it: a workload that has since made a
+// mount namespace of its own, with a decoy mounted over a denied file, can
+// no longer steer where rules resolve. Lost on a restart, when roots are
+// opened through the container's processes again.
+type keptRoots struct {
+	mu    sync.Mutex
+	roots map[string]*inroot.Root
+}
+
+// keep stores a clone of root for container id, in place of any kept one.
+func (k *keptRoots) keep(id string, root *inroot.Root) {
+	clone, err := root.Clone()
+	if err != nil {
+		return // resolved through processes, as without it
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if old, ok := k.roots[id]; ok {
+		old.Close()
+	}
+	if k.roots == nil {
+		k.roots = map[string]*inroot.Root{}
+	}
+	k.roots[id] = clone
+}
+
+// get is a clone of id's kept root, for the caller to close, or nil when
+// none is kept or it is not the root (rootID) the registration records. A
+// registration that records no root yet (a new one) gets nil: it opens its
+// root through the registrar's process, and keeps that.
+func (k *keptRoots) get(id, rootID string) *inroot.Root {
+	if rootID == "" {
+		return nil
+	}
+	k.mu.Lock()
+	kept, ok := k.roots[id]
+	var r *inroot.Root
+	var err error
+	if ok {
+		r, err = kept.Clone()
+	}
+	k.mu.Unlock()
+	if !ok || err != nil {
+		return nil
+	}
+	if got, err := r.ID(); err != nil || got.String() != rootID {
+		r.Close()
+		return nil
+	}
+	return r
+}
+
+// drop closes id's kept root.
+func (k *keptRoots) drop(id string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if r, ok := k.roots[id]; ok {
+		r.Close()
+		delete(k.roots, id)
+	}
+}
+
+func (k *keptRoots) closeAll() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for id, r := range k.roots {
+		r.Close()
+		delete(k.roots, id)
+	}
 }

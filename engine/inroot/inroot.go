@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -106,6 +107,20 @@ func (r *Root) MountNS() uint64 { return r.mountNS }
 
 // Close releases the root.
 func (r *Root) Close() error { return r.dir.Close() }
+
+// Clone is a second handle on the same root directory, with what this one
+// learned of its mounts' devices: it resolves in the root as it was when
+// opened, even once no process is left in that root's mount namespace
+// (whose mounts the kernel then detaches, the root's own aside).
+func (r *Root) Clone() (*Root, error) {
+	dir, err := linux.Dup(r.dir)
+	if err != nil {
+		return nil, fmt.Errorf("clone root: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return &Root{dir: dir, mountinfo: r.mountinfo, mountNS: r.mountNS, statmount: r.statmount, devs: maps.Clone(r.devs)}, nil
+}
 
 // Name is the path the root was opened by.
 func (r *Root) Name() string { return r.dir.Name() }

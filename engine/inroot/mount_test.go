@@ -94,3 +94,46 @@ exec sleep 600`
 		t.Errorf("overlay file and its lower tmpfs file share device %d", f.ID.Dev)
 	}
 }
+
+// A clone resolves in the same root after the original is closed, and
+// after the process whose mount namespace it was opened through is gone.
+func TestCloneOutlivesOriginalAndNamespace(t *testing.T) {
+	require.Root(t)
+	dir := t.TempDir()
+	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
+		`mount -t tmpfs none "$1" && echo x > "$1/file" && echo ready && exec sleep 600`, "sh", dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		require.Privileged(t, "mount namespace", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if line, _ := bufio.NewReader(out).ReadString('\n'); strings.TrimSpace(line) != "ready" {
+		require.Privileged(t, "tmpfs in a new mount namespace", errors.New("the namespace's mount failed"))
+	}
+	root, err := OfProcess(cmd.Process.Pid, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := root.Lookup("/file")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clone, err := root.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer clone.Close()
+	root.Close()
+	cmd.Process.Kill()
+	cmd.Wait() // the namespace's last process: the kernel detaches its mounts
+	got, err := clone.Lookup("/file")
+	if err != nil {
+		t.Fatalf("clone after the namespace is gone: %v", err)
+	}
+	if got.ID != want.ID {
+		t.Errorf("clone resolves /file to %v, the original did to %v", got.ID, want.ID)
+	}
+}

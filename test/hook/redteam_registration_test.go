@@ -289,6 +289,53 @@ func TestRedteamExplainFIFOEntrypoint(t *testing.T) {
 // into a mount namespace of its own and bind-mounts a decoy over the denied
 // /usr/bin/id; it keeps a hard link of the real file. After the reload, the
 // real file must still die by its identity, under both create stages.
+// TestRedteamDecoyMountBeforeFirstRule is the decoy again, for a container
+// no policy selected when it started: the reload that first brings it a
+// rule must resolve that rule in the root the container started with,
+// which the engine kept open since registration, not in the mount
+// namespace the workload made since.
+func TestRedteamDecoyMountBeforeFirstRule(t *testing.T) {
+	r := newRuncEnv(t)
+	bin := hookBinary(t)
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"execid.yaml": appPolicy("execid", "someone-else", "exec:\n  deny: [/bin/id]")}})
+	for i, stage := range []string{"createRuntime", "createContainer"} {
+		t.Run(stage, func(t *testing.T) {
+			hard, decoy := fmt.Sprintf("/tmp/hf-real-id-%d", i), fmt.Sprintf("/tmp/hf-decoy-%d", i)
+			entry := fmt.Sprintf(`ln -f /usr/bin/id %s && echo decoy > %s && exec unshare -m sh -c "mount --bind %s /usr/bin/id && exec sleep 600"`, hard, decoy, decoy)
+			c := r.bundle(t, bundleOpts{
+				Args:        []string{"/bin/sh", "-c", entry},
+				Annotations: appAnnotations("execid", "first-rule-"+strings.ToLower(stage)),
+				Hooks:       hookEntries(bin, stage, e.Socket, filepath.Join(t.TempDir(), "hook.log"), "--fail-mode", "closed"),
+				Privileged:  true,
+			})
+			c.runc(t, "create", "--bundle", c.Bundle, c.ID)
+			c.runc(t, "start", c.ID)
+			t.Cleanup(func() { exec.Command(r.runc, "--root", r.root, "kill", c.ID, "KILL").Run() })
+			deadline := time.Now().Add(10 * time.Second)
+			for c.exec(t, "/bin/sh", "-c", "grep -q ' /usr/bin/id ' /proc/1/mountinfo") != 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("the first process did not mount its decoy within 10s")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if code := c.exec(t, hard); code != 0 {
+				t.Fatalf("no policy selects the container yet, but %s exited %d", hard, code)
+			}
+			e.WritePolicy(t, "execid.yaml", execidPolicy)
+			if out, err := e.CLI("policy", "reload", "--socket", e.Socket); err != nil {
+				t.Fatalf("policy reload: %v\n%s", err, out)
+			}
+			if code := c.exec(t, hard); code != 137 {
+				t.Errorf("after the reload that first selects the container, the hard link of the denied file: want SIGKILL (137), got exit %d", code)
+			}
+			e.WritePolicy(t, "execid.yaml", appPolicy("execid", "someone-else", "exec:\n  deny: [/bin/id]"))
+			if out, err := e.CLI("policy", "reload", "--socket", e.Socket); err != nil {
+				t.Fatalf("policy reload: %v\n%s", err, out)
+			}
+		})
+	}
+}
+
 func TestRedteamDecoyMountAtReload(t *testing.T) {
 	r := newRuncEnv(t, "/usr/bin/whoami")
 	bin := hookBinary(t)
