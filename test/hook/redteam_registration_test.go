@@ -283,12 +283,6 @@ func TestRedteamExplainFIFOEntrypoint(t *testing.T) {
 	}
 }
 
-// TestRedteamDecoyMountAtReload: a policy reload resolves a container's
-// exec rules again through one of its processes. The container's first
-// process (a workload with CAP_SYS_ADMIN, or a user namespace) moves itself
-// into a mount namespace of its own and bind-mounts a decoy over the denied
-// /usr/bin/id; it keeps a hard link of the real file. After the reload, the
-// real file must still die by its identity, under both create stages.
 // TestRedteamDecoyMountBeforeFirstRule is the decoy again, for a container
 // no policy selected when it started: the reload that first brings it a
 // rule must resolve that rule in the root the container started with,
@@ -297,80 +291,80 @@ func TestRedteamExplainFIFOEntrypoint(t *testing.T) {
 func TestRedteamDecoyMountBeforeFirstRule(t *testing.T) {
 	r := newRuncEnv(t)
 	bin := hookBinary(t)
-	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"execid.yaml": appPolicy("execid", "someone-else", "exec:\n  deny: [/bin/id]")}})
+	unselected := appPolicy("execid", "someone-else", "exec:\n  deny: [/bin/id]")
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"execid.yaml": unselected}})
 	for i, stage := range []string{"createRuntime", "createContainer"} {
 		t.Run(stage, func(t *testing.T) {
-			hard, decoy := fmt.Sprintf("/tmp/hf-real-id-%d", i), fmt.Sprintf("/tmp/hf-decoy-%d", i)
-			entry := fmt.Sprintf(`ln -f /usr/bin/id %s && echo decoy > %s && exec unshare -m sh -c "mount --bind %s /usr/bin/id && exec sleep 600"`, hard, decoy, decoy)
-			c := r.bundle(t, bundleOpts{
-				Args:        []string{"/bin/sh", "-c", entry},
-				Annotations: appAnnotations("execid", "first-rule-"+strings.ToLower(stage)),
-				Hooks:       hookEntries(bin, stage, e.Socket, filepath.Join(t.TempDir(), "hook.log"), "--fail-mode", "closed"),
-				Privileged:  true,
-			})
-			c.runc(t, "create", "--bundle", c.Bundle, c.ID)
-			c.runc(t, "start", c.ID)
-			t.Cleanup(func() { exec.Command(r.runc, "--root", r.root, "kill", c.ID, "KILL").Run() })
-			deadline := time.Now().Add(10 * time.Second)
-			for c.exec(t, "/bin/sh", "-c", "grep -q ' /usr/bin/id ' /proc/1/mountinfo") != 0 {
-				if time.Now().After(deadline) {
-					t.Fatal("the first process did not mount its decoy within 10s")
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
+			c, hard := startDecoyContainer(t, r, bin, e, stage, "first-rule", i)
 			if code := c.exec(t, hard); code != 0 {
 				t.Fatalf("no policy selects the container yet, but %s exited %d", hard, code)
 			}
-			e.WritePolicy(t, "execid.yaml", execidPolicy)
-			if out, err := e.CLI("policy", "reload", "--socket", e.Socket); err != nil {
-				t.Fatalf("policy reload: %v\n%s", err, out)
-			}
+			reloadPolicy(t, e, execidPolicy)
 			if code := c.exec(t, hard); code != 137 {
 				t.Errorf("after the reload that first selects the container, the hard link of the denied file: want SIGKILL (137), got exit %d", code)
 			}
-			e.WritePolicy(t, "execid.yaml", appPolicy("execid", "someone-else", "exec:\n  deny: [/bin/id]"))
-			if out, err := e.CLI("policy", "reload", "--socket", e.Socket); err != nil {
-				t.Fatalf("policy reload: %v\n%s", err, out)
-			}
+			reloadPolicy(t, e, unselected)
 		})
 	}
 }
 
+// TestRedteamDecoyMountAtReload: a policy reload resolves a container's
+// exec rules again through one of its processes. The container's first
+// process (a workload with CAP_SYS_ADMIN, or a user namespace) moves itself
+// into a mount namespace of its own and bind-mounts a decoy over the denied
+// /usr/bin/id; it keeps a hard link of the real file. After the reload, the
+// real file must still die by its identity, under both create stages.
 func TestRedteamDecoyMountAtReload(t *testing.T) {
 	r := newRuncEnv(t, "/usr/bin/whoami")
 	bin := hookBinary(t)
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"execid.yaml": execidPolicy}})
 	for i, stage := range []string{"createRuntime", "createContainer"} {
 		t.Run(stage, func(t *testing.T) {
-			hard, decoy := fmt.Sprintf("/tmp/hf-real-id-%d", i), fmt.Sprintf("/tmp/hf-decoy-%d", i)
-			entry := fmt.Sprintf(`ln -f /usr/bin/id %s && echo decoy > %s && exec unshare -m sh -c "mount --bind %s /usr/bin/id && exec sleep 600"`, hard, decoy, decoy)
-			c := r.bundle(t, bundleOpts{
-				Args:        []string{"/bin/sh", "-c", entry},
-				Annotations: appAnnotations("execid", "decoy-"+strings.ToLower(stage)),
-				Hooks:       hookEntries(bin, stage, e.Socket, filepath.Join(t.TempDir(), "hook.log"), "--fail-mode", "closed"),
-				Privileged:  true,
-			})
-			c.runc(t, "create", "--bundle", c.Bundle, c.ID)
-			c.runc(t, "start", c.ID)
-			t.Cleanup(func() { exec.Command(r.runc, "--root", r.root, "kill", c.ID, "KILL").Run() })
-			// runc exec joins the first process's (new) mount namespace.
-			deadline := time.Now().Add(10 * time.Second)
-			for c.exec(t, "/bin/sh", "-c", "grep -q ' /usr/bin/id ' /proc/1/mountinfo") != 0 {
-				if time.Now().After(deadline) {
-					t.Fatal("the first process did not mount its decoy within 10s")
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
+			c, hard := startDecoyContainer(t, r, bin, e, stage, "decoy", i)
 			if code := c.exec(t, hard); code != 137 {
 				t.Fatalf("before the reload, a hard link of the denied file: want SIGKILL (137), got exit %d", code)
 			}
-			e.WritePolicy(t, "execid.yaml", strings.Replace(execidPolicy, "[/bin/id]", fmt.Sprintf("[/bin/id, /bin/whoami-%d]", i), 1))
-			if out, err := e.CLI("policy", "reload", "--socket", e.Socket); err != nil {
-				t.Fatalf("policy reload: %v\n%s", err, out)
-			}
+			reloadPolicy(t, e, strings.Replace(execidPolicy, "[/bin/id]", fmt.Sprintf("[/bin/id, /bin/whoami-%d]", i), 1))
 			if code := c.exec(t, hard); code != 137 {
 				t.Errorf("after the reload, the hard link of the denied file: want SIGKILL (137), got exit %d", code)
 			}
 		})
+	}
+}
+
+// startDecoyContainer starts a container labelled app=execid, registered
+// at stage, whose first process keeps a hard link of /usr/bin/id, moves to
+// a mount namespace of its own and bind-mounts a decoy over /usr/bin/id. It
+// returns once the decoy is mounted, with the hard link's path.
+func startDecoyContainer(t *testing.T, r *runcEnv, bin string, e *harness.Engine, stage, pod string, i int) (*container, string) {
+	t.Helper()
+	hard, decoy := fmt.Sprintf("/tmp/hf-real-id-%d", i), fmt.Sprintf("/tmp/hf-decoy-%d", i)
+	entry := fmt.Sprintf(`ln -f /usr/bin/id %s && echo decoy > %s && exec unshare -m sh -c "mount --bind %s /usr/bin/id && exec sleep 600"`, hard, decoy, decoy)
+	c := r.bundle(t, bundleOpts{
+		Args:        []string{"/bin/sh", "-c", entry},
+		Annotations: appAnnotations("execid", pod+"-"+strings.ToLower(stage)),
+		Hooks:       hookEntries(bin, stage, e.Socket, filepath.Join(t.TempDir(), "hook.log"), "--fail-mode", "closed"),
+		Privileged:  true,
+	})
+	c.runc(t, "create", "--bundle", c.Bundle, c.ID)
+	c.runc(t, "start", c.ID)
+	t.Cleanup(func() { exec.Command(r.runc, "--root", r.root, "kill", c.ID, "KILL").Run() })
+	// runc exec joins the first process's (new) mount namespace.
+	deadline := time.Now().Add(10 * time.Second)
+	for c.exec(t, "/bin/sh", "-c", "grep -q ' /usr/bin/id ' /proc/1/mountinfo") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first process did not mount its decoy within 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return c, hard
+}
+
+// reloadPolicy makes text the engine's execid.yaml and reloads.
+func reloadPolicy(t *testing.T, e *harness.Engine, text string) {
+	t.Helper()
+	e.WritePolicy(t, "execid.yaml", text)
+	if out, err := e.CLI("policy", "reload", "--socket", e.Socket); err != nil {
+		t.Fatalf("policy reload: %v\n%s", err, out)
 	}
 }
