@@ -220,6 +220,9 @@ func readState(ctx context.Context, stdin io.Reader) ([]byte, error) {
 	return raw, err
 }
 
+// maxHookEnvelope bounds what a hook request adds around the state.
+const maxHookEnvelope = 1 << 10
+
 // errNotForwarded: the run was not handed to the engine (poststop, or an
 // engine client that cannot forward).
 var errNotForwarded = errors.New("not forwarded")
@@ -236,7 +239,9 @@ type Forwarder interface {
 // and the engine unregistered it.
 func (h *Hook) forward(ctx context.Context, raw []byte, d *Decision) error {
 	f, ok := h.Engine.(Forwarder)
-	if !ok {
+	// A state too large for one request (runtimes write a few KiB) is read
+	// here, as for an engine that cannot take the run.
+	if !ok || len(raw) > api.MaxMessageSize-maxHookEnvelope {
 		return errNotForwarded
 	}
 	var reg *api.Registered
