@@ -448,3 +448,29 @@ func TestAppendLog(t *testing.T) {
 		t.Fatalf("log to stderr: %q, %v", buf.String(), err)
 	}
 }
+
+// A state that fits the hook's limit but not one engine request (a huge
+// annotation) is not forwarded: the hook reads it and registers the old
+// way, instead of the engine refusing an oversized request.
+func TestRunStateTooLargeToForward(t *testing.T) {
+	cg, _ := newTestCgroup(t)
+	pid := cg.Start(t, "sleep", "600").Process.Pid
+	eng, sock := startFakeEngine(t)
+	b := harness.OCIBundle(t, map[string]string{ocihook.CRIONamespace: "shop"}, "")
+	big := map[string]string{"padding": strings.Repeat("x", api.MaxMessageSize-512)}
+	h := newHook(ocihook.StageCreateRuntime, sock, Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
+	d := h.Run(deadline(t, 10*time.Second), strings.NewReader(harness.OCIState("big", "creating", pid, b, big)))
+	if d.Err != nil || d.Outcome != OutcomeRegistered {
+		t.Fatalf("outcome %s err %v", d.Outcome, d.Err)
+	}
+	var steps []string
+	for _, s := range d.Steps {
+		steps = append(steps, s.Name)
+	}
+	if got := strings.Join(steps, ","); got != "state,config,cgroup,engine" {
+		t.Errorf("steps %s, want the hook's own reading and one engine call", got)
+	}
+	if _, ok := eng.get("big"); !ok {
+		t.Error("engine has no registration for the container")
+	}
+}
