@@ -294,7 +294,7 @@ func (h *Hook) runLocally(ctx context.Context, st *specs.State, d *Decision, eng
 	}); err != nil {
 		return err
 	}
-	ctr, err := ocihook.Identity(st.ID, st.Annotations, cfg.Annotations)
+	ctr, err := ocihook.Registration(h.Stage, st, cfg)
 	d.Container = ctr // the namespace decides the fail mode, even on error
 	if err != nil {
 		return errors.Join(engineErr, err)
@@ -314,16 +314,6 @@ func (h *Hook) runLocally(ctx context.Context, st *specs.State, d *Decision, eng
 	d.Cgroup = cg
 	ctr.CgroupID = cg.ID
 	ctr.CgroupPath = cg.Path
-	// The create stages run before pivot_root: the engine resolves exec
-	// rules in the rootfs as the container's process sees it.
-	ctr.Pid, ctr.Rootfs, ctr.Entrypoint = st.Pid, cfg.Rootfs(st.Bundle), cfg.Args()
-	// At createContainer the hook runs inside the container's cgroup: the
-	// engine checks the claim against the hook's own cgroup. The state's
-	// pid there is the init's pid in the container's pid namespace (1),
-	// which names another process to the engine.
-	if h.Stage == ocihook.StageCreateContainer {
-		ctr.PeerInContainer, ctr.Pid = true, 0
-	}
 	stored, err := h.register(ctx, ctr, d, engineErr)
 	if err != nil {
 		return err

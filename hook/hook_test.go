@@ -75,8 +75,8 @@ func (f *fakeEngine) get(id string) (api.Container, bool) {
 	return c, ok
 }
 
-// Hook takes a forwarded run as the engine does, in short: identity from
-// the state and config.json, the stage's pid rules, then Register.
+// Hook takes a forwarded run as the engine does, the cgroup and the read
+// through the hook's root aside.
 func (f *fakeEngine) Hook(ctx context.Context, run api.HookRun) (*api.Container, error) {
 	st, err := ocihook.ParseState(run.State)
 	if err != nil {
@@ -92,13 +92,9 @@ func (f *fakeEngine) Hook(ctx context.Context, run api.HookRun) (*api.Container,
 	if err != nil {
 		return nil, err
 	}
-	c, err := ocihook.Identity(st.ID, st.Annotations, cfg.Annotations)
+	c, err := ocihook.Registration(ocihook.Stage(run.Stage), st, cfg)
 	if err != nil {
 		return nil, err
-	}
-	c.Pid, c.PeerInContainer = st.Pid, run.Stage == string(ocihook.StageCreateContainer)
-	if c.PeerInContainer {
-		c.Pid = 0
 	}
 	return f.Register(ctx, c)
 }

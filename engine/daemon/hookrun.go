@@ -45,17 +45,9 @@ func (e *Engine) Hook(ctx context.Context, run api.HookRun) (*api.Container, err
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", st.ID, err)
 	}
-	ctr, err := ocihook.Identity(st.ID, st.Annotations, cfg.Annotations)
+	ctr, err := ocihook.Registration(stage, st, cfg)
 	if err != nil {
 		return nil, err
-	}
-	// Before pivot_root: exec rules resolve in the rootfs as the
-	// container's process will see it.
-	ctr.Pid, ctr.Rootfs, ctr.Entrypoint = st.Pid, cfg.Rootfs(st.Bundle), cfg.Args()
-	if stage == ocihook.StageCreateContainer {
-		// The hook runs in the container's cgroup; the state's pid is the
-		// init's pid in the container's pid namespace, another process here.
-		ctr.PeerInContainer, ctr.Pid = true, 0
 	}
 	if e.cgroups.Namespaced {
 		// Other processes' cgroup paths are hidden from an engine in a

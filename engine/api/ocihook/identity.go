@@ -1,6 +1,8 @@
 package ocihook
 
 import (
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -122,4 +124,22 @@ func ParseLabels(raw string) (map[string]string, error) {
 		return nil, nil
 	}
 	return labels, nil
+}
+
+// Registration is the container a create-stage run registers: its identity
+// and the process its exec rules resolve through. The create stages run
+// before pivot_root, so the rules resolve in the rootfs as the container's
+// process will see it. At createContainer the hook runs inside the
+// container, whose state pid (1 in its pid namespace) names another
+// process outside: the hook itself is the witness there.
+func Registration(stage Stage, st *specs.State, cfg *BundleConfig) (api.Container, error) {
+	c, err := Identity(st.ID, st.Annotations, cfg.Annotations)
+	if err != nil {
+		return c, err
+	}
+	c.Pid, c.Rootfs, c.Entrypoint = st.Pid, cfg.Rootfs(st.Bundle), cfg.Args()
+	if stage == StageCreateContainer {
+		c.PeerInContainer, c.Pid = true, 0
+	}
+	return c, nil
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/holdfast-dev/holdfast/engine/api"
 )
 
@@ -83,5 +85,32 @@ func TestIdentityBadLabels(t *testing.T) {
 	}
 	if labels, err := ParseLabels(`{}`); err != nil || labels != nil {
 		t.Errorf("ParseLabels({}) = %v, %v", labels, err)
+	}
+}
+
+// At createRuntime the state's pid is the container's process; at
+// createContainer it is the init's pid inside the container and the hook
+// itself is the witness.
+func TestRegistrationByStage(t *testing.T) {
+	st := &specs.State{ID: "c1", Pid: 4242, Bundle: "/b", Annotations: map[string]string{CRIONamespace: "shop"}}
+	cfg := &BundleConfig{}
+	cfg.Root = &struct {
+		Path string `json:"path"`
+	}{Path: "rootfs"}
+	cfg.Process = &struct {
+		Args []string `json:"args,omitempty"`
+	}{Args: []string{"/bin/sh"}}
+	for _, tc := range []struct {
+		stage    Stage
+		pid      int
+		peerInCt bool
+	}{{StageCreateRuntime, 4242, false}, {StageCreateContainer, 0, true}} {
+		c, err := Registration(tc.stage, st, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Pid != tc.pid || c.PeerInContainer != tc.peerInCt || c.Rootfs != "/b/rootfs" || c.Namespace != "shop" || len(c.Entrypoint) != 1 || c.Source != Source {
+			t.Errorf("%s: registration %+v", tc.stage, c)
+		}
 	}
 }
