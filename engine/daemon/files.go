@@ -195,7 +195,7 @@ func (e *Engine) resolveFiles(set *policy.Set, c *api.Container, registrar int) 
 		// runtime has run in the container, for a reload that brings rules.
 		if c.RootID == "" && (c.Pid > 0 || (registrar > 0 && c.Rootfs != "")) {
 			if root, err := e.openRoot(c, registrar); err == nil {
-				e.roots.keep(c.ID, root)
+				e.roots.keep(c.ID, c.RootID, root)
 				out.rootID, out.rootMountNS = c.RootID, c.RootMountNS
 				root.Close()
 			}
@@ -208,7 +208,7 @@ func (e *Engine) resolveFiles(set *policy.Set, c *api.Container, registrar int) 
 		return out
 	}
 	defer root.Close()
-	e.roots.keep(c.ID, root)
+	e.roots.keep(c.ID, c.RootID, root)
 	out.rootID, out.rootMountNS = c.RootID, c.RootMountNS
 	for _, r := range rules {
 		f, err := root.Lookup(r.Text)
@@ -514,24 +514,34 @@ func (e *Engine) sameRootLocked(c *api.Container) {
 // opened through the container's processes again.
 type keptRoots struct {
 	mu    sync.Mutex
-	roots map[string]*inroot.Root
+	roots map[string]keptRoot
 }
 
-// keep stores a clone of root for container id, in place of any kept one.
-func (k *keptRoots) keep(id string, root *inroot.Root) {
+type keptRoot struct {
+	root *inroot.Root
+	id   string // the root's identity, as RootID records it
+}
+
+// keep stores a clone of root, whose identity is rootID, for container id,
+// in place of a kept root that is another.
+func (k *keptRoots) keep(id, rootID string, root *inroot.Root) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	old, ok := k.roots[id]
+	if ok && old.id == rootID {
+		return
+	}
 	clone, err := root.Clone()
 	if err != nil {
 		return // resolved through processes, as without it
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if old, ok := k.roots[id]; ok {
-		old.Close()
+	if ok {
+		old.root.Close()
 	}
 	if k.roots == nil {
-		k.roots = map[string]*inroot.Root{}
+		k.roots = map[string]keptRoot{}
 	}
-	k.roots[id] = clone
+	k.roots[id] = keptRoot{root: clone, id: rootID}
 }
 
 // get is a clone of id's kept root, for the caller to close, or nil when
@@ -543,18 +553,13 @@ func (k *keptRoots) get(id, rootID string) *inroot.Root {
 		return nil
 	}
 	k.mu.Lock()
+	defer k.mu.Unlock()
 	kept, ok := k.roots[id]
-	var r *inroot.Root
-	var err error
-	if ok {
-		r, err = kept.Clone()
-	}
-	k.mu.Unlock()
-	if !ok || err != nil {
+	if !ok || kept.id != rootID {
 		return nil
 	}
-	if got, err := r.ID(); err != nil || got.String() != rootID {
-		r.Close()
+	r, err := kept.root.Clone()
+	if err != nil {
 		return nil
 	}
 	return r
@@ -564,8 +569,8 @@ func (k *keptRoots) get(id, rootID string) *inroot.Root {
 func (k *keptRoots) drop(id string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if r, ok := k.roots[id]; ok {
-		r.Close()
+	if kept, ok := k.roots[id]; ok {
+		kept.root.Close()
 		delete(k.roots, id)
 	}
 }
@@ -573,8 +578,8 @@ func (k *keptRoots) drop(id string) {
 func (k *keptRoots) closeAll() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for id, r := range k.roots {
-		r.Close()
+	for id, kept := range k.roots {
+		kept.root.Close()
 		delete(k.roots, id)
 	}
 }

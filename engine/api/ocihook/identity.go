@@ -1,11 +1,11 @@
 package ocihook
 
 import (
-	specs "github.com/opencontainers/runtime-spec/specs-go"
-
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
 )
