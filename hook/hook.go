@@ -208,7 +208,7 @@ func readState(ctx context.Context, stdin io.Reader) ([]byte, error) {
 	if r, pollable := stdin.(deadlineReader); ok && pollable && r.SetReadDeadline(deadline) == nil {
 		raw, err := read()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return nil, fmt.Errorf("%s: not done before the hook's deadline: %w", op, context.DeadlineExceeded)
+			return nil, notDone(op, context.DeadlineExceeded)
 		}
 		return raw, err
 	}
@@ -461,6 +461,11 @@ func within(ctx context.Context, op string, f func() error) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		return fmt.Errorf("%s: not done before the hook's deadline: %w", op, context.Cause(ctx))
+		return notDone(op, context.Cause(ctx))
 	}
+}
+
+// notDone is the error of a step the run's deadline cut short.
+func notDone(op string, cause error) error {
+	return fmt.Errorf("%s: not done before the hook's deadline: %w", op, cause)
 }
