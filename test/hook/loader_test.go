@@ -82,14 +82,15 @@ type route struct {
 }
 
 // routeScript runs each route in a shell of its own and prints
-// "name=status" per route.
+// "name=status" per route, after what the route wrote to stderr: a route
+// that fails in an unexpected way says why in the test's log.
 func routeScript(routes []route) string {
 	var b strings.Builder
 	for _, r := range routes {
 		if strings.Contains(r.cmd, "'") {
 			panic("route " + r.name + " has a single quote")
 		}
-		fmt.Fprintf(&b, "sh -c '%s' >/dev/null 2>&1; echo %s=$?\n", r.cmd, r.name)
+		fmt.Fprintf(&b, "sh -c '%s' 2>&1 >/dev/null; echo %s=$?\n", r.cmd, r.name)
 	}
 	return b.String()
 }
