@@ -99,7 +99,7 @@ func (c Config) Validate() error {
 // LoadConfigFile reads a config file. A missing file is not an error: it
 // returns the zero Config and found=false.
 func LoadConfigFile(path string) (cfg Config, found bool, err error) {
-	f, err := os.Open(path)
+	f, err := linux.OpenBlocking(path, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return Config{}, false, nil
 	}

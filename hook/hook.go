@@ -28,9 +28,12 @@ type Hook struct {
 	// Stage is the stage the hook is installed at. A create stage also
 	// unregisters when the state says the container has stopped, so one
 	// hooks.d entry can list createContainer and poststop.
-	Stage   ocihook.Stage
-	Config  Config // with defaults applied and validated
-	Engine  Engine
+	Stage  ocihook.Stage
+	Config Config // with defaults applied and validated
+	Engine Engine
+	// Forward takes a create run whole (api.OneShot); nil leaves every
+	// run to this process, as for an engine older than the hook request.
+	Forward Forwarder
 	Cgroups CgroupResolver
 	// Offline registers without the engine when it cannot be reached (the
 	// slow path, fallback.Command); nil leaves that to the fail mode.
@@ -49,7 +52,8 @@ type connector interface {
 func (h *Hook) connectAhead(ctx context.Context) <-chan struct{} {
 	done := make(chan struct{})
 	c, ok := h.Engine.(connector)
-	if !ok {
+	// A run forwarded on a connection of its own needs none made ahead.
+	if !ok || h.Forward != nil && h.Stage != ocihook.StagePoststop {
 		close(done)
 		return done
 	}
@@ -66,6 +70,12 @@ func (h *Hook) connectAhead(ctx context.Context) <-chan struct{} {
 func (d *Decision) awaitConnection(ctx context.Context) {
 	if d.connected == nil {
 		return
+	}
+	// Ready already (or none was made): no wait, so no timer for ctx.
+	select {
+	case <-d.connected:
+		return
+	default:
 	}
 	select {
 	case <-d.connected:
@@ -190,23 +200,24 @@ func explainUserNamespace(err error) error {
 	return fmt.Errorf("%w (the hook runs in the container's user namespace, as host uid %d, which cannot reach the engine or register offline: install it at createRuntime for containers with a user namespace)", err, hostUID)
 }
 
-// deadlineReader is stdin when the runtime's poller can wait on it.
-type deadlineReader interface {
+// fileReader is stdin as the runtime gives it: a file descriptor.
+type fileReader interface {
 	io.Reader
-	SetReadDeadline(time.Time) error
+	Fd() uintptr
 }
 
-// readState reads the state from stdin within ctx's deadline: on a stdin
-// that takes a deadline (a pipe made non-blocking) directly, else in a
-// goroutine that is abandoned at the deadline.
+// readState reads the state from stdin within ctx's deadline: a file
+// descriptor (a pipe, as runtimes pass the state, or a file) in reads
+// bounded by poll(2), another reader in a goroutine abandoned at the
+// deadline.
 func readState(ctx context.Context, stdin io.Reader) ([]byte, error) {
 	const op = "read OCI state"
-	read := func() ([]byte, error) {
-		return linux.ReadLimited(stdin, ocihook.MaxStateSize, "OCI state on stdin")
+	read := func(r io.Reader) ([]byte, error) {
+		return linux.ReadLimited(r, ocihook.MaxStateSize, "OCI state on stdin")
 	}
 	deadline, ok := ctx.Deadline()
-	if r, pollable := stdin.(deadlineReader); ok && pollable && r.SetReadDeadline(deadline) == nil {
-		raw, err := read()
+	if f, isFile := stdin.(fileReader); ok && isFile {
+		raw, err := read(fdReader{fd: int(f.Fd()), deadline: deadline})
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil, notDone(op, context.DeadlineExceeded)
 		}
@@ -214,7 +225,7 @@ func readState(ctx context.Context, stdin io.Reader) ([]byte, error) {
 	}
 	var raw []byte
 	err := within(ctx, op, func() (err error) {
-		raw, err = read()
+		raw, err = read(stdin)
 		return err
 	})
 	return raw, err
@@ -223,13 +234,13 @@ func readState(ctx context.Context, stdin io.Reader) ([]byte, error) {
 // maxHookEnvelope bounds what a hook request adds around the state.
 const maxHookEnvelope = 1 << 10
 
-// errNotForwarded: the run was not handed to the engine (poststop, or an
-// engine client that cannot forward).
+// errNotForwarded: the run was not handed to the engine (poststop, or no
+// Forward).
 var errNotForwarded = errors.New("not forwarded")
 
-// Forwarder is an Engine that takes a hook run whole (*api.Client): the
-// engine, warm, parses the state, reads config.json and finds the cgroup,
-// which a hook process would each do cold.
+// Forwarder takes a hook run whole (api.OneShot): the engine, warm, parses
+// the state, reads config.json and finds the cgroup, which a hook process
+// would each do cold.
 type Forwarder interface {
 	Hook(ctx context.Context, run api.HookRun) (*api.Registered, error)
 }
@@ -238,10 +249,10 @@ type Forwarder interface {
 // registered container, or nil when the state says the container stopped
 // and the engine unregistered it.
 func (h *Hook) forward(ctx context.Context, raw []byte, d *Decision) error {
-	f, ok := h.Engine.(Forwarder)
+	f := h.Forward
 	// A state too large for one request (runtimes write a few KiB) is read
 	// here, as for an engine that cannot take the run.
-	if !ok || len(raw) > api.MaxMessageSize-maxHookEnvelope {
+	if f == nil || len(raw) > api.MaxMessageSize-maxHookEnvelope {
 		return errNotForwarded
 	}
 	var reg *api.Registered
@@ -362,9 +373,9 @@ func (h *Hook) register(ctx context.Context, ctr api.Container, d *Decision, eng
 // slow path can follow.
 func (h *Hook) engineContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	if h.Offline == nil || h.Config.EngineTimeout <= 0 {
-		return context.WithCancel(ctx)
+		return ctx, func() {}
 	}
-	return context.WithTimeout(ctx, time.Duration(h.Config.EngineTimeout))
+	return shorter(ctx, time.Now().Add(time.Duration(h.Config.EngineTimeout)))
 }
 
 func (h *Hook) unregister(ctx context.Context, st *specs.State, d *Decision, engineErr error) error {

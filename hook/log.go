@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 )
 
 // LogLine renders the decision as one JSON line. It is written out by
@@ -161,7 +163,7 @@ func AppendLog(logPath string, stderr io.Writer, d *Decision) error {
 		return err
 	}
 	open := func() (*os.File, error) {
-		return os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		return linux.OpenBlocking(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	}
 	f, err := open()
 	if errors.Is(err, os.ErrNotExist) {

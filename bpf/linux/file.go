@@ -78,12 +78,24 @@ func fileType(m fs.FileMode) string {
 
 // ReadFileLimited reads the file at path, refusing more than limit bytes.
 func ReadFileLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := OpenBlocking(path, unix.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	return ReadLimited(f, limit, path)
+}
+
+// OpenBlocking opens path with flags (O_CLOEXEC added) for blocking I/O,
+// outside Go's poller: os.OpenFile registers every file with it, which
+// costs a short-lived process (the OCI hook) an epoll instance and an
+// eventfd for files that are never waited on. The error is os.OpenFile's.
+func OpenBlocking(path string, flags int, perm uint32) (*os.File, error) {
+	fd, err := unix.Open(path, flags|unix.O_CLOEXEC, perm)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // WriteFileAtomic replaces path with data so that a reader, a restarted

@@ -173,9 +173,6 @@ type Request struct {
 	// Events selects the lines an OpSubscribe request streams.
 	Events *EventFilter `json:"events,omitempty"`
 	Hook   *HookRun     `json:"hook,omitempty"`
-
-	// line, when set, is the request already encoded as one line.
-	line []byte
 }
 
 // HookRun is one run of an OCI hook: the stage it is installed at and the
@@ -197,9 +194,6 @@ type Response struct {
 	Containers []Container  `json:"containers,omitempty"`
 	Status     *Status      `json:"status,omitempty"`
 	Explain    *Explanation `json:"explain,omitempty"`
-
-	// registered is an OpHook answer's container as a client decodes it.
-	registered *Registered
 }
 
 // Status describes what the engine enforces and how.

@@ -57,64 +57,6 @@ func (c *Client) Register(ctx context.Context, ctr Container) (*Container, error
 	return resp.Container, nil
 }
 
-// Hook hands the engine an OCI hook run. At a create stage it returns what
-// the engine registered; at poststop (or for a stopped
-// container) it unregisters and returns nil, the error wrapping
-// ErrNotFound if the engine did not know the container.
-func (c *Client) Hook(ctx context.Context, run HookRun) (*Registered, error) {
-	line, err := hookLine(run)
-	if err != nil {
-		return nil, fmt.Errorf("hook run at %s: %w", run.Stage, err)
-	}
-	resp, err := c.call(ctx, Request{Op: OpHook, line: line})
-	if err != nil {
-		return nil, fmt.Errorf("hook run at %s: %w", run.Stage, err)
-	}
-	return resp.registered, nil
-}
-
-// hookReply is the part of a Response an OpHook answer fills in.
-type hookReply struct {
-	Error     string      `json:"error,omitempty"`
-	Code      string      `json:"code,omitempty"`
-	NotFound  bool        `json:"notFound,omitempty"`
-	Container *Registered `json:"container,omitempty"`
-}
-
-// Registered is what an OpHook answer says of the container registered:
-// what a registrar logs. It reads only these fields of the Container the
-// engine sends, so a process that lives for one call decodes little.
-type Registered struct {
-	ID         string   `json:"id"`
-	CgroupID   uint64   `json:"cgroupId,omitempty"`
-	CgroupPath string   `json:"cgroupPath,omitempty"`
-	Namespace  string   `json:"namespace,omitempty"`
-	Pod        string   `json:"pod,omitempty"`
-	Name       string   `json:"container,omitempty"`
-	Policies   []string `json:"policies,omitempty"`
-}
-
-// hookLine is the OpHook request line, written out rather than encoded:
-// the hook is a new process per container start, and building
-// encoding/json's encoders for the request types costs it more than the
-// rest of its work. The state goes as it came, once checked to be JSON.
-func hookLine(run HookRun) ([]byte, error) {
-	for _, r := range run.Stage {
-		if (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') {
-			return nil, fmt.Errorf("stage %q is not a stage name", run.Stage)
-		}
-	}
-	if !json.Valid(run.State) {
-		return nil, errors.New("OCI state is not valid JSON")
-	}
-	line := make([]byte, 0, len(run.State)+64)
-	line = append(line, `{"op":"hook","hook":{"stage":"`...)
-	line = append(line, run.Stage...)
-	line = append(line, `","state":`...)
-	line = append(line, run.State...)
-	return append(line, "}}\n"...), nil
-}
-
 // Unregister removes a container; the error wraps ErrNotFound if the engine
 // did not know it.
 func (c *Client) Unregister(ctx context.Context, id string) error {
@@ -211,19 +153,25 @@ func (c *Client) call(ctx context.Context, req Request) (*Response, error) {
 		return nil, err
 	}
 	if resp.Error != "" {
-		err := errors.New(resp.Error)
-		switch {
-		case resp.NotFound || resp.Code == CodeNotFound:
-			err = fmt.Errorf("%w: %s", ErrNotFound, resp.Error)
-		case resp.Code == CodeCannotEnforce:
-			err = fmt.Errorf("%w: %s", ErrCannotEnforce, resp.Error)
-		case resp.Code == CodeUnsupported || strings.HasPrefix(resp.Error, unknownOpPrefix):
-			// The prefix: engines older than the code answered that way.
-			err = fmt.Errorf("%w: %s", ErrUnsupported, resp.Error)
-		}
-		return nil, fmt.Errorf("%w %s: %w", ErrRefused, req.Op, err)
+		return nil, refusal(req.Op, resp.Error, resp.Code, resp.NotFound)
 	}
 	return resp, nil
+}
+
+// refusal is the error of an answer refusing an op: ErrRefused, and the
+// sentinel its code names.
+func refusal(op, msg, code string, notFound bool) error {
+	err := errors.New(msg)
+	switch {
+	case notFound || code == CodeNotFound:
+		err = fmt.Errorf("%w: %s", ErrNotFound, msg)
+	case code == CodeCannotEnforce:
+		err = fmt.Errorf("%w: %s", ErrCannotEnforce, msg)
+	case code == CodeUnsupported || strings.HasPrefix(msg, unknownOpPrefix):
+		// The prefix: engines older than the code answered that way.
+		err = fmt.Errorf("%w: %s", ErrUnsupported, msg)
+	}
+	return fmt.Errorf("%w %s: %w", ErrRefused, op, err)
 }
 
 func (c *Client) takeIdle() *clientConn {
@@ -276,12 +224,7 @@ func (c *Client) exchange(ctx context.Context, cc *clientConn, req *Request) (re
 }
 
 func (c *Client) roundTrip(ctx context.Context, cc *clientConn, req *Request) (*Response, bool, error) {
-	var sendErr error
-	if req.line != nil {
-		_, sendErr = cc.Write(req.line)
-	} else {
-		sendErr = json.NewEncoder(cc).Encode(req)
-	}
+	sendErr := json.NewEncoder(cc).Encode(req)
 	if sendErr != nil && !brokenConn(sendErr) {
 		return nil, false, fmt.Errorf("send %s request to %s: %w", req.Op, c.Socket, ctxErr(ctx, sendErr))
 	}
@@ -290,16 +233,7 @@ func (c *Client) roundTrip(ctx context.Context, cc *clientConn, req *Request) (*
 	cc.in.next()
 	before := cc.in.lr.read
 	var resp Response
-	var readErr error
-	if req.line != nil {
-		// A written-out request is an OpHook one: decoding into the few
-		// fields its answer has spares building decoders for all of them.
-		var r hookReply
-		readErr = cc.in.dec.Decode(&r)
-		resp = Response{Error: r.Error, Code: r.Code, NotFound: r.NotFound, registered: r.Container}
-	} else {
-		readErr = cc.in.dec.Decode(&resp)
-	}
+	readErr := cc.in.dec.Decode(&resp)
 	if readErr == nil {
 		return &resp, false, nil
 	}

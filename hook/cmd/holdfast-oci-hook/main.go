@@ -6,7 +6,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
@@ -28,22 +26,7 @@ import (
 const exitUsage = 2
 
 func main() {
-	os.Exit(run(time.Now(), os.Args[1:], pollableStdin(), os.Stderr))
-}
-
-// pollableStdin is stdin made non-blocking when it is a pipe (as runtimes
-// pass the state), so its read waits in the runtime's poller under the
-// run's deadline instead of holding a thread. The pipe's read end is this
-// process's alone; a terminal is left as it is.
-func pollableStdin() *os.File {
-	var st syscall.Stat_t
-	if syscall.Fstat(0, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFIFO {
-		return os.Stdin
-	}
-	if err := syscall.SetNonblock(0, true); err != nil {
-		return os.Stdin
-	}
-	return os.NewFile(0, "stdin")
+	os.Exit(run(time.Now(), os.Args[1:], os.Stdin, os.Stderr))
 }
 
 func run(start time.Time, args []string, stdin io.Reader, stderr io.Writer) int {
@@ -56,12 +39,13 @@ func run(start time.Time, args []string, stdin io.Reader, stderr io.Writer) int 
 		return exitUsage
 	}
 	// One deadline for the whole run, counted from process start.
-	ctx, cancel := context.WithDeadline(context.Background(), start.Add(time.Duration(cfg.Timeout)))
-	defer cancel()
+	ctx := hook.WithDeadline(start.Add(time.Duration(cfg.Timeout)))
 	h := &hook.Hook{
 		Stage:  stage,
 		Config: cfg,
 		Engine: &api.Client{Socket: cfg.Socket},
+		// A create run goes whole to the engine on a connection of its own.
+		Forward: api.OneShot{Socket: cfg.Socket},
 		// The slow path: the holdfast binary registers the container
 		// itself when the engine cannot be reached.
 		Offline: fallback.Command{Binary: cfg.HoldfastBinary, StateDir: cfg.StateDir, BPFDir: cfg.BPFDir},
@@ -70,7 +54,9 @@ func run(start time.Time, args []string, stdin io.Reader, stderr io.Writer) int 
 	if err := hook.AppendLog(cfg.Log, stderr, d); err != nil {
 		fmt.Fprintf(stderr, "holdfast-oci-hook: %v\n", err)
 	}
-	io.WriteString(stderr, d.StderrLine())
+	if line := d.StderrLine(); line != "" {
+		io.WriteString(stderr, line)
+	}
 	return d.ExitCode()
 }
 
