@@ -53,7 +53,7 @@ func (h *Hook) connectAhead(ctx context.Context) <-chan struct{} {
 	done := make(chan struct{})
 	c, ok := h.Engine.(connector)
 	// A run forwarded on a connection of its own needs none made ahead.
-	if !ok || h.Forward != nil && h.Stage != ocihook.StagePoststop {
+	if !ok || h.Forward != nil {
 		close(done)
 		return done
 	}
@@ -167,11 +167,9 @@ func (h *Hook) run(ctx context.Context, stdin io.Reader, d *Decision) error {
 	}); err != nil {
 		return err
 	}
-	engineErr := errNotForwarded
-	if h.Stage != ocihook.StagePoststop {
-		if engineErr = h.forward(ctx, raw, d); engineErr == nil {
-			return nil
-		}
+	engineErr := h.forward(ctx, raw, d)
+	if engineErr == nil {
+		return nil
 	}
 	// The engine did not take the run: this process does the work, to
 	// register through the engine's older request, to register without
@@ -234,8 +232,8 @@ func readState(ctx context.Context, stdin io.Reader) ([]byte, error) {
 // maxHookEnvelope bounds what a hook request adds around the state.
 const maxHookEnvelope = 1 << 10
 
-// errNotForwarded: the run was not handed to the engine (poststop, or no
-// Forward).
+// errNotForwarded: the run was not handed to the engine (no Forward, or a
+// state too large for one request).
 var errNotForwarded = errors.New("not forwarded")
 
 // Forwarder takes a hook run whole (api.OneShot): the engine, warm, parses
@@ -277,6 +275,9 @@ func (h *Hook) forward(ctx context.Context, raw []byte, d *Decision) error {
 		}
 		if st, perr := ocihook.ParseState(raw); perr == nil {
 			d.Container.ID = st.ID
+			if ctr, ierr := ocihook.Identity(st.ID, st.Annotations); ierr == nil {
+				d.Container = ctr
+			}
 		}
 		return nil
 	}

@@ -37,8 +37,8 @@ func (o OneShot) Hook(ctx context.Context, run HookRun) (*Registered, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hook run at %s: %w", run.Stage, err)
 	}
-	var r hookReply
-	if err := json.Unmarshal(reply, &r); err != nil {
+	r, err := decodeHookReply(reply)
+	if err != nil {
 		return nil, fmt.Errorf("hook run at %s: read %s response from %s: %w", run.Stage, OpHook, o.Socket, err)
 	}
 	if r.Error != "" {
