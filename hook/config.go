@@ -1,7 +1,6 @@
 package hook
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/api/fallback"
+	"github.com/holdfast-dev/holdfast/engine/api/jsonscan"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 )
 
@@ -120,20 +120,69 @@ func LoadConfigFile(path string) (cfg Config, found bool, err error) {
 
 // ParseConfig decodes a config file's contents strictly: unknown fields are
 // errors, so a misspelt "failMode" cannot silently leave a node fail-open.
+// It reads as encoding/json would into Config (FuzzParseConfig holds it to
+// that) without building encoding/json's reflection caches, which cost the
+// hook 0.1 to 0.5 ms of every run.
 func ParseConfig(data []byte) (Config, error) {
-	var cfg Config
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cfg); err != nil {
+	cfg, err := scanConfig(data)
+	if err != nil {
 		return Config{}, fmt.Errorf("malformed JSON: %w", err)
-	}
-	if dec.More() {
-		return Config{}, errors.New("malformed JSON: data after the object")
 	}
 	if err := cfg.Settings.Validate(); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil
+}
+
+func scanConfig(data []byte) (Config, error) {
+	var c Config
+	s := jsonscan.New(data)
+	if s.Null() {
+		return c, s.End()
+	}
+	err := s.Object(func(key string) error {
+		for _, f := range []struct {
+			name string
+			dst  *string
+		}{
+			{"socket", &c.Socket}, {"engineNamespace", &c.EngineNamespace}, {"log", &c.Log},
+			{"holdfastBinary", &c.HoldfastBinary}, {"stateDir", &c.StateDir}, {"bpfDir", &c.BPFDir},
+		} {
+			if strings.EqualFold(key, f.name) {
+				return s.String(f.dst)
+			}
+		}
+		switch {
+		case strings.EqualFold(key, "timeout"):
+			return scanDuration(s, &c.Timeout)
+		case strings.EqualFold(key, "engineTimeout"):
+			return scanDuration(s, &c.EngineTimeout)
+		case strings.EqualFold(key, "failMode"):
+			mode := string(c.FailMode)
+			err := s.String(&mode)
+			c.FailMode = registrar.FailMode(mode)
+			return err
+		case strings.EqualFold(key, "failOpenNamespaces"):
+			return s.Strings(&c.FailOpenNamespaces)
+		}
+		return fmt.Errorf("unknown field %q", key)
+	})
+	if err == nil {
+		err = s.End()
+	}
+	return c, err
+}
+
+// scanDuration reads a Duration as its UnmarshalJSON does.
+func scanDuration(s *jsonscan.Scanner, d *Duration) error {
+	var text string
+	if s.Null() {
+		return errors.New("duration must be a string like \"2s\", not null")
+	}
+	if err := s.String(&text); err != nil {
+		return fmt.Errorf("duration must be a string like \"2s\": %w", err)
+	}
+	return d.parse(text)
 }
 
 // Marshal renders a config file, indented, with a trailing newline.
@@ -159,6 +208,10 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return fmt.Errorf("duration must be a string like \"2s\": %w", err)
 	}
+	return d.parse(s)
+}
+
+func (d *Duration) parse(s string) error {
 	v, err := time.ParseDuration(strings.TrimSpace(s))
 	if err != nil {
 		return fmt.Errorf("duration %q: %w", s, err)

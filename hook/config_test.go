@@ -1,13 +1,17 @@
 package hook
 
 import (
-	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
+	"bytes"
+	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 )
 
@@ -28,7 +32,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "bad fail mode", in: `{"failMode":"shut"}`, wantErr: `unknown fail mode "shut"`},
 		{name: "numeric timeout", in: `{"timeout":2}`, wantErr: `duration must be a string`},
 		{name: "bad timeout", in: `{"timeout":"soon"}`, wantErr: `duration "soon"`},
-		{name: "trailing data", in: `{} {}`, wantErr: `data after the object`},
+		{name: "trailing data", in: `{} {}`, wantErr: `data after the document`},
 		{name: "not json", in: `socket=/x`, wantErr: `malformed JSON`},
 	}
 	for _, tt := range tests {
@@ -139,4 +143,39 @@ func TestParseStage(t *testing.T) {
 			t.Errorf("ParseStage(%q) accepted it", s)
 		}
 	}
+}
+
+// FuzzParseConfig: the config reader agrees with encoding/json (strict, one
+// document) on every input: both refuse it, or both read the same Config.
+func FuzzParseConfig(f *testing.F) {
+	for _, s := range []string{
+		`{"socket":"/run/holdfast/engine.sock","timeout":"2s","failMode":"open","failOpenNamespaces":["kube-system"],"engineNamespace":"holdfast-system","log":"/var/log/holdfast/oci-hook.log"}`,
+		`{"engineTimeout":" 1500ms ","holdfastBinary":"/usr/bin/holdfast","stateDir":"/s","bpfDir":"/b"}`,
+		`{}`, `null`, `{"SOCKET":"/x","FailMode":"closed"}`, `{"failOpenNamespaces":null}`, `{"failOpenNamespaces":[]}`,
+		`{"failOpenNamespaces":["a"],"failOpenNamespaces":["b","c"]}`, `{"socket":null,"failMode":null,"log":null}`,
+		`{"timeout":null}`, `{"timeout":5}`, `{"timeout":"5"}`, `{"timeout":"-1s"}`, `{"timeout":"2s","timeout":"3s"}`,
+		`{"failureMode":"closed"}`, `{"socket":1}`, `{"socket":"/x"} {}`, `{"socket":"/x"}}`, `{"socket":`, `socket=/x`,
+		`{"failMode":"sometimes"}`, `{"socket":"\u002fx\ud83d\ude00"}`, `[]`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var want Config
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		wantErr := dec.Decode(&want)
+		if wantErr == nil && strings.TrimLeft(string(data[dec.InputOffset():]), " \t\r\n") != "" {
+			wantErr = errors.New("data after the document")
+		}
+		if wantErr == nil {
+			wantErr = want.Settings.Validate()
+		}
+		got, err := ParseConfig(data)
+		if (wantErr == nil) != (err == nil) {
+			t.Fatalf("%q: encoding/json says %v, ParseConfig says %v", data, wantErr, err)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: encoding/json reads %+v, ParseConfig %+v", data, want, got)
+		}
+	})
 }
