@@ -62,7 +62,11 @@ func (o OneShot) exchange(ctx context.Context, deadline time.Time, line []byte) 
 		return nil, fmt.Errorf("connect to engine at %s: %w", o.Socket, err)
 	}
 	if err := retryEINTR(fd, deadline, func() error {
-		return unix.Connect(fd, &unix.SockaddrUnix{Name: o.Socket})
+		err := unix.Connect(fd, &unix.SockaddrUnix{Name: o.Socket})
+		if errors.Is(err, unix.EISCONN) {
+			return nil // a connect a signal interrupted went through
+		}
+		return err
 	}); err != nil {
 		return nil, fmt.Errorf("connect to engine at %s: %w", o.Socket, err)
 	}
