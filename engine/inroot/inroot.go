@@ -51,7 +51,7 @@ type Root struct {
 // Open opens dir as a root. mountinfo is the mountinfo file of a process
 // that sees the mounts below dir; empty means this process's.
 func Open(dir, mountinfo string) (*Root, error) {
-	f, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	f, err := linux.OpenBlocking(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open container root: %w", err)
 	}
@@ -254,10 +254,13 @@ func (r *Root) identity(f *os.File) (bpf.FileID, error) {
 	return bpf.FileID{Dev: dev, Ino: ino}, nil
 }
 
+// maxFdinfo bounds an fdinfo file; a path's or directory's is a few lines.
+const maxFdinfo = 64 << 10
+
 // fdinfo returns the mount ID and file_inode()->i_ino of an open file.
 func fdinfo(f *os.File) (mntID int, ino uint64, err error) {
-	name := fmt.Sprintf("/proc/self/fdinfo/%d", f.Fd())
-	data, err := os.ReadFile(name)
+	name := "/proc/self/fdinfo/" + strconv.FormatUint(uint64(f.Fd()), 10)
+	data, err := linux.ReadFileLimited(name, maxFdinfo)
 	if err != nil {
 		return 0, 0, fmt.Errorf("identity of %s: %w", f.Name(), err)
 	}
