@@ -155,25 +155,56 @@ func ParseBundleConfig(data []byte) (*BundleConfig, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("config.json is empty")
 	}
-	var c BundleConfig
-	if err := json.Unmarshal(data, &c); err != nil {
+	c, err := decodeBundleConfig(data)
+	if err != nil {
 		return nil, fmt.Errorf("malformed config.json: %w", err)
 	}
-	return &c, nil
+	return c, nil
+}
+
+// decodeBundleConfig decodes data as json.Unmarshal would into a
+// BundleConfig, in one pass that builds nothing of the fields it skips: a
+// runc spec is mostly mounts, capabilities and namespaces the engine never
+// reads, and encoding/json spent more on them than the rest of a hook run
+// did.
+func decodeBundleConfig(data []byte) (*BundleConfig, error) {
+	d := decoder{data: data}
+	var c BundleConfig
+	err := optionalTop(&d, func(key string) error {
+		switch {
+		case strings.EqualFold(key, "annotations"):
+			return d.stringMap("annotations", &c.Annotations)
+		case strings.EqualFold(key, "linux"):
+			return optional(&d, &c.Linux, "linux", func(key string) error {
+				return d.only(key, "cgroupsPath", func() error { return d.str("linux.cgroupsPath", &c.Linux.CgroupsPath) })
+			})
+		case strings.EqualFold(key, "root"):
+			return optional(&d, &c.Root, "root", func(key string) error {
+				return d.only(key, "path", func() error { return d.str("root.path", &c.Root.Path) })
+			})
+		case strings.EqualFold(key, "process"):
+			return optional(&d, &c.Process, "process", func(key string) error {
+				return d.only(key, "args", func() error { return d.strings("process.args", &c.Process.Args) })
+			})
+		}
+		return d.skip()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &c, d.end()
 }
 
 // ReadBundleConfig reads bundle/config.json.
 func ReadBundleConfig(bundle string) (*BundleConfig, error) {
 	path := filepath.Join(bundle, "config.json")
 	// Not os.Open: a FIFO put there would block the engine's open for good.
-	f, err := linux.OpenRegular(path)
+	data, err := linux.ReadRegularFile(path, maxConfigSize, "bundle config "+path)
 	if err != nil {
+		if errors.Is(err, linux.ErrTooLarge) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("read bundle config: %w", err)
-	}
-	defer f.Close()
-	data, err := linux.ReadLimited(f, maxConfigSize, "bundle config "+path)
-	if err != nil {
-		return nil, err
 	}
 	c, err := ParseBundleConfig(data)
 	if err != nil {

@@ -1,0 +1,79 @@
+package ocihook
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+)
+
+// decodeCases are inputs where encoding/json's rules are easy to get
+// wrong: case-insensitive keys, repeated keys, nulls, escapes, invalid
+// UTF-8, and JSON that is malformed only in a part the decoder skips.
+var decodeCases = []string{
+	`{}`, `null`, ` null `, `[]`, `"x"`, `5`, `true`, `{} x`, `{}}`, `{"a":1,}`, `{"a" 1}`, `{,}`,
+	`{"annotations":{"a":"b","c":"d"}}`,
+	`{"Annotations":{"a":"b"},"ANNOTATIONS":{"c":"d"}}`,
+	`{"annotations":{"a":"b"},"annotations":null,"annotations":{"c":"d"}}`,
+	`{"annotations":{"a":null}}`, `{"annotations":[]}`, `{"annotations":{"a":1}}`, `{"annotations":"x"}`,
+	`{"annotations":{"a":"\u00e9\ud83d\ude00\ud800x\u0041\n\"\\\/"}}`,
+	"{\"annotations\":{\"a\":\"\xff\xfe\",\"\xc3\":\"b\"}}",
+	"{\"annotations\":{\"a\":\"\x01\"}}",
+	`{"annotation\u0073":{"a":"b"}}`,
+	"{\"annotation\u017f\":{\"a\":\"b\"}}", // ſ folds to s
+	"{\"lİnux\":{\"cgroupsPath\":\"/x\"}}", // İ does not fold to i
+	`{"linux":{"cgroupsPath":"/a"},"linux":{"other":1}}`,
+	`{"linux":{"cgroupsPath":"/a"},"linux":null,"linux":{}}`,
+	`{"linux":{"cgroupspath":"/a","cgroupsPath":null}}`,
+	`{"linux":{"cgroupsPath":5}}`, `{"linux":[]}`, `{"linux":"x"}`, `{"linux":5}`,
+	`{"root":{"path":"rootfs","readonly":true}}`, `{"root":{"path":null}}`, `{"root":{"Path":"a","PATH":"b"}}`,
+	`{"process":{"args":["a","b"]}}`, `{"process":{"args":[]}}`, `{"process":{"args":null}}`,
+	`{"process":{"args":["a","b","c"],"args":["x",null]}}`,
+	`{"process":{"args":["a",null]}}`, `{"process":{"args":[1]}}`, `{"process":{"args":"a"}}`,
+	`{"process":{"args":["a"}}`, `{"process":{"args":["a",]}}`,
+	`{"x":[1,-2.5e+3,0,-0,1E9,true,false,null,{"a":[{}]},[],""]}`,
+	`{"x":01}`, `{"x":-}`, `{"x":1.}`, `{"x":1e}`, `{"x":.5}`, `{"x":+1}`, `{"x":tru}`, `{"x":nul}`, `{"x":"\x"}`,
+	`{"x":"\u12"}`, `{"x":"\ud800\u12"}`, `{"x":[}`, `{"x":{]}`, `{"x":{"a"}}`, `{"x":{1:2}}`, `{"x":[1 2]}`,
+	`{"x":"a`, `{"x":`, `{"x"`, `{`, `{"annotations":{"a":"b"}`, ` `, "\ufeff{}",
+	`{"ociVersion":"1.0.2","process":{"terminal":false,"user":{"uid":0},"args":["sh"],"env":["A=b"]},"root":{"path":"/r"},"linux":{"cgroupsPath":"a:b:c","namespaces":[{"type":"pid"}]}}`,
+}
+
+// TestDecodeBundleConfigMatchesEncodingJSON: the one-pass decoder accepts
+// what json.Unmarshal accepts and decodes it to the same BundleConfig.
+func TestDecodeBundleConfigMatchesEncodingJSON(t *testing.T) {
+	cases := append(decodeCases, string(runcConfig(t)))
+	for _, in := range cases {
+		checkDecodeMatches(t, []byte(in))
+	}
+}
+
+// FuzzDecodeBundleConfig is TestDecodeBundleConfigMatchesEncodingJSON
+// over arbitrary input:
+//
+//	go test -run '^$' -fuzz FuzzDecodeBundleConfig ./engine/api/ocihook/
+func FuzzDecodeBundleConfig(f *testing.F) {
+	for _, in := range decodeCases {
+		f.Add([]byte(in))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) { checkDecodeMatches(t, data) })
+}
+
+func checkDecodeMatches(t *testing.T, data []byte) {
+	t.Helper()
+	var want BundleConfig
+	wantErr := json.Unmarshal(data, &want)
+	got, err := decodeBundleConfig(data)
+	switch {
+	case (err == nil) != (wantErr == nil):
+		t.Errorf("%q: error %v, encoding/json's %v", data, err, wantErr)
+	case err == nil && !reflect.DeepEqual(*got, want):
+		t.Errorf("%q: decoded %s, encoding/json %s", data, show(*got), show(want))
+	}
+}
+
+func show(c BundleConfig) string {
+	out, _ := json.Marshal(c)
+	if c.Process != nil && c.Process.Args != nil && len(c.Process.Args) == 0 {
+		out = append(out, " (args empty, not nil)"...)
+	}
+	return string(out)
+}
