@@ -32,7 +32,7 @@ func runcConfig(tb testing.TB) []byte {
 // BenchmarkParseBundleConfig decodes a CRI-O container's config.json, as
 // the engine does for every hook run:
 //
-//	go test -run '^$' -bench BundleConfig -benchmem ./engine/api/ocihook/
+//	go test -run '^$' -bench 'BundleConfig|ParseState' -benchmem ./engine/api/ocihook/
 func BenchmarkParseBundleConfig(b *testing.B) {
 	data := runcConfig(b)
 	b.SetBytes(int64(len(data)))
@@ -54,6 +54,23 @@ func BenchmarkReadBundleConfig(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := ReadBundleConfig(dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseState decodes the state runc hands a CRI-O container's
+// hook, which carries the container's annotations.
+func BenchmarkParseState(b *testing.B) {
+	data, err := json.Marshal(map[string]any{"ociVersion": "1.0.2", "id": "e3d2c1b0a9f8", "status": "creating", "pid": 4242,
+		"bundle": "/run/containers/storage/overlay-containers/e3d2c1b0a9f8/userdata", "annotations": harness.RuntimeAnnotations(b, "crio-container.json")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseState(data); err != nil {
 			b.Fatal(err)
 		}
 	}

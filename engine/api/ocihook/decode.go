@@ -557,14 +557,35 @@ func (d *decoder) number() error {
 	return nil
 }
 
-// optionalTop decodes the top-level value as an object, member by member;
-// a top-level null decodes nothing, as with encoding/json.
-func optionalTop(d *decoder, member func(key string) error) error {
+// optionalTop decodes the top-level value, what, as an object, member by
+// member; a top-level null decodes nothing, as with encoding/json.
+func optionalTop(d *decoder, what string, member func(key string) error) error {
 	if isNull, err := d.null(); isNull || err != nil {
 		return err
 	}
 	if d.peek() != '{' {
-		return d.wrongType("config.json", "an object")
+		return d.wrongType(what, "an object")
 	}
 	return d.members(member)
+}
+
+// integer decodes a number field into an int as encoding/json does: an
+// integer that fits, else a type error; a null leaves *n as it was.
+func (d *decoder) integer(field string, n *int) error {
+	if isNull, err := d.null(); isNull || err != nil {
+		return err
+	}
+	if c := d.peek(); c != '-' && (c < '0' || c > '9') {
+		return d.wrongType(field, "an integer")
+	}
+	start := d.pos
+	if err := d.number(); err != nil {
+		return err
+	}
+	v, err := strconv.ParseInt(string(d.data[start:d.pos]), 10, strconv.IntSize)
+	if err != nil {
+		return fmt.Errorf("%s is the number %s, want an integer of %d bits", field, d.data[start:d.pos], strconv.IntSize)
+	}
+	*n = int(v)
+	return nil
 }

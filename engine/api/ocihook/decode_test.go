@@ -42,7 +42,7 @@ var decodeCases = []string{
 func TestDecodeBundleConfigMatchesEncodingJSON(t *testing.T) {
 	cases := append(decodeCases, string(runcConfig(t)))
 	for _, in := range cases {
-		checkDecodeMatches(t, []byte(in))
+		checkMatches(t, []byte(in), decodeBundleConfig)
 	}
 }
 
@@ -54,26 +54,47 @@ func FuzzDecodeBundleConfig(f *testing.F) {
 	for _, in := range decodeCases {
 		f.Add([]byte(in))
 	}
-	f.Fuzz(func(t *testing.T, data []byte) { checkDecodeMatches(t, data) })
+	f.Fuzz(func(t *testing.T, data []byte) { checkMatches(t, data, decodeBundleConfig) })
 }
 
-func checkDecodeMatches(t *testing.T, data []byte) {
+// stateCases are the same for the state: the pid is an int that must fit.
+var stateCases = []string{
+	`{"ociVersion":"1.0.2","id":"c1","status":"creating","pid":42,"bundle":"/b","annotations":{"a":"b"}}`,
+	`{"ID":"c1","Status":"created","PID":-0,"Bundle":null}`, `{"id":"c1","pid":null}`, `{"id":5}`, `{"status":{}}`,
+	`{"pid":1.0}`, `{"pid":1e2}`, `{"pid":"1"}`, `{"pid":-9223372036854775808}`, `{"pid":9223372036854775808}`,
+	`{"pid":99999999999999999999}`, `{"pid":-}`, `{"pid":01}`, `{"pid":true}`, `{"pid":[1]}`,
+	`{"id":"a","id":"b","pid":1,"pid":2}`, `{"annotations":{"a":"b"},"annotations":{"c":"d"}}`, `{"id":"\u0000"}`,
+}
+
+// TestDecodeStateMatchesEncodingJSON is
+// TestDecodeBundleConfigMatchesEncodingJSON for the OCI state.
+func TestDecodeStateMatchesEncodingJSON(t *testing.T) {
+	for _, in := range append(decodeCases, stateCases...) {
+		checkMatches(t, []byte(in), decodeState)
+	}
+}
+
+// FuzzDecodeState is TestDecodeStateMatchesEncodingJSON over arbitrary input:
+//
+//	go test -run '^$' -fuzz FuzzDecodeState ./engine/api/ocihook/
+func FuzzDecodeState(f *testing.F) {
+	for _, in := range append(decodeCases, stateCases...) {
+		f.Add([]byte(in))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) { checkMatches(t, data, decodeState) })
+}
+
+// checkMatches fails unless decode and json.Unmarshal both refuse data or
+// both decode it to the same value.
+func checkMatches[T any](t *testing.T, data []byte, decode func([]byte) (*T, error)) {
 	t.Helper()
-	var want BundleConfig
+	var want T
 	wantErr := json.Unmarshal(data, &want)
-	got, err := decodeBundleConfig(data)
+	got, err := decode(data)
 	switch {
 	case (err == nil) != (wantErr == nil):
 		t.Errorf("%q: error %v, encoding/json's %v", data, err, wantErr)
 	case err == nil && !reflect.DeepEqual(*got, want):
-		t.Errorf("%q: decoded %s, encoding/json %s", data, show(*got), show(want))
+		t.Errorf("%q: decoded %#v, encoding/json %#v", data, *got, want)
 	}
-}
-
-func show(c BundleConfig) string {
-	out, _ := json.Marshal(c)
-	if c.Process != nil && c.Process.Args != nil && len(c.Process.Args) == 0 {
-		out = append(out, " (args empty, not nil)"...)
-	}
-	return string(out)
 }

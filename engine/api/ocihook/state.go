@@ -2,7 +2,6 @@ package ocihook
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -50,8 +49,8 @@ func ParseState(data []byte) (*specs.State, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("empty OCI state on stdin")
 	}
-	var st specs.State
-	if err := json.Unmarshal(data, &st); err != nil {
+	st, err := decodeState(data)
+	if err != nil {
 		return nil, fmt.Errorf("malformed OCI state JSON on stdin: %w", err)
 	}
 	if err := checkID(st.ID); err != nil {
@@ -60,7 +59,39 @@ func ParseState(data []byte) (*specs.State, error) {
 	if st.Pid < 0 {
 		return nil, fmt.Errorf("OCI state of %s: negative pid %d", st.ID, st.Pid)
 	}
-	return &st, nil
+	return st, nil
+}
+
+// decodeState decodes data as json.Unmarshal would into a specs.State, in
+// one pass: the engine gets the state inside a request it has decoded
+// already, and runtimes put every annotation in it.
+func decodeState(data []byte) (*specs.State, error) {
+	d := decoder{data: data}
+	var st specs.State
+	err := optionalTop(&d, "the state", func(key string) error {
+		switch {
+		case strings.EqualFold(key, "ociVersion"):
+			return d.str("ociVersion", &st.Version)
+		case strings.EqualFold(key, "id"):
+			return d.str("id", &st.ID)
+		case strings.EqualFold(key, "status"):
+			status := string(st.Status)
+			err := d.str("status", &status)
+			st.Status = specs.ContainerState(status)
+			return err
+		case strings.EqualFold(key, "pid"):
+			return d.integer("pid", &st.Pid)
+		case strings.EqualFold(key, "bundle"):
+			return d.str("bundle", &st.Bundle)
+		case strings.EqualFold(key, "annotations"):
+			return d.stringMap("annotations", &st.Annotations)
+		}
+		return d.skip()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &st, d.end()
 }
 
 // ReadState reads the state from r, refusing more than MaxStateSize bytes.
@@ -170,7 +201,7 @@ func ParseBundleConfig(data []byte) (*BundleConfig, error) {
 func decodeBundleConfig(data []byte) (*BundleConfig, error) {
 	d := decoder{data: data}
 	var c BundleConfig
-	err := optionalTop(&d, func(key string) error {
+	err := optionalTop(&d, "config.json", func(key string) error {
 		switch {
 		case strings.EqualFold(key, "annotations"):
 			return d.stringMap("annotations", &c.Annotations)
