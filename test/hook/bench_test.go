@@ -302,7 +302,7 @@ func installedHooks(b testing.TB, bin string, cfg hook.Config) map[string][]runc
 
 // BenchmarkHookRequest measures the engine's side of a hook run alone: the
 // round trip of an OpHook request at createRuntime over a warm connection
-// (no hook process), for a runc spec's config.json with CRI-O's
+// (no hook process), for a runc spec's config.json (and state) with CRI-O's
 // annotations whose pod a policy with three exec deny rules (two files, a
 // directory) selects, each resolved in the container's busybox root. The
 // container's process is a sleeper in a cgroup of its own; each run
@@ -319,7 +319,8 @@ func BenchmarkHookRequest(b *testing.B) {
 		Args: []string{"--log-level", "info"}})
 	cg := harness.NewCgroup(b)
 	sleeper := cg.Start(b, "sleep", "1000000")
-	bundle := r.bundle(b, bundleOpts{Args: []string{"/bin/sleep", "600"}, Annotations: lockedAnnotations("request")}).Bundle
+	annotations := lockedAnnotations("request")
+	bundle := r.bundle(b, bundleOpts{Args: []string{"/bin/sleep", "600"}, Annotations: annotations}).Bundle
 	client := e.Client()
 	defer client.Close()
 	ctx := context.Background()
@@ -336,7 +337,7 @@ func BenchmarkHookRequest(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		id := fmt.Sprintf("request-%d", i)
-		run := api.HookRun{Stage: "createRuntime", State: json.RawMessage(harness.OCIState(id, "creating", sleeper.Process.Pid, bundle, nil))}
+		run := api.HookRun{Stage: "createRuntime", State: json.RawMessage(harness.OCIState(id, "creating", sleeper.Process.Pid, bundle, annotations))}
 		line, err := json.Marshal(api.Request{Op: api.OpHook, Hook: &run})
 		if err != nil {
 			b.Fatal(err)
