@@ -115,6 +115,27 @@ func ReadRegularFile(path string, limit int64, name string) ([]byte, error) {
 	return readFd(fd, st.Size, limit, name)
 }
 
+// ReadFileHead reads what one read(2) gives of the file at path into buf:
+// for a /proc file whose first lines are all the caller needs, one system
+// call fewer than reading to the end.
+func ReadFileHead(path string, buf []byte) (int, error) {
+	fd, err := openFd(path, unix.O_RDONLY, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	for {
+		n, err := unix.Read(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read %s: %w", path, err)
+		}
+		return n, nil
+	}
+}
+
 // openFd opens path close-on-exec, retrying on EINTR as os.Open does.
 func openFd(path string, flags int, perm uint32) (int, error) {
 	for {
