@@ -113,7 +113,7 @@ func (d *decoder) literal(word string) error {
 
 // members calls member for each member of the object that comes next,
 // with its key unescaped; member must consume the value.
-func (d *decoder) members(member func(key string) error) error {
+func (d *decoder) members(member func(key []byte) error) error {
 	d.space()
 	d.pos++ // '{', checked by the caller
 	if d.peek() == '}' {
@@ -124,7 +124,7 @@ func (d *decoder) members(member func(key string) error) error {
 		if d.peek() != '"' {
 			return d.syntaxError("looking for beginning of object key string")
 		}
-		key, err := d.stringValue()
+		key, err := d.rawString()
 		if err != nil {
 			return err
 		}
@@ -158,7 +158,7 @@ func (d *decoder) next(closer byte, what string) (more bool, err error) {
 // optional decodes an object into the struct *p points to, allocating it
 // when nil (a repeated key decodes into the same struct); a null clears it.
 // member decodes one member into *p.
-func optional[T any](d *decoder, p **T, field string, member func(key string) error) error {
+func optional[T any](d *decoder, p **T, field string, member func(key []byte) error) error {
 	if done, err := begin(d, p, field, "an object", '{'); done {
 		return err
 	}
@@ -185,10 +185,14 @@ func begin[T any](d *decoder, p *T, field, want string, open byte) (done bool, e
 	return false, nil
 }
 
+// isKey says whether key names the field name, as encoding/json matches
+// keys (bytes.EqualFold).
+func isKey(key []byte, name string) bool { return strings.EqualFold(string(key), name) }
+
 // only decodes the member called name (matched as encoding/json matches
 // keys) with decode and skips any other.
-func (d *decoder) only(key, name string, decode func() error) error {
-	if strings.EqualFold(key, name) {
+func (d *decoder) only(key []byte, name string, decode func() error) error {
+	if isKey(key, name) {
 		return decode()
 	}
 	return d.skip()
@@ -249,12 +253,12 @@ func (d *decoder) stringMap(field string, m *map[string]string) error {
 	if *m == nil {
 		*m = map[string]string{}
 	}
-	return d.members(func(key string) error {
+	return d.members(func(key []byte) error {
 		var v string
 		if err := d.str(field+" value", &v); err != nil {
 			return err
 		}
-		(*m)[key] = v
+		(*m)[string(key)] = v
 		return nil
 	})
 }
@@ -275,16 +279,22 @@ func (d *decoder) wrongType(field, want string) error {
 
 // stringValue reads the string that comes next (d.data[d.pos] is '"').
 func (d *decoder) stringValue() (string, error) {
+	b, err := d.rawString()
+	return string(b), err
+}
+
+// rawString reads the string that comes next (d.data[d.pos] is '"'),
+// unescaped. Without escapes or invalid UTF-8 it is part of the input, so
+// a key compared and dropped costs no allocation.
+func (d *decoder) rawString() ([]byte, error) {
 	d.pos++
 	start := d.pos
-	// Fast path: no escapes, no control characters, ASCII or valid UTF-8.
 	for d.pos < len(d.data) {
 		c := d.data[d.pos]
 		switch {
 		case c == '"':
-			s := string(d.data[start:d.pos])
 			d.pos++
-			return s, nil
+			return d.data[start : d.pos-1], nil
 		case c == '\\' || c < 0x20:
 			return d.slowString(start)
 		case c >= utf8.RuneSelf:
@@ -297,38 +307,37 @@ func (d *decoder) stringValue() (string, error) {
 			d.pos++
 		}
 	}
-	return "", d.syntaxError("in string literal")
+	return nil, d.syntaxError("in string literal")
 }
 
 // slowString decodes a string with escapes or invalid UTF-8 from start,
 // the offset after its opening quote.
-func (d *decoder) slowString(start int) (string, error) {
-	var b strings.Builder
-	b.Write(d.data[start:d.pos])
+func (d *decoder) slowString(start int) ([]byte, error) {
+	b := append([]byte(nil), d.data[start:d.pos]...)
 	for d.pos < len(d.data) {
 		c := d.data[d.pos]
 		switch {
 		case c == '"':
 			d.pos++
-			return b.String(), nil
+			return b, nil
 		case c < 0x20:
-			return "", d.syntaxError("in string literal")
+			return nil, d.syntaxError("in string literal")
 		case c == '\\':
 			r, err := d.escape()
 			if err != nil {
-				return "", err
+				return nil, err
 			}
-			b.WriteRune(r)
+			b = utf8.AppendRune(b, r)
 		case c >= utf8.RuneSelf:
 			r, n := utf8.DecodeRune(d.data[d.pos:])
 			d.pos += n
-			b.WriteRune(r) // utf8.RuneError for an invalid byte
+			b = utf8.AppendRune(b, r) // utf8.RuneError for an invalid byte
 		default:
-			b.WriteByte(c)
+			b = append(b, c)
 			d.pos++
 		}
 	}
-	return "", d.syntaxError("in string literal")
+	return nil, d.syntaxError("in string literal")
 }
 
 // escape decodes the escape sequence at d.pos, pairing UTF-16 surrogates
@@ -559,7 +568,7 @@ func (d *decoder) number() error {
 
 // optionalTop decodes the top-level value, what, as an object, member by
 // member; a top-level null decodes nothing, as with encoding/json.
-func optionalTop(d *decoder, what string, member func(key string) error) error {
+func optionalTop(d *decoder, what string, member func(key []byte) error) error {
 	if isNull, err := d.null(); isNull || err != nil {
 		return err
 	}

@@ -68,22 +68,22 @@ func ParseState(data []byte) (*specs.State, error) {
 func decodeState(data []byte) (*specs.State, error) {
 	d := decoder{data: data}
 	var st specs.State
-	err := optionalTop(&d, "the state", func(key string) error {
+	err := optionalTop(&d, "the state", func(key []byte) error {
 		switch {
-		case strings.EqualFold(key, "ociVersion"):
+		case isKey(key, "ociVersion"):
 			return d.str("ociVersion", &st.Version)
-		case strings.EqualFold(key, "id"):
+		case isKey(key, "id"):
 			return d.str("id", &st.ID)
-		case strings.EqualFold(key, "status"):
+		case isKey(key, "status"):
 			status := string(st.Status)
 			err := d.str("status", &status)
 			st.Status = specs.ContainerState(status)
 			return err
-		case strings.EqualFold(key, "pid"):
+		case isKey(key, "pid"):
 			return d.integer("pid", &st.Pid)
-		case strings.EqualFold(key, "bundle"):
+		case isKey(key, "bundle"):
 			return d.str("bundle", &st.Bundle)
-		case strings.EqualFold(key, "annotations"):
+		case isKey(key, "annotations"):
 			return d.stringMap("annotations", &st.Annotations)
 		}
 		return d.skip()
@@ -201,20 +201,20 @@ func ParseBundleConfig(data []byte) (*BundleConfig, error) {
 func decodeBundleConfig(data []byte) (*BundleConfig, error) {
 	d := decoder{data: data}
 	var c BundleConfig
-	err := optionalTop(&d, "config.json", func(key string) error {
+	err := optionalTop(&d, "config.json", func(key []byte) error {
 		switch {
-		case strings.EqualFold(key, "annotations"):
+		case isKey(key, "annotations"):
 			return d.stringMap("annotations", &c.Annotations)
-		case strings.EqualFold(key, "linux"):
-			return optional(&d, &c.Linux, "linux", func(key string) error {
+		case isKey(key, "linux"):
+			return optional(&d, &c.Linux, "linux", func(key []byte) error {
 				return d.only(key, "cgroupsPath", func() error { return d.str("linux.cgroupsPath", &c.Linux.CgroupsPath) })
 			})
-		case strings.EqualFold(key, "root"):
-			return optional(&d, &c.Root, "root", func(key string) error {
+		case isKey(key, "root"):
+			return optional(&d, &c.Root, "root", func(key []byte) error {
 				return d.only(key, "path", func() error { return d.str("root.path", &c.Root.Path) })
 			})
-		case strings.EqualFold(key, "process"):
-			return optional(&d, &c.Process, "process", func(key string) error {
+		case isKey(key, "process"):
+			return optional(&d, &c.Process, "process", func(key []byte) error {
 				return d.only(key, "args", func() error { return d.strings("process.args", &c.Process.Args) })
 			})
 		}
