@@ -30,18 +30,7 @@ func (d *decoder) syntaxError(what string) error {
 	if d.pos >= len(d.data) {
 		return fmt.Errorf("unexpected end of JSON input (%s)", what)
 	}
-	return fmt.Errorf("invalid character %s %s at offset %d", quoteChar(d.data[d.pos]), what, d.pos)
-}
-
-func quoteChar(c byte) string {
-	if c == '\'' {
-		return `'\''`
-	}
-	if c == '"' {
-		return `'"'`
-	}
-	s := strconv.Quote(string(rune(c)))
-	return "'" + s[1:len(s)-1] + "'"
+	return fmt.Errorf("invalid character %s %s at offset %d", strconv.QuoteRune(rune(d.data[d.pos])), what, d.pos)
 }
 
 // typeError names a field whose value is of the wrong JSON type.

@@ -3,6 +3,7 @@ package ocihook
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -96,5 +97,28 @@ func checkMatches[T any](t *testing.T, data []byte, decode func([]byte) (*T, err
 		t.Errorf("%q: error %v, encoding/json's %v", data, err, wantErr)
 	case err == nil && !reflect.DeepEqual(*got, want):
 		t.Errorf("%q: decoded %#v, encoding/json %#v", data, *got, want)
+	}
+}
+
+// TestDecodeErrorsNameWhatWasWrong: a refusal names the field of the wrong
+// type, or the character and offset where the JSON broke.
+func TestDecodeErrorsNameWhatWasWrong(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`{"linux":5}`, "malformed config.json: linux is a number, want an object"},
+		{`{"linux":{"cgroupsPath":true}}`, "linux.cgroupsPath is a boolean, want a string"},
+		{`{"process":{"args":["a",{}]}}`, "process.args element is an object, want a string"},
+		{`{"annotations":{"a":["b"]}}`, "annotations value is an array, want a string"},
+		{`[]`, "config.json is an array, want an object"},
+		{`{"root":{"path":"a"} x`, "invalid character 'x' after object key:value pair at offset 21"},
+		{`{"mounts":[{"type":"bind",}]}`, "invalid character '}' looking for beginning of object key string at offset 26"},
+	}
+	for _, tt := range tests {
+		_, err := ParseBundleConfig([]byte(tt.in))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("ParseBundleConfig(%s) = %v, want an error containing %q", tt.in, err, tt.want)
+		}
+	}
+	if _, err := ParseState([]byte(`{"id":"c1","pid":1.5}`)); err == nil || !strings.Contains(err.Error(), "malformed OCI state JSON on stdin: pid is the number 1.5, want an integer") {
+		t.Errorf("fractional pid: %v", err)
 	}
 }
