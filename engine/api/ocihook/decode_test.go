@@ -101,16 +101,16 @@ func checkMatches[T any](t *testing.T, data []byte, decode func([]byte) (*T, err
 }
 
 // TestDecodeErrorsNameWhatWasWrong: a refusal names the field of the wrong
-// type, or the character and offset where the JSON broke.
+// type, or the offset where the JSON broke.
 func TestDecodeErrorsNameWhatWasWrong(t *testing.T) {
 	tests := []struct{ in, want string }{
-		{`{"linux":5}`, "malformed config.json: linux is a number, want an object"},
-		{`{"linux":{"cgroupsPath":true}}`, "linux.cgroupsPath is a boolean, want a string"},
-		{`{"process":{"args":["a",{}]}}`, "process.args element is an object, want a string"},
-		{`{"annotations":{"a":["b"]}}`, "annotations value is an array, want a string"},
-		{`[]`, "config.json is an array, want an object"},
-		{`{"root":{"path":"a"} x`, "invalid character 'x' after object key:value pair at offset 21"},
-		{`{"mounts":[{"type":"bind",}]}`, "invalid character '}' looking for beginning of object key string at offset 26"},
+		{`{"linux":5}`, "malformed config.json: linux: want an object before byte 10"},
+		{`{"linux":{"cgroupsPath":true}}`, "linux.cgroupsPath: want a string"},
+		{`{"process":{"args":["a",{}]}}`, "process.args: want a string"},
+		{`{"annotations":{"a":["b"]}}`, "annotations: want a string"},
+		{`[]`, "config.json: want an object"},
+		{`{"root":{"path":"a"} x`, "invalid JSON at byte 21: want ',' or '}'"},
+		{`{"mounts":[{"type":"bind",}]}`, "invalid JSON at byte 26: want a key"},
 	}
 	for _, tt := range tests {
 		_, err := ParseBundleConfig([]byte(tt.in))
@@ -118,7 +118,7 @@ func TestDecodeErrorsNameWhatWasWrong(t *testing.T) {
 			t.Errorf("ParseBundleConfig(%s) = %v, want an error containing %q", tt.in, err, tt.want)
 		}
 	}
-	if _, err := ParseState([]byte(`{"id":"c1","pid":1.5}`)); err == nil || !strings.Contains(err.Error(), "malformed OCI state JSON on stdin: pid is the number 1.5, want an integer") {
+	if _, err := ParseState([]byte(`{"id":"c1","pid":1.5}`)); err == nil || !strings.Contains(err.Error(), "malformed OCI state JSON on stdin: pid: number 1.5 before byte 20 is not an integer") {
 		t.Errorf("fractional pid: %v", err)
 	}
 }

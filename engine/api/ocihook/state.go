@@ -12,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/holdfast-dev/holdfast/bpf/linux"
+	"github.com/holdfast-dev/holdfast/engine/api/jsonscan"
 )
 
 // Size limits for what the runtime hands a hook (MaxStateSize bounds its
@@ -63,36 +64,71 @@ func ParseState(data []byte) (*specs.State, error) {
 }
 
 // decodeState decodes data as json.Unmarshal would into a specs.State, in
-// one pass: the engine gets the state inside a request it has decoded
-// already, and runtimes put every annotation in it.
+// one pass without reflection: the engine gets the state inside a request
+// it has decoded already, and runtimes put every annotation in it.
 func decodeState(data []byte) (*specs.State, error) {
-	d := decoder{data: data}
+	s := jsonscan.New(data)
 	var st specs.State
-	err := optionalTop(&d, "the state", func(key []byte) error {
+	err := object(s, "the state", func(key string) error {
 		switch {
-		case isKey(key, "ociVersion"):
-			return d.str("ociVersion", &st.Version)
-		case isKey(key, "id"):
-			return d.str("id", &st.ID)
-		case isKey(key, "status"):
+		case strings.EqualFold(key, "ociVersion"):
+			return field("ociVersion", s.String(&st.Version))
+		case strings.EqualFold(key, "id"):
+			return field("id", s.String(&st.ID))
+		case strings.EqualFold(key, "status"):
 			status := string(st.Status)
-			err := d.str("status", &status)
+			err := s.String(&status)
 			st.Status = specs.ContainerState(status)
-			return err
-		case isKey(key, "pid"):
-			return d.integer("pid", &st.Pid)
-		case isKey(key, "bundle"):
-			return d.str("bundle", &st.Bundle)
-		case isKey(key, "annotations"):
-			return d.stringMap("annotations", &st.Annotations)
+			return field("status", err)
+		case strings.EqualFold(key, "pid"):
+			return field("pid", s.Int(&st.Pid))
+		case strings.EqualFold(key, "bundle"):
+			return field("bundle", s.String(&st.Bundle))
+		case strings.EqualFold(key, "annotations"):
+			return field("annotations", s.StringMap(&st.Annotations))
 		}
-		return d.skip()
+		return s.Skip()
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &st, d.end()
+	return &st, s.End()
 }
+
+// object reads the top-level object, what, key by key; a top-level null
+// reads nothing, as with encoding/json.
+func object(s *jsonscan.Scanner, what string, member func(key string) error) error {
+	if s.Null() {
+		return nil
+	}
+	err := s.Object(member)
+	if err == nil || errors.Is(err, jsonscan.ErrSyntax) || errors.As(err, new(*fieldError)) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// field names the field whose value had the wrong type, below name when
+// it is in an object; a syntax error names its byte offset already.
+func field(name string, err error) error {
+	if err == nil || errors.Is(err, jsonscan.ErrSyntax) {
+		return err
+	}
+	if fe := new(*fieldError); errors.As(err, fe) {
+		(*fe).name = name + "." + (*fe).name
+		return err
+	}
+	return &fieldError{name: name, err: err}
+}
+
+// fieldError is a value of the wrong type in a named field.
+type fieldError struct {
+	name string
+	err  error
+}
+
+func (e *fieldError) Error() string { return e.name + ": " + e.err.Error() }
+func (e *fieldError) Unwrap() error { return e.err }
 
 // ReadState reads the state from r, refusing more than MaxStateSize bytes.
 func ReadState(r io.Reader) (*specs.State, error) {
@@ -199,31 +235,38 @@ func ParseBundleConfig(data []byte) (*BundleConfig, error) {
 // reads, and encoding/json spent more on them than the rest of a hook run
 // did.
 func decodeBundleConfig(data []byte) (*BundleConfig, error) {
-	d := decoder{data: data}
+	s := jsonscan.New(data)
 	var c BundleConfig
-	err := optionalTop(&d, "config.json", func(key []byte) error {
-		switch {
-		case isKey(key, "annotations"):
-			return d.stringMap("annotations", &c.Annotations)
-		case isKey(key, "linux"):
-			return optional(&d, &c.Linux, "linux", func(key []byte) error {
-				return d.only(key, "cgroupsPath", func() error { return d.str("linux.cgroupsPath", &c.Linux.CgroupsPath) })
-			})
-		case isKey(key, "root"):
-			return optional(&d, &c.Root, "root", func(key []byte) error {
-				return d.only(key, "path", func() error { return d.str("root.path", &c.Root.Path) })
-			})
-		case isKey(key, "process"):
-			return optional(&d, &c.Process, "process", func(key []byte) error {
-				return d.only(key, "args", func() error { return d.strings("process.args", &c.Process.Args) })
-			})
+	// only reads the member called name with read and skips any other.
+	only := func(key, name string, read func() error) error {
+		if strings.EqualFold(key, name) {
+			return field(name, read())
 		}
-		return d.skip()
+		return s.Skip()
+	}
+	err := object(s, "config.json", func(key string) error {
+		switch {
+		case strings.EqualFold(key, "annotations"):
+			return field("annotations", s.StringMap(&c.Annotations))
+		case strings.EqualFold(key, "linux"):
+			return field("linux", jsonscan.Optional(s, &c.Linux, func(key string) error {
+				return only(key, "cgroupsPath", func() error { return s.String(&c.Linux.CgroupsPath) })
+			}))
+		case strings.EqualFold(key, "root"):
+			return field("root", jsonscan.Optional(s, &c.Root, func(key string) error {
+				return only(key, "path", func() error { return s.String(&c.Root.Path) })
+			}))
+		case strings.EqualFold(key, "process"):
+			return field("process", jsonscan.Optional(s, &c.Process, func(key string) error {
+				return only(key, "args", func() error { return s.Strings(&c.Process.Args) })
+			}))
+		}
+		return s.Skip()
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &c, d.end()
+	return &c, s.End()
 }
 
 // ReadBundleConfig reads bundle/config.json.
