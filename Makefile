@@ -85,7 +85,7 @@ demo: deps build
 	bash test/demo.sh
 
 bench: deps
-	$(GO) test -run '^$$' -bench . $(BENCH_FLAGS) ./bpf/ ./engine/registry/ ./bpf/cgroup/ ./nri-plugin/ ./test/...
+	$(GO) test -run '^$$' -bench . $(BENCH_FLAGS) ./bpf/ ./engine/registry/ ./bpf/cgroup/ ./engine/api/ocihook/ ./nri-plugin/ ./test/...
 
 clean:
 	rm -rf $(BIN)

@@ -159,6 +159,11 @@ func ParseProcCgroup(r io.Reader) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return procCgroupV2Path(data)
+}
+
+// procCgroupV2Path is the v2 path in a /proc/PID/cgroup file's contents.
+func procCgroupV2Path(data []byte) (string, error) {
 	for line := range strings.Lines(string(data)) {
 		if rest, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "0::"); ok {
 			if !strings.HasPrefix(rest, "/") {

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 )
 
 // ErrRootCgroup refuses the root cgroup as a container's: no runtime runs a
@@ -60,14 +62,13 @@ func (m Mount) PathInProcFile(file string) (string, error) {
 	if m.Namespaced {
 		return "", fmt.Errorf("%s: the reader is in a cgroup namespace, whose paths are not host paths", file)
 	}
-	f, err := os.Open(file)
+	data, err := linux.ReadFileLimited(file, maxProcCgroup)
 	if errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("read %s: the process does not exist: %w", file, err)
 	} else if err != nil {
 		return "", fmt.Errorf("read %s: %w", file, err)
 	}
-	defer f.Close()
-	p, err := ParseProcCgroup(f)
+	p, err := procCgroupV2Path(data)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", file, err)
 	}

@@ -93,5 +93,41 @@ func TestOpenRegular(t *testing.T) {
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("OpenRegular(%s) = %v, want error %q", tc.name, err, tc.want)
 		}
+		data, err := ReadRegularFile(filepath.Join(dir, tc.name), 10, "test file")
+		if tc.want == "" && (err != nil || string(data) != "x") || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("ReadRegularFile(%s) = %q, %v, want error %q", tc.name, data, err, tc.want)
+		}
+	}
+}
+
+// TestReadRegularFile: the whole file at every size around the read
+// sizes and the limit, more than the limit refused naming the file, a
+// missing file an fs.ErrNotExist.
+func TestReadRegularFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	const limit = 2000
+	for _, size := range []int{0, 1, 511, 512, 513, 1024, 1999, 2000, 2001, 5000} {
+		data := bytes.Repeat([]byte("abcdefg"), size/7+1)[:size]
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadRegularFile(path, limit, "the file")
+		if size > limit {
+			if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "the file is larger than 2000 bytes") {
+				t.Errorf("%d bytes: %v, want too large", size, err)
+			}
+			continue
+		}
+		if err != nil || !bytes.Equal(got, data) {
+			t.Errorf("%d bytes: read %d bytes, %v", size, len(got), err)
+		}
+	}
+	// /proc files report size 0 and are read to their end all the same.
+	got, err := ReadFileLimited("/proc/self/status", 1<<20)
+	if err != nil || !bytes.Contains(got, []byte("\nVmRSS:")) {
+		t.Errorf("/proc/self/status: %q, %v", got, err)
+	}
+	if _, err := ReadRegularFile(path+".missing", limit, "missing"); !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), path+".missing") {
+		t.Errorf("missing file: %v", err)
 	}
 }

@@ -15,6 +15,7 @@
 package inroot
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -51,7 +52,7 @@ type Root struct {
 // Open opens dir as a root. mountinfo is the mountinfo file of a process
 // that sees the mounts below dir; empty means this process's.
 func Open(dir, mountinfo string) (*Root, error) {
-	f, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	f, err := linux.OpenBlocking(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open container root: %w", err)
 	}
@@ -254,33 +255,56 @@ func (r *Root) identity(f *os.File) (bpf.FileID, error) {
 	return bpf.FileID{Dev: dev, Ino: ino}, nil
 }
 
+// maxFdinfo bounds an fdinfo file; a path's or directory's is a few lines.
+const maxFdinfo = 64 << 10
+
+// fdinfoHead holds the first lines of an fdinfo file (pos, flags, mnt_id,
+// ino), which are read without reading on to the end.
+const fdinfoHead = 256
+
 // fdinfo returns the mount ID and file_inode()->i_ino of an open file.
 func fdinfo(f *os.File) (mntID int, ino uint64, err error) {
-	name := fmt.Sprintf("/proc/self/fdinfo/%d", f.Fd())
-	data, err := os.ReadFile(name)
+	name := "/proc/self/fdinfo/" + strconv.FormatUint(uint64(f.Fd()), 10)
+	var head [fdinfoHead]byte
+	n, err := linux.ReadFileHead(name, head[:])
 	if err != nil {
 		return 0, 0, fmt.Errorf("identity of %s: %w", f.Name(), err)
 	}
+	if mntID, ino, ok := parseFdinfo(head[:n]); ok {
+		return mntID, ino, nil
+	}
+	// Not in the head: the whole file.
+	data, err := linux.ReadFileLimited(name, maxFdinfo)
+	if err != nil {
+		return 0, 0, fmt.Errorf("identity of %s: %w", f.Name(), err)
+	}
+	if mntID, ino, ok := parseFdinfo(data); ok {
+		return mntID, ino, nil
+	}
+	return 0, 0, fmt.Errorf("identity of %s: %s has no mnt_id or ino line", f.Name(), name)
+}
+
+// parseFdinfo finds the mnt_id and ino lines in an fdinfo file or its head,
+// whose last line may be cut short: only whole lines count.
+func parseFdinfo(data []byte) (mntID int, ino uint64, ok bool) {
 	var haveMnt, haveIno bool
-	for _, line := range strings.Split(string(data), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
+	for line := range bytes.Lines(data) {
+		k, v, found := bytes.Cut(line, []byte(":"))
+		if !found || line[len(line)-1] != '\n' {
 			continue
 		}
-		v = strings.TrimSpace(v)
-		switch k {
+		v = bytes.TrimSpace(v)
+		var err error
+		switch string(k) {
 		case "mnt_id":
-			mntID, err = strconv.Atoi(v)
+			mntID, err = strconv.Atoi(string(v))
 			haveMnt = err == nil
 		case "ino":
-			ino, err = strconv.ParseUint(v, 10, 64)
+			ino, err = strconv.ParseUint(string(v), 10, 64)
 			haveIno = err == nil
 		}
 	}
-	if !haveMnt || !haveIno {
-		return 0, 0, fmt.Errorf("identity of %s: %s has no mnt_id or ino line", f.Name(), name)
-	}
-	return mntID, ino, nil
+	return mntID, ino, haveMnt && haveIno
 }
 
 // dev finds the superblock device of the mount f is on (mntID): from the

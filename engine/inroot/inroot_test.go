@@ -151,3 +151,26 @@ func TestAliasesAndInterpreter(t *testing.T) {
 		t.Errorf("Interpreter of a binary: ok %v, err %v", ok, err)
 	}
 }
+
+// TestParseFdinfo: only whole lines count, so a head read that cut the ino
+// line short is not taken for a shorter inode number.
+func TestParseFdinfo(t *testing.T) {
+	tests := []struct {
+		in    string
+		mnt   int
+		ino   uint64
+		found bool
+	}{
+		{"pos:\t0\nflags:\t02300000\nmnt_id:\t27\nino:\t9978183\n", 27, 9978183, true},
+		{"pos:\t0\nflags:\t02300000\nmnt_id:\t27\nino:\t99781", 0, 0, false},
+		{"pos:\t0\nflags:\t02300000\nmnt_id:\t27\n", 0, 0, false},
+		{"ino:\t5\nmnt_id:\t3\nextra:\tx", 3, 5, true},
+		{"mnt_id:\tx\nino:\t5\n", 0, 0, false},
+	}
+	for _, tt := range tests {
+		mnt, ino, found := parseFdinfo([]byte(tt.in))
+		if found != tt.found || found && (mnt != tt.mnt || ino != tt.ino) {
+			t.Errorf("parseFdinfo(%q) = %d, %d, %v; want %d, %d, %v", tt.in, mnt, ino, found, tt.mnt, tt.ino, tt.found)
+		}
+	}
+}

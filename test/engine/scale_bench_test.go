@@ -122,19 +122,14 @@ func vmRSS(b *testing.B, pid int) float64 {
 	return 0
 }
 
-// cpuTime is the CPU time a process has used, in ms (10 ms resolution):
-// on a loaded machine it varies less than the wall time.
+// cpuTime is the CPU time a process has used, in ms (10 ms resolution).
 func cpuTime(b *testing.B, pid int) float64 {
 	b.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	d, err := harness.ProcessCPU(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Fields after the command name, which ends with the last ')'.
-	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	utime, _ := strconv.Atoi(f[11])
-	stime, _ := strconv.Atoi(f[12])
-	return float64(utime+stime) * 10
+	return float64(d) / float64(time.Millisecond)
 }
 
 // BenchmarkRestartReady measures an engine restart (kill -9, start) with

@@ -2,8 +2,10 @@
 // reflection. encoding/json's first Unmarshal in a process builds its
 // reflection caches, 0.1 to 0.5 ms measured here; a process that lives for
 // one call (the OCI hook, on every container create) reads its config file
-// and the engine's answer with this instead. Each caller's fuzz test holds
-// its reader to encoding/json's results. It imports only the standard
+// and the engine's answer with this instead, and the engine a hook run's
+// state and config.json (encoding/json's validating and decoding passes
+// over a runc spec cost more than the rest of the run). Each caller's fuzz
+// test holds its reader to encoding/json's results. It imports only the standard
 // library's lowest layers; anything may import it.
 package jsonscan
 
@@ -85,6 +87,12 @@ func (s *Scanner) Object(field func(key string) error) error {
 	if s.peek() != '{' {
 		return s.mismatch("an object")
 	}
+	return s.object(func(key []byte) error { return field(string(key)) })
+}
+
+// object reads the object that comes next, with each key as rawStr gives
+// it, valid until field returns.
+func (s *Scanner) object(field func(key []byte) error) error {
 	s.pos++
 	if s.peek() == '}' {
 		s.pos++
@@ -94,7 +102,7 @@ func (s *Scanner) Object(field func(key string) error) error {
 		if s.peek() != '"' {
 			return s.fail("want a key")
 		}
-		key, err := s.str()
+		key, err := s.rawStr()
 		if err != nil {
 			return err
 		}
@@ -147,19 +155,13 @@ func (s *Scanner) Bool(dst *bool) error {
 
 // Uint64 reads an unsigned integer into dst; null leaves dst as it is.
 func (s *Scanner) Uint64(dst *uint64) error {
-	if s.Null() {
-		return nil
-	}
-	if c := s.peek(); c != '-' && (c < '0' || c > '9') {
-		return s.mismatch("a number")
-	}
-	start := s.pos
-	if err := s.number(); err != nil {
+	text, err := s.numberText("a number")
+	if text == nil {
 		return err
 	}
-	v, err := strconv.ParseUint(string(s.data[start:s.pos]), 10, 64)
+	v, err := strconv.ParseUint(string(text), 10, 64)
 	if err != nil {
-		return fmt.Errorf("number %s before byte %d is not an unsigned 64-bit integer", s.data[start:s.pos], s.pos)
+		return fmt.Errorf("number %s before byte %d is not an unsigned 64-bit integer", text, s.pos)
 	}
 	*dst = v
 	return nil
@@ -180,10 +182,13 @@ func (s *Scanner) Strings(dst *[]string) error {
 		out = []string{}
 	}
 	err := s.array(func() error {
-		var v string
-		err := s.String(&v)
-		out = append(out, v)
-		return err
+		// A slot of the old array keeps its string under a null.
+		if len(out) < cap(out) {
+			out = out[:len(out)+1]
+		} else {
+			out = append(out, "")
+		}
+		return s.String(&out[len(out)-1])
 	})
 	*dst = out
 	return err
@@ -229,11 +234,11 @@ func (s *Scanner) skip(depth int) error {
 	}
 	switch c := s.peek(); {
 	case c == '{':
-		return s.Object(func(string) error { return s.skip(depth + 1) })
+		return s.object(func([]byte) error { return s.skip(depth + 1) })
 	case c == '[':
 		return s.array(func() error { return s.skip(depth + 1) })
 	case c == '"':
-		_, err := s.str()
+		_, err := s.rawStr()
 		return err
 	case c == '-' || c >= '0' && c <= '9':
 		return s.number()
@@ -283,15 +288,21 @@ func (s *Scanner) number() error {
 // str consumes a string and returns its value; invalid UTF-8 becomes
 // U+FFFD, as encoding/json makes it.
 func (s *Scanner) str() (string, error) {
+	v, err := s.rawStr()
+	return string(v), err
+}
+
+// rawStr is str's value as bytes: without escapes and outside ASCII, a
+// slice of the input, so what is skipped or compared costs no allocation.
+func (s *Scanner) rawStr() ([]byte, error) {
 	s.pos++ // the opening quote
 	start := s.pos
 	// The common case: no escapes, plain ASCII.
 	for s.pos < len(s.data) {
 		c := s.data[s.pos]
 		if c == '"' {
-			v := string(s.data[start:s.pos])
 			s.pos++
-			return v, nil
+			return s.data[start : s.pos-1], nil
 		}
 		if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
 			break
@@ -305,13 +316,13 @@ func (s *Scanner) str() (string, error) {
 		switch {
 		case c == '"':
 			s.pos++
-			return string(b), nil
+			return b, nil
 		case c < 0x20:
-			return "", s.fail("control character in string")
+			return nil, s.fail("control character in string")
 		case c == '\\':
 			r, err := s.escape()
 			if err != nil {
-				return "", err
+				return nil, err
 			}
 			b = utf8.AppendRune(b, r)
 		case c >= utf8.RuneSelf:
@@ -323,7 +334,7 @@ func (s *Scanner) str() (string, error) {
 			s.pos++
 		}
 	}
-	return "", s.fail("unterminated string")
+	return nil, s.fail("unterminated string")
 }
 
 // escape consumes one escape sequence, a surrogate pair as one rune.

@@ -2,7 +2,6 @@ package ocihook
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/holdfast-dev/holdfast/bpf/linux"
+	"github.com/holdfast-dev/holdfast/engine/api/jsonscan"
 )
 
 // Size limits for what the runtime hands a hook (MaxStateSize bounds its
@@ -50,8 +50,8 @@ func ParseState(data []byte) (*specs.State, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("empty OCI state on stdin")
 	}
-	var st specs.State
-	if err := json.Unmarshal(data, &st); err != nil {
+	st, err := decodeState(data)
+	if err != nil {
 		return nil, fmt.Errorf("malformed OCI state JSON on stdin: %w", err)
 	}
 	if err := checkID(st.ID); err != nil {
@@ -60,8 +60,75 @@ func ParseState(data []byte) (*specs.State, error) {
 	if st.Pid < 0 {
 		return nil, fmt.Errorf("OCI state of %s: negative pid %d", st.ID, st.Pid)
 	}
-	return &st, nil
+	return st, nil
 }
+
+// decodeState decodes data as json.Unmarshal would into a specs.State, in
+// one pass without reflection: the engine gets the state inside a request
+// it has decoded already, and runtimes put every annotation in it.
+func decodeState(data []byte) (*specs.State, error) {
+	s := jsonscan.New(data)
+	var st specs.State
+	err := object(s, "the state", func(key string) error {
+		switch {
+		case strings.EqualFold(key, "ociVersion"):
+			return field("ociVersion", s.String(&st.Version))
+		case strings.EqualFold(key, "id"):
+			return field("id", s.String(&st.ID))
+		case strings.EqualFold(key, "status"):
+			status := string(st.Status)
+			err := s.String(&status)
+			st.Status = specs.ContainerState(status)
+			return field("status", err)
+		case strings.EqualFold(key, "pid"):
+			return field("pid", s.Int(&st.Pid))
+		case strings.EqualFold(key, "bundle"):
+			return field("bundle", s.String(&st.Bundle))
+		case strings.EqualFold(key, "annotations"):
+			return field("annotations", s.StringMap(&st.Annotations))
+		}
+		return s.Skip()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &st, s.End()
+}
+
+// object reads the top-level object, what, key by key; a top-level null
+// reads nothing, as with encoding/json.
+func object(s *jsonscan.Scanner, what string, member func(key string) error) error {
+	if s.Null() {
+		return nil
+	}
+	err := s.Object(member)
+	if err == nil || errors.Is(err, jsonscan.ErrSyntax) || errors.As(err, new(*fieldError)) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// field names the field whose value had the wrong type, below name when
+// it is in an object; a syntax error names its byte offset already.
+func field(name string, err error) error {
+	if err == nil || errors.Is(err, jsonscan.ErrSyntax) {
+		return err
+	}
+	if fe := new(*fieldError); errors.As(err, fe) {
+		(*fe).name = name + "." + (*fe).name
+		return err
+	}
+	return &fieldError{name: name, err: err}
+}
+
+// fieldError is a value of the wrong type in a named field.
+type fieldError struct {
+	name string
+	err  error
+}
+
+func (e *fieldError) Error() string { return e.name + ": " + e.err.Error() }
+func (e *fieldError) Unwrap() error { return e.err }
 
 // ReadState reads the state from r, refusing more than MaxStateSize bytes.
 func ReadState(r io.Reader) (*specs.State, error) {
@@ -155,25 +222,63 @@ func ParseBundleConfig(data []byte) (*BundleConfig, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("config.json is empty")
 	}
-	var c BundleConfig
-	if err := json.Unmarshal(data, &c); err != nil {
+	c, err := decodeBundleConfig(data)
+	if err != nil {
 		return nil, fmt.Errorf("malformed config.json: %w", err)
 	}
-	return &c, nil
+	return c, nil
+}
+
+// decodeBundleConfig decodes data as json.Unmarshal would into a
+// BundleConfig, in one pass that builds nothing of the fields it skips: a
+// runc spec is mostly mounts, capabilities and namespaces the engine never
+// reads, and encoding/json spent more on them than the rest of a hook run
+// did.
+func decodeBundleConfig(data []byte) (*BundleConfig, error) {
+	s := jsonscan.New(data)
+	var c BundleConfig
+	// only reads the member called name with read and skips any other.
+	only := func(key, name string, read func() error) error {
+		if strings.EqualFold(key, name) {
+			return field(name, read())
+		}
+		return s.Skip()
+	}
+	err := object(s, "config.json", func(key string) error {
+		switch {
+		case strings.EqualFold(key, "annotations"):
+			return field("annotations", s.StringMap(&c.Annotations))
+		case strings.EqualFold(key, "linux"):
+			return field("linux", jsonscan.Optional(s, &c.Linux, func(key string) error {
+				return only(key, "cgroupsPath", func() error { return s.String(&c.Linux.CgroupsPath) })
+			}))
+		case strings.EqualFold(key, "root"):
+			return field("root", jsonscan.Optional(s, &c.Root, func(key string) error {
+				return only(key, "path", func() error { return s.String(&c.Root.Path) })
+			}))
+		case strings.EqualFold(key, "process"):
+			return field("process", jsonscan.Optional(s, &c.Process, func(key string) error {
+				return only(key, "args", func() error { return s.Strings(&c.Process.Args) })
+			}))
+		}
+		return s.Skip()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &c, s.End()
 }
 
 // ReadBundleConfig reads bundle/config.json.
 func ReadBundleConfig(bundle string) (*BundleConfig, error) {
 	path := filepath.Join(bundle, "config.json")
 	// Not os.Open: a FIFO put there would block the engine's open for good.
-	f, err := linux.OpenRegular(path)
+	data, err := linux.ReadRegularFile(path, maxConfigSize, "bundle config "+path)
 	if err != nil {
+		if errors.Is(err, linux.ErrTooLarge) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("read bundle config: %w", err)
-	}
-	defer f.Close()
-	data, err := linux.ReadLimited(f, maxConfigSize, "bundle config "+path)
-	if err != nil {
-		return nil, err
 	}
 	c, err := ParseBundleConfig(data)
 	if err != nil {
