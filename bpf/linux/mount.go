@@ -72,14 +72,11 @@ func MountNamespaceID(pid int) (uint64, error) {
 // stat(2) does not always report). nsID names the mount namespace the
 // mount is in (MountNamespaceID); 0 is this process's.
 func MountDevice(f *os.File, nsID uint64) (major, minor uint32, err error) {
-	var stx unix.Statx_t
-	if err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID_UNIQUE, &stx); err != nil {
-		return 0, 0, &os.PathError{Op: "statx", Path: f.Name(), Err: err}
+	mntID, err := MountIDUnique(f)
+	if err != nil {
+		return 0, 0, err
 	}
-	if stx.Mask&unix.STATX_MNT_ID_UNIQUE == 0 {
-		return 0, 0, fmt.Errorf("mount of %s: %w", f.Name(), ErrNoStatmount)
-	}
-	req := mntIDReq{Size: uint32(unsafe.Sizeof(mntIDReq{})), MntID: stx.Mnt_id, Param: statmountSBBasic, MntNsID: nsID}
+	req := mntIDReq{Size: uint32(unsafe.Sizeof(mntIDReq{})), MntID: mntID, Param: statmountSBBasic, MntNsID: nsID}
 	var sm statmountBasic
 	_, _, e := unix.Syscall6(sysStatmount, uintptr(unsafe.Pointer(&req)), uintptr(unsafe.Pointer(&sm)), unsafe.Sizeof(sm), 0, 0, 0)
 	switch {
@@ -91,4 +88,64 @@ func MountDevice(f *os.File, nsID uint64) (major, minor uint32, err error) {
 		return 0, 0, fmt.Errorf("mount of %s: %w", f.Name(), ErrNoStatmount)
 	}
 	return sm.SbDevMajor, sm.SbDevMinor, nil
+}
+
+// sysListmount is listmount(2)'s number, the same on every architecture
+// (Linux 6.8+).
+const sysListmount = 458
+
+const (
+	lsmtRoot         = ^uint64(0) // LSMT_ROOT: the namespace's whole tree
+	listmountReverse = 0x1        // LISTMOUNT_REVERSE (Linux 6.12+)
+)
+
+// NewestMountID is the largest unique mount ID in mount namespace nsID (0:
+// this process's). Unique mount IDs come from one counter and are never
+// reused, so a mount made later has a larger one: a file whose mount is
+// newer than this watermark sits on a mount made since. The error wraps
+// ErrNoStatmount where the kernel cannot list mounts by namespace.
+func NewestMountID(nsID uint64) (uint64, error) {
+	req := mntIDReq{Size: uint32(unsafe.Sizeof(mntIDReq{})), MntID: lsmtRoot, MntNsID: nsID}
+	var ids [64]uint64
+	n, _, e := unix.Syscall6(sysListmount, uintptr(unsafe.Pointer(&req)), uintptr(unsafe.Pointer(&ids[0])), 1, listmountReverse, 0, 0)
+	if e == 0 && n == 1 {
+		return ids[0], nil
+	}
+	if e != unix.EINVAL && e != 0 {
+		return 0, listmountErr(nsID, e)
+	}
+	// No LISTMOUNT_REVERSE: list the whole namespace, in pages.
+	var newest uint64
+	for {
+		n, _, e := unix.Syscall6(sysListmount, uintptr(unsafe.Pointer(&req)), uintptr(unsafe.Pointer(&ids[0])), uintptr(len(ids)), 0, 0, 0)
+		if e != 0 {
+			return 0, listmountErr(nsID, e)
+		}
+		for _, id := range ids[:n] {
+			newest = max(newest, id)
+		}
+		if int(n) < len(ids) {
+			return newest, nil
+		}
+		req.Param = ids[n-1]
+	}
+}
+
+func listmountErr(nsID uint64, e unix.Errno) error {
+	if e == unix.ENOSYS || e == unix.EINVAL || e == unix.E2BIG {
+		return fmt.Errorf("list mounts of namespace %d: %w", nsID, ErrNoStatmount)
+	}
+	return fmt.Errorf("list mounts of namespace %d: %w", nsID, e)
+}
+
+// MountIDUnique is the unique ID of the mount f is on.
+func MountIDUnique(f *os.File) (uint64, error) {
+	var stx unix.Statx_t
+	if err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID_UNIQUE, &stx); err != nil {
+		return 0, &os.PathError{Op: "statx", Path: f.Name(), Err: err}
+	}
+	if stx.Mask&unix.STATX_MNT_ID_UNIQUE == 0 {
+		return 0, fmt.Errorf("mount of %s: %w", f.Name(), ErrNoStatmount)
+	}
+	return stx.Mnt_id, nil
 }

@@ -218,6 +218,10 @@ func (e *Engine) resolveFiles(set *policy.Set, c *api.Container, registrar int) 
 			e.log.Debug("exec rule resolves to nothing", "id", c.ID, "rule", r.Text, "err", err)
 			continue
 		}
+		if f.OnNewMount {
+			e.log.Warn("exec rule resolves onto a mount the container made after it started: a file that mount hides is not covered by identity",
+				"id", c.ID, "rule", r.Text)
+		}
 		dir := isDirDeny(r)
 		if dir != f.Mode.IsDir() {
 			// A prefix rule naming a file, or an exact rule a directory,
@@ -323,6 +327,9 @@ func (e *Engine) Explain(ctx context.Context, id string) (*api.Explanation, erro
 	for _, r := range rules {
 		x := api.ExplainedRule{Policy: r.Policy, Field: r.Field, Rule: r.Describe(), RuleID: r.ID, Mode: r.Mode}
 		f, err := root.Resolve(r.Text)
+		if err == nil && f.OnNewMount {
+			x.Warnings = append(x.Warnings, fmt.Sprintf("%s is on a mount the container made after it started: a file that mount hides is not covered by identity", r.Text))
+		}
 		switch {
 		case err != nil:
 			x.Warnings = append(x.Warnings, fmt.Sprintf("resolves to nothing in this image (%v); it holds by path only, if the file appears later", rootless(err, root)))
@@ -531,6 +538,9 @@ func (k *keptRoots) keep(id, rootID string, root *inroot.Root) {
 	if ok && old.id == rootID {
 		return
 	}
+	// Marked now, before the workload runs (at registration), a mount
+	// newer than this is the workload's and may hide a rule's file.
+	root.MarkMounts()
 	clone, err := root.Clone()
 	if err != nil {
 		return // resolved through processes, as without it

@@ -47,6 +47,10 @@ type Root struct {
 
 	mu   sync.Mutex
 	devs map[int]uint32 // mount ID -> kernel dev_t
+	// newestMount is the newest unique mount ID of the root's namespace
+	// when MarkMounts ran (0: not marked); a file on a newer mount sits on
+	// a mount made since.
+	newestMount uint64
 }
 
 // Open opens dir as a root. mountinfo is the mountinfo file of a process
@@ -120,7 +124,33 @@ func (r *Root) Clone() (*Root, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return &Root{dir: dir, mountinfo: r.mountinfo, mountNS: r.mountNS, statmount: r.statmount, devs: maps.Clone(r.devs)}, nil
+	return &Root{dir: dir, mountinfo: r.mountinfo, mountNS: r.mountNS, statmount: r.statmount, devs: maps.Clone(r.devs), newestMount: r.newestMount}, nil
+}
+
+// MarkMounts records the newest mount of the root's mount namespace, so
+// that later lookups report a file on a mount made since (File.OnNewMount):
+// marked before a container's workload runs, such a mount is the
+// workload's, and may hide the file a rule names. Unique mount IDs come
+// from one counter and are never reused.
+func (r *Root) MarkMounts() error {
+	if r.mountNS == 0 && r.mountinfo != "/proc/self/mountinfo" {
+		return errors.New("mark mounts: the root's mount namespace is not known")
+	}
+	id, err := linux.NewestMountID(r.mountNS)
+	if err != nil {
+		return fmt.Errorf("mark mounts: %w", err)
+	}
+	r.newestMount = id
+	return nil
+}
+
+// onNewMount says whether f is on a mount made after MarkMounts.
+func (r *Root) onNewMount(f *os.File) bool {
+	if r.newestMount == 0 {
+		return false
+	}
+	id, err := linux.MountIDUnique(f)
+	return err == nil && id > r.newestMount
 }
 
 // Name is the path the root was opened by.
@@ -138,6 +168,9 @@ type File struct {
 	ID     bpf.FileID // what the exec programs see
 	Mode   fs.FileMode
 	Nlink  uint64
+	// OnNewMount: the file is on a mount made after the root was marked
+	// (MarkMounts), which may hide the file the path named before.
+	OnNewMount bool
 }
 
 // Resolve resolves an absolute path inside the root. A missing file gives
@@ -197,7 +230,7 @@ func (r *Root) Resolve(p string) (File, error) {
 	if err != nil {
 		return out, fmt.Errorf("resolve %s in %s: %w", p, r.Name(), err)
 	}
-	out.ID, out.Mode, out.Nlink = found.ID, found.Mode, found.Nlink
+	out.ID, out.Mode, out.Nlink, out.OnNewMount = found.ID, found.Mode, found.Nlink, found.OnNewMount
 	if t, err := linux.OpenInRoot(r.dir, out.Target, false, false); err == nil {
 		tst, serr := linux.Fstat(t)
 		t.Close()
@@ -239,6 +272,7 @@ func (r *Root) lookup(p string) (_ File, statIno uint64, _ error) {
 	if out.ID, err = r.identity(f); err != nil {
 		return out, 0, err
 	}
+	out.OnNewMount = r.onNewMount(f)
 	return out, st.Ino, nil
 }
 

@@ -137,3 +137,77 @@ func TestCloneOutlivesOriginalAndNamespace(t *testing.T) {
 		t.Errorf("clone resolves /file to %v, the original did to %v", got.ID, want.ID)
 	}
 }
+
+// TestOnNewMount: in the root of a process in a mount namespace of its
+// own, a file bind-mounted over after MarkMounts is reported as on a new
+// mount; a file beside it, and the same file through a root never marked,
+// are not.
+func TestOnNewMount(t *testing.T) {
+	require.Root(t)
+	dir := t.TempDir()
+	script := `set -e
+mkdir "$1/root"
+mount -t tmpfs none "$1/root"
+echo real > "$1/root/target"; echo other > "$1/root/other"; echo decoy > "$1/root/decoy"
+echo ready
+while [ ! -e "$1/go" ]; do sleep 0.05; done
+mount --bind "$1/root/decoy" "$1/root/target"
+echo mounted
+exec sleep 600`
+	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		require.Privileged(t, "mount namespace", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := bufio.NewReader(out)
+	if line, _ := lines.ReadString('\n'); strings.TrimSpace(line) != "ready" {
+		require.Privileged(t, "tmpfs mount in a new mount namespace", errors.New("the namespace's mounts failed"))
+	}
+	marked, err := OfProcess(cmd.Process.Pid, filepath.Join(dir, "root"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer marked.Close()
+	if err := marked.MarkMounts(); err != nil {
+		if errors.Is(err, linux.ErrNoStatmount) {
+			require.Unsupported(t, "listmount in another mount namespace", err)
+		}
+		t.Fatal(err)
+	}
+	unmarked, err := OfProcess(cmd.Process.Pid, filepath.Join(dir, "root"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unmarked.Close()
+	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if line, _ := lines.ReadString('\n'); strings.TrimSpace(line) != "mounted" {
+		t.Fatal("the decoy was not mounted")
+	}
+	for _, tt := range []struct {
+		root *Root
+		path string
+		want bool
+	}{
+		{marked, "/target", true},
+		{marked, "/other", false},
+		{unmarked, "/target", false},
+	} {
+		f, err := tt.root.Lookup(tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.OnNewMount != tt.want {
+			t.Errorf("%s (marked %v): OnNewMount %v, want %v", tt.path, tt.root.newestMount != 0, f.OnNewMount, tt.want)
+		}
+		if r, err := tt.root.Resolve(tt.path); err != nil || r.OnNewMount != tt.want {
+			t.Errorf("Resolve %s (marked %v): OnNewMount %v (%v), want %v", tt.path, tt.root.newestMount != 0, r.OnNewMount, err, tt.want)
+		}
+	}
+}
