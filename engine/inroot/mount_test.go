@@ -30,19 +30,7 @@ mount -t overlay overlay -o lowerdir="$1/lower",upperdir="$1/upper",workdir="$1/
 mkdir "$1/merged/dir"
 echo ready
 exec sleep 600`
-	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", dir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		require.Privileged(t, "mount namespace", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	if line, _ := bufio.NewReader(out).ReadString('\n'); strings.TrimSpace(line) != "ready" {
-		require.Privileged(t, "overlay mount in a new mount namespace", errors.New("the namespace's mounts failed"))
-	}
+	cmd, _ := inMountNamespace(t, script, dir, "overlay mount in a new mount namespace")
 
 	byID, err := OfProcess(cmd.Process.Pid, filepath.Join(dir, "merged"))
 	if err != nil {
@@ -154,20 +142,7 @@ while [ ! -e "$1/go" ]; do sleep 0.05; done
 mount --bind "$1/root/decoy" "$1/root/target"
 echo mounted
 exec sleep 600`
-	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", dir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		require.Privileged(t, "mount namespace", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	lines := bufio.NewReader(out)
-	if line, _ := lines.ReadString('\n'); strings.TrimSpace(line) != "ready" {
-		require.Privileged(t, "tmpfs mount in a new mount namespace", errors.New("the namespace's mounts failed"))
-	}
+	cmd, lines := inMountNamespace(t, script, dir, "tmpfs mount in a new mount namespace")
 	marked, err := OfProcess(cmd.Process.Pid, filepath.Join(dir, "root"))
 	if err != nil {
 		t.Fatal(err)
@@ -210,4 +185,26 @@ exec sleep 600`
 			t.Errorf("Resolve %s (marked %v): OnNewMount %v (%v), want %v", tt.path, tt.root.newestMount != 0, r.OnNewMount, err, tt.want)
 		}
 	}
+}
+
+// inMountNamespace runs script (with dir as $1) in a mount namespace of its
+// own, killed when the test ends, and waits for it to print "ready";
+// feature names what its mounts need, for the skip.
+func inMountNamespace(t *testing.T, script, dir, feature string) (*exec.Cmd, *bufio.Reader) {
+	t.Helper()
+	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		require.Privileged(t, "mount namespace", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := bufio.NewReader(out)
+	if line, _ := lines.ReadString('\n'); strings.TrimSpace(line) != "ready" {
+		require.Privileged(t, feature, errors.New("the namespace's mounts failed"))
+	}
+	return cmd, lines
 }
