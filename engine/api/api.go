@@ -102,6 +102,11 @@ type Container struct {
 	// in. A process that moved to a namespace of its own can mount decoys
 	// over denied files there, so rules are not resolved again through it.
 	RootMountNS uint64 `json:"rootMountNs,omitempty"`
+	// RootNewestMount is filled in with RootID: the newest mount of
+	// RootMountNS when the root was first opened, before the workload ran
+	// (unique mount IDs only grow). A rule's file on a newer mount sits on
+	// a mount the container made since, which may hide the file.
+	RootNewestMount uint64 `json:"rootNewestMount,omitempty"`
 	// Sandbox marks a pod's sandbox (infra) container; its Labels are the
 	// pod's labels, which the pod's application containers take through
 	// SandboxID.

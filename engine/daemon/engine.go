@@ -735,14 +735,14 @@ func (e *Engine) reconcileLocked(resolveAll bool) error {
 			wanted[c.CgroupID] = true // keep whatever it had
 			continue
 		}
-		rootID, rootMountNS := c.RootID, c.RootMountNS
+		rootID, rootMountNS, rootNewest := c.RootID, c.RootMountNS, c.RootNewestMount
 		if rulesetID != 0 && (resolveAll || !inMaps[rulesetID] || cgroups[c.CgroupID] != rulesetID) {
 			// Rule IDs and rules may have changed: resolve again.
 			if err := e.syncFilesLocked(&c); err != nil {
 				e.log.Warn("exec rules not resolved again", "id", c.ID, "err", err)
 			}
 		}
-		if !slices.Equal(c.Policies, names) || c.RootID != rootID || c.RootMountNS != rootMountNS {
+		if !slices.Equal(c.Policies, names) || c.RootID != rootID || c.RootMountNS != rootMountNS || c.RootNewestMount != rootNewest {
 			c.Policies = names
 			if err := e.reg.Put(c); err != nil {
 				errs = append(errs, err)

@@ -101,6 +101,15 @@ func (e *Engine) openRoot(c *api.Container, registrar int) (*inroot.Root, error)
 		if c.RootMountNS == 0 {
 			c.RootMountNS = r.MountNS()
 		}
+		// Marked at the first opening, before the workload runs (at
+		// registration); later openings (after a restart) take that mark.
+		if c.RootNewestMount == 0 {
+			if err := r.MarkMounts(); err == nil {
+				c.RootNewestMount = r.NewestMount()
+			}
+		} else {
+			r.SetNewestMount(c.RootNewestMount)
+		}
 		if ns := r.MountNS(); ns != 0 && ns != c.RootMountNS {
 			r.Close()
 			errs = append(errs, fmt.Errorf("pid %d is in mount namespace %d, not the container's %d", pid, ns, c.RootMountNS))
@@ -176,6 +185,7 @@ type resolvedFiles struct {
 	set         *policy.Set
 	rootID      string // the root resolved in, for c.RootID
 	rootMountNS uint64 // and its mount namespace, for c.RootMountNS
+	rootNewest  uint64 // and its newest mount then, for c.RootNewestMount
 	files       []bpf.FileRule
 	err         error
 }
@@ -196,7 +206,7 @@ func (e *Engine) resolveFiles(set *policy.Set, c *api.Container, registrar int) 
 		if c.RootID == "" && (c.Pid > 0 || (registrar > 0 && c.Rootfs != "")) {
 			if root, err := e.openRoot(c, registrar); err == nil {
 				e.roots.keep(c.ID, c.RootID, root)
-				out.rootID, out.rootMountNS = c.RootID, c.RootMountNS
+				out.rootID, out.rootMountNS, out.rootNewest = c.RootID, c.RootMountNS, c.RootNewestMount
 				root.Close()
 			}
 		}
@@ -209,7 +219,7 @@ func (e *Engine) resolveFiles(set *policy.Set, c *api.Container, registrar int) 
 	}
 	defer root.Close()
 	e.roots.keep(c.ID, c.RootID, root)
-	out.rootID, out.rootMountNS = c.RootID, c.RootMountNS
+	out.rootID, out.rootMountNS, out.rootNewest = c.RootID, c.RootMountNS, c.RootNewestMount
 	for _, r := range rules {
 		f, err := root.Lookup(r.Text)
 		if err != nil {
@@ -242,7 +252,7 @@ func (e *Engine) writeFilesLocked(c *api.Container, r resolvedFiles) error {
 		return r.err
 	}
 	if r.rootID != "" && c.RootID == "" {
-		c.RootID, c.RootMountNS = r.rootID, r.rootMountNS
+		c.RootID, c.RootMountNS, c.RootNewestMount = r.rootID, r.rootMountNS, r.rootNewest
 	}
 	if err := e.enforcer.SetCgroupFiles(c.CgroupID, r.files); err != nil {
 		return fmt.Errorf("files of container %s: %w", c.ID, err)
@@ -509,7 +519,7 @@ func (e *Engine) sameRootLocked(c *api.Container) {
 		return
 	}
 	if prev, ok := e.reg.Get(c.ID); ok && prev.CgroupID == c.CgroupID {
-		c.RootID, c.RootMountNS = prev.RootID, prev.RootMountNS
+		c.RootID, c.RootMountNS, c.RootNewestMount = prev.RootID, prev.RootMountNS, prev.RootNewestMount
 	}
 }
 
@@ -538,9 +548,6 @@ func (k *keptRoots) keep(id, rootID string, root *inroot.Root) {
 	if ok && old.id == rootID {
 		return
 	}
-	// Marked now, before the workload runs (at registration), a mount
-	// newer than this is the workload's and may hide a rule's file.
-	root.MarkMounts()
 	clone, err := root.Clone()
 	if err != nil {
 		return // resolved through processes, as without it

@@ -144,6 +144,13 @@ func (r *Root) MarkMounts() error {
 	return nil
 }
 
+// NewestMount is what MarkMounts recorded (0: not marked).
+func (r *Root) NewestMount() uint64 { return r.newestMount }
+
+// SetNewestMount takes a mark recorded earlier, by a root since closed
+// (the engine's before a restart).
+func (r *Root) SetNewestMount(id uint64) { r.newestMount = id }
+
 // onNewMount says whether f is on a mount made after MarkMounts.
 func (r *Root) onNewMount(f *os.File) bool {
 	if r.newestMount == 0 {

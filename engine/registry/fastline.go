@@ -88,6 +88,10 @@ func (sc *scanner) container(c *api.Container, sh *sharing) bool {
 			n, ok := sc.uint(64)
 			c.RootMountNS = n
 			return ok
+		case "rootNewestMount":
+			n, ok := sc.uint(64)
+			c.RootNewestMount = n
+			return ok
 		case "sandbox":
 			return sc.boolean(&c.Sandbox)
 		case "sandboxId":

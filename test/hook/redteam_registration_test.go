@@ -334,21 +334,31 @@ func TestRedteamDecoyMountInOwnNamespace(t *testing.T) {
 
 // TestRedteamDecoyMountInOwnNamespaceReported: what the engine can do
 // about that decoy today is say so. The mount is newer than every mount
-// the container's namespace had when its root was kept, so explain names
-// the rule's file as on a mount the container made after it started.
+// the container's namespace had when its root was first opened, at
+// registration (a mark the journal keeps), so explain names the rule's
+// file as on a mount the container made after it started, also when the
+// engine restarted between the decoy and the rule.
 func TestRedteamDecoyMountInOwnNamespaceReported(t *testing.T) {
 	r := newRuncEnv(t)
 	bin := hookBinary(t)
 	unselected := appPolicy("execid", "someone-else", "exec:\n  deny: [/bin/id]")
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"execid.yaml": unselected}})
-	c, _ := startDecoyContainer(t, r, bin, e, "createRuntime", "own-ns-reported", 0, false)
-	reloadPolicy(t, e, execidPolicy)
-	out, err := e.CLI("containers", "explain", "--socket", e.Socket, "--id", c.ID)
-	if err != nil {
-		t.Fatalf("containers explain: %v\n%s", err, out)
-	}
-	if !strings.Contains(out, "/bin/id is on a mount the container made after it started") {
-		t.Errorf("explain does not report the rule's file as on a mount made after the container started:\n%s", out)
+	for i, restart := range []bool{false, true} {
+		t.Run(fmt.Sprintf("restart=%v", restart), func(t *testing.T) {
+			c, _ := startDecoyContainer(t, r, bin, e, "createRuntime", fmt.Sprintf("own-ns-reported-%d", i), i, false)
+			if restart {
+				e.Restart(t)
+			}
+			reloadPolicy(t, e, execidPolicy)
+			out, err := e.CLI("containers", "explain", "--socket", e.Socket, "--id", c.ID)
+			if err != nil {
+				t.Fatalf("containers explain: %v\n%s", err, out)
+			}
+			if !strings.Contains(out, "/bin/id is on a mount the container made after it started") {
+				t.Errorf("explain does not report the rule's file as on a mount made after the container started:\n%s", out)
+			}
+			reloadPolicy(t, e, unselected)
+		})
 	}
 }
 
