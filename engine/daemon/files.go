@@ -101,6 +101,11 @@ func (e *Engine) openRoot(c *api.Container, registrar int) (*inroot.Root, error)
 		if c.RootMountNS == 0 {
 			c.RootMountNS = r.MountNS()
 		}
+		if ns := r.MountNS(); ns != 0 && ns != c.RootMountNS {
+			r.Close()
+			errs = append(errs, fmt.Errorf("pid %d is in mount namespace %d, not the container's %d", pid, ns, c.RootMountNS))
+			return nil
+		}
 		// Marked at the first opening, before the workload runs (at
 		// registration); later openings (after a restart) take that mark.
 		if c.RootNewestMount == 0 {
@@ -109,11 +114,6 @@ func (e *Engine) openRoot(c *api.Container, registrar int) (*inroot.Root, error)
 			}
 		} else {
 			r.SetNewestMount(c.RootNewestMount)
-		}
-		if ns := r.MountNS(); ns != 0 && ns != c.RootMountNS {
-			r.Close()
-			errs = append(errs, fmt.Errorf("pid %d is in mount namespace %d, not the container's %d", pid, ns, c.RootMountNS))
-			return nil
 		}
 		return r
 	}
