@@ -99,17 +99,12 @@ func (c Config) Validate() error {
 // LoadConfigFile reads a config file. A missing file is not an error: it
 // returns the zero Config and found=false.
 func LoadConfigFile(path string) (cfg Config, found bool, err error) {
-	f, err := linux.OpenBlocking(path, os.O_RDONLY, 0)
+	data, err := linux.ReadRegularFile(path, maxConfigFile, "hook config "+path)
 	if errors.Is(err, os.ErrNotExist) {
 		return Config{}, false, nil
 	}
 	if err != nil {
-		return Config{}, false, fmt.Errorf("open hook config: %w", err)
-	}
-	defer f.Close()
-	data, err := linux.ReadLimited(f, maxConfigFile, "hook config "+path)
-	if err != nil {
-		return Config{}, true, err
+		return Config{}, true, fmt.Errorf("read hook config: %w", err)
 	}
 	cfg, err = ParseConfig(data)
 	if err != nil {
