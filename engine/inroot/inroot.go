@@ -49,8 +49,11 @@ type Root struct {
 	devs map[int]uint32 // mount ID -> kernel dev_t
 	// newestMount is the newest unique mount ID of the root's namespace
 	// when MarkMounts ran (0: not marked); a file on a newer mount sits on
-	// a mount made since.
+	// a mount made since. markedNow: this Root is the one MarkMounts just
+	// marked, before the workload ran, so no file can be on a newer mount
+	// and lookups skip the check (a statx each, at container start).
 	newestMount uint64
+	markedNow   bool
 }
 
 // Open opens dir as a root. mountinfo is the mountinfo file of a process
@@ -140,7 +143,7 @@ func (r *Root) MarkMounts() error {
 	if err != nil {
 		return fmt.Errorf("mark mounts: %w", err)
 	}
-	r.newestMount = id
+	r.newestMount, r.markedNow = id, true
 	return nil
 }
 
@@ -149,11 +152,11 @@ func (r *Root) NewestMount() uint64 { return r.newestMount }
 
 // SetNewestMount takes a mark recorded earlier, by a root since closed
 // (the engine's before a restart).
-func (r *Root) SetNewestMount(id uint64) { r.newestMount = id }
+func (r *Root) SetNewestMount(id uint64) { r.newestMount, r.markedNow = id, false }
 
 // onNewMount says whether f is on a mount made after MarkMounts.
 func (r *Root) onNewMount(f *os.File) bool {
-	if r.newestMount == 0 {
+	if r.newestMount == 0 || r.markedNow {
 		return false
 	}
 	id, err := linux.MountIDUnique(f)
