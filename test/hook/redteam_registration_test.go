@@ -289,40 +289,35 @@ func TestRedteamExplainFIFOEntrypoint(t *testing.T) {
 // which the engine kept open since registration, not in the mount
 // namespace the workload made since.
 func TestRedteamDecoyMountBeforeFirstRule(t *testing.T) {
-	r := newRuncEnv(t)
-	bin := hookBinary(t)
-	unselected := appPolicy("execid", "someone-else", "exec:\n  deny: [/bin/id]")
-	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"execid.yaml": unselected}})
-	for i, stage := range []string{"createRuntime", "createContainer"} {
-		t.Run(stage, func(t *testing.T) {
-			c, hard := startDecoyContainer(t, r, bin, e, stage, "first-rule", i, true)
-			if code := c.exec(t, hard); code != 0 {
-				t.Fatalf("no policy selects the container yet, but %s exited %d", hard, code)
-			}
-			reloadPolicy(t, e, execidPolicy)
-			if code := c.exec(t, hard); code != 137 {
-				t.Errorf("after the reload that first selects the container, the hard link of the denied file: want SIGKILL (137), got exit %d", code)
-			}
-			reloadPolicy(t, e, unselected)
-		})
-	}
+	decoyBeforeFirstRule(t, "first-rule", true)
 }
 
 // TestRedteamDecoyMountInOwnNamespace is the decoy before the first rule,
 // mounted by a workload with CAP_SYS_ADMIN in the container's own mount
 // namespace: the root the engine kept since registration is a directory
 // of that namespace, so its lookups cross the decoy too. Open (README, What
-// stays uncovered): the fix resolves in a detached copy of the container's
-// mount tree taken at registration.
+// stays uncovered): resolving beneath the decoy needs a copy of the mount
+// tree taken at registration, which takes a helper in the container's
+// mount namespace.
 func TestRedteamDecoyMountInOwnNamespace(t *testing.T) {
 	openHole(t)
+	decoyBeforeFirstRule(t, "own-ns", false)
+}
+
+// decoyBeforeFirstRule starts a decoy container (startDecoyContainer) no
+// policy selects, at each create stage, then reloads a policy that denies
+// /usr/bin/id for it: the hard link of the real file must die.
+func decoyBeforeFirstRule(t *testing.T, pod string, newNamespace bool) {
 	r := newRuncEnv(t)
 	bin := hookBinary(t)
 	unselected := appPolicy("execid", "someone-else", "exec:\n  deny: [/bin/id]")
 	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"execid.yaml": unselected}})
 	for i, stage := range []string{"createRuntime", "createContainer"} {
 		t.Run(stage, func(t *testing.T) {
-			c, hard := startDecoyContainer(t, r, bin, e, stage, "own-ns", i, false)
+			c, hard := startDecoyContainer(t, r, bin, e, stage, pod, i, newNamespace)
+			if code := c.exec(t, hard); code != 0 {
+				t.Fatalf("no policy selects the container yet, but %s exited %d", hard, code)
+			}
 			reloadPolicy(t, e, execidPolicy)
 			if code := c.exec(t, hard); code != 137 {
 				t.Errorf("after the reload that first selects the container, the hard link of the denied file: want SIGKILL (137), got exit %d", code)
