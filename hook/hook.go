@@ -14,6 +14,8 @@ import (
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/api/fallback"
 	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
+	"github.com/holdfast-dev/holdfast/hook/decisionlog"
+	"github.com/holdfast-dev/holdfast/hook/hookconfig"
 )
 
 // Engine is the part of the engine's API the hook calls; *api.Client
@@ -29,8 +31,12 @@ type Hook struct {
 	// unregisters when the state says the container has stopped, so one
 	// hooks.d entry can list createContainer and poststop.
 	Stage  ocihook.Stage
-	Config Config // with defaults applied and validated
-	Engine Engine
+	Config hookconfig.Config // with defaults applied and validated
+	// Started is when the run began (zero: when Run is called). A run the
+	// fast path handed over began in the hook's own process: the engine's
+	// share of the deadline counts from then.
+	Started time.Time
+	Engine  Engine
 	// Forward takes a create run whole (api.OneShot); nil leaves every
 	// run to this process, as for an engine older than the hook request.
 	Forward Forwarder
@@ -83,18 +89,16 @@ func (d *Decision) awaitConnection(ctx context.Context) {
 	}
 }
 
-// Outcomes a decision records.
+// Outcomes a decision records (see decisionlog).
 const (
-	OutcomeRegistered   = "registered"
-	OutcomeUnregistered = "unregistered"
-	// The engine could not be reached; the hook wrote the registration
-	// (or its removal) itself, for the engine to adopt when it is back.
-	OutcomeRegisteredOffline   = "registered-offline"
-	OutcomeUnregisteredOffline = "unregistered-offline"
-	OutcomeNotRegistered       = "not-registered" // poststop of a container the engine did not know
-	OutcomeFailOpen            = "fail-open"
-	OutcomeFailClosed          = "fail-closed"
-	OutcomeUnregisterErr       = "unregister-failed"
+	OutcomeRegistered          = decisionlog.OutcomeRegistered
+	OutcomeUnregistered        = decisionlog.OutcomeUnregistered
+	OutcomeRegisteredOffline   = decisionlog.OutcomeRegisteredOffline
+	OutcomeUnregisteredOffline = decisionlog.OutcomeUnregisteredOffline
+	OutcomeNotRegistered       = decisionlog.OutcomeNotRegistered
+	OutcomeFailOpen            = decisionlog.OutcomeFailOpen
+	OutcomeFailClosed          = decisionlog.OutcomeFailClosed
+	OutcomeUnregisterErr       = decisionlog.OutcomeUnregisterErr
 )
 
 // Decision is what one run did and why; it is logged as one line.
@@ -117,10 +121,7 @@ type Decision struct {
 }
 
 // Step is one timed step of a run.
-type Step struct {
-	Name    string
-	Elapsed time.Duration
-}
+type Step = decisionlog.Step
 
 // timed runs f as the named step and records how long it took.
 func (d *Decision) timed(name string, f func() error) error {
@@ -144,7 +145,10 @@ func (d *Decision) ExitCode() int {
 // the deadline (a stuck read, an engine that never answers) is abandoned
 // and the failure decided by the fail mode.
 func (h *Hook) Run(ctx context.Context, stdin io.Reader) *Decision {
-	start := time.Now()
+	if h.Started.IsZero() {
+		h.Started = time.Now()
+	}
+	start := h.Started
 	d := &Decision{Time: start, Stage: h.Stage, Action: "register"}
 	if h.Stage == ocihook.StagePoststop {
 		d.Action = "unregister"
@@ -215,7 +219,7 @@ func readState(ctx context.Context, stdin io.Reader) ([]byte, error) {
 	}
 	deadline, ok := ctx.Deadline()
 	if f, isFile := stdin.(fileReader); ok && isFile {
-		raw, err := read(fdReader{fd: int(f.Fd()), deadline: deadline})
+		raw, err := read(linux.PollReader{Fd: int(f.Fd()), Deadline: deadline})
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil, notDone(op, context.DeadlineExceeded)
 		}
@@ -376,7 +380,7 @@ func (h *Hook) engineContext(ctx context.Context) (context.Context, context.Canc
 	if h.Offline == nil || h.Config.EngineTimeout <= 0 {
 		return ctx, func() {}
 	}
-	return shorter(ctx, time.Now().Add(time.Duration(h.Config.EngineTimeout)))
+	return shorter(ctx, h.Started.Add(time.Duration(h.Config.EngineTimeout)))
 }
 
 func (h *Hook) unregister(ctx context.Context, st *specs.State, d *Decision, engineErr error) error {
@@ -455,7 +459,7 @@ func (h *Hook) decide(d *Decision, err error) {
 		d.Reason = "poststop cannot refuse a container"
 		return
 	}
-	open, why := h.Config.Settings.Decide(d.Container.Namespace, err)
+	open, why := h.Config.Settings.Decide(d.Container.Namespace, errors.Is(err, api.ErrCannotEnforce))
 	d.Reason = why
 	if open {
 		d.Outcome = OutcomeFailOpen

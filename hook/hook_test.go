@@ -18,6 +18,7 @@ import (
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
+	"github.com/holdfast-dev/holdfast/hook/hookconfig"
 	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
@@ -132,7 +133,7 @@ func serveFake(t *testing.T, h api.Handler) string {
 	return sock
 }
 
-func newHook(stage ocihook.Stage, socket string, cfg Config) *Hook {
+func newHook(stage ocihook.Stage, socket string, cfg hookconfig.Config) *Hook {
 	cfg.Socket = socket
 	return &Hook{Stage: stage, Config: cfg.WithDefaults(), Engine: &api.Client{Socket: socket}, Forward: api.OneShot{Socket: socket}}
 }
@@ -176,7 +177,7 @@ func testRegistersAndUnregisters(t *testing.T, start func(*testing.T) (*fakeEngi
 	ann := map[string]string{ocihook.CRIONamespace: "shop", ocihook.CRIOPodName: "web", ocihook.CRIOLabels: `{"app":"web"}`}
 	b := harness.OCIBundle(t, ann, "")
 
-	h := newHook(ocihook.StageCreateRuntime, sock, Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
+	h := newHook(ocihook.StageCreateRuntime, sock, hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
 	d := h.Run(deadline(t, 5*time.Second), strings.NewReader(harness.OCIState("c1", "creating", pid, b, nil)))
 	if d.Err != nil || d.Outcome != OutcomeRegistered || d.ExitCode() != 0 {
 		t.Fatalf("register: outcome %s exit %d err %v", d.Outcome, d.ExitCode(), d.Err)
@@ -225,7 +226,7 @@ func testRegistersAndUnregisters(t *testing.T, start func(*testing.T) (*fakeEngi
 		t.Fatal("c1 still registered after poststop")
 	}
 
-	post := newHook(ocihook.StagePoststop, sock, Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
+	post := newHook(ocihook.StagePoststop, sock, hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
 	d = post.Run(deadline(t, 5*time.Second), strings.NewReader(`{"id":"c1","status":"stopped"}`))
 	if d.Err != nil || d.Outcome != OutcomeNotRegistered || d.ExitCode() != 0 {
 		t.Fatalf("second unregister: outcome %s err %v", d.Outcome, d.Err)
@@ -239,7 +240,7 @@ func TestRunCreateContainerNamesItself(t *testing.T) {
 	cg, _ := newTestCgroup(t)
 	eng, sock := startFakeEngine(t)
 	b := harness.OCIBundle(t, map[string]string{ocihook.CRIONamespace: "shop"}, cg.Path)
-	h := newHook(ocihook.StageCreateContainer, sock, Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
+	h := newHook(ocihook.StageCreateContainer, sock, hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
 	d := h.Run(deadline(t, 5*time.Second), strings.NewReader(harness.OCIState("c2", "creating", 1, b, nil)))
 	if d.Err != nil || d.Outcome != OutcomeRegistered {
 		t.Fatalf("register: outcome %s err %v", d.Outcome, d.Err)
@@ -263,26 +264,26 @@ func TestRunFailureModes(t *testing.T) {
 	tests := []struct {
 		name      string
 		socket    string
-		cfg       Config
+		cfg       hookconfig.Config
 		namespace string
 		stdin     string // default: a valid creating state
 		timeout   time.Duration
 		outcome   string
 		errHas    string
 	}{
-		{name: "engine down, open", socket: missingSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, outcome: OutcomeFailOpen, errHas: "connect to engine"},
-		{name: "engine down, closed", socket: missingSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}}, outcome: OutcomeFailClosed, errHas: "connect to engine"},
-		{name: "engine down, closed, engine namespace", socket: missingSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}}, namespace: registrar.DefaultEngineNamespace, outcome: OutcomeFailOpen},
-		{name: "engine down, closed, listed namespace", socket: missingSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailClosed, FailOpenNamespaces: []string{"kube-system"}}}, namespace: "kube-system", outcome: OutcomeFailOpen},
-		{name: "engine cannot enforce, open", socket: cannotSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, namespace: "shop", outcome: OutcomeFailClosed, errHas: "capacity of 4"},
-		{name: "engine cannot enforce, open, engine namespace", socket: cannotSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, namespace: registrar.DefaultEngineNamespace, outcome: OutcomeFailOpen, errHas: "capacity of 4"},
-		{name: "engine cannot enforce, open, listed namespace", socket: cannotSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailOpen, FailOpenNamespaces: []string{"kube-system"}}}, namespace: "kube-system", outcome: OutcomeFailOpen, errHas: "capacity of 4"},
-		{name: "engine refuses otherwise, open", socket: refusingSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, outcome: OutcomeFailOpen, errHas: "policy store is read-only"},
-		{name: "engine refuses, closed", socket: refusingSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}}, outcome: OutcomeFailClosed, errHas: "policy store is read-only"},
-		{name: "engine never answers, closed", socket: silentSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}}, timeout: 300 * time.Millisecond, outcome: OutcomeFailClosed, errHas: "before the hook's"},
-		{name: "engine never answers, open", socket: silentSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, timeout: 300 * time.Millisecond, outcome: OutcomeFailOpen, errHas: "before the hook's"},
-		{name: "malformed stdin, closed", socket: refusingSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}}, stdin: `{"id":`, outcome: OutcomeFailClosed, errHas: "malformed OCI state"},
-		{name: "empty stdin, open", socket: refusingSock, cfg: Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, stdin: " ", outcome: OutcomeFailOpen, errHas: "empty OCI state"},
+		{name: "engine down, open", socket: missingSock, cfg: hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, outcome: OutcomeFailOpen, errHas: "connect to engine"},
+		{name: "engine down, closed", socket: missingSock, cfg: hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}}, outcome: OutcomeFailClosed, errHas: "connect to engine"},
+		{name: "engine down, closed, engine namespace", socket: missingSock, cfg: hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}}, namespace: registrar.DefaultEngineNamespace, outcome: OutcomeFailOpen},
+		{name: "engine down, closed, listed namespace", socket: missingSock, cfg: hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailClosed, FailOpenNamespaces: []string{"kube-system"}}}, namespace: "kube-system", outcome: OutcomeFailOpen},
+		{name: "engine cannot enforce, open", socket: cannotSock, cfg: hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, namespace: "shop", outcome: OutcomeFailClosed, errHas: "capacity of 4"},
+		{name: "engine cannot enforce, open, engine namespace", socket: cannotSock, cfg: hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, namespace: registrar.DefaultEngineNamespace, outcome: OutcomeFailOpen, errHas: "capacity of 4"},
+		{name: "engine cannot enforce, open, listed namespace", socket: cannotSock, cfg: hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailOpen, FailOpenNamespaces: []string{"kube-system"}}}, namespace: "kube-system", outcome: OutcomeFailOpen, errHas: "capacity of 4"},
+		{name: "engine refuses otherwise, open", socket: refusingSock, cfg: hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, outcome: OutcomeFailOpen, errHas: "policy store is read-only"},
+		{name: "engine refuses, closed", socket: refusingSock, cfg: hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}}, outcome: OutcomeFailClosed, errHas: "policy store is read-only"},
+		{name: "engine never answers, closed", socket: silentSock, cfg: hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}}, timeout: 300 * time.Millisecond, outcome: OutcomeFailClosed, errHas: "before the hook's"},
+		{name: "engine never answers, open", socket: silentSock, cfg: hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, timeout: 300 * time.Millisecond, outcome: OutcomeFailOpen, errHas: "before the hook's"},
+		{name: "malformed stdin, closed", socket: refusingSock, cfg: hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}}, stdin: `{"id":`, outcome: OutcomeFailClosed, errHas: "malformed OCI state"},
+		{name: "empty stdin, open", socket: refusingSock, cfg: hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailOpen}}, stdin: " ", outcome: OutcomeFailOpen, errHas: "empty OCI state"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -343,7 +344,7 @@ func TestRunStdinNeverCloses(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, sock := startFakeEngine(t)
-			h := newHook(ocihook.StageCreateContainer, sock, Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
+			h := newHook(ocihook.StageCreateContainer, sock, hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
 			d := h.Run(deadline(t, 200*time.Millisecond), stdin(t))
 			if d.Outcome != OutcomeFailClosed || !errors.Is(d.Err, context.DeadlineExceeded) || !strings.Contains(d.Err.Error(), "read OCI state") {
 				t.Fatalf("outcome %s err %v, want fail-closed on the stdin deadline", d.Outcome, d.Err)
@@ -377,7 +378,7 @@ func TestRunBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHook(tt.stage, sock, Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
+			h := newHook(tt.stage, sock, hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
 			d := h.Run(deadline(t, 5*time.Second), strings.NewReader(tt.stdin))
 			if d.Outcome != OutcomeFailClosed || d.Err == nil {
 				t.Fatalf("outcome %s err %v, want fail-closed with an error", d.Outcome, d.Err)
@@ -392,7 +393,7 @@ func TestRunBadInput(t *testing.T) {
 }
 
 func TestPoststopEngineDown(t *testing.T) {
-	h := newHook(ocihook.StagePoststop, filepath.Join(t.TempDir(), "absent.sock"), Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
+	h := newHook(ocihook.StagePoststop, filepath.Join(t.TempDir(), "absent.sock"), hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
 	d := h.Run(deadline(t, 5*time.Second), strings.NewReader(`{"id":"c9","status":"stopped"}`))
 	if d.Outcome != OutcomeUnregisterErr || d.ExitCode() != 0 || !strings.Contains(d.StderrLine(), "could not unregister container c9") {
 		t.Fatalf("outcome %s exit %d stderr %q", d.Outcome, d.ExitCode(), d.StderrLine())
@@ -449,7 +450,7 @@ func TestRunStateTooLargeToForward(t *testing.T) {
 	eng, sock := startFakeEngine(t)
 	b := harness.OCIBundle(t, map[string]string{ocihook.CRIONamespace: "shop"}, "")
 	big := map[string]string{"padding": strings.Repeat("x", api.MaxMessageSize-512)}
-	h := newHook(ocihook.StageCreateRuntime, sock, Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
+	h := newHook(ocihook.StageCreateRuntime, sock, hookconfig.Config{Settings: registrar.Settings{FailMode: registrar.FailClosed}})
 	d := h.Run(deadline(t, 10*time.Second), strings.NewReader(harness.OCIState("big", "creating", pid, b, big)))
 	if d.Err != nil || d.Outcome != OutcomeRegistered {
 		t.Fatalf("outcome %s err %v", d.Outcome, d.Err)

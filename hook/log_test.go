@@ -26,7 +26,7 @@ func TestLogLineIsTheJSONOfTheDecision(t *testing.T) {
 		Cgroup:    Cgroup{ID: 1<<63 + 5, Path: "/a/" + odd, From: "engine"},
 		Err:       errors.New(odd),
 		Elapsed:   1500 * time.Microsecond,
-		Steps:     []Step{{"state", 10 * time.Microsecond}, {"engine", 20 * time.Microsecond}, {"engine", 5 * time.Microsecond}},
+		Steps:     []Step{{Name: "state", Elapsed: 10 * time.Microsecond}, {Name: "engine", Elapsed: 20 * time.Microsecond}, {Name: "engine", Elapsed: 5 * time.Microsecond}},
 	}
 	line := d.LogLine()
 	if line[len(line)-1] != '\n' {

@@ -11,6 +11,7 @@ import (
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
+	"github.com/holdfast-dev/holdfast/hook/hookconfig"
 	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
@@ -47,7 +48,7 @@ func TestRunOffline(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			slow := &fakeEngine{registered: map[string]api.Container{}, failWith: tt.offlineErr}
-			h := newHook(ocihook.StageCreateRuntime, tt.socket, Config{Settings: registrar.Settings{FailMode: tt.mode}, Timeout: Duration(time.Second), EngineTimeout: Duration(300 * time.Millisecond)})
+			h := newHook(ocihook.StageCreateRuntime, tt.socket, hookconfig.Config{Settings: registrar.Settings{FailMode: tt.mode}, Timeout: hookconfig.Duration(time.Second), EngineTimeout: hookconfig.Duration(300 * time.Millisecond)})
 			h.Offline = slow
 			id := "c-" + strings.ReplaceAll(tt.name, " ", "-")
 			start := time.Now()
@@ -76,7 +77,7 @@ func TestRunOffline(t *testing.T) {
 				t.Fatalf("slow path got %+v (found %v), want cgroup %d of shop/web", got, ok, cg.ID)
 			}
 
-			post := newHook(ocihook.StagePoststop, tt.socket, Config{Timeout: Duration(time.Second), EngineTimeout: Duration(300 * time.Millisecond)})
+			post := newHook(ocihook.StagePoststop, tt.socket, hookconfig.Config{Timeout: hookconfig.Duration(time.Second), EngineTimeout: hookconfig.Duration(300 * time.Millisecond)})
 			post.Offline = slow
 			stopped := `{"ociVersion":"1.0.2","id":"` + id + `","status":"stopped"}`
 			if d := post.Run(deadline(t, 5*time.Second), strings.NewReader(stopped)); d.Outcome != OutcomeUnregisteredOffline {

@@ -151,7 +151,7 @@ func (p *Plugin) failsOpen(namespace string, err error) (bool, string) {
 	p.mu.Lock()
 	policy := p.Settings
 	p.mu.Unlock()
-	return policy.Decide(namespace, err)
+	return policy.Decide(namespace, errors.Is(err, api.ErrCannotEnforce))
 }
 
 // Configure applies the runtime's plugin configuration.

@@ -3,8 +3,8 @@ package linux
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -16,8 +16,10 @@ type Cred struct {
 	GID uint32
 }
 
-// PeerCred returns the SO_PEERCRED credentials of conn's peer.
-func PeerCred(conn *net.UnixConn) (Cred, error) {
+// PeerCred returns the SO_PEERCRED credentials of conn's peer (a
+// *net.UnixConn; the interface keeps package net out of this one, which
+// the OCI hook's one-call process links).
+func PeerCred(conn syscall.Conn) (Cred, error) {
 	raw, err := conn.SyscallConn()
 	if err != nil {
 		return Cred{}, fmt.Errorf("peer credentials: %w", err)

@@ -12,6 +12,8 @@ package api
 import (
 	"encoding/json"
 	"errors"
+
+	"github.com/holdfast-dev/holdfast/engine/api/oneshot"
 )
 
 // Operations a request can carry.
@@ -25,14 +27,14 @@ const (
 	OpExplain    = "explain"
 	// OpHook hands the engine an OCI hook's input as the runtime gave it;
 	// the engine registers (or, at poststop, unregisters) the container.
-	OpHook = "hook"
+	OpHook = oneshot.Op
 )
 
 // DefaultSocket is where the engine listens on a node.
-const DefaultSocket = "/run/holdfast/engine.sock"
+const DefaultSocket = oneshot.DefaultSocket
 
 // MaxMessageSize bounds one request or response line.
-const MaxMessageSize = 4 << 20
+const MaxMessageSize = oneshot.MaxMessageSize
 
 // ErrNotFound is returned (wrapped) when an unregister names an unknown container.
 var ErrNotFound = errors.New("container not registered")
@@ -54,7 +56,7 @@ var ErrUnsupported = errors.New("operation not supported by this engine")
 
 // Error codes of a Response, so clients can tell failures apart.
 const (
-	CodeNotFound      = "not-found"
+	CodeNotFound      = oneshot.CodeNotFound
 	CodeCannotEnforce = "cannot-enforce"
 	CodeUnsupported   = "unsupported"
 )

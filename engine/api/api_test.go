@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/holdfast-dev/holdfast/engine/api/oneshot"
 )
 
 type fakeHandler struct {
@@ -529,7 +531,7 @@ func TestPartialResponseNotRetried(t *testing.T) {
 // before anything is sent.
 func TestHookLineDecodesAsHookRequest(t *testing.T) {
 	state := `{"ociVersion":"1.0.2","id":"c\"1","status":"creating","pid":7,"bundle":"/b","annotations":{"k":"v\n"}}`
-	line, err := hookLine(HookRun{Stage: "createContainer", State: json.RawMessage(state)})
+	line, err := oneshot.Line("createContainer", []byte(state))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -545,8 +547,8 @@ func TestHookLineDecodesAsHookRequest(t *testing.T) {
 		{Stage: "createContainer", State: json.RawMessage(`{} {}`)},
 		{Stage: `x","op":"reload`, State: json.RawMessage(`{}`)},
 	} {
-		if line, err := hookLine(bad); err == nil {
-			t.Errorf("hookLine(%q, %q) = %s, want an error", bad.Stage, bad.State, line)
+		if line, err := oneshot.Line(bad.Stage, bad.State); err == nil {
+			t.Errorf("oneshot.Line(%q, %q) = %s, want an error", bad.Stage, bad.State, line)
 		}
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
-	"github.com/holdfast-dev/holdfast/hook"
+	"github.com/holdfast-dev/holdfast/hook/hookconfig"
 	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
@@ -98,7 +98,7 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 		InstallDir: filepath.Join(root, "libexec"),
 		Binary:     fakeBinary(t, "version 1"),
 		Holdfast:   fakeBinary(t, "holdfast"),
-		Config:     hook.Config{Socket: "/run/test.sock", Settings: registrar.Settings{FailMode: registrar.FailClosed}, Timeout: hook.Duration(time.Second)},
+		Config:     hookconfig.Config{Socket: "/run/test.sock", Settings: registrar.Settings{FailMode: registrar.FailClosed}, Timeout: hookconfig.Duration(time.Second)},
 	}
 	actions := func(cs []registrar.Change) string {
 		var s []string
@@ -129,7 +129,7 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 	if f.Hook.Path != o.BinaryPath() || f.Stages[0] != "createRuntime" {
 		t.Fatalf("installed hooks.d file: %s", data)
 	}
-	cfg, found, err := hook.LoadConfigFile(o.ConfigPath())
+	cfg, found, err := hookconfig.LoadConfigFile(o.ConfigPath())
 	if err != nil || !found || cfg.Socket != "/run/test.sock" || cfg.FailMode != registrar.FailClosed {
 		t.Fatalf("installed config: %+v found=%v err=%v", cfg, found, err)
 	}
@@ -209,7 +209,7 @@ func TestInstallRefusesBadInput(t *testing.T) {
 // deploy/crio holds the files `holdfast install crio` writes with its
 // defaults; they must not drift from the code.
 func TestDeployExamplesMatchInstall(t *testing.T) {
-	f, err := NewFile(filepath.Join(DefaultInstallDir, BinaryName), ocihook.StageCreateRuntime, hook.DefaultTimeout)
+	f, err := NewFile(filepath.Join(DefaultInstallDir, BinaryName), ocihook.StageCreateRuntime, hookconfig.DefaultTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,19 +224,19 @@ func TestDeployExamplesMatchInstall(t *testing.T) {
 	if string(got) != string(want) {
 		t.Errorf("deploy/crio/%s differs from what install writes:\n%s\nwant:\n%s", HookFileName, got, want)
 	}
-	data, err := os.ReadFile(filepath.Join("..", "..", "deploy", "crio", hook.ConfigFileName))
+	data, err := os.ReadFile(filepath.Join("..", "..", "deploy", "crio", hookconfig.ConfigFileName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := hook.ParseConfig(data)
+	cfg, err := hookconfig.ParseConfig(data)
 	if err != nil {
-		t.Fatalf("deploy/crio/%s: %v", hook.ConfigFileName, err)
+		t.Fatalf("deploy/crio/%s: %v", hookconfig.ConfigFileName, err)
 	}
 	if err := cfg.WithDefaults().Validate(); err != nil {
-		t.Fatalf("deploy/crio/%s: %v", hook.ConfigFileName, err)
+		t.Fatalf("deploy/crio/%s: %v", hookconfig.ConfigFileName, err)
 	}
-	def := hook.Config{}.WithDefaults()
+	def := hookconfig.Config{}.WithDefaults()
 	if cfg.Socket != def.Socket || cfg.Timeout != def.Timeout || cfg.FailMode != def.FailMode || cfg.EngineNamespace != def.EngineNamespace || cfg.Log != def.Log {
-		t.Errorf("deploy/crio/%s does not show the defaults: %+v, defaults %+v", hook.ConfigFileName, cfg, def)
+		t.Errorf("deploy/crio/%s does not show the defaults: %+v, defaults %+v", hookconfig.ConfigFileName, cfg, def)
 	}
 }

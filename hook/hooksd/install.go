@@ -11,7 +11,7 @@ import (
 	"github.com/holdfast-dev/holdfast/engine/api/fallback"
 	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
-	"github.com/holdfast-dev/holdfast/hook"
+	"github.com/holdfast-dev/holdfast/hook/hookconfig"
 )
 
 // Options for Install and Uninstall.
@@ -26,7 +26,7 @@ type Options struct {
 	// Stage is createRuntime (default) or createContainer; Install only.
 	Stage ocihook.Stage
 	// Config is written next to the installed binary; Install only.
-	Config hook.Config
+	Config hookconfig.Config
 }
 
 func (o Options) withDefaults() Options {
@@ -49,7 +49,7 @@ func (o Options) HoldfastPath() string {
 	return filepath.Join(o.withDefaults().InstallDir, fallback.BinaryName)
 }
 func (o Options) ConfigPath() string {
-	return filepath.Join(o.withDefaults().InstallDir, hook.ConfigFileName)
+	return filepath.Join(o.withDefaults().InstallDir, hookconfig.ConfigFileName)
 }
 
 // Install writes the hook binary, its config and the hooks.d file, in that

@@ -18,7 +18,7 @@ import (
 
 	"github.com/holdfast-dev/holdfast/engine/api"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
-	"github.com/holdfast-dev/holdfast/hook"
+	"github.com/holdfast-dev/holdfast/hook/hookconfig"
 	"github.com/holdfast-dev/holdfast/hook/hooksd"
 	"github.com/holdfast-dev/holdfast/test/harness"
 )
@@ -80,7 +80,7 @@ func BenchmarkContainerCreate(b *testing.B) {
 		{"static-go-env", bundle(trivial(goHook, hooksd.HookEnv...))},
 		// Installed as holdfast install crio installs it: settings in the
 		// config file next to the binary, which every run reads.
-		{"holdfast", bundle(installedHooks(b, bin, hook.Config{Socket: e.Socket, Log: logPath,
+		{"holdfast", bundle(installedHooks(b, bin, hookconfig.Config{Socket: e.Socket, Log: logPath,
 			Settings: registrar.Settings{FailMode: registrar.FailClosed}}))},
 		{"engine-down", bundle(hookEntries(bin, stage, down.Socket, downLog, "--fail-mode", "closed",
 			"--state-dir", down.StateDir, "--bpf-dir", down.BPFDir, "--holdfast-binary", down.Bin))},
@@ -231,7 +231,7 @@ func BenchmarkHookDirect(b *testing.B) {
 	logPath := b.TempDir() + "/hook.log"
 	client := e.Client()
 	defer client.Close()
-	entry := installedHooks(b, bin, hook.Config{Socket: e.Socket, Log: logPath,
+	entry := installedHooks(b, bin, hookconfig.Config{Socket: e.Socket, Log: logPath,
 		Settings: registrar.Settings{FailMode: registrar.FailClosed}})["createRuntime"][0]
 
 	cpu := map[string]time.Duration{}
@@ -292,7 +292,7 @@ func BenchmarkHookDirect(b *testing.B) {
 // installedHooks installs bin with hooksd.Install, as holdfast install crio
 // does, in directories of the test's own, and returns the runc hooks the
 // hooks.d file it wrote names, for each of its stages.
-func installedHooks(b testing.TB, bin string, cfg hook.Config) map[string][]runcHook {
+func installedHooks(b testing.TB, bin string, cfg hookconfig.Config) map[string][]runcHook {
 	b.Helper()
 	o := hooksd.Options{HooksDir: b.TempDir(), InstallDir: b.TempDir(), Binary: bin, Config: cfg}
 	if _, err := hooksd.Install(o); err != nil {

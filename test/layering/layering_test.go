@@ -160,3 +160,47 @@ func TestViolationsCatchesForbiddenImports(t *testing.T) {
 		t.Errorf("violations:\n%s\nwant:\n%s", strings.Join(bad, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// hookProcess is the binary every container create and delete runs, and
+// what it must not link: each package initialises at every start (package
+// net and its address tables, the OCI spec types, the protocol's client),
+// and the full hook lives in the holdfast binary (holdfast oci-hook).
+const hookProcess = "hook/cmd/holdfast-oci-hook"
+
+var notInHookProcess = []string{
+	"net", "log/slog", "os/exec", "github.com/opencontainers/runtime-spec/specs-go",
+	module + "/engine/api", module + "/engine/api/ocihook", module + "/engine/api/fallback", module + "/hook",
+}
+
+// linkedOfList returns which of the listed packages deps holds.
+func linkedOfList(deps, list []string) []string {
+	var found []string
+	for _, p := range list {
+		if slices.Contains(deps, p) {
+			found = append(found, p)
+		}
+	}
+	return found
+}
+
+func TestHookProcessLinksLittle(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "../../"+hookProcess).Output()
+	if err != nil {
+		t.Fatalf("go list -deps %s: %v", hookProcess, err)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, module+"/hook/fastpath") {
+		t.Fatalf("%s does not link hook/fastpath: the list is stale (%d deps)", hookProcess, len(deps))
+	}
+	for _, p := range linkedOfList(deps, notInHookProcess) {
+		t.Errorf("%s links %s", hookProcess, p)
+	}
+}
+
+// TestLinkedOfList: the check finds a forbidden package, and only those.
+func TestLinkedOfList(t *testing.T) {
+	got := linkedOfList([]string{"fmt", "net", module + "/hook/fastpath", module + "/engine/api"}, notInHookProcess)
+	if strings.Join(got, " ") != "net "+module+"/engine/api" {
+		t.Errorf("found %v", got)
+	}
+}

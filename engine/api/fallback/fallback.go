@@ -14,13 +14,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 )
 
 // The hidden holdfast commands. register-offline reads an api.Container as
@@ -39,12 +38,12 @@ const (
 
 // BinaryName is the holdfast binary looked up next to the registrar's own
 // binary, then in PATH.
-const BinaryName = "holdfast"
+const BinaryName = registrar.HoldfastBinaryName
 
 // Default state the engine of a production node keeps.
 const (
-	DefaultStateDir = "/var/lib/holdfast"
-	DefaultBPFDir   = "/sys/fs/bpf/holdfast"
+	DefaultStateDir = registrar.DefaultStateDir
+	DefaultBPFDir   = registrar.DefaultBPFDir
 )
 
 // Unreachable says whether err from an engine call means the engine did
@@ -92,31 +91,12 @@ func (c Command) Unregister(ctx context.Context, id string) error {
 	return nil
 }
 
-// binary finds the holdfast binary.
-func (c Command) binary() (string, error) {
-	if c.Binary != "" {
-		return c.Binary, nil
-	}
-	var nextTo string
-	if exe, err := os.Executable(); err == nil {
-		nextTo = filepath.Join(filepath.Dir(exe), BinaryName)
-		if _, err := os.Stat(nextTo); err == nil {
-			return nextTo, nil
-		}
-	}
-	p, err := exec.LookPath(BinaryName)
-	if err != nil {
-		return "", fmt.Errorf("find the %s binary (not at %s) in PATH: %w", BinaryName, nextTo, err)
-	}
-	return p, nil
-}
-
 // run runs one command and returns its stdout. The command gets the time
 // left before ctx's deadline, less a margin to report in; if it has not
 // ended by the deadline it is left to finish (killing it could cut a map
 // update in half) and run returns the deadline error.
 func (c Command) run(ctx context.Context, stdin []byte, sub string, args ...string) ([]byte, error) {
-	bin, err := c.binary()
+	bin, err := registrar.FindHoldfast(c.Binary)
 	if err != nil {
 		return nil, err
 	}

@@ -13,13 +13,14 @@ import (
 
 	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/engine/api/jsonscan"
+	"github.com/holdfast-dev/holdfast/engine/api/oneshot"
 )
 
 // Size limits for what the runtime hands a hook (MaxStateSize bounds its
 // stdin). CRI-O and containerd put every annotation into both, so they can
 // be tens of KiB, never megabytes.
 const (
-	MaxStateSize  = 4 << 20
+	MaxStateSize  = oneshot.MaxStateSize
 	maxConfigSize = 16 << 20
 	maxIDLen      = 1024
 )

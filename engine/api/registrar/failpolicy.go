@@ -5,7 +5,9 @@
 // list and the engine namespace.
 //
 // hook/, nri-plugin/ and the holdfast command's installers import it; the
-// engine daemon does not. It imports only engine/api and bpf/linux. It also
+// engine daemon does not. Of this module it imports only bpf/linux, so the
+// OCI hook's fast path, which links neither package net nor the protocol's
+// client, can check the same settings. It also
 // holds what both installers (holdfast install crio|containerd) report:
 // Change, written by EnsureFile and RemoveFile.
 package registrar
@@ -14,8 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-
-	"github.com/holdfast-dev/holdfast/engine/api"
 )
 
 // FailMode says what a failed registration does to container creation.
@@ -28,6 +28,15 @@ const (
 )
 
 const failModeOpen = "fail mode is open"
+
+// Where a registrar finds the engine's state on a production node, to
+// register a container itself while the engine is down, and the holdfast
+// binary that does it (next to the registrar's own binary, else in PATH).
+const (
+	DefaultStateDir    = "/var/lib/holdfast"
+	DefaultBPFDir      = "/sys/fs/bpf/holdfast"
+	HoldfastBinaryName = "holdfast"
+)
 
 // DefaultEngineNamespace is where holdfast itself runs.
 const DefaultEngineNamespace = "holdfast-system"
@@ -98,16 +107,17 @@ func (s Settings) FailsOpen(namespace string) (open bool, why string) {
 	return false, fmt.Sprintf("fail mode %q is unknown", s.FailMode)
 }
 
-// Decide is FailsOpen for a registration that failed with err. An engine
-// that answered that it cannot enforce the container's policies
-// (api.ErrCannotEnforce: they do not compile, a map is full, its registry
-// cannot be written) is refused even in fail-open mode: failing open is for
-// an engine that cannot be reached, and letting such a container run would
-// let a workload switch enforcement off by exhausting the engine. The
-// engine's namespace and the fail-open namespaces still start.
-func (s Settings) Decide(namespace string, err error) (open bool, why string) {
+// Decide is FailsOpen for a registration that failed; cannotEnforce says
+// the engine answered that it cannot enforce the container's policies
+// (errors.Is(err, api.ErrCannotEnforce): they do not compile, a map is
+// full, its registry cannot be written). Such a container is refused even
+// in fail-open mode: failing open is for an engine that cannot be reached,
+// and letting it run would let a workload switch enforcement off by
+// exhausting the engine. The engine's namespace and the fail-open
+// namespaces still start.
+func (s Settings) Decide(namespace string, cannotEnforce bool) (open bool, why string) {
 	open, why = s.FailsOpen(namespace)
-	if open && errors.Is(err, api.ErrCannotEnforce) && why == failModeOpen {
+	if open && cannotEnforce && why == failModeOpen {
 		return false, "the engine answered that it cannot enforce the container's policies (fail-open covers only an unreachable engine)"
 	}
 	return open, why

@@ -106,12 +106,12 @@ func TestDecideCannotEnforce(t *testing.T) {
 		{DefaultEngineNamespace, cannot, true},
 		{"shop", unreachable, true},
 	} {
-		if open, why := p.Decide(tt.ns, tt.err); open != tt.open || why == "" {
+		if open, why := p.Decide(tt.ns, errors.Is(tt.err, api.ErrCannotEnforce)); open != tt.open || why == "" {
 			t.Errorf("Decide(%q, %v) = %v (%s), want %v", tt.ns, tt.err, open, why, tt.open)
 		}
 	}
 	closed := Settings{FailMode: FailClosed}
-	if open, _ := closed.Decide("shop", unreachable); open {
+	if open, _ := closed.Decide("shop", errors.Is(unreachable, api.ErrCannotEnforce)); open {
 		t.Error("closed mode let an unreachable engine's container start")
 	}
 }

@@ -7,7 +7,7 @@ import (
 
 	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
-	"github.com/holdfast-dev/holdfast/hook"
+	"github.com/holdfast-dev/holdfast/hook/hookconfig"
 	"github.com/holdfast-dev/holdfast/hook/hooksd"
 )
 
@@ -18,10 +18,10 @@ func installCRIO(args []string) error {
 	installDir := fs.String("install-dir", hooksd.DefaultInstallDir, "directory for the hook binary and its config file")
 	binary := fs.String("hook-binary", "", "holdfast-oci-hook to install (default: next to this holdfast binary)")
 	stage := fs.String("stage", string(hooksd.DefaultStage), "stage to register at: createRuntime (runs as the runtime does, also for user-namespaced containers) or createContainer")
-	socket := fs.String("socket", hook.DefaultSocket, "engine socket the hook connects to")
+	socket := fs.String("socket", hookconfig.DefaultSocket, "engine socket the hook connects to")
 	failFlags := registrar.AddFlags(fs)
-	timeout := fs.Duration("timeout", hook.DefaultTimeout, "deadline for one hook run")
-	logFile := fs.String("log", hook.DefaultLog, "hook decision log file")
+	timeout := fs.Duration("timeout", hookconfig.DefaultTimeout, "deadline for one hook run")
+	logFile := fs.String("log", hookconfig.DefaultLog, "hook decision log file")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -41,9 +41,9 @@ func installCRIO(args []string) error {
 	if *binary == "" {
 		*binary = filepath.Join(filepath.Dir(exe), hooksd.BinaryName)
 	}
-	cfg := hook.Config{
+	cfg := hookconfig.Config{
 		Socket:   *socket,
-		Timeout:  hook.Duration(*timeout),
+		Timeout:  hookconfig.Duration(*timeout),
 		Settings: settings,
 		Log:      *logFile,
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 
 	"github.com/holdfast-dev/holdfast/engine/api/fallback"
+	"github.com/holdfast-dev/holdfast/hook/fastpath"
 )
 
 const usage = `holdfast: container security policy from the first instruction
@@ -31,6 +32,9 @@ Usage:
 `
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == fastpath.HandoffCommand {
+		os.Exit(runOCIHook(os.Args[2:], os.Stdin, os.Stderr))
+	}
 	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		var ue usageError
 		var ee exitError

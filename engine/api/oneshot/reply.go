@@ -1,4 +1,4 @@
-package api
+package oneshot
 
 import (
 	"strings"
@@ -6,12 +6,33 @@ import (
 	"github.com/holdfast-dev/holdfast/engine/api/jsonscan"
 )
 
-// decodeHookReply reads an OpHook answer into the fields a hook logs, as
-// json.Unmarshal into hookReply would, without encoding/json's reflection
-// (see jsonscan). FuzzDecodeHookReply holds it to encoding/json's results.
-func decodeHookReply(data []byte) (hookReply, error) {
+// Reply is the part of the engine's Response an OpHook answer fills in.
+type Reply struct {
+	Error     string      `json:"error,omitempty"`
+	Code      string      `json:"code,omitempty"`
+	NotFound  bool        `json:"notFound,omitempty"`
+	Container *Registered `json:"container,omitempty"`
+}
+
+// Registered is what an OpHook answer says of the container registered:
+// what a registrar logs. It reads only these fields of the Container the
+// engine sends, so a process that lives for one call decodes little.
+type Registered struct {
+	ID         string   `json:"id"`
+	CgroupID   uint64   `json:"cgroupId,omitempty"`
+	CgroupPath string   `json:"cgroupPath,omitempty"`
+	Namespace  string   `json:"namespace,omitempty"`
+	Pod        string   `json:"pod,omitempty"`
+	Name       string   `json:"container,omitempty"`
+	Policies   []string `json:"policies,omitempty"`
+}
+
+// DecodeReply reads an OpHook answer line as json.Unmarshal into Reply
+// would, without encoding/json's reflection (see jsonscan).
+// FuzzDecodeReply holds it to encoding/json's results.
+func DecodeReply(data []byte) (Reply, error) {
 	s := jsonscan.New(data)
-	var r hookReply
+	var r Reply
 	if s.Null() {
 		return r, s.End()
 	}
@@ -39,7 +60,7 @@ func decodeHookReply(data []byte) (hookReply, error) {
 		err = s.End()
 	}
 	if err != nil {
-		return hookReply{}, err
+		return Reply{}, err
 	}
 	return r, nil
 }

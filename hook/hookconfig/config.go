@@ -1,4 +1,12 @@
-package hook
+// Package hookconfig is holdfast-oci-hook's configuration: the file next to
+// the binary, the flags laid over it, defaults and validation. Both halves
+// of the hook read it the same way: the fast path (hook/fastpath, in the
+// hook's own small process) and the full run (package hook, in holdfast
+// oci-hook), so a setting one refuses the other refuses too.
+//
+// It imports of this module only leaf packages (bpf/linux, jsonscan,
+// oneshot, registrar): not package net, nor the protocol's client.
+package hookconfig
 
 import (
 	"encoding/json"
@@ -10,15 +18,14 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/bpf/linux"
-	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/api/fallback"
 	"github.com/holdfast-dev/holdfast/engine/api/jsonscan"
+	"github.com/holdfast-dev/holdfast/engine/api/oneshot"
 	"github.com/holdfast-dev/holdfast/engine/api/registrar"
 )
 
 // Defaults.
 const (
-	DefaultSocket  = api.DefaultSocket
+	DefaultSocket  = oneshot.DefaultSocket
 	DefaultTimeout = 2 * time.Second
 	DefaultLog     = "/var/log/holdfast/oci-hook.log"
 	// ConfigFileName is looked up in the directory of the hook binary.
@@ -63,10 +70,10 @@ func (c Config) WithDefaults() Config {
 		c.EngineTimeout = c.Timeout / 2
 	}
 	if c.StateDir == "" {
-		c.StateDir = fallback.DefaultStateDir
+		c.StateDir = registrar.DefaultStateDir
 	}
 	if c.BPFDir == "" {
-		c.BPFDir = fallback.DefaultBPFDir
+		c.BPFDir = registrar.DefaultBPFDir
 	}
 	return c
 }

@@ -1,4 +1,4 @@
-package api
+package oneshot
 
 import (
 	"encoding/json"
@@ -6,8 +6,8 @@ import (
 	"testing"
 )
 
-// hookReplySeeds are answers an engine sends and near misses of them.
-var hookReplySeeds = []string{
+// replySeeds are answers an engine sends and near misses of them.
+var replySeeds = []string{
 	`{"container":{"id":"c1","cgroupId":49964705,"cgroupPath":"/sys/fs/cgroup/unified/k/c1","namespace":"hooktest","pod":"p","container":"main","podUid":"uid-p","labels":{"app":"web","tier":["a",{"b":null}]},"image":"busybox","policies":["allowlist","egress"],"source":"hook","pid":1234,"started":1.5e3,"ok":true}}`,
 	`{"error":"hook run at createRuntime: container c1: read bundle config: open /b/config.json: no such file or directory"}`,
 	`{"error":"refused","code":"cannot-enforce"}`,
@@ -27,21 +27,21 @@ var hookReplySeeds = []string{
 	`{"a":tru}`, `{"a":truex}`, `{"a":"\x"}`, `{"a":"\u12"}`, "{\"a\":\"\x01\"}", `{"a":[1,]}`, `{"a":"`, ``, `[]`,
 }
 
-// FuzzDecodeHookReply: the hand-written decoder agrees with encoding/json
+// FuzzDecodeReply: the hand-written decoder agrees with encoding/json
 // on every input: both refuse it, or both read the same answer.
-func FuzzDecodeHookReply(f *testing.F) {
-	for _, s := range hookReplySeeds {
+func FuzzDecodeReply(f *testing.F) {
+	for _, s := range replySeeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var want hookReply
+		var want Reply
 		wantErr := json.Unmarshal(data, &want)
-		got, err := decodeHookReply(data)
+		got, err := DecodeReply(data)
 		if (wantErr == nil) != (err == nil) {
-			t.Fatalf("%q: encoding/json says %v, decodeHookReply says %v", data, wantErr, err)
+			t.Fatalf("%q: encoding/json says %v, DecodeReply says %v", data, wantErr, err)
 		}
 		if err == nil && !reflect.DeepEqual(got, want) {
-			t.Fatalf("%q: encoding/json reads %+v (container %+v), decodeHookReply %+v (container %+v)", data, want, want.Container, got, got.Container)
+			t.Fatalf("%q: encoding/json reads %+v (container %+v), DecodeReply %+v (container %+v)", data, want, want.Container, got, got.Container)
 		}
 	})
 }

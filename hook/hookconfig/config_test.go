@@ -1,4 +1,4 @@
-package hook
+package hookconfig
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,10 +133,16 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
+// TestParseStage: the stages FromArgs accepts are ocihook's.
 func TestParseStage(t *testing.T) {
-	for _, s := range []string{"createContainer", "createRuntime", "poststop"} {
+	for _, s := range Stages {
 		if _, err := ocihook.ParseStage(s); err != nil {
 			t.Errorf("ParseStage(%q): %v", s, err)
+		}
+	}
+	for _, s := range []ocihook.Stage{ocihook.StageCreateContainer, ocihook.StageCreateRuntime, ocihook.StagePoststop} {
+		if !slices.Contains(Stages, string(s)) {
+			t.Errorf("Stages %v lack %s", Stages, s)
 		}
 	}
 	for _, s := range []string{"", "prestart", "CreateContainer"} {

@@ -1,0 +1,324 @@
+package fastpath
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The test binary stands in for holdfast when its first argument is the
+// handoff command: it records its arguments and stdin and exits 7.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == HandoffCommand {
+		var stdin bytes.Buffer
+		stdin.ReadFrom(os.Stdin)
+		record, _ := json.Marshal(map[string]any{"args": os.Args[1:], "stdin": stdin.String()})
+		os.WriteFile(os.Getenv("FASTPATH_RECORD"), record, 0o600)
+		os.Exit(7)
+	}
+	if os.Getenv("FASTPATH_HELPER") == "handoff" {
+		os.Exit(handoffHelper())
+	}
+	os.Exit(m.Run())
+}
+
+const state = `{"ociVersion":"1.0.2","id":"c1","status":"creating","pid":42,"bundle":"/b"}`
+
+// engine answers every request with answer and records the requests.
+func engine(t *testing.T, answer string) (socket string, requests chan string) {
+	t.Helper()
+	socket = filepath.Join(t.TempDir(), "engine.sock")
+	l, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	requests = make(chan string, 10)
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			line, _ := bufio.NewReader(conn).ReadString('\n')
+			requests <- line
+			conn.Write([]byte(answer + "\n"))
+			conn.Close()
+		}
+	}()
+	return socket, requests
+}
+
+// stdinOf is a pipe holding data, as a runtime passes the state.
+func stdinOf(t *testing.T, data string) *os.File {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.WriteString(data)
+	w.Close()
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func logged(t *testing.T, path string) map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line map[string]any
+	if err := json.Unmarshal(data, &line); err != nil {
+		t.Fatalf("log %q: %v", data, err)
+	}
+	return line
+}
+
+// TestRunTakenByEngine: a run the engine answers is done here, logged
+// with what the engine said, and the request carries the state untouched.
+func TestRunTakenByEngine(t *testing.T) {
+	for _, tt := range []struct {
+		name, stage, answer string
+		want                map[string]any
+	}{
+		{"registered", "createRuntime", `{"container":{"id":"c1","cgroupId":99,"cgroupPath":"/k/c1","namespace":"shop","pod":"web","container":"main","policies":["locked"],"labels":{"a":"b"}}}`,
+			map[string]any{"stage": "createRuntime", "action": "register", "outcome": "registered", "id": "c1", "namespace": "shop", "pod": "web", "container": "main", "cgroupId": 99.0, "cgroupPath": "/k/c1", "cgroupFrom": "engine", "policies": []any{"locked"}}},
+		{"unregistered", "poststop", `{}`, map[string]any{"stage": "poststop", "action": "unregister", "outcome": "unregistered", "id": "c1"}},
+		{"not registered", "poststop", `{"error":"unregister c1: container not registered","code":"not-found","notFound":true}`,
+			map[string]any{"stage": "poststop", "action": "unregister", "outcome": "not-registered", "id": "c1"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			socket, requests := engine(t, tt.answer)
+			logPath := filepath.Join(t.TempDir(), "hook.log")
+			var stderr bytes.Buffer
+			code, h := Run(time.Now(), []string{"--stage", tt.stage, "--socket", socket, "--log", logPath, "--config", writeConfig(t, `{}`)}, stdinOf(t, state), &stderr)
+			if code != 0 || h != nil {
+				t.Fatalf("Run = %d, handoff %+v; stderr %s", code, h, stderr.String())
+			}
+			if req := <-requests; req != `{"op":"hook","hook":{"stage":"`+tt.stage+`","state":`+state+"}}\n" {
+				t.Errorf("request %q", req)
+			}
+			line := logged(t, logPath)
+			for k, v := range tt.want {
+				if got, _ := json.Marshal(line[k]); string(got) != mustJSON(v) {
+					t.Errorf("log %s = %s, want %s (line %v)", k, got, mustJSON(v), line)
+				}
+			}
+			steps, _ := line["stepsUs"].(map[string]any)
+			if _, ok := steps["engine"]; !ok {
+				t.Errorf("log line %v times no engine step", line)
+			}
+		})
+	}
+}
+
+func mustJSON(v any) string {
+	data, _ := json.Marshal(v)
+	return string(data)
+}
+
+func writeConfig(t *testing.T, data string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "holdfast-oci-hook.json")
+	if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestRunHandsOver: every run the engine did not take goes to the full
+// hook with the state read, and nothing is logged here.
+func TestRunHandsOver(t *testing.T) {
+	refusing, _ := engine(t, `{"error":"register c1: no policy store","code":"cannot-enforce"}`)
+	garbled, _ := engine(t, `{"container":`)
+	silent := filepath.Join(t.TempDir(), "silent.sock")
+	l, err := net.Listen("unix", silent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, tt := range []struct {
+		name, socket, stdin, why string
+		extra                    []string
+		stateKept                bool
+	}{
+		{"engine down", filepath.Join(t.TempDir(), "absent.sock"), state, "connect to engine", nil, true},
+		{"engine refuses", refusing, state, "no policy store", nil, true},
+		{"garbled answer", garbled, state, "read", nil, true},
+		{"engine silent past its share", silent, state, "deadline", []string{"--timeout", "400ms", "--engine-timeout", "100ms"}, true},
+		{"state not JSON", refusing, `{"id":`, "not valid JSON", nil, true},
+		{"empty state", refusing, ``, "not valid JSON", nil, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			logPath := filepath.Join(t.TempDir(), "hook.log")
+			args := append([]string{"--stage", "createRuntime", "--socket", tt.socket, "--log", logPath, "--config", writeConfig(t, `{}`)}, tt.extra...)
+			start := time.Now()
+			code, h := Run(start, args, stdinOf(t, tt.stdin), new(bytes.Buffer))
+			if code != 0 || h == nil {
+				t.Fatalf("Run = %d, handoff %v; want a handoff", code, h)
+			}
+			if !strings.Contains(h.Why.Error(), tt.why) {
+				t.Errorf("handoff because %v, want %q in it", h.Why, tt.why)
+			}
+			if tt.stateKept && string(h.State) != tt.stdin || !h.Started.Equal(start) || strings.Join(h.Args, " ") != strings.Join(args, " ") {
+				t.Errorf("handoff %+v loses the run (state %q)", h, h.State)
+			}
+			if _, err := os.Stat(logPath); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the fast path logged a run it handed over: %v", err)
+			}
+		})
+	}
+}
+
+// TestRunStdinNeverCloses: a runtime that never closes stdin costs the
+// fast path its deadline, no more; the full hook gets stdin as it is.
+func TestRunStdinNeverCloses(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	w.WriteString(`{"id":"c1"`)
+	start := time.Now()
+	code, h := Run(start, []string{"--stage", "createRuntime", "--timeout", "200ms", "--log", "none", "--config", writeConfig(t, `{}`)}, r, new(bytes.Buffer))
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("Run took %v past a 200ms deadline", took)
+	}
+	if code != 0 || h == nil || h.State != nil || !errors.Is(h.Why, os.ErrDeadlineExceeded) {
+		t.Fatalf("Run = %d, handoff %+v; want a handoff without state after the deadline", code, h)
+	}
+}
+
+// TestRunBrokenCommandLine: a bad flag or config file is the usage error
+// the full hook would print, and nothing is handed over.
+func TestRunBrokenCommandLine(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no stage", []string{"--config", writeConfig(t, `{}`)}, "--stage"},
+		{"bad fail mode", []string{"--stage", "createRuntime", "--fail-mode", "maybe", "--config", writeConfig(t, `{}`)}, "unknown fail mode"},
+		{"misspelt config key", []string{"--stage", "createRuntime", "--config", writeConfig(t, `{"failureMode":"closed"}`)}, "unknown field"},
+		{"relative socket", []string{"--stage", "createRuntime", "--socket", "engine.sock", "--config", writeConfig(t, `{}`)}, "not an absolute path"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			code, h := Run(time.Now(), tt.args, stdinOf(t, state), &stderr)
+			if code != exitUsage || h != nil || !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("Run = %d, handoff %v, stderr %q; want %d and %q", code, h, stderr.String(), exitUsage, tt.want)
+			}
+		})
+	}
+}
+
+// TestHandoffExec: the process becomes the full hook, given the start
+// time, the hook's arguments after "--" and the state on its stdin.
+func TestHandoffExec(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		state *string
+	}{
+		{"state read", ptr(state)},
+		{"stdin left as it is", nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			record := filepath.Join(t.TempDir(), "record.json")
+			cmd := exec.Command(os.Args[0])
+			cmd.Env = append(os.Environ(), "FASTPATH_HELPER=handoff", "FASTPATH_RECORD="+record)
+			if tt.state != nil {
+				cmd.Env = append(cmd.Env, "FASTPATH_STATE="+*tt.state)
+			}
+			cmd.Stdin = strings.NewReader("the runtime's pipe")
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 7 {
+				t.Fatalf("helper: %v, want the stand-in holdfast's exit 7\n%s", err, out)
+			}
+			var got struct {
+				Args  []string
+				Stdin string
+			}
+			data, err := os.ReadFile(record)
+			if err != nil {
+				t.Fatal(err)
+			}
+			json.Unmarshal(data, &got)
+			want := []string{HandoffCommand, StartedFlag, strconv.FormatInt(helperStart.UnixNano(), 10), "--", "--stage", "createRuntime"}
+			if strings.Join(got.Args, " ") != strings.Join(want, " ") {
+				t.Errorf("full hook ran with %q, want %q", got.Args, want)
+			}
+			wantStdin := "the runtime's pipe"
+			if tt.state != nil {
+				wantStdin = *tt.state
+			}
+			if got.Stdin != wantStdin {
+				t.Errorf("full hook read %q on stdin, want %q", got.Stdin, wantStdin)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+var helperStart = time.Unix(1700000000, 123456789)
+
+func handoffHelper() int {
+	h := &Handoff{Started: helperStart, Args: []string{"--stage", "createRuntime"}, Stage: "createRuntime"}
+	h.Config.HoldfastBinary = os.Args[0]
+	if s, ok := os.LookupEnv("FASTPATH_STATE"); ok {
+		h.State = []byte(s)
+	}
+	err := h.Exec()
+	os.Stderr.WriteString("exec returned: " + err.Error())
+	return 1
+}
+
+// TestHandoffFail: without a holdfast binary to hand over to, the fail
+// mode alone decides; poststop never refuses.
+func TestHandoffFail(t *testing.T) {
+	for _, tt := range []struct {
+		name, stage, mode, outcome string
+		code                       int
+	}{
+		{"closed refuses", "createRuntime", "closed", "fail-closed", 1},
+		{"open starts", "createRuntime", "open", "fail-open", 0},
+		{"poststop", "poststop", "closed", "unregister-failed", 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			logPath := filepath.Join(dir, "hook.log")
+			var stderr bytes.Buffer
+			code, h := Run(time.Now(), []string{"--stage", tt.stage, "--socket", filepath.Join(dir, "absent.sock"), "--log", logPath,
+				"--fail-mode", tt.mode, "--holdfast-binary", filepath.Join(dir, "no-holdfast"), "--config", writeConfig(t, `{}`)}, stdinOf(t, state), &stderr)
+			if h == nil {
+				t.Fatalf("Run = %d without a handoff", code)
+			}
+			err := h.Exec()
+			if err == nil {
+				t.Fatal("Exec of a missing binary returned nil")
+			}
+			if code := h.Fail(err, &stderr); code != tt.code {
+				t.Errorf("Fail = %d, want %d", code, tt.code)
+			}
+			line := logged(t, logPath)
+			if line["outcome"] != tt.outcome || line["id"] != "c1" || !strings.Contains(line["error"].(string), "no-holdfast") || !strings.Contains(line["error"].(string), "connect to engine") {
+				t.Errorf("logged %v, want outcome %s naming the missing binary and the engine's failure", line, tt.outcome)
+			}
+			if tt.code != 0 && !strings.Contains(stderr.String(), "refusing container c1") {
+				t.Errorf("stderr %q does not say the container is refused", stderr.String())
+			}
+		})
+	}
+}

@@ -1,0 +1,104 @@
+package hookconfig
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
+)
+
+// Stages the hook can be installed at (ocihook.Stage names them too).
+var Stages = []string{"createContainer", "createRuntime", "poststop"}
+
+// FromArgs parses the hook's command line over its config file (the
+// --config file, else ConfigFileName next to the running binary) and
+// returns the stage and the validated config with defaults applied. With
+// -h it prints the usage to stderr and returns flag.ErrHelp.
+func FromArgs(args []string, stderr io.Writer) (stage string, _ Config, _ error) {
+	fs := flag.NewFlagSet("holdfast-oci-hook", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported as one line by the caller
+	stageFlag := fs.String("stage", "", "OCI hook stage this hook is installed at: createContainer, createRuntime or poststop (required)")
+	configFile := fs.String("config", "", "config file (default: "+ConfigFileName+" next to this binary)")
+	socket := fs.String("socket", "", "engine socket (default "+DefaultSocket+")")
+	timeout := fs.Duration("timeout", 0, "deadline for the whole run (default "+DefaultTimeout.String()+")")
+	failFlags := registrar.AddFlags(fs)
+	engineTimeout := fs.Duration("engine-timeout", 0, "part of --timeout the engine gets before the hook registers the container itself (default: half)")
+	holdfastBin := fs.String("holdfast-binary", "", "holdfast binary for the slow path: a run the engine did not take, and registering while the engine is down (default: next to this binary, else in PATH)")
+	stateDir := fs.String("state-dir", "", "the engine's state dir (default "+registrar.DefaultStateDir+")")
+	bpfDir := fs.String("bpf-dir", "", "the engine's bpffs dir (default "+registrar.DefaultBPFDir+")")
+	logFile := fs.String("log", "", "decision log file, - for stderr, none to disable (default "+DefaultLog+")")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintln(stderr, "usage: holdfast-oci-hook --stage STAGE [flags] < OCI state JSON")
+			fs.PrintDefaults()
+		}
+		return "", Config{}, fmt.Errorf("parse flags: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return "", Config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if !slices.Contains(Stages, *stageFlag) {
+		return "", Config{}, fmt.Errorf("--stage: unknown stage %q (want createContainer, createRuntime or poststop)", *stageFlag)
+	}
+
+	path := *configFile
+	if path == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return "", Config{}, fmt.Errorf("find hook binary for its config file: %w", err)
+		}
+		path = filepath.Join(filepath.Dir(exe), ConfigFileName)
+	}
+	cfg, found, err := LoadConfigFile(path)
+	if err != nil {
+		return "", Config{}, err
+	}
+	if !found && *configFile != "" {
+		return "", Config{}, fmt.Errorf("config file %s does not exist", path)
+	}
+
+	// Only the flags given override the config file.
+	failPolicy, flagErr := failFlags.Settings()
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "socket":
+			cfg.Socket = *socket
+		case "timeout":
+			cfg.Timeout = Duration(*timeout)
+		case registrar.FlagFailMode:
+			cfg.FailMode = failPolicy.FailMode
+		case registrar.FlagFailOpenNamespaces:
+			cfg.FailOpenNamespaces = failPolicy.FailOpenNamespaces
+		case registrar.FlagEngineNamespace:
+			cfg.EngineNamespace = failPolicy.EngineNamespace
+		case "log":
+			cfg.Log = *logFile
+		case "engine-timeout":
+			cfg.EngineTimeout = Duration(*engineTimeout)
+		case "holdfast-binary":
+			cfg.HoldfastBinary = *holdfastBin
+		case "state-dir":
+			cfg.StateDir = *stateDir
+		case "bpf-dir":
+			cfg.BPFDir = *bpfDir
+		}
+	})
+	if flagErr != nil {
+		return "", Config{}, flagErr
+	}
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return "", Config{}, fmt.Errorf("hook config: %w", err)
+	}
+	return *stageFlag, cfg, nil
+}
+
+// Deadline is when a run that began at start must be done.
+func (c Config) Deadline(start time.Time) time.Time { return start.Add(time.Duration(c.Timeout)) }
