@@ -122,16 +122,19 @@ func readLine(fd int, deadline time.Time) ([]byte, error) {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
-		// Renewed per read: an engine answering byte by byte still ends
-		// at the deadline.
-		var n int
-		err := setTimeouts(fd, deadline)
-		if err == nil {
-			err = retryEINTR(fd, deadline, func() (err error) {
-				n, err = unix.Read(fd, buf[len(buf):cap(buf)])
-				return err
-			})
+		// Wait in poll(2), not in read: the engine taking the request off
+		// the socket wakes every reader of this one to say it has room to
+		// write again, and poll alone sleeps through that (it waits for
+		// input only). The wait ends at the deadline, however the engine
+		// answers (byte by byte included).
+		if err := awaitInput(fd, deadline); err != nil {
+			return nil, err
 		}
+		var n int
+		err := retryEINTR(fd, deadline, func() (err error) {
+			n, err = unix.Read(fd, buf[len(buf):cap(buf)])
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -145,6 +148,26 @@ func readLine(fd int, deadline time.Time) ([]byte, error) {
 		if len(buf) > MaxMessageSize {
 			return nil, fmt.Errorf("answer larger than %d bytes", MaxMessageSize)
 		}
+	}
+}
+
+// awaitInput waits until fd has input (or the peer closed) or the deadline
+// passes.
+func awaitInput(fd int, deadline time.Time) error {
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return deadlinePassed()
+		}
+		ms := int((left + time.Millisecond - 1) / time.Millisecond)
+		ready, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, ms)
+		switch {
+		case errors.Is(err, unix.EINTR) || err == nil && ready == 0:
+			continue // the loop checks the deadline
+		case err != nil:
+			return fmt.Errorf("poll: %w", err)
+		}
+		return nil
 	}
 }
 
