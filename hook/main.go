@@ -24,7 +24,7 @@ const ExitUsage = 2
 // the config given (nil: the holdfast binary's offline commands,
 // fallback.Command). It returns the exit status.
 func Main(started time.Time, args []string, stdin io.Reader, stderr io.Writer, offline func(hookconfig.Config) Engine) int {
-	stageName, cfg, err := hookconfig.FromArgs(args, stderr)
+	stageName, cfg, _, err := hookconfig.FromArgs(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0

@@ -52,7 +52,7 @@ const maxEnvelope = 1 << 10
 // line or config is broken, Run logs what happened and returns the exit
 // status and nil. Otherwise it returns a Handoff for the full hook.
 func Run(start time.Time, args []string, stdin *os.File, stderr io.Writer) (int, *Handoff) {
-	stage, cfg, err := hookconfig.FromArgs(args, stderr)
+	stage, cfg, file, err := hookconfig.FromArgs(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0, nil
@@ -60,7 +60,10 @@ func Run(start time.Time, args []string, stdin *os.File, stderr io.Writer) (int,
 		fmt.Fprintf(stderr, "holdfast-oci-hook: %s\n", decisionlog.OneLine(err.Error()))
 		return exitUsage, nil
 	}
-	h := &Handoff{Started: start, Args: args, Stage: stage, Config: cfg}
+	// The full hook reads the config file this run read, wherever the
+	// holdfast binary is (a --config given last wins).
+	handed := append(append([]string{}, args...), "--config", file)
+	h := &Handoff{Started: start, Args: handed, Stage: stage, Config: cfg}
 	deadline := cfg.Deadline(start)
 	stateStart := time.Now()
 	raw, err := linux.ReadLimited(linux.PollReader{Fd: int(stdin.Fd()), Deadline: deadline}, oneshot.MaxStateSize, "OCI state on stdin")
@@ -139,9 +142,11 @@ func stateID(state []byte) string {
 // Handoff is a run for the full hook.
 type Handoff struct {
 	Started time.Time
-	Args    []string
-	Stage   string
-	Config  hookconfig.Config
+	// Args is the hook's command line for the full hook, naming the
+	// config file this process read.
+	Args   []string
+	Stage  string
+	Config hookconfig.Config
 	// State is what was read from stdin; nil when that read failed, and
 	// stdin is left for the full hook as it is.
 	State []byte

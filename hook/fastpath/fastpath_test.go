@@ -161,7 +161,8 @@ func TestRunHandsOver(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			logPath := filepath.Join(t.TempDir(), "hook.log")
-			args := append([]string{"--stage", "createRuntime", "--socket", tt.socket, "--log", logPath, "--config", writeConfig(t, `{}`)}, tt.extra...)
+			cfgPath := writeConfig(t, `{}`)
+			args := append([]string{"--stage", "createRuntime", "--socket", tt.socket, "--log", logPath, "--config", cfgPath}, tt.extra...)
 			start := time.Now()
 			code, h := Run(start, args, stdinOf(t, tt.stdin), new(bytes.Buffer))
 			if code != 0 || h == nil {
@@ -170,7 +171,9 @@ func TestRunHandsOver(t *testing.T) {
 			if !strings.Contains(h.Why.Error(), tt.why) {
 				t.Errorf("handoff because %v, want %q in it", h.Why, tt.why)
 			}
-			if tt.stateKept && string(h.State) != tt.stdin || !h.Started.Equal(start) || strings.Join(h.Args, " ") != strings.Join(args, " ") {
+			// The full hook reads the same config file, wherever holdfast is.
+			wantArgs := append(append([]string{}, args...), "--config", cfgPath)
+			if tt.stateKept && string(h.State) != tt.stdin || !h.Started.Equal(start) || strings.Join(h.Args, " ") != strings.Join(wantArgs, " ") {
 				t.Errorf("handoff %+v loses the run (state %q)", h, h.State)
 			}
 			if _, err := os.Stat(logPath); !errors.Is(err, os.ErrNotExist) {

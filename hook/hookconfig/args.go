@@ -16,15 +16,19 @@ import (
 // Stages the hook can be installed at (ocihook.Stage names them too).
 var Stages = []string{"createContainer", "createRuntime", "poststop"}
 
+// NoConfigFile as --config reads no config file: defaults and flags only.
+const NoConfigFile = "none"
+
 // FromArgs parses the hook's command line over its config file (the
 // --config file, else ConfigFileName next to the running binary) and
-// returns the stage and the validated config with defaults applied. With
-// -h it prints the usage to stderr and returns flag.ErrHelp.
-func FromArgs(args []string, stderr io.Writer) (stage string, _ Config, _ error) {
+// returns the stage, the validated config with defaults applied and the
+// config file read (NoConfigFile if none was). With -h it prints the usage
+// to stderr and returns flag.ErrHelp.
+func FromArgs(args []string, stderr io.Writer) (stage string, _ Config, file string, _ error) {
 	fs := flag.NewFlagSet("holdfast-oci-hook", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported as one line by the caller
 	stageFlag := fs.String("stage", "", "OCI hook stage this hook is installed at: createContainer, createRuntime or poststop (required)")
-	configFile := fs.String("config", "", "config file (default: "+ConfigFileName+" next to this binary)")
+	configFile := fs.String("config", "", "config file, or "+NoConfigFile+" (default: "+ConfigFileName+" next to this binary, if there is one)")
 	socket := fs.String("socket", "", "engine socket (default "+DefaultSocket+")")
 	timeout := fs.Duration("timeout", 0, "deadline for the whole run (default "+DefaultTimeout.String()+")")
 	failFlags := registrar.AddFlags(fs)
@@ -39,29 +43,36 @@ func FromArgs(args []string, stderr io.Writer) (stage string, _ Config, _ error)
 			fmt.Fprintln(stderr, "usage: holdfast-oci-hook --stage STAGE [flags] < OCI state JSON")
 			fs.PrintDefaults()
 		}
-		return "", Config{}, fmt.Errorf("parse flags: %w", err)
+		return "", Config{}, "", fmt.Errorf("parse flags: %w", err)
 	}
 	if fs.NArg() > 0 {
-		return "", Config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+		return "", Config{}, "", fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if !slices.Contains(Stages, *stageFlag) {
-		return "", Config{}, fmt.Errorf("--stage: unknown stage %q (want createContainer, createRuntime or poststop)", *stageFlag)
+		return "", Config{}, "", fmt.Errorf("--stage: unknown stage %q (want createContainer, createRuntime or poststop)", *stageFlag)
 	}
 
+	var cfg Config
 	path := *configFile
-	if path == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return "", Config{}, fmt.Errorf("find hook binary for its config file: %w", err)
+	if path != NoConfigFile {
+		if path == "" {
+			exe, err := os.Executable()
+			if err != nil {
+				return "", Config{}, "", fmt.Errorf("find hook binary for its config file: %w", err)
+			}
+			path = filepath.Join(filepath.Dir(exe), ConfigFileName)
 		}
-		path = filepath.Join(filepath.Dir(exe), ConfigFileName)
-	}
-	cfg, found, err := LoadConfigFile(path)
-	if err != nil {
-		return "", Config{}, err
-	}
-	if !found && *configFile != "" {
-		return "", Config{}, fmt.Errorf("config file %s does not exist", path)
+		var found bool
+		var err error
+		if cfg, found, err = LoadConfigFile(path); err != nil {
+			return "", Config{}, "", err
+		}
+		if !found && *configFile != "" {
+			return "", Config{}, "", fmt.Errorf("config file %s does not exist", path)
+		}
+		if !found {
+			path = NoConfigFile
+		}
 	}
 
 	// Only the flags given override the config file.
@@ -91,13 +102,13 @@ func FromArgs(args []string, stderr io.Writer) (stage string, _ Config, _ error)
 		}
 	})
 	if flagErr != nil {
-		return "", Config{}, flagErr
+		return "", Config{}, "", flagErr
 	}
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
-		return "", Config{}, fmt.Errorf("hook config: %w", err)
+		return "", Config{}, "", fmt.Errorf("hook config: %w", err)
 	}
-	return *stageFlag, cfg, nil
+	return *stageFlag, cfg, path, nil
 }
 
 // Deadline is when a run that began at start must be done.

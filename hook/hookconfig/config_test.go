@@ -186,3 +186,35 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestFromArgsConfigFile: the file read is returned, so the full hook can
+// be told to read the same; none reads no file, and flags lie over it.
+func TestFromArgsConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "hook.json")
+	if err := os.WriteFile(file, []byte(`{"socket":"/run/custom.sock","failMode":"closed"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name     string
+		args     []string
+		file     string
+		socket   string
+		failMode registrar.FailMode
+	}{
+		{"named file", []string{"--stage", "poststop", "--config", file}, file, "/run/custom.sock", registrar.FailClosed},
+		{"flag over file", []string{"--stage", "poststop", "--config", file, "--fail-mode", "open"}, file, "/run/custom.sock", registrar.FailOpen},
+		{"last --config wins", []string{"--stage", "poststop", "--config", NoConfigFile, "--config", file}, file, "/run/custom.sock", registrar.FailClosed},
+		{"none", []string{"--stage", "poststop", "--config", NoConfigFile}, NoConfigFile, DefaultSocket, registrar.FailOpen},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			stage, cfg, got, err := FromArgs(tt.args, new(bytes.Buffer))
+			if err != nil || stage != "poststop" || got != tt.file || cfg.Socket != tt.socket || cfg.FailMode != tt.failMode {
+				t.Errorf("FromArgs = %s, %+v, %q, %v; want file %q, socket %s, fail mode %s", stage, cfg, got, err, tt.file, tt.socket, tt.failMode)
+			}
+		})
+	}
+	if _, _, _, err := FromArgs([]string{"--stage", "poststop", "--config", filepath.Join(dir, "absent.json")}, new(bytes.Buffer)); err == nil {
+		t.Error("a named config file that does not exist was accepted")
+	}
+}

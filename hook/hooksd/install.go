@@ -20,8 +20,10 @@ type Options struct {
 	InstallDir string // where the hook binary and its config go (DefaultInstallDir when empty)
 	// Binary is the holdfast-oci-hook to install; Install only.
 	Binary string
-	// Holdfast, when set, is the holdfast binary installed next to the hook
-	// for its slow path (registering while the engine is down); Install only.
+	// Holdfast, when set, is the holdfast binary installed next to the hook:
+	// the hook hands it every run the engine does not take (holdfast
+	// oci-hook: registering while the engine is down, the fail mode by
+	// namespace); Install only.
 	Holdfast string
 	// Stage is createRuntime (default) or createContainer; Install only.
 	Stage ocihook.Stage
