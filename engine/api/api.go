@@ -57,7 +57,7 @@ var ErrUnsupported = errors.New("operation not supported by this engine")
 // Error codes of a Response, so clients can tell failures apart.
 const (
 	CodeNotFound      = oneshot.CodeNotFound
-	CodeCannotEnforce = "cannot-enforce"
+	CodeCannotEnforce = oneshot.CodeCannotEnforce
 	CodeUnsupported   = "unsupported"
 )
 

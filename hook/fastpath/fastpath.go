@@ -34,10 +34,14 @@ import (
 
 // The full hook's command line in the holdfast binary:
 //
-//	holdfast oci-hook --started-unix-nano N -- HOOK-ARGS...
+//	holdfast oci-hook --elapsed-ns N -- HOOK-ARGS...
+//
+// N is how long the run had taken when it was handed over, measured on the
+// monotonic clock: the full hook's deadline and the engine's share of it
+// count from the run's start, whatever the wall clock does meanwhile.
 const (
 	HandoffCommand = "oci-hook"
-	StartedFlag    = "--started-unix-nano"
+	ElapsedFlag    = "--elapsed-ns"
 )
 
 // exitUsage is the status for a broken command line or config file (the
@@ -61,16 +65,20 @@ func Run(start time.Time, args []string, stdin *os.File, stderr io.Writer) (int,
 		return exitUsage, nil
 	}
 	// The full hook reads the config file this run read, wherever the
-	// holdfast binary is (a --config given last wins).
-	handed := append(append([]string{}, args...), "--config", file)
+	// holdfast binary is. It goes first: a --config in args wins, and it
+	// named the same file; after a "--" it would be an argument.
+	handed := append([]string{"--config", file}, args...)
 	h := &Handoff{Started: start, Args: handed, Stage: stage, Config: cfg}
 	deadline := cfg.Deadline(start)
 	stateStart := time.Now()
 	raw, err := linux.ReadLimited(linux.PollReader{Fd: int(stdin.Fd()), Deadline: deadline}, oneshot.MaxStateSize, "OCI state on stdin")
 	if err != nil {
-		// What the full hook reads of stdin then fails it the same way.
-		h.Why = err
-		return 0, h
+		// Without a state the full hook would have nothing more to go by
+		// than this: no identity, so the fail mode alone.
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = fmt.Errorf("not done before the hook's deadline: %w", context.DeadlineExceeded)
+		}
+		return h.decideAlone(fmt.Errorf("read OCI state: %w", err), stderr), nil
 	}
 	h.State = raw
 	steps := []decisionlog.Step{{Name: "state", Elapsed: time.Since(stateStart)}}
@@ -117,6 +125,7 @@ func Run(start time.Time, args []string, stdin *os.File, stderr io.Writer) (int,
 	default:
 		// A refusal: the full hook knows the identity, so the fail mode.
 		h.Why = fmt.Errorf("engine refused %s: %s", oneshot.Op, r.Error)
+		h.CannotEnforce = r.Code == oneshot.CodeCannotEnforce
 		return 0, h
 	}
 	e.Elapsed = time.Since(start)
@@ -128,15 +137,23 @@ func Run(start time.Time, args []string, stdin *os.File, stderr io.Writer) (int,
 
 // stateID is the state's container id, for the log; "" if it has none.
 func stateID(state []byte) string {
-	var id string
+	id, _ := stateFields(state)
+	return id
+}
+
+// stateFields reads the state's id and status, as far as it can.
+func stateFields(state []byte) (id, status string) {
 	s := jsonscan.New(state)
 	s.Object(func(key string) error {
-		if key == "id" {
+		switch key {
+		case "id":
 			return s.String(&id)
+		case "status":
+			return s.String(&status)
 		}
 		return s.Skip()
 	})
-	return id
+	return id, status
 }
 
 // Handoff is a run for the full hook.
@@ -147,11 +164,12 @@ type Handoff struct {
 	Args   []string
 	Stage  string
 	Config hookconfig.Config
-	// State is what was read from stdin; nil when that read failed, and
-	// stdin is left for the full hook as it is.
+	// State is what was read from stdin.
 	State []byte
-	// Why is what the fast path could not do.
-	Why error
+	// Why is what the fast path could not do; CannotEnforce says the
+	// engine answered that it cannot enforce the container's policies.
+	Why           error
+	CannotEnforce bool
 }
 
 // Exec replaces this process with the full hook. It returns only when it
@@ -166,7 +184,7 @@ func (h *Handoff) Exec() error {
 			return fmt.Errorf("hand the OCI state to %s: %w", bin, err)
 		}
 	}
-	argv := append([]string{bin, HandoffCommand, StartedFlag, strconv.FormatInt(h.Started.UnixNano(), 10), "--"}, h.Args...)
+	argv := append([]string{bin, HandoffCommand, ElapsedFlag, strconv.FormatInt(int64(time.Since(h.Started)), 10), "--"}, h.Args...)
 	if err := unix.Exec(bin, argv, os.Environ()); err != nil {
 		return fmt.Errorf("run %s %s: %w", bin, HandoffCommand, err)
 	}
@@ -197,23 +215,31 @@ func stdinFrom(data []byte) error {
 	return nil
 }
 
-// Fail decides a run whose handoff failed with err: by the fail mode alone,
-// since the namespace the full hook would also go by is unknown here. A
-// poststop run cannot refuse anything. It logs the decision and returns the
-// exit status.
+// Fail decides a run whose handoff failed with err: by the fail mode, with
+// no namespace exemption (the full hook would parse the identity for it).
+// An engine that answered it cannot enforce the container's policies still
+// refuses it in fail-open mode. An unregister (poststop, or a state that
+// says the container stopped) cannot refuse anything. It logs the decision
+// and returns the exit status.
 func (h *Handoff) Fail(err error, stderr io.Writer) int {
 	why := err
 	if h.Why != nil {
 		why = fmt.Errorf("%w (the fast path: %v)", err, h.Why)
 	}
-	e := decisionlog.Entry{Time: h.Started, Stage: h.Stage, ID: stateID(h.State), Error: why.Error()}
+	return h.decideAlone(why, stderr)
+}
+
+// decideAlone is Fail's decision for a run that failed with why.
+func (h *Handoff) decideAlone(why error, stderr io.Writer) int {
+	id, status := stateFields(h.State)
+	e := decisionlog.Entry{Time: h.Started, Stage: h.Stage, ID: id, Error: why.Error()}
 	code := 0
-	if h.Stage == "poststop" {
+	if h.Stage == "poststop" || status == "stopped" {
 		e.Action, e.Outcome, e.Reason = "unregister", decisionlog.OutcomeUnregisterErr, "poststop cannot refuse a container"
 	} else {
 		e.Action = "register"
-		open, reason := h.Config.Settings.Decide("", false)
-		e.Reason = reason + " (without the holdfast binary the namespace is unknown)"
+		open, reason := h.Config.Settings.Decide("", h.CannotEnforce)
+		e.Reason = reason + " (the namespace is unknown here)"
 		e.Outcome = decisionlog.OutcomeFailOpen
 		if !open {
 			e.Outcome, code = decisionlog.OutcomeFailClosed, 1

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/holdfast-dev/holdfast/engine/api/oneshot"
 )
 
 // The test binary stands in for holdfast when its first argument is the
@@ -58,9 +61,22 @@ func engine(t *testing.T, answer string) (socket string, requests chan string) {
 	return socket, requests
 }
 
-// stdinOf is a pipe holding data, as a runtime passes the state.
+// stdinOf is a pipe holding data, as a runtime passes the state (a file
+// for data larger than a pipe holds).
 func stdinOf(t *testing.T, data string) *os.File {
 	t.Helper()
+	if len(data) > 32<<10 {
+		p := filepath.Join(t.TempDir(), "state.json")
+		if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +110,9 @@ func TestRunTakenByEngine(t *testing.T) {
 		{"registered", "createRuntime", `{"container":{"id":"c1","cgroupId":99,"cgroupPath":"/k/c1","namespace":"shop","pod":"web","container":"main","policies":["locked"],"labels":{"a":"b"}}}`,
 			map[string]any{"stage": "createRuntime", "action": "register", "outcome": "registered", "id": "c1", "namespace": "shop", "pod": "web", "container": "main", "cgroupId": 99.0, "cgroupPath": "/k/c1", "cgroupFrom": "engine", "policies": []any{"locked"}}},
 		{"unregistered", "poststop", `{}`, map[string]any{"stage": "poststop", "action": "unregister", "outcome": "unregistered", "id": "c1"}},
+		// One hooks.d entry lists createRuntime and poststop with --stage
+		// createRuntime: a delete is a stopped state at that stage.
+		{"stopped at a create stage", "createRuntime", `{}`, map[string]any{"stage": "createRuntime", "action": "unregister", "outcome": "unregistered", "id": "c1"}},
 		{"not registered", "poststop", `{"error":"unregister c1: container not registered","code":"not-found","notFound":true}`,
 			map[string]any{"stage": "poststop", "action": "unregister", "outcome": "not-registered", "id": "c1"}},
 	} {
@@ -147,17 +166,20 @@ func TestRunHandsOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	huge := `{"id":"c1","x":"` + strings.Repeat("a", oneshot.MaxMessageSize-600) + `"}`
 	for _, tt := range []struct {
 		name, socket, stdin, why string
 		extra                    []string
-		stateKept                bool
+		cannotEnforce            bool
 	}{
-		{"engine down", filepath.Join(t.TempDir(), "absent.sock"), state, "connect to engine", nil, true},
-		{"engine refuses", refusing, state, "no policy store", nil, true},
-		{"garbled answer", garbled, state, "read", nil, true},
-		{"engine silent past its share", silent, state, "deadline", []string{"--timeout", "400ms", "--engine-timeout", "100ms"}, true},
-		{"state not JSON", refusing, `{"id":`, "not valid JSON", nil, true},
-		{"empty state", refusing, ``, "not valid JSON", nil, true},
+		{"engine down", filepath.Join(t.TempDir(), "absent.sock"), state, "connect to engine", nil, false},
+		{"engine cannot enforce", refusing, state, "no policy store", nil, true},
+		{"garbled answer", garbled, state, "read", nil, false},
+		// The engine gets its share of the deadline, and no more.
+		{"engine silent past its share", silent, state, "deadline", []string{"--timeout", "3s", "--engine-timeout", "100ms"}, false},
+		{"state not JSON", refusing, `{"id":`, "not valid JSON", nil, false},
+		{"empty state", refusing, ``, "not valid JSON", nil, false},
+		{"state too large for a request", refusing, huge, "too large", nil, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			logPath := filepath.Join(t.TempDir(), "hook.log")
@@ -165,16 +187,23 @@ func TestRunHandsOver(t *testing.T) {
 			args := append([]string{"--stage", "createRuntime", "--socket", tt.socket, "--log", logPath, "--config", cfgPath}, tt.extra...)
 			start := time.Now()
 			code, h := Run(start, args, stdinOf(t, tt.stdin), new(bytes.Buffer))
+			took := time.Since(start)
 			if code != 0 || h == nil {
 				t.Fatalf("Run = %d, handoff %v; want a handoff", code, h)
+			}
+			if took > 2*time.Second {
+				t.Errorf("Run took %v: the engine's share is 100ms and the deadline 2s or more", took)
+			}
+			if h.CannotEnforce != tt.cannotEnforce {
+				t.Errorf("handoff says cannot-enforce %v, want %v", h.CannotEnforce, tt.cannotEnforce)
 			}
 			if !strings.Contains(h.Why.Error(), tt.why) {
 				t.Errorf("handoff because %v, want %q in it", h.Why, tt.why)
 			}
 			// The full hook reads the same config file, wherever holdfast is.
-			wantArgs := append(append([]string{}, args...), "--config", cfgPath)
-			if tt.stateKept && string(h.State) != tt.stdin || !h.Started.Equal(start) || strings.Join(h.Args, " ") != strings.Join(wantArgs, " ") {
-				t.Errorf("handoff %+v loses the run (state %q)", h, h.State)
+			wantArgs := append([]string{"--config", cfgPath}, args...)
+			if string(h.State) != tt.stdin || !h.Started.Equal(start) || strings.Join(h.Args, " ") != strings.Join(wantArgs, " ") {
+				t.Errorf("handoff (args %q) loses the run (state of %d bytes)", h.Args, len(h.State))
 			}
 			if _, err := os.Stat(logPath); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("the fast path logged a run it handed over: %v", err)
@@ -184,22 +213,32 @@ func TestRunHandsOver(t *testing.T) {
 }
 
 // TestRunStdinNeverCloses: a runtime that never closes stdin costs the
-// fast path its deadline, no more; the full hook gets stdin as it is.
+// fast path its deadline, no more, and with no state there is nothing to
+// hand over: the fail mode decides here, as the full hook would.
 func TestRunStdinNeverCloses(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
-	w.WriteString(`{"id":"c1"`)
-	start := time.Now()
-	code, h := Run(start, []string{"--stage", "createRuntime", "--timeout", "200ms", "--log", "none", "--config", writeConfig(t, `{}`)}, r, new(bytes.Buffer))
-	if took := time.Since(start); took > 5*time.Second {
-		t.Fatalf("Run took %v past a 200ms deadline", took)
-	}
-	if code != 0 || h == nil || h.State != nil || !errors.Is(h.Why, os.ErrDeadlineExceeded) {
-		t.Fatalf("Run = %d, handoff %+v; want a handoff without state after the deadline", code, h)
+	for _, mode := range []string{"open", "closed"} {
+		t.Run(mode, func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			defer w.Close()
+			w.WriteString(`{"id":"c1"`)
+			logPath := filepath.Join(t.TempDir(), "hook.log")
+			start := time.Now()
+			code, h := Run(start, []string{"--stage", "createRuntime", "--timeout", "200ms", "--fail-mode", mode, "--log", logPath, "--config", writeConfig(t, `{}`)}, r, new(bytes.Buffer))
+			if took := time.Since(start); took > 2*time.Second {
+				t.Fatalf("Run took %v past a 200ms deadline", took)
+			}
+			want := map[string]int{"open": 0, "closed": 1}[mode]
+			if code != want || h != nil {
+				t.Fatalf("Run = %d, handoff %+v; want %d and no handoff", code, h, want)
+			}
+			if line := logged(t, logPath); line["outcome"] != "fail-"+mode || !strings.Contains(fmt.Sprint(line["error"]), "deadline") {
+				t.Errorf("logged %v", line)
+			}
+		})
 	}
 }
 
@@ -258,9 +297,12 @@ func TestHandoffExec(t *testing.T) {
 				t.Fatal(err)
 			}
 			json.Unmarshal(data, &got)
-			want := []string{HandoffCommand, StartedFlag, strconv.FormatInt(helperStart.UnixNano(), 10), "--", "--stage", "createRuntime"}
-			if strings.Join(got.Args, " ") != strings.Join(want, " ") {
-				t.Errorf("full hook ran with %q, want %q", got.Args, want)
+			// The run's age at the handoff, on the monotonic clock.
+			if len(got.Args) != 6 || got.Args[0] != HandoffCommand || got.Args[1] != ElapsedFlag || strings.Join(got.Args[3:], " ") != "-- --stage createRuntime" {
+				t.Fatalf("full hook ran with %q", got.Args)
+			}
+			if ns, err := strconv.ParseInt(got.Args[2], 10, 64); err != nil || time.Duration(ns) < helperAge || time.Duration(ns) > helperAge+time.Minute {
+				t.Errorf("elapsed %s, want at least the run's %v (err %v)", got.Args[2], helperAge, err)
 			}
 			wantStdin := "the runtime's pipe"
 			if tt.state != nil {
@@ -275,10 +317,11 @@ func TestHandoffExec(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
-var helperStart = time.Unix(1700000000, 123456789)
+// helperAge is how old the helper's run is when it hands over.
+const helperAge = 3 * time.Second
 
 func handoffHelper() int {
-	h := &Handoff{Started: helperStart, Args: []string{"--stage", "createRuntime"}, Stage: "createRuntime"}
+	h := &Handoff{Started: time.Now().Add(-helperAge), Args: []string{"--stage", "createRuntime"}, Stage: "createRuntime"}
 	h.Config.HoldfastBinary = os.Args[0]
 	if s, ok := os.LookupEnv("FASTPATH_STATE"); ok {
 		h.State = []byte(s)
@@ -291,20 +334,29 @@ func handoffHelper() int {
 // TestHandoffFail: without a holdfast binary to hand over to, the fail
 // mode alone decides; poststop never refuses.
 func TestHandoffFail(t *testing.T) {
+	cannot, _ := engine(t, `{"error":"register c1: map full","code":"cannot-enforce"}`)
+	stopped := strings.Replace(state, "creating", "stopped", 1)
 	for _, tt := range []struct {
-		name, stage, mode, outcome string
-		code                       int
+		name, stage, mode, state, socket, outcome, errHas string
+		code                                              int
 	}{
-		{"closed refuses", "createRuntime", "closed", "fail-closed", 1},
-		{"open starts", "createRuntime", "open", "fail-open", 0},
-		{"poststop", "poststop", "closed", "unregister-failed", 0},
+		{"closed refuses", "createRuntime", "closed", state, "", "fail-closed", "connect to engine", 1},
+		{"open starts", "createRuntime", "open", state, "", "fail-open", "connect to engine", 0},
+		{"cannot enforce refuses when open", "createRuntime", "open", state, cannot, "fail-closed", "map full", 1},
+		{"poststop", "poststop", "closed", state, "", "unregister-failed", "connect to engine", 0},
+		// The installed entry runs deletes at --stage createRuntime.
+		{"stopped at a create stage", "createRuntime", "closed", stopped, "", "unregister-failed", "connect to engine", 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			logPath := filepath.Join(dir, "hook.log")
+			socket := tt.socket
+			if socket == "" {
+				socket = filepath.Join(dir, "absent.sock")
+			}
 			var stderr bytes.Buffer
-			code, h := Run(time.Now(), []string{"--stage", tt.stage, "--socket", filepath.Join(dir, "absent.sock"), "--log", logPath,
-				"--fail-mode", tt.mode, "--holdfast-binary", filepath.Join(dir, "no-holdfast"), "--config", writeConfig(t, `{}`)}, stdinOf(t, state), &stderr)
+			code, h := Run(time.Now(), []string{"--stage", tt.stage, "--socket", socket, "--log", logPath,
+				"--fail-mode", tt.mode, "--holdfast-binary", filepath.Join(dir, "no-holdfast"), "--config", writeConfig(t, `{}`)}, stdinOf(t, tt.state), &stderr)
 			if h == nil {
 				t.Fatalf("Run = %d without a handoff", code)
 			}
@@ -316,8 +368,9 @@ func TestHandoffFail(t *testing.T) {
 				t.Errorf("Fail = %d, want %d", code, tt.code)
 			}
 			line := logged(t, logPath)
-			if line["outcome"] != tt.outcome || line["id"] != "c1" || !strings.Contains(line["error"].(string), "no-holdfast") || !strings.Contains(line["error"].(string), "connect to engine") {
-				t.Errorf("logged %v, want outcome %s naming the missing binary and the engine's failure", line, tt.outcome)
+			logErr := fmt.Sprint(line["error"])
+			if line["outcome"] != tt.outcome || line["id"] != "c1" || !strings.Contains(logErr, "no-holdfast") || !strings.Contains(logErr, tt.errHas) {
+				t.Errorf("logged %v, want outcome %s naming the missing binary and %q", line, tt.outcome, tt.errHas)
 			}
 			if tt.code != 0 && !strings.Contains(stderr.String(), "refusing container c1") {
 				t.Errorf("stderr %q does not say the container is refused", stderr.String())

@@ -218,3 +218,33 @@ func TestFromArgsConfigFile(t *testing.T) {
 		t.Error("a named config file that does not exist was accepted")
 	}
 }
+
+// TestFromArgsHandedOver: the command line the fast path hands over (the
+// config file it read put first) parses to the same stage and config.
+func TestFromArgsHandedOver(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "hook.json")
+	if err := os.WriteFile(file, []byte(`{"socket":"/run/custom.sock","failMode":"closed","timeout":"3s"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "other.json")
+	if err := os.WriteFile(other, []byte(`{"failMode":"open"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"--stage", "createRuntime", "--config", file},
+		{"--stage", "createRuntime", "--config", file, "--"},
+		{"--stage=poststop", "--config=" + other, "--fail-mode", "closed"},
+		{"--config", NoConfigFile, "--stage", "createContainer", "--socket", "/run/x.sock", "--"},
+		{"-stage", "createRuntime", "-config", file, "-timeout", "1s", "--engine-timeout", "200ms"},
+	} {
+		stage, cfg, read, err := FromArgs(args, new(bytes.Buffer))
+		if err != nil {
+			t.Fatalf("FromArgs(%q): %v", args, err)
+		}
+		handed := append([]string{"--config", read}, args...)
+		stage2, cfg2, read2, err := FromArgs(handed, new(bytes.Buffer))
+		if err != nil || stage2 != stage || read2 != read || !reflect.DeepEqual(cfg2, cfg) {
+			t.Errorf("FromArgs(%q) = %s %+v %s\nhanded over %q = %s %+v %s, %v", args, stage, cfg, read, handed, stage2, cfg2, read2, err)
+		}
+	}
+}

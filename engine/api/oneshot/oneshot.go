@@ -39,9 +39,12 @@ const MaxStateSize = 4 << 20
 // Op is the request's op (api.OpHook).
 const Op = "hook"
 
-// CodeNotFound is the code of an answer saying the engine does not know
-// the container (api.CodeNotFound).
-const CodeNotFound = "not-found"
+// Codes of answers (api.CodeNotFound, api.CodeCannotEnforce): the engine
+// does not know the container; it cannot enforce the container's policies.
+const (
+	CodeNotFound      = "not-found"
+	CodeCannotEnforce = "cannot-enforce"
+)
 
 // Line is the OpHook request line, written out rather than encoded. The
 // state goes as it came, once checked to be one JSON document.
@@ -141,10 +144,11 @@ func readLine(fd int, deadline time.Time) ([]byte, error) {
 		if n == 0 {
 			return nil, fmt.Errorf("connection closed after %d bytes: %w", len(buf), ErrClosedEarly)
 		}
-		buf = buf[:len(buf)+n]
-		if i := bytes.IndexByte(buf, '\n'); i >= 0 {
-			return buf[:i], nil
+		// Only the new bytes can hold the newline.
+		if i := bytes.IndexByte(buf[len(buf):len(buf)+n], '\n'); i >= 0 && len(buf)+i <= MaxMessageSize {
+			return buf[:len(buf)+i], nil
 		}
+		buf = buf[:len(buf)+n]
 		if len(buf) > MaxMessageSize {
 			return nil, fmt.Errorf("answer larger than %d bytes", MaxMessageSize)
 		}

@@ -20,16 +20,17 @@ import (
 // exit status; the hook writes its own stderr lines, for the runtime to
 // show as they are.
 //
-//	holdfast oci-hook [--started-unix-nano N] -- HOOK-ARGS...
+//	holdfast oci-hook [--elapsed-ns N] -- HOOK-ARGS...
 func runOCIHook(args []string, stdin io.Reader, stderr io.Writer) int {
 	started := time.Now()
-	if len(args) >= 2 && args[0] == fastpath.StartedFlag {
+	if len(args) >= 2 && args[0] == fastpath.ElapsedFlag {
 		ns, err := strconv.ParseInt(args[1], 10, 64)
-		if err != nil {
-			fmt.Fprintf(stderr, "holdfast oci-hook: %s %q: %v\n", fastpath.StartedFlag, args[1], err)
+		if err != nil || ns < 0 {
+			fmt.Fprintf(stderr, "holdfast oci-hook: %s %q: want a duration in nanoseconds\n", fastpath.ElapsedFlag, args[1])
 			return hook.ExitUsage
 		}
-		started, args = time.Unix(0, ns), args[2:]
+		// On this process's monotonic clock: the run began ns before now.
+		started, args = started.Add(-time.Duration(ns)), args[2:]
 	}
 	if len(args) == 0 || args[0] != "--" {
 		fmt.Fprintln(stderr, "holdfast oci-hook: want -- before the hook's arguments")
@@ -42,6 +43,11 @@ func runOCIHook(args []string, stdin io.Reader, stderr io.Writer) int {
 
 // offlineEngine registers without the engine in this process: the offline
 // commands' work (daemon.RegisterOffline), without starting holdfast again.
+// Its wait for the state-dir lock ends with the run's deadline; once it
+// holds the lock it finishes the registration (milliseconds), past the
+// deadline if need be, which the runtime's own timeout for the hook (5 s
+// in the installed hooks.d entry, the hook's deadline 2 s) leaves room for:
+// a map update is never cut in half by the hook giving up.
 type offlineEngine struct{ opts daemon.Options }
 
 var _ hook.Engine = offlineEngine{}
