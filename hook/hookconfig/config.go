@@ -9,11 +9,11 @@
 package hookconfig
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -187,30 +187,23 @@ func scanDuration(s *jsonscan.Scanner, d *Duration) error {
 	return d.parse(text)
 }
 
-// Marshal renders a config file, indented, with a trailing newline.
-func (c Config) Marshal() ([]byte, error) {
-	data, err := json.MarshalIndent(c, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("encode hook config: %w", err)
-	}
-	return append(data, '\n'), nil
-}
-
 // Duration is a time.Duration written as "2s" in JSON.
 type Duration time.Duration
 
-// MarshalJSON writes the duration as a Go duration string.
+// MarshalJSON writes the duration as a Go duration string (which holds
+// nothing JSON escapes but "µ", which JSON takes as it is).
 func (d Duration) MarshalJSON() ([]byte, error) {
-	return json.Marshal(time.Duration(d).String())
+	return strconv.AppendQuote(nil, time.Duration(d).String()), nil
 }
 
-// UnmarshalJSON reads a Go duration string such as "1500ms".
+// UnmarshalJSON reads a Go duration string such as "1500ms", as the
+// config file's reader does (scanDuration).
 func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string like \"2s\": %w", err)
+	s := jsonscan.New(b)
+	if err := scanDuration(s, d); err != nil {
+		return err
 	}
-	return d.parse(s)
+	return s.End()
 }
 
 func (d *Duration) parse(s string) error {

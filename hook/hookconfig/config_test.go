@@ -59,7 +59,7 @@ func TestParseConfig(t *testing.T) {
 
 func TestConfigRoundTrip(t *testing.T) {
 	in := Config{Socket: "/run/h.sock", Timeout: Duration(3 * time.Second), Settings: registrar.Settings{FailMode: registrar.FailClosed, FailOpenNamespaces: []string{"a", "b"}}}
-	data, err := in.Marshal()
+	data, err := json.MarshalIndent(in, "", "  ")
 	if err != nil {
 		t.Fatal(err)
 	}

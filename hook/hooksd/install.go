@@ -1,6 +1,7 @@
 package hooksd
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -64,7 +65,7 @@ func Install(o Options) ([]registrar.Change, error) {
 	if err := o.Config.WithDefaults().Validate(); err != nil {
 		return nil, fmt.Errorf("install OCI hook: config: %w", err)
 	}
-	cfgData, err := o.Config.Marshal()
+	cfgData, err := marshalConfig(o.Config)
 	if err != nil {
 		return nil, fmt.Errorf("install OCI hook: %w", err)
 	}
@@ -123,6 +124,16 @@ func Uninstall(o Options) ([]registrar.Change, error) {
 		changes = append(changes, change)
 	}
 	return changes, nil
+}
+
+// marshalConfig renders the hook's config file, indented, with a trailing
+// newline.
+func marshalConfig(c hookconfig.Config) ([]byte, error) {
+	data, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode hook config: %w", err)
+	}
+	return append(data, '\n'), nil
 }
 
 // maxBinary bounds the hook binary read into memory.

@@ -163,12 +163,13 @@ func TestViolationsCatchesForbiddenImports(t *testing.T) {
 
 // hookProcess is the binary every container create and delete runs, and
 // what it must not link: each package initialises at every start (package
-// net and its address tables, the OCI spec types, the protocol's client),
+// net and its address tables, encoding/json, the OCI spec types, the
+// protocol's client),
 // and the full hook lives in the holdfast binary (holdfast oci-hook).
 const hookProcess = "hook/cmd/holdfast-oci-hook"
 
 var notInHookProcess = []string{
-	"net", "log/slog", "os/exec", "github.com/opencontainers/runtime-spec/specs-go",
+	"net", "log/slog", "os/exec", "encoding/json", "github.com/opencontainers/runtime-spec/specs-go",
 	module + "/engine/api", module + "/engine/api/ocihook", module + "/engine/api/fallback", module + "/hook",
 }
 
