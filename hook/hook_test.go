@@ -77,26 +77,27 @@ func (f *fakeEngine) get(id string) (api.Container, bool) {
 
 // Hook takes a forwarded run as the engine does, the cgroup and the read
 // through the hook's root aside.
-func (f *fakeEngine) Hook(ctx context.Context, run api.HookRun) (*api.Container, error) {
+func (f *fakeEngine) Hook(ctx context.Context, run api.HookRun) (api.HookResult, error) {
 	st, err := ocihook.ParseState(run.State)
 	if err != nil {
-		return nil, err
+		return api.HookResult{}, err
 	}
 	if run.Stage == string(ocihook.StagePoststop) || st.Status == specs.StateStopped {
-		return nil, f.Unregister(ctx, st.ID)
+		return api.HookResult{}, f.Unregister(ctx, st.ID)
 	}
 	if err := ocihook.CheckCreateState(st, ocihook.Stage(run.Stage)); err != nil {
-		return nil, err
+		return api.HookResult{}, err
 	}
 	cfg, err := ocihook.ReadBundleConfig(st.Bundle)
 	if err != nil {
-		return nil, err
+		return api.HookResult{}, err
 	}
 	c, err := ocihook.Registration(ocihook.Stage(run.Stage), st, cfg)
 	if err != nil {
-		return nil, err
+		return api.HookResult{}, err
 	}
-	return f.Register(ctx, c)
+	reg, err := f.Register(ctx, c)
+	return api.HookResult{Registered: reg}, err
 }
 
 // legacyEngine is an engine from before OpHook: it serves the other

@@ -195,9 +195,13 @@ type HookRun struct {
 type Response struct {
 	Error string `json:"error,omitempty"`
 	// Code classifies Error: CodeNotFound, CodeCannotEnforce or empty.
-	Code       string       `json:"code,omitempty"`
-	NotFound   bool         `json:"notFound,omitempty"`
-	Container  *Container   `json:"container,omitempty"`
+	Code      string     `json:"code,omitempty"`
+	NotFound  bool       `json:"notFound,omitempty"`
+	Container *Container `json:"container,omitempty"`
+	// Removed is the container an OpHook unregister removed, for the
+	// hook's log (a key of its own: an older hook reads container as
+	// registered).
+	Removed    *Container   `json:"removed,omitempty"`
 	Containers []Container  `json:"containers,omitempty"`
 	Status     *Status      `json:"status,omitempty"`
 	Explain    *Explanation `json:"explain,omitempty"`

@@ -19,18 +19,19 @@ type hookFake struct {
 	refuse error
 }
 
-func (f *hookFake) Hook(ctx context.Context, run HookRun) (*Container, error) {
+func (f *hookFake) Hook(ctx context.Context, run HookRun) (HookResult, error) {
 	if f.refuse != nil {
-		return nil, f.refuse
+		return HookResult{}, f.refuse
 	}
 	var st struct{ ID, Status string }
 	if err := json.Unmarshal(run.State, &st); err != nil {
-		return nil, err
+		return HookResult{}, err
 	}
 	if st.Status == "stopped" {
-		return nil, f.Unregister(ctx, st.ID)
+		return HookResult{}, f.Unregister(ctx, st.ID)
 	}
-	return f.Register(ctx, Container{ID: st.ID, CgroupID: 9, Namespace: "ns", Pod: "p", Name: run.Stage})
+	c, err := f.Register(ctx, Container{ID: st.ID, CgroupID: 9, Namespace: "ns", Pod: "p", Name: run.Stage})
+	return HookResult{Registered: c}, err
 }
 
 func hookState(id, status string) json.RawMessage {

@@ -32,9 +32,14 @@ type Handler interface {
 const DefaultIdleTimeout = 30 * time.Second
 
 // HookHandler is implemented by handlers that take OCI hook runs (OpHook).
-// The answer is the registered container, or nil after an unregister.
 type HookHandler interface {
-	Hook(ctx context.Context, run HookRun) (*Container, error)
+	Hook(ctx context.Context, run HookRun) (HookResult, error)
+}
+
+// HookResult is what a hook run did: the container registered, or the one
+// an unregister removed (nil for neither).
+type HookResult struct {
+	Registered, Removed *Container
 }
 
 // Explainer is implemented by handlers that can explain a container's
@@ -284,11 +289,11 @@ func (s *Server) dispatch(ctx context.Context, req *Request) *Response {
 		if req.Hook == nil {
 			return &Response{Error: "hook: request has no hook run"}
 		}
-		c, err := h.Hook(ctx, *req.Hook)
+		res, err := h.Hook(ctx, *req.Hook)
 		if err != nil {
 			return fail(err)
 		}
-		return &Response{Container: c}
+		return &Response{Container: res.Registered, Removed: res.Removed}
 	case OpReload:
 		if err := s.Handler.Reload(ctx); err != nil {
 			return fail(err)

@@ -562,6 +562,21 @@ func (e *Engine) Unregister(ctx context.Context, id string) error {
 	return e.unregisterLocked(id)
 }
 
+// unregisterReturning is Unregister that returns the registration it
+// removed (nil for an orphan's cgroup entries), for the caller's log.
+func (e *Engine) unregisterReturning(id string) (*api.Container, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c, ok := e.reg.Get(id)
+	if err := e.unregisterLocked(id); err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, nil
+	}
+	return &c, nil
+}
+
 func (e *Engine) unregisterLocked(id string) error {
 	c, ok := e.reg.Get(id)
 	if !ok {

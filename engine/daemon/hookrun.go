@@ -21,20 +21,26 @@ var _ api.HookHandler = (*Engine)(nil)
 // annotations and the cgroup from the kernel — the hook's own at
 // createContainer, the container process's at createRuntime. At poststop,
 // or for a container the state says has stopped, it unregisters.
-func (e *Engine) Hook(ctx context.Context, run api.HookRun) (*api.Container, error) {
+func (e *Engine) Hook(ctx context.Context, run api.HookRun) (api.HookResult, error) {
+	c, removed, err := e.hook(ctx, run)
+	return api.HookResult{Registered: c, Removed: removed}, err
+}
+
+func (e *Engine) hook(ctx context.Context, run api.HookRun) (registered, removed *api.Container, _ error) {
 	stage, err := ocihook.ParseStage(run.Stage)
 	if err != nil {
-		return nil, fmt.Errorf("hook run: %w", err)
+		return nil, nil, fmt.Errorf("hook run: %w", err)
 	}
 	st, err := ocihook.ParseState(run.State)
 	if err != nil {
-		return nil, fmt.Errorf("hook run at %s: %w", stage, err)
+		return nil, nil, fmt.Errorf("hook run at %s: %w", stage, err)
 	}
 	if stage == ocihook.StagePoststop || st.Status == specs.StateStopped {
-		return nil, e.Unregister(ctx, st.ID)
+		removed, err := e.unregisterReturning(st.ID)
+		return nil, removed, err
 	}
 	if err := ocihook.CheckCreateState(st, stage); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	peer, havePeer := api.PeerPID(ctx)
 	bundle := st.Bundle
@@ -43,11 +49,11 @@ func (e *Engine) Hook(ctx context.Context, run api.HookRun) (*api.Container, err
 	}
 	cfg, err := ocihook.ReadBundleConfig(bundle)
 	if err != nil {
-		return nil, fmt.Errorf("container %s: %w", st.ID, err)
+		return nil, nil, fmt.Errorf("container %s: %w", st.ID, err)
 	}
 	ctr, err := ocihook.Registration(stage, st, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if e.cgroups.Namespaced {
 		// Other processes' cgroup paths are hidden from an engine in a
@@ -58,9 +64,10 @@ func (e *Engine) Hook(ctx context.Context, run api.HookRun) (*api.Container, err
 		}
 		cg, err := e.cgroups.Locate(fmt.Sprintf("/proc/%d/cgroup", witness), cfg.CgroupsPath())
 		if err != nil {
-			return nil, fmt.Errorf("resolve cgroup of container %s: %w", st.ID, err)
+			return nil, nil, fmt.Errorf("resolve cgroup of container %s: %w", st.ID, err)
 		}
 		ctr.CgroupID, ctr.CgroupPath = cg.ID, cg.Path
 	}
-	return e.Register(ctx, ctr)
+	c, err := e.Register(ctx, ctr)
+	return c, nil, err
 }

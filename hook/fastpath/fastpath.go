@@ -118,8 +118,13 @@ func Run(start time.Time, args []string, stdin *os.File, stderr io.Writer) (int,
 		e.ID, e.Namespace, e.Pod, e.Container, e.Policies = c.ID, c.Namespace, c.Pod, c.Name, c.Policies
 		e.CgroupID, e.CgroupPath, e.CgroupFrom = c.CgroupID, c.CgroupPath, "engine"
 	case r.Error == "":
-		// At poststop, or a state that says the container stopped.
+		// At poststop, or a state that says the container stopped. The
+		// engine names what it removed (an older one does not).
 		e.Action, e.Outcome, e.ID = "unregister", decisionlog.OutcomeUnregistered, stateID(raw)
+		if c := r.Removed; c != nil {
+			e.Namespace, e.Pod, e.Container, e.Policies = c.Namespace, c.Pod, c.Name, c.Policies
+			e.CgroupID, e.CgroupPath, e.CgroupFrom = c.CgroupID, c.CgroupPath, "engine"
+		}
 	case r.NotFound || r.Code == oneshot.CodeNotFound:
 		e.Action, e.Outcome, e.ID = "unregister", decisionlog.OutcomeNotRegistered, stateID(raw)
 	default:

@@ -109,7 +109,10 @@ func TestRunTakenByEngine(t *testing.T) {
 	}{
 		{"registered", "createRuntime", `{"container":{"id":"c1","cgroupId":99,"cgroupPath":"/k/c1","namespace":"shop","pod":"web","container":"main","policies":["locked"],"labels":{"a":"b"}}}`,
 			map[string]any{"stage": "createRuntime", "action": "register", "outcome": "registered", "id": "c1", "namespace": "shop", "pod": "web", "container": "main", "cgroupId": 99.0, "cgroupPath": "/k/c1", "cgroupFrom": "engine", "policies": []any{"locked"}}},
-		{"unregistered", "poststop", `{}`, map[string]any{"stage": "poststop", "action": "unregister", "outcome": "unregistered", "id": "c1"}},
+		{"unregistered", "poststop", `{"removed":{"id":"c1","cgroupId":99,"namespace":"shop","pod":"web","container":"main"}}`,
+			map[string]any{"stage": "poststop", "action": "unregister", "outcome": "unregistered", "id": "c1", "namespace": "shop", "pod": "web", "container": "main", "cgroupId": 99.0}},
+		// An engine from before "removed" names nothing.
+		{"unregistered by an older engine", "poststop", `{}`, map[string]any{"stage": "poststop", "action": "unregister", "outcome": "unregistered", "id": "c1", "namespace": nil}},
 		// One hooks.d entry lists createRuntime and poststop with --stage
 		// createRuntime: a delete is a stopped state at that stage.
 		{"stopped at a create stage", "createRuntime", `{}`, map[string]any{"stage": "createRuntime", "action": "unregister", "outcome": "unregistered", "id": "c1"}},

@@ -110,6 +110,10 @@ func TestRemovedContainerIsForgotten(t *testing.T) {
 		t.Fatalf("container %s was forgotten before it was removed", c.ID)
 	}
 	c.runc(t, "delete", c.ID)
-	decision(t, logPath, c.ID, "unregistered")
+	// The engine names what it removed, so the delete's line has the
+	// identity although the hook's process never parses it.
+	if l := decision(t, logPath, c.ID, "unregistered"); l["namespace"] != "hooktest" || l["pod"] != "sleeper" || l["container"] != "main" {
+		t.Errorf("unregistered decision lacks the container's identity: %v", l)
+	}
 	expectForgotten(t, e, c.ID, cgroupID)
 }

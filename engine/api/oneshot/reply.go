@@ -12,6 +12,8 @@ type Reply struct {
 	Code      string      `json:"code,omitempty"`
 	NotFound  bool        `json:"notFound,omitempty"`
 	Container *Registered `json:"container,omitempty"`
+	// Removed is the container an unregister removed.
+	Removed *Registered `json:"removed,omitempty"`
 }
 
 // Registered is what an OpHook answer says of the container registered:
@@ -45,14 +47,9 @@ func DecodeReply(data []byte) (Reply, error) {
 		case strings.EqualFold(key, "notFound"):
 			return s.Bool(&r.NotFound)
 		case strings.EqualFold(key, "container"):
-			if s.Null() {
-				r.Container = nil
-				return nil
-			}
-			if r.Container == nil {
-				r.Container = &Registered{}
-			}
-			return decodeRegistered(s, r.Container)
+			return decodeOptional(s, &r.Container)
+		case strings.EqualFold(key, "removed"):
+			return decodeOptional(s, &r.Removed)
 		}
 		return s.Skip()
 	})
@@ -63,6 +60,18 @@ func DecodeReply(data []byte) (Reply, error) {
 		return Reply{}, err
 	}
 	return r, nil
+}
+
+// decodeOptional reads a container that may be null into *c.
+func decodeOptional(s *jsonscan.Scanner, c **Registered) error {
+	if s.Null() {
+		*c = nil
+		return nil
+	}
+	if *c == nil {
+		*c = &Registered{}
+	}
+	return decodeRegistered(s, *c)
 }
 
 func decodeRegistered(s *jsonscan.Scanner, c *Registered) error {

@@ -12,6 +12,8 @@ var replySeeds = []string{
 	`{"error":"hook run at createRuntime: container c1: read bundle config: open /b/config.json: no such file or directory"}`,
 	`{"error":"refused","code":"cannot-enforce"}`,
 	`{"error":"container c1 not found","notFound":true}`,
+	`{"removed":{"id":"c1","namespace":"shop","pod":"web","container":"main","policies":["p"]}}`, `{"removed":null,"removed":{"id":"x"}}`,
+	`{"removed":{"id":"a"},"removed":null}`, `{"removed":7}`,
 	`{}`, `null`, ` {"container":null} `, `{"container":{}}`, `{"container":{"policies":[]}}`,
 	`{"container":{"policies":null,"id":null,"cgroupId":null}}`,
 	`{"container":{"id":"a"},"container":{"pod":"b"}}`,
