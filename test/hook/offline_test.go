@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/api/registrar"
+	"github.com/holdfast-dev/holdfast/hook/hookconfig"
 	"github.com/holdfast-dev/holdfast/test/harness"
 )
 
@@ -171,4 +173,26 @@ func TestRuncEngineHung(t *testing.T) {
 		t.Fatalf("engine after SIGCONT: %v", err)
 	}
 	e.CheckJournal(t)
+}
+
+// TestEngineDownInstalledHook: the hook as holdfast install crio installs it
+// (its settings in the config file next to it) hands a run the engine
+// cannot take to a holdfast binary installed elsewhere, which must read
+// the same config file: the state dir, the fail mode and the log are
+// there, not in the hook's arguments.
+func TestEngineDownInstalledHook(t *testing.T) {
+	r := newRuncEnv(t)
+	e := harness.StartEngine(t, harness.Options{Policies: map[string]string{"locked.yaml": lockedPolicy}})
+	logPath := filepath.Join(t.TempDir(), "hook.log")
+	hooks := installedHooks(t, hookBinary(t), hookconfig.Config{Socket: e.Socket, Log: logPath,
+		StateDir: e.StateDir, BPFDir: e.BPFDir, HoldfastBinary: e.Bin,
+		Settings: registrar.Settings{FailMode: registrar.FailClosed}})
+	e.Terminate(t)
+
+	denied := r.bundle(t, bundleOpts{Args: []string{"/bin/id"}, Annotations: lockedAnnotations("installed-denied"), Hooks: hooks})
+	if res := denied.run(t); !res.killed() || res.Stdout != "" {
+		t.Errorf("denied /bin/id as the command of a container started while the engine is down: want SIGKILL before any output, got %v", res)
+	}
+	decision(t, logPath, denied.ID, "registered-offline")
+	decision(t, logPath, denied.ID, "unregistered-offline")
 }
