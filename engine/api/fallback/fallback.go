@@ -1,11 +1,14 @@
 // Package fallback registers containers while the engine cannot be reached:
-// a registrar runs the holdfast binary's hidden register-offline and
+// the NRI plugin runs the holdfast binary's hidden register-offline and
 // unregister-offline commands, which write the engine's registry and pinned
-// maps themselves under the engine's state-dir lock. Registrars stay free of
+// maps themselves under the engine's state-dir lock, so it stays free of
 // the policy and map code; the protocol (arguments, stdin, exit codes) is
-// defined here for both sides.
+// defined here for both sides. (The OCI hook's full run already runs inside
+// the holdfast binary and does that work in process.) Unreachable tells both
+// registrars when an engine call failed for want of an engine.
 //
-// Registrars and the holdfast command import it; it imports only engine/api.
+// Registrars and the holdfast command import it; it imports only engine/api
+// and engine/api/registrar.
 package fallback
 
 import (
