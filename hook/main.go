@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
-	"github.com/holdfast-dev/holdfast/engine/api/fallback"
 	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
 	"github.com/holdfast-dev/holdfast/hook/decisionlog"
 	"github.com/holdfast-dev/holdfast/hook/hookconfig"
@@ -21,8 +20,7 @@ const ExitUsage = 2
 // runs holdfast-oci-hook's fast path hands over). started is when the run
 // began, in the process that first took it: the deadline and the engine's
 // share of it count from then. offline registers without the engine for
-// the config given (nil: the holdfast binary's offline commands,
-// fallback.Command). It returns the exit status.
+// the config given. It returns the exit status.
 func Main(started time.Time, args []string, stdin io.Reader, stderr io.Writer, offline func(hookconfig.Config) Engine) int {
 	stageName, cfg, _, err := hookconfig.FromArgs(args, stderr)
 	if err != nil {
@@ -38,11 +36,6 @@ func Main(started time.Time, args []string, stdin io.Reader, stderr io.Writer, o
 		return ExitUsage
 	}
 	ctx := WithDeadline(cfg.Deadline(started))
-	if offline == nil {
-		offline = func(cfg hookconfig.Config) Engine {
-			return fallback.Command{Binary: cfg.HoldfastBinary, StateDir: cfg.StateDir, BPFDir: cfg.BPFDir}
-		}
-	}
 	h := &Hook{
 		Stage:   stage,
 		Config:  cfg,

@@ -99,7 +99,7 @@ func (e *Engine) adoptDiscovered(ctx context.Context) (err error) {
 		if c.Source != src || running[c.ID] {
 			continue
 		}
-		if err := e.unregisterLocked(c.ID); err != nil {
+		if _, err := e.unregisterLocked(c.ID); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -557,47 +557,39 @@ func (e *Engine) clearCgroupLocked(cgroupID uint64, except string) error {
 
 // Unregister implements api.Handler.
 func (e *Engine) Unregister(ctx context.Context, id string) error {
+	_, err := e.unregister(id)
+	return err
+}
+
+// unregister removes id's registration and returns it, for the caller's
+// log (nil for an orphan's cgroup entries).
+func (e *Engine) unregister(id string) (*api.Container, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.unregisterLocked(id)
 }
 
-// unregisterReturning is Unregister that returns the registration it
-// removed (nil for an orphan's cgroup entries), for the caller's log.
-func (e *Engine) unregisterReturning(id string) (*api.Container, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	c, ok := e.reg.Get(id)
-	if err := e.unregisterLocked(id); err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, nil
-	}
-	return &c, nil
-}
-
-func (e *Engine) unregisterLocked(id string) error {
+func (e *Engine) unregisterLocked(id string) (*api.Container, error) {
 	c, ok := e.reg.Get(id)
 	if !ok {
 		if o, isOrphan := e.orphanByID(id); isOrphan {
-			return e.removeOrphanLocked(o, "removed by request")
+			return nil, e.removeOrphanLocked(o, "removed by request")
 		}
-		return fmt.Errorf("unregister %s: %w", id, api.ErrNotFound)
+		return nil, fmt.Errorf("unregister %s: %w", id, api.ErrNotFound)
 	}
 	if err := e.reg.Delete(id); err != nil {
-		return fmt.Errorf("unregister %s: %w", id, err)
+		return nil, fmt.Errorf("unregister %s: %w", id, err)
 	}
 	delete(e.rulesetOf, id)
 	if err := e.clearCgroupLocked(c.CgroupID, id); err != nil {
-		return fmt.Errorf("unregister %s: %w", id, err)
+		return nil, fmt.Errorf("unregister %s: %w", id, err)
 	}
 	e.gone.add(c)
 	e.roots.drop(id)
 	e.log.Info("unregistered", "id", id, "cgroup", c.CgroupID)
 	// Unused rulesets stay until the next reload or start: the next
 	// container of the same kind reuses them, and deleting one walks the maps.
-	return nil
+	return &c, nil
 }
 
 // Sync implements api.Handler: source's registrations become exactly cs.
@@ -632,7 +624,7 @@ func (e *Engine) Sync(ctx context.Context, source string, cs []api.Container) ([
 	}
 	for _, c := range e.reg.List() {
 		if c.Source == source && !keep[c.ID] {
-			if err := e.unregisterLocked(c.ID); err != nil {
+			if _, err := e.unregisterLocked(c.ID); err != nil {
 				errs = append(errs, err)
 			}
 		}
