@@ -1,6 +1,7 @@
 package linux
 
 import (
+	"errors"
 	"io/fs"
 	"os"
 
@@ -32,7 +33,7 @@ func OpenInRoot(root *os.File, path string, follow, dir bool) (*os.File, error) 
 
 // FileStat is what fstat says about a handle.
 type FileStat struct {
-	Mode  fs.FileMode // type bits only
+	Mode  fs.FileMode // type bits only: 0 for a regular file
 	Ino   uint64
 	Nlink uint64
 }
@@ -43,17 +44,36 @@ func Fstat(f *os.File) (FileStat, error) {
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return FileStat{}, &os.PathError{Op: "fstat", Path: f.Name(), Err: err}
 	}
-	var mode fs.FileMode
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFDIR:
-		mode = fs.ModeDir
-	case unix.S_IFLNK:
-		mode = fs.ModeSymlink
-	case unix.S_IFREG:
-	default:
-		mode = fs.ModeIrregular
+	return FileStat{Mode: modeType(st.Mode), Ino: st.Ino, Nlink: uint64(st.Nlink)}, nil
+}
+
+// FileIdentity is what statx says about a handle: its type, link count,
+// inode number and the ID of the mount it is on.
+type FileIdentity struct {
+	FileStat
+	MntID int // the mount ID mountinfo and fdinfo name
+}
+
+// ErrNoStatxMountID: the kernel's statx cannot name a file's mount (Linux
+// before 5.8).
+var ErrNoStatxMountID = errors.New("statx reports no mount ID")
+
+// Identify stats an open handle (also an O_PATH one) with one statx call.
+// The inode number is the inode's own i_ino, the one fdinfo shows: a file
+// system that reports another number to stat (overlayfs) sets i_ino to
+// the number it reports, so that the two agree.
+func Identify(f *os.File) (FileIdentity, error) {
+	var stx unix.Statx_t
+	err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH|unix.AT_STATX_SYNC_AS_STAT,
+		unix.STATX_TYPE|unix.STATX_NLINK|unix.STATX_INO|unix.STATX_MNT_ID, &stx)
+	if err != nil {
+		return FileIdentity{}, &os.PathError{Op: "statx", Path: f.Name(), Err: err}
 	}
-	return FileStat{Mode: mode, Ino: st.Ino, Nlink: uint64(st.Nlink)}, nil
+	if stx.Mask&unix.STATX_MNT_ID == 0 {
+		return FileIdentity{}, &os.PathError{Op: "statx", Path: f.Name(), Err: ErrNoStatxMountID}
+	}
+	st := FileStat{Mode: modeType(uint32(stx.Mode)), Ino: stx.Ino, Nlink: uint64(stx.Nlink)}
+	return FileIdentity{FileStat: st, MntID: int(stx.Mnt_id)}, nil
 }
 
 // ReadlinkFd reads the target of a symlink opened with OpenInRoot(follow false).

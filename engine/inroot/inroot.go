@@ -7,9 +7,11 @@
 // file the kernel executes. stat(2) does not always report those (on an
 // overlayfs whose layers sit on different file systems, st_dev of a file is
 // a per-layer pseudo device), so the identity is taken from the kernel's
-// own reports for the opened file: the "ino" line of /proc/self/fdinfo
-// (file_inode()->i_ino) and the device of its mount in mountinfo (the
-// superblock's s_dev), converted to the kernel's dev_t encoding.
+// own reports for the opened file: its inode number and mount ID (statx;
+// fdinfo on kernels before 5.8), and the superblock device of that mount
+// (statmount, or mountinfo), converted to the kernel's dev_t encoding.
+// statx's inode number is file_inode()->i_ino, as fdinfo's is: overlayfs
+// sets i_ino to the st_ino it reports, in every layer layout.
 //
 // Only the engine (engine/daemon) imports it.
 package inroot
@@ -274,29 +276,40 @@ func (r *Root) lookup(p string) (_ File, statIno uint64, _ error) {
 		return out, 0, err
 	}
 	defer f.Close()
-	st, err := linux.Fstat(f)
+	st, id, err := r.stat(f)
 	if err != nil {
 		return out, 0, err
 	}
-	out.Mode, out.Nlink = st.Mode, st.Nlink
-	if out.ID, err = r.identity(f); err != nil {
-		return out, 0, err
-	}
+	out.Mode, out.Nlink, out.ID = st.Mode, st.Nlink, id
 	out.OnNewMount = r.onNewMount(f)
 	return out, st.Ino, nil
 }
 
 // identity reads f's inode identity as the kernel holds it.
 func (r *Root) identity(f *os.File) (bpf.FileID, error) {
-	mntID, ino, err := fdinfo(f)
-	if err != nil {
-		return bpf.FileID{}, err
+	_, id, err := r.stat(f)
+	return id, err
+}
+
+// stat reads f's type and link count, and its identity as the kernel
+// holds it: one statx where it names the mount (Linux 5.8+), else fstat
+// and fdinfo.
+func (r *Root) stat(f *os.File) (linux.FileStat, bpf.FileID, error) {
+	fi, err := linux.Identify(f)
+	if errors.Is(err, linux.ErrNoStatxMountID) {
+		fi.FileStat, err = linux.Fstat(f)
+		if err == nil {
+			fi.MntID, fi.Ino, err = fdinfo(f)
+		}
 	}
-	dev, err := r.dev(f, mntID)
 	if err != nil {
-		return bpf.FileID{}, fmt.Errorf("identity of %s: %w", f.Name(), err)
+		return linux.FileStat{}, bpf.FileID{}, fmt.Errorf("identity of %s: %w", f.Name(), err)
 	}
-	return bpf.FileID{Dev: dev, Ino: ino}, nil
+	dev, err := r.dev(f, fi.MntID)
+	if err != nil {
+		return linux.FileStat{}, bpf.FileID{}, fmt.Errorf("identity of %s: %w", f.Name(), err)
+	}
+	return fi.FileStat, bpf.FileID{Dev: dev, Ino: fi.Ino}, nil
 }
 
 // maxFdinfo bounds an fdinfo file; a path's or directory's is a few lines.
@@ -306,7 +319,8 @@ const maxFdinfo = 64 << 10
 // ino), which are read without reading on to the end.
 const fdinfoHead = 256
 
-// fdinfo returns the mount ID and file_inode()->i_ino of an open file.
+// fdinfo returns the mount ID and file_inode()->i_ino of an open file,
+// where statx cannot name the mount.
 func fdinfo(f *os.File) (mntID int, ino uint64, err error) {
 	name := "/proc/self/fdinfo/" + strconv.FormatUint(uint64(f.Fd()), 10)
 	var head [fdinfoHead]byte

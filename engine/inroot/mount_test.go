@@ -218,3 +218,56 @@ func inMountNamespace(t *testing.T, script, dir, feature string) (*exec.Cmd, *bu
 	}
 	return cmd, lines
 }
+
+// TestStatxIdentityMatchesFdinfo: a file's inode number and mount ID as
+// statx reports them are the ones fdinfo shows (file_inode()->i_ino, what
+// the exec programs read), on overlays of every layer layout a runtime
+// makes: all layers on one file system, and layers on two with xino off
+// and on; for a lower file, an upper one, a copied-up one and directories.
+func TestStatxIdentityMatchesFdinfo(t *testing.T) {
+	require.Root(t)
+	dir := t.TempDir()
+	script := `set -e
+base="$1"
+mkdir "$base/disk" "$base/mem"
+mount -t tmpfs none "$base/mem"
+layout() { # name, lower's base, upper's base, extra options
+	m="$base/merged-$1"
+	mkdir -p "$2/$1-lower/dir" "$3/$1-upper" "$3/$1-work" "$m"
+	echo x > "$2/$1-lower/lowerfile"; echo x > "$2/$1-lower/copied"; echo x > "$2/$1-lower/dir/file"
+	mount -t overlay overlay -o "lowerdir=$2/$1-lower,upperdir=$3/$1-upper,workdir=$3/$1-work$4" "$m"
+	echo y > "$m/upperfile"; echo y >> "$m/copied"; mkdir "$m/upperdir"
+}
+layout samefs "$base/mem" "$base/mem" ""
+layout xinooff "$base/disk" "$base/mem" ",xino=off"
+layout xinoon "$base/disk" "$base/mem" ",xino=on"
+echo ready
+exec sleep 600`
+	cmd, _ := inMountNamespace(t, script, dir, "overlay mounts in a new mount namespace")
+	for _, layout := range []string{"samefs", "xinooff", "xinoon"} {
+		root, err := OfProcess(cmd.Process.Pid, filepath.Join(dir, "merged-"+layout))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer root.Close()
+		for _, p := range []string{"/", "/lowerfile", "/upperfile", "/copied", "/dir", "/dir/file", "/upperdir"} {
+			f, err := linux.OpenInRoot(root.dir, p, true, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fi, err := linux.Identify(f)
+			if err != nil {
+				f.Close()
+				t.Fatal(err)
+			}
+			mnt, ino, err := fdinfo(f)
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Ino != ino || fi.MntID != mnt {
+				t.Errorf("%s %s: statx says inode %d on mount %d, fdinfo inode %d on mount %d", layout, p, fi.Ino, fi.MntID, ino, mnt)
+			}
+		}
+	}
+}
