@@ -16,3 +16,33 @@ func PeerPID(ctx context.Context) (int, bool) {
 	pid, ok := ctx.Value(peerKey{}).(int)
 	return pid, ok && pid > 0
 }
+
+type afterKey struct{}
+
+// afterAnswer collects what a request's handler leaves until its answer
+// is written.
+type afterAnswer struct{ fns []func() }
+
+// withAfterAnswer returns ctx collecting AfterAnswer's work in a.
+func withAfterAnswer(ctx context.Context, a *afterAnswer) context.Context {
+	return context.WithValue(ctx, afterKey{}, a)
+}
+
+// AfterAnswer runs fn once the answer to ctx's request is written, so the
+// registrar (and the container start it holds up) does not wait for it: a
+// log line. Outside a server's request, fn runs at once.
+func AfterAnswer(ctx context.Context, fn func()) {
+	if a, ok := ctx.Value(afterKey{}).(*afterAnswer); ok {
+		a.fns = append(a.fns, fn)
+		return
+	}
+	fn()
+}
+
+// run runs the collected work, in order.
+func (a *afterAnswer) run() {
+	for _, fn := range a.fns {
+		fn()
+	}
+	a.fns = a.fns[:0]
+}

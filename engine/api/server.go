@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/bpf/linux"
+	"github.com/holdfast-dev/holdfast/engine/api/oneshot"
 )
 
 // Handler is what the engine implements to serve requests.
@@ -144,10 +146,21 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 	if credErr == nil {
 		ctx = WithPeerPID(ctx, int(cred.PID))
 	}
-	in := newJSONStream(conn)
 	// The first request is due at once, as on a one-shot connection.
 	deadline := time.Now().Add(timeout)
 	conn.SetDeadline(deadline)
+	var hook *Request
+	in := newJSONStream(conn)
+	if refusal == nil {
+		var buf *[hookLineBuffer]byte
+		var head []byte
+		if hook, buf, head = readHookLine(conn); hook == nil {
+			in = newJSONStream(io.MultiReader(bytes.NewReader(head), conn))
+		} else {
+			defer lineBuffers.Put(buf)
+		}
+	}
+	var after afterAnswer
 	for first := true; ; first = false {
 		if !first {
 			conn.SetDeadline(time.Now().Add(idle))
@@ -157,14 +170,20 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 		if ctx.Err() != nil {
 			return
 		}
-		in.next()
-		arrived := in.dec.More()
-		if arrived && !first {
-			deadline = time.Now().Add(timeout)
-			conn.SetDeadline(deadline)
-		}
 		var req Request
-		decErr := in.dec.Decode(&req)
+		var decErr error
+		arrived := true
+		if hook != nil {
+			req, hook = *hook, nil
+		} else {
+			in.next()
+			arrived = in.dec.More()
+			if arrived && !first {
+				deadline = time.Now().Add(timeout)
+				conn.SetDeadline(deadline)
+			}
+			decErr = in.dec.Decode(&req)
+		}
 		if refusal == nil && !arrived && closedQuietly(decErr) {
 			return
 		}
@@ -181,11 +200,13 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 			s.serveEvents(ctx, conn, &req)
 			return
 		default:
-			reqCtx, cancel := context.WithDeadline(ctx, deadline)
+			reqCtx, cancel := context.WithDeadline(withAfterAnswer(ctx, &after), deadline)
 			resp, keep = s.dispatch(reqCtx, &req), true
 			cancel()
 		}
-		if err := json.NewEncoder(conn).Encode(resp); err != nil {
+		err := json.NewEncoder(conn).Encode(resp)
+		after.run()
+		if err != nil {
 			s.log().Warn("write response", "err", err)
 			return
 		}
@@ -194,6 +215,35 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 			return
 		}
 	}
+}
+
+// hookLineBuffer is how much of a connection's first request is read at
+// once: a hook's line is its OCI state and a few bytes more, and runtimes
+// put every annotation in the state.
+const hookLineBuffer = 32 << 10
+
+// lineBuffers keeps the first reads' buffers, which are not zeroed again
+// for every container start.
+var lineBuffers = sync.Pool{New: func() any { return new([hookLineBuffer]byte) }}
+
+// readHookLine reads what has arrived of a connection's first request. A
+// hook's request, which comes alone on its connection in one line as
+// oneshot.Line writes it, is returned decoded without the decoder's
+// reflection, on the path every container start waits for, with the buffer
+// its state is in, for lineBuffers once the request is answered. Anything
+// else (or an error) returns no request and the bytes read, for the
+// decoder, whose buffer is left to the collector.
+func readHookLine(conn io.Reader) (*Request, *[hookLineBuffer]byte, []byte) {
+	buf := lineBuffers.Get().(*[hookLineBuffer]byte)
+	n, err := conn.Read(buf[:])
+	if err != nil {
+		return nil, nil, buf[:n]
+	}
+	stage, state, ok := oneshot.ParseLine(buf[:n])
+	if !ok {
+		return nil, nil, buf[:n]
+	}
+	return &Request{Op: OpHook, Hook: &HookRun{Stage: stage, State: state}}, buf, nil
 }
 
 // closedQuietly tells a peer that went away, or stayed idle, between

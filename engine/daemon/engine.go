@@ -453,9 +453,10 @@ func (e *Engine) Register(ctx context.Context, c api.Container) (*api.Container,
 	}
 	r, err := e.registerResolvedLocked(c, &pre)
 	e.mu.Unlock()
-	// Logged after the lock: a log write that blocks (a slow reader of
-	// stderr) must not hold up every other registration.
-	e.logRegistered(r)
+	// Logged after the lock, so a log write that blocks (a slow reader of
+	// stderr) does not hold up every other registration, and after the
+	// answer, which a container's start waits for.
+	api.AfterAnswer(ctx, func() { e.logRegistered(r) })
 	return r, err
 }
 

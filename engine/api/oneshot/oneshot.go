@@ -65,6 +65,39 @@ func Line(stage string, state []byte) ([]byte, error) {
 	return append(line, "}}\n"...), nil
 }
 
+// ParseLine is Line's inverse, for the engine: the stage and state of a
+// request line exactly as Line writes it, newline included. Any other
+// line, however valid, is not ok: the engine decodes that one in full.
+func ParseLine(line []byte) (stage string, state []byte, ok bool) {
+	rest, ok := bytes.CutPrefix(line, []byte(`{"op":"`+Op+`","hook":{"stage":"`))
+	if !ok {
+		return "", nil, false
+	}
+	end := bytes.IndexByte(rest, '"')
+	if end <= 0 {
+		return "", nil, false
+	}
+	for _, c := range rest[:end] {
+		if (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') {
+			return "", nil, false
+		}
+	}
+	stage = string(rest[:end])
+	if rest, ok = bytes.CutPrefix(rest[end:], []byte(`","state":`)); !ok {
+		return "", nil, false
+	}
+	if state, ok = bytes.CutSuffix(rest, []byte("}}\n")); !ok {
+		return "", nil, false
+	}
+	// As Line writes it: one document, nothing around it.
+	if len(state) == 0 || isSpace(state[0]) || isSpace(state[len(state)-1]) || !Valid(state) {
+		return "", nil, false
+	}
+	return stage, state, true
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
 // Valid reports whether data is one JSON document, as json.Valid does.
 func Valid(data []byte) bool {
 	s := jsonscan.New(data)
