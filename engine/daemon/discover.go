@@ -99,10 +99,12 @@ func (e *Engine) adoptDiscovered(ctx context.Context) (err error) {
 		if c.Source != src || running[c.ID] {
 			continue
 		}
-		if _, err := e.unregisterLocked(c.ID); err != nil {
+		gone, err := e.unregisterLocked(c.ID)
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		e.logUnregistered(gone)
 		removed++
 	}
 	e.mu.Unlock()

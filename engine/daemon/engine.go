@@ -558,18 +558,28 @@ func (e *Engine) clearCgroupLocked(cgroupID uint64, except string) error {
 
 // Unregister implements api.Handler.
 func (e *Engine) Unregister(ctx context.Context, id string) error {
-	_, err := e.unregister(id)
+	_, err := e.unregister(ctx, id)
 	return err
 }
 
-// unregister removes id's registration and returns it, for the caller's
-// log (nil for an orphan's cgroup entries).
-func (e *Engine) unregister(id string) (*api.Container, error) {
+// unregister removes id's registration and returns it (nil for an
+// orphan's cgroup entries), logged once the answer is written.
+func (e *Engine) unregister(ctx context.Context, id string) (*api.Container, error) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.unregisterLocked(id)
+	c, err := e.unregisterLocked(id)
+	e.mu.Unlock()
+	api.AfterAnswer(ctx, func() { e.logUnregistered(c) })
+	return c, err
 }
 
+// logUnregistered logs a registration removed (c not nil).
+func (e *Engine) logUnregistered(c *api.Container) {
+	if c != nil {
+		e.log.Info("unregistered", "id", c.ID, "cgroup", c.CgroupID)
+	}
+}
+
+// unregisterLocked removes id's registration; the caller logs it.
 func (e *Engine) unregisterLocked(id string) (*api.Container, error) {
 	c, ok := e.reg.Get(id)
 	if !ok {
@@ -587,7 +597,6 @@ func (e *Engine) unregisterLocked(id string) (*api.Container, error) {
 	}
 	e.gone.add(c)
 	e.roots.drop(id)
-	e.log.Info("unregistered", "id", id, "cgroup", c.CgroupID)
 	// Unused rulesets stay until the next reload or start: the next
 	// container of the same kind reuses them, and deleting one walks the maps.
 	return &c, nil
@@ -625,9 +634,11 @@ func (e *Engine) Sync(ctx context.Context, source string, cs []api.Container) ([
 	}
 	for _, c := range e.reg.List() {
 		if c.Source == source && !keep[c.ID] {
-			if _, err := e.unregisterLocked(c.ID); err != nil {
+			removed, err := e.unregisterLocked(c.ID)
+			if err != nil {
 				errs = append(errs, err)
 			}
+			e.logUnregistered(removed)
 		}
 	}
 	return out, errors.Join(errs...)

@@ -1,14 +1,17 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -736,4 +739,45 @@ func TestEventNamesContainerGoneSince(t *testing.T) {
 	if ev := u.describe(bpf.Event{Action: bpf.ActionExecKilled, CgroupID: cg}); ev.Container != nil {
 		t.Errorf("the oldest gone container is still named after %d newer ones: %+v", keepGone, ev.Container)
 	}
+}
+
+// TestRegistrationsAreLogged: a registration and its removal each log a
+// line (after the answer when a server asks; at once in process), and the
+// removal by a sync too.
+func TestRegistrationsAreLogged(t *testing.T) {
+	var log syncBuffer
+	u := newUnitEngine(t, nil, Options{Log: slog.New(slog.NewTextHandler(&log, nil))})
+	dir, _ := u.cgroup(t, "a")
+	u.register(t, api.Container{ID: "a", CgroupPath: dir, Source: "nri"})
+	if err := u.Unregister(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	u.register(t, api.Container{ID: "b", CgroupPath: dir, Source: "nri"})
+	if _, err := u.Sync(context.Background(), "nri", nil); err != nil {
+		t.Fatal(err)
+	}
+	out := log.String()
+	for _, want := range []string{"msg=registered id=a", "msg=unregistered id=a", "msg=registered id=b", "msg=unregistered id=b"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("engine log has no %q:\n%s", want, out)
+		}
+	}
+}
+
+// syncBuffer is a log sink the engine's goroutines may write at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -36,7 +36,7 @@ func (e *Engine) hook(ctx context.Context, run api.HookRun) (registered, removed
 		return nil, nil, fmt.Errorf("hook run at %s: %w", stage, err)
 	}
 	if stage == ocihook.StagePoststop || st.Status == specs.StateStopped {
-		removed, err := e.unregister(st.ID)
+		removed, err := e.unregister(ctx, st.ID)
 		return nil, removed, err
 	}
 	if err := ocihook.CheckCreateState(st, stage); err != nil {
