@@ -25,6 +25,50 @@ const NoConfigFile = "none"
 // config file read (NoConfigFile if none was). With -h it prints the usage
 // to stderr and returns flag.ErrHelp.
 func FromArgs(args []string, stderr io.Writer) (stage string, _ Config, file string, _ error) {
+	if stage, file, ok := installedArgs(args); ok {
+		cfg, err := fromFile(file)
+		if err != nil {
+			return "", Config{}, "", err
+		}
+		return stage, cfg, file, nil
+	}
+	return fromFlags(args, stderr)
+}
+
+// installedArgs recognises the command line the installer writes,
+// --config FILE --stage STAGE, which sets nothing over the file. It is
+// read without a flag set, whose set-up alone cost every container start
+// 0.04 ms (and finding the binary's own path for the default config file
+// 0.03 ms more).
+func installedArgs(args []string) (stage, file string, ok bool) {
+	if len(args) != 4 || args[0] != "--config" || args[2] != "--stage" {
+		return "", "", false
+	}
+	if args[1] == "" || args[1] == NoConfigFile || !slices.Contains(Stages, args[3]) {
+		return "", "", false
+	}
+	return args[3], args[1], true
+}
+
+// fromFile is the config of a command line that names file and sets
+// nothing else, as fromFlags reads it.
+func fromFile(file string) (Config, error) {
+	cfg, found, err := LoadConfigFile(file)
+	if err != nil {
+		return Config{}, err
+	}
+	if !found {
+		return Config{}, fmt.Errorf("config file %s does not exist", file)
+	}
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("hook config: %w", err)
+	}
+	return cfg, nil
+}
+
+// fromFlags is FromArgs for any command line.
+func fromFlags(args []string, stderr io.Writer) (stage string, _ Config, file string, _ error) {
 	fs := flag.NewFlagSet("holdfast-oci-hook", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported as one line by the caller
 	stageFlag := fs.String("stage", "", "OCI hook stage this hook is installed at: createContainer, createRuntime or poststop (required)")

@@ -248,3 +248,38 @@ func TestFromArgsHandedOver(t *testing.T) {
 		}
 	}
 }
+
+// TestFromArgsInstalledLine: the installer's command line, read without
+// the flag set, gives what the flags give: the same stage, config and
+// file, and the same refusals.
+func TestFromArgsInstalledLine(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "hook.json")
+	if err := os.WriteFile(good, []byte(`{"socket":"/run/custom.sock","failMode":"closed","timeout":"3s","log":"none"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(bad, []byte(`{"socket":"relative.sock"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"--config", good, "--stage", "createRuntime"},
+		{"--config", good, "--stage", "poststop"},
+		{"--config", filepath.Join(dir, "absent.json"), "--stage", "createRuntime"},
+		{"--config", bad, "--stage", "createRuntime"},
+		{"--config", good, "--stage", "prestart"},
+		{"--config", NoConfigFile, "--stage", "createRuntime"},
+		{"--config", "", "--stage", "createRuntime"},
+	} {
+		_, _, fast := installedArgs(args)
+		stage, cfg, file, err := FromArgs(args, new(bytes.Buffer))
+		wStage, wCfg, wFile, wErr := fromFlags(args, new(bytes.Buffer))
+		if stage != wStage || !reflect.DeepEqual(cfg, wCfg) || file != wFile || (err == nil) != (wErr == nil) {
+			t.Errorf("%q (read without flags: %v): FromArgs = %s, %+v, %q, %v; the flags give %s, %+v, %q, %v",
+				args, fast, stage, cfg, file, err, wStage, wCfg, wFile, wErr)
+		}
+	}
+	if _, _, ok := installedArgs([]string{"--config", good, "--stage", "createRuntime"}); !ok {
+		t.Error("the installer's command line is not read without the flag set")
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
+	"github.com/holdfast-dev/holdfast/hook/hookconfig"
 )
 
 // Version is the hooks.d schema version this package writes.
@@ -119,8 +120,10 @@ func Parse(data []byte) (*File, error) {
 
 // NewFile is the hooks.d file for holdfast-oci-hook at binary, run at stage
 // (createContainer or createRuntime) and at poststop. The same command runs
-// at both; the hook tells them apart by the state's status. The runtime's
-// timeout is only a backstop above the hook's own deadline.
+// at both; the hook tells them apart by the state's status. It names the
+// config file next to the binary, which the hook then reads without
+// looking for itself or setting up flags. The runtime's timeout is only a
+// backstop above the hook's own deadline.
 //
 // HookEnv is the hook's environment: one P, because a hook computes nothing
 // in parallel, and the Go runtime then neither sizes itself from the cgroup
@@ -136,7 +139,7 @@ func NewFile(binary string, stage ocihook.Stage, deadline time.Duration) (*File,
 		Version: Version,
 		Hook: Hook{
 			Path:    binary,
-			Args:    []string{BinaryName, "--stage", string(stage)},
+			Args:    []string{BinaryName, "--config", filepath.Join(filepath.Dir(binary), hookconfig.ConfigFileName), "--stage", string(stage)},
 			Env:     HookEnv,
 			Timeout: &timeout,
 		},

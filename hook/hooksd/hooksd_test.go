@@ -37,7 +37,7 @@ func TestNewFile(t *testing.T) {
 	}
 	if back.Version != "1.0.0" || back.When.Always == nil || !*back.When.Always ||
 		strings.Join(back.Stages, ",") != "createRuntime,poststop" ||
-		strings.Join(back.Hook.Args, " ") != "holdfast-oci-hook --stage createRuntime" ||
+		strings.Join(back.Hook.Args, " ") != "holdfast-oci-hook --config "+filepath.Join(filepath.Dir(bin), hookconfig.ConfigFileName)+" --stage createRuntime" ||
 		back.Hook.Timeout == nil || *back.Hook.Timeout != 5 || back.Hook.Path != bin {
 		t.Fatalf("hooks.d file:\n%s", data)
 	}
