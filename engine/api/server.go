@@ -204,7 +204,10 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 			resp, keep = s.dispatch(reqCtx, &req), true
 			cancel()
 		}
-		err := json.NewEncoder(conn).Encode(resp)
+		line, err := appendResponse(nil, resp)
+		if err == nil {
+			_, err = conn.Write(line)
+		}
 		after.run()
 		if err != nil {
 			s.log().Warn("write response", "err", err)

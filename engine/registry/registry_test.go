@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -237,4 +238,29 @@ func heapInUse() uint64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return ms.HeapAlloc
+}
+
+// TestEntryLineIsMarshal: every kind of journal line is what
+// encoding/json writes, by hand or not.
+func TestEntryLineIsMarshal(t *testing.T) {
+	c := &api.Container{ID: "c\"1<", CgroupID: 5, CgroupPath: "/sys/fs/cgroup/x", Labels: map[string]string{"app": "web"}, Policies: []string{"p"}, Pid: 9}
+	for _, e := range []entry{
+		{Op: "put", Container: c},
+		{Op: "delete", ID: "c\"1<"},
+		{Op: "boot", BootID: "b"},
+		{Op: "ruleset", Key: "k", Ruleset: 3},
+		{Op: "forget-ruleset", Key: "k"},
+		{Op: "next-ruleset", Ruleset: 7},
+		{Op: "put", Container: c, ID: "odd"},
+		{Op: "delete"},
+	} {
+		want, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := e.appendLine(nil)
+		if err != nil || string(got) != string(want)+"\n" {
+			t.Errorf("%+v: appendLine = %s (%v), json.Marshal %s", e, got, err, want)
+		}
+	}
 }

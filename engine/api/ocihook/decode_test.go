@@ -122,3 +122,44 @@ func TestDecodeErrorsNameWhatWasWrong(t *testing.T) {
 		t.Errorf("fractional pid: %v", err)
 	}
 }
+
+// FuzzParseLabels: ParseLabels takes what json.Unmarshal takes into a
+// map of strings, with the same labels, and refuses the rest.
+func FuzzParseLabels(f *testing.F) {
+	for _, s := range []string{`{}`, `null`, `{"app":"web","tier":"\u003cx\u003e"}`, `{"a":1}`, `{"a":null}`, `{"a":"b"} x`, `[]`, `{"a":"b","a":"c"}`, `{" ":"x"}`, "{\"\xff\":\"v\"}"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		got, err := ParseLabels(raw)
+		var want map[string]string
+		jerr := json.Unmarshal([]byte(raw), &want)
+		if jerr != nil {
+			if err == nil {
+				t.Fatalf("ParseLabels(%q) = %v, json.Unmarshal refuses it: %v", raw, got, jerr)
+			}
+			return
+		}
+		if err != nil {
+			// Refused on its own rules only: too many labels, an empty key.
+			if len(want) > maxLabels || hasBlankKey(want) {
+				return
+			}
+			t.Fatalf("ParseLabels(%q): %v; json.Unmarshal gives %v", raw, err, want)
+		}
+		if len(want) == 0 {
+			want = nil
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("ParseLabels(%q) = %v, json.Unmarshal gives %v", raw, got, want)
+		}
+	})
+}
+
+func hasBlankKey(m map[string]string) bool {
+	for k := range m {
+		if strings.TrimSpace(k) == "" {
+			return true
+		}
+	}
+	return false
+}

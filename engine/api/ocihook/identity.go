@@ -1,13 +1,13 @@
 package ocihook
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/engine/api/jsonscan"
 )
 
 // Source names the OCI hook as a registrar to the engine.
@@ -107,9 +107,15 @@ func Identity(id string, annotationSets ...map[string]string) (api.Container, er
 // ParseLabels decodes CRI-O's labels annotation: a JSON object of strings.
 // A malformed value is an error rather than "no labels", because policies
 // select by labels and an unlabelled container would silently escape them.
+// It reads as json.Unmarshal would (FuzzParseLabels), without reflection.
 func ParseLabels(raw string) (map[string]string, error) {
 	var labels map[string]string
-	if err := json.Unmarshal([]byte(raw), &labels); err != nil {
+	s := jsonscan.New([]byte(raw))
+	err := s.StringMap(&labels)
+	if err == nil {
+		err = s.End()
+	}
+	if err != nil {
 		return nil, fmt.Errorf("labels are not a JSON object of strings: %w", err)
 	}
 	if len(labels) > maxLabels {
