@@ -291,15 +291,20 @@ func (r *Root) identity(f *os.File) (bpf.FileID, error) {
 	return id, err
 }
 
+// identify is linux.Identify; a test takes it away to check the fallback.
+var identify = linux.Identify
+
 // stat reads f's type and link count, and its identity as the kernel
 // holds it: one statx where it names the mount (Linux 5.8+), else fstat
 // and fdinfo.
 func (r *Root) stat(f *os.File) (linux.FileStat, bpf.FileID, error) {
-	fi, err := linux.Identify(f)
-	if errors.Is(err, linux.ErrNoStatxMountID) {
-		fi.FileStat, err = linux.Fstat(f)
-		if err == nil {
-			fi.MntID, fi.Ino, err = fdinfo(f)
+	fi, err := identify(f)
+	ino := fi.Ino
+	if err != nil {
+		// No mount ID from statx (or statx refused, as a seccomp filter
+		// may): fstat says what stat says, fdinfo what the kernel holds.
+		if fi.FileStat, err = linux.Fstat(f); err == nil {
+			fi.MntID, ino, err = fdinfo(f)
 		}
 	}
 	if err != nil {
@@ -309,7 +314,7 @@ func (r *Root) stat(f *os.File) (linux.FileStat, bpf.FileID, error) {
 	if err != nil {
 		return linux.FileStat{}, bpf.FileID{}, fmt.Errorf("identity of %s: %w", f.Name(), err)
 	}
-	return fi.FileStat, bpf.FileID{Dev: dev, Ino: fi.Ino}, nil
+	return fi.FileStat, bpf.FileID{Dev: dev, Ino: ino}, nil
 }
 
 // maxFdinfo bounds an fdinfo file; a path's or directory's is a few lines.

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-dev/holdfast/bpf"
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 )
 
 // tree builds a root with a merged /usr, symlinks that try to leave the
@@ -171,6 +172,40 @@ func TestParseFdinfo(t *testing.T) {
 		mnt, ino, found := parseFdinfo([]byte(tt.in))
 		if found != tt.found || found && (mnt != tt.mnt || ino != tt.ino) {
 			t.Errorf("parseFdinfo(%q) = %d, %d, %v; want %d, %d, %v", tt.in, mnt, ino, found, tt.mnt, tt.ino, tt.found)
+		}
+	}
+}
+
+// TestIdentityWithoutStatxMountID: where statx cannot name a file's mount
+// (Linux before 5.8), fstat and fdinfo give the same identities, modes and
+// link counts, and Resolve still checks stat's inode against stat's.
+func TestIdentityWithoutStatxMountID(t *testing.T) {
+	dir, _ := tree(t)
+	r, err := Open(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	paths := []string{"/bin/sh", "/usr/bin/id", "/etc/abs", "/usr/bin"}
+	var withStatx []File
+	for _, p := range paths {
+		f, err := r.Resolve(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		withStatx = append(withStatx, f)
+	}
+	identify = func(f *os.File) (linux.FileIdentity, error) {
+		return linux.FileIdentity{}, linux.ErrNoStatxMountID
+	}
+	defer func() { identify = linux.Identify }()
+	for i, p := range paths {
+		f, err := r.Resolve(p)
+		if err != nil {
+			t.Fatalf("Resolve(%s) without statx: %v", p, err)
+		}
+		if w := withStatx[i]; f.ID != w.ID || f.Mode != w.Mode || f.Nlink != w.Nlink {
+			t.Errorf("%s: without statx %v %v %d, with %v %v %d", p, f.ID, f.Mode, f.Nlink, w.ID, w.Mode, w.Nlink)
 		}
 	}
 }

@@ -38,6 +38,10 @@ func (s *Scanner) End() error {
 // Skip consumes one value of any type, checking its syntax.
 func (s *Scanner) Skip() error { return s.skip(0) }
 
+// SkipNested is Skip for a value nested in depth enclosing objects or
+// arrays of a larger document, whose nesting counts against the same bound.
+func (s *Scanner) SkipNested(depth int) error { return s.skip(depth) }
+
 // maxDepth bounds nesting in skipped values, as encoding/json does.
 const maxDepth = 10000
 

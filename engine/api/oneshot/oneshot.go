@@ -89,8 +89,13 @@ func ParseLine(line []byte) (stage string, state []byte, ok bool) {
 	if state, ok = bytes.CutSuffix(rest, []byte("}}\n")); !ok {
 		return "", nil, false
 	}
-	// As Line writes it: one document, nothing around it.
-	if len(state) == 0 || isSpace(state[0]) || isSpace(state[len(state)-1]) || !Valid(state) {
+	// As Line writes it: one document, nothing around it, and nested no
+	// deeper than the decoder takes it inside its request (the bound counts
+	// the request's own levels: TestParseLineNestingBound).
+	if len(state) == 0 || isSpace(state[0]) || isSpace(state[len(state)-1]) {
+		return "", nil, false
+	}
+	if s := jsonscan.New(state); s.SkipNested(3) != nil || s.End() != nil {
 		return "", nil, false
 	}
 	return stage, state, true

@@ -2,6 +2,7 @@ package oneshot
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -78,4 +79,22 @@ func FuzzParseLine(f *testing.F) {
 			t.Fatalf("ParseLine(%q) = %q, %q; decoding gives %+v", data, stage, state, req)
 		}
 	})
+}
+
+// TestParseLineNestingBound: a state nested as deep as the decoder takes
+// inside its request is taken, one level more is not, as the decoder does.
+func TestParseLineNestingBound(t *testing.T) {
+	for depth := 9990; depth <= 10002; depth++ {
+		state := strings.Repeat("[", depth) + strings.Repeat("]", depth)
+		line := `{"op":"hook","hook":{"stage":"createRuntime","state":` + state + "}}\n"
+		var req struct {
+			Hook struct {
+				State json.RawMessage `json:"state"`
+			} `json:"hook"`
+		}
+		decoded := json.Unmarshal([]byte(line), &req) == nil
+		if _, _, ok := ParseLine([]byte(line)); ok != decoded {
+			t.Errorf("state nested %d deep: ParseLine ok %v, the decoder takes it: %v", depth, ok, decoded)
+		}
+	}
 }
