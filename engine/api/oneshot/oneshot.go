@@ -5,11 +5,14 @@
 // for Go's network poller (an epoll instance, an eventfd, goroutine
 // hand-offs between threads) and for encoding/json's reflection caches
 // more than for the call; this needs one thread, no poller and no
-// reflection.
+// reflection. The answer is awaited in a raw ppoll that keeps the caller's
+// P (linux.WaitReady), bounded by the call's deadline: the callers (the
+// hook's fast path, the full hook's forward) have nothing else to run
+// meanwhile, and the runtime then starts no thread to take the P over.
 //
-// It imports of this module only jsonscan, and neither package net nor
-// encoding/json, so the hook's fast path links little. Package api wraps
-// it (api.OneShot) with the protocol's refusal errors.
+// It imports of this module only jsonscan and bpf/linux, and neither
+// package net nor encoding/json, so the hook's fast path links little.
+// Package api wraps it (api.OneShot) with the protocol's refusal errors.
 package oneshot
 
 import (
@@ -22,6 +25,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/engine/api/jsonscan"
 )
 
@@ -194,23 +198,13 @@ func readLine(fd int, deadline time.Time) ([]byte, error) {
 }
 
 // awaitInput waits until fd has input (or the peer closed) or the deadline
-// passes.
+// passes, holding the P of a process with one goroutine (linux.WaitReady).
 func awaitInput(fd int, deadline time.Time) error {
-	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return deadlinePassed()
-		}
-		ms := int((left + time.Millisecond - 1) / time.Millisecond)
-		ready, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, ms)
-		switch {
-		case errors.Is(err, unix.EINTR) || err == nil && ready == 0:
-			continue // the loop checks the deadline
-		case err != nil:
-			return fmt.Errorf("poll: %w", err)
-		}
-		return nil
+	err := linux.WaitReady(fd, unix.POLLIN, deadline)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return deadlinePassed()
 	}
+	return err
 }
 
 // ErrClosedEarly: the engine closed the connection before a whole answer.
