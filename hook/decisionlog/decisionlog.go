@@ -6,7 +6,7 @@
 // The line is written out by hand: the hook is a new process per container
 // start, and encoding/json would first build its encoders by reflection,
 // which costs more than the line itself. It imports of this module only
-// bpf/linux.
+// bpf/linux and jsonenc (strings as encoding/json writes them).
 package decisionlog
 
 import (
@@ -18,9 +18,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/holdfast-dev/holdfast/bpf/linux"
+	"github.com/holdfast-dev/holdfast/engine/api/jsonenc"
 )
 
 // Outcomes a decision records.
@@ -61,13 +61,13 @@ type Step struct {
 func (e *Entry) Line() []byte {
 	b := make([]byte, 0, 512)
 	b = append(b, `{"time":`...)
-	b = appendJSONString(b, e.Time.UTC().Format(time.RFC3339Nano))
+	b = jsonenc.String(b, e.Time.UTC().Format(time.RFC3339Nano))
 	field := func(name, value string) {
 		if value != "" {
 			b = append(b, `,"`...)
 			b = append(b, name...)
 			b = append(b, `":`...)
-			b = appendJSONString(b, value)
+			b = jsonenc.String(b, value)
 		}
 	}
 	field("stage", e.Stage)
@@ -89,7 +89,7 @@ func (e *Entry) Line() []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, p)
+			b = jsonenc.String(b, p)
 		}
 		b = append(b, ']')
 	}
@@ -113,7 +113,7 @@ func (e *Entry) Line() []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, n)
+			b = jsonenc.String(b, n)
 			b = append(b, ':')
 			b = strconv.AppendInt(b, total[n], 10)
 		}
@@ -148,40 +148,6 @@ func (e *Entry) StderrLine(err error) string {
 // OneLine folds newlines so a message stays one line on a terminal or in a log.
 func OneLine(s string) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
-}
-
-// appendJSONString appends s as a JSON string as encoding/json writes it,
-// HTML characters aside: quote, backslash and control characters escaped,
-// invalid UTF-8 replaced by U+FFFD.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				b = append(b, '\\', c)
-			case c < 0x20:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			default:
-				b = append(b, c)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			b = append(b, `\ufffd`...)
-		case r == '\u2028' || r == '\u2029':
-			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
-		default:
-			b = append(b, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(b, '"')
 }
 
 // Append appends line to the log file logPath ("-" is stderr, "none"

@@ -3,7 +3,8 @@
 // journal line and its answer): without reflection, whose type caches and
 // code an idle engine has to bring back into its caches first.
 //
-// It is a leaf: it imports nothing of this module.
+// It is a leaf: it imports nothing of this module. The OCI hook's decision
+// log writes its strings with it too.
 package jsonenc
 
 import (
