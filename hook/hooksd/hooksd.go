@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/holdfast-dev/holdfast/engine/api/ocihook"
-	"github.com/holdfast-dev/holdfast/hook/hookconfig"
 )
 
 // Version is the hooks.d schema version this package writes.
@@ -121,15 +120,15 @@ func Parse(data []byte) (*File, error) {
 // NewFile is the hooks.d file for holdfast-oci-hook at binary, run at stage
 // (createContainer or createRuntime) and at poststop. The same command runs
 // at both; the hook tells them apart by the state's status. It names the
-// config file next to the binary, which the hook then reads without
-// looking for itself or setting up flags. The runtime's timeout is only a
-// backstop above the hook's own deadline.
+// hook's config file, which the hook then reads without looking for itself
+// or setting up flags. The runtime's timeout is only a backstop above the
+// hook's own deadline.
 //
 // HookEnv is the hook's environment: one P, because a hook computes nothing
 // in parallel, and the Go runtime then neither sizes itself from the cgroup
 // at start nor wakes idle threads on other CPUs (measured: about 0.4 ms less
 // per container start here).
-func NewFile(binary string, stage ocihook.Stage, deadline time.Duration) (*File, error) {
+func NewFile(binary, config string, stage ocihook.Stage, deadline time.Duration) (*File, error) {
 	if stage != ocihook.StageCreateContainer && stage != ocihook.StageCreateRuntime {
 		return nil, fmt.Errorf("hooks.d stage %q: want %s or %s", stage, ocihook.StageCreateContainer, ocihook.StageCreateRuntime)
 	}
@@ -139,7 +138,7 @@ func NewFile(binary string, stage ocihook.Stage, deadline time.Duration) (*File,
 		Version: Version,
 		Hook: Hook{
 			Path:    binary,
-			Args:    []string{BinaryName, "--config", filepath.Join(filepath.Dir(binary), hookconfig.ConfigFileName), "--stage", string(stage)},
+			Args:    []string{BinaryName, "--config", config, "--stage", string(stage)},
 			Env:     HookEnv,
 			Timeout: &timeout,
 		},

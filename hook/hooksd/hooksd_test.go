@@ -20,7 +20,8 @@ func fakeBinary(t *testing.T, content string) string {
 
 func TestNewFile(t *testing.T) {
 	bin := fakeBinary(t, "#!/bin/true\n")
-	f, err := NewFile(bin, ocihook.StageCreateRuntime, 2*time.Second)
+	cfg := filepath.Join(filepath.Dir(bin), hookconfig.ConfigFileName)
+	f, err := NewFile(bin, cfg, ocihook.StageCreateRuntime, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,11 +38,11 @@ func TestNewFile(t *testing.T) {
 	}
 	if back.Version != "1.0.0" || back.When.Always == nil || !*back.When.Always ||
 		strings.Join(back.Stages, ",") != "createRuntime,poststop" ||
-		strings.Join(back.Hook.Args, " ") != "holdfast-oci-hook --config "+filepath.Join(filepath.Dir(bin), hookconfig.ConfigFileName)+" --stage createRuntime" ||
+		strings.Join(back.Hook.Args, " ") != "holdfast-oci-hook --config "+cfg+" --stage createRuntime" ||
 		back.Hook.Timeout == nil || *back.Hook.Timeout != 5 || back.Hook.Path != bin {
 		t.Fatalf("hooks.d file:\n%s", data)
 	}
-	if _, err := NewFile(bin, ocihook.StagePoststop, time.Second); err == nil {
+	if _, err := NewFile(bin, cfg, ocihook.StagePoststop, time.Second); err == nil {
 		t.Fatal("NewFile accepted poststop as the register stage")
 	}
 }
@@ -209,7 +210,8 @@ func TestInstallRefusesBadInput(t *testing.T) {
 // deploy/crio holds the files `holdfast install crio` writes with its
 // defaults; they must not drift from the code.
 func TestDeployExamplesMatchInstall(t *testing.T) {
-	f, err := NewFile(filepath.Join(DefaultInstallDir, BinaryName), ocihook.StageCreateRuntime, hookconfig.DefaultTimeout)
+	defaults := Options{}
+	f, err := NewFile(defaults.BinaryPath(), defaults.ConfigPath(), ocihook.StageCreateRuntime, hookconfig.DefaultTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

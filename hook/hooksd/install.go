@@ -69,7 +69,7 @@ func Install(o Options) ([]registrar.Change, error) {
 	if err != nil {
 		return nil, fmt.Errorf("install OCI hook: %w", err)
 	}
-	file, err := NewFile(o.BinaryPath(), o.Stage, time.Duration(o.Config.WithDefaults().Timeout))
+	file, err := NewFile(o.BinaryPath(), o.ConfigPath(), o.Stage, time.Duration(o.Config.WithDefaults().Timeout))
 	if err != nil {
 		return nil, fmt.Errorf("install OCI hook: %w", err)
 	}
