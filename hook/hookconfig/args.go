@@ -60,6 +60,11 @@ func fromFile(file string) (Config, error) {
 	if !found {
 		return Config{}, fmt.Errorf("config file %s does not exist", file)
 	}
+	return completed(cfg)
+}
+
+// completed is cfg with defaults applied, checked.
+func completed(cfg Config) (Config, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return Config{}, fmt.Errorf("hook config: %w", err)
@@ -148,9 +153,9 @@ func fromFlags(args []string, stderr io.Writer) (stage string, _ Config, file st
 	if flagErr != nil {
 		return "", Config{}, "", flagErr
 	}
-	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
-		return "", Config{}, "", fmt.Errorf("hook config: %w", err)
+	cfg, err := completed(cfg)
+	if err != nil {
+		return "", Config{}, "", err
 	}
 	return *stageFlag, cfg, path, nil
 }
