@@ -59,6 +59,44 @@ func (s *Scanner) StringMap(dst *map[string]string) error {
 	})
 }
 
+// StringMapOf is StringMap keeping only the keys keep accepts. The other
+// values are checked to be strings, as StringMap checks them, and dropped
+// unconverted: a runtime's state carries every annotation of a container,
+// and a reader that needs a few of them pays for those alone.
+func (s *Scanner) StringMapOf(dst *map[string]string, keep func(key []byte) bool) error {
+	if s.Null() {
+		*dst = nil
+		return nil
+	}
+	if s.peek() != '{' {
+		return s.mismatch("an object of strings")
+	}
+	if *dst == nil {
+		*dst = map[string]string{}
+	}
+	return s.object(func(key []byte) error {
+		if !keep(key) {
+			return s.skipString()
+		}
+		var v string
+		err := s.String(&v)
+		(*dst)[string(key)] = v
+		return err
+	})
+}
+
+// skipString consumes a string or null, as String reads it, keeping
+// nothing of it.
+func (s *Scanner) skipString() error {
+	if s.Null() {
+		return nil
+	}
+	if s.peek() != '"' {
+		return s.mismatch("a string")
+	}
+	return s.skipStr()
+}
+
 // Optional reads an object into the struct *dst points to, allocating it
 // when nil (a repeated key reads into the same struct, as encoding/json
 // does), calling field for each key; null makes *dst nil.

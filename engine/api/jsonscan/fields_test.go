@@ -63,3 +63,31 @@ func TestFieldsMatchEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestStringMapOfIsStringMapFiltered: StringMapOf keeps what StringMap
+// reads for the keys it keeps (escaped keys compared decoded), and refuses
+// what StringMap refuses, in a kept value or not.
+func TestStringMapOfIsStringMapFiltered(t *testing.T) {
+	keep := func(key []byte) bool { return strings.HasPrefix(string(key), "k") }
+	for _, in := range []string{
+		`{}`, `null`, `{"k1":"a","x":"b","k2":null}`, `{"k1":"a","k1":"b","x":"c"}`,
+		`{"\u006b1":"a","x":"\u00e9\n"}`, `{"x":"\ud800","k":"\"\\"}`, "{\"x\":\"\xff\",\"k\":\"\xfe\"}",
+		`{"x":1}`, `{"k":1}`, `{"x":{}}`, `{"x":[]}`, `{"x":true}`, `{"x":"a`, `{"x":"\q"}`, `[]`, `"s"`, `{"x":"a",}`,
+	} {
+		var want, got map[string]string
+		wantErr := New([]byte(in)).StringMap(&want)
+		for k := range want {
+			if !keep([]byte(k)) {
+				delete(want, k)
+			}
+		}
+		err := New([]byte(in)).StringMapOf(&got, keep)
+		if (err == nil) != (wantErr == nil) {
+			t.Errorf("%s: error %v, StringMap's %v", in, err, wantErr)
+			continue
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: read %#v, want %#v", in, got, want)
+		}
+	}
+}

@@ -242,8 +242,7 @@ func (s *Scanner) skip(depth int) error {
 	case c == '[':
 		return s.array(func() error { return s.skip(depth + 1) })
 	case c == '"':
-		_, err := s.rawStr()
-		return err
+		return s.skipStr()
 	case c == '-' || c >= '0' && c <= '9':
 		return s.number()
 	case c == 't' && s.literal("true"), c == 'f' && s.literal("false"), c == 'n' && s.literal("null"):
@@ -339,6 +338,29 @@ func (s *Scanner) rawStr() ([]byte, error) {
 		}
 	}
 	return nil, s.fail("unterminated string")
+}
+
+// skipStr consumes a string as rawStr does, checking it the same way but
+// building nothing: a skipped string with escapes (a JSON document in an
+// annotation) costs no allocation.
+func (s *Scanner) skipStr() error {
+	s.pos++ // the opening quote
+	for s.pos < len(s.data) {
+		switch c := s.data[s.pos]; {
+		case c == '"':
+			s.pos++
+			return nil
+		case c < 0x20:
+			return s.fail("control character in string")
+		case c == '\\':
+			if _, err := s.escape(); err != nil {
+				return err
+			}
+		default:
+			s.pos++ // invalid UTF-8 reads as U+FFFD: nothing to check
+		}
+	}
+	return s.fail("unterminated string")
 }
 
 // escape consumes one escape sequence, a surrogate pair as one rune.

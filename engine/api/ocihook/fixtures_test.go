@@ -1,6 +1,7 @@
 package ocihook
 
 import (
+	"reflect"
 	"testing"
 
 	"github.com/holdfast-dev/holdfast/test/harness"
@@ -73,5 +74,31 @@ func TestIdentityRefusesContainerWithoutSandbox(t *testing.T) {
 	}
 	if _, err := Identity("c1", map[string]string{CRIContainerType: "podsandbox"}); err == nil {
 		t.Fatal("an unknown container type was accepted")
+	}
+}
+
+// TestIdentityReadsOnlyIdentityKeys: the decoders keep only the
+// annotations isIdentityKey names, so Identity must come out the same
+// from those alone; a key Identity starts to read that the fixtures carry
+// and isIdentityKey does not name fails here.
+func TestIdentityReadsOnlyIdentityKeys(t *testing.T) {
+	dropped := 0
+	for _, fixture := range []string{"crio-sandbox.json", "crio-container.json", "containerd-sandbox.json", "containerd-container.json"} {
+		all := harness.RuntimeAnnotations(t, fixture)
+		kept := map[string]string{}
+		for k, v := range all {
+			if isIdentityKey([]byte(k)) {
+				kept[k] = v
+			}
+		}
+		dropped += len(all) - len(kept)
+		want, wantErr := Identity("c1", all)
+		got, err := Identity("c1", kept)
+		if !reflect.DeepEqual(got, want) || (err == nil) != (wantErr == nil) {
+			t.Errorf("%s: identity from its identity annotations %+v (%v), from all %+v (%v)", fixture, got, err, want, wantErr)
+		}
+	}
+	if dropped == 0 {
+		t.Fatal("every fixture annotation is an identity's: the test checks nothing")
 	}
 }

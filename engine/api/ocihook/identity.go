@@ -44,6 +44,19 @@ const (
 	ContainerTypeContainer = "container"
 )
 
+// isIdentityKey says whether an annotation is one Identity reads: the
+// state's and config.json's decoders keep these alone
+// (TestIdentityReadsOnlyIdentityKeys).
+func isIdentityKey(key []byte) bool {
+	switch string(key) {
+	case CRIONamespace, CRINamespace, CRIOPodName, CRIPodName, CRIOPodUID, CRIPodUID,
+		CRIOContainerName, CRIContainerName, CRIOImageName, CRIImageName, CRIOLabels,
+		CRIOContainerType, CRIContainerType, CRIOSandboxID, CRISandboxID:
+		return true
+	}
+	return false
+}
+
 // maxLabels bounds the labels annotation, which Kubernetes caps far lower.
 const maxLabels = 1024
 

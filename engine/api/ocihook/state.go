@@ -46,7 +46,9 @@ func ParseStage(s string) (Stage, error) {
 }
 
 // ParseState decodes and checks the OCI state JSON the runtime writes to a
-// hook's stdin.
+// hook's stdin. Of its annotations it keeps those Identity reads: runtimes
+// put every annotation of a container there, and each container start
+// waits for this decode.
 func ParseState(data []byte) (*specs.State, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("empty OCI state on stdin")
@@ -64,8 +66,8 @@ func ParseState(data []byte) (*specs.State, error) {
 	return st, nil
 }
 
-// decodeState decodes data as json.Unmarshal would into a specs.State, in
-// one pass without reflection: the engine gets the state inside a request
+// decodeState decodes data as json.Unmarshal would into a specs.State
+// (annotations aside: identity's alone), in one pass without reflection: the engine gets the state inside a request
 // it has decoded already, and runtimes put every annotation in it.
 func decodeState(data []byte) (*specs.State, error) {
 	s := jsonscan.New(data)
@@ -86,7 +88,7 @@ func decodeState(data []byte) (*specs.State, error) {
 		case strings.EqualFold(key, "bundle"):
 			return field("bundle", s.String(&st.Bundle))
 		case strings.EqualFold(key, "annotations"):
-			return field("annotations", s.StringMap(&st.Annotations))
+			return field("annotations", s.StringMapOf(&st.Annotations, isIdentityKey))
 		}
 		return s.Skip()
 	})
@@ -176,7 +178,7 @@ func CheckCreateState(st *specs.State, stage Stage) error {
 
 // BundleConfig is the part of a bundle's config.json the hook reads. It
 // decodes only these fields so that unrelated parts of a newer spec cannot
-// make the hook fail.
+// make the hook fail, and of the annotations only those Identity reads.
 type BundleConfig struct {
 	Annotations map[string]string `json:"annotations,omitempty"`
 	Linux       *struct {
@@ -231,7 +233,7 @@ func ParseBundleConfig(data []byte) (*BundleConfig, error) {
 }
 
 // decodeBundleConfig decodes data as json.Unmarshal would into a
-// BundleConfig, in one pass that builds nothing of the fields it skips: a
+// BundleConfig (annotations aside: identity's alone), in one pass that builds nothing of the fields it skips: a
 // runc spec is mostly mounts, capabilities and namespaces the engine never
 // reads, and encoding/json spent more on them than the rest of a hook run
 // did.
@@ -248,7 +250,7 @@ func decodeBundleConfig(data []byte) (*BundleConfig, error) {
 	err := object(s, "config.json", func(key string) error {
 		switch {
 		case strings.EqualFold(key, "annotations"):
-			return field("annotations", s.StringMap(&c.Annotations))
+			return field("annotations", s.StringMapOf(&c.Annotations, isIdentityKey))
 		case strings.EqualFold(key, "linux"):
 			return field("linux", jsonscan.Optional(s, &c.Linux, func(key string) error {
 				return only(key, "cgroupsPath", func() error { return s.String(&c.Linux.CgroupsPath) })

@@ -2,6 +2,7 @@ package ocihook
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,13 +107,14 @@ func TestReadBundleConfig(t *testing.T) {
 	if _, err := ReadBundleConfig(dir); err == nil || !strings.Contains(err.Error(), "malformed config.json") {
 		t.Fatalf("bad cgroupsPath type: error = %v", err)
 	}
-	// Fields the hook does not read do not matter, whatever their shape.
-	write(`{"ociVersion":"9.9","process":{"args":["/bin/sh"]},"future":[1,2],"annotations":{"k":"v"},"linux":{"cgroupsPath":"/a/b","namespaces":[]}}`)
+	// Fields the hook does not read do not matter, whatever their shape;
+	// of the annotations only an identity's are kept.
+	write(`{"ociVersion":"9.9","process":{"args":["/bin/sh"]},"future":[1,2],"annotations":{"k":"v","io.kubernetes.pod.name":"p"},"linux":{"cgroupsPath":"/a/b","namespaces":[]}}`)
 	c, err := ReadBundleConfig(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.CgroupsPath() != "/a/b" || c.Annotations["k"] != "v" {
+	if c.CgroupsPath() != "/a/b" || !maps.Equal(c.Annotations, map[string]string{CRIOPodName: "p"}) {
 		t.Fatalf("config = %+v", c)
 	}
 	write(`{}`)
