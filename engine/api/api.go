@@ -205,6 +205,9 @@ type Response struct {
 	Containers []Container  `json:"containers,omitempty"`
 	Status     *Status      `json:"status,omitempty"`
 	Explain    *Explanation `json:"explain,omitempty"`
+	// Steps time the engine's handling of an OpHook request, for the
+	// hook's decision log (EndStep names them).
+	Steps oneshot.Steps `json:"stepsUs,omitempty"`
 }
 
 // Status describes what the engine enforces and how.

@@ -100,5 +100,9 @@ func appendResponse(b []byte, r *Response) ([]byte, error) {
 		key(`"removed":`)
 		b = AppendContainer(b, r.Removed)
 	}
+	if len(r.Steps) > 0 {
+		key(`"stepsUs":`)
+		b = r.Steps.AppendJSON(b)
+	}
 	return append(b, '}', '\n'), nil
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"reflect"
 	"testing"
+
+	"github.com/holdfast-dev/holdfast/engine/api/oneshot"
 )
 
 // FuzzAppendContainer: AppendContainer writes what json.Marshal writes,
@@ -76,6 +78,7 @@ func TestAppendResponseIsMarshal(t *testing.T) {
 	values := map[string]any{
 		"Error": "bad \"thing\"\n", "Code": CodeCannotEnforce, "NotFound": true, "Container": c, "Removed": c,
 		"Containers": []Container{*c}, "Status": &Status{ABI: "v3"}, "Explain": &Explanation{},
+		"Steps": oneshot.Steps{{Name: "request", Us: 12}, {Name: "a<b>&", Us: 0}},
 	}
 	typ := reflect.TypeOf(Response{})
 	var all Response

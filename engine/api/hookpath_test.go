@@ -148,3 +148,44 @@ func TestReadHookLine(t *testing.T) {
 		}
 	}
 }
+
+// steppingHook ends one step of its own, of at least 2 ms.
+type steppingHook struct{ fakeHandler }
+
+func (*steppingHook) Hook(ctx context.Context, run HookRun) (HookResult, error) {
+	time.Sleep(2 * time.Millisecond)
+	EndStep(ctx, "work")
+	return HookResult{Registered: &Container{ID: "c"}}, nil
+}
+
+// TestHookAnswerCarriesSteps: an OpHook answer times the request's steps
+// in order, the server's reading of it and each the handler ended; other
+// answers carry none.
+func TestHookAnswerCarriesSteps(t *testing.T) {
+	sock := serve(t, &Server{Handler: &steppingHook{}, AllowUID: allowAll})
+	line, err := oneshot.Line("createRuntime", []byte(`{"ociVersion":"1.0.2","id":"c","status":"creating","pid":7,"bundle":"/b"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, err := oneshot.Call(context.Background(), sock, time.Now().Add(10*time.Second), line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := oneshot.DecodeReply(answer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Steps) != 2 || r.Steps[0].Name != "request" || r.Steps[1].Name != "work" || r.Steps[1].Us < 2000 {
+		t.Fatalf("answer %s: steps %+v, want request then work of at least 2000 µs", answer, r.Steps)
+	}
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write([]byte(`{"op":"list"}` + "\n"))
+	got, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || strings.Contains(got, "stepsUs") {
+		t.Fatalf("list answer %q (%v) carries steps", got, err)
+	}
+}

@@ -1,6 +1,10 @@
 package api
 
-import "context"
+import (
+	"context"
+
+	"github.com/holdfast-dev/holdfast/engine/api/oneshot"
+)
 
 type peerKey struct{}
 
@@ -45,4 +49,21 @@ func (a *afterAnswer) run() {
 		fn()
 	}
 	a.fns = a.fns[:0]
+}
+
+type stepsKey struct{}
+
+// withSteps returns ctx timing its request's steps with t.
+func withSteps(ctx context.Context, t *oneshot.StepTimer) context.Context {
+	return context.WithValue(ctx, stepsKey{}, t)
+}
+
+// EndStep ends the current step of ctx's request, named name: the time
+// since the step before ended, or since the request was read. An OpHook
+// answer carries the steps to the hook's decision log. Outside a server's
+// request it does nothing.
+func EndStep(ctx context.Context, name string) {
+	if t, ok := ctx.Value(stepsKey{}).(*oneshot.StepTimer); ok {
+		t.End(name)
+	}
 }

@@ -127,6 +127,8 @@ func (s *Server) log() *slog.Logger {
 
 func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 	defer conn.Close()
+	// A hook's answer says how long each step took, the first from here.
+	steps := oneshot.NewStepTimer(time.Now())
 	timeout := s.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -181,6 +183,7 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 			if arrived && !first {
 				deadline = time.Now().Add(timeout)
 				conn.SetDeadline(deadline)
+				steps = oneshot.NewStepTimer(time.Now())
 			}
 			decErr = in.dec.Decode(&req)
 		}
@@ -200,9 +203,13 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 			s.serveEvents(ctx, conn, &req)
 			return
 		default:
-			reqCtx, cancel := context.WithDeadline(withAfterAnswer(ctx, &after), deadline)
+			steps.End("request")
+			reqCtx, cancel := context.WithDeadline(withSteps(withAfterAnswer(ctx, &after), steps), deadline)
 			resp, keep = s.dispatch(reqCtx, &req), true
 			cancel()
+			if req.Op == OpHook {
+				resp.Steps = steps.Steps()
+			}
 		}
 		line, err := appendResponse(nil, resp)
 		if err == nil {

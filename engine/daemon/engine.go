@@ -442,10 +442,12 @@ func (e *Engine) Register(ctx context.Context, c api.Container) (*api.Container,
 		e.countRegistration(c.Source, err)
 		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
 	}
+	api.EndStep(ctx, "cgroup")
 	if c.Source == "" {
 		c.Source = "cli"
 	}
 	pre := e.resolveAhead(ctx, &c)
+	api.EndStep(ctx, "rules")
 	e.mu.Lock()
 	if err := ctx.Err(); err != nil {
 		e.mu.Unlock()
@@ -453,6 +455,7 @@ func (e *Engine) Register(ctx context.Context, c api.Container) (*api.Container,
 	}
 	r, err := e.registerResolvedLocked(c, &pre)
 	e.mu.Unlock()
+	api.EndStep(ctx, "enforce")
 	// Logged after the lock, so a log write that blocks (a slow reader of
 	// stderr) does not hold up every other registration, and after the
 	// answer, which a container's start waits for.

@@ -37,6 +37,7 @@ func (e *Engine) hook(ctx context.Context, run api.HookRun) (registered, removed
 	}
 	if stage == ocihook.StagePoststop || st.Status == specs.StateStopped {
 		removed, err := e.unregister(ctx, st.ID)
+		api.EndStep(ctx, "unregister")
 		return nil, removed, err
 	}
 	if err := ocihook.CheckCreateState(st, stage); err != nil {
@@ -68,6 +69,7 @@ func (e *Engine) hook(ctx context.Context, run api.HookRun) (registered, removed
 		}
 		ctr.CgroupID, ctr.CgroupPath = cg.ID, cg.Path
 	}
+	api.EndStep(ctx, "config")
 	c, err := e.Register(ctx, ctr)
 	return c, nil, err
 }

@@ -61,6 +61,13 @@ func TestRuncEnforcesFromFirstInstruction(t *testing.T) {
 			if pol, _ := reg["policies"].([]any); len(pol) != 1 || pol[0] != "locked" {
 				t.Errorf("registration of %s: policies %v, want [locked]", denied.ID, reg["policies"])
 			}
+			// The log says where the engine's part of the run went.
+			steps, _ := reg["stepsUs"].(map[string]any)
+			for _, s := range []string{"engine", "engine.request", "engine.config", "engine.cgroup", "engine.rules", "engine.enforce"} {
+				if _, ok := steps[s].(float64); !ok {
+					t.Errorf("registration of %s: the hook's log times no %s step: %v", denied.ID, s, steps)
+				}
+			}
 			// The container's own cgroup, whatever the hook could see.
 			if p, _ := reg["cgroupPath"].(string); !strings.HasSuffix(p, "/holdfast-hook-e2e-"+denied.ID) {
 				t.Errorf("registration of %s: cgroup path %q, want the bundle's cgroupsPath", denied.ID, p)

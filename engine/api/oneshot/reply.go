@@ -14,6 +14,8 @@ type Reply struct {
 	Container *Registered `json:"container,omitempty"`
 	// Removed is the container an unregister removed.
 	Removed *Registered `json:"removed,omitempty"`
+	// Steps time the engine's handling (an older engine sends none).
+	Steps Steps `json:"stepsUs,omitempty"`
 }
 
 // Registered is what an OpHook answer says of the container registered:
@@ -50,6 +52,8 @@ func DecodeReply(data []byte) (Reply, error) {
 			return decodeOptional(s, &r.Container)
 		case strings.EqualFold(key, "removed"):
 			return decodeOptional(s, &r.Removed)
+		case strings.EqualFold(key, "stepsUs"):
+			return r.Steps.read(s)
 		}
 		return s.Skip()
 	})

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"testing"
+	"time"
 )
 
 // replySeeds are answers an engine sends and near misses of them.
@@ -25,6 +26,9 @@ var replySeeds = []string{
 	`{"container":{"cgroupId":18446744073709551616}}`, `{"container":{"cgroupId":"7"}}`,
 	`{"container":{"id":7}}`, `{"container":[]}`, `{"notFound":"yes"}`, `{"container":{"policies":["a",1]}}`,
 	`{"container":{"policies":["a",null]}}`,
+	`{"container":{"id":"c"},"stepsUs":{"request":12,"config":80,"cgroup":0}}`, `{"stepsUs":null}`, `{"stepsUs":{}}`,
+	`{"stepsUs":{"a":1,"a":2}}`, `{"stepsUs":{"a":1},"stepsUs":null}`, `{"stepsUs":{"a":1},"stepsUs":{"b":2}}`,
+	`{"StepsUS":{"x":-1}}`, `{"stepsUs":{"a":1.5}}`, `{"stepsUs":{"a":"1"}}`, `{"stepsUs":[]}`, `{"stepsUs":{"a":null}}`,
 	`{"error":"x"} {}`, `{"error":"x",}`, `{"error" "x"}`, `{"a":01}`, `{"a":-}`, `{"a":1.}`, `{"a":1e}`,
 	`{"a":tru}`, `{"a":truex}`, `{"a":"\x"}`, `{"a":"\u12"}`, "{\"a\":\"\x01\"}", `{"a":[1,]}`, `{"a":"`, ``, `[]`,
 }
@@ -46,4 +50,33 @@ func FuzzDecodeReply(f *testing.F) {
 			t.Fatalf("%q: encoding/json reads %+v (container %+v), DecodeReply %+v (container %+v)", data, want, want.Container, got, got.Container)
 		}
 	})
+}
+
+// TestStepsKeepTheirOrder: steps go out as one object in the order they
+// ended and come back in that order, through encoding/json too.
+func TestStepsKeepTheirOrder(t *testing.T) {
+	in := Steps{{"request", 12}, {"config", 80}, {"cgroup", 0}, {"a\"b", 7}}
+	data, err := json.Marshal(struct {
+		Steps Steps `json:"stepsUs,omitempty"`
+	}{in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"stepsUs":{"request":12,"config":80,"cgroup":0,"a\"b":7}}`; string(data) != want {
+		t.Fatalf("marshalled %s, want %s", data, want)
+	}
+	r, err := DecodeReply(data)
+	if err != nil || !reflect.DeepEqual(r.Steps, in) {
+		t.Fatalf("DecodeReply = %+v, %v; want steps %+v", r.Steps, err, in)
+	}
+	var viaJSON Reply
+	if err := json.Unmarshal(data, &viaJSON); err != nil || !reflect.DeepEqual(viaJSON.Steps, in) {
+		t.Fatalf("json.Unmarshal = %+v, %v; want steps %+v", viaJSON.Steps, err, in)
+	}
+	timer := NewStepTimer(time.Now().Add(-time.Millisecond))
+	timer.End("first")
+	timer.End("second")
+	if s := timer.Steps(); len(s) != 2 || s[0].Name != "first" || s[0].Us < 1000 || s[1].Name != "second" || s[1].Us < 0 {
+		t.Fatalf("timer steps %+v: want first ≥ 1000 µs (it began a millisecond before), then second", s)
+	}
 }
