@@ -62,7 +62,7 @@ func (m Mount) PathInProcFile(file string) (string, error) {
 	if m.Namespaced {
 		return "", fmt.Errorf("%s: the reader is in a cgroup namespace, whose paths are not host paths", file)
 	}
-	data, err := linux.ReadFileLimited(file, maxProcCgroup)
+	data, err := linux.ReadProcRecord(file, maxProcCgroup)
 	if errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("read %s: the process does not exist: %w", file, err)
 	} else if err != nil {

@@ -86,7 +86,21 @@ func ReadFileLimited(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer unix.Close(fd)
-	return readFd(fd, 0, limit, path)
+	return readFd(fd, 0, limit, path, nil)
+}
+
+// ReadProcRecord reads a /proc file the kernel renders whole as one
+// record (single_open: /proc/<pid>/cgroup), as ReadFileLimited does, but
+// takes a read that did not fill its buffer as the end: such a file hands
+// out all it has at once, and the read that would return 0 is one more
+// system call on a path every container start waits for.
+func ReadProcRecord(path string, limit int64) ([]byte, error) {
+	fd, err := openFd(path, unix.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	return readFd(fd, 0, limit, path, func(int64) bool { return true })
 }
 
 // ReadRegularFile reads the regular file at path whole, as OpenRegular and
@@ -112,7 +126,8 @@ func ReadRegularFile(path string, limit int64, name string) ([]byte, error) {
 	if st.Size > limit {
 		return nil, &tooLargeError{name: name, limit: limit}
 	}
-	return readFd(fd, st.Size, limit, name)
+	// A short read once fstat's size is in is the end of a regular file.
+	return readFd(fd, st.Size, limit, name, func(have int64) bool { return have >= st.Size })
 }
 
 // ReadFileHead reads what one read(2) gives of the file at path into buf:
@@ -151,8 +166,10 @@ func openFd(path string, flags int, perm uint32) (int, error) {
 
 // readFd reads fd to its end, refusing more than limit bytes. size is what
 // fstat reported (0 for /proc files, which report none): one read then
-// takes the whole file, and a second sees its end.
-func readFd(fd int, size, limit int64, name string) ([]byte, error) {
+// takes the whole file, and a second sees its end, unless shortIsEnd, given
+// what was read so far, takes a read that did not fill the buffer as the
+// end.
+func readFd(fd int, size, limit int64, name string, shortIsEnd func(have int64) bool) ([]byte, error) {
 	buf := make([]byte, 0, min(max(size+1, 512), limit+1))
 	for {
 		if len(buf) == cap(buf) {
@@ -161,6 +178,7 @@ func readFd(fd int, size, limit int64, name string) ([]byte, error) {
 			}
 			buf = slices.Grow(buf, int(min(int64(cap(buf)), limit+1-int64(len(buf)))))
 		}
+		want := cap(buf) - len(buf)
 		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
 		if err == unix.EINTR {
 			continue
@@ -172,6 +190,9 @@ func readFd(fd int, size, limit int64, name string) ([]byte, error) {
 			return buf, nil
 		}
 		buf = buf[:len(buf)+n]
+		if n < want && shortIsEnd != nil && shortIsEnd(int64(len(buf))) {
+			return buf, nil
+		}
 	}
 }
 

@@ -131,3 +131,38 @@ func TestReadRegularFile(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+// TestReadProcRecord: a /proc file rendered as one record reads whole in
+// one read when it fits the first buffer and over several when it does
+// not, the same as reading it to its end; the limit holds.
+func TestReadProcRecord(t *testing.T) {
+	// /proc/self/cgroup fits the first buffer; /proc/self/status does not
+	// (and is one record too: proc_pid_status).
+	for _, path := range []string{"/proc/self/cgroup", "/proc/self/status"} {
+		want, err := ReadFileLimited(path, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ReadProcRecord(path, 1<<20)
+		// status moves (its memory, its context switches) between reads:
+		// the fields before them are what is compared.
+		head := func(b []byte) []byte {
+			if i := bytes.Index(b, []byte("\nVmPeak")); i >= 0 {
+				return b[:i]
+			}
+			return b
+		}
+		// And both end with the same line's name: nothing cut short.
+		lastName := func(b []byte) []byte {
+			lines := bytes.Split(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"))
+			name, _, _ := bytes.Cut(lines[len(lines)-1], []byte(":"))
+			return name
+		}
+		if err != nil || len(got) < 100 || !bytes.Equal(head(got), head(want)) || !bytes.Equal(lastName(got), lastName(want)) {
+			t.Errorf("%s: read %d bytes (%v), to its end %d", path, len(got), err, len(want))
+		}
+	}
+	if _, err := ReadProcRecord("/proc/self/status", 100); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("/proc/self/status over a 100-byte limit: %v, want too large", err)
+	}
+}
