@@ -205,9 +205,8 @@ func (e *Engine) resolveFiles(set *policy.Set, c *api.Container, registrar int) 
 		// runtime has run in the container, for a reload that brings rules.
 		if c.RootID == "" && (c.Pid > 0 || (registrar > 0 && c.Rootfs != "")) {
 			if root, err := e.openRoot(c, registrar); err == nil {
-				e.roots.keep(c.ID, c.RootID, root)
 				out.rootID, out.rootMountNS, out.rootNewest = c.RootID, c.RootMountNS, c.RootNewestMount
-				root.Close()
+				e.roots.keepOrClose(c.ID, c.RootID, root)
 			}
 		}
 		return out
@@ -217,8 +216,8 @@ func (e *Engine) resolveFiles(set *policy.Set, c *api.Container, registrar int) 
 		out.err = fmt.Errorf("files of container %s: %w", c.ID, err)
 		return out
 	}
-	defer root.Close()
-	e.roots.keep(c.ID, c.RootID, root)
+	// Kept once its rules are looked up: from then on it is the kept root's.
+	defer e.roots.keepOrClose(c.ID, c.RootID, root)
 	out.rootID, out.rootMountNS, out.rootNewest = c.RootID, c.RootMountNS, c.RootNewestMount
 	for _, r := range rules {
 		f, err := root.Lookup(r.Text)
@@ -541,24 +540,27 @@ type keptRoot struct {
 
 // keep stores a clone of root, whose identity is rootID, for container id,
 // in place of a kept root that is another.
-func (k *keptRoots) keep(id, rootID string, root *inroot.Root) {
+// keepOrClose keeps root, which the caller is done with, as id's unless
+// id's root (rootID) is kept already, in which case it closes it. The root
+// itself is kept, not a copy: a registration does not pay for a dup.
+func (k *keptRoots) keepOrClose(id, rootID string, root *inroot.Root) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	old, ok := k.roots[id]
 	if ok && old.id == rootID {
+		root.Close()
 		return
 	}
-	clone, err := root.Clone()
-	if err != nil {
-		return // resolved through processes, as without it
-	}
+	// It is only ever handed out cloned (get), and a clone checks every
+	// lookup for mounts made since the mark, as lookups after the
+	// workload has run must.
 	if ok {
 		old.root.Close()
 	}
 	if k.roots == nil {
 		k.roots = map[string]keptRoot{}
 	}
-	k.roots[id] = keptRoot{root: clone, id: rootID}
+	k.roots[id] = keptRoot{root: root, id: rootID}
 }
 
 // get is a clone of id's kept root, for the caller to close, or nil when
