@@ -244,7 +244,7 @@ var errNotForwarded = errors.New("not forwarded")
 // the state, reads config.json and finds the cgroup, which a hook process
 // would each do cold.
 type Forwarder interface {
-	Hook(ctx context.Context, run api.HookRun) (*api.Registered, error)
+	Hook(ctx context.Context, run api.HookRun) (api.HookAnswer, error)
 }
 
 // forward hands the run to the engine. The engine's answer is the
@@ -257,14 +257,16 @@ func (h *Hook) forward(ctx context.Context, raw []byte, d *Decision) error {
 	if f == nil || len(raw) > api.MaxMessageSize-maxHookEnvelope {
 		return errNotForwarded
 	}
-	var reg *api.Registered
+	var answer api.HookAnswer
 	err := d.timed("engine", func() (err error) {
 		ectx, cancel := h.engineContext(ctx)
 		defer cancel()
 		d.awaitConnection(ectx)
-		reg, err = f.Hook(ectx, api.HookRun{Stage: string(h.Stage), State: raw})
+		answer, err = f.Hook(ectx, api.HookRun{Stage: string(h.Stage), State: raw})
 		return err
 	})
+	d.Steps = append(d.Steps, decisionlog.EngineSteps(answer.Steps)...)
+	reg := answer.Registered
 	err = h.explainDeadline(ctx, err)
 	switch {
 	case err == nil && reg != nil:

@@ -155,7 +155,8 @@ func TestRunRegistersAndUnregisters(t *testing.T) {
 		start func(*testing.T) (*fakeEngine, string)
 		steps string
 	}{
-		{"forwarded", startFakeEngine, "state,engine"},
+		// The engine's answer times its reading of the request.
+		{"forwarded", startFakeEngine, "state,engine,engine.request"},
 		{"legacy engine", startLegacyFakeEngine, "state,engine,config,cgroup,engine"},
 	} {
 		t.Run(tt.name, func(t *testing.T) { testRegistersAndUnregisters(t, tt.start, tt.steps) })
@@ -190,7 +191,7 @@ func testRegistersAndUnregisters(t *testing.T, start func(*testing.T) (*fakeEngi
 	if d.Container.Namespace != "shop" || d.Container.Pod != "web" {
 		t.Errorf("decision logs %+v, want the registered shop/web", d.Container)
 	}
-	if wantSteps != "state,engine" {
+	if wantSteps != "state,engine,engine.request" {
 		// The fake engine does not resolve cgroups; only the hook's own
 		// work can be checked for one.
 		if got.CgroupID != cg.ID {

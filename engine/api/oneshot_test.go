@@ -48,10 +48,15 @@ func withDeadline(t *testing.T, d time.Duration) context.Context {
 // answer as Client calls do, with the same errors for each refusal.
 func TestOneShotHook(t *testing.T) {
 	sock := serve(t, &Server{Handler: &hookFake{}, AllowUID: allowAll})
-	reg, err := OneShot{Socket: sock}.Hook(withDeadline(t, 5*time.Second), HookRun{Stage: "createRuntime", State: hookState("c1", "creating")})
+	answer, err := OneShot{Socket: sock}.Hook(withDeadline(t, 5*time.Second), HookRun{Stage: "createRuntime", State: hookState("c1", "creating")})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The answer times at least the server's reading of the request.
+	if len(answer.Steps) == 0 || answer.Steps[0].Name != "request" {
+		t.Errorf("answer steps %+v, want the request's first", answer.Steps)
+	}
+	reg := answer.Registered
 	if reg == nil || reg.ID != "c1" || reg.CgroupID != 9 || reg.Namespace != "ns" || reg.Pod != "p" || reg.Name != "createRuntime" || len(reg.Policies) != 1 || reg.Policies[0] != "p" {
 		t.Fatalf("registered %+v", reg)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/holdfast-dev/holdfast/bpf/linux"
 	"github.com/holdfast-dev/holdfast/engine/api/jsonenc"
+	"github.com/holdfast-dev/holdfast/engine/api/oneshot"
 )
 
 // Outcomes a decision records.
@@ -55,6 +56,17 @@ type Entry struct {
 type Step struct {
 	Name    string
 	Elapsed time.Duration
+}
+
+// EngineSteps are the steps an engine's answer timed, for the log: a run's
+// "engine" step is the whole call as the hook saw it, "engine.<step>"
+// each part of it as the engine timed it.
+func EngineSteps(steps oneshot.Steps) []Step {
+	out := make([]Step, 0, len(steps))
+	for _, s := range steps {
+		out = append(out, Step{Name: "engine." + s.Name, Elapsed: time.Duration(s.Us) * time.Microsecond})
+	}
+	return out
 }
 
 // Line renders the entry as one JSON line.

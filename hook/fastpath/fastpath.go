@@ -110,7 +110,7 @@ func Run(start time.Time, args []string, stdin *os.File, stderr io.Writer) (int,
 		h.Why = err
 		return 0, h
 	}
-	steps = append(steps, engineSteps(r.Steps)...)
+	steps = append(steps, decisionlog.EngineSteps(r.Steps)...)
 	e := decisionlog.Entry{Time: start, Stage: stage, Steps: steps}
 	switch {
 	case r.Error == "" && r.Container != nil:
@@ -139,17 +139,6 @@ func Run(start time.Time, args []string, stdin *os.File, stderr io.Writer) (int,
 		fmt.Fprintf(stderr, "holdfast-oci-hook: %v\n", err)
 	}
 	return 0, nil
-}
-
-// engineSteps are the engine's steps of its answer, for the decision log:
-// "engine" is the whole call as the hook saw it, "engine.<step>" each part
-// of it as the engine timed it.
-func engineSteps(steps oneshot.Steps) []decisionlog.Step {
-	out := make([]decisionlog.Step, 0, len(steps))
-	for _, s := range steps {
-		out = append(out, decisionlog.Step{Name: "engine." + s.Name, Elapsed: time.Duration(s.Us) * time.Microsecond})
-	}
-	return out
 }
 
 // stateID is the state's container id, for the log; "" if it has none.
