@@ -155,9 +155,10 @@ func TestRunRegistersAndUnregisters(t *testing.T) {
 		start func(*testing.T) (*fakeEngine, string)
 		steps string
 	}{
-		// The engine's answer times its reading of the request.
+		// The engine's answer times its reading of the request, its
+		// refusal of a hook run (an engine without OpHook) too.
 		{"forwarded", startFakeEngine, "state,engine,engine.request"},
-		{"legacy engine", startLegacyFakeEngine, "state,engine,config,cgroup,engine"},
+		{"legacy engine", startLegacyFakeEngine, "state,engine,engine.request,config,cgroup,engine"},
 	} {
 		t.Run(tt.name, func(t *testing.T) { testRegistersAndUnregisters(t, tt.start, tt.steps) })
 	}

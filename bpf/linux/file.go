@@ -178,8 +178,10 @@ func readFd(fd int, size, limit int64, name string, shortIsEnd func(have int64) 
 			}
 			buf = slices.Grow(buf, int(min(int64(cap(buf)), limit+1-int64(len(buf)))))
 		}
-		want := cap(buf) - len(buf)
-		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		// Never past limit+1 bytes in all, whatever capacity Grow gave.
+		end := int(min(int64(cap(buf)), limit+1))
+		want := end - len(buf)
+		n, err := unix.Read(fd, buf[len(buf):end])
 		if err == unix.EINTR {
 			continue
 		}
@@ -190,6 +192,9 @@ func readFd(fd int, size, limit int64, name string, shortIsEnd func(have int64) 
 			return buf, nil
 		}
 		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > limit {
+			return nil, &tooLargeError{name: name, limit: limit}
+		}
 		if n < want && shortIsEnd != nil && shortIsEnd(int64(len(buf))) {
 			return buf, nil
 		}

@@ -166,3 +166,29 @@ func TestReadProcRecord(t *testing.T) {
 		t.Errorf("/proc/self/status over a 100-byte limit: %v, want too large", err)
 	}
 }
+
+// TestReadLimitHolds: a file of unknown size (ReadFileLimited,
+// ReadProcRecord: /proc files report none) is refused past limit bytes,
+// however the buffer grew, and read whole up to it.
+func TestReadLimitHolds(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	const limit = 700
+	for _, size := range []int{0, 1, 511, 512, 513, 699, 700, 701, 800, 1023, 1024, 1500, 5000} {
+		data := bytes.Repeat([]byte("abcdefg"), size/7+1)[:size]
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for name, read := range map[string]func(string, int64) ([]byte, error){"ReadFileLimited": ReadFileLimited, "ReadProcRecord": ReadProcRecord} {
+			got, err := read(path, limit)
+			if size > limit {
+				if !errors.Is(err, ErrTooLarge) {
+					t.Errorf("%s of %d bytes over a %d-byte limit: %d bytes, %v; want too large", name, size, limit, len(got), err)
+				}
+				continue
+			}
+			if err != nil || !bytes.Equal(got, data) {
+				t.Errorf("%s of %d bytes: read %d bytes, %v", name, size, len(got), err)
+			}
+		}
+	}
+}

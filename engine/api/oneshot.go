@@ -45,7 +45,8 @@ func (o OneShot) Hook(ctx context.Context, run HookRun) (HookAnswer, error) {
 		return HookAnswer{}, fmt.Errorf("hook run at %s: read %s response from %s: %w", run.Stage, OpHook, o.Socket, err)
 	}
 	if r.Error != "" {
-		return HookAnswer{}, fmt.Errorf("hook run at %s: %w", run.Stage, refusal(OpHook, r.Error, r.Code, r.NotFound))
+		// The steps say where in the engine the refusal came.
+		return HookAnswer{Steps: r.Steps}, fmt.Errorf("hook run at %s: %w", run.Stage, refusal(OpHook, r.Error, r.Code, r.NotFound))
 	}
 	return HookAnswer{Registered: r.Container, Steps: r.Steps}, nil
 }

@@ -75,9 +75,13 @@ func TestOneShotHook(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			sock := serve(t, &Server{Handler: tt.handler, AllowUID: allowAll})
-			_, err := OneShot{Socket: sock}.Hook(withDeadline(t, 5*time.Second), HookRun{Stage: "createRuntime", State: hookState("c2", "creating")})
+			answer, err := OneShot{Socket: sock}.Hook(withDeadline(t, 5*time.Second), HookRun{Stage: "createRuntime", State: hookState("c2", "creating")})
 			if !errors.Is(err, tt.want) || !errors.Is(err, ErrRefused) {
 				t.Fatalf("want %v, got %v", tt.want, err)
+			}
+			// A refusal still says where in the engine it came.
+			if len(answer.Steps) == 0 || answer.Steps[0].Name != "request" {
+				t.Errorf("refusal's steps %+v, want the request's first", answer.Steps)
 			}
 		})
 	}
