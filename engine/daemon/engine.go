@@ -450,17 +450,32 @@ func (e *Engine) Register(ctx context.Context, c api.Container) (*api.Container,
 	api.EndStep(ctx, "rules")
 	e.mu.Lock()
 	if err := ctx.Err(); err != nil {
-		e.mu.Unlock()
+		e.unlockAfterFailure(c.ID)
 		return nil, fmt.Errorf("register container %s: %w", c.ID, err)
 	}
 	r, err := e.registerResolvedLocked(c, &pre)
-	e.mu.Unlock()
+	if err != nil {
+		e.unlockAfterFailure(c.ID)
+	} else {
+		e.mu.Unlock()
+	}
 	api.EndStep(ctx, "enforce")
 	// Logged after the lock, so a log write that blocks (a slow reader of
 	// stderr) does not hold up every other registration, and after the
 	// answer, which a container's start waits for.
 	api.AfterAnswer(ctx, func() { e.logRegistered(r) })
 	return r, err
+}
+
+// unlockAfterFailure releases the engine lock after a registration of id
+// failed. Resolving its rules kept its root, ahead of the lock: unless an
+// earlier registration of id stands, that root is dropped.
+func (e *Engine) unlockAfterFailure(id string) {
+	_, registered := e.reg.Get(id)
+	e.mu.Unlock()
+	if !registered {
+		e.roots.drop(id)
+	}
 }
 
 // registerLocked records c and puts its policies in force. An error that

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -780,4 +781,37 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestFailedRegistrationKeepsNoRoot: a registration that fails after its
+// container's root was opened (the kernel refuses its ruleset) keeps no
+// root for the container it did not register; one that succeeds keeps it.
+func TestFailedRegistrationKeepsNoRoot(t *testing.T) {
+	u := newUnitEngine(t, twoPolicies("shop", "bank"), Options{})
+	dir, _ := u.cgroup(t, "c1")
+	// The cgroup holds this test's process, whose root the rules resolve in.
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kept := func() bool {
+		u.roots.mu.Lock()
+		defer u.roots.mu.Unlock()
+		_, ok := u.roots.roots["c1"]
+		return ok
+	}
+	u.fake.putErr = errors.New("map is full")
+	_, err := u.Register(context.Background(), api.Container{ID: "c1", CgroupPath: dir, Namespace: "bank"})
+	u.fake.putErr = nil
+	if err == nil {
+		t.Fatal("registration with its ruleset refused succeeded")
+	}
+	if kept() {
+		t.Fatal("a root is kept for a container whose registration failed")
+	}
+	if r := u.register(t, api.Container{ID: "c1", CgroupPath: dir, Namespace: "bank"}); r.RootID == "" {
+		t.Fatalf("registration resolved no root: %+v", r)
+	}
+	if !kept() {
+		t.Fatal("a registered container's root is not kept")
+	}
 }
