@@ -21,49 +21,47 @@ func PeerPID(ctx context.Context) (int, bool) {
 	return pid, ok && pid > 0
 }
 
-type afterKey struct{}
+type requestKey struct{}
 
-// afterAnswer collects what a request's handler leaves until its answer
-// is written.
-type afterAnswer struct{ fns []func() }
+// request is what the server keeps of one request while its handler runs:
+// the work left until the answer is written and, for a hook run, the
+// timer of its steps.
+type request struct {
+	after []func()
+	steps *oneshot.StepTimer // nil but for OpHook
+}
 
-// withAfterAnswer returns ctx collecting AfterAnswer's work in a.
-func withAfterAnswer(ctx context.Context, a *afterAnswer) context.Context {
-	return context.WithValue(ctx, afterKey{}, a)
+// withRequest returns ctx carrying r to AfterAnswer and EndStep.
+func withRequest(ctx context.Context, r *request) context.Context {
+	return context.WithValue(ctx, requestKey{}, r)
 }
 
 // AfterAnswer runs fn once the answer to ctx's request is written, so the
 // registrar (and the container start it holds up) does not wait for it: a
 // log line. Outside a server's request, fn runs at once.
 func AfterAnswer(ctx context.Context, fn func()) {
-	if a, ok := ctx.Value(afterKey{}).(*afterAnswer); ok {
-		a.fns = append(a.fns, fn)
+	if r, ok := ctx.Value(requestKey{}).(*request); ok {
+		r.after = append(r.after, fn)
 		return
 	}
 	fn()
 }
 
-// run runs the collected work, in order.
-func (a *afterAnswer) run() {
-	for _, fn := range a.fns {
-		fn()
-	}
-	a.fns = a.fns[:0]
-}
-
-type stepsKey struct{}
-
-// withSteps returns ctx timing its request's steps with t.
-func withSteps(ctx context.Context, t *oneshot.StepTimer) context.Context {
-	return context.WithValue(ctx, stepsKey{}, t)
-}
-
-// EndStep ends the current step of ctx's request, named name: the time
+// EndStep ends the current step of ctx's hook run, named name: the time
 // since the step before ended, or since the request was read. An OpHook
 // answer carries the steps to the hook's decision log. Outside a server's
-// request it does nothing.
+// hook run it does nothing.
 func EndStep(ctx context.Context, name string) {
-	if t, ok := ctx.Value(stepsKey{}).(*oneshot.StepTimer); ok {
-		t.End(name)
+	if r, ok := ctx.Value(requestKey{}).(*request); ok && r.steps != nil {
+		r.steps.End(name)
 	}
+}
+
+// answered runs the work left until the answer, in order, and readies r
+// for the connection's next request.
+func (r *request) answered() {
+	for _, fn := range r.after {
+		fn()
+	}
+	r.after, r.steps = r.after[:0], nil
 }

@@ -128,7 +128,7 @@ func (s *Server) log() *slog.Logger {
 func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 	defer conn.Close()
 	// A hook's answer says how long each step took, the first from here.
-	steps := oneshot.NewStepTimer(time.Now())
+	begun := time.Now()
 	timeout := s.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -162,7 +162,7 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 			defer lineBuffers.Put(buf)
 		}
 	}
-	var after afterAnswer
+	var rq request
 	for first := true; ; first = false {
 		if !first {
 			conn.SetDeadline(time.Now().Add(idle))
@@ -183,7 +183,7 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 			if arrived && !first {
 				deadline = time.Now().Add(timeout)
 				conn.SetDeadline(deadline)
-				steps = oneshot.NewStepTimer(time.Now())
+				begun = time.Now()
 			}
 			decErr = in.dec.Decode(&req)
 		}
@@ -203,19 +203,22 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 			s.serveEvents(ctx, conn, &req)
 			return
 		default:
-			steps.End("request")
-			reqCtx, cancel := context.WithDeadline(withSteps(withAfterAnswer(ctx, &after), steps), deadline)
+			if req.Op == OpHook {
+				rq.steps = oneshot.NewStepTimer(begun)
+				rq.steps.End("request")
+			}
+			reqCtx, cancel := context.WithDeadline(withRequest(ctx, &rq), deadline)
 			resp, keep = s.dispatch(reqCtx, &req), true
 			cancel()
-			if req.Op == OpHook {
-				resp.Steps = steps.Steps()
+			if rq.steps != nil {
+				resp.Steps = rq.steps.Steps()
 			}
 		}
 		line, err := appendResponse(nil, resp)
 		if err == nil {
 			_, err = conn.Write(line)
 		}
-		after.run()
+		rq.answered()
 		if err != nil {
 			s.log().Warn("write response", "err", err)
 			return
