@@ -72,11 +72,14 @@ func (e *Engine) openEnforcerMaps(layout bpf.Layout) (Enforcer, error) {
 	return enf, nil
 }
 
-// cgroupID is the ID of a v2 cgroup directory (Options.CgroupID or
-// cgroup.ID).
+// cgroupID is the ID of a v2 cgroup directory (Options.CgroupID, else one
+// stat on the cgroup file system's device, else cgroup.ID).
 func (e *Engine) cgroupID(dir string) (uint64, error) {
 	if e.opts.CgroupID != nil {
 		return e.opts.CgroupID(dir)
+	}
+	if e.cgroupFS != nil {
+		return e.cgroupFS.ID(dir)
 	}
 	return cgroup.ID(dir)
 }

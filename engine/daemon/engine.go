@@ -85,6 +85,8 @@ type Engine struct {
 	opts    Options
 	log     *slog.Logger
 	cgroups cgroup.Mount
+	// cgroupFS reads a cgroup's ID at one stat (nil: cgroup.ID's two).
+	cgroupFS *cgroup.FS
 	// selfCgroups: the engine's cgroup and its ancestors, never registered.
 	selfCgroups map[uint64]string
 	enforcer    Enforcer
@@ -150,6 +152,9 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	}()
 	if e.cgroups, err = cgroupMount(opts); err != nil {
 		return nil, fmt.Errorf("start engine: %w", err)
+	}
+	if fs, err := cgroup.OpenFS(e.cgroups.Root); err == nil {
+		e.cgroupFS = &fs
 	}
 	e.selfCgroups = engineCgroups(e.cgroups, e.cgroupID)
 	if err := e.startObserving(); err != nil {

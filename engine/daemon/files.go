@@ -538,8 +538,6 @@ type keptRoot struct {
 	id   string // the root's identity, as RootID records it
 }
 
-// keep stores a clone of root, whose identity is rootID, for container id,
-// in place of a kept root that is another.
 // keepOrClose keeps root, which the caller is done with, as id's unless
 // id's root (rootID) is kept already, in which case it closes it. The root
 // itself is kept, not a copy: a registration does not pay for a dup.

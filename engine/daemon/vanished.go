@@ -4,21 +4,14 @@ import (
 	"runtime"
 	"sync"
 
-	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/api"
 )
 
 // cgroupsGone reports which containers' cgroup paths no longer hold their
 // cgroup (a container that went away while no engine watched). A restart
-// checks every registration, so each check is one stat (cgroup.FS) and
+// checks every registration, so each check is one stat (Engine.cgroupID) and
 // the checks run on every CPU, each worker on a contiguous part of cs.
 func (e *Engine) cgroupsGone(cs []api.Container) []bool {
-	cgroupID := e.cgroupID
-	if e.opts.CgroupID == nil {
-		if fs, err := cgroup.OpenFS(e.cgroups.Root); err == nil {
-			cgroupID = fs.ID
-		}
-	}
 	gone := make([]bool, len(cs))
 	workers := min(runtime.GOMAXPROCS(0), max(1, len(cs)/256))
 	per := (len(cs) + workers - 1) / workers
@@ -29,7 +22,7 @@ func (e *Engine) cgroupsGone(cs []api.Container) []bool {
 			defer wg.Done()
 			for i := first; i < min(first+per, len(cs)); i++ {
 				if c := cs[i]; c.CgroupPath != "" {
-					id, err := cgroupID(c.CgroupPath)
+					id, err := e.cgroupID(c.CgroupPath)
 					gone[i] = err != nil || id != c.CgroupID
 				}
 			}

@@ -3,9 +3,13 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 
+	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 	"github.com/holdfast-dev/holdfast/engine/api"
+	"github.com/holdfast-dev/holdfast/test/require"
 )
 
 // TestCgroupsGone checks the parallel check of many registrations: each
@@ -40,5 +44,36 @@ func TestCgroupsGone(t *testing.T) {
 	}
 	if got := e.cgroupsGone(nil); len(got) != 0 {
 		t.Fatalf("no containers: %v", got)
+	}
+}
+
+// TestCgroupIDOneStat checks the one-stat cgroup ID of a registration
+// against cgroup.ID's statfs and stat: the same ID for the root and a
+// child, and a directory off the cgroup file system refused.
+func TestCgroupIDOneStat(t *testing.T) {
+	require.Root(t)
+	m, err := cgroup.Detect()
+	require.Privileged(t, "cgroup v2", err)
+	fs, err := cgroup.OpenFS(m.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Engine{cgroupFS: &fs}
+	child, err := os.MkdirTemp(m.Root, "holdfast-cgroupid-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(child) })
+	for _, dir := range []string{m.Root, child} {
+		want, err := cgroup.ID(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := e.cgroupID(dir); err != nil || got != want {
+			t.Errorf("cgroupID(%s) = %d, %v; want %d", dir, got, err, want)
+		}
+	}
+	if id, err := e.cgroupID(t.TempDir()); err == nil || !strings.Contains(err.Error(), "not on the cgroup v2 file system") {
+		t.Errorf("cgroupID of a directory off the cgroup file system = %d, %v; want a refusal", id, err)
 	}
 }
