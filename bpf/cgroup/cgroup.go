@@ -225,7 +225,7 @@ func ID(dir string) (uint64, error) {
 	if magic != linux.Cgroup2Magic {
 		return 0, fmt.Errorf("cgroup id of %s: not a cgroup v2 directory (fs magic %#x)", dir, magic)
 	}
-	ino, err := linux.Inode(dir)
+	_, ino, err := linux.DirDevInode(dir)
 	if err != nil {
 		return 0, fmt.Errorf("cgroup id of %s: %w", dir, err)
 	}

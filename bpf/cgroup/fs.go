@@ -20,7 +20,7 @@ func OpenFS(root string) (FS, error) {
 	if _, err := ID(root); err != nil {
 		return FS{}, err
 	}
-	dev, _, err := linux.DevInode(root)
+	dev, _, err := linux.DirDevInode(root)
 	if err != nil {
 		return FS{}, fmt.Errorf("cgroup file system of %s: %w", root, err)
 	}
@@ -29,7 +29,7 @@ func OpenFS(root string) (FS, error) {
 
 // ID is the cgroup ID of dir, which must be on the file system of root.
 func (fs FS) ID(dir string) (uint64, error) {
-	dev, ino, err := linux.DevInode(dir)
+	dev, ino, err := linux.DirDevInode(dir)
 	if err != nil {
 		return 0, fmt.Errorf("cgroup id of %s: %w", dir, err)
 	}

@@ -73,13 +73,17 @@ func (e *Engine) openEnforcerMaps(layout bpf.Layout) (Enforcer, error) {
 }
 
 // cgroupID is the ID of a v2 cgroup directory (Options.CgroupID, else one
-// stat on the cgroup file system's device, else cgroup.ID).
+// stat on the device the cgroup file system had at start, else cgroup.ID).
 func (e *Engine) cgroupID(dir string) (uint64, error) {
 	if e.opts.CgroupID != nil {
 		return e.opts.CgroupID(dir)
 	}
 	if e.cgroupFS != nil {
-		return e.cgroupFS.ID(dir)
+		if id, err := e.cgroupFS.ID(dir); err == nil {
+			return id, nil
+		}
+		// Refused, or the cgroup file system was mounted again since
+		// start (a new device): the statfs says which.
 	}
 	return cgroup.ID(dir)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -64,16 +65,27 @@ func TestCgroupIDOneStat(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Remove(child) })
+	var ids []uint64
 	for _, dir := range []string{m.Root, child} {
 		want, err := cgroup.ID(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
+		ids = append(ids, want)
 		if got, err := e.cgroupID(dir); err != nil || got != want {
 			t.Errorf("cgroupID(%s) = %d, %v; want %d", dir, got, err, want)
 		}
 	}
-	if id, err := e.cgroupID(t.TempDir()); err == nil || !strings.Contains(err.Error(), "not on the cgroup v2 file system") {
+	if id, err := e.cgroupID(t.TempDir()); err == nil || !strings.Contains(err.Error(), "not a cgroup v2 directory") {
 		t.Errorf("cgroupID of a directory off the cgroup file system = %d, %v; want a refusal", id, err)
+	}
+	// A control file is on the file system, with an inode of its own.
+	if id, err := e.cgroupID(filepath.Join(child, "cgroup.procs")); err == nil {
+		t.Errorf("cgroupID of a cgroup's control file = %d, want a refusal", id)
+	}
+	// The file system mounted again since start: its device changed.
+	e.cgroupFS = &cgroup.FS{} // device 0: no file system's
+	if got, err := e.cgroupID(child); err != nil || got != ids[1] {
+		t.Errorf("cgroupID(%s) with the device at start stale = %d, %v; want %d", child, got, err, ids[1])
 	}
 }

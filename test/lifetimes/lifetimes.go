@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -29,11 +30,12 @@ type Span struct {
 	PID  int
 	Fork time.Duration // the fork that made the process
 	Exec time.Duration
-	Exit time.Duration // its first thread's exit (the others go with it)
+	Exit time.Duration // its last thread's exit (sched_process_exit with group_dead)
 }
 
 // Lifetime is the time from fork to exit: what a parent waiting for the
-// process pays for it.
+// process pays for it, but for the end of the exit (the address space's
+// teardown, the parent's wake-up), which the exit tracepoint precedes.
 func (s Span) Lifetime() time.Duration { return s.Exit - s.Fork }
 
 // Now reads CLOCK_MONOTONIC, the clock of the trace's timestamps.
@@ -54,6 +56,9 @@ type Tracer struct {
 
 	mu    sync.Mutex
 	spans []Span
+
+	stop    sync.Once
+	stopErr error
 }
 
 var events = []string{"sched_process_fork", "sched_process_exec", "sched_process_exit"}
@@ -69,7 +74,9 @@ func Start(paths ...string) (*Tracer, error) {
 		return nil, fmt.Errorf("start lifetimes tracer: make tracefs instance: %w", err)
 	}
 	t := &Tracer{dir: dir, marker: fmt.Sprintf("holdfast-lifetimes-end-%d", time.Now().UnixNano()), done: make(chan error, 1)}
-	settings := [][2]string{{"trace_clock", "mono"}, {"buffer_size_kb", "4096"}}
+	// record-tgid prints each line's process ID beside its thread ID: a
+	// process ends with its last thread, which need not be its first.
+	settings := [][2]string{{"trace_clock", "mono"}, {"buffer_size_kb", "4096"}, {"options/record-tgid", "1"}}
 	for _, ev := range events {
 		settings = append(settings, [2]string{"events/sched/" + ev + "/enable", "1"})
 	}
@@ -89,22 +96,29 @@ func Start(paths ...string) (*Tracer, error) {
 	for _, p := range paths {
 		watched[p] = true
 	}
-	go func() { t.done <- t.read(watched) }()
+	go func() { t.done <- t.read(t.pipe, watched) }()
 	return t, nil
 }
 
 // read follows the trace until the end marker: a fork notes when a pid
-// began, an exec of a watched path opens its span, the pid's exit closes it.
-func (t *Tracer) read(watched map[string]bool) error {
+// began, an exec of a watched path opens its span (a later exec, from any
+// thread, continues it), the exit of the process's last thread closes it.
+func (t *Tracer) read(trace io.Reader, watched map[string]bool) error {
 	forked := map[int]time.Duration{}
 	open := map[int]*Span{}
-	sc := bufio.NewScanner(t.pipe)
+	sc := bufio.NewScanner(trace)
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.Contains(line, t.marker) {
 			return nil
 		}
+		if strings.Contains(line, "LOST") && !strings.Contains(line, ": sched_process_") {
+			return fmt.Errorf("read %s/trace_pipe: %s: spans may be missing", t.dir, line)
+		}
 		ev, err := parse(line)
+		if errors.Is(err, errNotEvent) {
+			continue // the rest of a line a file name with a newline broke
+		}
 		if err != nil {
 			return err
 		}
@@ -114,14 +128,31 @@ func (t *Tracer) read(watched map[string]bool) error {
 		case "sched_process_exec":
 			fork, ok := forked[ev.pid]
 			if !watched[ev.path] || !ok || open[ev.pid] != nil {
-				continue // a span runs from the first exec of a watched path on
+				continue
 			}
 			open[ev.pid] = &Span{Path: ev.path, PID: ev.pid, Fork: fork, Exec: ev.at}
 		case "sched_process_exit":
+			if !ev.groupDead {
+				// A thread, or a leader an exec from another thread ended:
+				// the process goes on.
+				if open[ev.pid] == nil {
+					delete(forked, ev.pid)
+				}
+				continue
+			}
+			// The leader's own exit, or another thread's: then the trace's
+			// process ID for it, which it learns at a context switch (a
+			// pid's entry can be stale before that, so a leader is taken
+			// by its own pid).
+			proc := ev.pid
+			if open[proc] == nil && ev.tgid > 0 {
+				proc = ev.tgid
+			}
 			delete(forked, ev.pid)
-			if s := open[ev.pid]; s != nil {
+			delete(forked, proc)
+			if s := open[proc]; s != nil {
 				s.Exit = ev.at
-				delete(open, ev.pid)
+				delete(open, proc)
 				t.mu.Lock()
 				t.spans = append(t.spans, *s)
 				t.mu.Unlock()
@@ -135,25 +166,37 @@ func (t *Tracer) read(watched map[string]bool) error {
 }
 
 type event struct {
-	name string
-	at   time.Duration
-	pid  int    // fork: the child's; exec, exit: the task's
-	path string // exec
+	name      string
+	at        time.Duration
+	pid       int    // fork: the child's; exec, exit: the task's
+	tgid      int    // the task's process, when the trace knows it
+	path      string // exec
+	groupDead bool   // exit: the process's last thread
 }
 
+// errNotEvent: a line that is none of the three events.
+var errNotEvent = errors.New("not a sched_process event")
+
 // parse reads one trace_pipe line of the three events, as their print
-// formats write them:
+// formats write them with record-tgid on:
 //
-//	<comm>-<tid> [cpu] flags <sec>.<usec>: sched_process_exec: filename=<path> pid=<pid> old_pid=<pid>
+//	<comm>-<tid> (<tgid>) [cpu] flags <sec>.<usec>: sched_process_exec: filename=<path> pid=<pid> old_pid=<pid>
+//
+// where <tgid> is dashes when the trace has not learned it.
 func parse(line string) (event, error) {
 	var ev event
 	i := strings.Index(line, ": sched_process_")
 	if i < 0 {
-		return ev, fmt.Errorf("trace line %q: not a sched_process event", line)
+		return ev, fmt.Errorf("trace line %q: %w", line, errNotEvent)
 	}
 	head := strings.Fields(line[:i])
 	if len(head) == 0 {
 		return ev, fmt.Errorf("trace line %q: no timestamp", line)
+	}
+	if open := strings.LastIndex(line[:i], "("); open >= 0 {
+		if end := strings.Index(line[open:i], ")"); end > 0 {
+			ev.tgid, _ = strconv.Atoi(strings.TrimSpace(line[open+1 : open+end]))
+		}
 	}
 	at, err := parseSeconds(head[len(head)-1])
 	if err != nil {
@@ -177,6 +220,7 @@ func parse(line string) (event, error) {
 		}
 		ev.path = path
 	case "sched_process_exit":
+		ev.groupDead = strings.HasSuffix(fields, " group_dead=true")
 	default:
 		return ev, fmt.Errorf("trace line %q: unexpected event %s", line, name)
 	}
@@ -207,8 +251,19 @@ func parseSeconds(s string) (time.Duration, error) {
 
 // Stop ends the trace once every event before it is read, removes the
 // instance and returns the spans of the processes that exited. It fails if
-// the kernel dropped any event, since a span could then be missing.
+// the kernel dropped any event, since a span could then be missing. Later
+// calls return what the first did: a test's cleanup may call it again.
 func (t *Tracer) Stop() ([]Span, error) {
+	t.stop.Do(func() { t.stopErr = t.end() })
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopErr != nil {
+		return nil, fmt.Errorf("stop lifetimes tracer: %w", t.stopErr)
+	}
+	return t.spans, nil
+}
+
+func (t *Tracer) end() error {
 	err := os.WriteFile(filepath.Join(t.dir, "trace_marker"), []byte(t.marker), 0)
 	if err == nil {
 		select {
@@ -224,12 +279,7 @@ func (t *Tracer) Stop() ([]Span, error) {
 	if rerr := t.remove(); err == nil {
 		err = rerr
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err != nil {
-		return nil, fmt.Errorf("stop lifetimes tracer: %w", err)
-	}
-	return t.spans, nil
+	return err
 }
 
 // lost reports events the instance's per-CPU buffers overwrote or dropped.

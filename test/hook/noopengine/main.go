@@ -38,7 +38,7 @@ func main() {
 		}
 		go func() {
 			defer c.Close()
-			line, err := bufio.NewReader(c).ReadSlice('\n')
+			line, err := bufio.NewReader(c).ReadBytes('\n') // a state of any size
 			if err != nil {
 				return
 			}
