@@ -30,7 +30,7 @@ type Span struct {
 	PID  int
 	Fork time.Duration // the fork that made the process
 	Exec time.Duration
-	Exit time.Duration // its last thread's exit (sched_process_exit with group_dead)
+	Exit time.Duration // its last thread's exit, else (not traced) its leader's
 }
 
 // Lifetime is the time from fork to exit: what a parent waiting for the
@@ -101,61 +101,70 @@ func Start(paths ...string) (*Tracer, error) {
 }
 
 // read follows the trace until the end marker: a fork notes when a pid
-// began, an exec of a watched path opens its span (a later exec, from any
-// thread, continues it), the exit of the process's last thread closes it.
+// began, an exec of a watched path opens its span, the exit of the
+// process's last thread closes it. The leader's exit ends it for now: an
+// exec from another thread (which ends the leader first) goes on with the
+// span, and a later thread's exit that ends the thread group moves its end.
+// That exit names its process only if the trace has learned the thread's
+// (record-tgid, at a context switch); else the leader's exit stands.
 func (t *Tracer) read(trace io.Reader, watched map[string]bool) error {
 	forked := map[int]time.Duration{}
-	open := map[int]*Span{}
+	open := map[int]*Span{} // by process ID; Exit set once the leader exited
+	closeSpan := func(pid int) {
+		t.mu.Lock()
+		t.spans = append(t.spans, *open[pid])
+		t.mu.Unlock()
+		delete(open, pid)
+	}
 	sc := bufio.NewScanner(trace)
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.Contains(line, t.marker) {
+			for pid, s := range open {
+				if s.Exit != 0 {
+					closeSpan(pid)
+				}
+			}
 			return nil
 		}
 		if strings.Contains(line, "LOST") && !strings.Contains(line, ": sched_process_") {
 			return fmt.Errorf("read %s/trace_pipe: %s: spans may be missing", t.dir, line)
 		}
 		ev, err := parse(line)
-		if errors.Is(err, errNotEvent) {
-			continue // the rest of a line a file name with a newline broke
-		}
 		if err != nil {
-			return err
+			// A line a file name with a newline broke, from any process
+			// on the machine: the spans a caller asks for are checked
+			// one by one, so one missing here fails there.
+			continue
 		}
 		switch ev.name {
 		case "sched_process_fork":
+			if s := open[ev.pid]; s != nil && s.Exit != 0 {
+				closeSpan(ev.pid) // the pid is reused: that process is gone
+			}
 			forked[ev.pid] = ev.at
 		case "sched_process_exec":
-			fork, ok := forked[ev.pid]
-			if !watched[ev.path] || !ok || open[ev.pid] != nil {
+			if s := open[ev.pid]; s != nil {
+				s.Exit = 0 // an exec from another thread ended the leader
 				continue
 			}
-			open[ev.pid] = &Span{Path: ev.path, PID: ev.pid, Fork: fork, Exec: ev.at}
+			if fork, ok := forked[ev.pid]; ok && watched[ev.path] {
+				open[ev.pid] = &Span{Path: ev.path, PID: ev.pid, Fork: fork, Exec: ev.at}
+			}
 		case "sched_process_exit":
-			if !ev.groupDead {
-				// A thread, or a leader an exec from another thread ended:
-				// the process goes on.
-				if open[ev.pid] == nil {
-					delete(forked, ev.pid)
+			if s := open[ev.pid]; s != nil {
+				s.Exit = ev.at
+				if ev.groupDead {
+					closeSpan(ev.pid)
 				}
 				continue
 			}
-			// The leader's own exit, or another thread's: then the trace's
-			// process ID for it, which it learns at a context switch (a
-			// pid's entry can be stale before that, so a leader is taken
-			// by its own pid).
-			proc := ev.pid
-			if open[proc] == nil && ev.tgid > 0 {
-				proc = ev.tgid
-			}
 			delete(forked, ev.pid)
-			delete(forked, proc)
-			if s := open[proc]; s != nil {
+			// A stale process ID (a pid of a thread gone) can only name a
+			// process whose leader has exited, which is all it may move.
+			if s := open[ev.tgid]; ev.groupDead && s != nil && s.Exit != 0 {
 				s.Exit = ev.at
-				delete(open, proc)
-				t.mu.Lock()
-				t.spans = append(t.spans, *s)
-				t.mu.Unlock()
+				closeSpan(ev.tgid)
 			}
 		}
 	}
@@ -174,9 +183,6 @@ type event struct {
 	groupDead bool   // exit: the process's last thread
 }
 
-// errNotEvent: a line that is none of the three events.
-var errNotEvent = errors.New("not a sched_process event")
-
 // parse reads one trace_pipe line of the three events, as their print
 // formats write them with record-tgid on:
 //
@@ -187,7 +193,7 @@ func parse(line string) (event, error) {
 	var ev event
 	i := strings.Index(line, ": sched_process_")
 	if i < 0 {
-		return ev, fmt.Errorf("trace line %q: %w", line, errNotEvent)
+		return ev, fmt.Errorf("trace line %q: not a sched_process event", line)
 	}
 	head := strings.Fields(line[:i])
 	if len(head) == 0 {

@@ -77,6 +77,19 @@ func TestReadEndsSpansWithTheProcess(t *testing.T) {
 			line(70, 70, "1.000100", "sched_process_exec", "filename=/hook pid=70 old_pid=70") +
 			line(70, 33, "1.000900", "sched_process_exit", "comm=hook pid=70 prio=120 group_dead=true"),
 			[]Span{{Path: hook, PID: 70, Fork: time.Second, Exec: time.Second + 100*time.Microsecond, Exit: time.Second + 900*time.Microsecond}}},
+		{"last thread's process not known", line(1, 1, "1.000000", "sched_process_fork", "comm=runc pid=1 child_comm=runc child_pid=80") +
+			line(80, 80, "1.000100", "sched_process_exec", "filename=/hook pid=80 old_pid=80") +
+			line(80, 80, "1.002000", "sched_process_exit", "comm=hook pid=80 prio=120 group_dead=false") +
+			line(81, -1, "1.002100", "sched_process_exit", "comm=hook pid=81 prio=120 group_dead=true"),
+			[]Span{{Path: hook, PID: 80, Fork: time.Second, Exec: time.Second + 100*time.Microsecond, Exit: time.Second + 2*time.Millisecond}}},
+		{"pid reused after the leader's exit", line(1, 1, "1.000000", "sched_process_fork", "comm=runc pid=1 child_comm=runc child_pid=90") +
+			line(90, 90, "1.000100", "sched_process_exec", "filename=/hook pid=90 old_pid=90") +
+			line(90, 90, "1.000500", "sched_process_exit", "comm=hook pid=90 prio=120 group_dead=false") +
+			line(1, 1, "1.100000", "sched_process_fork", "comm=runc pid=1 child_comm=runc child_pid=90") +
+			line(90, 90, "1.100100", "sched_process_exec", "filename=/hook pid=90 old_pid=90") +
+			line(90, 90, "1.100400", "sched_process_exit", "comm=hook pid=90 prio=120 group_dead=true"),
+			[]Span{{Path: hook, PID: 90, Fork: time.Second, Exec: time.Second + 100*time.Microsecond, Exit: time.Second + 500*time.Microsecond},
+				{Path: hook, PID: 90, Fork: 1100 * time.Millisecond, Exec: 1100100 * time.Microsecond, Exit: 1100400 * time.Microsecond}}},
 		{"unwatched and thread forks", line(1, 1, "1.000000", "sched_process_fork", "comm=runc pid=1 child_comm=runc child_pid=60") +
 			line(60, 60, "1.000100", "sched_process_exec", "filename=/next pid=60 old_pid=60") +
 			line(60, 60, "1.000200", "sched_process_exit", "comm=next pid=60 prio=120 group_dead=true"),
@@ -168,5 +181,23 @@ func TestSpansOfRealProcesses(t *testing.T) {
 	}
 	if len(spans) != watched {
 		t.Errorf("%d spans for %d watched runs: %+v", len(spans), watched, spans)
+	}
+}
+
+// TestReadSkipsBrokenLines: a file name with a newline, from any process
+// on the machine, breaks its line in two; the trace goes on.
+func TestReadSkipsBrokenLines(t *testing.T) {
+	trace := "  x-1 (      1) [000] ..... 1.000000: sched_process_fork: comm=runc pid=1 child_comm=runc child_pid=50\n" +
+		"  x-9 (      9) [000] ..... 1.000050: sched_process_exec: filename=/tmp/a\n" +
+		"b pid=9 old_pid=9\n" +
+		"  x-50 (     50) [000] ..... 1.000100: sched_process_exec: filename=/hook pid=50 old_pid=50\n" +
+		"  x-50 (     50) [000] ..... 1.000300: sched_process_exit: comm=hook pid=50 prio=120 group_dead=true\n" +
+		"  x-1 (1) [000] ..... 2.000000: tracing_mark_write: end-marker\n"
+	tr := &Tracer{marker: "end-marker"}
+	if err := tr.read(strings.NewReader(trace), map[string]bool{"/hook": true}); err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.spans) != 1 || tr.spans[0].Lifetime() != 300*time.Microsecond {
+		t.Errorf("spans %+v, want the hook's of 300µs", tr.spans)
 	}
 }
