@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/holdfast-dev/holdfast/bpf/linux"
@@ -27,6 +28,11 @@ func OpenFS(root string) (FS, error) {
 	return FS{root: root, dev: dev}, nil
 }
 
+// ErrOtherDevice: a directory is not on the device the cgroup file system
+// had when FS was opened (another file system, or the cgroup file system
+// mounted again since).
+var ErrOtherDevice = errors.New("not on the cgroup v2 file system")
+
 // ID is the cgroup ID of dir, which must be on the file system of root.
 func (fs FS) ID(dir string) (uint64, error) {
 	dev, ino, err := linux.DirDevInode(dir)
@@ -34,7 +40,7 @@ func (fs FS) ID(dir string) (uint64, error) {
 		return 0, fmt.Errorf("cgroup id of %s: %w", dir, err)
 	}
 	if dev != fs.dev {
-		return 0, fmt.Errorf("cgroup id of %s: not on the cgroup v2 file system of %s", dir, fs.root)
+		return 0, fmt.Errorf("cgroup id of %s: %w of %s", dir, ErrOtherDevice, fs.root)
 	}
 	return ino, nil
 }

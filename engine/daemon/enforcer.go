@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"github.com/holdfast-dev/holdfast/bpf"
 	"github.com/holdfast-dev/holdfast/bpf/cgroup"
 )
@@ -79,11 +80,12 @@ func (e *Engine) cgroupID(dir string) (uint64, error) {
 		return e.opts.CgroupID(dir)
 	}
 	if e.cgroupFS != nil {
-		if id, err := e.cgroupFS.ID(dir); err == nil {
-			return id, nil
+		id, err := e.cgroupFS.ID(dir)
+		if !errors.Is(err, cgroup.ErrOtherDevice) {
+			return id, err
 		}
-		// Refused, or the cgroup file system was mounted again since
-		// start (a new device): the statfs says which.
+		// Another file system, or the cgroup file system mounted again
+		// since start (a new device): the statfs says which.
 	}
 	return cgroup.ID(dir)
 }

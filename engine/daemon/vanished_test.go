@@ -83,6 +83,13 @@ func TestCgroupIDOneStat(t *testing.T) {
 	if id, err := e.cgroupID(filepath.Join(child, "cgroup.procs")); err == nil {
 		t.Errorf("cgroupID of a cgroup's control file = %d, want a refusal", id)
 	}
+	// A cgroup gone (a restart checks every registration): one stat says
+	// so, without the statfs of the fallback.
+	gone := filepath.Join(m.Root, "holdfast-cgroupid-gone")
+	var pathErr *os.PathError
+	if _, err := e.cgroupID(gone); !errors.As(err, &pathErr) || pathErr.Op != "stat" || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("cgroupID of a cgroup gone: %v, want one stat's not-exist", err)
+	}
 	// The file system mounted again since start: its device changed.
 	e.cgroupFS = &cgroup.FS{} // device 0: no file system's
 	if got, err := e.cgroupID(child); err != nil || got != ids[1] {
